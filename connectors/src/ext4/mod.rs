@@ -1,0 +1,664 @@
+//! A small, careful, read-only reader for ext2, ext3 and ext4.
+//!
+//! [`read`] walks the whole tree from the root inode and lists every path with what the store
+//! needs to rebuild the disk byte for byte from contents kept elsewhere: inode numbers, link
+//! counts, owners, modes, times, extended attributes, device numbers, symlink targets and, for
+//! regular files, the exact physical extent map (or the inline data).
+//!
+//! It reads: block sizes of 1 to 64 KiB, 32- and 64-bit group descriptors, META_BG, flex_bg,
+//! bigalloc, extent trees and ext2/ext3 indirect block maps, linear and htree directories,
+//! inline data, in-inode and external-block xattrs and xattr values kept in their own inodes
+//! (EA_INODE; those values are read from that inode's data).
+//!
+//! It refuses, with an [`Error`] naming the structure: the compression, journal-device,
+//! dirdata and encryption incompatible features and unknown ones, and any structure that is
+//! inconsistent. It verifies no checksum and does not replay the journal: the image is read
+//! as it lies.
+//!
+//! Images are untrusted. The reader never panics, reads each directory once (a directory
+//! reached twice, by a hard link or a cycle, is an error), walks the tree with an explicit
+//! stack rather than recursion, bounds extent trees to depth 5, and lets each inode map at
+//! most the blocks its `i_blocks` accounts for and that no other inode has already claimed,
+//! so the work and memory stay proportional to the filesystem; the listing itself is capped at
+//! [`MAX_LISTING_BYTES`].
+
+mod dir;
+mod inode;
+mod superblock;
+mod xattr;
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::io;
+
+use crate::ReadAt;
+use inode::{Allowance, BlockSource, I_BLOCK_LEN, Inode};
+use superblock::Superblock;
+
+/// The most memory the listing may take (paths, extents, xattrs, targets, inline data), so
+/// that a hostile image (say, a long chain of directories with long names) cannot exhaust it.
+pub const MAX_LISTING_BYTES: u64 = 1 << 30;
+/// The largest xattr value the kernel accepts, bounding values kept in their own inode.
+const MAX_XATTR_VALUE: u32 = 65536;
+/// The xattr holding inline data past `i_block`; it is content, not an attribute.
+const SYSTEM_DATA: &str = "system.data";
+
+/// True when `src` carries an ext2/3/4 superblock magic.
+pub fn probe(src: &dyn ReadAt) -> bool {
+    superblock::probe(src)
+}
+
+/// Reads the filesystem in `src` and lists every file reachable from the root.
+pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
+    let sb = Superblock::read(src)?;
+    let mut walk = Walk {
+        vol: Volume {
+            src,
+            blocks_left: sb.blocks_count,
+            sb,
+            inode_tables: HashMap::new(),
+        },
+        files: Vec::new(),
+        first_path: HashMap::new(),
+        listing_left: MAX_LISTING_BYTES,
+    };
+    walk.run()?;
+    let sb = &walk.vol.sb;
+    let name = &sb.volume_name;
+    let name_end = name.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    Ok(Filesystem {
+        fs_type: sb.fs_type(),
+        label: String::from_utf8_lossy(name.get(..name_end).unwrap_or_default()).into_owned(),
+        uuid: format_uuid(&sb.uuid),
+        block_size: sb.block_size,
+        files: walk.files,
+    })
+}
+
+/// What went wrong, naming the structure.
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ext4: {}", self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    /// "ext4" when any ext4-only feature is on, else "ext3" with a journal, else "ext2".
+    pub fs_type: &'static str,
+    pub label: String,
+    /// 8-4-4-4-12 lowercase hex.
+    pub uuid: String,
+    pub block_size: u32,
+    /// "/" first, then depth first, each directory's entries in on-disk order; "." and ".."
+    /// omitted. A file with several hard links appears once per path.
+    pub files: Vec<File>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+    Socket,
+}
+
+impl FileKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Char => "char",
+            FileKind::Block => "block",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+        }
+    }
+
+    fn from_mode(mode: u16) -> Option<FileKind> {
+        Some(match mode & 0o170000 {
+            0o100000 => FileKind::File,
+            0o040000 => FileKind::Dir,
+            0o120000 => FileKind::Symlink,
+            0o020000 => FileKind::Char,
+            0o060000 => FileKind::Block,
+            0o010000 => FileKind::Fifo,
+            0o140000 => FileKind::Socket,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct File {
+    /// "/", "/etc", "/etc/passwd"; name bytes that are not UTF-8 are rendered as `\xNN`.
+    pub path: String,
+    /// From the inode's mode, not the directory entry's file type.
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Seconds since the epoch, including the extra epoch bits of large inodes.
+    pub mtime: i64,
+    /// From `i_mtime_extra` when the inode has it, else 0.
+    pub mtime_nsec: u32,
+    pub inode: u32,
+    pub nlink: u32,
+    /// Symlinks only: fast (in `i_block`), inline or slow (in a data block).
+    pub link_target: Option<Vec<u8>>,
+    /// Character and block devices only: (major, minor).
+    pub rdev: Option<(u32, u32)>,
+    /// Full names ("user.test") and raw values, in-inode ones first, then the external
+    /// block's, in on-disk order; values kept in their own inode (EA_INODE) are read from
+    /// it. "system.data" (inline data) is content and is left out.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Regular files only: the data blocks, sorted by logical offset, adjacent runs merged.
+    pub extents: Vec<Extent>,
+    /// Regular files with inline data: the content, from `i_block` then the "system.data"
+    /// value, cut to the size; a size past these bytes reads as zeros beyond them.
+    pub inline_data: Option<Vec<u8>>,
+}
+
+/// A run of a regular file's data blocks, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset in the file.
+    pub logical: u64,
+    /// Byte offset in the filesystem (within the source given to [`read`]).
+    pub physical: u64,
+    /// A multiple of the block size; the last extent may reach past the file's size.
+    pub len: u64,
+    /// An ext4 uninitialized extent: allocated, but reads as zeros through the file.
+    pub unwritten: bool,
+}
+
+impl File {
+    /// Reads `buf.len()` bytes of content at `offset` (`offset + len <= size`): holes and
+    /// unwritten extents read as zeros; inline data comes from `inline_data`.
+    pub fn read_content(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        if self.kind != FileKind::File {
+            return Err(invalid(format!("{} is not a regular file", self.path)));
+        }
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.size) {
+            return Err(invalid(format!(
+                "{}: read of {} bytes at {offset} passes the size {}",
+                self.path,
+                buf.len(),
+                self.size
+            )));
+        }
+        match &self.inline_data {
+            Some(data) => {
+                // Past the inline bytes, up to the size, the content is zeros.
+                buf.fill(0);
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let part = data.get(start..).unwrap_or_default();
+                let n = part.len().min(buf.len());
+                if let (Some(dst), Some(src)) = (buf.get_mut(..n), part.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                Ok(())
+            }
+            None => read_mapped(src, &self.extents, offset, buf),
+        }
+    }
+}
+
+/// Reads `buf.len()` bytes at logical `offset` through `extents`; unmapped bytes are zeros.
+fn read_mapped(
+    src: &dyn ReadAt,
+    extents: &[Extent],
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    buf.fill(0);
+    let end = offset.saturating_add(buf.len() as u64);
+    let first = extents.partition_point(|e| e.logical.saturating_add(e.len) <= offset);
+    for e in extents.get(first..).unwrap_or_default() {
+        if e.logical >= end {
+            break;
+        }
+        if e.unwritten {
+            continue;
+        }
+        let from = offset.max(e.logical);
+        let to = end.min(e.logical.saturating_add(e.len));
+        // Only for extents not sorted or overlapping, as `read` never makes them.
+        if to <= from {
+            continue;
+        }
+        let range = usize::try_from(from - offset)
+            .ok()
+            .zip(usize::try_from(to - offset).ok());
+        let dst = range.and_then(|(a, b)| buf.get_mut(a..b)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "extent outside the read range")
+        })?;
+        src.read_exact_at(dst, e.physical.saturating_add(from - e.logical))?;
+    }
+    Ok(())
+}
+
+/// The filesystem being read: the source, its superblock and what has been claimed so far.
+struct Volume<'a> {
+    src: &'a dyn ReadAt,
+    sb: Superblock,
+    /// Inode table block per group, read from the descriptors as groups are needed.
+    inode_tables: HashMap<u32, u64>,
+    /// Blocks not yet mapped by any inode: no two inodes may share blocks, so the sum of what
+    /// all inodes map is at most the filesystem's block count.
+    blocks_left: u64,
+}
+
+impl BlockSource for Volume<'_> {
+    fn sb(&self) -> &Superblock {
+        &self.sb
+    }
+
+    fn block(&self, block: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>, Error> {
+        let offset = self.sb.block_offset(block).ok_or_else(|| {
+            Error(format!(
+                "{}: block {block} lies past the end of the filesystem",
+                what()
+            ))
+        })?;
+        let mut buf = vec![0; self.sb.block_size as usize];
+        self.src
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| Error(format!("{}: block {block}: {e}", what())))?;
+        Ok(buf)
+    }
+}
+
+impl Volume<'_> {
+    fn inode(&mut self, ino: u32) -> Result<Inode, Error> {
+        let sb = &self.sb;
+        if ino == 0 || ino > sb.inodes_count {
+            return Err(Error(format!(
+                "inode {ino} is outside 1..={} of the filesystem",
+                sb.inodes_count
+            )));
+        }
+        let group = (ino - 1) / sb.inodes_per_group;
+        let index = (ino - 1) % sb.inodes_per_group;
+        let table = match self.inode_tables.get(&group) {
+            Some(&table) => table,
+            None => {
+                let table = sb.inode_table(self.src, group)?;
+                self.inode_tables.insert(group, table);
+                table
+            }
+        };
+        // inode_table checked that the whole table lies inside the filesystem.
+        let offset = table * u64::from(sb.block_size) + u64::from(index) * u64::from(sb.inode_size);
+        let mut raw = vec![0; sb.inode_size as usize];
+        self.src
+            .read_exact_at(&mut raw, offset)
+            .map_err(|e| Error(format!("inode {ino}: {e}")))?;
+        Inode::parse(ino, &raw, sb)
+    }
+
+    /// The data extents of `inode`, charged to its allowance and to the filesystem's.
+    fn map(&mut self, inode: &Inode) -> Result<Vec<Extent>, Error> {
+        let mut allowance = Allowance::new(inode, &self.sb, self.blocks_left);
+        let before = allowance.left();
+        let extents = inode::map(self, inode, &mut allowance)?;
+        self.blocks_left -= before - allowance.left();
+        Ok(extents)
+    }
+
+    /// Reads the first `len` bytes of data mapped by `extents`.
+    fn read_data(&self, ino: u32, extents: &[Extent], len: u64) -> Result<Vec<u8>, Error> {
+        let err = |e: String| Error(format!("inode {ino}: reading {len} bytes of data: {e}"));
+        let mut buf = vec![0; usize::try_from(len).map_err(|e| err(e.to_string()))?];
+        read_mapped(self.src, extents, 0, &mut buf).map_err(|e| err(e.to_string()))?;
+        Ok(buf)
+    }
+
+    /// All extended attributes of `inode`, "system.data" included.
+    fn xattrs(&mut self, inode: &Inode) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let ino = inode.ino;
+        let mut raw = xattr::in_inode(ino, &inode.xattr_area)?;
+        if inode.file_acl != 0 {
+            let block = self.block(inode.file_acl, &|| format!("inode {ino}: xattr block"))?;
+            raw.extend(xattr::in_block(ino, inode.file_acl, &block)?);
+        }
+        let mut out = Vec::with_capacity(raw.len());
+        for xattr::Xattr { name, value } in raw {
+            let value = match value {
+                xattr::Value::Bytes(bytes) => bytes,
+                xattr::Value::Inode(inum, size) => self.xattr_inode(ino, &name, inum, size)?,
+            };
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    /// A value kept in the data of its own inode (EA_INODE).
+    fn xattr_inode(
+        &mut self,
+        ino: u32,
+        name: &str,
+        inum: u32,
+        size: u32,
+    ) -> Result<Vec<u8>, Error> {
+        let err = |what: String| {
+            Error(format!(
+                "inode {ino}: xattr {name}: value inode {inum} {what}"
+            ))
+        };
+        if size > MAX_XATTR_VALUE {
+            return Err(err(format!(
+                "holds {size} bytes, more than {MAX_XATTR_VALUE}"
+            )));
+        }
+        let value_inode = self.inode(inum)?;
+        if !value_inode.is_ea_inode() || value_inode.has_inline_data() {
+            return Err(err("is not an EA_INODE".into()));
+        }
+        if value_inode.size < u64::from(size) {
+            return Err(err(format!(
+                "holds {} bytes, less than {size}",
+                value_inode.size
+            )));
+        }
+        let extents = self.map(&value_inode)?;
+        self.read_data(inum, &extents, u64::from(size))
+    }
+
+    /// The entries of directory `inode`, in on-disk order. `system_data` is the inline-data
+    /// continuation, if any.
+    fn dir_entries(
+        &mut self,
+        inode: &Inode,
+        system_data: Option<&[u8]>,
+    ) -> Result<Vec<dir::Entry>, Error> {
+        let ino = inode.ino;
+        let inodes_count = self.sb.inodes_count;
+        let mut out = Vec::new();
+        if inode.has_inline_data() {
+            // i_block starts with the parent's inode number (the implicit ".."); entries follow
+            // and continue in "system.data".
+            let area = inode.i_block.get(4..).unwrap_or_default();
+            let at = || format!("directory inode {ino}: inline entries");
+            dir::parse_block(area, inodes_count, &at, &mut out)?;
+            let at = || format!("directory inode {ino}: inline entries in {SYSTEM_DATA}");
+            dir::parse_block(system_data.unwrap_or_default(), inodes_count, &at, &mut out)?;
+            return Ok(out);
+        }
+        let bs = u64::from(self.sb.block_size);
+        for extent in self.map(inode)?.iter().filter(|e| !e.unwritten) {
+            for i in 0..extent.len / bs {
+                let logical = extent.logical + i * bs;
+                // Blocks past i_size are not part of the directory.
+                if logical >= inode.size {
+                    break;
+                }
+                let block_nr = (extent.physical + i * bs) / bs;
+                let at = || format!("directory inode {ino}, logical block {}", logical / bs);
+                let block = self.block(block_nr, &at)?;
+                dir::parse_block(&block, inodes_count, &at, &mut out)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The depth-first walk over the tree.
+struct Walk<'a> {
+    vol: Volume<'a>,
+    files: Vec<File>,
+    /// Inode number to the index in `files` of its first path: further hard links copy it.
+    first_path: HashMap<u32, usize>,
+    listing_left: u64,
+}
+
+impl Walk<'_> {
+    fn run(&mut self) -> Result<(), Error> {
+        let root = self.visit(inode::ROOT, "/".into())?;
+        let Some(root) = root else {
+            return Err(Error(format!(
+                "inode {}: the root is not a directory",
+                inode::ROOT
+            )));
+        };
+        // An explicit stack, not recursion: depth is bounded only by the number of inodes.
+        // Each level holds its directory's path ("" for the root) and its unvisited entries.
+        let mut stack = vec![(String::new(), root.into_iter())];
+        while let Some((parent, entries)) = stack.last_mut() {
+            let Some(entry) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            let path = format!("{parent}/{}", escape(&entry.name));
+            if let Some(children) = self.visit(entry.inode, path.clone())? {
+                stack.push((path, children.into_iter()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the file at `path`; returns its entries when it is a directory to descend into.
+    fn visit(&mut self, ino: u32, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
+        let at = |e: Error| Error(format!("{} (at {path})", e.0));
+        if let Some(first) = self.first_path.get(&ino).and_then(|&i| self.files.get(i)) {
+            if first.kind == FileKind::Dir {
+                return Err(Error(format!(
+                    "directory inode {ino} is reached both at {} and at {path} (a directory \
+                     hard link or a cycle)",
+                    first.path
+                )));
+            }
+            let file = File {
+                path,
+                ..first.clone()
+            };
+            self.add(file)?;
+            return Ok(None);
+        }
+        let (file, children) = self.decode(ino, path.clone()).map_err(at)?;
+        self.first_path.insert(ino, self.files.len());
+        self.add(file)?;
+        Ok(children)
+    }
+
+    fn add(&mut self, file: File) -> Result<(), Error> {
+        self.listing_left = self
+            .listing_left
+            .checked_sub(weight(&file))
+            .ok_or_else(|| {
+                Error(format!(
+                    "the listing exceeds {MAX_LISTING_BYTES} bytes of metadata (at {})",
+                    file.path
+                ))
+            })?;
+        self.files.push(file);
+        Ok(())
+    }
+
+    fn decode(&mut self, ino: u32, path: String) -> Result<(File, Option<Vec<dir::Entry>>), Error> {
+        let inode = self.vol.inode(ino)?;
+        if inode.links == 0 {
+            return Err(Error(format!(
+                "inode {ino}: has no links (deleted) but is referenced"
+            )));
+        }
+        let kind = FileKind::from_mode(inode.mode).ok_or_else(|| {
+            Error(format!(
+                "inode {ino}: mode {:#o} has no known file type",
+                inode.mode
+            ))
+        })?;
+        let mut xattrs = self.vol.xattrs(&inode)?;
+        let system_data = xattrs
+            .iter()
+            .position(|(name, _)| name == SYSTEM_DATA)
+            .map(|i| xattrs.remove(i).1);
+        let mut file = File {
+            path,
+            kind,
+            mode: u32::from(inode.mode & 0o7777),
+            uid: inode.uid,
+            gid: inode.gid,
+            size: inode.size,
+            mtime: inode.mtime,
+            mtime_nsec: inode.mtime_nsec,
+            inode: ino,
+            nlink: u32::from(inode.links),
+            link_target: None,
+            rdev: None,
+            xattrs,
+            extents: Vec::new(),
+            inline_data: None,
+        };
+        let mut children = None;
+        match kind {
+            FileKind::File if inode.has_inline_data() => {
+                file.inline_data = Some(inline_data(&inode, system_data.as_deref()));
+            }
+            FileKind::File => file.extents = self.vol.map(&inode)?,
+            FileKind::Dir => {
+                children = Some(self.vol.dir_entries(&inode, system_data.as_deref())?);
+            }
+            FileKind::Symlink => {
+                file.link_target = Some(self.link_target(&inode, system_data.as_deref())?);
+            }
+            FileKind::Char | FileKind::Block => file.rdev = Some(device(&inode.i_block)),
+            FileKind::Fifo | FileKind::Socket => {}
+        }
+        Ok((file, children))
+    }
+
+    /// A symlink's target: inline data, in `i_block` ("fast") or in a data block ("slow").
+    fn link_target(&mut self, inode: &Inode, system_data: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+        let ino = inode.ino;
+        let size = inode.size;
+        if inode.has_inline_data() {
+            let target = inline_data(inode, system_data);
+            if (target.len() as u64) < size {
+                return Err(Error(format!(
+                    "inode {ino}: symlink target of {size} bytes exceeds its {} inline bytes",
+                    target.len()
+                )));
+            }
+            return Ok(target);
+        }
+        if !inode.is_fast_symlink(&self.vol.sb) {
+            // The kernel refuses targets longer than a block.
+            if size > u64::from(self.vol.sb.block_size) {
+                return Err(Error(format!(
+                    "inode {ino}: symlink target of {size} bytes exceeds the block size"
+                )));
+            }
+            let extents = self.vol.map(inode)?;
+            return self.vol.read_data(ino, &extents, size);
+        }
+        usize::try_from(size)
+            .ok()
+            .filter(|&len| len < I_BLOCK_LEN)
+            .and_then(|len| inode.i_block.get(..len))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                Error(format!(
+                    "inode {ino}: symlink of {size} bytes has no data blocks"
+                ))
+            })
+    }
+}
+
+/// Inline content: `i_block`, then the "system.data" xattr value, cut to the size. A size past
+/// the inline bytes reads as zeros there, as in the kernel (mke2fs makes such files from
+/// sparse ones).
+fn inline_data(inode: &Inode, system_data: Option<&[u8]>) -> Vec<u8> {
+    let mut data = inode.i_block.to_vec();
+    data.extend_from_slice(system_data.unwrap_or_default());
+    data.truncate(usize::try_from(inode.size).unwrap_or(usize::MAX));
+    data
+}
+
+/// A device number from `i_block`: the old 16-bit encoding in word 0 when non-zero, else the
+/// new 32-bit encoding in word 1.
+fn device(i_block: &[u8]) -> (u32, u32) {
+    let old = le32(i_block, 0) & 0xFFFF;
+    if old != 0 {
+        return ((old >> 8) & 0xFF, old & 0xFF);
+    }
+    let new = le32(i_block, 4);
+    (
+        (new & 0xF_FF00) >> 8,
+        (new & 0xFF) | ((new >> 12) & 0xF_FF00),
+    )
+}
+
+/// The memory a listed file takes, for the [`MAX_LISTING_BYTES`] cap.
+fn weight(file: &File) -> u64 {
+    let xattrs: usize = file
+        .xattrs
+        .iter()
+        .map(|(name, value)| size_of::<(String, Vec<u8>)>() + name.len() + value.len())
+        .sum();
+    let bytes = size_of::<File>()
+        + file.path.len()
+        + file.extents.len() * size_of::<Extent>()
+        + xattrs
+        + file.link_target.as_ref().map_or(0, Vec::len)
+        + file.inline_data.as_ref().map_or(0, Vec::len);
+    bytes as u64
+}
+
+/// A name as UTF-8, with bytes that are not rendered as `\xNN`.
+fn escape(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .unwrap_or_default()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    )
+}
+
+/// Little-endian fields; callers check lengths first, and a field out of range reads as 0
+/// rather than panicking.
+fn le16(buf: &[u8], offset: usize) -> u16 {
+    buf.get(offset..offset.saturating_add(2))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u16::from_le_bytes)
+}
+
+fn le32(buf: &[u8], offset: usize) -> u32 {
+    buf.get(offset..offset.saturating_add(4))
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes)
+}

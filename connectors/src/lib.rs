@@ -1,0 +1,17 @@
+//! Bytes to structure, and back: disk formats, partition tables, filesystems and package
+//! databases. Everything here reads untrusted input and answers with structure or an error
+//! that names the structure that is wrong; nothing here knows about the store, the catalog or
+//! SQL (**Architecture Invariant**).
+//!
+//! The seam is [`ReadAt`]: a positioned, thread-safe byte source. A disk image is one
+//! ([`disk`]), a partition is a window onto it ([`Window`]), and every filesystem and package
+//! reader takes one.
+
+pub mod disk;
+pub mod dpkg;
+pub mod ext4;
+pub mod os;
+pub mod partition;
+
+mod read_at;
+pub use read_at::{ReadAt, Window, is_zero};

@@ -1,0 +1,445 @@
+//! The catalog tables: their Arrow schemas and rows. Column names are the user interface
+//! (SQL sees them as they are here); ARCHITECTURE.md lists them with their meaning.
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, BinaryArray, StructArray, TimestampNanosecondArray,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use std::sync::Arc;
+
+/// A catalog table: a name, a schema, and rows that turn into a record batch.
+pub trait Table: Sized {
+    const NAME: &'static str;
+    fn schema() -> SchemaRef;
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
+}
+
+/// Every table, in the order a checkin writes them (the `images` row last: the commit point).
+pub const TABLES: [&str; 7] = ["chunks", "partitions", "files", "packages", "extents", "provenance", "images"];
+
+fn i64_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v))
+}
+fn opt_i64_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter(v))
+}
+fn str_col<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from(v.into_iter().collect::<Vec<_>>()))
+}
+fn opt_str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(StringArray::from_iter(v))
+}
+fn time_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from_iter_values(v).with_timezone("UTC"))
+}
+fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
+    Field::new(name, data_type, nullable)
+}
+
+/// One committed image version. Written last: its presence is what makes a checkin visible.
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    pub image_id: i64,
+    pub name: String,
+    pub version: i64,
+    pub parent_id: Option<i64>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub state: String,
+    pub source_format: String,
+    pub virtual_size: i64,
+    pub stored_bytes_new: i64,
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub hostname: Option<String>,
+    pub description: Option<String>,
+}
+
+impl Table for ImageRow {
+    const NAME: &'static str = "images";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("image_id", DataType::Int64, false),
+            field("name", DataType::Utf8, false),
+            field("version", DataType::Int64, false),
+            field("parent_id", DataType::Int64, true),
+            field("created_at", time_type(), false),
+            field("created_by", DataType::Utf8, false),
+            field("state", DataType::Utf8, false),
+            field("source_format", DataType::Utf8, false),
+            field("virtual_size", DataType::Int64, false),
+            field("stored_bytes_new", DataType::Int64, false),
+            field("os_name", DataType::Utf8, true),
+            field("os_version", DataType::Utf8, true),
+            field("hostname", DataType::Utf8, true),
+            field("description", DataType::Utf8, true),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Self::schema(), vec![
+            i64_col(rows.iter().map(|r| r.image_id)),
+            str_col(rows.iter().map(|r| r.name.as_str())),
+            i64_col(rows.iter().map(|r| r.version)),
+            opt_i64_col(rows.iter().map(|r| r.parent_id)),
+            time_col(rows.iter().map(|r| r.created_at)),
+            str_col(rows.iter().map(|r| r.created_by.as_str())),
+            str_col(rows.iter().map(|r| r.state.as_str())),
+            str_col(rows.iter().map(|r| r.source_format.as_str())),
+            i64_col(rows.iter().map(|r| r.virtual_size)),
+            i64_col(rows.iter().map(|r| r.stored_bytes_new)),
+            opt_str_col(rows.iter().map(|r| r.os_name.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.os_version.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.hostname.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.description.as_deref())),
+        ])
+    }
+}
+
+/// The disk manifest: one row per partition (or one for a bare filesystem).
+#[derive(Debug, Clone)]
+pub struct PartitionRow {
+    pub image_id: i64,
+    pub partition: i64,
+    pub scheme: String,
+    pub r#type: String,
+    pub name: String,
+    pub start: i64,
+    pub size: i64,
+    pub fs_type: Option<String>,
+    pub fs_uuid: Option<String>,
+    pub fs_label: Option<String>,
+    /// Why the filesystem was not indexed (it is then stored raw), if it was not.
+    pub fs_error: Option<String>,
+}
+
+impl Table for PartitionRow {
+    const NAME: &'static str = "partitions";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("image_id", DataType::Int64, false),
+            field("partition", DataType::Int64, false),
+            field("scheme", DataType::Utf8, false),
+            field("type", DataType::Utf8, false),
+            field("name", DataType::Utf8, false),
+            field("start", DataType::Int64, false),
+            field("size", DataType::Int64, false),
+            field("fs_type", DataType::Utf8, true),
+            field("fs_uuid", DataType::Utf8, true),
+            field("fs_label", DataType::Utf8, true),
+            field("fs_error", DataType::Utf8, true),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Self::schema(), vec![
+            i64_col(rows.iter().map(|r| r.image_id)),
+            i64_col(rows.iter().map(|r| r.partition)),
+            str_col(rows.iter().map(|r| r.scheme.as_str())),
+            str_col(rows.iter().map(|r| r.r#type.as_str())),
+            str_col(rows.iter().map(|r| r.name.as_str())),
+            i64_col(rows.iter().map(|r| r.start)),
+            i64_col(rows.iter().map(|r| r.size)),
+            opt_str_col(rows.iter().map(|r| r.fs_type.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.fs_uuid.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.fs_label.as_deref())),
+            opt_str_col(rows.iter().map(|r| r.fs_error.as_deref())),
+        ])
+    }
+}
+
+/// One piece of a file's physical extent map: `length` bytes of content at `file_offset`
+/// lie at `disk_offset` (absolute, from the start of the disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileExtent {
+    pub file_offset: i64,
+    pub disk_offset: i64,
+    pub length: i64,
+    /// Preallocated, never written: reads as zeros through the file.
+    pub unwritten: bool,
+}
+
+/// The filesystem manifest: one row per path.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub image_id: i64,
+    pub partition: i64,
+    pub path: String,
+    pub kind: &'static str,
+    pub mode: i64,
+    pub uid: i64,
+    pub gid: i64,
+    pub size: i64,
+    pub mtime: i64,
+    pub inode: i64,
+    pub nlink: i64,
+    pub link_target: Option<String>,
+    pub dev_major: Option<i64>,
+    pub dev_minor: Option<i64>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    pub content_hash: Option<String>,
+    pub extent_map: Vec<FileExtent>,
+}
+
+fn xattr_fields() -> Fields {
+    Fields::from(vec![field("name", DataType::Utf8, false), field("value", DataType::Binary, false)])
+}
+fn extent_fields() -> Fields {
+    Fields::from(vec![
+        field("file_offset", DataType::Int64, false),
+        field("disk_offset", DataType::Int64, false),
+        field("length", DataType::Int64, false),
+        field("unwritten", DataType::Boolean, false),
+    ])
+}
+fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(field("item", DataType::Struct(fields), false)))
+}
+/// A list column from per-row item counts and the flattened item columns.
+fn list_col(fields: Fields, counts: impl Iterator<Item = usize>, items: Vec<ArrayRef>) -> Result<ArrayRef, ArrowError> {
+    let values = StructArray::try_new(fields.clone(), items, None)?;
+    let item = Arc::new(field("item", DataType::Struct(fields), false));
+    Ok(Arc::new(ListArray::try_new(item, OffsetBuffer::from_lengths(counts), Arc::new(values), None)?))
+}
+
+impl Table for FileRow {
+    const NAME: &'static str = "files";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("image_id", DataType::Int64, false),
+            field("partition", DataType::Int64, false),
+            field("path", DataType::Utf8, false),
+            field("kind", DataType::Utf8, false),
+            field("mode", DataType::Int64, false),
+            field("uid", DataType::Int64, false),
+            field("gid", DataType::Int64, false),
+            field("size", DataType::Int64, false),
+            field("mtime", time_type(), false),
+            field("inode", DataType::Int64, false),
+            field("nlink", DataType::Int64, false),
+            field("link_target", DataType::Utf8, true),
+            field("dev_major", DataType::Int64, true),
+            field("dev_minor", DataType::Int64, true),
+            field("xattrs", list_of(xattr_fields()), false),
+            field("content_hash", DataType::Utf8, true),
+            field("extent_map", list_of(extent_fields()), false),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        let xattrs = rows.iter().flat_map(|r| &r.xattrs);
+        let xattrs = list_col(xattr_fields(), rows.iter().map(|r| r.xattrs.len()), vec![
+            str_col(xattrs.clone().map(|x| x.0.as_str())),
+            Arc::new(BinaryArray::from(xattrs.map(|x| x.1.as_slice()).collect::<Vec<_>>())),
+        ])?;
+        let extents = rows.iter().flat_map(|r| &r.extent_map);
+        let extent_map = list_col(extent_fields(), rows.iter().map(|r| r.extent_map.len()), vec![
+            i64_col(extents.clone().map(|e| e.file_offset)),
+            i64_col(extents.clone().map(|e| e.disk_offset)),
+            i64_col(extents.clone().map(|e| e.length)),
+            Arc::new(BooleanArray::from_iter(extents.map(|e| Some(e.unwritten)))),
+        ])?;
+        RecordBatch::try_new(Self::schema(), vec![
+            i64_col(rows.iter().map(|r| r.image_id)),
+            i64_col(rows.iter().map(|r| r.partition)),
+            str_col(rows.iter().map(|r| r.path.as_str())),
+            str_col(rows.iter().map(|r| r.kind)),
+            i64_col(rows.iter().map(|r| r.mode)),
+            i64_col(rows.iter().map(|r| r.uid)),
+            i64_col(rows.iter().map(|r| r.gid)),
+            i64_col(rows.iter().map(|r| r.size)),
+            time_col(rows.iter().map(|r| r.mtime)),
+            i64_col(rows.iter().map(|r| r.inode)),
+            i64_col(rows.iter().map(|r| r.nlink)),
+            opt_str_col(rows.iter().map(|r| r.link_target.as_deref())),
+            opt_i64_col(rows.iter().map(|r| r.dev_major)),
+            opt_i64_col(rows.iter().map(|r| r.dev_minor)),
+            xattrs,
+            opt_str_col(rows.iter().map(|r| r.content_hash.as_deref())),
+            extent_map,
+        ])
+    }
+}
+
+/// One installed package.
+#[derive(Debug, Clone)]
+pub struct PackageRow {
+    pub image_id: i64,
+    pub manager: String,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub source: String,
+    pub installed_size: Option<i64>,
+    pub status: String,
+}
+
+impl Table for PackageRow {
+    const NAME: &'static str = "packages";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("image_id", DataType::Int64, false),
+            field("manager", DataType::Utf8, false),
+            field("name", DataType::Utf8, false),
+            field("version", DataType::Utf8, false),
+            field("arch", DataType::Utf8, false),
+            field("source", DataType::Utf8, false),
+            field("installed_size", DataType::Int64, true),
+            field("status", DataType::Utf8, false),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Self::schema(), vec![
+            i64_col(rows.iter().map(|r| r.image_id)),
+            str_col(rows.iter().map(|r| r.manager.as_str())),
+            str_col(rows.iter().map(|r| r.name.as_str())),
+            str_col(rows.iter().map(|r| r.version.as_str())),
+            str_col(rows.iter().map(|r| r.arch.as_str())),
+            str_col(rows.iter().map(|r| r.source.as_str())),
+            opt_i64_col(rows.iter().map(|r| r.installed_size)),
+            str_col(rows.iter().map(|r| r.status.as_str())),
+        ])
+    }
+}
+
+/// What fills a range of a version's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// Zeros: stored nowhere.
+    Zero,
+    /// Bytes of a regular file's content (stored as that content's chunks).
+    File,
+    /// Bytes no file owns: filesystem metadata, partition tables, free space, unknown partitions.
+    Raw,
+}
+
+impl ExtentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtentKind::Zero => "zero",
+            ExtentKind::File => "file",
+            ExtentKind::Raw => "raw",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "zero" => Some(ExtentKind::Zero),
+            "file" => Some(ExtentKind::File),
+            "raw" => Some(ExtentKind::Raw),
+            _ => None,
+        }
+    }
+}
+
+/// The disk map: the extents of a version tile its disk exactly, in `disk_offset` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtentRow {
+    pub image_id: i64,
+    pub disk_offset: i64,
+    pub length: i64,
+    pub kind: ExtentKind,
+    /// The chunk holding these bytes (none for zeros) and where in it they start.
+    pub chunk_hash: Option<String>,
+    pub chunk_offset: i64,
+    /// For file extents: the file content and the offset in it.
+    pub content_hash: Option<String>,
+    pub content_offset: Option<i64>,
+}
+
+impl Table for ExtentRow {
+    const NAME: &'static str = "extents";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("image_id", DataType::Int64, false),
+            field("disk_offset", DataType::Int64, false),
+            field("length", DataType::Int64, false),
+            field("kind", DataType::Utf8, false),
+            field("chunk_hash", DataType::Utf8, true),
+            field("chunk_offset", DataType::Int64, false),
+            field("content_hash", DataType::Utf8, true),
+            field("content_offset", DataType::Int64, true),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Self::schema(), vec![
+            i64_col(rows.iter().map(|r| r.image_id)),
+            i64_col(rows.iter().map(|r| r.disk_offset)),
+            i64_col(rows.iter().map(|r| r.length)),
+            str_col(rows.iter().map(|r| r.kind.as_str())),
+            opt_str_col(rows.iter().map(|r| r.chunk_hash.as_deref())),
+            i64_col(rows.iter().map(|r| r.chunk_offset)),
+            opt_str_col(rows.iter().map(|r| r.content_hash.as_deref())),
+            opt_i64_col(rows.iter().map(|r| r.content_offset)),
+        ])
+    }
+}
+
+/// The store's index: where each chunk lives.
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub chunk_hash: String,
+    pub size: i64,
+    pub stored_size: i64,
+    pub pack: String,
+    pub pack_offset: i64,
+}
+
+impl Table for ChunkRow {
+    const NAME: &'static str = "chunks";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("chunk_hash", DataType::Utf8, false),
+            field("size", DataType::Int64, false),
+            field("stored_size", DataType::Int64, false),
+            field("pack", DataType::Utf8, false),
+            field("pack_offset", DataType::Int64, false),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Self::schema(), vec![
+            str_col(rows.iter().map(|r| r.chunk_hash.as_str())),
+            i64_col(rows.iter().map(|r| r.size)),
+            i64_col(rows.iter().map(|r| r.stored_size)),
+            str_col(rows.iter().map(|r| r.pack.as_str())),
+            i64_col(rows.iter().map(|r| r.pack_offset)),
+        ])
+    }
+}
+
+/// What made each version: one row per operation.
+#[derive(Debug, Clone)]
+pub struct ProvenanceRow {
+    pub image_id: i64,
+    pub parent_id: Option<i64>,
+    pub operation: String,
+    /// The operation's arguments as a JSON object.
+    pub arguments: String,
+    pub actor: String,
+    pub at: i64,
+}
+
+impl Table for ProvenanceRow {
+    const NAME: &'static str = "provenance";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("image_id", DataType::Int64, false),
+            field("parent_id", DataType::Int64, true),
+            field("operation", DataType::Utf8, false),
+            field("arguments", DataType::Utf8, false),
+            field("actor", DataType::Utf8, false),
+            field("at", time_type(), false),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(Self::schema(), vec![
+            i64_col(rows.iter().map(|r| r.image_id)),
+            opt_i64_col(rows.iter().map(|r| r.parent_id)),
+            str_col(rows.iter().map(|r| r.operation.as_str())),
+            str_col(rows.iter().map(|r| r.arguments.as_str())),
+            str_col(rows.iter().map(|r| r.actor.as_str())),
+            time_col(rows.iter().map(|r| r.at)),
+        ])
+    }
+}

@@ -1,0 +1,722 @@
+//! Checkin: a disk image in, rows and chunks out.
+//!
+//! ```text
+//! open disk (raw | qcow2) -> partitions -> filesystems (ext2/3/4) -> files, packages, OS facts
+//!   regular file contents -> content-defined chunks ------------------\
+//!   every other non-zero byte, in disk order -> content-defined chunks -> packs (zstd)
+//!   disk map: file / raw / zero extents tiling the whole disk
+//! append rows: chunks, partitions, files, packages, extents; then, under the library lock,
+//! provenance and the images row (the commit point)
+//! ```
+//!
+//! Hashing and compression run on every core (rayon); reads stream in bounded buffers, so
+//! memory does not grow with the image.
+
+use crate::catalog::*;
+use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
+use crate::{Error, IoContext, Library, Result, now_ns};
+use imagelake_connectors::disk::Disk;
+use imagelake_connectors::{ReadAt, Window, dpkg, ext4, is_zero, os, partition};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// What a checkin did, for the one-screen summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckinSummary {
+    pub image_id: i64,
+    pub name: String,
+    pub version: i64,
+    pub parent_id: Option<i64>,
+    pub source_format: String,
+    pub virtual_size: u64,
+    /// Bytes read from the image (known-zero ranges are not read).
+    pub bytes_read: u64,
+    /// Bytes of the disk that are zeros: stored nowhere.
+    pub bytes_zero: u64,
+    /// Uncompressed bytes of chunks this checkin added to the store.
+    pub bytes_new: u64,
+    /// What those chunks take in packs (compressed).
+    pub bytes_stored: u64,
+    /// Bytes of chunks the store already held (from any image, or earlier in this one).
+    pub bytes_deduplicated: u64,
+    pub chunks_new: u64,
+    pub partitions: usize,
+    pub files: usize,
+    pub packages: usize,
+    pub os: Option<String>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+impl Library {
+    /// Checks the image at `path` in as the next version of `name`.
+    pub async fn checkin(&self, path: &Path, name: &str) -> Result<CheckinSummary> {
+        crate::library::check_name(name)?;
+        let started = Instant::now();
+        let known = self.known_chunks().await?;
+        let image_id = self.allocate_image_id()?;
+        let (root, source) = (self.root().to_path_buf(), path.to_path_buf());
+        let ingest = tokio::task::spawn_blocking(move || ingest(&root, &source, image_id, known))
+            .await
+            .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
+
+        let catalog = self.catalog();
+        let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
+        catalog.append(&chunk_rows).await?;
+        catalog.append(&ingest.partitions).await?;
+        catalog.append(&ingest.files).await?;
+        catalog.append(&ingest.packages).await?;
+        catalog.append(&ingest.extents).await?;
+
+        let stats = &ingest.stats;
+        let mut image = ImageRow {
+            image_id,
+            name: name.to_string(),
+            version: 0,
+            parent_id: None,
+            created_at: now_ns(),
+            created_by: actor(),
+            state: "active".into(),
+            source_format: ingest.format.to_string(),
+            virtual_size: ingest.virtual_size as i64,
+            stored_bytes_new: stats.stored.load(Relaxed) as i64,
+            os_name: ingest.os.id.clone(),
+            os_version: ingest.os.version_id.clone(),
+            hostname: ingest.hostname.clone(),
+            description: ingest.os.pretty_name.clone(),
+        };
+        // The version number is handed out at commit time, under the library lock.
+        self.commit(&mut image, path).await?;
+
+        Ok(CheckinSummary {
+            image_id,
+            name: name.to_string(),
+            version: image.version,
+            parent_id: image.parent_id,
+            source_format: ingest.format.to_string(),
+            virtual_size: ingest.virtual_size,
+            bytes_read: stats.read.load(Relaxed),
+            bytes_zero: stats.zero.load(Relaxed),
+            bytes_new: stats.new.load(Relaxed),
+            bytes_stored: stats.stored.load(Relaxed),
+            bytes_deduplicated: stats.dedup.load(Relaxed),
+            chunks_new: ingest.chunks.len() as u64,
+            partitions: ingest.partitions.len(),
+            files: ingest.files.len(),
+            packages: ingest.packages.len(),
+            os: ingest.os.pretty_name.clone(),
+            warnings: ingest.warnings,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Writes provenance and then the images row, holding the library lock so that the
+    /// version number cannot be taken by a concurrent commit.
+    async fn commit(&self, image: &mut ImageRow, source: &Path) -> Result<()> {
+        let lock_path = self.root().join("lock");
+        let lock = std::fs::File::options().create(true).truncate(false).write(true).open(&lock_path)
+            .io_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock().io_context(|| format!("locking {}", lock_path.display()))?;
+        let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
+        image.version = newest.as_ref().map_or(1, |i| i.version + 1);
+        image.parent_id = newest.map(|i| i.image_id);
+        let provenance = ProvenanceRow {
+            image_id: image.image_id,
+            parent_id: image.parent_id,
+            operation: "checkin".into(),
+            arguments: serde_json::json!({ "source": source.display().to_string(), "name": image.name }).to_string(),
+            actor: image.created_by.clone(),
+            at: image.created_at,
+        };
+        self.catalog().append(&[provenance]).await?;
+        self.catalog().append(std::slice::from_ref(image)).await?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// The hashes of every chunk in the store, for deduplication.
+    async fn known_chunks(&self) -> Result<HashSet<ChunkHash>> {
+        let batches = self.catalog().scan(ChunkRow::NAME, &["chunk_hash"], None).await?;
+        let mut known = HashSet::new();
+        for b in &batches {
+            use arrow::array::AsArray;
+            for h in b.column(0).as_string::<i32>().iter().flatten() {
+                if let Some(h) = crate::store::parse_hex(h) {
+                    known.insert(h);
+                }
+            }
+        }
+        Ok(known)
+    }
+}
+
+fn actor() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+fn chunk_row(c: &StoredChunk) -> ChunkRow {
+    ChunkRow {
+        chunk_hash: hex(&c.hash),
+        size: i64::from(c.location.size),
+        stored_size: i64::from(c.location.stored_size),
+        pack: c.location.pack.clone(),
+        pack_offset: c.location.offset as i64,
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    read: AtomicU64,
+    zero: AtomicU64,
+    new: AtomicU64,
+    stored: AtomicU64,
+    dedup: AtomicU64,
+}
+
+/// Everything the blocking phase produces; nothing of it is visible until committed.
+struct Ingest {
+    format: &'static str,
+    virtual_size: u64,
+    chunks: Vec<StoredChunk>,
+    partitions: Vec<PartitionRow>,
+    files: Vec<FileRow>,
+    packages: Vec<PackageRow>,
+    extents: Vec<ExtentRow>,
+    os: os::OsRelease,
+    hostname: Option<String>,
+    warnings: Vec<String>,
+    stats: Stats,
+}
+
+/// The chunk sink shared by all workers: dedups against the store and this checkin, and
+/// appends new chunks to packs.
+struct Sink {
+    known: Mutex<HashSet<ChunkHash>>,
+    packs: Mutex<PackWriter>,
+    stats: Stats,
+}
+
+impl Sink {
+    /// Stores `data` unless the store has it; returns its hash.
+    fn put(&self, data: &[u8]) -> std::io::Result<ChunkHash> {
+        let hash = *blake3::hash(data).as_bytes();
+        let fresh = self.known.lock().map_err(|_| poisoned())?.insert(hash);
+        if fresh {
+            let compressed = PackWriter::compress(data)?;
+            self.stats.new.fetch_add(data.len() as u64, Relaxed);
+            self.stats.stored.fetch_add(compressed.len() as u64, Relaxed);
+            self.packs.lock().map_err(|_| poisoned())?.add(hash, data.len() as u32, &compressed)?;
+        } else {
+            self.stats.dedup.fetch_add(data.len() as u64, Relaxed);
+        }
+        Ok(hash)
+    }
+}
+
+fn poisoned() -> std::io::Error {
+    std::io::Error::other("a checkin worker failed")
+}
+
+/// A regular file's content, chunked: `(content_offset, length, hash)`; `None` = all zeros
+/// (not stored).
+struct Content {
+    hash: String,
+    chunks: Vec<(u64, u64, Option<ChunkHash>)>,
+}
+
+/// One filesystem that was indexed.
+struct IndexedFs {
+    partition: partition::Partition,
+    fs: ext4::Filesystem,
+}
+
+const READ_BUF: usize = 1 << 20;
+
+fn ingest(root: &Path, source: &Path, image_id: i64, known: HashSet<ChunkHash>) -> Result<Ingest> {
+    let image = source.display().to_string();
+    let image_err = |message: String| Error::Image { image: image.clone(), message };
+    let disk = Disk::open(source).map_err(|e| image_err(e.to_string()))?;
+    let virtual_size = disk.size();
+    let parts = partition::read(&disk).map_err(|e| image_err(e.to_string()))?;
+    let sink = Sink {
+        known: Mutex::new(known),
+        packs: Mutex::new(PackWriter::new(root, format!("{image_id}/{}/{}", std::process::id(), now_ns()))),
+        stats: Stats::default(),
+    };
+    let mut warnings = Vec::new();
+
+    // Partitions and their filesystems.
+    let mut partitions = Vec::new();
+    let mut indexed = Vec::new();
+    for p in parts {
+        let mut row = PartitionRow {
+            image_id,
+            partition: i64::from(p.index),
+            scheme: p.scheme.to_string(),
+            r#type: p.type_id.clone(),
+            name: p.name.clone(),
+            start: p.start as i64,
+            size: p.size as i64,
+            fs_type: None,
+            fs_uuid: None,
+            fs_label: None,
+            fs_error: None,
+        };
+        match Window::new(&disk, p.start, p.size) {
+            Err(e) => row.fs_error = Some(format!("partition {}: {e}", p.index)),
+            Ok(window) => {
+                row.fs_type = partition::fs_type(&window).map(str::to_string);
+                if row.fs_type.as_deref() == Some("ext4") {
+                    match ext4::read(&window) {
+                        Ok(fs) => {
+                            row.fs_type = Some(fs.fs_type.to_string());
+                            row.fs_uuid = Some(fs.uuid.clone());
+                            row.fs_label = Some(fs.label.clone());
+                            indexed.push(IndexedFs { partition: p, fs });
+                        }
+                        Err(e) => row.fs_error = Some(e.to_string()),
+                    }
+                }
+            }
+        }
+        if let Some(e) = &row.fs_error {
+            warnings.push(format!("partition {} stored raw: {e}", row.partition));
+        }
+        partitions.push(row);
+    }
+
+    // Regular file contents, each inode once, on every core.
+    let mut work = Vec::new();
+    for (fs_index, ifs) in indexed.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for (file_index, f) in ifs.fs.files.iter().enumerate() {
+            if f.kind == ext4::FileKind::File && seen.insert(f.inode) {
+                work.push((fs_index, file_index));
+            }
+        }
+    }
+    // Disk order keeps reads sequential and packs in the order a checkout reads them.
+    work.sort_by_key(|&(fs, file)| {
+        let f = &indexed[fs].fs.files[file];
+        (fs, f.extents.first().map_or(0, |e| e.physical))
+    });
+    let contents: Vec<((usize, u32), Content)> = work
+        .par_iter()
+        .map(|&(fs_index, file_index)| {
+            let ifs = &indexed[fs_index];
+            let file = &ifs.fs.files[file_index];
+            let window = Window::new(&disk, ifs.partition.start, ifs.partition.size)
+                .map_err(|e| image_err(format!("partition {}: {e}", ifs.partition.index)))?;
+            let content = chunk_content(&sink, &window, file)
+                .map_err(|e| image_err(format!("partition {}: file {}: {e}", ifs.partition.index, file.path)))?;
+            Ok(((fs_index, file.inode), content))
+        })
+        .collect::<Result<_>>()?;
+    let contents: HashMap<(usize, u32), Content> = contents.into_iter().collect();
+
+    // The manifest rows, and the disk pieces that file contents fill.
+    let mut files = Vec::new();
+    let mut pieces = Vec::new();
+    let mut packages = Vec::new();
+    let (mut os_release, mut hostname) = (os::OsRelease::default(), None);
+    for (fs_index, ifs) in indexed.iter().enumerate() {
+        let start = ifs.partition.start;
+        let mut placed = HashSet::new();
+        for f in &ifs.fs.files {
+            let content = contents.get(&(fs_index, f.inode));
+            if let Some(content) = content
+                && placed.insert(f.inode)
+            {
+                file_pieces(start, f, content, &mut pieces);
+            }
+            files.push(file_row(image_id, i64::from(ifs.partition.index), start, f, content));
+        }
+        // Packages and OS facts come from the first filesystem that has them.
+        let window = Window::new(&disk, start, ifs.partition.size)
+            .map_err(|e| image_err(format!("partition {}: {e}", ifs.partition.index)))?;
+        let read = |path: &str| read_small_file(&ifs.fs, &window, path);
+        if packages.is_empty()
+            && let Some(text) = read(dpkg::STATUS_PATH)
+        {
+            packages = dpkg::parse_status(&String::from_utf8_lossy(&text))
+                .into_iter()
+                .map(|p| PackageRow {
+                    image_id,
+                    manager: "dpkg".into(),
+                    name: p.name,
+                    version: p.version,
+                    arch: p.arch,
+                    source: p.source,
+                    installed_size: p.installed_size.map(|s| s as i64),
+                    status: p.status,
+                })
+                .collect();
+        }
+        if os_release.id.is_none()
+            && let Some(text) = os::OS_RELEASE_PATHS.iter().find_map(|p| read(p))
+        {
+            os_release = os::parse_os_release(&String::from_utf8_lossy(&text));
+        }
+        if hostname.is_none() {
+            hostname = read(os::HOSTNAME_PATH).and_then(|t| os::parse_hostname(&String::from_utf8_lossy(&t)));
+        }
+    }
+
+    let extents = disk_map(&sink, &disk, image_id, pieces).map_err(|e| image_err(e.to_string()))?;
+    let Sink { packs, stats, .. } = sink;
+    let chunks = packs.into_inner().map_err(|_| image_err("a checkin worker failed".into()))?
+        .finish()
+        .io_context(|| format!("writing packs in {}", root.display()))?;
+    Ok(Ingest {
+        format: disk.format(),
+        virtual_size,
+        chunks,
+        partitions,
+        files,
+        packages,
+        extents,
+        os: os_release,
+        hostname,
+        warnings,
+        stats,
+    })
+}
+
+/// Reads a regular file's content through its extents, chunks and stores it.
+fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &ext4::File) -> std::io::Result<Content> {
+    let mut hasher = blake3::Hasher::new();
+    let mut chunker = Chunker::new();
+    let mut chunks = Vec::new();
+    let mut emit = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
+        let hash = if is_zero(bytes) { None } else { Some(sink.put(bytes)?) };
+        chunks.push((offset, bytes.len() as u64, hash));
+        Ok(())
+    };
+    let mut buf = vec![0u8; READ_BUF];
+    let mut offset = 0u64;
+    while offset < file.size {
+        let n = (file.size - offset).min(READ_BUF as u64) as usize;
+        file.read_content(src, offset, &mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        chunker.push(&buf[..n], &mut emit)?;
+        offset += n as u64;
+    }
+    chunker.finish(&mut emit)?;
+    sink.stats.read.fetch_add(file.size, Relaxed);
+    Ok(Content { hash: hasher.finalize().to_hex().to_string(), chunks })
+}
+
+/// A disk range filled by file content.
+struct Piece {
+    disk_offset: u64,
+    len: u64,
+    chunk: Option<ChunkHash>,
+    chunk_offset: u64,
+    content_hash: String,
+    content_offset: u64,
+}
+
+/// The disk ranges a file's content fills: its written extents, up to its size (the rest of
+/// the last block is slack and stays raw), cut at chunk boundaries.
+fn file_pieces(partition_start: u64, file: &ext4::File, content: &Content, out: &mut Vec<Piece>) {
+    for e in file.extents.iter().filter(|e| !e.unwritten) {
+        let end = e.logical.saturating_add(e.len).min(file.size);
+        let mut at = e.logical;
+        // Chunks are sorted by offset: find the first one that overlaps.
+        let mut i = content.chunks.partition_point(|c| c.0 + c.1 <= at);
+        while at < end {
+            let Some(&(c_off, c_len, c_hash)) = content.chunks.get(i) else { break };
+            let n = (c_off + c_len).min(end) - at;
+            out.push(Piece {
+                disk_offset: partition_start + e.physical + (at - e.logical),
+                len: n,
+                chunk: c_hash,
+                chunk_offset: at - c_off,
+                content_hash: content.hash.clone(),
+                content_offset: at,
+            });
+            at += n;
+            i += 1;
+        }
+    }
+}
+
+/// Builds the extents that tile the disk: file pieces where files own the bytes, and for
+/// every other range zeros or raw chunks cut from the stream of all remaining bytes.
+fn disk_map(sink: &Sink, disk: &Disk, image_id: i64, mut pieces: Vec<Piece>) -> std::io::Result<Vec<ExtentRow>> {
+    pieces.sort_by_key(|p| p.disk_offset);
+    let mut extents = Vec::new();
+    let mut raw = RawStream::new(sink, image_id);
+    let mut at = 0u64;
+    for mut p in pieces {
+        if p.disk_offset + p.len <= at {
+            continue; // wholly inside an earlier piece: a block two inodes claim
+        }
+        if p.disk_offset < at {
+            let skip = at - p.disk_offset;
+            (p.disk_offset, p.len, p.chunk_offset, p.content_offset) =
+                (at, p.len - skip, p.chunk_offset + skip, p.content_offset + skip);
+        }
+        raw.gap(disk, at, p.disk_offset, &mut extents)?;
+        extents.push(ExtentRow {
+            image_id,
+            disk_offset: p.disk_offset as i64,
+            length: p.len as i64,
+            kind: if p.chunk.is_some() { ExtentKind::File } else { ExtentKind::Zero },
+            chunk_hash: p.chunk.as_ref().map(hex),
+            chunk_offset: p.chunk_offset as i64,
+            content_hash: Some(p.content_hash),
+            content_offset: Some(p.content_offset as i64),
+        });
+        if p.chunk.is_none() {
+            sink.stats.zero.fetch_add(p.len, Relaxed);
+        }
+        at = p.disk_offset + p.len;
+    }
+    raw.gap(disk, at, disk.size(), &mut extents)?;
+    raw.finish(&mut extents)?;
+    extents.sort_by_key(|e| e.disk_offset);
+    check_tiling(&extents, disk.size())?;
+    Ok(extents)
+}
+
+/// The extents must cover `[0, size)` exactly once, in order: checked before anything commits.
+fn check_tiling(extents: &[ExtentRow], size: u64) -> std::io::Result<()> {
+    let mut at = 0i64;
+    for e in extents {
+        if e.disk_offset != at || e.length <= 0 {
+            return Err(std::io::Error::other(format!("internal: disk map has a gap or overlap at {at}")));
+        }
+        at += e.length;
+    }
+    if at as u64 != size {
+        return Err(std::io::Error::other(format!("internal: disk map ends at {at}, disk at {size}")));
+    }
+    Ok(())
+}
+
+/// The bytes no file owns, in disk order, with zero blocks taken out, chunked as one stream
+/// so that metadata and free space deduplicate like file content does.
+struct RawStream<'a> {
+    sink: &'a Sink,
+    image_id: i64,
+    chunker: Chunker,
+    /// Disk ranges fed to the stream and not yet wholly chunked: (stream offset, disk offset, len).
+    segments: VecDeque<(u64, u64, u64)>,
+    stream_len: u64,
+    /// Chunks cut but not yet hashed: hashed and stored in parallel batches.
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
+/// Zero detection works on blocks aligned to the disk; a shorter zero run stays in the stream.
+const ZERO_BLOCK: u64 = 4096;
+
+impl<'a> RawStream<'a> {
+    fn new(sink: &'a Sink, image_id: i64) -> Self {
+        RawStream { sink, image_id, chunker: Chunker::new(), segments: VecDeque::new(), stream_len: 0, pending: Vec::new() }
+    }
+
+    /// Feeds `[from, to)` of the disk: known-zero and all-zero blocks become zero extents,
+    /// the rest goes to the stream.
+    fn gap(&mut self, disk: &Disk, from: u64, to: u64, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; READ_BUF];
+        for run in disk.map(from, to - from)? {
+            if !run.data {
+                self.zero(run.offset, run.len, out);
+                continue;
+            }
+            let mut at = run.offset;
+            let end = run.offset + run.len;
+            while at < end {
+                let n = (end - at).min(READ_BUF as u64) as usize;
+                disk.read_exact_at(&mut buf[..n], at)?;
+                self.sink.stats.read.fetch_add(n as u64, Relaxed);
+                // Walk aligned blocks, sending non-zero spans to the stream.
+                let mut i = 0usize;
+                let mut data_start = None;
+                while i < n {
+                    let block_end = (((at + i as u64) / ZERO_BLOCK + 1) * ZERO_BLOCK - at).min(n as u64) as usize;
+                    let zero = is_zero(&buf[i..block_end]);
+                    match (zero, data_start) {
+                        (true, Some(s)) => {
+                            self.data(at + s as u64, &buf[s..i], out)?;
+                            data_start = None;
+                        }
+                        (false, None) => data_start = Some(i),
+                        _ => {}
+                    }
+                    if zero {
+                        self.zero(at + i as u64, (block_end - i) as u64, out);
+                    }
+                    i = block_end;
+                }
+                if let Some(s) = data_start {
+                    self.data(at + s as u64, &buf[s..n], out)?;
+                }
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn zero(&mut self, offset: u64, len: u64, out: &mut Vec<ExtentRow>) {
+        self.sink.stats.zero.fetch_add(len, Relaxed);
+        match out.last_mut() {
+            Some(last) if last.kind == ExtentKind::Zero && last.content_hash.is_none()
+                && (last.disk_offset + last.length) as u64 == offset => last.length += len as i64,
+            _ => out.push(ExtentRow {
+                image_id: self.image_id,
+                disk_offset: offset as i64,
+                length: len as i64,
+                kind: ExtentKind::Zero,
+                chunk_hash: None,
+                chunk_offset: 0,
+                content_hash: None,
+                content_offset: None,
+            }),
+        }
+    }
+
+    fn data(&mut self, disk_offset: u64, bytes: &[u8], out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
+        match self.segments.back_mut() {
+            Some(last) if last.1 + last.2 == disk_offset => last.2 += bytes.len() as u64,
+            _ => self.segments.push_back((self.stream_len, disk_offset, bytes.len() as u64)),
+        }
+        self.stream_len += bytes.len() as u64;
+        let pending = &mut self.pending;
+        self.chunker.push(bytes, &mut |off, chunk: &[u8]| -> std::io::Result<()> {
+            pending.push((off, chunk.to_vec()));
+            Ok(())
+        })?;
+        if self.pending.len() >= 64 {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    /// Hashes and stores pending chunks in parallel, then maps them back onto the disk.
+    fn flush(&mut self, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let hashes: Vec<ChunkHash> = pending.par_iter().map(|(_, c)| self.sink.put(c)).collect::<std::io::Result<_>>()?;
+        for ((stream_off, chunk), hash) in pending.iter().zip(hashes) {
+            let chunk_end = stream_off + chunk.len() as u64;
+            while let Some(&(s_off, d_off, len)) = self.segments.front() {
+                let from = s_off.max(*stream_off);
+                let to = (s_off + len).min(chunk_end);
+                if from < to {
+                    out.push(ExtentRow {
+                        image_id: self.image_id,
+                        disk_offset: (d_off + (from - s_off)) as i64,
+                        length: (to - from) as i64,
+                        kind: ExtentKind::Raw,
+                        chunk_hash: Some(hex(&hash)),
+                        chunk_offset: (from - stream_off) as i64,
+                        content_hash: None,
+                        content_offset: None,
+                    });
+                }
+                if s_off + len <= chunk_end {
+                    self.segments.pop_front();
+                } else {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
+        let pending = &mut self.pending;
+        self.chunker.finish(&mut |off, chunk: &[u8]| -> std::io::Result<()> {
+            pending.push((off, chunk.to_vec()));
+            Ok(())
+        })?;
+        self.flush(out)
+    }
+}
+
+fn file_row(image_id: i64, partition: i64, partition_start: u64, f: &ext4::File, content: Option<&Content>) -> FileRow {
+    let (dev_major, dev_minor) = match f.rdev {
+        Some((major, minor)) => (Some(i64::from(major)), Some(i64::from(minor))),
+        None => (None, None),
+    };
+    FileRow {
+        image_id,
+        partition,
+        path: f.path.clone(),
+        kind: f.kind.as_str(),
+        mode: i64::from(f.mode),
+        uid: i64::from(f.uid),
+        gid: i64::from(f.gid),
+        size: f.size as i64,
+        mtime: f.mtime.saturating_mul(1_000_000_000).saturating_add(i64::from(f.mtime_nsec)),
+        inode: i64::from(f.inode),
+        nlink: i64::from(f.nlink),
+        link_target: f.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+        dev_major,
+        dev_minor,
+        xattrs: f.xattrs.clone(),
+        content_hash: match (f.kind, content) {
+            (_, Some(c)) => Some(c.hash.clone()),
+            // Empty regular files have no chunks but still a content hash.
+            (ext4::FileKind::File, None) => Some(blake3::hash(b"").to_hex().to_string()),
+            _ => None,
+        },
+        extent_map: f
+            .extents
+            .iter()
+            .map(|e| FileExtent {
+                file_offset: e.logical as i64,
+                disk_offset: (partition_start + e.physical) as i64,
+                length: e.len as i64,
+                unwritten: e.unwritten,
+            })
+            .collect(),
+    }
+}
+
+/// Reads a small configuration file by path, following symlinks within the filesystem.
+fn read_small_file(fs: &ext4::Filesystem, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
+    const LIMIT: u64 = 64 << 20;
+    let by_path: HashMap<&str, &ext4::File> = fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut path = PathBuf::from(path);
+    for _ in 0..8 {
+        let f = by_path.get(path.to_str()?)?;
+        match f.kind {
+            ext4::FileKind::File if f.size <= LIMIT => {
+                let mut buf = vec![0u8; f.size as usize];
+                f.read_content(src, 0, &mut buf).ok()?;
+                return Some(buf);
+            }
+            ext4::FileKind::Symlink => {
+                let target = PathBuf::from(String::from_utf8_lossy(f.link_target.as_ref()?).into_owned());
+                let joined = if target.is_absolute() { target } else { path.parent()?.join(target) };
+                path = normalize(&joined);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Resolves `.` and `..` lexically (a symlink target inside the image, never the host).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,56 @@
+//! The library: a content-addressed store of chunks in packs ([`store`]), a catalog of Lance
+//! tables ([`catalog`]), and the operations over them ([`checkin`], [`checkout`]).
+//!
+//! **Architecture Invariant:** the engine knows nothing of SQL or DataFusion; it reads the
+//! catalog through Lance directly and is driven by `sql/`.
+
+pub mod catalog;
+pub mod checkin;
+pub mod checkout;
+mod library;
+pub mod store;
+
+pub use checkin::CheckinSummary;
+pub use checkout::CheckoutSummary;
+pub use library::{FORMAT_VERSION, Library, ImageSpec};
+
+/// An engine error. Messages name the image, the structure or the path that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller asked for something that does not exist or cannot be: the user's to fix.
+    #[error("{0}")]
+    User(String),
+    /// An input image is bad: unreadable, truncated or corrupt.
+    #[error("image {image}: {message}")]
+    Image { image: String, message: String },
+    /// The library directory is not usable.
+    #[error("library {path}: {message}")]
+    Library { path: String, message: String },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("catalog: {0}")]
+    Catalog(String),
+    #[error("catalog rows: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds context to I/O errors: `.io_context(|| format!("reading {path}"))`.
+pub(crate) trait IoContext<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io { context: context(), source })
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything imagelake's build and tests need on a fresh Debian machine.
+# Idempotent: packages already present are skipped, so the test command can call it every time.
+set -euo pipefail
+
+packages=(
+  protobuf-compiler libprotobuf-dev  # lance's build scripts run protoc (and need its well-known .proto files)
+  e2fsprogs           # mke2fs -d, debugfs, e2fsck: test images and oracles
+  gdisk fdisk         # sgdisk, sfdisk: partition tables in tests
+  dosfstools mtools   # mkfs.vfat, mcopy: EFI system partitions in tests
+  qemu-utils          # qemu-img: qcow2 test images, convert oracle
+  debootstrap         # Debian trees for the end-to-end test
+  attr                # setfattr: xattrs in test trees
+  zstd
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo not found: imagelake needs a Rust toolchain" >&2; exit 1; }

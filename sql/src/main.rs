@@ -1,0 +1,117 @@
+//! The `imagelake` command: checkin, checkout and SQL over a library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use imagelake_engine::{CheckinSummary, CheckoutSummary, Library};
+use imagelake_sql::output::{self, Format};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "imagelake", version, about = "A VM image library: images as structured data")]
+struct Cli {
+    /// The library directory (created on first use).
+    #[arg(short = 'L', long, env = "IMAGELAKE_LIBRARY", default_value = "imagelake-library", global = true)]
+    library: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a disk image (raw or qcow2) in as the next version of NAME.
+    Checkin {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the raw disk of an image version (NAME, NAME@VERSION or an image id) to OUT.
+    Checkout {
+        image: String,
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL over the catalog.
+    Sql {
+        /// The statement(s) to run.
+        #[arg(short = 'c', long = "command")]
+        command: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let library = Library::open(&cli.library).await?;
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Checkin { file, name, json } => {
+            let summary = library.checkin(&file, &name).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
+            } else {
+                print_checkin(&mut stdout, &file, &summary)?;
+            }
+        }
+        Command::Checkout { image, out, json } => {
+            let summary = library.checkout(&image, &out).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
+            } else {
+                print_checkout(&mut stdout, &summary)?;
+            }
+        }
+        Command::Sql { command, format } => {
+            let ctx = imagelake_sql::session(&library).await?;
+            let batches = ctx.sql(&command).await.context("planning")?.collect().await.context("running")?;
+            output::write(&mut stdout, &batches, format)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_checkin(out: &mut dyn Write, file: &std::path::Path, s: &CheckinSummary) -> std::io::Result<()> {
+    let parent = s.parent_id.map(|p| format!(", parent image {p}")).unwrap_or_default();
+    writeln!(out, "checked in {}@{} (image {}{parent})", s.name, s.version, s.image_id)?;
+    writeln!(out, "  source        {} ({}, {} virtual)", file.display(), s.source_format, bytes(s.virtual_size))?;
+    writeln!(out, "  contents      {} partitions, {} files, {} packages{}", s.partitions, s.files, s.packages,
+        s.os.as_deref().map(|o| format!(", {o}")).unwrap_or_default())?;
+    writeln!(out, "  bytes read    {}  (zeros, not stored: {})", bytes(s.bytes_read), bytes(s.bytes_zero))?;
+    writeln!(out, "  new           {} in {} chunks, {} stored after compression", bytes(s.bytes_new), s.chunks_new, bytes(s.bytes_stored))?;
+    writeln!(out, "  deduplicated  {}", bytes(s.bytes_deduplicated))?;
+    let rate = s.bytes_read as f64 / s.seconds.max(1e-9);
+    writeln!(out, "  time          {:.2} s ({}/s)", s.seconds, bytes(rate as u64))?;
+    for w in &s.warnings {
+        writeln!(out, "  warning       {w}")?;
+    }
+    Ok(())
+}
+
+fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Result<()> {
+    writeln!(out, "checked out {}@{} (image {}) to {}", s.name, s.version, s.image_id, s.output.display())?;
+    writeln!(out, "  {} virtual, {} written, {} left sparse, {:.2} s", bytes(s.virtual_size), bytes(s.bytes_written), bytes(s.bytes_zero), s.seconds)
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}

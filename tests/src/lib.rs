@@ -1,0 +1,213 @@
+//! Support for imagelake's end-to-end tests: real trees, real images made by real tools
+//! (`mke2fs -d`, `sgdisk`, `sfdisk`, `mkfs.vfat`, `qemu-img`), independent oracles
+//! (`debugfs`, the source tree) and a driver for the `imagelake` binary.
+//!
+//! Every helper panics with the failing command and its output: these run only in tests.
+
+pub mod debugfs;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs a command, asserting success; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command, asserting success; returns its whole output.
+pub fn output(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `sh -c SCRIPT`, asserting success.
+pub fn sh(script: &str) -> String {
+    run(Command::new("sh").arg("-c").arg(script))
+}
+
+/// The `imagelake` binary under test: `$IMAGELAKE_BIN`, else `imagelake` next to the test
+/// binary's `deps/` folder (the README's test command builds it first).
+pub fn imagelake_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("IMAGELAKE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("imagelake");
+    assert!(bin.exists(), "{} is missing: run `cargo build --bin imagelake` first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// A library in a temporary directory, driven through the CLI.
+pub struct Library {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Library {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Library {
+    pub fn new() -> Self {
+        Library { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("lib")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(imagelake_bin());
+        cmd.arg("-L").arg(self.path());
+        cmd
+    }
+
+    /// Checks an image in; returns the JSON summary.
+    pub fn checkin(&self, image: &Path, name: &str) -> serde_json::Value {
+        let out = run(self.command().arg("checkin").arg(image).arg("--name").arg(name).arg("--json"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("checkin summary is not JSON ({e}): {out}"))
+    }
+
+    /// Checks an image version out to `out`; returns the JSON summary.
+    pub fn checkout(&self, image: &str, out: &Path) -> serde_json::Value {
+        let text = run(self.command().arg("checkout").arg(image).arg(out).arg("--json"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("checkout summary is not JSON ({e}): {text}"))
+    }
+
+    /// Runs a query; returns its rows as JSON objects.
+    pub fn sql(&self, query: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let out = run(self.command().args(["sql", "--format", "json", "-c", query]));
+        let rows: Vec<serde_json::Value> = if out.trim().is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("sql output is not JSON ({e}): {out}"))
+        };
+        rows.into_iter().map(|r| r.as_object().cloned().expect("row object")).collect()
+    }
+}
+
+/// Byte-for-byte equality of two files, by `cmp` (an independent oracle).
+pub fn assert_same_bytes(a: &Path, b: &Path) {
+    let out = Command::new("cmp").arg(a).arg(b).output().expect("cmp");
+    assert!(out.status.success(), "{} and {} differ: {}", a.display(), b.display(), String::from_utf8_lossy(&out.stdout));
+}
+
+/// The raw bytes of any image `qemu-img` reads (the oracle for non-raw inputs).
+pub fn qemu_img_to_raw(image: &Path, raw: &Path) {
+    run(Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(image).arg(raw));
+}
+
+/// Where tests cache slow-to-build inputs (debootstrap trees), outside the clone.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("IMAGELAKE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/imagelake-tests"))
+}
+
+/// The repository root (for scripts under `tests/images/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// Makes an ext2/3/4 filesystem image of `size` from `tree` with `mke2fs -d`.
+pub fn mkfs_ext(tree: &Path, out: &Path, fs_type: &str, size: &str, extra: &[&str]) {
+    run(Command::new("mke2fs").args(["-q", "-F", "-t", fs_type]).args(extra).arg("-d").arg(tree).arg(out).arg(size));
+}
+
+/// Makes a FAT filesystem image of `kib` KiB holding one file (an EFI system partition).
+pub fn mkfs_vfat(out: &Path, kib: u64) {
+    let _ = std::fs::remove_file(out);
+    run(Command::new("mkfs.vfat").args(["-n", "EFI"]).arg("-C").arg(out).arg(kib.to_string()));
+    let file = out.with_extension("bootx64");
+    std::fs::write(&file, b"not really a bootloader\n").expect("write");
+    run(Command::new("mmd").arg("-i").arg(out).arg("::/EFI"));
+    run(Command::new("mcopy").arg("-i").arg(out).arg(&file).arg("::/EFI/BOOTX64.EFI"));
+}
+
+/// Writes `part` into `disk` at byte `offset` without truncating it.
+pub fn write_at(disk: &Path, part: &Path, offset: u64) {
+    run(Command::new("dd").arg(format!("if={}", part.display())).arg(format!("of={}", disk.display()))
+        .args(["bs=1M", "conv=notrunc,sparse", "status=none", "oflag=seek_bytes"]).arg(format!("seek={offset}")));
+}
+
+/// A GPT disk laid out as installers do: BIOS boot, an EFI system partition (vfat), and the
+/// root filesystem image `root`, written with `sgdisk`.
+pub fn gpt_disk(out: &Path, root: &Path, esp: &Path) {
+    let root_mib = std::fs::metadata(root).expect("root image").len().div_ceil(1 << 20);
+    let esp_mib = std::fs::metadata(esp).expect("esp image").len().div_ceil(1 << 20);
+    let total = 1 + 1 + esp_mib + root_mib + 1;
+    run(Command::new("truncate").arg(format!("-s{total}M")).arg(out));
+    run(Command::new("sgdisk").arg("-n1:2048:+1M").arg("-t1:ef02").arg("-c1:bios")
+        .arg(format!("-n2:0:+{esp_mib}M")).arg("-t2:ef00").arg("-c2:EFI system")
+        .arg(format!("-n3:0:+{root_mib}M")).arg("-t3:8300").arg("-c3:root").arg(out));
+    write_at(out, esp, (2048 + 2048) * 512);
+    write_at(out, root, (2048 + 2048 + esp_mib * 2048) * 512);
+}
+
+/// An MBR disk written with `sfdisk`: `primary` in slot 1, and `logical` as partition 5
+/// inside an extended partition (so its table is reached through an EBR).
+pub fn mbr_disk(out: &Path, primary: &Path, logical: &Path) {
+    let sectors = |p: &Path| std::fs::metadata(p).expect("image").len().div_ceil(512);
+    let (p, l) = (sectors(primary), sectors(logical));
+    let ext_start = 2048 + p.div_ceil(2048) * 2048;
+    let logical_start = ext_start + 2048;
+    run(Command::new("truncate").arg(format!("-s{}", (logical_start + l + 2048) * 512)).arg(out));
+    let script = format!(
+        "label: dos\nstart=2048, size={p}, type=83\nstart={ext_start}, size={}, type=5\nstart={logical_start}, size={l}, type=83\n",
+        l + 2048
+    );
+    let mut child = Command::new("sfdisk").arg("--quiet").arg(out)
+        .stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().expect("sfdisk");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
+    assert!(child.wait().expect("sfdisk").success(), "sfdisk failed on {}", out.display());
+    write_at(out, primary, 2048 * 512);
+    write_at(out, logical, logical_start * 512);
+}
+
+/// What a finished child process used, from `wait4`.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub max_rss_bytes: u64,
+}
+
+/// Runs `cmd` to completion, asserting success; returns its stdout and resource usage.
+pub fn run_measured(cmd: &mut Command) -> (String, Usage) {
+    use std::os::unix::process::ExitStatusExt;
+    let started = std::time::Instant::now();
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    // Drain pipes on threads so a chatty child cannot block; reap it with wait4 for rusage.
+    let mut stdout = child.stdout.expect("stdout");
+    let mut stderr = child.stderr.expect("stderr");
+    let out = std::thread::spawn(move || { let mut s = String::new(); std::io::Read::read_to_string(&mut stdout, &mut s).ok(); s });
+    let err = std::thread::spawn(move || { let mut s = String::new(); std::io::Read::read_to_string(&mut stderr, &mut s).ok(); s });
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero-initialised, and filled by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 failed for {cmd:?}");
+    let (out, err) = (out.join().expect("stdout thread"), err.join().expect("stderr thread"));
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(status.success(), "{cmd:?} failed ({status}):\n{out}\n{err}");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = Usage {
+        wall_seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+    };
+    (out, usage)
+}
