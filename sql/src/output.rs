@@ -1,6 +1,6 @@
 //! Query results on a terminal or for scripts: an aligned table, CSV, or JSON.
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,7 +20,7 @@ pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> an
         Format::Csv => {
             let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
             for b in batches {
-                writer.write(b)?;
+                writer.write(&flatten_nested(b)?)?;
             }
         }
         Format::Json => {
@@ -32,4 +32,28 @@ pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> an
         }
     }
     Ok(())
+}
+
+/// CSV has no lists or structs: render such columns as the text the table format shows.
+fn flatten_nested(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    use std::sync::Arc;
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column, &FormatOptions::default())?;
+            let text: StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| formatter.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }

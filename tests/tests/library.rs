@@ -1,0 +1,95 @@
+//! The library as users meet it: its directory and format version, backing files, output
+//! formats, and errors that say what is wrong.
+
+use imagelake_tests::{Library, assert_same_bytes, mkfs_ext, qemu_img_to_raw, run, tree};
+use std::process::Command;
+
+fn small_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("tree");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/motd"), "hi\n").unwrap();
+    let img = dir.join("small.img");
+    mkfs_ext(&src, &img, "ext4", "8M", &[]);
+    img
+}
+
+#[test]
+fn a_library_is_a_versioned_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = small_image(dir.path());
+    // -L wins over $IMAGELAKE_LIBRARY, which wins over ./imagelake-library.
+    let env_lib = dir.path().join("from-env");
+    run(Command::new(imagelake_tests::imagelake_bin()).current_dir(dir.path()).env("IMAGELAKE_LIBRARY", &env_lib)
+        .args(["checkin"]).arg(&img).args(["--name", "a"]));
+    assert!(env_lib.join("imagelake.json").exists());
+    run(Command::new(imagelake_tests::imagelake_bin()).current_dir(dir.path()).env_remove("IMAGELAKE_LIBRARY")
+        .args(["checkin"]).arg(&img).args(["--name", "b"]));
+    assert!(dir.path().join("imagelake-library/imagelake.json").exists());
+
+    let lib = Library::new();
+    lib.checkin(&img, "a");
+    let marker = lib.path().join("imagelake.json");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
+    assert_eq!(meta["format_version"], 1);
+    // A library of another format version is refused, not misread.
+    std::fs::write(&marker, r#"{"format": "imagelake-library", "format_version": 99}"#).unwrap();
+    let out = lib.command().args(["sql", "-c", "SELECT 1"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format version 99") && err.contains("reads version 1"), "{err}");
+    // A directory that holds something else is not taken over.
+    let other = dir.path().join("tree");
+    let out = Command::new(imagelake_tests::imagelake_bin()).arg("-L").arg(&other).args(["sql", "-c", "SELECT 1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an imagelake library"), "{out:?}");
+}
+
+#[test]
+fn qcow2_backing_files_only_from_the_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = small_image(dir.path());
+    let base = dir.path().join("base.qcow2");
+    run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&raw).arg(&base));
+    let overlay = dir.path().join("overlay.qcow2");
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2"]).arg(&overlay));
+    run(Command::new("qemu-io").args(["-c", "write -P 0xab 1M 64k"]).arg(&overlay));
+    let lib = Library::new();
+    lib.checkin(&overlay, "layered");
+    let expected = dir.path().join("overlay.raw");
+    qemu_img_to_raw(&overlay, &expected);
+    let out = dir.path().join("layered.out");
+    lib.checkout("layered", &out);
+    assert_same_bytes(&expected, &out);
+
+    // An overlay whose backing file lies elsewhere is refused, and nothing is committed.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let outside = elsewhere.join("outside.qcow2");
+    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(&base).arg(&outside));
+    let result = lib.command().arg("checkin").arg(&outside).args(["--name", "outside"]).output().unwrap();
+    assert!(!result.status.success());
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("outside.qcow2") && err.contains("not in the image's folder"), "{err}");
+    assert!(lib.sql("SELECT name FROM images WHERE name = 'outside'").is_empty());
+}
+
+#[test]
+fn sql_formats_and_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    tree::build(&dir.path().join("t"));
+    let img = dir.path().join("t.img");
+    mkfs_ext(&dir.path().join("t"), &img, "ext4", "32M", &[]);
+    let lib = Library::new();
+    lib.checkin(&img, "t");
+    let csv = run(lib.command().args(["sql", "--format", "csv", "-c", "SELECT path, xattrs FROM files WHERE path = '/etc/motd'"]));
+    assert_eq!(csv.lines().next(), Some("path,xattrs"));
+    assert!(csv.contains("/etc/motd") && csv.contains("user.checksum"), "{csv}");
+    let table = run(lib.command().args(["sql", "-c", "SELECT count(*) AS n FROM files WHERE kind = 'symlink'"]));
+    assert!(table.contains("| 2 ") && table.contains("1 row"), "{table}");
+
+    let missing = lib.command().arg("checkin").arg(dir.path().join("nope.img")).args(["--name", "x"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.img"), "{missing:?}");
+    let bad_sql = lib.command().args(["sql", "-c", "SELECT nope FROM files"]).output().unwrap();
+    assert!(!bad_sql.status.success());
+    assert!(String::from_utf8_lossy(&bad_sql.stderr).contains("nope"), "{bad_sql:?}");
+}
