@@ -117,10 +117,7 @@ impl Library {
     /// Writes provenance and then the images row, holding the library lock so that the
     /// version number cannot be taken by a concurrent commit.
     async fn commit(&self, image: &mut ImageRow, source: &Path) -> Result<()> {
-        let lock_path = self.root().join("lock");
-        let lock = std::fs::File::options().create(true).truncate(false).write(true).open(&lock_path)
-            .io_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock().io_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = self.lock()?;
         let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
         image.version = newest.as_ref().map_or(1, |i| i.version + 1);
         image.parent_id = newest.map(|i| i.image_id);
@@ -338,7 +335,8 @@ fn ingest(root: &Path, source: &Path, image_id: i64, known: HashSet<ChunkHash>) 
         // Packages and OS facts come from the first filesystem that has them.
         let window = Window::new(&disk, start, ifs.partition.size)
             .map_err(|e| image_err(format!("partition {}: {e}", ifs.partition.index)))?;
-        let read = |path: &str| read_small_file(&ifs.fs, &window, path);
+        let by_path: HashMap<&str, &ext4::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
             && let Some(text) = read(dpkg::STATUS_PATH)
         {
@@ -683,9 +681,8 @@ fn file_row(image_id: i64, partition: i64, partition_start: u64, f: &ext4::File,
 }
 
 /// Reads a small configuration file by path, following symlinks within the filesystem.
-fn read_small_file(fs: &ext4::Filesystem, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
+fn read_small_file(by_path: &HashMap<&str, &ext4::File>, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
     const LIMIT: u64 = 64 << 20;
-    let by_path: HashMap<&str, &ext4::File> = fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut path = PathBuf::from(path);
     for _ in 0..8 {
         let f = by_path.get(path.to_str()?)?;

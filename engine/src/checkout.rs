@@ -121,17 +121,15 @@ fn write_disk(
     let (mut written, mut zero) = (0u64, 0u64);
     for batch in extents.chunks(BATCH) {
         // Read every distinct chunk of the batch in parallel.
-        let mut wanted: Vec<(ChunkHash, &ChunkLocation)> = Vec::new();
+        let mut wanted: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
         for e in batch.iter().filter(|e| e.kind != ExtentKind::Zero) {
             let hash = e.chunk_hash.as_deref().and_then(parse_hex)
                 .ok_or_else(|| Error::Catalog(format!("extent at {} has no valid chunk hash", e.disk_offset)))?;
             let at = locations.get(&hash)
                 .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&hash))))?;
-            if !wanted.iter().any(|(h, _)| *h == hash) {
-                wanted.push((hash, at));
-            }
+            wanted.insert(hash, at);
         }
-        for (_, at) in &wanted {
+        for at in wanted.values() {
             if !packs.contains_key(&at.pack) {
                 let reader = PackReader::open(root, &at.pack).io_context(|| "opening pack".into())?;
                 packs.insert(at.pack.clone(), reader);

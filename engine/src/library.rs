@@ -122,33 +122,33 @@ impl Library {
         &self.catalog
     }
 
-    /// Runs `f` holding the library lock (an exclusive flock, released on drop or crash).
-    pub(crate) fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// Takes the library lock: an exclusive flock, released when the returned file is
+    /// dropped (or the process dies).
+    pub(crate) fn lock(&self) -> Result<File> {
         let path = self.root.join("lock");
         let lock = File::options().create(true).truncate(false).write(true).open(&path)
             .io_context(|| format!("opening {}", path.display()))?;
         lock.lock().io_context(|| format!("locking {}", path.display()))?;
-        f()
+        Ok(lock)
     }
 
     /// Hands out a fresh image id. Ids of checkins that never commit are simply not used.
     pub(crate) fn allocate_image_id(&self) -> Result<i64> {
-        self.locked(|| {
-            let path = self.root.join("next-image-id");
-            let next = match fs::read_to_string(&path) {
-                Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Library {
-                    path: self.root.display().to_string(),
-                    message: format!("next-image-id holds {text:?}, not a number"),
-                })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-                Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), source: e }),
-            };
-            let tmp = self.root.join("next-image-id.tmp");
-            let mut f = File::create(&tmp).io_context(|| format!("writing {}", tmp.display()))?;
-            writeln!(f, "{}", next + 1).and_then(|_| f.sync_all()).io_context(|| format!("writing {}", tmp.display()))?;
-            fs::rename(&tmp, &path).io_context(|| format!("renaming {}", tmp.display()))?;
-            Ok(next)
-        })
+        let _lock = self.lock()?;
+        let path = self.root.join("next-image-id");
+        let next = match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Library {
+                path: self.root.display().to_string(),
+                message: format!("next-image-id holds {text:?}, not a number"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), source: e }),
+        };
+        let tmp = self.root.join("next-image-id.tmp");
+        let mut f = File::create(&tmp).io_context(|| format!("writing {}", tmp.display()))?;
+        writeln!(f, "{}", next + 1).and_then(|_| f.sync_all()).io_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).io_context(|| format!("renaming {}", tmp.display()))?;
+        Ok(next)
     }
 
     /// Every committed image version.

@@ -34,16 +34,19 @@ pub fn sh(script: &str) -> String {
     run(Command::new("sh").arg("-c").arg(script))
 }
 
-/// The `imagelake` binary under test: `$IMAGELAKE_BIN`, else `imagelake` next to the test
-/// binary's `deps/` folder (the README's test command builds it first).
+/// The `imagelake` binary under test: `$IMAGELAKE_BIN`, else the `imagelake` built beside
+/// the running binary (`target/debug/` for benches, one level up from `deps/` for tests).
 pub fn imagelake_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("IMAGELAKE_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("imagelake");
-    assert!(bin.exists(), "{} is missing: run `cargo build --bin imagelake` first (scripts/test.sh does)", bin.display());
-    bin
+    let exe = std::env::current_exe().expect("running binary path");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("imagelake"))
+        .find(|bin| bin.exists())
+        .expect("imagelake binary missing: run `cargo build --bin imagelake` first (scripts/test.sh does)")
 }
 
 /// A library in a temporary directory, driven through the CLI.
@@ -184,6 +187,7 @@ pub struct Usage {
 }
 
 /// Runs `cmd` to completion, asserting success; returns its stdout and resource usage.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also yields its rusage
 pub fn run_measured(cmd: &mut Command) -> (String, Usage) {
     use std::os::unix::process::ExitStatusExt;
     let started = std::time::Instant::now();
