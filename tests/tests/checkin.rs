@@ -33,11 +33,32 @@ impl Fixture {
 /// disk when the input is not raw). Returns the new image id.
 fn round_trip(lib: &Library, image: &Path, raw: &Path, name: &str) -> i64 {
     let summary = lib.checkin(image, name);
+    let id = summary["image_id"].as_i64().expect("image_id");
+    assert_extents_tile_the_disk(lib, id);
     let out = image.with_extension("out");
     lib.checkout(&format!("{name}@{}", summary["version"]), &out);
     assert_same_bytes(raw, &out);
     std::fs::remove_file(&out).expect("rm");
-    summary["image_id"].as_i64().expect("image_id")
+    id
+}
+
+/// The extents table alone says how to rebuild the disk: its rows tile `[0, virtual_size)`
+/// with no gap and no overlap, and only zero extents lack a chunk.
+fn assert_extents_tile_the_disk(lib: &Library, id: i64) {
+    let rows = lib.sql(&format!(
+        "SELECT count(*) AS n, \
+           sum(CASE WHEN prev_end IS NULL AND disk_offset <> 0 OR prev_end <> disk_offset THEN 1 ELSE 0 END) AS breaks, \
+           sum(length) AS covered, \
+           sum(CASE WHEN (kind = 'zero') = (chunk_hash IS NULL) THEN 0 ELSE 1 END) AS bad_chunks \
+         FROM (SELECT disk_offset, length, kind, chunk_hash, \
+                      lag(disk_offset + length) OVER (ORDER BY disk_offset) AS prev_end \
+               FROM extents WHERE image_id = {id})"
+    ));
+    let size = lib.sql(&format!("SELECT virtual_size FROM images WHERE image_id = {id}"))[0]["virtual_size"].as_i64();
+    assert!(rows[0]["n"].as_i64().unwrap() > 0);
+    assert_eq!(rows[0]["breaks"].as_i64(), Some(0), "image {id}: extents leave a gap or overlap");
+    assert_eq!(rows[0]["covered"].as_i64(), size, "image {id}: extents do not cover the disk");
+    assert_eq!(rows[0]["bad_chunks"].as_i64(), Some(0), "image {id}: a data extent without a chunk, or a zero one with");
 }
 
 /// Every `files` row of one partition equals the oracles in every column.
@@ -55,6 +76,21 @@ fn assert_files_match(lib: &Library, image_id: i64, partition: i64, fs_image: &P
     let paths: Vec<String> = rows.keys().cloned().collect();
     let stats = debugfs::stat_all(fs_image, &paths);
     let int = |r: &serde_json::Map<String, Value>, k: &str| r.get(k).and_then(Value::as_i64);
+    // Every row, the root and lost+found included, against debugfs.
+    for (path, r) in &rows {
+        let s = &stats[path];
+        let kind = match s.kind.as_str() {
+            "regular" => "file",
+            "directory" => "dir",
+            "character" => "char",
+            "FIFO" => "fifo",
+            other => other,
+        };
+        assert_eq!(r["kind"].as_str(), Some(kind), "{path} kind vs debugfs");
+        assert_eq!(int(r, "mode"), Some(i64::from(s.mode & 0o7777)), "{path} mode vs debugfs");
+        assert_eq!((int(r, "uid"), int(r, "gid")), (Some(i64::from(s.uid)), Some(i64::from(s.gid))), "{path} owner vs debugfs");
+        assert_eq!(int(r, "size"), Some(s.size as i64), "{path} size vs debugfs");
+    }
     for e in &expected {
         let r = rows.get(&e.path).unwrap_or_else(|| panic!("{} has no files row", e.path));
         let s = &stats[&e.path];
