@@ -14,13 +14,14 @@
 
 use crate::catalog::*;
 use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
+use crate::library::InFlight;
 use crate::{Error, IoContext, Library, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::{ReadAt, Window, dpkg, ext4, is_zero, os, partition};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -52,17 +53,40 @@ pub struct CheckinSummary {
     pub seconds: f64,
 }
 
+/// How a checkin treats what it cannot read, and whom it tells how far it got.
+#[derive(Clone, Default)]
+pub struct CheckinOptions {
+    /// Store what has a bad structure (a filesystem that does not parse, a partition past the
+    /// end of the disk, a disk with no partition table and no filesystem) as raw bytes, with a
+    /// warning, instead of refusing the image.
+    pub raw_on_error: bool,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Progress of a checkin, phase by phase (each partition's files, then the disk map).
+pub trait Progress: Send + Sync {
+    /// A phase of `total` bytes begins.
+    fn phase(&self, name: &str, total: u64);
+    /// `bytes` more of the current phase are done (called from any thread).
+    fn advance(&self, bytes: u64);
+}
+
 impl Library {
     /// Checks the image at `path` in as the next version of `name`.
-    pub async fn checkin(&self, path: &Path, name: &str) -> Result<CheckinSummary> {
+    ///
+    /// An image is refused, leaving the library as it was, when its structure is bad (unless
+    /// `options.raw_on_error`); nothing is written before the image has been read through.
+    pub async fn checkin(&self, path: &Path, name: &str, options: CheckinOptions) -> Result<CheckinSummary> {
         crate::library::check_name(name)?;
         let started = Instant::now();
         let known = self.known_chunks().await?;
-        let image_id = self.allocate_image_id()?;
         let (root, source) = (self.root().to_path_buf(), path.to_path_buf());
-        let ingest = tokio::task::spawn_blocking(move || ingest(&root, &source, image_id, known))
+        let ingest = tokio::task::spawn_blocking(move || {
+            ingest(&root, &source, &options, known, || crate::library::allocate_image_id(&root))
+        })
             .await
             .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
+        let image_id = ingest.image_id;
 
         let catalog = self.catalog();
         let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
@@ -81,7 +105,7 @@ impl Library {
             created_at: now_ns(),
             created_by: actor(),
             state: "active".into(),
-            source_format: ingest.format.to_string(),
+            source_format: ingest.format.clone(),
             virtual_size: ingest.virtual_size as i64,
             stored_bytes_new: stats.stored.load(Relaxed) as i64,
             os_name: ingest.os.id.clone(),
@@ -91,13 +115,14 @@ impl Library {
         };
         // The version number is handed out at commit time, under the library lock.
         self.commit(&mut image, path).await?;
+        drop(ingest.in_flight);
 
         Ok(CheckinSummary {
             image_id,
             name: name.to_string(),
             version: image.version,
             parent_id: image.parent_id,
-            source_format: ingest.format.to_string(),
+            source_format: ingest.format.clone(),
             virtual_size: ingest.virtual_size,
             bytes_read: stats.read.load(Relaxed),
             bytes_zero: stats.zero.load(Relaxed),
@@ -176,7 +201,10 @@ struct Stats {
 
 /// Everything the blocking phase produces; nothing of it is visible until committed.
 struct Ingest {
-    format: &'static str,
+    image_id: i64,
+    /// Held until the commit is done.
+    in_flight: InFlight,
+    format: String,
     virtual_size: u64,
     chunks: Vec<StoredChunk>,
     partitions: Vec<PartitionRow>,
@@ -195,6 +223,7 @@ struct Sink {
     known: Mutex<HashSet<ChunkHash>>,
     packs: Mutex<PackWriter>,
     stats: Stats,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl Sink {
@@ -211,6 +240,19 @@ impl Sink {
             self.stats.dedup.fetch_add(data.len() as u64, Relaxed);
         }
         Ok(hash)
+    }
+}
+
+impl Sink {
+    fn phase(&self, name: &str, total: u64) {
+        if let Some(p) = &self.progress {
+            p.phase(name, total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(p) = &self.progress {
+            p.advance(bytes);
+        }
     }
 }
 
@@ -233,25 +275,29 @@ struct IndexedFs {
 
 const READ_BUF: usize = 1 << 20;
 
-fn ingest(root: &Path, source: &Path, image_id: i64, known: HashSet<ChunkHash>) -> Result<Ingest> {
-    let image = source.display().to_string();
-    let image_err = |message: String| Error::Image { image: image.clone(), message };
-    let disk = Disk::open(source).map_err(|e| image_err(e.to_string()))?;
-    let virtual_size = disk.size();
-    let parts = partition::read(&disk).map_err(|e| image_err(e.to_string()))?;
-    let sink = Sink {
-        known: Mutex::new(known),
-        packs: Mutex::new(PackWriter::new(root, format!("{image_id}/{}/{}", std::process::id(), now_ns()))),
-        stats: Stats::default(),
-    };
-    let mut warnings = Vec::new();
+/// Partitions and the filesystems read from them, before anything is written.
+struct Survey {
+    partitions: Vec<PartitionRow>,
+    indexed: Vec<IndexedFs>,
+    warnings: Vec<String>,
+}
 
-    // Partitions and their filesystems.
-    let mut partitions = Vec::new();
-    let mut indexed = Vec::new();
+/// Reads the disk's structure. A bad structure refuses the image (the error says which
+/// structure), or with `raw_on_error` leaves that part to be stored raw, with a warning.
+fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Survey, String> {
+    let parts = partition::read(disk).map_err(|e| e.to_string())?;
+    let mut survey = Survey { partitions: Vec::new(), indexed: Vec::new(), warnings: Vec::new() };
+    let refuse_or_warn = |problem: String, warnings: &mut Vec<String>| {
+        if raw_on_error {
+            warnings.push(format!("{problem}; stored raw"));
+            Ok(())
+        } else {
+            Err(format!("{problem} (--raw-on-error stores such parts as raw bytes)"))
+        }
+    };
     for p in parts {
         let mut row = PartitionRow {
-            image_id,
+            image_id: 0,
             partition: i64::from(p.index),
             scheme: p.scheme.to_string(),
             r#type: p.type_id.clone(),
@@ -263,8 +309,11 @@ fn ingest(root: &Path, source: &Path, image_id: i64, known: HashSet<ChunkHash>) 
             fs_label: None,
             fs_error: None,
         };
-        match Window::new(&disk, p.start, p.size) {
-            Err(e) => row.fs_error = Some(format!("partition {}: {e}", p.index)),
+        let end = p.start.saturating_add(p.size);
+        match Window::new(disk, p.start, p.size) {
+            Err(_) => row.fs_error = Some(format!(
+                "partition {} spans bytes {}..{end}, past the end of the disk ({} bytes)", p.index, p.start, disk.size()
+            )),
             Ok(window) => {
                 row.fs_type = partition::fs_type(&window).map(str::to_string);
                 if row.fs_type.as_deref() == Some("ext4") {
@@ -273,47 +322,71 @@ fn ingest(root: &Path, source: &Path, image_id: i64, known: HashSet<ChunkHash>) 
                             row.fs_type = Some(fs.fs_type.to_string());
                             row.fs_uuid = Some(fs.uuid.clone());
                             row.fs_label = Some(fs.label.clone());
-                            indexed.push(IndexedFs { partition: p, fs });
+                            survey.indexed.push(IndexedFs { partition: p, fs });
                         }
-                        Err(e) => row.fs_error = Some(e.to_string()),
+                        Err(e) => row.fs_error = Some(format!("partition {}: {e}", row.partition)),
                     }
+                } else if row.scheme == "none" && row.fs_type.is_none() {
+                    row.fs_error = Some(format!(
+                        "not a disk image: no partition table and no filesystem found in its {} bytes", disk.size()
+                    ));
                 }
             }
         }
-        if let Some(e) = &row.fs_error {
-            warnings.push(format!("partition {} stored raw: {e}", row.partition));
+        if let Some(problem) = &row.fs_error {
+            refuse_or_warn(problem.clone(), &mut survey.warnings)?;
         }
-        partitions.push(row);
+        survey.partitions.push(row);
     }
+    Ok(survey)
+}
 
-    // Regular file contents, each inode once, on every core.
-    let mut work = Vec::new();
+fn ingest(
+    root: &Path,
+    source: &Path,
+    options: &CheckinOptions,
+    known: HashSet<ChunkHash>,
+    allocate_image_id: impl FnOnce() -> Result<i64>,
+) -> Result<Ingest> {
+    let image = source.display().to_string();
+    let image_err = |message: String| Error::Image { image: image.clone(), message };
+    let disk = Disk::open(source, &root.join("tmp")).map_err(|e| image_err(e.to_string()))?;
+    let virtual_size = disk.size();
+    let Survey { mut partitions, indexed, warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
+    // The image reads through: from here on the library is written to.
+    let image_id = allocate_image_id()?;
+    let in_flight = InFlight::new(root, image_id)?;
+    for p in &mut partitions {
+        p.image_id = image_id;
+    }
+    let sink = Sink {
+        known: Mutex::new(known),
+        packs: Mutex::new(PackWriter::new(root, format!("{image_id}/{}/{}", std::process::id(), now_ns()))),
+        stats: Stats::default(),
+        progress: options.progress.clone(),
+    };
+
+    // Regular file contents, each inode once, a filesystem at a time, on every core.
+    let mut contents: HashMap<(usize, u32), Content> = HashMap::new();
     for (fs_index, ifs) in indexed.iter().enumerate() {
         let mut seen = HashSet::new();
-        for (file_index, f) in ifs.fs.files.iter().enumerate() {
-            if f.kind == ext4::FileKind::File && seen.insert(f.inode) {
-                work.push((fs_index, file_index));
-            }
-        }
+        let mut work: Vec<&ext4::File> =
+            ifs.fs.files.iter().filter(|f| f.kind == ext4::FileKind::File && seen.insert(f.inode)).collect();
+        // Disk order keeps reads sequential and packs in the order a checkout reads them.
+        work.sort_by_key(|f| f.extents.first().map_or(0, |e| e.physical));
+        let p = &ifs.partition;
+        sink.phase(&format!("partition {} ({}) files", p.index, ifs.fs.fs_type), work.iter().map(|f| f.size).sum());
+        let window = Window::new(&disk, p.start, p.size).map_err(|e| image_err(format!("partition {}: {e}", p.index)))?;
+        let chunked: Vec<(u32, Content)> = work
+            .par_iter()
+            .map(|file| {
+                let content = chunk_content(&sink, &window, file)
+                    .map_err(|e| image_err(format!("partition {}: file {}: {e}", p.index, file.path)))?;
+                Ok((file.inode, content))
+            })
+            .collect::<Result<_>>()?;
+        contents.extend(chunked.into_iter().map(|(inode, c)| ((fs_index, inode), c)));
     }
-    // Disk order keeps reads sequential and packs in the order a checkout reads them.
-    work.sort_by_key(|&(fs, file)| {
-        let f = &indexed[fs].fs.files[file];
-        (fs, f.extents.first().map_or(0, |e| e.physical))
-    });
-    let contents: Vec<((usize, u32), Content)> = work
-        .par_iter()
-        .map(|&(fs_index, file_index)| {
-            let ifs = &indexed[fs_index];
-            let file = &ifs.fs.files[file_index];
-            let window = Window::new(&disk, ifs.partition.start, ifs.partition.size)
-                .map_err(|e| image_err(format!("partition {}: {e}", ifs.partition.index)))?;
-            let content = chunk_content(&sink, &window, file)
-                .map_err(|e| image_err(format!("partition {}: file {}: {e}", ifs.partition.index, file.path)))?;
-            Ok(((fs_index, file.inode), content))
-        })
-        .collect::<Result<_>>()?;
-    let contents: HashMap<(usize, u32), Content> = contents.into_iter().collect();
 
     // The manifest rows, and the disk pieces that file contents fill.
     let mut files = Vec::new();
@@ -370,7 +443,9 @@ fn ingest(root: &Path, source: &Path, image_id: i64, known: HashSet<ChunkHash>) 
         .finish()
         .io_context(|| format!("writing packs in {}", root.display()))?;
     Ok(Ingest {
-        format: disk.format(),
+        image_id,
+        in_flight,
+        format: disk.format().to_string(),
         virtual_size,
         chunks,
         partitions,
@@ -402,6 +477,7 @@ fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &ext4::File) -> std::io::R
         hasher.update(&buf[..n]);
         chunker.push(&buf[..n], &mut emit)?;
         offset += n as u64;
+        sink.advance(n as u64);
     }
     chunker.finish(&mut emit)?;
     sink.stats.read.fetch_add(file.size, Relaxed);
@@ -446,6 +522,7 @@ fn file_pieces(partition_start: u64, file: &ext4::File, content: &Content, out: 
 /// Builds the extents that tile the disk: file pieces where files own the bytes, and for
 /// every other range zeros or raw chunks cut from the stream of all remaining bytes.
 fn disk_map(sink: &Sink, disk: &Disk, image_id: i64, mut pieces: Vec<Piece>) -> std::io::Result<Vec<ExtentRow>> {
+    sink.phase("disk map and raw bytes", disk.size());
     pieces.sort_by_key(|p| p.disk_offset);
     let mut extents = Vec::new();
     let mut raw = RawStream::new(sink, image_id);
@@ -473,6 +550,7 @@ fn disk_map(sink: &Sink, disk: &Disk, image_id: i64, mut pieces: Vec<Piece>) -> 
         if p.chunk.is_none() {
             sink.stats.zero.fetch_add(p.len, Relaxed);
         }
+        sink.advance(p.len);
         at = p.disk_offset + p.len;
     }
     raw.gap(disk, at, disk.size(), &mut extents)?;
@@ -566,6 +644,7 @@ impl<'a> RawStream<'a> {
 
     fn zero(&mut self, offset: u64, len: u64, out: &mut Vec<ExtentRow>) {
         self.sink.stats.zero.fetch_add(len, Relaxed);
+        self.sink.advance(len);
         match out.last_mut() {
             Some(last) if last.kind == ExtentKind::Zero && last.content_hash.is_none()
                 && (last.disk_offset + last.length) as u64 == offset => last.length += len as i64,
@@ -583,6 +662,7 @@ impl<'a> RawStream<'a> {
     }
 
     fn data(&mut self, disk_offset: u64, bytes: &[u8], out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
+        self.sink.advance(bytes.len() as u64);
         match self.segments.back_mut() {
             Some(last) if last.1 + last.2 == disk_offset => last.2 += bytes.len() as u64,
             _ => self.segments.push_back((self.stream_len, disk_offset, bytes.len() as u64)),

@@ -5,12 +5,14 @@
 //! catalog through Lance directly and is driven by `sql/`.
 
 pub mod catalog;
+pub mod check;
 pub mod checkin;
 pub mod checkout;
 mod library;
 pub mod store;
 
-pub use checkin::CheckinSummary;
+pub use check::CheckReport;
+pub use checkin::{CheckinOptions, CheckinSummary, Progress};
 pub use checkout::CheckoutSummary;
 pub use library::{FORMAT_VERSION, Library, ImageSpec};
 

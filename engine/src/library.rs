@@ -77,15 +77,26 @@ impl Library {
         let lib_err = |message: String| Error::Library { path: root.display().to_string(), message };
         let marker = root.join(MARKER);
         if !marker.exists() {
-            let empty = match fs::read_dir(root) {
-                Ok(mut entries) => entries.next().is_none(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                Err(e) => return Err(lib_err(e.to_string())),
-            };
-            if !empty {
-                return Err(lib_err("exists and is not an imagelake library (no imagelake.json)".into()));
+            fs::create_dir_all(root).map_err(|e| lib_err(e.to_string()))?;
+            // Two processes may create one library at once: the lock serialises them.
+            let _lock = lock(root)?;
+            if !marker.exists() {
+                // Only a library's own skeleton may be there (a creation cut short).
+                let mut entries = fs::read_dir(root).map_err(|e| lib_err(e.to_string()))?;
+                let foreign = |name: &std::ffi::OsStr| !["lock", "packs", "tmp", "catalog"].iter().any(|n| name == *n);
+                if entries.any(|e| e.is_ok_and(|e| foreign(&e.file_name()))) {
+                    return Err(lib_err("exists and is not an imagelake library (no imagelake.json)".into()));
+                }
+                for dir in ["packs", "tmp", "catalog"] {
+                    fs::create_dir_all(root.join(dir)).map_err(|e| lib_err(e.to_string()))?;
+                }
+                Catalog::open(&root.join("catalog")).await?;
+                // The marker goes last, via a rename: a library is either whole or unmarked.
+                let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
+                let tmp = root.join(format!("{MARKER}.tmp"));
+                fs::write(&tmp, format!("{meta:#}\n")).and_then(|_| fs::rename(&tmp, &marker))
+                    .io_context(|| format!("creating library {}", root.display()))?;
             }
-            Self::create(root).io_context(|| format!("creating library {}", root.display()))?;
         }
         let text = fs::read_to_string(&marker).io_context(|| format!("reading {}", marker.display()))?;
         let meta: serde_json::Value =
@@ -103,17 +114,6 @@ impl Library {
         Ok(Library { root: root.to_path_buf(), catalog })
     }
 
-    fn create(root: &Path) -> std::io::Result<()> {
-        for dir in ["packs", "tmp", "catalog"] {
-            fs::create_dir_all(root.join(dir))?;
-        }
-        // The marker goes last, via a rename: a library is either marked or not there.
-        let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
-        let tmp = root.join(format!("{MARKER}.tmp"));
-        fs::write(&tmp, format!("{meta:#}\n"))?;
-        fs::rename(&tmp, root.join(MARKER))
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -122,33 +122,9 @@ impl Library {
         &self.catalog
     }
 
-    /// Takes the library lock: an exclusive flock, released when the returned file is
-    /// dropped (or the process dies).
+    /// Takes the library lock (see [`lock`]).
     pub(crate) fn lock(&self) -> Result<File> {
-        let path = self.root.join("lock");
-        let lock = File::options().create(true).truncate(false).write(true).open(&path)
-            .io_context(|| format!("opening {}", path.display()))?;
-        lock.lock().io_context(|| format!("locking {}", path.display()))?;
-        Ok(lock)
-    }
-
-    /// Hands out a fresh image id. Ids of checkins that never commit are simply not used.
-    pub(crate) fn allocate_image_id(&self) -> Result<i64> {
-        let _lock = self.lock()?;
-        let path = self.root.join("next-image-id");
-        let next = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Library {
-                path: self.root.display().to_string(),
-                message: format!("next-image-id holds {text:?}, not a number"),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), source: e }),
-        };
-        let tmp = self.root.join("next-image-id.tmp");
-        let mut f = File::create(&tmp).io_context(|| format!("writing {}", tmp.display()))?;
-        writeln!(f, "{}", next + 1).and_then(|_| f.sync_all()).io_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).io_context(|| format!("renaming {}", tmp.display()))?;
-        Ok(next)
+        lock(&self.root)
     }
 
     /// Every committed image version.
@@ -170,6 +146,66 @@ impl Library {
             ImageSpec::Newest(name) => images.into_iter().filter(|i| &i.name == name).max_by_key(|i| i.version),
         };
         found.ok_or_else(|| Error::User(format!("no image {spec} in the library")))
+    }
+}
+
+/// Takes the lock of the library at `root`: an exclusive flock, released when the returned
+/// file is dropped (or the process dies).
+pub(crate) fn lock(root: &Path) -> Result<File> {
+    let path = root.join("lock");
+    let lock = File::options().create(true).truncate(false).write(true).open(&path)
+        .io_context(|| format!("opening {}", path.display()))?;
+    lock.lock().io_context(|| format!("locking {}", path.display()))?;
+    Ok(lock)
+}
+
+/// Hands out a fresh image id. Ids of checkins that never commit are simply not used.
+pub(crate) fn allocate_image_id(root: &Path) -> Result<i64> {
+    let _lock = lock(root)?;
+    let path = root.join("next-image-id");
+    let next = match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Library {
+            path: root.display().to_string(),
+            message: format!("next-image-id holds {text:?}, not a number"),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+        Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), source: e }),
+    };
+    let tmp = root.join("next-image-id.tmp");
+    let mut f = File::create(&tmp).io_context(|| format!("writing {}", tmp.display()))?;
+    writeln!(f, "{}", next + 1).and_then(|_| f.sync_all()).io_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).io_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(next)
+}
+
+/// Marks a checkin in flight: `tmp/checkin-<image id>.lock`, flock()ed from the moment the id
+/// is handed out until the images row is written or the checkin fails. Recovery treats rows
+/// of an uncommitted id whose marker nobody holds as a crash's leftovers.
+pub(crate) struct InFlight {
+    path: PathBuf,
+    _file: File,
+}
+
+impl InFlight {
+    pub(crate) fn path(root: &Path, image_id: i64) -> PathBuf {
+        root.join("tmp").join(format!("checkin-{image_id}.lock"))
+    }
+
+    pub(crate) fn new(root: &Path, image_id: i64) -> Result<InFlight> {
+        let path = Self::path(root, image_id);
+        let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
+        file.try_lock().map_err(|e| Error::Library {
+            path: root.display().to_string(),
+            message: format!("{} is locked by another process: {e}", path.display()),
+        })?;
+        Ok(InFlight { path, _file: file })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Removed while still held, so nobody can take a finished checkin for a crashed one.
+        let _ = fs::remove_file(&self.path);
     }
 }
 

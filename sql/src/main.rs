@@ -2,10 +2,13 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use imagelake_engine::{CheckinSummary, CheckoutSummary, Library};
+use imagelake_engine::{CheckinOptions, CheckinSummary, CheckoutSummary, Library};
 use imagelake_sql::output::{self, Format};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+mod progress;
 
 #[derive(Parser)]
 #[command(name = "imagelake", version, about = "A VM image library: images as structured data")]
@@ -24,7 +27,12 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         name: String,
-        /// Print the summary as JSON.
+        /// Store what has a bad structure (a filesystem that does not parse, a partition past
+        /// the end of the disk, no partition table and no filesystem) as raw bytes, with a
+        /// warning, instead of refusing the image.
+        #[arg(long)]
+        raw_on_error: bool,
+        /// Print the summary as JSON (and no progress bar).
         #[arg(long)]
         json: bool,
     },
@@ -32,6 +40,15 @@ enum Command {
     Checkout {
         image: String,
         out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the library's consistency and list what crashed operations left behind
+    /// (exit status 1 on damage).
+    Check {
+        /// Delete the leftovers (rows of checkins that never committed, stale tmp/ files).
+        #[arg(long)]
+        reclaim: bool,
         #[arg(long)]
         json: bool,
     },
@@ -58,8 +75,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let library = Library::open(&cli.library).await?;
     let mut stdout = std::io::stdout().lock();
     match cli.command {
-        Command::Checkin { file, name, json } => {
-            let summary = library.checkin(&file, &name).await?;
+        Command::Checkin { file, name, raw_on_error, json } => {
+            let progress = (!json && std::io::stderr().is_terminal())
+                .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
+            let options = CheckinOptions { raw_on_error, progress: progress.clone() };
+            let summary = library.checkin(&file, &name, options).await;
+            drop(progress);
+            let summary = summary?;
             if json {
                 writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
             } else {
@@ -72,6 +94,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
             } else {
                 print_checkout(&mut stdout, &summary)?;
+            }
+        }
+        Command::Check { reclaim, json } => {
+            let report = library.check().await?;
+            let reclaimed = if reclaim { Some(library.reclaim().await?) } else { None };
+            if json {
+                let value = match &reclaimed {
+                    Some(r) => serde_json::json!({ "check": report, "reclaimed": r }),
+                    None => serde_json::to_value(&report)?,
+                };
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                print_check(&mut stdout, &report)?;
+                if let Some(r) = &reclaimed {
+                    writeln!(stdout, "reclaimed {} uncommitted image ids and {} tmp/ files", r.orphan_image_ids.len(), r.stale_files.len())?;
+                }
+            }
+            if !report.problems.is_empty() {
+                anyhow::bail!("the library is damaged: {} problems", report.problems.len());
             }
         }
         Command::Sql { command, format } => {
@@ -96,6 +137,19 @@ fn print_checkin(out: &mut dyn Write, file: &std::path::Path, s: &CheckinSummary
     writeln!(out, "  time          {:.2} s ({}/s)", s.seconds, bytes(rate as u64))?;
     for w in &s.warnings {
         writeln!(out, "  warning       {w}")?;
+    }
+    Ok(())
+}
+
+fn print_check(out: &mut dyn Write, r: &imagelake_engine::CheckReport) -> std::io::Result<()> {
+    writeln!(out, "{} image versions, {} chunks in {} packs: {}", r.images, r.chunks, r.packs,
+        if r.problems.is_empty() { "consistent" } else { "DAMAGED" })?;
+    for p in &r.problems {
+        writeln!(out, "  problem   {p}")?;
+    }
+    if !r.orphan_image_ids.is_empty() || !r.stale_files.is_empty() {
+        writeln!(out, "  leftovers {} uncommitted image ids, {} stale tmp/ files (check --reclaim deletes them)",
+            r.orphan_image_ids.len(), r.stale_files.len())?;
     }
     Ok(())
 }

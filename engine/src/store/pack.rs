@@ -102,7 +102,10 @@ impl PackWriter {
             .to_hex()[..32]
             .to_string();
         let tmp = self.root.join("tmp").join(format!("{id}.pack"));
-        let mut file = io::BufWriter::with_capacity(1 << 20, File::create_new(&tmp)?);
+        let file = File::create_new(&tmp)?;
+        // Held while the pack is written: a tmp/ file nobody holds is a crash's leftover.
+        file.try_lock().map_err(io::Error::other)?;
+        let mut file = io::BufWriter::with_capacity(1 << 20, file);
         file.write_all(MAGIC)?;
         file.write_all(&FORMAT_VERSION.to_le_bytes())?;
         file.write_all(&0u32.to_le_bytes())?;
@@ -125,6 +128,16 @@ impl PackWriter {
         File::open(dir)?.sync_all()?;
         self.packs_published += 1;
         Ok(())
+    }
+}
+
+impl Drop for PackWriter {
+    /// A writer dropped before `finish` (a failed checkin) takes its unpublished pack with it.
+    fn drop(&mut self) {
+        if let Some(pack) = self.open.take() {
+            drop(pack.file);
+            let _ = fs::remove_file(&pack.tmp);
+        }
     }
 }
 

@@ -1,0 +1,166 @@
+//! Consistency of a library, and reclaiming what crashed operations left behind.
+//!
+//! `check` reads the catalog and the pack folder and reports every broken invariant: a
+//! committed version whose extents do not tile its disk, an extent whose chunk is in no pack,
+//! a chunk whose pack is missing or too short, two versions with one name and number. It also
+//! lists leftovers, which are harmless (readers never see them) but take space: rows of image
+//! ids that never committed, and files in `tmp/` that no running process holds.
+//! `reclaim` deletes the leftovers; it holds the library lock, and skips every checkin still in
+//! flight, so it is safe while other checkins run.
+
+use crate::catalog::{ExtentRow, Table};
+use crate::library::InFlight;
+use crate::store::pack_path;
+use crate::{Error, IoContext, Library, Result};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::File;
+
+/// Tables whose rows belong to an image version.
+const IMAGE_TABLES: [&str; 5] = ["partitions", "files", "packages", "extents", "provenance"];
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub images: usize,
+    pub chunks: usize,
+    pub packs: usize,
+    /// Broken invariants: each one is damage.
+    pub problems: Vec<String>,
+    /// Image ids with rows but no committed version, and no checkin in flight.
+    pub orphan_image_ids: Vec<i64>,
+    /// Files in `tmp/` that no running process holds.
+    pub stale_files: Vec<String>,
+}
+
+impl Library {
+    /// Checks the library's invariants and lists its leftovers.
+    pub async fn check(&self) -> Result<CheckReport> {
+        let images = self.images().await?;
+        let committed: HashSet<i64> = images.iter().map(|i| i.image_id).collect();
+        let mut report = CheckReport { images: images.len(), ..CheckReport::default() };
+
+        let mut seen = HashSet::new();
+        for i in &images {
+            if !seen.insert((i.name.clone(), i.version)) {
+                report.problems.push(format!("{}@{} is committed twice", i.name, i.version));
+            }
+        }
+
+        let chunks = self.chunk_locations().await?;
+        report.chunks = chunks.len();
+        let mut pack_sizes: HashMap<String, Option<u64>> = HashMap::new();
+        for (hash, at) in &chunks {
+            let size = *pack_sizes
+                .entry(at.pack.clone())
+                .or_insert_with(|| std::fs::metadata(pack_path(self.root(), &at.pack)).ok().map(|m| m.len()));
+            match size {
+                None => report.problems.push(format!("chunk {} is in pack {}, which is missing", crate::store::hex(hash), at.pack)),
+                Some(len) if at.offset + u64::from(at.stored_size) > len => report.problems.push(format!(
+                    "chunk {} lies past the end of pack {} ({len} bytes)", crate::store::hex(hash), at.pack
+                )),
+                Some(_) => {}
+            }
+        }
+        report.packs = pack_sizes.len();
+
+        // Extents: per committed image, a tiling of its disk by chunks that exist.
+        let sizes: HashMap<i64, i64> = images.iter().map(|i| (i.image_id, i.virtual_size)).collect();
+        let batches = self.catalog().scan(ExtentRow::NAME, &["image_id", "disk_offset", "length", "kind", "chunk_hash"], None).await?;
+        let mut extents: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for b in &batches {
+            let (id, off, len) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>(), b.column(2).as_primitive::<Int64Type>());
+            let (kind, chunk) = (b.column(3).as_string::<i32>(), b.column(4).as_string::<i32>());
+            for r in 0..b.num_rows() {
+                if !committed.contains(&id.value(r)) {
+                    continue;
+                }
+                extents.entry(id.value(r)).or_default().push((off.value(r), len.value(r)));
+                if kind.value(r) != "zero" {
+                    let known = chunk.is_valid(r) && crate::store::parse_hex(chunk.value(r)).is_some_and(|h| chunks.contains_key(&h));
+                    if !known {
+                        report.problems.push(format!("image {}: extent at {} names a chunk that is in no pack", id.value(r), off.value(r)));
+                    }
+                }
+            }
+        }
+        for (id, size) in &sizes {
+            let mut runs = extents.remove(id).unwrap_or_default();
+            runs.sort_unstable();
+            let mut at = 0;
+            for (off, len) in runs {
+                if off != at {
+                    report.problems.push(format!("image {id}: its extents break at byte {at}"));
+                    break;
+                }
+                at = off + len;
+            }
+            if at != *size {
+                report.problems.push(format!("image {id}: its extents cover {at} of {size} bytes"));
+            }
+        }
+
+        report.orphan_image_ids = self.orphan_image_ids(&committed).await?.into_iter().collect();
+        report.stale_files = self.stale_files()?;
+        Ok(report)
+    }
+
+    /// Deletes the leftovers of crashed operations; returns what it found and deleted.
+    pub async fn reclaim(&self) -> Result<CheckReport> {
+        let _lock = self.lock()?;
+        // Under the lock no version commits, so `committed` cannot go stale.
+        let committed: HashSet<i64> = self.images().await?.iter().map(|i| i.image_id).collect();
+        let orphans = self.orphan_image_ids(&committed).await?;
+        if !orphans.is_empty() {
+            let list = orphans.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+            for table in IMAGE_TABLES {
+                let mut dataset = self.catalog().dataset(table).await?;
+                dataset
+                    .delete(&format!("image_id IN ({list})"))
+                    .await
+                    .map_err(|e| Error::Catalog(format!("deleting leftovers from {table}: {e}")))?;
+            }
+        }
+        let stale = self.stale_files()?;
+        for name in &stale {
+            let path = self.root().join("tmp").join(name);
+            std::fs::remove_file(&path).io_context(|| format!("removing {}", path.display()))?;
+        }
+        Ok(CheckReport { orphan_image_ids: orphans.into_iter().collect(), stale_files: stale, ..CheckReport::default() })
+    }
+
+    /// Ids with rows in some image table, not committed, and with no checkin in flight.
+    async fn orphan_image_ids(&self, committed: &HashSet<i64>) -> Result<BTreeSet<i64>> {
+        let mut ids = BTreeSet::new();
+        for table in IMAGE_TABLES {
+            for b in self.catalog().scan(table, &["image_id"], None).await? {
+                ids.extend(b.column(0).as_primitive::<Int64Type>().values().iter().filter(|id| !committed.contains(id)));
+            }
+        }
+        ids.retain(|&id| !held(&InFlight::path(self.root(), id)));
+        Ok(ids)
+    }
+
+    /// Files in `tmp/` that no process holds: unpublished packs, scratch conversions and
+    /// in-flight markers of crashed checkins.
+    fn stale_files(&self) -> Result<Vec<String>> {
+        let tmp = self.root().join("tmp");
+        let mut stale = Vec::new();
+        for entry in std::fs::read_dir(&tmp).io_context(|| format!("reading {}", tmp.display()))? {
+            let entry = entry.io_context(|| format!("reading {}", tmp.display()))?;
+            if !held(&entry.path()) {
+                stale.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        stale.sort();
+        Ok(stale)
+    }
+}
+
+/// True when a running process holds a flock on `path`.
+fn held(path: &std::path::Path) -> bool {
+    match File::open(path) {
+        Ok(file) => file.try_lock_shared().is_err(),
+        Err(_) => false,
+    }
+}
