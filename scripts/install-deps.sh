@@ -9,6 +9,7 @@ packages=(
   gdisk fdisk         # sgdisk, sfdisk: partition tables in tests
   dosfstools mtools   # mkfs.vfat, mcopy: EFI system partitions in tests
   qemu-utils          # qemu-img: qcow2 test images, convert oracle
+  rpm                 # rpmbuild and rpm: real rpm databases in tests
   debootstrap         # Debian trees for the end-to-end test
   attr                # setfattr: xattrs in test trees
   zstd
@@ -24,3 +25,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: imagelake needs a Rust toolchain" >&2; exit 1; }
+# cargo-fuzz, for the fuzz targets in fuzz/ (CI runs each briefly).
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet

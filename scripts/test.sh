@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target}
 export CARGO_TERM_COLOR=never
 bash tests/images/debian-tree.sh >/dev/null   # cached Debian trees for the end-to-end tests
 cargo build --workspace --bins
+# Every fuzz target briefly (fuzz/run.sh 600 is the long run); a crash fails the run.
+FUZZ_TARGET_DIR=${CARGO_TARGET_DIR}-fuzz bash fuzz/run.sh "${IMAGELAKE_FUZZ_SECONDS:-20}"
 # Doc tests are left out (the docs hold no runnable examples); a total closes the run.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -8,9 +8,11 @@
 //! reader takes one.
 
 pub mod disk;
-pub mod dpkg;
+
 pub mod ext4;
+pub mod fs;
 pub mod os;
+pub mod packages;
 pub mod partition;
 
 mod read_at;

@@ -43,7 +43,15 @@ pub fn read(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
     if !has_mbr_signature || fs_type(disk).is_some() {
         return Ok(vec![whole_disk(size)]);
     }
-    read_mbr(disk)
+    read_mbr(disk, &sector0)
+}
+
+/// Runs a third-party table parser, turning a panic on malformed input into an error: the
+/// image is untrusted, the parser is not ours to fix, and one bad image must not take the
+/// process down.
+fn guard<T>(table: &str, parse: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
+        .unwrap_or_else(|_| Err(Error(format!("{table}: the table is malformed (its parser gave up)"))))
 }
 
 fn whole_disk(size: u64) -> Partition {
@@ -52,11 +60,13 @@ fn whole_disk(size: u64) -> Partition {
 
 fn read_gpt(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
     let lb = gpt::disk::LogicalBlockSize::Lb512;
-    let gpt = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(lb)
-        .open_from_device(Device::new(disk))
-        .map_err(|e| Error(format!("GPT: {e}")))?;
+    let gpt = guard("GPT", || {
+        gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(lb)
+            .open_from_device(Device::new(disk))
+            .map_err(|e| Error(format!("GPT: {e}")))
+    })?;
     let mut out = Vec::new();
     for (&index, p) in gpt.partitions() {
         if !p.is_used() {
@@ -77,8 +87,17 @@ fn read_gpt(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
     Ok(out)
 }
 
-fn read_mbr(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
-    let mbr = mbrman::MBR::read_from(&mut Device::new(disk), 512).map_err(|e| Error(format!("MBR: {e}")))?;
+fn read_mbr(disk: &dyn ReadAt, sector0: &[u8; 512]) -> Result<Vec<Partition>, Error> {
+    // mbrman panics when every used entry starts at sector 0 (found by fuzzing); such an
+    // entry would overlap the MBR itself, so it is an error whatever else the table says.
+    for slot in 0..4 {
+        let entry = &sector0[446 + 16 * slot..446 + 16 * (slot + 1)];
+        let start = u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]);
+        if entry[4] != 0 && start == 0 {
+            return Err(Error(format!("MBR entry {}: partition starts at sector 0, over the MBR itself", slot + 1)));
+        }
+    }
+    let mbr = guard("MBR", || mbrman::MBR::read_from(&mut Device::new(disk), 512).map_err(|e| Error(format!("MBR: {e}"))))?;
     let mut out = Vec::new();
     for (index, p) in mbr.iter() {
         if !p.is_used() || p.is_extended() {
@@ -173,5 +192,19 @@ impl Seek for Device<'_> {
         };
         self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing regressions: inputs that once crashed a table parser.
+    #[test]
+    fn malformed_tables_are_errors() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+        let bytes = std::fs::read(dir.join("mbr-all-partitions-at-sector-0.bin")).unwrap();
+        let err = read(&bytes).unwrap_err();
+        assert!(err.to_string().contains("sector 0"), "{err}");
     }
 }

@@ -124,7 +124,8 @@ impl Library {
         let stale = self.stale_files()?;
         for name in &stale {
             let path = self.root().join("tmp").join(name);
-            std::fs::remove_file(&path).io_context(|| format!("removing {}", path.display()))?;
+            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.io_context(|| format!("removing {}", path.display()))?;
         }
         Ok(CheckReport { orphan_image_ids: orphans.into_iter().collect(), stale_files: stale, ..CheckReport::default() })
     }

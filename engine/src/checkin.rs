@@ -17,7 +17,8 @@ use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
 use crate::library::InFlight;
 use crate::{Error, IoContext, Library, Result, now_ns};
 use imagelake_connectors::disk::Disk;
-use imagelake_connectors::{ReadAt, Window, dpkg, ext4, is_zero, os, partition};
+use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
+use imagelake_connectors::{ReadAt, Window, ext4, is_zero, os, partition};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ pub struct CheckinSummary {
     /// Bytes of chunks the store already held (from any image, or earlier in this one).
     pub bytes_deduplicated: u64,
     pub chunks_new: u64,
+    /// How many threads hashed and compressed chunks (the cores the checkin kept busy).
+    pub threads: usize,
     pub partitions: usize,
     pub files: usize,
     pub packages: usize,
@@ -130,6 +133,7 @@ impl Library {
             bytes_stored: stats.stored.load(Relaxed),
             bytes_deduplicated: stats.dedup.load(Relaxed),
             chunks_new: ingest.chunks.len() as u64,
+            threads: ingest.threads,
             partitions: ingest.partitions.len(),
             files: ingest.files.len(),
             packages: ingest.packages.len(),
@@ -204,6 +208,7 @@ struct Ingest {
     image_id: i64,
     /// Held until the commit is done.
     in_flight: InFlight,
+    threads: usize,
     format: String,
     virtual_size: u64,
     chunks: Vec<StoredChunk>,
@@ -221,6 +226,7 @@ struct Ingest {
 /// appends new chunks to packs.
 struct Sink {
     known: Mutex<HashSet<ChunkHash>>,
+    threads: Mutex<HashSet<std::thread::ThreadId>>,
     packs: Mutex<PackWriter>,
     stats: Stats,
     progress: Option<Arc<dyn Progress>>,
@@ -230,6 +236,7 @@ impl Sink {
     /// Stores `data` unless the store has it; returns its hash.
     fn put(&self, data: &[u8]) -> std::io::Result<ChunkHash> {
         let hash = *blake3::hash(data).as_bytes();
+        self.threads.lock().map_err(|_| poisoned())?.insert(std::thread::current().id());
         let fresh = self.known.lock().map_err(|_| poisoned())?.insert(hash);
         if fresh {
             let compressed = PackWriter::compress(data)?;
@@ -352,7 +359,7 @@ fn ingest(
     let image_err = |message: String| Error::Image { image: image.clone(), message };
     let disk = Disk::open(source, &root.join("tmp")).map_err(|e| image_err(e.to_string()))?;
     let virtual_size = disk.size();
-    let Survey { mut partitions, indexed, warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
+    let Survey { mut partitions, indexed, mut warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
     // The image reads through: from here on the library is written to.
     let image_id = allocate_image_id()?;
     let in_flight = InFlight::new(root, image_id)?;
@@ -361,6 +368,7 @@ fn ingest(
     }
     let sink = Sink {
         known: Mutex::new(known),
+        threads: Mutex::new(HashSet::new()),
         packs: Mutex::new(PackWriter::new(root, format!("{image_id}/{}/{}", std::process::id(), now_ns()))),
         stats: Stats::default(),
         progress: options.progress.clone(),
@@ -411,13 +419,13 @@ fn ingest(
         let by_path: HashMap<&str, &ext4::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
         let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
-            && let Some(text) = read(dpkg::STATUS_PATH)
+            && let Some((manager, found)) = find_packages(&by_path, &window, &root.join("tmp"), &mut warnings)
         {
-            packages = dpkg::parse_status(&String::from_utf8_lossy(&text))
+            packages = found
                 .into_iter()
                 .map(|p| PackageRow {
                     image_id,
-                    manager: "dpkg".into(),
+                    manager: manager.into(),
                     name: p.name,
                     version: p.version,
                     arch: p.arch,
@@ -438,6 +446,7 @@ fn ingest(
     }
 
     let extents = disk_map(&sink, &disk, image_id, pieces).map_err(|e| image_err(e.to_string()))?;
+    let threads = sink.threads.lock().map_or(0, |t| t.len());
     let Sink { packs, stats, .. } = sink;
     let chunks = packs.into_inner().map_err(|_| image_err("a checkin worker failed".into()))?
         .finish()
@@ -445,6 +454,7 @@ fn ingest(
     Ok(Ingest {
         image_id,
         in_flight,
+        threads,
         format: disk.format().to_string(),
         virtual_size,
         chunks,
@@ -760,18 +770,86 @@ fn file_row(image_id: i64, partition: i64, partition_start: u64, f: &ext4::File,
     }
 }
 
+/// The packages of a root filesystem, from whichever database it holds: dpkg, apk or rpm.
+fn find_packages(
+    by_path: &HashMap<&str, &ext4::File>,
+    src: &dyn ReadAt,
+    scratch: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<(&'static str, Vec<Package>)> {
+    let text = |path| read_small_file(by_path, src, path).map(|t| String::from_utf8_lossy(&t).into_owned());
+    if let Some(status) = text(dpkg::STATUS_PATH) {
+        return Some(("dpkg", dpkg::parse_status(&status)));
+    }
+    if let Some(installed) = text(apk::INSTALLED_PATH) {
+        return Some(("apk", apk::parse_installed(&installed)));
+    }
+    for path in rpm::SQLITE_PATHS {
+        if let Some(db) = resolve(by_path, path) {
+            let wal = resolve(by_path, &format!("{path}-wal"));
+            match read_rpmdb(db, wal, src, scratch) {
+                Ok(found) => return Some(("rpm", found)),
+                Err(e) => warnings.push(format!("{path}: {e}; packages not indexed")),
+            }
+        }
+    }
+    if let Some(path) = rpm::BDB_PATHS.iter().find(|p| resolve(by_path, p).is_some()) {
+        warnings.push(format!(
+            "{path} is a Berkeley DB rpm database (RHEL 7/8, Fedora before 33), which imagelake does not read; packages not indexed"
+        ));
+    }
+    None
+}
+
+/// Copies the rpm sqlite database (and its write-ahead log) out of the image into a private
+/// folder of `scratch`, held with a flock while in use, and reads it.
+fn read_rpmdb(db: &ext4::File, wal: Option<&ext4::File>, src: &dyn ReadAt, scratch: &Path) -> std::io::Result<Vec<Package>> {
+    let dir = scratch.join(format!("rpmdb-{}-{}", std::process::id(), now_ns()));
+    std::fs::create_dir(&dir)?;
+    let result = (|| {
+        let held = std::fs::File::open(&dir)?;
+        held.try_lock().map_err(std::io::Error::other)?;
+        copy_out(db, src, &dir.join("rpmdb.sqlite"))?;
+        if let Some(wal) = wal {
+            copy_out(wal, src, &dir.join("rpmdb.sqlite-wal"))?;
+        }
+        rpm::read_sqlite(&dir.join("rpmdb.sqlite")).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Streams a regular file's content out of the image into a host file.
+fn copy_out(file: &ext4::File, src: &dyn ReadAt, dest: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create_new(dest)?);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut offset = 0;
+    while offset < file.size {
+        let n = (file.size - offset).min(READ_BUF as u64) as usize;
+        file.read_content(src, offset, &mut buf[..n])?;
+        out.write_all(&buf[..n])?;
+        offset += n as u64;
+    }
+    out.flush()
+}
+
 /// Reads a small configuration file by path, following symlinks within the filesystem.
 fn read_small_file(by_path: &HashMap<&str, &ext4::File>, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
     const LIMIT: u64 = 64 << 20;
+    let f = resolve(by_path, path).filter(|f| f.size <= LIMIT)?;
+    let mut buf = vec![0u8; f.size as usize];
+    f.read_content(src, 0, &mut buf).ok()?;
+    Some(buf)
+}
+
+/// The regular file a path names, following symlinks (at most 8) within the filesystem.
+fn resolve<'a>(by_path: &HashMap<&str, &'a ext4::File>, path: &str) -> Option<&'a ext4::File> {
     let mut path = PathBuf::from(path);
     for _ in 0..8 {
-        let f = by_path.get(path.to_str()?)?;
+        let f = *by_path.get(path.to_str()?)?;
         match f.kind {
-            ext4::FileKind::File if f.size <= LIMIT => {
-                let mut buf = vec![0u8; f.size as usize];
-                f.read_content(src, 0, &mut buf).ok()?;
-                return Some(buf);
-            }
+            ext4::FileKind::File => return Some(f),
             ext4::FileKind::Symlink => {
                 let target = PathBuf::from(String::from_utf8_lossy(f.link_target.as_ref()?).into_owned());
                 let joined = if target.is_absolute() { target } else { path.parent()?.join(target) };

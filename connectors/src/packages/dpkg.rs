@@ -3,21 +3,10 @@
 /// Where dpkg keeps its status database, relative to the root filesystem.
 pub const STATUS_PATH: &str = "/var/lib/dpkg/status";
 
-/// A package as dpkg records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Package {
-    pub name: String,
-    pub version: String,
-    pub arch: String,
-    /// The source package name (dpkg's `Source:` without its version), else the name.
-    pub source: String,
-    /// Bytes (dpkg records KiB).
-    pub installed_size: Option<u64>,
-    /// dpkg's `Status:` field, e.g. "install ok installed".
-    pub status: String,
-}
+use super::Package;
 
-/// Parses a status file. Stanzas without a `Package:` field are skipped; unknown fields are
+/// Parses a status file into packages (`source`: dpkg's `Source:` without its version, else
+/// the name; `installed_size` in bytes, dpkg records KiB; `status`: dpkg's `Status:`). Stanzas without a `Package:` field are skipped; unknown fields are
 /// ignored; nothing here can fail (a malformed line is just not a field).
 pub fn parse_status(text: &str) -> Vec<Package> {
     let mut packages = Vec::new();

@@ -1,0 +1,158 @@
+//! The filesystem manifest that every filesystem reader produces: each path with its
+//! metadata and, for regular files, where its content lies, so that content can be stored
+//! apart from the disk and the disk still rebuilt byte for byte.
+
+use crate::ReadAt;
+use std::io;
+
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    /// "ext2", "ext3", "ext4", "vfat", ...
+    pub fs_type: &'static str,
+    pub label: String,
+    /// ext: 8-4-4-4-12 lowercase hex; FAT: the volume serial, "ABCD-1234".
+    pub uuid: String,
+    /// The allocation unit: block (ext) or cluster (FAT) size in bytes.
+    pub block_size: u32,
+    /// "/" first, then depth first, each directory's entries in on-disk order; "." and ".."
+    /// omitted. A file with several hard links appears once per path.
+    pub files: Vec<File>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+    Socket,
+}
+
+impl FileKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Char => "char",
+            FileKind::Block => "block",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct File {
+    /// "/", "/etc", "/etc/passwd"; name bytes that are not UTF-8 are rendered as `\xNN`.
+    pub path: String,
+    /// From the inode's mode, not the directory entry's file type.
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Seconds since the epoch, including the extra epoch bits of large inodes.
+    pub mtime: i64,
+    /// From `i_mtime_extra` when the inode has it, else 0.
+    pub mtime_nsec: u32,
+    pub inode: u32,
+    pub nlink: u32,
+    /// Symlinks only: fast (in `i_block`), inline or slow (in a data block).
+    pub link_target: Option<Vec<u8>>,
+    /// Character and block devices only: (major, minor).
+    pub rdev: Option<(u32, u32)>,
+    /// Full names ("user.test") and raw values, in-inode ones first, then the external
+    /// block's, in on-disk order; values kept in their own inode (EA_INODE) are read from
+    /// it. "system.data" (inline data) is content and is left out.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Regular files only: the data blocks, sorted by logical offset, adjacent runs merged.
+    pub extents: Vec<Extent>,
+    /// Regular files with inline data: the content, from `i_block` then the "system.data"
+    /// value, cut to the size; a size past these bytes reads as zeros beyond them.
+    pub inline_data: Option<Vec<u8>>,
+}
+
+/// A run of a regular file's data blocks, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset in the file.
+    pub logical: u64,
+    /// Byte offset in the filesystem (within the source the reader was given).
+    pub physical: u64,
+    /// A multiple of the block size; the last extent may reach past the file's size.
+    pub len: u64,
+    /// Allocated but never written (ext4 uninitialized extents): reads as zeros through the file.
+    pub unwritten: bool,
+}
+
+impl File {
+    /// Reads `buf.len()` bytes of content at `offset` (`offset + len <= size`): holes and
+    /// unwritten extents read as zeros; inline data comes from `inline_data`.
+    pub fn read_content(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        if self.kind != FileKind::File {
+            return Err(invalid(format!("{} is not a regular file", self.path)));
+        }
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|end| end > self.size) {
+            return Err(invalid(format!(
+                "{}: read of {} bytes at {offset} passes the size {}",
+                self.path,
+                buf.len(),
+                self.size
+            )));
+        }
+        match &self.inline_data {
+            Some(data) => {
+                // Past the inline bytes, up to the size, the content is zeros.
+                buf.fill(0);
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let part = data.get(start..).unwrap_or_default();
+                let n = part.len().min(buf.len());
+                if let (Some(dst), Some(src)) = (buf.get_mut(..n), part.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                Ok(())
+            }
+            None => read_mapped(src, &self.extents, offset, buf),
+        }
+    }
+}
+
+/// Reads `buf.len()` bytes at logical `offset` through `extents`; unmapped bytes are zeros.
+pub(crate) fn read_mapped(
+    src: &dyn ReadAt,
+    extents: &[Extent],
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    buf.fill(0);
+    let end = offset.saturating_add(buf.len() as u64);
+    let first = extents.partition_point(|e| e.logical.saturating_add(e.len) <= offset);
+    for e in extents.get(first..).unwrap_or_default() {
+        if e.logical >= end {
+            break;
+        }
+        if e.unwritten {
+            continue;
+        }
+        let from = offset.max(e.logical);
+        let to = end.min(e.logical.saturating_add(e.len));
+        // Only for extents not sorted or overlapping, as `read` never makes them.
+        if to <= from {
+            continue;
+        }
+        let range = usize::try_from(from - offset)
+            .ok()
+            .zip(usize::try_from(to - offset).ok());
+        let dst = range.and_then(|(a, b)| buf.get_mut(a..b)).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "extent outside the read range")
+        })?;
+        src.read_exact_at(dst, e.physical.saturating_add(from - e.logical))?;
+    }
+    Ok(())
+}

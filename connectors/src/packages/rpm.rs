@@ -1,0 +1,161 @@
+//! The rpm database: the sqlite `rpmdb.sqlite` of rpm 4.16 and later (Fedora 33+, RHEL 9,
+//! openSUSE), whose `Packages` table holds one rpm header blob per installed package.
+//!
+//! Headers are parsed here (a small, bounded format: an index of tagged entries and a data
+//! store); sqlite does the rest. The older Berkeley DB `Packages` file is refused with a
+//! message saying so: no maintained Rust crate reads it, and current distributions no longer
+//! write it.
+
+use super::Package;
+use std::path::Path;
+
+/// Where the sqlite database lives, relative to the root filesystem (the second is
+/// openSUSE's; the first is often a symlink to it there).
+pub const SQLITE_PATHS: [&str; 2] = ["/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
+/// The Berkeley DB database of older releases (RHEL 7 and 8, Fedora before 33).
+pub const BDB_PATHS: [&str; 2] = ["/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/Packages"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("rpm database: {0}")]
+pub struct Error(pub String);
+
+/// Reads every package of the sqlite database at `db` (with its `-wal` file beside it, if
+/// any: sqlite replays it). The file is opened read-only and never changed.
+pub fn read_sqlite(db: &Path) -> Result<Vec<Package>, Error> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(db, flags).map_err(|e| Error(format!("opening {}: {e}", db.display())))?;
+    let mut stmt = conn.prepare("SELECT hnum, blob FROM Packages").map_err(|e| Error(format!("no Packages table: {e}")))?;
+    let rows = stmt
+        .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+        .map_err(|e| Error(e.to_string()))?;
+    let mut packages = Vec::new();
+    for row in rows {
+        let (hnum, blob) = row.map_err(|e| Error(e.to_string()))?;
+        packages.push(parse_header(&blob).map_err(|e| Error(format!("package {hnum}: {e}")))?);
+    }
+    Ok(packages)
+}
+
+const NAME: u32 = 1000;
+const VERSION: u32 = 1001;
+const RELEASE: u32 = 1002;
+const EPOCH: u32 = 1003;
+const SIZE: u32 = 1009;
+const ARCH: u32 = 1022;
+const SOURCERPM: u32 = 1044;
+const LONGSIZE: u32 = 5009;
+
+const TYPE_INT32: u32 = 4;
+const TYPE_INT64: u32 = 5;
+const TYPE_STRING: u32 = 6;
+const TYPE_I18NSTRING: u32 = 9;
+
+/// rpm's own limits on a header: at most this many entries and this much data.
+const MAX_ENTRIES: usize = 0xffff;
+const MAX_DATA: usize = 256 << 20;
+
+/// Parses one header blob (as stored in the database: no lead, no magic).
+pub fn parse_header(blob: &[u8]) -> Result<Package, String> {
+    let be32 = |at: usize| blob.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let (entries, data_len) = (be32(0).ok_or("header shorter than 8 bytes")? as usize, be32(4).unwrap_or(0) as usize);
+    if entries > MAX_ENTRIES || data_len > MAX_DATA {
+        return Err(format!("header claims {entries} entries and {data_len} data bytes, past rpm's limits"));
+    }
+    let store = 8 + entries * 16;
+    let data = blob.get(store..store + data_len).ok_or("header data lies past the end of the blob")?;
+    let find = |tag: u32| -> Option<(u32, usize)> {
+        (0..entries).find_map(|i| {
+            let at = 8 + i * 16;
+            (be32(at)? == tag).then(|| Some((be32(at + 4)?, be32(at + 8)? as usize)))?
+        })
+    };
+    let string = |entry: Option<(u32, usize)>| -> Result<Option<String>, String> {
+        let Some((kind, offset)) = entry else { return Ok(None) };
+        if kind != TYPE_STRING && kind != TYPE_I18NSTRING {
+            return Err(format!("a string tag has type {kind}"));
+        }
+        let bytes = data.get(offset..).ok_or("a string lies past the data store")?;
+        let end = bytes.iter().position(|&b| b == 0).ok_or("a string has no terminating NUL")?;
+        Ok(Some(String::from_utf8_lossy(&bytes[..end]).into_owned()))
+    };
+    let int = |entry: Option<(u32, usize)>| -> Option<u64> {
+        let (kind, offset) = entry?;
+        match kind {
+            TYPE_INT32 => data.get(offset..offset + 4).map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
+            TYPE_INT64 => data.get(offset..offset + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes),
+            _ => None,
+        }
+    };
+    let name = string(find(NAME))?.ok_or("no NAME tag")?;
+    let version = string(find(VERSION))?.unwrap_or_default();
+    let release = string(find(RELEASE))?;
+    let epoch = int(find(EPOCH));
+    let arch = string(find(ARCH))?.unwrap_or_default();
+    let source_rpm = string(find(SOURCERPM))?;
+    let size = int(find(LONGSIZE)).or_else(|| int(find(SIZE)));
+    // rpm's %{EVR}: "epoch:version-release", the epoch only when the package has one.
+    let mut evr = match epoch {
+        Some(e) => format!("{e}:{version}"),
+        None => version,
+    };
+    if let Some(r) = release {
+        evr = format!("{evr}-{r}");
+    }
+    // "hello-1.0-1.src.rpm" -> "hello": the source rpm's name is all but version and release.
+    let source = source_rpm
+        .as_deref()
+        .and_then(|s| s.strip_suffix(".src.rpm").or(s.strip_suffix(".nosrc.rpm")))
+        .and_then(|s| s.rsplitn(3, '-').nth(2))
+        .map_or_else(|| name.clone(), str::to_string);
+    Ok(Package { name, version: evr, arch, source, installed_size: size, status: "installed".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(entries: &[(u32, u32, &[u8])]) -> Vec<u8> {
+        let mut index = Vec::new();
+        let mut data = Vec::new();
+        for (tag, kind, value) in entries {
+            while *kind == TYPE_INT64 && data.len() % 8 != 0 {
+                data.push(0);
+            }
+            for v in [*tag, *kind, data.len() as u32, 1] {
+                index.extend_from_slice(&v.to_be_bytes());
+            }
+            data.extend_from_slice(value);
+        }
+        let mut blob = (entries.len() as u32).to_be_bytes().to_vec();
+        blob.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        blob.extend(index);
+        blob.extend(data);
+        blob
+    }
+
+    #[test]
+    fn parses_names_versions_and_sources() {
+        let blob = header(&[
+            (NAME, TYPE_STRING, b"bash\0"),
+            (VERSION, TYPE_STRING, b"5.2.26\0"),
+            (RELEASE, TYPE_STRING, b"3.fc40\0"),
+            (EPOCH, TYPE_INT32, &2u32.to_be_bytes()),
+            (ARCH, TYPE_STRING, b"x86_64\0"),
+            (SOURCERPM, TYPE_STRING, b"bash-5.2.26-3.fc40.src.rpm\0"),
+            (LONGSIZE, TYPE_INT64, &8_123_456u64.to_be_bytes()),
+        ]);
+        let p = parse_header(&blob).unwrap();
+        assert_eq!((p.name.as_str(), p.version.as_str(), p.arch.as_str()), ("bash", "2:5.2.26-3.fc40", "x86_64"));
+        assert_eq!((p.source.as_str(), p.installed_size), ("bash", Some(8_123_456)));
+    }
+
+    #[test]
+    fn malformed_headers_are_errors() {
+        assert!(parse_header(&[0, 0]).is_err());
+        assert!(parse_header(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).is_err());
+        let mut blob = header(&[(NAME, TYPE_STRING, b"x\0")]);
+        let n = blob.len();
+        blob[n - 1] = b'y'; // no terminating NUL
+        assert!(parse_header(&blob).unwrap_err().contains("NUL"));
+    }
+}
