@@ -10,6 +10,7 @@ packages=(
   dosfstools mtools   # mkfs.vfat, mcopy: EFI system partitions in tests
   qemu-utils          # qemu-img: qcow2 test images, convert oracle
   rpm                 # rpmbuild and rpm: real rpm databases in tests
+  lvm2                # pvcreate, vgcreate, lvcreate: LVM metadata in tests
   debootstrap         # Debian trees for the end-to-end test
   attr                # setfattr: xattrs in test trees
   zstd

@@ -11,9 +11,11 @@ pub mod disk;
 
 pub mod ext4;
 pub mod fs;
+pub mod lvm;
 pub mod os;
 pub mod packages;
 pub mod partition;
+pub mod vfat;
 
 mod read_at;
-pub use read_at::{ReadAt, Window, is_zero};
+pub use read_at::{Mapped, ReadAt, Span, Window, is_zero, to_disk};

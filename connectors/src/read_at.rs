@@ -85,6 +85,72 @@ impl<R: ReadAt> ReadAt for Window<R> {
     }
 }
 
+/// Where a span of a volume (a partition, a logical volume) lies on its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Offset in the volume.
+    pub offset: u64,
+    /// Offset on the disk.
+    pub disk_offset: u64,
+    pub len: u64,
+}
+
+/// The disk ranges that `[offset, offset + len)` of a volume lies in, in order; the part
+/// past the volume's spans, if any, is left out.
+pub fn to_disk(spans: &[Span], offset: u64, len: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let end = offset.saturating_add(len);
+    let first = spans.partition_point(|s| s.offset + s.len <= offset);
+    spans.get(first..).unwrap_or_default().iter().take_while(move |s| s.offset < end).map(move |s| {
+        let from = offset.max(s.offset);
+        let to = end.min(s.offset + s.len);
+        (s.disk_offset + (from - s.offset), to - from)
+    })
+}
+
+/// A volume made of spans of another source, in volume order: a logical volume of a disk.
+pub struct Mapped<R> {
+    inner: R,
+    spans: Vec<Span>,
+    size: u64,
+}
+
+impl<R: ReadAt> Mapped<R> {
+    /// Fails when the spans do not tile `[0, size)` or reach past the end of `inner`.
+    pub fn new(inner: R, spans: Vec<Span>) -> io::Result<Self> {
+        let mut size = 0u64;
+        for s in &spans {
+            let fits = s.disk_offset.checked_add(s.len).is_some_and(|end| end <= inner.size());
+            if s.offset != size || !fits {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("span at volume offset {} (disk {}+{}) is out of place or past the disk's end", s.offset, s.disk_offset, s.len),
+                ));
+            }
+            size += s.len;
+        }
+        Ok(Mapped { inner, spans, size })
+    }
+}
+
+impl<R: ReadAt> ReadAt for Mapped<R> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match offset.checked_add(buf.len() as u64) {
+            Some(end) if end <= self.size => {}
+            _ => return Err(eof(offset, buf.len(), self.size)),
+        }
+        let (len, mut done) = (buf.len(), 0usize);
+        for (disk, n) in to_disk(&self.spans, offset, len as u64) {
+            let part = buf.get_mut(done..done + n as usize).ok_or_else(|| eof(offset, len, self.size))?;
+            self.inner.read_exact_at(part, disk)?;
+            done += n as usize;
+        }
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 pub(crate) fn eof(offset: u64, len: usize, size: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,

@@ -18,7 +18,7 @@ use crate::library::InFlight;
 use crate::{Error, IoContext, Library, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
-use imagelake_connectors::{ReadAt, Window, ext4, is_zero, os, partition};
+use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -274,10 +274,18 @@ struct Content {
     chunks: Vec<(u64, u64, Option<ChunkHash>)>,
 }
 
-/// One filesystem that was indexed.
+/// One filesystem that was indexed, and where its volume lies on the disk.
 struct IndexedFs {
-    partition: partition::Partition,
-    fs: ext4::Filesystem,
+    partition: i64,
+    spans: Vec<Span>,
+    fs: fs::Filesystem,
+}
+
+impl IndexedFs {
+    /// The volume as a byte source (its spans were checked against the disk by `survey`).
+    fn source<'a>(&self, disk: &'a Disk) -> std::io::Result<Mapped<&'a Disk>> {
+        Mapped::new(disk, self.spans.clone())
+    }
 }
 
 const READ_BUF: usize = 1 << 20;
@@ -302,6 +310,7 @@ fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Survey, String
             Err(format!("{problem} (--raw-on-error stores such parts as raw bytes)"))
         }
     };
+    let mut volume_groups = Vec::new();
     for p in parts {
         let mut row = PartitionRow {
             image_id: 0,
@@ -317,21 +326,21 @@ fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Survey, String
             fs_error: None,
         };
         let end = p.start.saturating_add(p.size);
-        match Window::new(disk, p.start, p.size) {
+        let spans = vec![Span { offset: 0, disk_offset: p.start, len: p.size }];
+        match Mapped::new(disk, spans.clone()) {
             Err(_) => row.fs_error = Some(format!(
                 "partition {} spans bytes {}..{end}, past the end of the disk ({} bytes)", p.index, p.start, disk.size()
             )),
-            Ok(window) => {
-                row.fs_type = partition::fs_type(&window).map(str::to_string);
-                if row.fs_type.as_deref() == Some("ext4") {
-                    match ext4::read(&window) {
-                        Ok(fs) => {
-                            row.fs_type = Some(fs.fs_type.to_string());
-                            row.fs_uuid = Some(fs.uuid.clone());
-                            row.fs_label = Some(fs.label.clone());
-                            survey.indexed.push(IndexedFs { partition: p, fs });
+            Ok(volume) => {
+                if let Some(fs) = index_volume(&volume, &mut row) {
+                    survey.indexed.push(IndexedFs { partition: row.partition, spans, fs });
+                } else if row.fs_type.as_deref() == Some("lvm2") {
+                    match lvm::read(&volume) {
+                        Ok(vg) => {
+                            row.fs_label = Some(vg.name.clone());
+                            volume_groups.push((p.start, vg));
                         }
-                        Err(e) => row.fs_error = Some(format!("partition {}: {e}", row.partition)),
+                        Err(e) => row.fs_error = Some(format!("partition {}: {e}", p.index)),
                     }
                 } else if row.scheme == "none" && row.fs_type.is_none() {
                     row.fs_error = Some(format!(
@@ -345,7 +354,69 @@ fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Survey, String
         }
         survey.partitions.push(row);
     }
+    // Logical volumes are volumes like partitions, numbered after them. Each volume group
+    // once, whichever of its physical volumes on this disk was read.
+    let mut next = survey.partitions.iter().map(|p| p.partition).max().unwrap_or(0) + 1;
+    let pv_starts: HashMap<String, u64> = volume_groups.iter().map(|(start, vg)| (vg.pv_uuid.clone(), *start)).collect();
+    let pv_start = |uuid: &str| pv_starts.get(uuid).copied();
+    let mut seen_groups = HashSet::new();
+    for (_, vg) in volume_groups.iter().filter(|(_, vg)| seen_groups.insert(vg.name.clone())) {
+        for lv in &vg.logical_volumes {
+            let mut row = PartitionRow {
+                image_id: 0,
+                partition: next,
+                scheme: "lvm".into(),
+                r#type: lv.layout.clone(),
+                name: format!("{}/{}", vg.name, lv.name),
+                start: 0,
+                size: lv.size as i64,
+                fs_type: None,
+                fs_uuid: None,
+                fs_label: None,
+                fs_error: None,
+            };
+            next += 1;
+            let volume = vg.map(lv, &pv_start).map_err(|e| e.to_string()).and_then(|spans| {
+                let volume = Mapped::new(disk, spans.clone()).map_err(|e| format!("lvm2: {}/{}: {e}", vg.name, lv.name))?;
+                Ok((spans, volume))
+            });
+            match volume {
+                Ok((spans, volume)) => {
+                    row.start = spans.first().map_or(0, |s| s.disk_offset as i64);
+                    if let Some(fs) = index_volume(&volume, &mut row) {
+                        survey.indexed.push(IndexedFs { partition: row.partition, spans, fs });
+                    }
+                }
+                Err(e) => row.fs_error = Some(format!("logical volume {}: {e}", row.name)),
+            }
+            if let Some(problem) = &row.fs_error {
+                refuse_or_warn(problem.clone(), &mut survey.warnings)?;
+            }
+            survey.partitions.push(row);
+        }
+    }
     Ok(survey)
+}
+
+/// Finds the filesystem of a volume by its signature and, where imagelake indexes that kind,
+/// reads it; a filesystem that does not parse is recorded in `fs_error`.
+fn index_volume(volume: &dyn ReadAt, row: &mut PartitionRow) -> Option<fs::Filesystem> {
+    row.fs_type = partition::fs_type(volume).map(str::to_string);
+    if row.fs_type.as_deref() != Some("ext4") {
+        return None;
+    }
+    match ext4::read(volume) {
+        Ok(fs) => {
+            row.fs_type = Some(fs.fs_type.to_string());
+            row.fs_uuid = Some(fs.uuid.clone());
+            row.fs_label = Some(fs.label.clone());
+            Some(fs)
+        }
+        Err(e) => {
+            row.fs_error = Some(format!("partition {}: {e}", row.partition));
+            None
+        }
+    }
 }
 
 fn ingest(
@@ -382,14 +453,14 @@ fn ingest(
             ifs.fs.files.iter().filter(|f| f.kind == ext4::FileKind::File && seen.insert(f.inode)).collect();
         // Disk order keeps reads sequential and packs in the order a checkout reads them.
         work.sort_by_key(|f| f.extents.first().map_or(0, |e| e.physical));
-        let p = &ifs.partition;
-        sink.phase(&format!("partition {} ({}) files", p.index, ifs.fs.fs_type), work.iter().map(|f| f.size).sum());
-        let window = Window::new(&disk, p.start, p.size).map_err(|e| image_err(format!("partition {}: {e}", p.index)))?;
+        let p = ifs.partition;
+        sink.phase(&format!("partition {p} ({}) files", ifs.fs.fs_type), work.iter().map(|f| f.size).sum());
+        let volume = ifs.source(&disk).map_err(|e| image_err(format!("partition {p}: {e}")))?;
         let chunked: Vec<(u32, Content)> = work
             .par_iter()
             .map(|file| {
-                let content = chunk_content(&sink, &window, file)
-                    .map_err(|e| image_err(format!("partition {}: file {}: {e}", p.index, file.path)))?;
+                let content = chunk_content(&sink, &volume, file)
+                    .map_err(|e| image_err(format!("partition {p}: file {}: {e}", file.path)))?;
                 Ok((file.inode, content))
             })
             .collect::<Result<_>>()?;
@@ -402,20 +473,19 @@ fn ingest(
     let mut packages = Vec::new();
     let (mut os_release, mut hostname) = (os::OsRelease::default(), None);
     for (fs_index, ifs) in indexed.iter().enumerate() {
-        let start = ifs.partition.start;
+
         let mut placed = HashSet::new();
         for f in &ifs.fs.files {
             let content = contents.get(&(fs_index, f.inode));
             if let Some(content) = content
                 && placed.insert(f.inode)
             {
-                file_pieces(start, f, content, &mut pieces);
+                file_pieces(&ifs.spans, f, content, &mut pieces);
             }
-            files.push(file_row(image_id, i64::from(ifs.partition.index), start, f, content));
+            files.push(file_row(image_id, ifs.partition, &ifs.spans, f, content));
         }
         // Packages and OS facts come from the first filesystem that has them.
-        let window = Window::new(&disk, start, ifs.partition.size)
-            .map_err(|e| image_err(format!("partition {}: {e}", ifs.partition.index)))?;
+        let window = ifs.source(&disk).map_err(|e| image_err(format!("partition {}: {e}", ifs.partition)))?;
         let by_path: HashMap<&str, &ext4::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
         let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
@@ -506,7 +576,7 @@ struct Piece {
 
 /// The disk ranges a file's content fills: its written extents, up to its size (the rest of
 /// the last block is slack and stays raw), cut at chunk boundaries.
-fn file_pieces(partition_start: u64, file: &ext4::File, content: &Content, out: &mut Vec<Piece>) {
+fn file_pieces(spans: &[Span], file: &ext4::File, content: &Content, out: &mut Vec<Piece>) {
     for e in file.extents.iter().filter(|e| !e.unwritten) {
         let end = e.logical.saturating_add(e.len).min(file.size);
         let mut at = e.logical;
@@ -515,14 +585,19 @@ fn file_pieces(partition_start: u64, file: &ext4::File, content: &Content, out: 
         while at < end {
             let Some(&(c_off, c_len, c_hash)) = content.chunks.get(i) else { break };
             let n = (c_off + c_len).min(end) - at;
-            out.push(Piece {
-                disk_offset: partition_start + e.physical + (at - e.logical),
-                len: n,
-                chunk: c_hash,
-                chunk_offset: at - c_off,
-                content_hash: content.hash.clone(),
-                content_offset: at,
-            });
+            // A volume's stretch may lie in several places on the disk (logical volumes).
+            let mut done = 0;
+            for (disk_offset, len) in to_disk(spans, e.physical + (at - e.logical), n) {
+                out.push(Piece {
+                    disk_offset,
+                    len,
+                    chunk: c_hash,
+                    chunk_offset: at + done - c_off,
+                    content_hash: content.hash.clone(),
+                    content_offset: at + done,
+                });
+                done += len;
+            }
             at += n;
             i += 1;
         }
@@ -730,7 +805,7 @@ impl<'a> RawStream<'a> {
     }
 }
 
-fn file_row(image_id: i64, partition: i64, partition_start: u64, f: &ext4::File, content: Option<&Content>) -> FileRow {
+fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &ext4::File, content: Option<&Content>) -> FileRow {
     let (dev_major, dev_minor) = match f.rdev {
         Some((major, minor)) => (Some(i64::from(major)), Some(i64::from(minor))),
         None => (None, None),
@@ -760,11 +835,17 @@ fn file_row(image_id: i64, partition: i64, partition_start: u64, f: &ext4::File,
         extent_map: f
             .extents
             .iter()
-            .map(|e| FileExtent {
-                file_offset: e.logical as i64,
-                disk_offset: (partition_start + e.physical) as i64,
-                length: e.len as i64,
-                unwritten: e.unwritten,
+            .flat_map(|e| {
+                let mut file_offset = e.logical;
+                to_disk(spans, e.physical, e.len).map(move |(disk_offset, len)| {
+                    file_offset += len;
+                    FileExtent {
+                        file_offset: (file_offset - len) as i64,
+                        disk_offset: disk_offset as i64,
+                        length: len as i64,
+                        unwritten: e.unwritten,
+                    }
+                })
             })
             .collect(),
     }

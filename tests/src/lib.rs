@@ -5,7 +5,10 @@
 //! Every helper panics with the failing command and its output: these run only in tests.
 
 pub mod debugfs;
+pub mod manifest;
 pub mod tree;
+
+pub use manifest::assert_files_match;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
