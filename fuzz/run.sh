@@ -3,7 +3,7 @@
 # ../shared/fixtures/ext4-corrupt and from small disks and databases made by real tools.
 # A crash stops its target and leaves the input in fuzz/artifacts/<target>/; turn it into a
 # regression test before fixing it.
-# Usage: fuzz/run.sh [SECONDS]     (needs cargo-fuzz: `cargo install cargo-fuzz --locked`)
+# Usage: fuzz/run.sh [SECONDS]   (FUZZ_TARGETS="ext4 vfat" picks targets; needs cargo-fuzz)
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
@@ -11,7 +11,7 @@ fixtures=../../shared/fixtures/ext4-corrupt
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-/work/target-fuzz}
 
 seed() {
-  mkdir -p corpus/ext4 corpus/partition corpus/dpkg corpus/os
+  mkdir -p corpus/ext4 corpus/partition corpus/packages corpus/os corpus/vfat
   if [ -d "$fixtures" ] && [ -z "$(ls corpus/ext4)" ]; then
     # The first 4 MiB of each (libFuzzer's -max_len below); head closing the pipe early is fine.
     for f in "$fixtures"/*.img.gz; do { gzip -dc "$f" || true; } | head -c 4194304 > "corpus/ext4/$(basename "$f" .img.gz)"; done
@@ -23,8 +23,26 @@ seed() {
     head -c 65536 "$t/gpt" > corpus/partition/gpt; head -c 4194304 "$t/mbr" > corpus/partition/mbr
     rm -rf "$t"
   fi
-  [ -n "$(ls corpus/dpkg)" ] || head -c 65536 /var/lib/dpkg/status > corpus/dpkg/status
+  if [ ! -e corpus/partition/lvm ] && command -v pvcreate >/dev/null; then
+    # A real LVM2 physical volume (label, metadata ring, two logical volumes): its first MiB.
+    local t dev cfg='backup { backup = 0 archive = 0 }'; t=$(mktemp -d)
+    truncate -s 16M "$t/pv" && dev=$(losetup -f --show "$t/pv")
+    { pvcreate -q -y --config "$cfg" "$dev" && vgcreate -q --config "$cfg" "fuzzseed$$" "$dev" \
+      && lvcreate -q --config "$cfg" --driverloaded n -an -Zn -L 4M -n a "fuzzseed$$" \
+      && lvcreate -q --config "$cfg" --driverloaded n -an -Zn -L 4M -n b "fuzzseed$$"; } >/dev/null 2>&1 || true
+    losetup -d "$dev"
+    head -c 1048576 "$t/pv" > corpus/partition/lvm
+    rm -rf "$t"
+  fi
+  [ -n "$(ls corpus/packages)" ] || head -c 65536 /var/lib/dpkg/status > corpus/packages/status
   [ -n "$(ls corpus/os)" ] || cp /etc/os-release corpus/os/os-release
+  if [ -z "$(ls corpus/vfat)" ]; then
+    # FAT12 and FAT16 fit -max_len whole; FAT32's minimum size does not (the tests cover it).
+    for fat in 12 16; do
+      mkfs.vfat -F $fat -s $((fat == 16 ? 1 : 4)) -C "corpus/vfat/fat$fat" 4096 >/dev/null
+      mmd -i "corpus/vfat/fat$fat" ::/EFI ::/EFI/BOOT && mcopy -i "corpus/vfat/fat$fat" /etc/os-release ::/EFI/BOOT/BOOTX64.EFI
+    done
+  fi
 }
 
 seed
@@ -34,13 +52,16 @@ cargo fuzz build --release >/dev/null
 run() {
   cargo fuzz run --release "$1" "corpus/$1" -- -max_total_time="$seconds" -max_len=4194304 \
     -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 > "logs/$1.log" 2>&1 \
-    && echo "$1: no crash in ${seconds}s ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$1.log" | grep -o '[0-9]*$') runs)" \
+    && echo "$1: no crash in ${seconds}s ($(grep -ao 'stat::number_of_executed_units: *[0-9]*' "logs/$1.log" | grep -o '[0-9]*$') runs)" \
     || { echo "$1: FAILED, see fuzz/logs/$1.log"; return 1; }
 }
 mkdir -p logs
 status=0
-run ext4 & a=$!; run partition & b=$!
-wait $a || status=1; wait $b || status=1
-run dpkg & a=$!; run os & b=$!
-wait $a || status=1; wait $b || status=1
+# Two at a time: one per core.
+read -ra targets <<< "${FUZZ_TARGETS:-ext4 partition packages os vfat}"
+for ((i = 0; i < ${#targets[@]}; i += 2)); do
+  pids=()
+  for t in "${targets[@]:i:2}"; do run "$t" & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+done
 exit $status

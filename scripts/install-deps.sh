@@ -11,6 +11,7 @@ packages=(
   qemu-utils          # qemu-img: qcow2 test images, convert oracle
   rpm                 # rpmbuild and rpm: real rpm databases in tests
   lvm2                # pvcreate, vgcreate, lvcreate: LVM metadata in tests
+  xfsprogs btrfs-progs  # filesystems imagelake stores raw and lists by type, in tests
   debootstrap         # Debian trees for the end-to-end test
   attr                # setfattr: xattrs in test trees
   zstd

@@ -18,7 +18,7 @@ use crate::library::InFlight;
 use crate::{Error, IoContext, Library, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
-use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk};
+use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -402,10 +402,12 @@ fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Survey, String
 /// reads it; a filesystem that does not parse is recorded in `fs_error`.
 fn index_volume(volume: &dyn ReadAt, row: &mut PartitionRow) -> Option<fs::Filesystem> {
     row.fs_type = partition::fs_type(volume).map(str::to_string);
-    if row.fs_type.as_deref() != Some("ext4") {
-        return None;
-    }
-    match ext4::read(volume) {
+    let read = match row.fs_type.as_deref() {
+        Some("ext4") => ext4::read(volume).map_err(|e| e.to_string()),
+        Some("vfat") => vfat::read(volume).map_err(|e| e.to_string()),
+        _ => return None,
+    };
+    match read {
         Ok(fs) => {
             row.fs_type = Some(fs.fs_type.to_string());
             row.fs_uuid = Some(fs.uuid.clone());
@@ -449,8 +451,8 @@ fn ingest(
     let mut contents: HashMap<(usize, u32), Content> = HashMap::new();
     for (fs_index, ifs) in indexed.iter().enumerate() {
         let mut seen = HashSet::new();
-        let mut work: Vec<&ext4::File> =
-            ifs.fs.files.iter().filter(|f| f.kind == ext4::FileKind::File && seen.insert(f.inode)).collect();
+        let mut work: Vec<&fs::File> =
+            ifs.fs.files.iter().filter(|f| f.kind == fs::FileKind::File && seen.insert(f.inode)).collect();
         // Disk order keeps reads sequential and packs in the order a checkout reads them.
         work.sort_by_key(|f| f.extents.first().map_or(0, |e| e.physical));
         let p = ifs.partition;
@@ -486,7 +488,7 @@ fn ingest(
         }
         // Packages and OS facts come from the first filesystem that has them.
         let window = ifs.source(&disk).map_err(|e| image_err(format!("partition {}: {e}", ifs.partition)))?;
-        let by_path: HashMap<&str, &ext4::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let by_path: HashMap<&str, &fs::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
         let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
             && let Some((manager, found)) = find_packages(&by_path, &window, &root.join("tmp"), &mut warnings)
@@ -540,7 +542,7 @@ fn ingest(
 }
 
 /// Reads a regular file's content through its extents, chunks and stores it.
-fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &ext4::File) -> std::io::Result<Content> {
+fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Result<Content> {
     let mut hasher = blake3::Hasher::new();
     let mut chunker = Chunker::new();
     let mut chunks = Vec::new();
@@ -576,7 +578,7 @@ struct Piece {
 
 /// The disk ranges a file's content fills: its written extents, up to its size (the rest of
 /// the last block is slack and stays raw), cut at chunk boundaries.
-fn file_pieces(spans: &[Span], file: &ext4::File, content: &Content, out: &mut Vec<Piece>) {
+fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, out: &mut Vec<Piece>) {
     for e in file.extents.iter().filter(|e| !e.unwritten) {
         let end = e.logical.saturating_add(e.len).min(file.size);
         let mut at = e.logical;
@@ -805,7 +807,7 @@ impl<'a> RawStream<'a> {
     }
 }
 
-fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &ext4::File, content: Option<&Content>) -> FileRow {
+fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &fs::File, content: Option<&Content>) -> FileRow {
     let (dev_major, dev_minor) = match f.rdev {
         Some((major, minor)) => (Some(i64::from(major)), Some(i64::from(minor))),
         None => (None, None),
@@ -829,7 +831,7 @@ fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &ext4::File, conte
         content_hash: match (f.kind, content) {
             (_, Some(c)) => Some(c.hash.clone()),
             // Empty regular files have no chunks but still a content hash.
-            (ext4::FileKind::File, None) => Some(blake3::hash(b"").to_hex().to_string()),
+            (fs::FileKind::File, None) => Some(blake3::hash(b"").to_hex().to_string()),
             _ => None,
         },
         extent_map: f
@@ -853,7 +855,7 @@ fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &ext4::File, conte
 
 /// The packages of a root filesystem, from whichever database it holds: dpkg, apk or rpm.
 fn find_packages(
-    by_path: &HashMap<&str, &ext4::File>,
+    by_path: &HashMap<&str, &fs::File>,
     src: &dyn ReadAt,
     scratch: &Path,
     warnings: &mut Vec<String>,
@@ -884,7 +886,7 @@ fn find_packages(
 
 /// Copies the rpm sqlite database (and its write-ahead log) out of the image into a private
 /// folder of `scratch`, held with a flock while in use, and reads it.
-fn read_rpmdb(db: &ext4::File, wal: Option<&ext4::File>, src: &dyn ReadAt, scratch: &Path) -> std::io::Result<Vec<Package>> {
+fn read_rpmdb(db: &fs::File, wal: Option<&fs::File>, src: &dyn ReadAt, scratch: &Path) -> std::io::Result<Vec<Package>> {
     let dir = scratch.join(format!("rpmdb-{}-{}", std::process::id(), now_ns()));
     std::fs::create_dir(&dir)?;
     let result = (|| {
@@ -901,7 +903,7 @@ fn read_rpmdb(db: &ext4::File, wal: Option<&ext4::File>, src: &dyn ReadAt, scrat
 }
 
 /// Streams a regular file's content out of the image into a host file.
-fn copy_out(file: &ext4::File, src: &dyn ReadAt, dest: &Path) -> std::io::Result<()> {
+fn copy_out(file: &fs::File, src: &dyn ReadAt, dest: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create_new(dest)?);
     let mut buf = vec![0u8; READ_BUF];
@@ -916,7 +918,7 @@ fn copy_out(file: &ext4::File, src: &dyn ReadAt, dest: &Path) -> std::io::Result
 }
 
 /// Reads a small configuration file by path, following symlinks within the filesystem.
-fn read_small_file(by_path: &HashMap<&str, &ext4::File>, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
+fn read_small_file(by_path: &HashMap<&str, &fs::File>, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
     const LIMIT: u64 = 64 << 20;
     let f = resolve(by_path, path).filter(|f| f.size <= LIMIT)?;
     let mut buf = vec![0u8; f.size as usize];
@@ -925,13 +927,13 @@ fn read_small_file(by_path: &HashMap<&str, &ext4::File>, src: &dyn ReadAt, path:
 }
 
 /// The regular file a path names, following symlinks (at most 8) within the filesystem.
-fn resolve<'a>(by_path: &HashMap<&str, &'a ext4::File>, path: &str) -> Option<&'a ext4::File> {
+fn resolve<'a>(by_path: &HashMap<&str, &'a fs::File>, path: &str) -> Option<&'a fs::File> {
     let mut path = PathBuf::from(path);
     for _ in 0..8 {
         let f = *by_path.get(path.to_str()?)?;
         match f.kind {
-            ext4::FileKind::File => return Some(f),
-            ext4::FileKind::Symlink => {
+            fs::FileKind::File => return Some(f),
+            fs::FileKind::Symlink => {
                 let target = PathBuf::from(String::from_utf8_lossy(f.link_target.as_ref()?).into_owned());
                 let joined = if target.is_absolute() { target } else { path.parent()?.join(target) };
                 path = normalize(&joined);

@@ -190,31 +190,64 @@ pub struct Usage {
 }
 
 /// Runs `cmd` to completion, asserting success; returns its stdout and resource usage.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also yields its rusage
 pub fn run_measured(cmd: &mut Command) -> (String, Usage) {
+    let m = measure(cmd, None);
+    assert!(m.status.success(), "{cmd:?} failed ({}):\n{}\n{}", m.status, m.stdout, m.stderr);
+    (m.stdout, m.usage)
+}
+
+/// What a finished child did: its exit status, output and resource usage.
+pub struct Measured {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub usage: Usage,
+}
+
+/// Runs `cmd`, killing it (SIGKILL) if it is still running after `limit`; reaps it with
+/// `wait4` so that its own peak memory is known.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also yields its rusage
+pub fn measure(cmd: &mut Command, limit: Option<std::time::Duration>) -> Measured {
     use std::os::unix::process::ExitStatusExt;
     let started = std::time::Instant::now();
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
-    // Drain pipes on threads so a chatty child cannot block; reap it with wait4 for rusage.
+    // Drain pipes on threads so a chatty child cannot block; a watchdog enforces the limit.
     let mut stdout = child.stdout.expect("stdout");
     let mut stderr = child.stderr.expect("stderr");
     let out = std::thread::spawn(move || { let mut s = String::new(); std::io::Read::read_to_string(&mut stdout, &mut s).ok(); s });
     let err = std::thread::spawn(move || { let mut s = String::new(); std::io::Read::read_to_string(&mut stderr, &mut s).ok(); s });
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(limit) = limit {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + limit;
+            while std::time::Instant::now() < deadline {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            // SAFETY: kill(2) on our own child, which is not reaped until `done` is set.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+    }
     let mut status = 0;
     // SAFETY: rusage is plain data, zero-initialised, and filled by wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(reaped, pid, "wait4 failed for {cmd:?}");
-    let (out, err) = (out.join().expect("stdout thread"), err.join().expect("stderr thread"));
-    let status = std::process::ExitStatus::from_raw(status);
-    assert!(status.success(), "{cmd:?} failed ({status}):\n{out}\n{err}");
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let usage = Usage {
-        wall_seconds: started.elapsed().as_secs_f64(),
-        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
-        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
-    };
-    (out, usage)
+    Measured {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().expect("stdout thread"),
+        stderr: err.join().expect("stderr thread"),
+        usage: Usage {
+            wall_seconds: started.elapsed().as_secs_f64(),
+            cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+            max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        },
+    }
 }

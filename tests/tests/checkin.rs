@@ -106,6 +106,12 @@ fn gpt_and_mbr_disks_raw_and_qcow2_round_trip() {
     ]);
     assert!(parts.iter().all(|p| p["scheme"] == "gpt"));
     assert_eq!(parts[1]["type"], "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "EFI system partition type GUID");
+    // The EFI system partition is indexed too: its file, with the content mtools wrote.
+    let esp = lib.sql(&format!("SELECT path, kind, size, content_hash FROM files WHERE image_id = {id} AND partition = 2 ORDER BY path"));
+    let paths: Vec<&str> = esp.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/", "/EFI", "/EFI/BOOTX64.EFI"]);
+    let boot = std::fs::read(fx.path("esp.bootx64")).unwrap();
+    assert_eq!(esp[2]["content_hash"].as_str(), Some(blake3::hash(&boot).to_hex().as_str()));
     let root_start = parts[2]["start"].as_u64().unwrap();
     assert_files_match(&lib, id, 3, &root, root_start, 4096, &fx.tree());
 
@@ -119,7 +125,7 @@ fn gpt_and_mbr_disks_raw_and_qcow2_round_trip() {
         let format = lib.sql(&format!("SELECT source_format FROM images WHERE image_id = {qid}"));
         assert_eq!(format[0]["source_format"], "qcow2");
         // The same disk in another container stores nothing new but the tiny qcow2-free bits.
-        let rows = lib.sql(&format!("SELECT count(*) AS n FROM files WHERE image_id = {qid}"));
+        let rows = lib.sql(&format!("SELECT count(*) AS n FROM files WHERE image_id = {qid} AND partition = 3"));
         assert_eq!(rows[0]["n"].as_i64(), Some(tree::walk(&fx.tree()).len() as i64 + 2));
     }
 
@@ -165,4 +171,32 @@ fn versions_dedup_and_names() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid image name"));
     let missing = lib.command().args(["checkout", "web@9"]).arg(&out).output().unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no image web@9"), "{missing:?}");
+}
+
+#[test]
+fn filesystems_imagelake_does_not_read_are_stored_raw_and_listed() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n);
+    // Real xfs and btrfs made by their own tools, in a GPT disk with a swap partition.
+    run(Command::new("truncate").arg("-s320M").arg(p("xfs.img")));
+    run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(p("xfs.img")));
+    run(Command::new("truncate").arg("-s128M").arg(p("btrfs.img")));
+    run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(p("btrfs.img")));
+    run(Command::new("truncate").arg("-s8M").arg(p("swap.img")));
+    run(Command::new("mkswap").arg(p("swap.img")));
+    let disk = p("disk.img");
+    run(Command::new("truncate").arg("-s460M").arg(&disk));
+    run(Command::new("sgdisk").args(["-n1:2048:+320M", "-t1:8300", "-n2:0:+128M", "-t2:8300", "-n3:0:+8M", "-t3:8200"]).arg(&disk));
+    let start = |n: u64| (2048 + n) * 512;
+    imagelake_tests::write_at(&disk, &p("xfs.img"), start(0));
+    imagelake_tests::write_at(&disk, &p("btrfs.img"), start(320 * 2048));
+    imagelake_tests::write_at(&disk, &p("swap.img"), start(448 * 2048));
+    let lib = Library::new();
+    let id = round_trip(&lib, &disk, &disk, "others");
+    let rows = lib.sql(&format!("SELECT partition, fs_type, fs_error FROM partitions WHERE image_id = {id} ORDER BY partition"));
+    let types: Vec<Option<&str>> = rows.iter().map(|r| r.get("fs_type").and_then(Value::as_str)).collect();
+    assert_eq!(types, [Some("xfs"), Some("btrfs"), Some("swap")]);
+    assert!(rows.iter().all(|r| r.get("fs_error").is_none_or(Value::is_null)), "{rows:?}");
+    let files = lib.sql(&format!("SELECT count(*) AS n FROM files WHERE image_id = {id}"));
+    assert_eq!(files[0]["n"], 0, "nothing is indexed from filesystems imagelake cannot read");
 }

@@ -28,7 +28,7 @@ mod superblock;
 mod xattr;
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 
 use crate::ReadAt;
@@ -77,16 +77,9 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
 }
 
 /// What went wrong, naming the structure.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("ext4: {0}")]
 pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ext4: {}", self.0)
-    }
-}
-
-impl std::error::Error for Error {}
 
 
 /// The kind an inode's mode names.

@@ -83,7 +83,8 @@ impl BootSector {
     pub fn read(src: &dyn ReadAt) -> Result<Self, Error> {
         let err = |what: String| Error(format!("boot sector: {what}"));
         let mut b = [0u8; BOOT_SECTOR];
-        src.read_exact_at(&mut b, 0).map_err(|e| err(e.to_string()))?;
+        src.read_exact_at(&mut b, 0)
+            .map_err(|e| err(e.to_string()))?;
 
         let bytes_per_sector = le16(&b, 11);
         if !bytes_per_sector.is_power_of_two() || !(512..=4096).contains(&bytes_per_sector) {
@@ -99,7 +100,9 @@ impl BootSector {
         }
         let reserved = u64::from(le16(&b, 14));
         if reserved == 0 {
-            return Err(err("reserved sector count is 0, leaving no room for itself".into()));
+            return Err(err(
+                "reserved sector count is 0, leaving no room for itself".into(),
+            ));
         }
         let fats = u64::from(b[16]);
         if fats == 0 {

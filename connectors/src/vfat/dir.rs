@@ -76,8 +76,12 @@ pub(super) fn parse(raw: &[u8], fat32: bool, path: &str) -> Result<Listing, Erro
         let long = lfn.take();
         let mut short = [0u8; 11];
         short.copy_from_slice(&e[..11]);
+        // Labels and what else carries the volume bit (as blkid, a label is not also a
+        // directory) are not files.
         if attr & ATTR_VOLUME != 0 {
-            out.label.get_or_insert(short);
+            if attr & ATTR_DIRECTORY == 0 {
+                out.label.get_or_insert(short);
+            }
             continue;
         }
         if &short == DOT || &short == DOTDOT {

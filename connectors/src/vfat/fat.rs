@@ -59,10 +59,7 @@ impl Fat {
                 let value = if n % 2 == 1 { word >> 4 } else { word & 0xFFF };
                 (u32::from(value), 0xFF7)
             }
-            FatType::Fat16 => (
-                u32::from(le16(&self.table, n.saturating_mul(2))),
-                0xFFF7,
-            ),
+            FatType::Fat16 => (u32::from(le16(&self.table, n.saturating_mul(2))), 0xFFF7),
             // The top four bits are reserved.
             FatType::Fat32 => (
                 le32(&self.table, n.saturating_mul(4)) & 0x0FFF_FFFF,

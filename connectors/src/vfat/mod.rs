@@ -41,7 +41,6 @@ mod boot;
 mod dir;
 mod fat;
 
-use std::fmt;
 
 use crate::ReadAt;
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
@@ -64,7 +63,9 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     let boot = BootSector::read(src)?;
     let fat = Fat::read(src, &boot)?;
     // Cluster numbers run up to clusters + 1.
-    let words = usize::try_from((u64::from(boot.clusters) + 2).div_ceil(64)).unwrap_or(usize::MAX);
+    let words = (u64::from(boot.clusters) + 2).div_ceil(64);
+    let words = usize::try_from(words)
+        .map_err(|_| Error(format!("{} clusters do not fit in memory", boot.clusters)))?;
     let mut walk = Walk {
         src,
         boot,
@@ -92,16 +93,9 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
 }
 
 /// What went wrong, naming the structure.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("vfat: {0}")]
 pub struct Error(pub String);
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "vfat: {}", self.0)
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// Consecutive clusters: the first and how many.
 type Run = (u32, u32);
@@ -178,7 +172,11 @@ impl Walk<'_> {
     }
 
     /// Lists the entry at `path`; returns its entries when it is a directory.
-    fn visit(&mut self, entry: &dir::Entry, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
+    fn visit(
+        &mut self,
+        entry: &dir::Entry,
+        path: String,
+    ) -> Result<Option<Vec<dir::Entry>>, Error> {
         let index = self.files.len();
         let mtime = unix_time(entry.date, entry.time);
         if entry.attr & dir::ATTR_DIRECTORY != 0 {
@@ -236,7 +234,13 @@ impl Walk<'_> {
     /// Follows the chain of what will be listed at `index` (`path`) from `start`, claiming
     /// each cluster. Every step claims a cluster not claimed before, so it ends within the
     /// cluster count.
-    fn chain(&mut self, index: usize, path: &str, start: u32, want: Want) -> Result<Vec<Run>, Error> {
+    fn chain(
+        &mut self,
+        index: usize,
+        path: &str,
+        start: u32,
+        want: Want,
+    ) -> Result<Vec<Run>, Error> {
         if !self.boot.is_data_cluster(start) {
             return Err(Error(format!(
                 "{path}: first cluster {start} is outside 2..={}",
@@ -272,7 +276,9 @@ impl Walk<'_> {
                     )));
                 }
                 (Next::Free, _) => {
-                    return Err(err(format!("runs into a free cluster after cluster {cluster}")));
+                    return Err(err(format!(
+                        "runs into a free cluster after cluster {cluster}"
+                    )));
                 }
                 (Next::Reserved, _) => {
                     return Err(err(format!(
@@ -280,7 +286,9 @@ impl Walk<'_> {
                     )));
                 }
                 (Next::Bad, _) => {
-                    return Err(err(format!("runs into a bad cluster after cluster {cluster}")));
+                    return Err(err(format!(
+                        "runs into a bad cluster after cluster {cluster}"
+                    )));
                 }
                 (Next::Outside(next), _) => {
                     return Err(err(format!(
@@ -301,7 +309,9 @@ impl Walk<'_> {
         let bit = 1u64 << (cluster % 64);
         // Only data clusters reach here, and the bitmap has a bit for each.
         let slot = self.claimed.get_mut(word).ok_or_else(|| {
-            Error(format!("cluster chain of {path}: cluster {cluster} has no bit"))
+            Error(format!(
+                "cluster chain of {path}: cluster {cluster} has no bit"
+            ))
         })?;
         if *slot & bit == 0 {
             *slot |= bit;
