@@ -17,5 +17,6 @@ pub mod packages;
 pub mod partition;
 pub mod vfat;
 
+mod bytes;
 mod read_at;
 pub use read_at::{Mapped, ReadAt, Span, Window, is_zero, to_disk};

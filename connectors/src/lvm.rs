@@ -6,6 +6,7 @@
 //! volumes are listed with the reason they cannot be read. Everything is bounded: the
 //! metadata is read only from its own area and parsed with a depth limit.
 
+use crate::bytes::le64;
 use crate::{ReadAt, Span};
 
 const LABEL: &[u8; 8] = b"LABELONE";
@@ -71,10 +72,6 @@ fn find_label(src: &dyn ReadAt) -> Option<u64> {
         let mut sector = [0u8; 32];
         src.read_exact_at(&mut sector, s * SECTOR).is_ok() && &sector[..8] == LABEL && &sector[24..32] == LABEL_TYPE
     })
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
 /// Reads the volume group metadata of the physical volume in `src`.

@@ -11,36 +11,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use imagelake_connectors::ReadAt;
+use imagelake_tests::corrupt::{Xorshift, bounded, corrupt_rounds};
+use imagelake_tests::output as run;
 use imagelake_connectors::ext4::{self, Extent, FileKind, Filesystem};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-struct Xorshift(u64);
 
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// The reader's rendering of a name: UTF-8, other bytes as \xNN.
 fn escape(name: &[u8]) -> String {
@@ -54,15 +35,6 @@ fn escape(name: &[u8]) -> String {
     out
 }
 
-/// Runs `work` on a thread, failing if it takes longer than `limit`.
-fn bounded<T: Send + 'static>(limit: Duration, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|e| panic!("did not finish within {limit:?}: {e}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The source tree
@@ -915,32 +887,7 @@ fn fuzz(
     rounds: usize,
     pick: impl Fn(&mut Xorshift) -> Vec<usize> + Send + 'static,
 ) -> (usize, usize, usize) {
-    bounded(Duration::from_secs(600), move || {
-        let mut image = pristine.clone();
-        let mut rng = Xorshift(0x1234_5678_9ABC_DEF1);
-        let (mut panics, mut ok, mut err) = (0, 0, 0);
-        for _ in 0..rounds {
-            let positions = pick(&mut rng);
-            let saved: Vec<u8> = positions.iter().map(|&p| image[p]).collect();
-            for &p in &positions {
-                image[p] ^= (rng.next() % 255 + 1) as u8;
-            }
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                read_everything(&image, 1 << 20)
-            }));
-            match result {
-                Err(_) => panics += 1,
-                Ok(Ok(_)) => ok += 1,
-                Ok(Err(_)) => err += 1,
-            }
-            // Restore in reverse, in case a position was hit twice.
-            for (&p, &b) in positions.iter().zip(&saved).rev() {
-                image[p] = b;
-            }
-        }
-        assert!(image == pristine);
-        (panics, ok, err)
-    })
+    corrupt_rounds(pristine, rounds, pick, |image| read_everything(image, 1 << 20).is_ok())
 }
 
 #[test]

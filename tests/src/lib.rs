@@ -4,6 +4,7 @@
 //!
 //! Every helper panics with the failing command and its output: these run only in tests.
 
+pub mod corrupt;
 pub mod debugfs;
 pub mod manifest;
 pub mod tree;

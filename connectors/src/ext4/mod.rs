@@ -32,6 +32,7 @@ use std::fmt::Write as _;
 
 
 use crate::ReadAt;
+use crate::bytes::{le16, le32};
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
 use inode::{Allowance, BlockSource, I_BLOCK_LEN, Inode};
 use superblock::Superblock;
@@ -492,18 +493,4 @@ fn format_uuid(b: &[u8; 16]) -> String {
         hex(8..10),
         hex(10..16)
     )
-}
-
-/// Little-endian fields; callers check lengths first, and a field out of range reads as 0
-/// rather than panicking.
-fn le16(buf: &[u8], offset: usize) -> u16 {
-    buf.get(offset..offset.saturating_add(2))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn le32(buf: &[u8], offset: usize) -> u32 {
-    buf.get(offset..offset.saturating_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
 }

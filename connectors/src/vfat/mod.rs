@@ -43,6 +43,7 @@ mod fat;
 
 
 use crate::ReadAt;
+use crate::bytes::{le16, le32};
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
 use boot::{BootSector, Root};
 use fat::{Fat, Next};
@@ -417,15 +418,3 @@ fn days_to_month(year: i64, month: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Little-endian fields; a field out of range reads as 0 rather than panicking.
-fn le16(buf: &[u8], offset: usize) -> u16 {
-    buf.get(offset..offset.saturating_add(2))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-fn le32(buf: &[u8], offset: usize) -> u32 {
-    buf.get(offset..offset.saturating_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
