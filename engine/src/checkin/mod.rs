@@ -1,0 +1,490 @@
+//! Checkin: a disk image in, rows and chunks out.
+//!
+//! ```text
+//! open disk (raw | qcow2) -> partitions -> filesystems (ext2/3/4) -> files, packages, OS facts
+//!   regular file contents -> content-defined chunks ------------------\
+//!   every other non-zero byte, in disk order -> content-defined chunks -> packs (zstd)
+//!   disk map: file / raw / zero extents tiling the whole disk
+//! append rows: chunks, partitions, files, packages, extents; then, under the library lock,
+//! provenance and the images row (the commit point)
+//! ```
+//!
+//! Hashing and compression run on every core (rayon); reads stream in bounded buffers, so
+//! memory does not grow with the image.
+
+use crate::catalog::*;
+use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
+use crate::library::InFlight;
+use crate::{Error, IoContext, Library, Result, now_ns};
+use imagelake_connectors::disk::Disk;
+use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
+use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+mod disk_map;
+mod root_fs;
+mod survey;
+
+use disk_map::{disk_map, file_pieces};
+use root_fs::{find_packages, read_small_file};
+use survey::{Survey, survey};
+
+/// What a checkin did, for the one-screen summary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckinSummary {
+    pub image_id: i64,
+    pub name: String,
+    pub version: i64,
+    pub parent_id: Option<i64>,
+    pub source_format: String,
+    pub virtual_size: u64,
+    /// Bytes read from the image (known-zero ranges are not read).
+    pub bytes_read: u64,
+    /// Bytes of the disk that are zeros: stored nowhere.
+    pub bytes_zero: u64,
+    /// Uncompressed bytes of chunks this checkin added to the store.
+    pub bytes_new: u64,
+    /// What those chunks take in packs (compressed).
+    pub bytes_stored: u64,
+    /// Bytes of chunks the store already held (from any image, or earlier in this one).
+    pub bytes_deduplicated: u64,
+    pub chunks_new: u64,
+    /// How many threads hashed and compressed chunks (the cores the checkin kept busy).
+    pub threads: usize,
+    pub partitions: usize,
+    pub files: usize,
+    pub packages: usize,
+    pub os: Option<String>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// How a checkin treats what it cannot read, and whom it tells how far it got.
+#[derive(Clone, Default)]
+pub struct CheckinOptions {
+    /// Store what has a bad structure (a filesystem that does not parse, a partition past the
+    /// end of the disk, a disk with no partition table and no filesystem) as raw bytes, with a
+    /// warning, instead of refusing the image.
+    pub raw_on_error: bool,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// Progress of a checkin, phase by phase (each partition's files, then the disk map).
+pub trait Progress: Send + Sync {
+    /// A phase of `total` bytes begins.
+    fn phase(&self, name: &str, total: u64);
+    /// `bytes` more of the current phase are done (called from any thread).
+    fn advance(&self, bytes: u64);
+}
+
+impl Library {
+    /// Checks the image at `path` in as the next version of `name`.
+    ///
+    /// An image is refused, leaving the library as it was, when its structure is bad (unless
+    /// `options.raw_on_error`); nothing is written before the image has been read through.
+    pub async fn checkin(&self, path: &Path, name: &str, options: CheckinOptions) -> Result<CheckinSummary> {
+        crate::library::check_name(name)?;
+        let started = Instant::now();
+        let known = self.known_chunks().await?;
+        let (root, source) = (self.root().to_path_buf(), path.to_path_buf());
+        let ingest = tokio::task::spawn_blocking(move || {
+            ingest(&root, &source, &options, known, || crate::library::allocate_image_id(&root))
+        })
+            .await
+            .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
+        let image_id = ingest.image_id;
+
+        let catalog = self.catalog();
+        let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
+        catalog.append(&chunk_rows).await?;
+        catalog.append(&ingest.partitions).await?;
+        catalog.append(&ingest.files).await?;
+        catalog.append(&ingest.packages).await?;
+        catalog.append(&ingest.extents).await?;
+
+        let stats = &ingest.stats;
+        let mut image = ImageRow {
+            image_id,
+            name: name.to_string(),
+            version: 0,
+            parent_id: None,
+            created_at: now_ns(),
+            created_by: actor(),
+            state: "active".into(),
+            source_format: ingest.format.clone(),
+            virtual_size: ingest.virtual_size as i64,
+            stored_bytes_new: stats.stored.load(Relaxed) as i64,
+            os_name: ingest.os.id.clone(),
+            os_version: ingest.os.version_id.clone(),
+            hostname: ingest.hostname.clone(),
+            description: ingest.os.pretty_name.clone(),
+        };
+        // The version number is handed out at commit time, under the library lock.
+        self.commit(&mut image, path).await?;
+        drop(ingest.in_flight);
+
+        Ok(CheckinSummary {
+            image_id,
+            name: name.to_string(),
+            version: image.version,
+            parent_id: image.parent_id,
+            source_format: ingest.format.clone(),
+            virtual_size: ingest.virtual_size,
+            bytes_read: stats.read.load(Relaxed),
+            bytes_zero: stats.zero.load(Relaxed),
+            bytes_new: stats.new.load(Relaxed),
+            bytes_stored: stats.stored.load(Relaxed),
+            bytes_deduplicated: stats.dedup.load(Relaxed),
+            chunks_new: ingest.chunks.len() as u64,
+            threads: ingest.threads,
+            partitions: ingest.partitions.len(),
+            files: ingest.files.len(),
+            packages: ingest.packages.len(),
+            os: ingest.os.pretty_name.clone(),
+            warnings: ingest.warnings,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Writes provenance and then the images row, holding the library lock so that the
+    /// version number cannot be taken by a concurrent commit.
+    async fn commit(&self, image: &mut ImageRow, source: &Path) -> Result<()> {
+        let lock = self.lock()?;
+        let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
+        image.version = newest.as_ref().map_or(1, |i| i.version + 1);
+        image.parent_id = newest.map(|i| i.image_id);
+        let provenance = ProvenanceRow {
+            image_id: image.image_id,
+            parent_id: image.parent_id,
+            operation: "checkin".into(),
+            arguments: serde_json::json!({ "source": source.display().to_string(), "name": image.name }).to_string(),
+            actor: image.created_by.clone(),
+            at: image.created_at,
+        };
+        self.catalog().append(&[provenance]).await?;
+        self.catalog().append(std::slice::from_ref(image)).await?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// The hashes of every chunk in the store, for deduplication.
+    async fn known_chunks(&self) -> Result<HashSet<ChunkHash>> {
+        let batches = self.catalog().scan(ChunkRow::NAME, &["chunk_hash"], None).await?;
+        let mut known = HashSet::new();
+        for b in &batches {
+            use arrow::array::AsArray;
+            for h in b.column(0).as_string::<i32>().iter().flatten() {
+                if let Some(h) = crate::store::parse_hex(h) {
+                    known.insert(h);
+                }
+            }
+        }
+        Ok(known)
+    }
+}
+
+fn actor() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+fn chunk_row(c: &StoredChunk) -> ChunkRow {
+    ChunkRow {
+        chunk_hash: hex(&c.hash),
+        size: i64::from(c.location.size),
+        stored_size: i64::from(c.location.stored_size),
+        pack: c.location.pack.clone(),
+        pack_offset: c.location.offset as i64,
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    read: AtomicU64,
+    zero: AtomicU64,
+    new: AtomicU64,
+    stored: AtomicU64,
+    dedup: AtomicU64,
+}
+
+/// Everything the blocking phase produces; nothing of it is visible until committed.
+struct Ingest {
+    image_id: i64,
+    /// Held until the commit is done.
+    in_flight: InFlight,
+    threads: usize,
+    format: String,
+    virtual_size: u64,
+    chunks: Vec<StoredChunk>,
+    partitions: Vec<PartitionRow>,
+    files: Vec<FileRow>,
+    packages: Vec<PackageRow>,
+    extents: Vec<ExtentRow>,
+    os: os::OsRelease,
+    hostname: Option<String>,
+    warnings: Vec<String>,
+    stats: Stats,
+}
+
+/// The chunk sink shared by all workers: dedups against the store and this checkin, and
+/// appends new chunks to packs.
+struct Sink {
+    known: Mutex<HashSet<ChunkHash>>,
+    threads: Mutex<HashSet<std::thread::ThreadId>>,
+    packs: Mutex<PackWriter>,
+    stats: Stats,
+    progress: Option<Arc<dyn Progress>>,
+}
+
+impl Sink {
+    /// Stores `data` unless the store has it; returns its hash.
+    fn put(&self, data: &[u8]) -> std::io::Result<ChunkHash> {
+        let hash = *blake3::hash(data).as_bytes();
+        self.threads.lock().map_err(|_| poisoned())?.insert(std::thread::current().id());
+        let fresh = self.known.lock().map_err(|_| poisoned())?.insert(hash);
+        if fresh {
+            let compressed = PackWriter::compress(data)?;
+            self.stats.new.fetch_add(data.len() as u64, Relaxed);
+            self.stats.stored.fetch_add(compressed.len() as u64, Relaxed);
+            self.packs.lock().map_err(|_| poisoned())?.add(hash, data.len() as u32, &compressed)?;
+        } else {
+            self.stats.dedup.fetch_add(data.len() as u64, Relaxed);
+        }
+        Ok(hash)
+    }
+}
+
+impl Sink {
+    fn phase(&self, name: &str, total: u64) {
+        if let Some(p) = &self.progress {
+            p.phase(name, total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(p) = &self.progress {
+            p.advance(bytes);
+        }
+    }
+}
+
+fn poisoned() -> std::io::Error {
+    std::io::Error::other("a checkin worker failed")
+}
+
+/// A regular file's content, chunked: `(content_offset, length, hash)`; `None` = all zeros
+/// (not stored).
+struct Content {
+    hash: String,
+    chunks: Vec<(u64, u64, Option<ChunkHash>)>,
+}
+
+/// One filesystem that was indexed, and where its volume lies on the disk.
+struct IndexedFs {
+    partition: i64,
+    spans: Vec<Span>,
+    fs: fs::Filesystem,
+}
+
+impl IndexedFs {
+    /// The volume as a byte source (its spans were checked against the disk by `survey`).
+    fn source<'a>(&self, disk: &'a Disk) -> std::io::Result<Mapped<&'a Disk>> {
+        Mapped::new(disk, self.spans.clone())
+    }
+}
+
+const READ_BUF: usize = 1 << 20;
+
+fn ingest(
+    root: &Path,
+    source: &Path,
+    options: &CheckinOptions,
+    known: HashSet<ChunkHash>,
+    allocate_image_id: impl FnOnce() -> Result<i64>,
+) -> Result<Ingest> {
+    let image = source.display().to_string();
+    let image_err = |message: String| Error::Image { image: image.clone(), message };
+    let disk = Disk::open(source, &root.join("tmp")).map_err(|e| image_err(e.to_string()))?;
+    let virtual_size = disk.size();
+    let Survey { mut partitions, indexed, mut warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
+    // The image reads through: from here on the library is written to.
+    let image_id = allocate_image_id()?;
+    let in_flight = InFlight::new(root, image_id)?;
+    for p in &mut partitions {
+        p.image_id = image_id;
+    }
+    let sink = Sink {
+        known: Mutex::new(known),
+        threads: Mutex::new(HashSet::new()),
+        packs: Mutex::new(PackWriter::new(root, format!("{image_id}/{}/{}", std::process::id(), now_ns()))),
+        stats: Stats::default(),
+        progress: options.progress.clone(),
+    };
+
+    // Regular file contents, each inode once, a filesystem at a time, on every core.
+    let mut contents: HashMap<(usize, u32), Content> = HashMap::new();
+    for (fs_index, ifs) in indexed.iter().enumerate() {
+        let mut seen = HashSet::new();
+        let mut work: Vec<&fs::File> =
+            ifs.fs.files.iter().filter(|f| f.kind == fs::FileKind::File && seen.insert(f.inode)).collect();
+        // Disk order keeps reads sequential and packs in the order a checkout reads them.
+        work.sort_by_key(|f| f.extents.first().map_or(0, |e| e.physical));
+        let p = ifs.partition;
+        sink.phase(&format!("partition {p} ({}) files", ifs.fs.fs_type), work.iter().map(|f| f.size).sum());
+        let volume = ifs.source(&disk).map_err(|e| image_err(format!("partition {p}: {e}")))?;
+        let chunked: Vec<(u32, Content)> = work
+            .par_iter()
+            .map(|file| {
+                let content = chunk_content(&sink, &volume, file)
+                    .map_err(|e| image_err(format!("partition {p}: file {}: {e}", file.path)))?;
+                Ok((file.inode, content))
+            })
+            .collect::<Result<_>>()?;
+        contents.extend(chunked.into_iter().map(|(inode, c)| ((fs_index, inode), c)));
+    }
+
+    // The manifest rows, and the disk pieces that file contents fill.
+    let mut files = Vec::new();
+    let mut pieces = Vec::new();
+    let mut packages = Vec::new();
+    let (mut os_release, mut hostname) = (os::OsRelease::default(), None);
+    for (fs_index, ifs) in indexed.iter().enumerate() {
+
+        let mut placed = HashSet::new();
+        for f in &ifs.fs.files {
+            let content = contents.get(&(fs_index, f.inode));
+            if let Some(content) = content
+                && placed.insert(f.inode)
+            {
+                file_pieces(&ifs.spans, f, content, &mut pieces);
+            }
+            files.push(file_row(image_id, ifs.partition, &ifs.spans, f, content));
+        }
+        // Packages and OS facts come from the first filesystem that has them.
+        let window = ifs.source(&disk).map_err(|e| image_err(format!("partition {}: {e}", ifs.partition)))?;
+        let by_path: HashMap<&str, &fs::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let read = |path: &str| read_small_file(&by_path, &window, path);
+        if packages.is_empty()
+            && let Some((manager, found)) = find_packages(&by_path, &window, &root.join("tmp"), &mut warnings)
+        {
+            packages = found
+                .into_iter()
+                .map(|p| PackageRow {
+                    image_id,
+                    manager: manager.into(),
+                    name: p.name,
+                    version: p.version,
+                    arch: p.arch,
+                    source: p.source,
+                    installed_size: p.installed_size.map(|s| s as i64),
+                    status: p.status,
+                })
+                .collect();
+        }
+        if os_release.id.is_none()
+            && let Some(text) = os::OS_RELEASE_PATHS.iter().find_map(|p| read(p))
+        {
+            os_release = os::parse_os_release(&String::from_utf8_lossy(&text));
+        }
+        if hostname.is_none() {
+            hostname = read(os::HOSTNAME_PATH).and_then(|t| os::parse_hostname(&String::from_utf8_lossy(&t)));
+        }
+    }
+
+    let extents = disk_map(&sink, &disk, image_id, pieces).map_err(|e| image_err(e.to_string()))?;
+    let threads = sink.threads.lock().map_or(0, |t| t.len());
+    let Sink { packs, stats, .. } = sink;
+    let chunks = packs.into_inner().map_err(|_| image_err("a checkin worker failed".into()))?
+        .finish()
+        .io_context(|| format!("writing packs in {}", root.display()))?;
+    Ok(Ingest {
+        image_id,
+        in_flight,
+        threads,
+        format: disk.format().to_string(),
+        virtual_size,
+        chunks,
+        partitions,
+        files,
+        packages,
+        extents,
+        os: os_release,
+        hostname,
+        warnings,
+        stats,
+    })
+}
+
+/// Reads a regular file's content through its extents, chunks and stores it.
+fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Result<Content> {
+    let mut hasher = blake3::Hasher::new();
+    let mut chunker = Chunker::new();
+    let mut chunks = Vec::new();
+    let mut emit = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
+        let hash = if is_zero(bytes) { None } else { Some(sink.put(bytes)?) };
+        chunks.push((offset, bytes.len() as u64, hash));
+        Ok(())
+    };
+    let mut buf = vec![0u8; READ_BUF];
+    let mut offset = 0u64;
+    while offset < file.size {
+        let n = (file.size - offset).min(READ_BUF as u64) as usize;
+        file.read_content(src, offset, &mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        chunker.push(&buf[..n], &mut emit)?;
+        offset += n as u64;
+        sink.advance(n as u64);
+    }
+    chunker.finish(&mut emit)?;
+    sink.stats.read.fetch_add(file.size, Relaxed);
+    Ok(Content { hash: hasher.finalize().to_hex().to_string(), chunks })
+}
+
+fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &fs::File, content: Option<&Content>) -> FileRow {
+    let (dev_major, dev_minor) = match f.rdev {
+        Some((major, minor)) => (Some(i64::from(major)), Some(i64::from(minor))),
+        None => (None, None),
+    };
+    FileRow {
+        image_id,
+        partition,
+        path: f.path.clone(),
+        kind: f.kind.as_str(),
+        mode: i64::from(f.mode),
+        uid: i64::from(f.uid),
+        gid: i64::from(f.gid),
+        size: f.size as i64,
+        mtime: f.mtime.saturating_mul(1_000_000_000).saturating_add(i64::from(f.mtime_nsec)),
+        inode: i64::from(f.inode),
+        nlink: i64::from(f.nlink),
+        link_target: f.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+        dev_major,
+        dev_minor,
+        xattrs: f.xattrs.clone(),
+        content_hash: match (f.kind, content) {
+            (_, Some(c)) => Some(c.hash.clone()),
+            // Empty regular files have no chunks but still a content hash.
+            (fs::FileKind::File, None) => Some(blake3::hash(b"").to_hex().to_string()),
+            _ => None,
+        },
+        extent_map: f
+            .extents
+            .iter()
+            .flat_map(|e| {
+                let mut file_offset = e.logical;
+                to_disk(spans, e.physical, e.len).map(move |(disk_offset, len)| {
+                    file_offset += len;
+                    FileExtent {
+                        file_offset: (file_offset - len) as i64,
+                        disk_offset: disk_offset as i64,
+                        length: len as i64,
+                        unwritten: e.unwritten,
+                    }
+                })
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,110 @@
+//! What a root filesystem says about its system: package databases (dpkg, apk, rpm) and
+//! small configuration files, read by path with symlinks followed inside the image.
+
+use super::*;
+
+/// The packages of a root filesystem, from whichever database it holds: dpkg, apk or rpm.
+pub(super) fn find_packages(
+    by_path: &HashMap<&str, &fs::File>,
+    src: &dyn ReadAt,
+    scratch: &Path,
+    warnings: &mut Vec<String>,
+) -> Option<(&'static str, Vec<Package>)> {
+    let text = |path| read_small_file(by_path, src, path).map(|t| String::from_utf8_lossy(&t).into_owned());
+    if let Some(status) = text(dpkg::STATUS_PATH) {
+        return Some(("dpkg", dpkg::parse_status(&status)));
+    }
+    if let Some(installed) = text(apk::INSTALLED_PATH) {
+        return Some(("apk", apk::parse_installed(&installed)));
+    }
+    for path in rpm::SQLITE_PATHS {
+        if let Some(db) = resolve(by_path, path) {
+            let wal = resolve(by_path, &format!("{path}-wal"));
+            match read_rpmdb(db, wal, src, scratch) {
+                Ok(found) => return Some(("rpm", found)),
+                Err(e) => warnings.push(format!("{path}: {e}; packages not indexed")),
+            }
+        }
+    }
+    if let Some(path) = rpm::BDB_PATHS.iter().find(|p| resolve(by_path, p).is_some()) {
+        warnings.push(format!(
+            "{path} is a Berkeley DB rpm database (RHEL 7/8, Fedora before 33), which imagelake does not read; packages not indexed"
+        ));
+    }
+    None
+}
+
+/// Copies the rpm sqlite database (and its write-ahead log) out of the image into a private
+/// folder of `scratch`, held with a flock while in use, and reads it.
+fn read_rpmdb(db: &fs::File, wal: Option<&fs::File>, src: &dyn ReadAt, scratch: &Path) -> std::io::Result<Vec<Package>> {
+    let dir = scratch.join(format!("rpmdb-{}-{}", std::process::id(), now_ns()));
+    std::fs::create_dir(&dir)?;
+    let result = (|| {
+        let held = std::fs::File::open(&dir)?;
+        held.try_lock().map_err(std::io::Error::other)?;
+        copy_out(db, src, &dir.join("rpmdb.sqlite"))?;
+        if let Some(wal) = wal {
+            copy_out(wal, src, &dir.join("rpmdb.sqlite-wal"))?;
+        }
+        rpm::read_sqlite(&dir.join("rpmdb.sqlite")).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Streams a regular file's content out of the image into a host file.
+fn copy_out(file: &fs::File, src: &dyn ReadAt, dest: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create_new(dest)?);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut offset = 0;
+    while offset < file.size {
+        let n = (file.size - offset).min(READ_BUF as u64) as usize;
+        file.read_content(src, offset, &mut buf[..n])?;
+        out.write_all(&buf[..n])?;
+        offset += n as u64;
+    }
+    out.flush()
+}
+
+/// Reads a small configuration file by path, following symlinks within the filesystem.
+pub(super) fn read_small_file(by_path: &HashMap<&str, &fs::File>, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
+    const LIMIT: u64 = 64 << 20;
+    let f = resolve(by_path, path).filter(|f| f.size <= LIMIT)?;
+    let mut buf = vec![0u8; f.size as usize];
+    f.read_content(src, 0, &mut buf).ok()?;
+    Some(buf)
+}
+
+/// The regular file a path names, following symlinks (at most 8) within the filesystem.
+fn resolve<'a>(by_path: &HashMap<&str, &'a fs::File>, path: &str) -> Option<&'a fs::File> {
+    let mut path = PathBuf::from(path);
+    for _ in 0..8 {
+        let f = *by_path.get(path.to_str()?)?;
+        match f.kind {
+            fs::FileKind::File => return Some(f),
+            fs::FileKind::Symlink => {
+                let target = PathBuf::from(String::from_utf8_lossy(f.link_target.as_ref()?).into_owned());
+                let joined = if target.is_absolute() { target } else { path.parent()?.join(target) };
+                path = normalize(&joined);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Resolves `.` and `..` lexically (a symlink target inside the image, never the host).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
