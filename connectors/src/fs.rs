@@ -5,6 +5,41 @@
 use crate::ReadAt;
 use std::io;
 
+/// The most memory a listing may take (paths, extents, xattrs, targets, inline data), so that
+/// a hostile image (say, a long chain of directories with long names) cannot exhaust it.
+pub const MAX_LISTING_BYTES: u64 = 1 << 30;
+
+/// The files a reader has listed so far, within [`MAX_LISTING_BYTES`].
+pub(crate) struct Listing {
+    pub(crate) files: Vec<File>,
+    left: u64,
+}
+
+impl Default for Listing {
+    fn default() -> Self {
+        Listing { files: Vec::new(), left: MAX_LISTING_BYTES }
+    }
+}
+
+impl Listing {
+    /// Lists a file, or says that the listing is full.
+    pub(crate) fn add(&mut self, file: File) -> Result<(), String> {
+        let xattrs: usize =
+            file.xattrs.iter().map(|(name, value)| size_of::<(String, Vec<u8>)>() + name.len() + value.len()).sum();
+        let weight = size_of::<File>()
+            + file.path.len()
+            + file.extents.len() * size_of::<Extent>()
+            + xattrs
+            + file.link_target.as_ref().map_or(0, Vec::len)
+            + file.inline_data.as_ref().map_or(0, Vec::len);
+        self.left = self.left.checked_sub(weight as u64).ok_or_else(|| {
+            format!("the listing exceeds {MAX_LISTING_BYTES} bytes of metadata (at {})", file.path)
+        })?;
+        self.files.push(file);
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Filesystem {
     /// "ext2", "ext3", "ext4", "vfat", ...

@@ -107,14 +107,22 @@ fn walk_fixtures(names: &[PathBuf]) -> (usize, usize) {
     (indexed, refused)
 }
 
-#[test]
-fn truncated_images_and_non_disks_are_refused_clearly() {
+/// A folder holding `disk.img`: a GPT disk with an ESP and an ext4 root made from the test
+/// tree (`root.img`, `esp.img` beside it).
+fn small_gpt_disk() -> tempfile::TempDir {
     let work = tempfile::tempdir().unwrap();
     let p = |n: &str| work.path().join(n);
     imagelake_tests::tree::build(&p("tree"));
     mkfs_ext(&p("tree"), &p("root.img"), "ext4", "40M", &[]);
     mkfs_vfat(&p("esp.img"), 4096);
     gpt_disk(&p("disk.img"), &p("root.img"), &p("esp.img"));
+    work
+}
+
+#[test]
+fn truncated_images_and_non_disks_are_refused_clearly() {
+    let work = small_gpt_disk();
+    let p = |n: &str| work.path().join(n);
     let lib = Library::new();
     lib.checkin(&p("root.img"), "seed");
 
@@ -148,12 +156,8 @@ fn truncated_images_and_non_disks_are_refused_clearly() {
 
 #[test]
 fn qemu_img_formats_round_trip_and_keep_to_their_folder() {
-    let work = tempfile::tempdir().unwrap();
+    let work = small_gpt_disk();
     let p = |n: &str| work.path().join(n);
-    imagelake_tests::tree::build(&p("tree"));
-    mkfs_ext(&p("tree"), &p("root.img"), "ext4", "40M", &[]);
-    mkfs_vfat(&p("esp.img"), 4096);
-    gpt_disk(&p("disk.img"), &p("root.img"), &p("esp.img"));
     let lib = Library::new();
     let conversions: [(&str, &[&str]); 6] = [
         ("vmdk", &["-O", "vmdk"]),

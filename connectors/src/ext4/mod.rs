@@ -33,13 +33,12 @@ use std::fmt::Write as _;
 
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
+use crate::fs::Listing;
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
 use inode::{Allowance, BlockSource, I_BLOCK_LEN, Inode};
 use superblock::Superblock;
 
-/// The most memory the listing may take (paths, extents, xattrs, targets, inline data), so
-/// that a hostile image (say, a long chain of directories with long names) cannot exhaust it.
-pub const MAX_LISTING_BYTES: u64 = 1 << 30;
+pub use crate::fs::MAX_LISTING_BYTES;
 /// The largest xattr value the kernel accepts, bounding values kept in their own inode.
 const MAX_XATTR_VALUE: u32 = 65536;
 /// The xattr holding inline data past `i_block`; it is content, not an attribute.
@@ -60,9 +59,8 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
             sb,
             inode_tables: HashMap::new(),
         },
-        files: Vec::new(),
+        listing: Listing::default(),
         first_path: HashMap::new(),
-        listing_left: MAX_LISTING_BYTES,
     };
     walk.run()?;
     let sb = &walk.vol.sb;
@@ -73,7 +71,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         label: String::from_utf8_lossy(name.get(..name_end).unwrap_or_default()).into_owned(),
         uuid: format_uuid(&sb.uuid),
         block_size: sb.block_size,
-        files: walk.files,
+        files: walk.listing.files,
     })
 }
 
@@ -265,10 +263,9 @@ impl Volume<'_> {
 /// The depth-first walk over the tree.
 struct Walk<'a> {
     vol: Volume<'a>,
-    files: Vec<File>,
+    listing: Listing,
     /// Inode number to the index in `files` of its first path: further hard links copy it.
     first_path: HashMap<u32, usize>,
-    listing_left: u64,
 }
 
 impl Walk<'_> {
@@ -299,7 +296,7 @@ impl Walk<'_> {
     /// Lists the file at `path`; returns its entries when it is a directory to descend into.
     fn visit(&mut self, ino: u32, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
         let at = |e: Error| Error(format!("{} (at {path})", e.0));
-        if let Some(first) = self.first_path.get(&ino).and_then(|&i| self.files.get(i)) {
+        if let Some(first) = self.first_path.get(&ino).and_then(|&i| self.listing.files.get(i)) {
             if first.kind == FileKind::Dir {
                 return Err(Error(format!(
                     "directory inode {ino} is reached both at {} and at {path} (a directory \
@@ -315,23 +312,13 @@ impl Walk<'_> {
             return Ok(None);
         }
         let (file, children) = self.decode(ino, path.clone()).map_err(at)?;
-        self.first_path.insert(ino, self.files.len());
+        self.first_path.insert(ino, self.listing.files.len());
         self.add(file)?;
         Ok(children)
     }
 
     fn add(&mut self, file: File) -> Result<(), Error> {
-        self.listing_left = self
-            .listing_left
-            .checked_sub(weight(&file))
-            .ok_or_else(|| {
-                Error(format!(
-                    "the listing exceeds {MAX_LISTING_BYTES} bytes of metadata (at {})",
-                    file.path
-                ))
-            })?;
-        self.files.push(file);
-        Ok(())
+        self.listing.add(file).map_err(Error)
     }
 
     fn decode(&mut self, ino: u32, path: String) -> Result<(File, Option<Vec<dir::Entry>>), Error> {
@@ -446,22 +433,6 @@ fn device(i_block: &[u8]) -> (u32, u32) {
         (new & 0xF_FF00) >> 8,
         (new & 0xFF) | ((new >> 12) & 0xF_FF00),
     )
-}
-
-/// The memory a listed file takes, for the [`MAX_LISTING_BYTES`] cap.
-fn weight(file: &File) -> u64 {
-    let xattrs: usize = file
-        .xattrs
-        .iter()
-        .map(|(name, value)| size_of::<(String, Vec<u8>)>() + name.len() + value.len())
-        .sum();
-    let bytes = size_of::<File>()
-        + file.path.len()
-        + file.extents.len() * size_of::<Extent>()
-        + xattrs
-        + file.link_target.as_ref().map_or(0, Vec::len)
-        + file.inline_data.as_ref().map_or(0, Vec::len);
-    bytes as u64
 }
 
 /// A name as UTF-8, with bytes that are not rendered as `\xNN`.

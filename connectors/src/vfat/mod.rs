@@ -44,13 +44,12 @@ mod fat;
 
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
+use crate::fs::Listing;
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
 use boot::{BootSector, Root};
 use fat::{Fat, Next};
 
-/// The most memory the listing may take (paths and extents), so that a hostile image (a long
-/// chain of directories with long names) cannot exhaust it.
-pub const MAX_LISTING_BYTES: u64 = 1 << 30;
+pub use crate::fs::MAX_LISTING_BYTES;
 /// The most a directory may hold: 65536 entries, as in the specification and Linux.
 const MAX_DIR_BYTES: u64 = 65536 * dir::ENTRY_LEN as u64;
 
@@ -73,8 +72,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         fat,
         claimed: vec![0; words],
         chains: Vec::new(),
-        files: Vec::new(),
-        listing_left: MAX_LISTING_BYTES,
+        listing: Listing::default(),
     };
     let root_label = walk.run()?;
     let boot = &walk.boot;
@@ -89,7 +87,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         label,
         uuid: format!("{:04X}-{:04X}", boot.serial >> 16, boot.serial & 0xFFFF),
         block_size: boot.cluster_size,
-        files: walk.files,
+        files: walk.listing.files,
     })
 }
 
@@ -120,8 +118,7 @@ struct Walk<'a> {
     /// The chains followed so far, by index in `files`, to name the owner of a cluster that
     /// a second chain reaches.
     chains: Vec<(usize, Vec<Run>)>,
-    files: Vec<File>,
-    listing_left: u64,
+    listing: Listing,
 }
 
 impl Walk<'_> {
@@ -178,7 +175,7 @@ impl Walk<'_> {
         entry: &dir::Entry,
         path: String,
     ) -> Result<Option<Vec<dir::Entry>>, Error> {
-        let index = self.files.len();
+        let index = self.listing.files.len();
         let mtime = unix_time(entry.date, entry.time);
         if entry.attr & dir::ATTR_DIRECTORY != 0 {
             // Only ".." may point to the root with cluster 0.
@@ -332,7 +329,7 @@ impl Walk<'_> {
             .chains
             .iter()
             .find(|(_, runs)| within(runs))
-            .and_then(|&(index, _)| self.files.get(index))
+            .and_then(|&(index, _)| self.listing.files.get(index))
             .map_or("another file", |f| f.path.as_str());
         Err(Error(format!(
             "cluster chain of {path} reaches cluster {cluster}, which {owner} already uses (a \
@@ -358,18 +355,7 @@ impl Walk<'_> {
     }
 
     fn add(&mut self, file: File) -> Result<(), Error> {
-        let weight = size_of::<File>() + file.path.len() + file.extents.len() * size_of::<Extent>();
-        self.listing_left = self
-            .listing_left
-            .checked_sub(weight as u64)
-            .ok_or_else(|| {
-                Error(format!(
-                    "the listing exceeds {MAX_LISTING_BYTES} bytes of metadata (at {})",
-                    file.path
-                ))
-            })?;
-        self.files.push(file);
-        Ok(())
+        self.listing.add(file).map_err(Error)
     }
 }
 
