@@ -74,10 +74,11 @@ fn debian_mariadb_image_end_to_end() {
     run(Command::new("qemu-img").args(["compare", "-q"]).arg(&qcow2).arg(path("web1.raw")));
     assert!(checkin.max_rss_bytes < GIB, "checkin peak memory {} MiB", checkin.max_rss_bytes / MIB);
     assert!(checkout.max_rss_bytes < GIB, "checkout peak memory {} MiB", checkout.max_rss_bytes / MIB);
-    // Hashing and compression use both cores: as many threads did that work as the machine
-    // has cores (CPU time above wall time shows it too when nothing else runs: see the log).
+    // Hashing and compression use both cores: at least as many threads did that work as the
+    // machine has cores (CPU time above wall time shows it too when nothing else runs: see
+    // the log).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    assert_eq!(first["threads"].as_u64(), Some(cores), "{first}");
+    assert!(first["threads"].as_u64().unwrap_or(0) >= cores, "{first}");
     eprintln!("checkin CPU/wall: {:.2}", checkin.cpu_seconds / checkin.wall_seconds);
 
     // web@2: the same disk, one more package installed in place through a loop mount.
