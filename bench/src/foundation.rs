@@ -78,7 +78,9 @@ fn main() {
         std::fs::remove_file(path("out.raw")).expect("rm");
         to_raw.push(timed(Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(&qcow2).arg(path("q.raw"))));
         std::fs::remove_file(path("q.raw")).expect("rm");
-        to_qcow2c.push(timed(Command::new("qemu-img").args(["convert", "-c", "-O", "qcow2"]).arg(&disk).arg(path("c.qcow2"))));
+        to_qcow2c.push(timed(
+            Command::new("qemu-img").args(["convert", "-c", "-O", "qcow2"]).arg(&disk).arg(path("c.qcow2")),
+        ));
     }
     let (ci, co, raw, qc) = (median(checkin), median(checkout), median(to_raw), median(to_qcow2c));
     println!("| what | figure |\n|---|---|");

@@ -125,9 +125,12 @@ impl Disk {
                         Mapping::Raw { storage, offset, .. } => {
                             let file_len = storage.size()?;
                             if offset.saturating_add(n) > file_len {
-                                return Err(io::Error::new(io::ErrorKind::InvalidData, format!(
-                                    "qcow2: data for guest offset {at} lies at {offset}, past the end of the file ({file_len} bytes): truncated?"
-                                )));
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    format!(
+                                        "qcow2: data for guest offset {at} lies at {offset}, past the end of the file ({file_len} bytes): truncated?"
+                                    ),
+                                ));
                             }
                             true
                         }
@@ -286,11 +289,8 @@ fn check_qcow2_tables(file: &File, len: u64) -> io::Result<()> {
         for (j, e) in l2.chunks_exact(entry_len).enumerate() {
             let e = u64::from_be_bytes(e[..8].try_into().unwrap_or([0; 8]));
             let guest = (i as u64 * (cluster / entry_len as u64) + j as u64) * cluster;
-            let (host, need) = if e & (1 << 62) != 0 {
-                (e & compressed_offset_mask, 1)
-            } else {
-                (e & 0x00ff_ffff_ffff_fe00, cluster)
-            };
+            let (host, need) =
+                if e & (1 << 62) != 0 { (e & compressed_offset_mask, 1) } else { (e & 0x00ff_ffff_ffff_fe00, cluster) };
             if host != 0 && host.saturating_add(need) > len {
                 return Err(past_end(&format!("the cluster for guest offset {guest}"), host, need));
             }

@@ -32,9 +32,10 @@ impl Listing {
             + xattrs
             + file.link_target.as_ref().map_or(0, Vec::len)
             + file.inline_data.as_ref().map_or(0, Vec::len);
-        self.left = self.left.checked_sub(weight as u64).ok_or_else(|| {
-            format!("the listing exceeds {MAX_LISTING_BYTES} bytes of metadata (at {})", file.path)
-        })?;
+        self.left = self
+            .left
+            .checked_sub(weight as u64)
+            .ok_or_else(|| format!("the listing exceeds {MAX_LISTING_BYTES} bytes of metadata (at {})", file.path))?;
         self.files.push(file);
         Ok(())
     }
@@ -159,12 +160,7 @@ impl File {
 }
 
 /// Reads `buf.len()` bytes at logical `offset` through `extents`; unmapped bytes are zeros.
-pub(crate) fn read_mapped(
-    src: &dyn ReadAt,
-    extents: &[Extent],
-    offset: u64,
-    buf: &mut [u8],
-) -> io::Result<()> {
+pub(crate) fn read_mapped(src: &dyn ReadAt, extents: &[Extent], offset: u64, buf: &mut [u8]) -> io::Result<()> {
     buf.fill(0);
     let end = offset.saturating_add(buf.len() as u64);
     let first = extents.partition_point(|e| e.logical.saturating_add(e.len) <= offset);
@@ -181,12 +177,10 @@ pub(crate) fn read_mapped(
         if to <= from {
             continue;
         }
-        let range = usize::try_from(from - offset)
-            .ok()
-            .zip(usize::try_from(to - offset).ok());
-        let dst = range.and_then(|(a, b)| buf.get_mut(a..b)).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "extent outside the read range")
-        })?;
+        let range = usize::try_from(from - offset).ok().zip(usize::try_from(to - offset).ok());
+        let dst = range
+            .and_then(|(a, b)| buf.get_mut(a..b))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "extent outside the read range"))?;
         src.read_exact_at(dst, e.physical.saturating_add(from - e.logical))?;
     }
     Ok(())

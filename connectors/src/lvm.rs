@@ -81,7 +81,10 @@ pub fn read(src: &dyn ReadAt) -> Result<VolumeGroup, Error> {
     let mut label = [0u8; 512];
     src.read_exact_at(&mut label, sector * SECTOR).map_err(|e| err(format!("label: {e}")))?;
     let header_at = u32::from_le_bytes([label[20], label[21], label[22], label[23]]) as usize;
-    let header = label.get(header_at..).filter(|h| h.len() >= 48).ok_or_else(|| err(format!("label: PV header offset {header_at} lies outside the label sector")))?;
+    let header = label
+        .get(header_at..)
+        .filter(|h| h.len() >= 48)
+        .ok_or_else(|| err(format!("label: PV header offset {header_at} lies outside the label sector")))?;
     let pv_uuid = format_uuid(header.get(..32).unwrap_or_default());
     // Two zero-terminated lists of (offset, size): data areas, then metadata areas.
     let mut at = 40;
@@ -107,7 +110,9 @@ pub fn read(src: &dyn ReadAt) -> Result<VolumeGroup, Error> {
     }
     let (text_offset, text_size) = (le64(&mda, 40), le64(&mda, 48));
     if text_size == 0 || text_size > MAX_METADATA.min(mda_size) || text_offset >= mda_size {
-        return Err(err(format!("metadata text of {text_size} bytes at {text_offset} does not fit its {mda_size}-byte area")));
+        return Err(err(format!(
+            "metadata text of {text_size} bytes at {text_offset} does not fit its {mda_size}-byte area"
+        )));
     }
     // The area is a ring after its 512-byte header: the text may wrap around its end.
     let mut text = vec![0u8; text_size as usize];
@@ -174,7 +179,8 @@ impl Value {
 fn volume_group(config: &Value, pv_uuid: String) -> Result<VolumeGroup, Error> {
     let err = |what: &str| Error(what.to_string());
     let (name, vg) = config.sections().next().ok_or_else(|| err("metadata has no volume group section"))?;
-    let extent_size = vg.int("extent_size").filter(|&n| n > 0).ok_or_else(|| err("volume group has no extent_size"))? * SECTOR;
+    let extent_size =
+        vg.int("extent_size").filter(|&n| n > 0).ok_or_else(|| err("volume group has no extent_size"))? * SECTOR;
     let physical_volumes = vg
         .get("physical_volumes")
         .map(|pvs| {
@@ -206,7 +212,8 @@ fn volume_group(config: &Value, pv_uuid: String) -> Result<VolumeGroup, Error> {
             };
             let stripe_count = seg.int("stripe_count").unwrap_or(0) as usize;
             if kind != "striped" || stripes.is_empty() || stripes.len() != stripe_count {
-                unsupported.get_or_insert_with(|| format!("segment type {kind:?} is not supported (linear and striped are)"));
+                unsupported
+                    .get_or_insert_with(|| format!("segment type {kind:?} is not supported (linear and striped are)"));
                 layout = kind.to_string();
                 continue;
             }
@@ -235,10 +242,16 @@ impl VolumeGroup {
             return Err(Error(format!("{}/{}: {why}", self.name, lv.name)));
         }
         let pv_of = |name: &str| {
-            let pv = self.physical_volumes.iter().find(|p| p.name == name)
+            let pv = self
+                .physical_volumes
+                .iter()
+                .find(|p| p.name == name)
                 .ok_or_else(|| Error(format!("{}/{}: names unknown physical volume {name}", self.name, lv.name)))?;
             let start = pv_start(&pv.uuid).ok_or_else(|| {
-                Error(format!("{}/{}: lies on physical volume {} ({}), which is not on this disk", self.name, lv.name, pv.name, pv.uuid))
+                Error(format!(
+                    "{}/{}: lies on physical volume {} ({}), which is not on this disk",
+                    self.name, lv.name, pv.name, pv.uuid
+                ))
             })?;
             Ok(start + pv.pe_start)
         };
@@ -248,8 +261,14 @@ impl VolumeGroup {
             _ => runs.push(Span { offset, disk_offset, len }),
         };
         for seg in &lv.segments {
-            let seg_offset = seg.start_extent.checked_mul(self.extent_size).ok_or_else(|| Error("segment offset overflows".into()))?;
-            let seg_len = seg.extent_count.checked_mul(self.extent_size).ok_or_else(|| Error("segment length overflows".into()))?;
+            let seg_offset = seg
+                .start_extent
+                .checked_mul(self.extent_size)
+                .ok_or_else(|| Error("segment offset overflows".into()))?;
+            let seg_len = seg
+                .extent_count
+                .checked_mul(self.extent_size)
+                .ok_or_else(|| Error("segment length overflows".into()))?;
             if seg.stripes.len() == 1 {
                 let (pv, pe) = &seg.stripes[0];
                 push(seg_offset, pv_of(pv)? + pe * self.extent_size, seg_len);
@@ -259,9 +278,16 @@ impl VolumeGroup {
             let chunk = seg.stripe_size * SECTOR;
             let n = seg.stripes.len() as u64;
             if chunk == 0 || seg_len % (chunk * n) != 0 || seg_len / chunk > 1 << 24 {
-                return Err(Error(format!("{}/{}: stripe size {} does not divide the segment", self.name, lv.name, seg.stripe_size)));
+                return Err(Error(format!(
+                    "{}/{}: stripe size {} does not divide the segment",
+                    self.name, lv.name, seg.stripe_size
+                )));
             }
-            let starts: Vec<u64> = seg.stripes.iter().map(|(pv, pe)| Ok(pv_of(pv)? + pe * self.extent_size)).collect::<Result<_, Error>>()?;
+            let starts: Vec<u64> = seg
+                .stripes
+                .iter()
+                .map(|(pv, pe)| Ok(pv_of(pv)? + pe * self.extent_size))
+                .collect::<Result<_, Error>>()?;
             for i in 0..seg_len / chunk {
                 let (stripe, row) = ((i % n) as usize, i / n);
                 push(seg_offset + i * chunk, starts[stripe] + row * chunk, chunk);
@@ -296,9 +322,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
             c if c.is_whitespace() => {
                 chars.next();
             }
-            '#' => {
-                while chars.next_if(|&c| c != '\n').is_some() {}
-            }
+            '#' => while chars.next_if(|&c| c != '\n').is_some() {},
             '"' => {
                 chars.next();
                 let mut s = String::new();
@@ -416,7 +440,10 @@ mod tests {
         assert_eq!((vg.name.as_str(), vg.extent_size), ("vg1", 4 << 20));
         let at = |start: u64| move |uuid: &str| (uuid == "P").then_some(start);
         let root = &vg.logical_volumes[0];
-        assert_eq!(vg.map(root, &at(1 << 20)).unwrap(), vec![Span { offset: 0, disk_offset: (1 << 20) + (1 << 20) + (8 << 20), len: 16 << 20 }]);
+        assert_eq!(
+            vg.map(root, &at(1 << 20)).unwrap(),
+            vec![Span { offset: 0, disk_offset: (1 << 20) + (1 << 20) + (8 << 20), len: 16 << 20 }]
+        );
         let wide = vg.map(&vg.logical_volumes[1], &at(0)).unwrap();
         assert_eq!(wide.len(), 128);
         assert_eq!(wide[1], Span { offset: 65536, disk_offset: (1 << 20) + (80 << 20), len: 65536 });

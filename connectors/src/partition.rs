@@ -97,7 +97,8 @@ fn read_mbr(disk: &dyn ReadAt, sector0: &[u8; 512]) -> Result<Vec<Partition>, Er
             return Err(Error(format!("MBR entry {}: partition starts at sector 0, over the MBR itself", slot + 1)));
         }
     }
-    let mbr = guard("MBR", || mbrman::MBR::read_from(&mut Device::new(disk), 512).map_err(|e| Error(format!("MBR: {e}"))))?;
+    let mbr =
+        guard("MBR", || mbrman::MBR::read_from(&mut Device::new(disk), 512).map_err(|e| Error(format!("MBR: {e}"))))?;
     let mut out = Vec::new();
     for (index, p) in mbr.iter() {
         if !p.is_used() || p.is_extended() {

@@ -123,7 +123,10 @@ impl<R: ReadAt> Mapped<R> {
             if s.offset != size || !fits {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("span at volume offset {} (disk {}+{}) is out of place or past the disk's end", s.offset, s.disk_offset, s.len),
+                    format!(
+                        "span at volume offset {} (disk {}+{}) is out of place or past the disk's end",
+                        s.offset, s.disk_offset, s.len
+                    ),
                 ));
             }
             size += s.len;

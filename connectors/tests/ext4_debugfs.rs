@@ -14,14 +14,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imagelake_connectors::ReadAt;
+use imagelake_connectors::ext4::{self, Extent, FileKind, Filesystem};
 use imagelake_tests::corrupt::{Xorshift, bounded, corrupt_rounds};
 use imagelake_tests::output as run;
-use imagelake_connectors::ext4::{self, Extent, FileKind, Filesystem};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-
 
 /// The reader's rendering of a name: UTF-8, other bytes as \xNN.
 fn escape(name: &[u8]) -> String {
@@ -34,7 +32,6 @@ fn escape(name: &[u8]) -> String {
     }
     out
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // The source tree
@@ -57,10 +54,7 @@ fn build_source(root: &Path) {
     // Empty, small, two-block and large files.
     write("empty", b"");
     for i in 0..20 {
-        write(
-            &format!("small/f{i:02}.txt"),
-            format!("file {i}\n").repeat(i + 1).as_bytes(),
-        );
+        write(&format!("small/f{i:02}.txt"), format!("file {i}\n").repeat(i + 1).as_bytes());
     }
     write("two_blocks.bin", &vec![0x42; 5000]);
     let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
@@ -92,23 +86,15 @@ fn build_source(root: &Path) {
     std::os::unix::fs::symlink(SLOW_TARGET, root.join("slow_link")).unwrap();
     // Devices, fifo, socket.
     fs::create_dir_all(root.join("dev")).unwrap();
-    run(Command::new("mknod")
-        .arg(root.join("dev/tty"))
-        .args(["c", "4", "5"]));
-    run(Command::new("mknod")
-        .arg(root.join("dev/nvme"))
-        .args(["b", "259", "70000"]));
-    run(Command::new("mknod")
-        .arg(root.join("dev/big_char"))
-        .args(["c", "1000", "300"]));
+    run(Command::new("mknod").arg(root.join("dev/tty")).args(["c", "4", "5"]));
+    run(Command::new("mknod").arg(root.join("dev/nvme")).args(["b", "259", "70000"]));
+    run(Command::new("mknod").arg(root.join("dev/big_char")).args(["c", "1000", "300"]));
     run(Command::new("mkfifo").arg(root.join("dev/fifo")));
     let socket = std::os::unix::net::UnixListener::bind(root.join("dev/socket")).unwrap();
     drop(socket);
     // Extended attributes, ACLs.
     let setfattr = |rel: &str, name: &str, value: &str| {
-        run(Command::new("setfattr")
-            .args(["-n", name, "-v", value])
-            .arg(root.join(rel)));
+        run(Command::new("setfattr").args(["-n", name, "-v", value]).arg(root.join(rel)));
     };
     setfattr("small/f00.txt", "user.test", "hello");
     setfattr("small/f00.txt", "user.binary", "0x00ff10fe");
@@ -141,10 +127,7 @@ fn build_source(root: &Path) {
     fs::write(root.join(OsStr::from_bytes(b"bad\xffname")), b"odd name\n").unwrap();
     // Enough entries for an htree once e2fsck -D indexes it.
     for i in 0..300 {
-        write(
-            &format!("big_dir/entry_with_a_rather_long_name_{i:04}"),
-            b"",
-        );
+        write(&format!("big_dir/entry_with_a_rather_long_name_{i:04}"), b"");
     }
 }
 
@@ -165,13 +148,7 @@ fn walk_source(root: &Path) -> BTreeMap<String, Source> {
             if meta.is_dir() {
                 stack.push((child.clone(), entry.path()));
             }
-            out.insert(
-                child,
-                Source {
-                    real: entry.path(),
-                    meta,
-                },
-            );
+            out.insert(child, Source { real: entry.path(), meta });
         }
     }
     out
@@ -242,9 +219,7 @@ fn debugfs(img: &Path, command: &str, paths: &[Vec<u8>]) -> Vec<Vec<String>> {
 fn field<'a>(line: &'a str, label: &str) -> &'a str {
     let mut tokens = line.split_whitespace();
     tokens.by_ref().find(|t| *t == label);
-    tokens
-        .next()
-        .unwrap_or_else(|| panic!("no {label} in {line:?}"))
+    tokens.next().unwrap_or_else(|| panic!("no {label} in {line:?}"))
 }
 
 fn parse_stat(lines: &[String]) -> Stat {
@@ -283,10 +258,7 @@ fn parse_stat(lines: &[String]) -> Stat {
                 i += 1;
             }
         } else if line == "EXTENTS:" || line == "BLOCKS:" {
-            let list = lines
-                .get(i + 1)
-                .filter(|l| l.starts_with('('))
-                .map_or("", |l| l);
+            let list = lines.get(i + 1).filter(|l| l.starts_with('(')).map_or("", |l| l);
             stat.map = Some(parse_map(list));
         }
         i += 1;
@@ -305,11 +277,7 @@ fn parse_xattr(line: &str) -> (String, usize, Option<Vec<u8>>) {
             // Only plain text is compared; C escapes are left alone.
             (!text.contains('\\')).then(|| text.as_bytes().to_vec())
         }
-        Some(hex) => Some(
-            hex.split_whitespace()
-                .map(|b| u8::from_str_radix(b, 16).unwrap())
-                .collect(),
-        ),
+        Some(hex) => Some(hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()),
         None => None,
     };
     (name.to_string(), len, value)
@@ -345,12 +313,7 @@ fn to_extents(map: &[(u64, u64, u64, bool)], bs: u64) -> Vec<Extent> {
     runs.sort();
     let mut out: Vec<Extent> = Vec::new();
     for (l, p, n, u) in runs {
-        let e = Extent {
-            logical: l * bs,
-            physical: p * bs,
-            len: n * bs,
-            unwritten: u,
-        };
+        let e = Extent { logical: l * bs, physical: p * bs, len: n * bs, unwritten: u };
         match out.last_mut() {
             Some(last)
                 if last.unwritten == e.unwritten
@@ -400,12 +363,7 @@ fn make_image(src: &Path, img: &Path, variant: &Variant, scratch: &Path) {
         .arg("64M"));
     if variant.index_dirs {
         // Exit status 1 means "errors corrected": the directories were rebuilt.
-        let status = Command::new("e2fsck")
-            .arg("-fyD")
-            .arg(img)
-            .output()
-            .unwrap()
-            .status;
+        let status = Command::new("e2fsck").arg("-fyD").arg(img).output().unwrap().status;
         assert!(matches!(status.code(), Some(0 | 1)), "e2fsck: {status}");
     }
     if !variant.edits.is_empty() {
@@ -413,12 +371,7 @@ fn make_image(src: &Path, img: &Path, variant: &Variant, scratch: &Path) {
         let cmds: String = variant.edits.iter().map(|c| format!("{c}\n")).collect();
         let cmdfile = scratch.join("edits");
         fs::write(&cmdfile, cmds).unwrap();
-        run(Command::new("debugfs")
-            .current_dir(scratch)
-            .arg("-w")
-            .arg("-f")
-            .arg(&cmdfile)
-            .arg(img));
+        run(Command::new("debugfs").current_dir(scratch).arg("-w").arg("-f").arg(&cmdfile).arg(img));
     }
 }
 
@@ -433,11 +386,7 @@ fn check_variant(src: &Path, variant: &Variant) {
     let bs = u64::from(fs.block_size);
     assert_eq!(fs.label, "label-x");
     assert_eq!(fs.uuid.len(), 36);
-    let expected_type = variant
-        .mke2fs
-        .iter()
-        .find_map(|a| a.strip_prefix("ext"))
-        .unwrap();
+    let expected_type = variant.mke2fs.iter().find_map(|a| a.strip_prefix("ext")).unwrap();
     assert_eq!(fs.fs_type, format!("ext{expected_type}"), "{v}");
 
     // Paths and kinds against the source tree; order: "/" first, parents before children.
@@ -445,19 +394,11 @@ fn check_variant(src: &Path, variant: &Variant) {
     assert_eq!(fs.files[0].path, "/");
     let mut index = HashMap::new();
     for (i, f) in fs.files.iter().enumerate() {
-        assert!(
-            index.insert(f.path.as_str(), i).is_none(),
-            "{v}: {} listed twice",
-            f.path
-        );
+        assert!(index.insert(f.path.as_str(), i).is_none(), "{v}: {} listed twice", f.path);
         if i > 0 {
             let parent = f.path.rsplit_once('/').unwrap().0;
             let parent = if parent.is_empty() { "/" } else { parent };
-            assert!(
-                index.contains_key(parent),
-                "{v}: {} before its parent",
-                f.path
-            );
+            assert!(index.contains_key(parent), "{v}: {} before its parent", f.path);
         }
     }
     let listed: Vec<&str> = fs.files.iter().map(|f| f.path.as_str()).collect();
@@ -481,9 +422,7 @@ fn check_variant(src: &Path, variant: &Variant) {
         })
         .collect();
     let stats = debugfs(&img, "stat", &raw_paths);
-    let dirs: Vec<usize> = (0..fs.files.len())
-        .filter(|&i| fs.files[i].kind == FileKind::Dir)
-        .collect();
+    let dirs: Vec<usize> = (0..fs.files.len()).filter(|&i| fs.files[i].kind == FileKind::Dir).collect();
     let dir_paths: Vec<Vec<u8>> = dirs.iter().map(|&i| raw_paths[i].clone()).collect();
     let listings = debugfs(&img, "ls -p", &dir_paths);
 
@@ -496,11 +435,7 @@ fn check_variant(src: &Path, variant: &Variant) {
             .map(|l| escape(l.split('/').nth(5).unwrap().as_bytes()))
             .filter(|n| n != "." && n != "..")
             .collect();
-        let prefix = if dir.path == "/" {
-            String::from("/")
-        } else {
-            format!("{}/", dir.path)
-        };
+        let prefix = if dir.path == "/" { String::from("/") } else { format!("{}/", dir.path) };
         let children: Vec<String> = fs
             .files
             .iter()
@@ -521,10 +456,7 @@ fn check_variant(src: &Path, variant: &Variant) {
         let stat = parse_stat(lines);
         max_inode = max_inode.max(f.inode);
         if variant.index_dirs && p == "/big_dir" {
-            assert!(
-                stat.flags & 0x1000 != 0,
-                "{v}: {p} is not an htree directory"
-            );
+            assert!(stat.flags & 0x1000 != 0, "{v}: {p} is not an htree directory");
         }
         assert_eq!(f.inode, stat.inode, "{v}: {p}: inode");
         assert_eq!(f.kind, debugfs_kind(&stat.kind), "{v}: {p}: kind");
@@ -533,36 +465,19 @@ fn check_variant(src: &Path, variant: &Variant) {
         assert_eq!(f.size, stat.size, "{v}: {p}: size");
         assert_eq!(f.nlink, stat.links, "{v}: {p}: links");
         let extra = stat.mtime_extra.unwrap_or(0);
-        assert_eq!(
-            f.mtime,
-            i64::from(stat.mtime as i32) + (i64::from(extra & 3) << 32),
-            "{v}: {p}"
-        );
+        assert_eq!(f.mtime, i64::from(stat.mtime as i32) + (i64::from(extra & 3) << 32), "{v}: {p}");
         assert_eq!(f.mtime_nsec, extra >> 2, "{v}: {p}: mtime nsec");
         if let Some(target) = &stat.fast_link {
             assert_eq!(f.link_target.as_ref(), Some(target), "{v}: {p}: fast link");
         }
         assert_eq!(f.rdev, stat.device, "{v}: {p}: device");
-        let mut ours: Vec<(&str, usize)> = f
-            .xattrs
-            .iter()
-            .map(|(n, val)| (n.as_str(), val.len()))
-            .collect();
+        let mut ours: Vec<(&str, usize)> = f.xattrs.iter().map(|(n, val)| (n.as_str(), val.len())).collect();
         let mut theirs: Vec<(&str, usize)> = stat
             .xattrs
             .iter()
             .filter(|(n, _, _)| n != "system.data")
             // debugfs converts ACLs to the xattr format: its length is not the raw one.
-            .map(|(n, len, _)| {
-                (
-                    n.as_str(),
-                    if n.starts_with("system.posix_acl") {
-                        0
-                    } else {
-                        *len
-                    },
-                )
-            })
+            .map(|(n, len, _)| (n.as_str(), if n.starts_with("system.posix_acl") { 0 } else { *len }))
             .collect();
         for x in &mut ours {
             if x.0.starts_with("system.posix_acl") {
@@ -579,10 +494,7 @@ fn check_variant(src: &Path, variant: &Variant) {
             }
         }
         if f.kind == FileKind::File && f.inline_data.is_none() {
-            let map = stat
-                .map
-                .as_ref()
-                .unwrap_or_else(|| panic!("{v}: {p}: no map"));
+            let map = stat.map.as_ref().unwrap_or_else(|| panic!("{v}: {p}: no map"));
             assert_eq!(f.extents, to_extents(map, bs), "{v}: {p}: extents");
         } else {
             assert!(f.extents.is_empty(), "{v}: {p}: extents on a non-file");
@@ -593,11 +505,7 @@ fn check_variant(src: &Path, variant: &Variant) {
         let meta = &s.meta;
         assert_eq!(f.kind, source_kind(meta), "{v}: {p}: kind vs source");
         assert_eq!(f.mode, meta.mode() & 0o7777, "{v}: {p}: mode vs source");
-        assert_eq!(
-            (f.uid, f.gid),
-            (meta.uid(), meta.gid()),
-            "{v}: {p}: owner vs source"
-        );
+        assert_eq!((f.uid, f.gid), (meta.uid(), meta.gid()), "{v}: {p}: owner vs source");
         if f.kind != FileKind::Dir {
             assert_eq!(f.mtime, meta.mtime(), "{v}: {p}: mtime vs source");
             assert_eq!(f.nlink as u64, meta.nlink(), "{v}: {p}: nlink vs source");
@@ -605,22 +513,14 @@ fn check_variant(src: &Path, variant: &Variant) {
         match f.kind {
             FileKind::Symlink => {
                 let target = fs::read_link(&s.real).unwrap();
-                assert_eq!(
-                    f.link_target.as_deref(),
-                    Some(target.as_os_str().as_bytes()),
-                    "{v}: {p}"
-                );
+                assert_eq!(f.link_target.as_deref(), Some(target.as_os_str().as_bytes()), "{v}: {p}");
                 assert_eq!(f.size, meta.size(), "{v}: {p}");
             }
             FileKind::Char | FileKind::Block => {
                 let dev = meta.rdev();
                 let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
                 let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-                assert_eq!(
-                    f.rdev,
-                    Some((major as u32, minor as u32)),
-                    "{v}: {p}: rdev vs source"
-                );
+                assert_eq!(f.rdev, Some((major as u32, minor as u32)), "{v}: {p}: rdev vs source");
             }
             FileKind::File => {
                 assert_eq!(f.size, meta.size(), "{v}: {p}: size vs source");
@@ -630,10 +530,7 @@ fn check_variant(src: &Path, variant: &Variant) {
             _ => {}
         }
     }
-    assert!(
-        checked_content > 300,
-        "{v}: only {checked_content} files compared"
-    );
+    assert!(checked_content > 300, "{v}: only {checked_content} files compared");
 
     // Spot checks of what the fixture was built to contain.
     let get = |path: &str| &fs.files[index[path]];
@@ -642,22 +539,9 @@ fn check_variant(src: &Path, variant: &Variant) {
     assert!(get("/fast_link").link_target.as_deref() == Some(b"small/f01.txt".as_slice()));
     assert!(get("/slow_link").link_target.as_deref() == Some(SLOW_TARGET.as_bytes()));
     let f00 = get("/small/f00.txt");
-    assert!(
-        f00.xattrs
-            .contains(&("user.test".into(), b"hello".to_vec())),
-        "{v}"
-    );
-    assert!(
-        f00.xattrs
-            .contains(&("user.binary".into(), vec![0, 0xff, 0x10, 0xfe])),
-        "{v}"
-    );
-    assert!(
-        get("/small/f02.txt")
-            .xattrs
-            .iter()
-            .any(|(n, _)| n == "system.posix_acl_access")
-    );
+    assert!(f00.xattrs.contains(&("user.test".into(), b"hello".to_vec())), "{v}");
+    assert!(f00.xattrs.contains(&("user.binary".into(), vec![0, 0xff, 0x10, 0xfe])), "{v}");
+    assert!(get("/small/f02.txt").xattrs.iter().any(|(n, _)| n == "system.posix_acl_access"));
     assert_eq!(get("/dev/nvme").rdev, Some((259, 70000)));
     assert_eq!(get("/dev/tty").rdev, Some((4, 5)));
     assert_eq!(get("/setuid_bin").mode, 0o4755);
@@ -673,29 +557,16 @@ fn check_variant(src: &Path, variant: &Variant) {
     }
     if variant.edits.iter().any(|e| e.starts_with("fallocate")) {
         let pre = get("/prealloc");
-        assert!(
-            !pre.extents.is_empty() && pre.extents.iter().all(|e| e.unwritten),
-            "{v}"
-        );
+        assert!(!pre.extents.is_empty() && pre.extents.iter().all(|e| e.unwritten), "{v}");
     }
     if variant.edits.iter().any(|e| e.starts_with("ea_set")) {
-        let (_, value) = get("/empty")
-            .xattrs
-            .iter()
-            .find(|(n, _)| n == "user.big")
-            .unwrap();
-        assert!(
-            value.len() >= 4096 && value.iter().all(|&b| b == b'v'),
-            "{v}"
-        );
+        let (_, value) = get("/empty").xattrs.iter().find(|(n, _)| n == "user.big").unwrap();
+        assert!(value.len() >= 4096 && value.iter().all(|&b| b == b'v'), "{v}");
     }
     if variant.mke2fs.contains(&"inline_data") {
         assert!(get("/small/f00.txt").inline_data.is_some(), "{v}");
     }
-    println!(
-        "{v}: {} files checked, {checked_content} contents, inodes up to {max_inode}",
-        fs.files.len()
-    );
+    println!("{v}: {} files checked, {checked_content} contents, inodes up to {max_inode}", fs.files.len());
 }
 
 fn compare_content(src: &fs::File, f: &ext4::File, real: &Path) {
@@ -707,11 +578,7 @@ fn compare_content(src: &fs::File, f: &ext4::File, real: &Path) {
         let n = (f.size - offset).min(1 << 20) as usize;
         f.read_content(src, offset, &mut ours[..n]).unwrap();
         std::os::unix::fs::FileExt::read_exact_at(&want, &mut theirs[..n], offset).unwrap();
-        assert!(
-            ours[..n] == theirs[..n],
-            "{}: content differs in the MiB at {offset}",
-            f.path
-        );
+        assert!(ours[..n] == theirs[..n], "{}: content differs in the MiB at {offset}", f.path);
         offset += n as u64;
     }
     // Unaligned reads, crossing block and extent boundaries.
@@ -721,17 +588,9 @@ fn compare_content(src: &fs::File, f: &ext4::File, real: &Path) {
         let n = (rng.next() % 70_000).min(f.size - offset) as usize;
         f.read_content(src, offset, &mut ours[..n]).unwrap();
         std::os::unix::fs::FileExt::read_exact_at(&want, &mut theirs[..n], offset).unwrap();
-        assert!(
-            ours[..n] == theirs[..n],
-            "{}: {n} bytes at {offset}",
-            f.path
-        );
+        assert!(ours[..n] == theirs[..n], "{}: {n} bytes at {offset}", f.path);
     }
-    assert!(
-        f.read_content(src, f.size, &mut [0]).is_err(),
-        "{}: read past the end",
-        f.path
-    );
+    assert!(f.read_content(src, f.size, &mut [0]).is_err(), "{}: read past the end", f.path);
 }
 
 #[test]
@@ -740,24 +599,9 @@ fn images_match_debugfs_and_source() {
     build_source(src.path());
     const EXT4_EDITS: &[&str] = &["fallocate /prealloc 0 9"];
     let variants = [
-        Variant {
-            name: "ext2",
-            mke2fs: &["-t", "ext2"],
-            index_dirs: false,
-            edits: &[],
-        },
-        Variant {
-            name: "ext2, 128-byte inodes",
-            mke2fs: &["-t", "ext2", "-I", "128"],
-            index_dirs: false,
-            edits: &[],
-        },
-        Variant {
-            name: "ext3",
-            mke2fs: &["-t", "ext3"],
-            index_dirs: true,
-            edits: &[],
-        },
+        Variant { name: "ext2", mke2fs: &["-t", "ext2"], index_dirs: false, edits: &[] },
+        Variant { name: "ext2, 128-byte inodes", mke2fs: &["-t", "ext2", "-I", "128"], index_dirs: false, edits: &[] },
+        Variant { name: "ext3", mke2fs: &["-t", "ext3"], index_dirs: true, edits: &[] },
         Variant {
             name: "ext4, 1 KiB blocks",
             mke2fs: &["-t", "ext4", "-b", "1024"],
@@ -768,10 +612,7 @@ fn images_match_debugfs_and_source() {
             name: "ext4, 4 KiB blocks, htree, EA inode",
             mke2fs: &["-t", "ext4", "-b", "4096", "-O", "ea_inode"],
             index_dirs: true,
-            edits: &[
-                "fallocate /prealloc 0 9",
-                "ea_set -f xattr_value /empty user.big",
-            ],
+            edits: &["fallocate /prealloc 0 9", "ea_set -f xattr_value /empty user.big"],
         },
         Variant {
             name: "ext4, inline data",
@@ -782,27 +623,11 @@ fn images_match_debugfs_and_source() {
         Variant {
             name: "ext4, 64bit, meta_bg",
             // Small groups and few inodes per group: files spread over several metagroups.
-            mke2fs: &[
-                "-t",
-                "ext4",
-                "-b",
-                "1024",
-                "-g",
-                "512",
-                "-N",
-                "1024",
-                "-O",
-                "64bit,meta_bg,^resize_inode",
-            ],
+            mke2fs: &["-t", "ext4", "-b", "1024", "-g", "512", "-N", "1024", "-O", "64bit,meta_bg,^resize_inode"],
             index_dirs: false,
             edits: EXT4_EDITS,
         },
-        Variant {
-            name: "ext4, 64 KiB blocks",
-            mke2fs: &["-t", "ext4", "-b", "65536"],
-            index_dirs: false,
-            edits: &[],
-        },
+        Variant { name: "ext4, 64 KiB blocks", mke2fs: &["-t", "ext4", "-b", "65536"], index_dirs: false, edits: &[] },
         Variant {
             name: "ext4, bigalloc",
             mke2fs: &["-t", "ext4", "-b", "4096", "-O", "bigalloc", "-C", "16384"],
@@ -853,20 +678,10 @@ fn small_image(args: &[&str]) -> Vec<u8> {
     for i in 0..40 {
         fs::write(src.join(format!("dir2/f{i}")), b"x").unwrap();
     }
-    run(Command::new("setfattr")
-        .args(["-n", "user.a", "-v", "b"])
-        .arg(src.join("dir0/tiny")));
+    run(Command::new("setfattr").args(["-n", "user.a", "-v", "b"]).arg(src.join("dir0/tiny")));
     // Nearly the same image on every run (mke2fs still takes nanoseconds from the clock), so
     // that a failing round can be reproduced: fixed times, UUID and hash seed.
-    run(Command::new("find").arg(&src).args([
-        "-exec",
-        "touch",
-        "-h",
-        "-d",
-        "@1700000000",
-        "{}",
-        "+",
-    ]));
+    run(Command::new("find").arg(&src).args(["-exec", "touch", "-h", "-d", "@1700000000", "{}", "+"]));
     let img = dir.path().join("img");
     run(Command::new("mke2fs")
         .env("E2FSPROGS_FAKE_TIME", "1700000000")
@@ -894,25 +709,16 @@ fn fuzz(
 fn corrupted_images_never_panic() {
     let images = [
         ("ext4 1k", small_image(&["-t", "ext4", "-b", "1024"])),
-        (
-            "ext4 4k inline",
-            small_image(&["-t", "ext4", "-b", "4096", "-O", "inline_data"]),
-        ),
+        ("ext4 4k inline", small_image(&["-t", "ext4", "-b", "4096", "-O", "inline_data"])),
         ("ext2 1k", small_image(&["-t", "ext2", "-b", "1024"])),
     ];
     let mut total_panics = 0;
     for (name, pristine) in images {
-        assert!(
-            read_everything(&pristine, u64::MAX).is_ok(),
-            "{name}: pristine image"
-        );
+        assert!(read_everything(&pristine, u64::MAX).is_ok(), "{name}: pristine image");
         let limit = pristine.len().min(2 << 20);
         // 16 random bytes anywhere in the first 2 MiB.
-        let spread = move |rng: &mut Xorshift| {
-            (0..16)
-                .map(|_| (rng.next() % limit as u64) as usize)
-                .collect::<Vec<_>>()
-        };
+        let spread =
+            move |rng: &mut Xorshift| (0..16).map(|_| (rng.next() % limit as u64) as usize).collect::<Vec<_>>();
         let (panics, ok, err) = fuzz(pristine.clone(), 2000, spread);
         println!("{name}, 16 bytes anywhere: {ok} ok, {err} errors, {panics} panics");
         total_panics += panics;
@@ -925,14 +731,10 @@ fn corrupted_images_never_panic() {
                 data[start.min(limit)..end.min(limit)].fill(true);
             }
         }
-        let nonzero: Vec<usize> = (0..limit)
-            .filter(|&i| pristine[i] != 0 && !data[i])
-            .collect();
+        let nonzero: Vec<usize> = (0..limit).filter(|&i| pristine[i] != 0 && !data[i]).collect();
         let dense = move |rng: &mut Xorshift| {
             let n = rng.next() % 4 + 1;
-            (0..n)
-                .map(|_| nonzero[(rng.next() % nonzero.len() as u64) as usize])
-                .collect()
+            (0..n).map(|_| nonzero[(rng.next() % nonzero.len() as u64) as usize]).collect()
         };
         let (panics, ok, err) = fuzz(pristine, 10000, dense);
         println!("{name}, 1-4 metadata bytes: {ok} ok, {err} errors, {panics} panics");
@@ -959,9 +761,8 @@ fn e2fsprogs_corrupt_fixtures_never_panic() {
         let file = img.reopen().unwrap();
         let name = gz.file_name().unwrap().to_string_lossy().into_owned();
         let started = Instant::now();
-        let result = bounded(Duration::from_secs(60), move || {
-            std::panic::catch_unwind(|| read_everything(&file, 8 << 20))
-        });
+        let result =
+            bounded(Duration::from_secs(60), move || std::panic::catch_unwind(|| read_everything(&file, 8 << 20)));
         let took = started.elapsed();
         match result {
             Err(_) => {

@@ -13,32 +13,22 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use imagelake_connectors::ReadAt;
+use imagelake_connectors::vfat::{self, Extent, FileKind, Filesystem};
 use imagelake_tests::corrupt::{Xorshift, bounded, corrupt_rounds};
 use imagelake_tests::output as run;
-use imagelake_connectors::vfat::{self, Extent, FileKind, Filesystem};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-
-
 /// An mtools command on `img`: UTC (FAT stores local time), UTF-8 names, no config checks.
 fn mtools(tool: &str, img: &Path) -> Command {
     let mut cmd = Command::new(tool);
-    cmd.env("MTOOLS_SKIP_CHECK", "1")
-        .env("TZ", "UTC")
-        .env("LC_ALL", "C.UTF-8")
-        .arg("-i")
-        .arg(img);
+    cmd.env("MTOOLS_SKIP_CHECK", "1").env("TZ", "UTC").env("LC_ALL", "C.UTF-8").arg("-i").arg(img);
     cmd
 }
 
-
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -63,14 +53,8 @@ const FAT12: Variant = Variant {
     relabel: None,
     big: 5 << 19,
 };
-const FAT16: Variant = Variant {
-    name: "FAT16",
-    mkfs: &["-F", "16", "-s", "4"],
-    mib: 32,
-    label: None,
-    relabel: None,
-    big: 3 << 20,
-};
+const FAT16: Variant =
+    Variant { name: "FAT16", mkfs: &["-F", "16", "-s", "4"], mib: 32, label: None, relabel: None, big: 3 << 20 };
 /// mtools takes the FAT type from the cluster count, so FAT32 needs at least 65525 clusters:
 /// 1 KiB clusters need 128 MiB.
 const FAT32: Variant = Variant {
@@ -141,29 +125,18 @@ fn build_source(root: &Path, cs: usize, big: usize) -> Vec<u8> {
     write("sizes/two_clusters_less_one", &rng.bytes(2 * cs - 1));
     for i in 0..BIG_DIR_ENTRIES {
         let len = (i * 997) % (2 * cs + 1);
-        write(
-            &format!("big_dir/entry number {i:03} with a long name.txt"),
-            &rng.bytes(len),
-        );
+        write(&format!("big_dir/entry number {i:03} with a long name.txt"), &rng.bytes(len));
     }
     write("readonly.txt", b"do not write\n");
     write("rodir/inside.txt", b"in a read-only directory\n");
     write("frag/b.bin", &rng.bytes(2 * cs + 100));
     write("frag/c.bin", &rng.bytes(8 * cs + 5));
     // Distinct even mtimes (FAT keeps 2-second steps), in path order.
-    let mut files: Vec<PathBuf> = walk_source(root)
-        .into_values()
-        .filter(|p| p.is_file())
-        .collect();
+    let mut files: Vec<PathBuf> = walk_source(root).into_values().filter(|p| p.is_file()).collect();
     files.sort();
     for (i, path) in files.iter().enumerate() {
         let mtime = UNIX_EPOCH + Duration::from_secs((FIRST_MTIME + 2 * i as i64) as u64);
-        fs::File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(mtime)
-            .unwrap();
+        fs::File::options().write(true).open(path).unwrap().set_modified(mtime).unwrap();
     }
     rng.bytes(3 * cs + 7)
 }
@@ -189,17 +162,11 @@ fn walk_source(root: &Path) -> HashMap<String, PathBuf> {
 /// one `mcopy`, then each subdirectory.
 fn populate(img: &Path, src: &Path, at: &str) {
     let dir = src.join(at.trim_start_matches('/'));
-    let mut entries: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     let files: Vec<&PathBuf> = entries.iter().filter(|p| p.is_file()).collect();
     if !files.is_empty() {
-        run(mtools("mcopy", img)
-            .arg("-m")
-            .args(&files)
-            .arg(format!("::{at}/")));
+        run(mtools("mcopy", img).arg("-m").args(&files).arg(format!("::{at}/")));
     }
     for sub in entries.iter().filter(|p| p.is_dir()) {
         let name = sub.file_name().unwrap().to_str().unwrap();
@@ -217,10 +184,7 @@ fn build(variant: &Variant) -> Built {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let img = dir.path().join("fs.img");
-    fs::File::create(&img)
-        .unwrap()
-        .set_len(variant.mib << 20)
-        .unwrap();
+    fs::File::create(&img).unwrap().set_len(variant.mib << 20).unwrap();
     let mut mkfs = Command::new("mkfs.fat");
     mkfs.args(variant.mkfs).args(["-i", "1234ABCD"]);
     if let Some(label) = variant.label {
@@ -237,24 +201,14 @@ fn build(variant: &Variant) -> Built {
     // mark it unknown (0xFFFFFFFF) so that the search starts over.
     run(mtools("mmd", &img).arg("::/frag"));
     fs::write(dir.path().join("a.bin"), hole).unwrap();
-    run(mtools("mcopy", &img)
-        .arg(dir.path().join("a.bin"))
-        .arg("::/frag/"));
-    run(mtools("mcopy", &img)
-        .arg("-m")
-        .arg(src.join("frag/b.bin"))
-        .arg("::/frag/"));
+    run(mtools("mcopy", &img).arg(dir.path().join("a.bin")).arg("::/frag/"));
+    run(mtools("mcopy", &img).arg("-m").arg(src.join("frag/b.bin")).arg("::/frag/"));
     run(mtools("mdel", &img).arg("::/frag/a.bin"));
     if let Some(info_sector) = geo.info_sector {
         let image = fs::File::options().write(true).open(&img).unwrap();
-        image
-            .write_all_at(&[0xFF; 4], info_sector * geo.sector + 492)
-            .unwrap();
+        image.write_all_at(&[0xFF; 4], info_sector * geo.sector + 492).unwrap();
     }
-    run(mtools("mcopy", &img)
-        .arg("-m")
-        .arg(src.join("frag/c.bin"))
-        .arg("::/frag/"));
+    run(mtools("mcopy", &img).arg("-m").arg(src.join("frag/c.bin")).arg("::/frag/"));
 
     populate(&img, &src, "");
     run(mtools("mattrib", &img).args(["+r", "::/readonly.txt", "::/rodir"]));
@@ -262,11 +216,7 @@ fn build(variant: &Variant) -> Built {
         run(mtools("mlabel", &img).arg(format!("::{label}")));
     }
     let made = (started, now());
-    let fsck = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&img)
-        .output()
-        .unwrap();
+    let fsck = Command::new("fsck.fat").arg("-n").arg(&img).output().unwrap();
     let report = String::from_utf8_lossy(&fsck.stdout);
     // mlabel writes the boot sector's label as typed and the root entry's in upper case,
     // which fsck.fat notes (exit status 1); anything else is a broken fixture.
@@ -277,19 +227,11 @@ fn build(variant: &Variant) -> Built {
         .filter(|l| !l.trim().is_empty())
         .count();
     assert!(
-        noted == 0
-            && (fsck.status.success()
-                || variant.relabel.is_some() && fsck.status.code() == Some(1)),
+        noted == 0 && (fsck.status.success() || variant.relabel.is_some() && fsck.status.code() == Some(1)),
         "{}: fsck.fat -n: {report}",
         variant.name
     );
-    Built {
-        _dir: dir,
-        src,
-        img,
-        geo,
-        made,
-    }
+    Built { _dir: dir, src, img, geo, made }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,11 +265,7 @@ impl Geometry {
             cluster_sectors: value("cluster size:").unwrap(),
             reserved: value("reserved (boot) sectors:").unwrap(),
             fats: value("fats:").unwrap(),
-            fat_sectors: if small_fat == 0 {
-                value("Big fatlen=").unwrap()
-            } else {
-                small_fat
-            },
+            fat_sectors: if small_fat == 0 { value("Big fatlen=").unwrap() } else { small_fat },
             root_slots: value("max available root directory slots:").unwrap(),
             root_cluster: value("rootCluster=").map(|c| c as u32),
             info_sector: value("infoSector location=").filter(|&s| s != 0xFFFF),
@@ -369,10 +307,7 @@ fn mdir_tree(img: &Path) -> (HashMap<String, Vec<String>>, BTreeSet<String>) {
         }
         let (parent, name) = path.rsplit_once('/').unwrap();
         let parent = if parent.is_empty() { "/" } else { parent };
-        children
-            .entry(parent.to_string())
-            .or_default()
-            .push(name.to_string());
+        children.entry(parent.to_string()).or_default().push(name.to_string());
     }
     (children, dirs)
 }
@@ -388,10 +323,7 @@ fn mshowfat(img: &Path, paths: &[&str]) -> HashMap<String, Vec<u32>> {
                 // "::/path <runs>" or "::/path Root directory or empty file".
                 let (path, runs) = match rest.split_once(" <") {
                     Some((path, runs)) => (path, format!("<{runs}")),
-                    None => (
-                        rest.strip_suffix(" Root directory or empty file").unwrap(),
-                        String::new(),
-                    ),
+                    None => (rest.strip_suffix(" Root directory or empty file").unwrap(), String::new()),
                 };
                 chains.insert(path.to_string(), Vec::new());
                 current = Some(path.to_string());
@@ -414,12 +346,7 @@ fn mshowfat(img: &Path, paths: &[&str]) -> HashMap<String, Vec<u32>> {
 fn blkid(img: &Path) -> (String, String) {
     let out = run(Command::new("blkid").args(["-p", "-o", "export"]).arg(img));
     let text = String::from_utf8(out.stdout).unwrap();
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_default()
-            .to_string()
-    };
+    let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_default().to_string();
     (get("LABEL="), get("UUID="))
 }
 
@@ -431,12 +358,7 @@ fn to_extents(chain: &[u32], geo: &Geometry) -> Vec<Extent> {
         let physical = geo.cluster_offset(c);
         match out.last_mut() {
             Some(last) if last.physical + last.len == physical => last.len += cs,
-            _ => out.push(Extent {
-                logical: i as u64 * cs,
-                physical,
-                len: cs,
-                unwritten: false,
-            }),
+            _ => out.push(Extent { logical: i as u64 * cs, physical, len: cs, unwritten: false }),
         }
     }
     out
@@ -459,11 +381,7 @@ fn check_variant(variant: &Variant) {
     assert_eq!(fs.label, label, "{v}: label");
     assert_eq!(fs.uuid, uuid, "{v}: serial");
     assert_eq!(fs.uuid, "1234-ABCD");
-    let expected_label = variant
-        .relabel
-        .map(str::to_uppercase)
-        .or(variant.label.map(String::from))
-        .unwrap_or_default();
+    let expected_label = variant.relabel.map(str::to_uppercase).or(variant.label.map(String::from)).unwrap_or_default();
     assert_eq!(fs.label, expected_label, "{v}: label");
 
     // Paths against the source tree.
@@ -480,11 +398,7 @@ fn check_variant(variant: &Variant) {
     let mut expected = Vec::new();
     let mut stack = vec!["/".to_string()];
     while let Some(path) = stack.pop() {
-        let prefix = if path == "/" {
-            String::new()
-        } else {
-            path.clone()
-        };
+        let prefix = if path == "/" { String::new() } else { path.clone() };
         if let Some(names) = children.get(&path) {
             stack.extend(names.iter().rev().map(|n| format!("{prefix}/{n}")));
         }
@@ -502,11 +416,7 @@ fn check_variant(variant: &Variant) {
     let mut contents = 0;
     for f in &fs.files {
         let p = f.path.as_str();
-        assert_eq!(
-            (f.uid, f.gid, f.nlink, f.mtime_nsec),
-            (0, 0, 1, 0),
-            "{v}: {p}"
-        );
+        assert_eq!((f.uid, f.gid, f.nlink, f.mtime_nsec), (0, 0, 1, 0), "{v}: {p}");
         assert!(f.link_target.is_none() && f.rdev.is_none() && f.inline_data.is_none());
         assert!(f.xattrs.is_empty(), "{v}: {p}: xattrs");
         let is_dir = dirs.contains(p);
@@ -528,10 +438,7 @@ fn check_variant(variant: &Variant) {
                 f.mtime,
                 built.made
             );
-            assert_eq!(
-                f.mode, 0o755,
-                "{v}: {p}: mode (read-only is ignored on directories)"
-            );
+            assert_eq!(f.mode, 0o755, "{v}: {p}: mode (read-only is ignored on directories)");
             continue;
         }
         assert_eq!(f.kind, FileKind::File, "{v}: {p}: kind");
@@ -546,30 +453,16 @@ fn check_variant(variant: &Variant) {
         // The extents are the chain, cut at the size.
         let needed = f.size.div_ceil(cs) as usize;
         assert!(chain.len() >= needed, "{v}: {p}: mshowfat chain {chain:?}");
-        assert_eq!(
-            f.extents,
-            to_extents(&chain[..needed], geo),
-            "{v}: {p}: extents"
-        );
-        assert_eq!(
-            f.inode,
-            chain.first().copied().unwrap_or(0),
-            "{v}: {p}: inode"
-        );
+        assert_eq!(f.extents, to_extents(&chain[..needed], geo), "{v}: {p}: extents");
+        assert_eq!(f.inode, chain.first().copied().unwrap_or(0), "{v}: {p}: inode");
         let mut logical = 0;
         for e in &f.extents {
             assert_eq!(e.logical, logical, "{v}: {p}: extents tile the file");
-            assert!(
-                e.len > 0 && e.len % cs == 0 && !e.unwritten,
-                "{v}: {p}: {e:?}"
-            );
+            assert!(e.len > 0 && e.len % cs == 0 && !e.unwritten, "{v}: {p}: {e:?}");
             used.push((e.physical, e.len));
             logical += e.len;
         }
-        assert!(
-            logical >= f.size && logical < f.size + cs,
-            "{v}: {p}: coverage"
-        );
+        assert!(logical >= f.size && logical < f.size + cs, "{v}: {p}: coverage");
 
         // The map, proved by the raw image: the bytes at each extent are the file's.
         let source_file = fs::File::open(real).unwrap();
@@ -579,10 +472,7 @@ fn check_variant(variant: &Variant) {
                 let n = (e.len - at).min(f.size - e.logical - at).min(1 << 20) as usize;
                 FileExt::read_exact_at(&image, &mut raw[..n], e.physical + at).unwrap();
                 FileExt::read_exact_at(&source_file, &mut want[..n], e.logical + at).unwrap();
-                assert!(
-                    raw[..n] == want[..n],
-                    "{v}: {p}: image bytes at {e:?} + {at}"
-                );
+                assert!(raw[..n] == want[..n], "{v}: {p}: image bytes at {e:?} + {at}");
                 at += n as u64;
             }
         }
@@ -591,54 +481,29 @@ fn check_variant(variant: &Variant) {
         let mut ours = vec![0; content.len()];
         f.read_content(&image, 0, &mut ours).unwrap();
         assert!(ours == content, "{v}: {p}: content");
-        assert!(
-            f.read_content(&image, f.size, &mut [0]).is_err(),
-            "{v}: {p}"
-        );
+        assert!(f.read_content(&image, f.size, &mut [0]).is_err(), "{v}: {p}");
         contents += 1;
     }
     used.sort();
     for pair in used.windows(2) {
-        assert!(
-            pair[0].0 + pair[0].1 <= pair[1].0,
-            "{v}: extents overlap: {pair:?}"
-        );
+        assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{v}: extents overlap: {pair:?}");
     }
-    assert!(
-        contents > BIG_DIR_ENTRIES,
-        "{v}: only {contents} contents compared"
-    );
+    assert!(contents > BIG_DIR_ENTRIES, "{v}: only {contents} contents compared");
 
     // What the fixture was built to contain.
     let get = |path: &str| fs.files.iter().find(|f| f.path == path).unwrap();
-    assert!(
-        get("/frag/c.bin").extents.len() >= 2,
-        "{v}: c.bin is not fragmented"
-    );
+    assert!(get("/frag/c.bin").extents.len() >= 2, "{v}: c.bin is not fragmented");
     let big_dir = &chains["/big_dir"];
     assert!(big_dir.len() >= 2, "{v}: big_dir fits one cluster");
-    assert!(
-        big_dir.windows(2).any(|w| w[1] != w[0] + 1),
-        "{v}: big_dir's clusters are contiguous: {big_dir:?}"
-    );
-    let deep = format!(
-        "/deep{}/bottom.txt",
-        (1..DEPTH).map(|i| format!("/level{i}")).collect::<String>()
-    );
+    assert!(big_dir.windows(2).any(|w| w[1] != w[0] + 1), "{v}: big_dir's clusters are contiguous: {big_dir:?}");
+    let deep = format!("/deep{}/bottom.txt", (1..DEPTH).map(|i| format!("/level{i}")).collect::<String>());
     assert!(fs.files.iter().any(|f| f.path == deep), "{v}");
     assert_eq!(get("/sizes/empty").inode, 0);
     assert!(get("/sizes/empty").extents.is_empty());
     // "lower.txt" is a short entry with both case bits (0x18), not a long name.
     let bytes = fs::read(img).unwrap();
-    assert!(
-        bytes.windows(13).any(|w| w == b"LOWER   TXT\x20\x18"),
-        "{v}: mtools did not use case bits"
-    );
-    println!(
-        "{v}: {} files, {contents} contents, {} bytes per cluster",
-        fs.files.len(),
-        cs
-    );
+    assert!(bytes.windows(13).any(|w| w == b"LOWER   TXT\x20\x18"), "{v}: mtools did not use case bits");
+    println!("{v}: {} files, {contents} contents, {} bytes per cluster", fs.files.len(), cs);
 }
 
 #[test]
@@ -715,17 +580,12 @@ fn corrupted_images_never_panic() {
         let name = variant.name;
         let built = build(variant);
         let pristine = fs::read(&built.img).unwrap();
-        assert!(
-            read_everything(&pristine, u64::MAX).is_ok(),
-            "{name}: pristine"
-        );
+        assert!(read_everything(&pristine, u64::MAX).is_ok(), "{name}: pristine");
         // 1 to 16 random bytes in the first 256 KiB: boot sector, FATs, root, early clusters.
         let limit = pristine.len().min(256 << 10);
         let spread = move |rng: &mut Xorshift| {
             let n = rng.next() % 16 + 1;
-            (0..n)
-                .map(|_| (rng.next() % limit as u64) as usize)
-                .collect::<Vec<_>>()
+            (0..n).map(|_| (rng.next() % limit as u64) as usize).collect::<Vec<_>>()
         };
         let (panics, ok, err) = fuzz(pristine.clone(), 3000, spread);
         println!("{name}, 1-16 bytes in 256 KiB: {ok} ok, {err} errors, {panics} panics");
@@ -738,14 +598,10 @@ fn corrupted_images_never_panic() {
                 data[e.physical as usize..(e.physical + e.len) as usize].fill(true);
             }
         }
-        let metadata: Vec<usize> = (0..pristine.len())
-            .filter(|&i| pristine[i] != 0 && !data[i])
-            .collect();
+        let metadata: Vec<usize> = (0..pristine.len()).filter(|&i| pristine[i] != 0 && !data[i]).collect();
         let dense = move |rng: &mut Xorshift| {
             let n = rng.next() % 4 + 1;
-            (0..n)
-                .map(|_| metadata[(rng.next() % metadata.len() as u64) as usize])
-                .collect()
+            (0..n).map(|_| metadata[(rng.next() % metadata.len() as u64) as usize]).collect()
         };
         let (panics, ok, err) = fuzz(pristine, 3000, dense);
         println!("{name}, 1-4 metadata bytes: {ok} ok, {err} errors, {panics} panics");
@@ -771,20 +627,10 @@ fn build_tiny(mkfs: &[&str], mib: u64) -> Built {
     fs::write(src.join("parent/child/x.txt"), b"x").unwrap();
     fs::write(src.join("Long Name.txt"), b"one LFN fragment").unwrap();
     for i in 0..(cs / 32) {
-        fs::write(
-            src.join(format!("bigdir/a rather long name, number {i:04}")),
-            b"",
-        )
-        .unwrap();
+        fs::write(src.join(format!("bigdir/a rather long name, number {i:04}")), b"").unwrap();
     }
     populate(&img, &src, "");
-    Built {
-        _dir: dir,
-        src,
-        img,
-        geo,
-        made: (0, 0),
-    }
+    Built { _dir: dir, src, img, geo, made: (0, 0) }
 }
 
 /// Sets a cluster's entry in every FAT copy.
@@ -803,9 +649,7 @@ fn set_fat(image: &mut [u8], geo: &Geometry, bits: u32, cluster: u32, value: u32
                 };
                 image[at..at + 2].copy_from_slice(&word.to_le_bytes());
             }
-            16 => {
-                image[fat + 2 * c..fat + 2 * c + 2].copy_from_slice(&(value as u16).to_le_bytes())
-            }
+            16 => image[fat + 2 * c..fat + 2 * c + 2].copy_from_slice(&(value as u16).to_le_bytes()),
             _ => image[fat + 4 * c..fat + 4 * c + 4].copy_from_slice(&value.to_le_bytes()),
         }
     }
@@ -846,18 +690,12 @@ fn crafted_loops_and_cycles_are_errors() {
         let geo = &built.geo;
         let pristine = fs::read(&built.img).unwrap();
         vfat::read(&pristine).unwrap_or_else(|e| panic!("{name}: pristine: {e}"));
-        let chains = mshowfat(
-            &built.img,
-            &["/file.bin", "/parent", "/parent/child", "/bigdir"],
-        );
+        let chains = mshowfat(&built.img, &["/file.bin", "/parent", "/parent/child", "/bigdir"]);
         let file = &chains["/file.bin"];
         let parent = chains["/parent"][0];
         let child = chains["/parent/child"][0];
         let bigdir = &chains["/bigdir"];
-        assert!(
-            file.len() == 6 && bigdir.len() >= 2,
-            "{name}: fixture {chains:?}"
-        );
+        assert!(file.len() == 6 && bigdir.len() >= 2, "{name}: fixture {chains:?}");
         let max = (1u64 << bits.min(28)) - 1;
         let bad = (max - 8) as u32;
         let clusters = geo.fat_sectors * geo.sector * 8 / u64::from(bits);
@@ -891,9 +729,7 @@ fn crafted_loops_and_cycles_are_errors() {
             (
                 "directory points to its parent",
                 Box::new(move |img| set_entry_cluster(img, geo, parent, b"CHILD      ", parent)),
-                format!(
-                    "cluster chain of /parent/child reaches cluster {parent}, which /parent already uses"
-                ),
+                format!("cluster chain of /parent/child reaches cluster {parent}, which /parent already uses"),
             ),
             (
                 "directory chain continues into its parent",
@@ -946,31 +782,22 @@ fn crafted_loops_and_cycles_are_errors() {
             (
                 "bytes per sector",
                 Box::new(|img| img[11..13].copy_from_slice(&300u16.to_le_bytes())),
-                "vfat: boot sector: bytes per sector 300 is not a power of two from 512 to 4096"
-                    .into(),
+                "vfat: boot sector: bytes per sector 300 is not a power of two from 512 to 4096".into(),
             ),
-            (
-                "truncated",
-                Box::new(|img| img.truncate(img.len() / 2)),
-                "past the end of the source".into(),
-            ),
+            ("truncated", Box::new(|img| img.truncate(img.len() / 2)), "past the end of the source".into()),
         ];
         if let Some(root) = root {
             cases.push((
                 "directory points to the root",
                 Box::new(move |img| set_entry_cluster(img, geo, parent, b"CHILD      ", root)),
-                format!(
-                    "cluster chain of /parent/child reaches cluster {root}, which / already uses"
-                ),
+                format!("cluster chain of /parent/child reaches cluster {root}, which / already uses"),
             ));
         }
         for (what, edit, expected) in cases {
             let mut image = pristine.clone();
             edit(&mut image);
             let result = bounded(Duration::from_secs(30), move || {
-                std::panic::catch_unwind(|| {
-                    read_everything(&image, u64::MAX).map_err(|e| e.to_string())
-                })
+                std::panic::catch_unwind(|| read_everything(&image, u64::MAX).map_err(|e| e.to_string()))
             });
             match result {
                 Ok(Err(e)) => assert!(e.contains(&expected), "{name}: {what}: {e}"),
@@ -985,11 +812,7 @@ fn crafted_loops_and_cycles_are_errors() {
         let cs = geo.cluster_size();
         image[at + 28..at + 32].copy_from_slice(&(2 * cs as u32 + 1).to_le_bytes());
         let listing = vfat::read(&image).unwrap_or_else(|e| panic!("{name}: short size: {e}"));
-        let f = listing
-            .files
-            .iter()
-            .find(|f| f.path == "/file.bin")
-            .unwrap();
+        let f = listing.files.iter().find(|f| f.path == "/file.bin").unwrap();
         assert_eq!(f.size, 2 * cs + 1);
         assert_eq!(f.extents, to_extents(&file[..3], geo), "{name}: cut chain");
 
@@ -1005,11 +828,6 @@ fn crafted_loops_and_cycles_are_errors() {
             "{name}: checksum mismatch: {paths:?}"
         );
         let pristine_listing = vfat::read(&pristine).unwrap();
-        assert!(
-            pristine_listing
-                .files
-                .iter()
-                .any(|f| f.path == "/Long Name.txt")
-        );
+        assert!(pristine_listing.files.iter().any(|f| f.path == "/Long Name.txt"));
     }
 }

@@ -55,9 +55,15 @@ impl Library {
                 .entry(at.pack.clone())
                 .or_insert_with(|| std::fs::metadata(pack_path(self.root(), &at.pack)).ok().map(|m| m.len()));
             match size {
-                None => report.problems.push(format!("chunk {} is in pack {}, which is missing", crate::store::hex(hash), at.pack)),
+                None => report.problems.push(format!(
+                    "chunk {} is in pack {}, which is missing",
+                    crate::store::hex(hash),
+                    at.pack
+                )),
                 Some(len) if at.offset + u64::from(at.stored_size) > len => report.problems.push(format!(
-                    "chunk {} lies past the end of pack {} ({len} bytes)", crate::store::hex(hash), at.pack
+                    "chunk {} lies past the end of pack {} ({len} bytes)",
+                    crate::store::hex(hash),
+                    at.pack
                 )),
                 Some(_) => {}
             }
@@ -66,10 +72,17 @@ impl Library {
 
         // Extents: per committed image, a tiling of its disk by chunks that exist.
         let sizes: HashMap<i64, i64> = images.iter().map(|i| (i.image_id, i.virtual_size)).collect();
-        let batches = self.catalog().scan(ExtentRow::NAME, &["image_id", "disk_offset", "length", "kind", "chunk_hash"], None).await?;
+        let batches = self
+            .catalog()
+            .scan(ExtentRow::NAME, &["image_id", "disk_offset", "length", "kind", "chunk_hash"], None)
+            .await?;
         let mut extents: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
         for b in &batches {
-            let (id, off, len) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>(), b.column(2).as_primitive::<Int64Type>());
+            let (id, off, len) = (
+                b.column(0).as_primitive::<Int64Type>(),
+                b.column(1).as_primitive::<Int64Type>(),
+                b.column(2).as_primitive::<Int64Type>(),
+            );
             let (kind, chunk) = (b.column(3).as_string::<i32>(), b.column(4).as_string::<i32>());
             for r in 0..b.num_rows() {
                 if !committed.contains(&id.value(r)) {
@@ -77,9 +90,14 @@ impl Library {
                 }
                 extents.entry(id.value(r)).or_default().push((off.value(r), len.value(r)));
                 if kind.value(r) != "zero" {
-                    let known = chunk.is_valid(r) && crate::store::parse_hex(chunk.value(r)).is_some_and(|h| chunks.contains_key(&h));
+                    let known = chunk.is_valid(r)
+                        && crate::store::parse_hex(chunk.value(r)).is_some_and(|h| chunks.contains_key(&h));
                     if !known {
-                        report.problems.push(format!("image {}: extent at {} names a chunk that is in no pack", id.value(r), off.value(r)));
+                        report.problems.push(format!(
+                            "image {}: extent at {} names a chunk that is in no pack",
+                            id.value(r),
+                            off.value(r)
+                        ));
                     }
                 }
             }
@@ -127,7 +145,11 @@ impl Library {
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             removed.io_context(|| format!("removing {}", path.display()))?;
         }
-        Ok(CheckReport { orphan_image_ids: orphans.into_iter().collect(), stale_files: stale, ..CheckReport::default() })
+        Ok(CheckReport {
+            orphan_image_ids: orphans.into_iter().collect(),
+            stale_files: stale,
+            ..CheckReport::default()
+        })
     }
 
     /// Ids with rows in some image table, not committed, and with no checkin in flight.
@@ -135,7 +157,9 @@ impl Library {
         let mut ids = BTreeSet::new();
         for table in IMAGE_TABLES {
             for b in self.catalog().scan(table, &["image_id"], None).await? {
-                ids.extend(b.column(0).as_primitive::<Int64Type>().values().iter().filter(|id| !committed.contains(id)));
+                ids.extend(
+                    b.column(0).as_primitive::<Int64Type>().values().iter().filter(|id| !committed.contains(id)),
+                );
             }
         }
         ids.retain(|&id| !held(&InFlight::path(self.root(), id)));

@@ -40,9 +40,10 @@ impl Library {
         let extents = self.extents(image.image_id).await?;
         let locations = self.chunk_locations().await?;
         let (root, out_path, size) = (self.root().to_path_buf(), out.to_path_buf(), image.virtual_size as u64);
-        let (written, zero) = tokio::task::spawn_blocking(move || write_disk(&root, &out_path, size, &extents, &locations))
-            .await
-            .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
+        let (written, zero) =
+            tokio::task::spawn_blocking(move || write_disk(&root, &out_path, size, &extents, &locations))
+                .await
+                .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
         Ok(CheckoutSummary {
             image_id: image.image_id,
             name: image.name,
@@ -66,8 +67,9 @@ impl Library {
             let (kind, chunk) = (b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
             let chunk_off = b.column(4).as_primitive::<Int64Type>();
             for r in 0..b.num_rows() {
-                let kind = ExtentKind::parse(kind.value(r))
-                    .ok_or_else(|| Error::Catalog(format!("extents of image {image_id}: unknown kind {:?}", kind.value(r))))?;
+                let kind = ExtentKind::parse(kind.value(r)).ok_or_else(|| {
+                    Error::Catalog(format!("extents of image {image_id}: unknown kind {:?}", kind.value(r)))
+                })?;
                 extents.push(ExtentRow {
                     image_id,
                     disk_offset: off.value(r),
@@ -95,12 +97,15 @@ impl Library {
             let (pack, offset) = (b.column(3).as_string::<i32>(), b.column(4).as_primitive::<Int64Type>());
             for r in 0..b.num_rows() {
                 let Some(h) = parse_hex(hash.value(r)) else { continue };
-                map.insert(h, ChunkLocation {
-                    pack: pack.value(r).to_string(),
-                    offset: offset.value(r) as u64,
-                    stored_size: stored.value(r) as u32,
-                    size: size.value(r) as u32,
-                });
+                map.insert(
+                    h,
+                    ChunkLocation {
+                        pack: pack.value(r).to_string(),
+                        offset: offset.value(r) as u64,
+                        stored_size: stored.value(r) as u32,
+                        size: size.value(r) as u32,
+                    },
+                );
             }
         }
         Ok(map)
@@ -123,9 +128,13 @@ fn write_disk(
         // Read every distinct chunk of the batch in parallel.
         let mut wanted: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
         for e in batch.iter().filter(|e| e.kind != ExtentKind::Zero) {
-            let hash = e.chunk_hash.as_deref().and_then(parse_hex)
+            let hash = e
+                .chunk_hash
+                .as_deref()
+                .and_then(parse_hex)
                 .ok_or_else(|| Error::Catalog(format!("extent at {} has no valid chunk hash", e.disk_offset)))?;
-            let at = locations.get(&hash)
+            let at = locations
+                .get(&hash)
                 .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&hash))))?;
             wanted.insert(hash, at);
         }
@@ -148,7 +157,8 @@ fn write_disk(
                 continue;
             }
             let data = e.chunk_hash.as_deref().and_then(parse_hex).and_then(|h| chunks.get(&h));
-            let piece = data.and_then(|d| d.get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize))
+            let piece = data
+                .and_then(|d| d.get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize))
                 .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
             file.write_all_at(piece, e.disk_offset as u64).io_context(|| format!("writing {}", partial.display()))?;
             written += piece.len() as u64;

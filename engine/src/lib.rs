@@ -14,7 +14,7 @@ pub mod store;
 pub use check::CheckReport;
 pub use checkin::{CheckinOptions, CheckinSummary, Progress};
 pub use checkout::CheckoutSummary;
-pub use library::{FORMAT_VERSION, Library, ImageSpec};
+pub use library::{FORMAT_VERSION, ImageSpec, Library};
 
 /// An engine error. Messages name the image, the structure or the path that is wrong.
 #[derive(Debug, thiserror::Error)]

@@ -94,7 +94,8 @@ impl Library {
                 // The marker goes last, via a rename: a library is either whole or unmarked.
                 let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
                 let tmp = root.join(format!("{MARKER}.tmp"));
-                fs::write(&tmp, format!("{meta:#}\n")).and_then(|_| fs::rename(&tmp, &marker))
+                fs::write(&tmp, format!("{meta:#}\n"))
+                    .and_then(|_| fs::rename(&tmp, &marker))
                     .io_context(|| format!("creating library {}", root.display()))?;
             }
         }
@@ -104,9 +105,7 @@ impl Library {
         match meta.get("format_version").and_then(|v| v.as_u64()) {
             Some(FORMAT_VERSION) => {}
             Some(v) => {
-                return Err(lib_err(format!(
-                    "format version {v}; this imagelake reads version {FORMAT_VERSION}"
-                )));
+                return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}")));
             }
             None => return Err(lib_err(format!("{MARKER} has no format_version"))),
         }
@@ -129,10 +128,29 @@ impl Library {
 
     /// Every committed image version.
     pub async fn images(&self) -> Result<Vec<ImageRow>> {
-        let batches = self.catalog.scan(ImageRow::NAME, &[
-            "image_id", "name", "version", "parent_id", "created_at", "created_by", "state",
-            "source_format", "virtual_size", "stored_bytes_new", "os_name", "os_version", "hostname", "description",
-        ], None).await?;
+        let batches = self
+            .catalog
+            .scan(
+                ImageRow::NAME,
+                &[
+                    "image_id",
+                    "name",
+                    "version",
+                    "parent_id",
+                    "created_at",
+                    "created_by",
+                    "state",
+                    "source_format",
+                    "virtual_size",
+                    "stored_bytes_new",
+                    "os_name",
+                    "os_version",
+                    "hostname",
+                    "description",
+                ],
+                None,
+            )
+            .await?;
         Ok(batches.iter().flat_map(image_rows).collect())
     }
 
@@ -153,7 +171,11 @@ impl Library {
 /// file is dropped (or the process dies).
 pub(crate) fn lock(root: &Path) -> Result<File> {
     let path = root.join("lock");
-    let lock = File::options().create(true).truncate(false).write(true).open(&path)
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
         .io_context(|| format!("opening {}", path.display()))?;
     lock.lock().io_context(|| format!("locking {}", path.display()))?;
     Ok(lock)

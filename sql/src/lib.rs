@@ -23,9 +23,8 @@ pub async fn session(library: &Library) -> datafusion::error::Result<SessionCont
     ctx.sql("CREATE SCHEMA internal").await?;
     for table in imagelake_engine::catalog::TABLES {
         let uri = library.catalog().table_uri(table);
-        let dataset = Dataset::open(&uri)
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let dataset =
+            Dataset::open(&uri).await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let provider = Arc::new(LanceTableProvider::new(Arc::new(dataset), false, false));
         ctx.register_table(TableReference::partial("internal", table), provider)?;
     }

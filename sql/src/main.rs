@@ -108,7 +108,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_check(&mut stdout, &report)?;
                 if let Some(r) = &reclaimed {
-                    writeln!(stdout, "reclaimed {} uncommitted image ids and {} tmp/ files", r.orphan_image_ids.len(), r.stale_files.len())?;
+                    writeln!(
+                        stdout,
+                        "reclaimed {} uncommitted image ids and {} tmp/ files",
+                        r.orphan_image_ids.len(),
+                        r.stale_files.len()
+                    )?;
                 }
             }
             if !report.problems.is_empty() {
@@ -128,10 +133,22 @@ fn print_checkin(out: &mut dyn Write, file: &std::path::Path, s: &CheckinSummary
     let parent = s.parent_id.map(|p| format!(", parent image {p}")).unwrap_or_default();
     writeln!(out, "checked in {}@{} (image {}{parent})", s.name, s.version, s.image_id)?;
     writeln!(out, "  source        {} ({}, {} virtual)", file.display(), s.source_format, bytes(s.virtual_size))?;
-    writeln!(out, "  contents      {} partitions, {} files, {} packages{}", s.partitions, s.files, s.packages,
-        s.os.as_deref().map(|o| format!(", {o}")).unwrap_or_default())?;
+    writeln!(
+        out,
+        "  contents      {} partitions, {} files, {} packages{}",
+        s.partitions,
+        s.files,
+        s.packages,
+        s.os.as_deref().map(|o| format!(", {o}")).unwrap_or_default()
+    )?;
     writeln!(out, "  bytes read    {}  (zeros, not stored: {})", bytes(s.bytes_read), bytes(s.bytes_zero))?;
-    writeln!(out, "  new           {} in {} chunks, {} stored after compression", bytes(s.bytes_new), s.chunks_new, bytes(s.bytes_stored))?;
+    writeln!(
+        out,
+        "  new           {} in {} chunks, {} stored after compression",
+        bytes(s.bytes_new),
+        s.chunks_new,
+        bytes(s.bytes_stored)
+    )?;
     writeln!(out, "  deduplicated  {}", bytes(s.bytes_deduplicated))?;
     let rate = s.bytes_read as f64 / s.seconds.max(1e-9);
     writeln!(out, "  time          {:.2} s ({}/s)", s.seconds, bytes(rate as u64))?;
@@ -142,21 +159,38 @@ fn print_checkin(out: &mut dyn Write, file: &std::path::Path, s: &CheckinSummary
 }
 
 fn print_check(out: &mut dyn Write, r: &imagelake_engine::CheckReport) -> std::io::Result<()> {
-    writeln!(out, "{} image versions, {} chunks in {} packs: {}", r.images, r.chunks, r.packs,
-        if r.problems.is_empty() { "consistent" } else { "DAMAGED" })?;
+    writeln!(
+        out,
+        "{} image versions, {} chunks in {} packs: {}",
+        r.images,
+        r.chunks,
+        r.packs,
+        if r.problems.is_empty() { "consistent" } else { "DAMAGED" }
+    )?;
     for p in &r.problems {
         writeln!(out, "  problem   {p}")?;
     }
     if !r.orphan_image_ids.is_empty() || !r.stale_files.is_empty() {
-        writeln!(out, "  leftovers {} uncommitted image ids, {} stale tmp/ files (check --reclaim deletes them)",
-            r.orphan_image_ids.len(), r.stale_files.len())?;
+        writeln!(
+            out,
+            "  leftovers {} uncommitted image ids, {} stale tmp/ files (check --reclaim deletes them)",
+            r.orphan_image_ids.len(),
+            r.stale_files.len()
+        )?;
     }
     Ok(())
 }
 
 fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Result<()> {
     writeln!(out, "checked out {}@{} (image {}) to {}", s.name, s.version, s.image_id, s.output.display())?;
-    writeln!(out, "  {} virtual, {} written, {} left sparse, {:.2} s", bytes(s.virtual_size), bytes(s.bytes_written), bytes(s.bytes_zero), s.seconds)
+    writeln!(
+        out,
+        "  {} virtual, {} written, {} left sparse, {:.2} s",
+        bytes(s.virtual_size),
+        bytes(s.bytes_written),
+        bytes(s.bytes_zero),
+        s.seconds
+    )
 }
 
 fn bytes(n: u64) -> String {

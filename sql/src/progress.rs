@@ -11,8 +11,10 @@ pub struct Bar {
 
 impl imagelake_engine::Progress for Bar {
     fn phase(&self, name: &str, total: u64) {
-        let style = ProgressStyle::with_template("{msg:32} {bar:30} {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template(
+            "{msg:32} {bar:30} {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
         let bar = ProgressBar::new(total).with_style(style).with_message(name.to_string());
         if let Ok(mut current) = self.current.lock()
             && let Some(done) = current.replace(bar)

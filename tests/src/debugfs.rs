@@ -48,7 +48,9 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn parse(text: &str) -> Stat {
-    let num = |key: &str| field(text, key).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("no {key} in {text}"));
+    let num = |key: &str| {
+        field(text, key).and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
     let mut s = Stat {
         inode: num("Inode:"),
         kind: field(text, "Type:").unwrap_or("").to_string(),

@@ -106,7 +106,13 @@ impl Library {
 /// Byte-for-byte equality of two files, by `cmp` (an independent oracle).
 pub fn assert_same_bytes(a: &Path, b: &Path) {
     let out = Command::new("cmp").arg(a).arg(b).output().expect("cmp");
-    assert!(out.status.success(), "{} and {} differ: {}", a.display(), b.display(), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{} and {} differ: {}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// The raw bytes of any image `qemu-img` reads (the oracle for non-raw inputs).
@@ -116,9 +122,9 @@ pub fn qemu_img_to_raw(image: &Path, raw: &Path) {
 
 /// Where tests cache slow-to-build inputs (debootstrap trees), outside the clone.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("IMAGELAKE_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/imagelake-tests"))
+    std::env::var_os("IMAGELAKE_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())).join(".cache/imagelake-tests")
+    })
 }
 
 /// The repository root (for scripts under `tests/images/`).
@@ -143,8 +149,11 @@ pub fn mkfs_vfat(out: &Path, kib: u64) {
 
 /// Writes `part` into `disk` at byte `offset` without truncating it.
 pub fn write_at(disk: &Path, part: &Path, offset: u64) {
-    run(Command::new("dd").arg(format!("if={}", part.display())).arg(format!("of={}", disk.display()))
-        .args(["bs=1M", "conv=notrunc,sparse", "status=none", "oflag=seek_bytes"]).arg(format!("seek={offset}")));
+    run(Command::new("dd")
+        .arg(format!("if={}", part.display()))
+        .arg(format!("of={}", disk.display()))
+        .args(["bs=1M", "conv=notrunc,sparse", "status=none", "oflag=seek_bytes"])
+        .arg(format!("seek={offset}")));
 }
 
 /// A GPT disk laid out as installers do: BIOS boot, an EFI system partition (vfat), and the
@@ -154,9 +163,17 @@ pub fn gpt_disk(out: &Path, root: &Path, esp: &Path) {
     let esp_mib = std::fs::metadata(esp).expect("esp image").len().div_ceil(1 << 20);
     let total = 1 + 1 + esp_mib + root_mib + 1;
     run(Command::new("truncate").arg(format!("-s{total}M")).arg(out));
-    run(Command::new("sgdisk").arg("-n1:2048:+1M").arg("-t1:ef02").arg("-c1:bios")
-        .arg(format!("-n2:0:+{esp_mib}M")).arg("-t2:ef00").arg("-c2:EFI system")
-        .arg(format!("-n3:0:+{root_mib}M")).arg("-t3:8300").arg("-c3:root").arg(out));
+    run(Command::new("sgdisk")
+        .arg("-n1:2048:+1M")
+        .arg("-t1:ef02")
+        .arg("-c1:bios")
+        .arg(format!("-n2:0:+{esp_mib}M"))
+        .arg("-t2:ef00")
+        .arg("-c2:EFI system")
+        .arg(format!("-n3:0:+{root_mib}M"))
+        .arg("-t3:8300")
+        .arg("-c3:root")
+        .arg(out));
     write_at(out, esp, (2048 + 2048) * 512);
     write_at(out, root, (2048 + 2048 + esp_mib * 2048) * 512);
 }
@@ -173,8 +190,13 @@ pub fn mbr_disk(out: &Path, primary: &Path, logical: &Path) {
         "label: dos\nstart=2048, size={p}, type=83\nstart={ext_start}, size={}, type=5\nstart={logical_start}, size={l}, type=83\n",
         l + 2048
     );
-    let mut child = Command::new("sfdisk").arg("--quiet").arg(out)
-        .stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().expect("sfdisk");
+    let mut child = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk");
     use std::io::Write;
     child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
     assert!(child.wait().expect("sfdisk").success(), "sfdisk failed on {}", out.display());
@@ -211,14 +233,25 @@ pub struct Measured {
 pub fn measure(cmd: &mut Command, limit: Option<std::time::Duration>) -> Measured {
     use std::os::unix::process::ExitStatusExt;
     let started = std::time::Instant::now();
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
     // Drain pipes on threads so a chatty child cannot block; a watchdog enforces the limit.
     let mut stdout = child.stdout.expect("stdout");
     let mut stderr = child.stderr.expect("stderr");
-    let out = std::thread::spawn(move || { let mut s = String::new(); std::io::Read::read_to_string(&mut stdout, &mut s).ok(); s });
-    let err = std::thread::spawn(move || { let mut s = String::new(); std::io::Read::read_to_string(&mut stderr, &mut s).ok(); s });
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).ok();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+        s
+    });
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(limit) = limit {
         let done = done.clone();

@@ -100,7 +100,8 @@ fn visit(root: &Path, dir: &Path, out: &mut Vec<Entry>) {
             mtime: m.mtime(),
             link_target: ft.is_symlink().then(|| std::fs::read_link(&path).expect("readlink").display().to_string()),
             device: (kind == "char" || kind == "block").then(|| (libc::major(rdev), libc::minor(rdev))),
-            content_hash: (kind == "file").then(|| blake3::hash(&std::fs::read(&path).expect("read")).to_hex().to_string()),
+            content_hash: (kind == "file")
+                .then(|| blake3::hash(&std::fs::read(&path).expect("read")).to_hex().to_string()),
         });
         if kind == "dir" {
             visit(root, &path, out);

@@ -5,7 +5,9 @@
 //! owners, modes, sizes, times, link targets, device numbers, contents hashed with blake3)
 //! and `debugfs` (inode numbers, link counts, xattrs, the physical extent map).
 
-use imagelake_tests::{Library, assert_files_match, assert_same_bytes, gpt_disk, mbr_disk, mkfs_ext, mkfs_vfat, qemu_img_to_raw, run, tree};
+use imagelake_tests::{
+    Library, assert_files_match, assert_same_bytes, gpt_disk, mbr_disk, mkfs_ext, mkfs_vfat, qemu_img_to_raw, run, tree,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -57,7 +59,11 @@ fn assert_extents_tile_the_disk(lib: &Library, id: i64) {
     assert!(rows[0]["n"].as_i64().unwrap() > 0);
     assert_eq!(rows[0]["breaks"].as_i64(), Some(0), "image {id}: extents leave a gap or overlap");
     assert_eq!(rows[0]["covered"].as_i64(), size, "image {id}: extents do not cover the disk");
-    assert_eq!(rows[0]["bad_chunks"].as_i64(), Some(0), "image {id}: a data extent without a chunk, or a zero one with");
+    assert_eq!(
+        rows[0]["bad_chunks"].as_i64(),
+        Some(0),
+        "image {id}: a data extent without a chunk, or a zero one with"
+    );
 }
 
 #[test]
@@ -96,18 +102,30 @@ fn gpt_and_mbr_disks_raw_and_qcow2_round_trip() {
 
     let id = round_trip(&lib, &gpt, &gpt, "gpt");
     let parts = lib.sql(&format!("SELECT partition, scheme, type, name, start, size, fs_type FROM partitions WHERE image_id = {id} ORDER BY partition"));
-    let summary: Vec<(i64, String, Option<String>)> = parts.iter()
-        .map(|p| (p["partition"].as_i64().unwrap(), p["name"].as_str().unwrap().to_string(), p.get("fs_type").and_then(Value::as_str).map(str::to_string)))
+    let summary: Vec<(i64, String, Option<String>)> = parts
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["name"].as_str().unwrap().to_string(),
+                p.get("fs_type").and_then(Value::as_str).map(str::to_string),
+            )
+        })
         .collect();
-    assert_eq!(summary, vec![
-        (1, "bios".to_string(), None),
-        (2, "EFI system".to_string(), Some("vfat".to_string())),
-        (3, "root".to_string(), Some("ext4".to_string())),
-    ]);
+    assert_eq!(
+        summary,
+        vec![
+            (1, "bios".to_string(), None),
+            (2, "EFI system".to_string(), Some("vfat".to_string())),
+            (3, "root".to_string(), Some("ext4".to_string())),
+        ]
+    );
     assert!(parts.iter().all(|p| p["scheme"] == "gpt"));
     assert_eq!(parts[1]["type"], "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "EFI system partition type GUID");
     // The EFI system partition is indexed too: its file, with the content mtools wrote.
-    let esp = lib.sql(&format!("SELECT path, kind, size, content_hash FROM files WHERE image_id = {id} AND partition = 2 ORDER BY path"));
+    let esp = lib.sql(&format!(
+        "SELECT path, kind, size, content_hash FROM files WHERE image_id = {id} AND partition = 2 ORDER BY path"
+    ));
     let paths: Vec<&str> = esp.iter().map(|r| r["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["/", "/EFI", "/EFI/BOOTX64.EFI"]);
     let boot = std::fs::read(fx.path("esp.bootx64")).unwrap();
@@ -135,9 +153,18 @@ fn gpt_and_mbr_disks_raw_and_qcow2_round_trip() {
     let mbr = fx.path("mbr.img");
     mbr_disk(&mbr, &root, &logical);
     let id = round_trip(&lib, &mbr, &mbr, "mbr");
-    let parts = lib.sql(&format!("SELECT partition, scheme, type, start, fs_type FROM partitions WHERE image_id = {id} ORDER BY partition"));
-    let got: Vec<(i64, String, String)> = parts.iter()
-        .map(|p| (p["partition"].as_i64().unwrap(), p["type"].as_str().unwrap().to_string(), p["fs_type"].as_str().unwrap().to_string()))
+    let parts = lib.sql(&format!(
+        "SELECT partition, scheme, type, start, fs_type FROM partitions WHERE image_id = {id} ORDER BY partition"
+    ));
+    let got: Vec<(i64, String, String)> = parts
+        .iter()
+        .map(|p| {
+            (
+                p["partition"].as_i64().unwrap(),
+                p["type"].as_str().unwrap().to_string(),
+                p["fs_type"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(got, vec![(1, "0x83".into(), "ext4".into()), (5, "0x83".into(), "ext2".into())]);
     assert!(parts.iter().all(|p| p["scheme"] == "mbr"));
@@ -157,7 +184,10 @@ fn versions_dedup_and_names() {
     assert_eq!(second["version"], 2);
     assert_eq!(second["parent_id"], first["image_id"]);
     assert_eq!(second["bytes_new"], 0, "{second}");
-    assert_eq!(second["bytes_deduplicated"], first["bytes_new"].as_u64().unwrap() + first["bytes_deduplicated"].as_u64().unwrap());
+    assert_eq!(
+        second["bytes_deduplicated"],
+        first["bytes_new"].as_u64().unwrap() + first["bytes_deduplicated"].as_u64().unwrap()
+    );
     // A bare name means the newest version.
     let newest = lib.sql("SELECT name, version, parent_id FROM images WHERE name = 'web' ORDER BY version");
     assert_eq!(newest.len(), 2);
@@ -186,14 +216,17 @@ fn filesystems_imagelake_does_not_read_are_stored_raw_and_listed() {
     run(Command::new("mkswap").arg(p("swap.img")));
     let disk = p("disk.img");
     run(Command::new("truncate").arg("-s460M").arg(&disk));
-    run(Command::new("sgdisk").args(["-n1:2048:+320M", "-t1:8300", "-n2:0:+128M", "-t2:8300", "-n3:0:+8M", "-t3:8200"]).arg(&disk));
+    run(Command::new("sgdisk")
+        .args(["-n1:2048:+320M", "-t1:8300", "-n2:0:+128M", "-t2:8300", "-n3:0:+8M", "-t3:8200"])
+        .arg(&disk));
     let start = |n: u64| (2048 + n) * 512;
     imagelake_tests::write_at(&disk, &p("xfs.img"), start(0));
     imagelake_tests::write_at(&disk, &p("btrfs.img"), start(320 * 2048));
     imagelake_tests::write_at(&disk, &p("swap.img"), start(448 * 2048));
     let lib = Library::new();
     let id = round_trip(&lib, &disk, &disk, "others");
-    let rows = lib.sql(&format!("SELECT partition, fs_type, fs_error FROM partitions WHERE image_id = {id} ORDER BY partition"));
+    let rows = lib
+        .sql(&format!("SELECT partition, fs_type, fs_error FROM partitions WHERE image_id = {id} ORDER BY partition"));
     let types: Vec<Option<&str>> = rows.iter().map(|r| r.get("fs_type").and_then(Value::as_str)).collect();
     assert_eq!(types, [Some("xfs"), Some("btrfs"), Some("swap")]);
     assert!(rows.iter().all(|r| r.get("fs_error").is_none_or(Value::is_null)), "{rows:?}");

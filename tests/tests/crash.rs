@@ -19,7 +19,9 @@ fn checkin_killed_at_twenty_random_moments() {
     let disk = p("disk.img");
     // Each round's disk holds 12 MiB never seen before, so every checkin writes packs.
     let fresh_disk = || {
-        run(Command::new("sh").arg("-c").arg(format!("head -c 12582912 /dev/urandom > '{}'", p("tree/large").display())));
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c 12582912 /dev/urandom > '{}'", p("tree/large").display())));
         mkfs_ext(&p("tree"), &p("root.img"), "ext4", "64M", &[]);
         let _ = std::fs::remove_file(&disk);
         gpt_disk(&disk, &p("root.img"), &p("esp.img"));
@@ -41,9 +43,17 @@ fn checkin_killed_at_twenty_random_moments() {
         seed ^= seed << 17;
         let delay = full.mul_f64((seed % 1000) as f64 / 1000.0);
         fresh_disk();
-        let versions_before = lib.sql("SELECT count(*) AS n FROM images WHERE name = 'crash'")[0]["n"].as_i64().unwrap();
-        let mut child = lib.command().arg("checkin").arg(&disk).args(["--name", "crash", "--json"])
-            .stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let versions_before =
+            lib.sql("SELECT count(*) AS n FROM images WHERE name = 'crash'")[0]["n"].as_i64().unwrap();
+        let mut child = lib
+            .command()
+            .arg("checkin")
+            .arg(&disk)
+            .args(["--name", "crash", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
@@ -78,5 +88,8 @@ fn checkin_killed_at_twenty_random_moments() {
         assert_same_bytes(&disk, &out);
         std::fs::remove_file(&out).unwrap();
     }
-    assert!(killed_before_commit >= 5, "too few kills landed before the commit ({killed_before_commit}): the test would prove little");
+    assert!(
+        killed_before_commit >= 5,
+        "too few kills landed before the commit ({killed_before_commit}): the test would prove little"
+    );
 }

@@ -2,7 +2,9 @@
 //! (BIOS boot, EFI vfat, ext4 root) converted to qcow2; then a second version made as images
 //! really change: the disk copied, its root loop-mounted and given one more package in place.
 
-use imagelake_tests::{Library, assert_same_bytes, cache_dir, gpt_disk, mkfs_ext, mkfs_vfat, repo_root, run, run_measured, sh};
+use imagelake_tests::{
+    Library, assert_same_bytes, cache_dir, gpt_disk, mkfs_ext, mkfs_vfat, repo_root, run, run_measured, sh,
+};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -18,12 +20,17 @@ fn debian_tree() -> std::path::PathBuf {
 
 /// (name, version, arch) of every package, as dpkg itself reads the database.
 fn dpkg_query(admindir: &Path) -> BTreeSet<(String, String, String)> {
-    let out = run(Command::new("dpkg-query").arg(format!("--admindir={}", admindir.display()))
-        .args(["-W", "-f", "${Package}\t${Version}\t${Architecture}\n"]));
-    out.lines().map(|l| {
-        let f: Vec<&str> = l.split('\t').collect();
-        (f[0].to_string(), f[1].to_string(), f[2].to_string())
-    }).collect()
+    let out = run(Command::new("dpkg-query").arg(format!("--admindir={}", admindir.display())).args([
+        "-W",
+        "-f",
+        "${Package}\t${Version}\t${Architecture}\n",
+    ]));
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
 }
 
 #[test]
@@ -50,8 +57,15 @@ fn debian_mariadb_image_end_to_end() {
 
     // packages equal dpkg-query's view of the same database exactly.
     let rows = lib.sql(&format!("SELECT name, version, arch FROM packages WHERE image_id = {image_id}"));
-    let ours: BTreeSet<(String, String, String)> = rows.iter()
-        .map(|r| (r["name"].as_str().unwrap().into(), r["version"].as_str().unwrap().into(), r["arch"].as_str().unwrap().into()))
+    let ours: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["version"].as_str().unwrap().into(),
+                r["arch"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(ours.len(), rows.len(), "duplicate package rows");
     assert_eq!(ours, dpkg_query(&tree.join("var/lib/dpkg")));
@@ -64,8 +78,10 @@ fn debian_mariadb_image_end_to_end() {
     ));
     assert_eq!(root_rows[0]["n"].as_i64(), Some(found + 1));
     let facts = lib.sql(&format!("SELECT os_name, os_version, hostname FROM images WHERE image_id = {image_id}"));
-    assert_eq!((facts[0]["os_name"].as_str(), facts[0]["os_version"].as_str(), facts[0]["hostname"].as_str()),
-               (Some("debian"), Some("12"), Some("imagelake-test")));
+    assert_eq!(
+        (facts[0]["os_name"].as_str(), facts[0]["os_version"].as_str(), facts[0]["hostname"].as_str()),
+        (Some("debian"), Some("12"), Some("imagelake-test"))
+    );
 
     // Byte-exact checkout, streaming: under 1 GiB of memory both ways.
     let (_, checkout) = run_measured(lib.command().args(["checkout", "web@1"]).arg(path("web1.raw")).arg("--json"));
@@ -85,17 +101,26 @@ fn debian_mariadb_image_end_to_end() {
     std::fs::remove_file(path("web1.raw")).expect("rm");
     let disk2 = path("disk2.img");
     std::fs::copy(path("disk.img"), &disk2).expect("copy");
-    let root_start = lib.sql(&format!("SELECT start FROM partitions WHERE image_id = {image_id} AND name = 'root'"))[0]["start"]
-        .as_u64().expect("start");
+    let root_start = lib.sql(&format!("SELECT start FROM partitions WHERE image_id = {image_id} AND name = 'root'"))[0]
+        ["start"]
+        .as_u64()
+        .expect("start");
     let mnt = path("mnt");
     std::fs::create_dir(&mnt).expect("mkdir");
     let deb = sh(&format!("ls {}/debs/less_*.deb", cache_dir().display())).trim().to_string();
     run(Command::new("mount").arg("-o").arg(format!("loop,offset={root_start}")).arg(&disk2).arg(&mnt));
-    let install = Command::new("dpkg").arg(format!("--root={}", mnt.display())).arg("-i").arg(&deb)
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").output().expect("dpkg");
+    let install = Command::new("dpkg")
+        .arg(format!("--root={}", mnt.display()))
+        .arg("-i")
+        .arg(&deb)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .expect("dpkg");
     let installed = sh(&format!(
         "cd '{m}' && grep -v '^/$' var/lib/dpkg/info/less.list | while read -r f; do [ -f \".$f\" ] && [ ! -L \".$f\" ] && echo \".$f\"; done \
-         | tar -cf - -T - | zstd -3 -c | wc -c", m = mnt.display()));
+         | tar -cf - -T - | zstd -3 -c | wc -c",
+        m = mnt.display()
+    ));
     run(Command::new("umount").arg(&mnt));
     assert!(install.status.success(), "dpkg -i failed: {}", String::from_utf8_lossy(&install.stderr));
     let package_compressed: u64 = installed.trim().parse().expect("size");
@@ -105,11 +130,14 @@ fn debian_mariadb_image_end_to_end() {
     assert_eq!(second["version"], 2);
     assert_eq!(second["parent_id"].as_i64(), Some(image_id));
     let stored = second["bytes_stored"].as_u64().expect("stored");
-    assert!(stored <= package_compressed + 2 * MIB,
-        "web@2 stored {stored} new bytes; the package's files compress to {package_compressed}");
+    assert!(
+        stored <= package_compressed + 2 * MIB,
+        "web@2 stored {stored} new bytes; the package's files compress to {package_compressed}"
+    );
     let dedup = second["bytes_deduplicated"].as_u64().expect("dedup");
     assert!(dedup > 9 * first["bytes_new"].as_u64().expect("new") / 10, "web@2 deduplicated only {dedup} bytes");
-    let hits = lib.sql("SELECT i.version FROM images i JOIN packages p USING (image_id) WHERE p.name = 'less' ORDER BY 1");
+    let hits =
+        lib.sql("SELECT i.version FROM images i JOIN packages p USING (image_id) WHERE p.name = 'less' ORDER BY 1");
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0]["version"], 2);
     let out2 = path("web2.raw");

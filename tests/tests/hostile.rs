@@ -19,7 +19,8 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, i128)> {
             if m.is_dir() {
                 walk(&path, out);
             }
-            let mtime = m.modified().expect("mtime").duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+            let mtime =
+                m.modified().expect("mtime").duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
             out.insert(path, (m.len(), mtime));
         }
     }
@@ -37,7 +38,12 @@ fn checkin_bounded(lib: &Library, image: &Path, name: &str) -> Result<serde_json
     let out = measure(&mut cmd, Some(std::time::Duration::from_secs(120)));
     let stderr = out.stderr.clone();
     assert!(!stderr.contains("panicked"), "{}: checkin panicked:\n{stderr}", image.display());
-    assert!(out.status.code().is_some(), "{}: checkin was killed after {:.0} s (hang?)", image.display(), out.usage.wall_seconds);
+    assert!(
+        out.status.code().is_some(),
+        "{}: checkin was killed after {:.0} s (hang?)",
+        image.display(),
+        out.usage.wall_seconds
+    );
     assert!(out.usage.max_rss_bytes < GIB, "{}: checkin took {} MiB", image.display(), out.usage.max_rss_bytes >> 20);
     if out.status.success() {
         return Ok(serde_json::from_str(&out.stdout).expect("summary"));
@@ -50,7 +56,8 @@ fn checkin_bounded(lib: &Library, image: &Path, name: &str) -> Result<serde_json
 #[test]
 fn every_corrupt_fixture_is_indexed_exactly_or_refused_cleanly() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/ext4-corrupt");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&fixtures).expect("fixtures folder")
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .expect("fixtures folder")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.to_string_lossy().ends_with(".img.gz"))
         .collect();
@@ -62,7 +69,10 @@ fn every_corrupt_fixture_is_indexed_exactly_or_refused_cleanly() {
         let workers: Vec<_> = names.chunks(half).map(|part| scope.spawn(move || walk_fixtures(part))).collect();
         workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     });
-    eprintln!("{} fixtures, bare and in a GPT disk: {indexed} indexed (all byte-exact), {refused} refused", names.len());
+    eprintln!(
+        "{} fixtures, bare and in a GPT disk: {indexed} indexed (all byte-exact), {refused} refused",
+        names.len()
+    );
     assert_eq!(indexed + refused, 2 * names.len());
     assert!(indexed > names.len(), "most fixtures are readable filesystems");
 }
@@ -188,8 +198,12 @@ fn qemu_img_formats_round_trip_and_keep_to_their_folder() {
     // A vmdk whose extent lies in another folder is refused.
     std::fs::create_dir(p("a")).unwrap();
     std::fs::create_dir(p("b")).unwrap();
-    run(Command::new("qemu-img").args(["convert", "-O", "vmdk", "-o", "subformat=monolithicFlat"]).arg(p("disk.img")).arg(p("a/flat.vmdk")));
-    let descriptor = std::fs::read_to_string(p("a/flat.vmdk")).unwrap()
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "vmdk", "-o", "subformat=monolithicFlat"])
+        .arg(p("disk.img"))
+        .arg(p("a/flat.vmdk")));
+    let descriptor = std::fs::read_to_string(p("a/flat.vmdk"))
+        .unwrap()
         .replace("\"flat-flat.vmdk\"", &format!("\"{}\"", p("a/flat-flat.vmdk").display()));
     std::fs::write(p("b/flat.vmdk"), descriptor).unwrap();
     let err = checkin_bounded(&lib, &p("b/flat.vmdk"), "outside").expect_err("outside extent is refused");
@@ -205,9 +219,18 @@ fn two_checkins_at_once_both_commit() {
     std::fs::write(p("tree/etc/motd"), "another image\n").unwrap();
     mkfs_ext(&p("tree"), &p("b.img"), "ext2", "48M", &[]);
     let lib = Library::new();
-    let children: Vec<_> = [p("a.img"), p("b.img")].iter()
-        .map(|img| lib.command().arg("checkin").arg(img).args(["--name", "web", "--json"])
-            .stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+    let children: Vec<_> = [p("a.img"), p("b.img")]
+        .iter()
+        .map(|img| {
+            lib.command()
+                .arg("checkin")
+                .arg(img)
+                .args(["--name", "web", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let mut versions = Vec::new();
     for child in children {
@@ -230,5 +253,8 @@ fn two_checkins_at_once_both_commit() {
     }
     let a = p("web1.raw");
     let b = p("web2.raw");
-    assert!(!Command::new("cmp").arg(&a).arg(&b).arg("-s").status().unwrap().success(), "the two versions are the two images");
+    assert!(
+        !Command::new("cmp").arg(&a).arg(&b).arg("-s").status().unwrap().success(),
+        "the two versions are the two images"
+    );
 }

@@ -19,11 +19,19 @@ fn a_library_is_a_versioned_directory() {
     let img = small_image(dir.path());
     // -L wins over $IMAGELAKE_LIBRARY, which wins over ./imagelake-library.
     let env_lib = dir.path().join("from-env");
-    run(Command::new(imagelake_tests::imagelake_bin()).current_dir(dir.path()).env("IMAGELAKE_LIBRARY", &env_lib)
-        .args(["checkin"]).arg(&img).args(["--name", "a"]));
+    run(Command::new(imagelake_tests::imagelake_bin())
+        .current_dir(dir.path())
+        .env("IMAGELAKE_LIBRARY", &env_lib)
+        .args(["checkin"])
+        .arg(&img)
+        .args(["--name", "a"]));
     assert!(env_lib.join("imagelake.json").exists());
-    run(Command::new(imagelake_tests::imagelake_bin()).current_dir(dir.path()).env_remove("IMAGELAKE_LIBRARY")
-        .args(["checkin"]).arg(&img).args(["--name", "b"]));
+    run(Command::new(imagelake_tests::imagelake_bin())
+        .current_dir(dir.path())
+        .env_remove("IMAGELAKE_LIBRARY")
+        .args(["checkin"])
+        .arg(&img)
+        .args(["--name", "b"]));
     assert!(dir.path().join("imagelake-library/imagelake.json").exists());
 
     let lib = Library::new();
@@ -39,7 +47,12 @@ fn a_library_is_a_versioned_directory() {
     assert!(err.contains("format version 99") && err.contains("reads version 1"), "{err}");
     // A directory that holds something else is not taken over.
     let other = dir.path().join("tree");
-    let out = Command::new(imagelake_tests::imagelake_bin()).arg("-L").arg(&other).args(["sql", "-c", "SELECT 1"]).output().unwrap();
+    let out = Command::new(imagelake_tests::imagelake_bin())
+        .arg("-L")
+        .arg(&other)
+        .args(["sql", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an imagelake library"), "{out:?}");
 }
 
@@ -50,7 +63,9 @@ fn qcow2_backing_files_only_from_the_image_folder() {
     let base = dir.path().join("base.qcow2");
     run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&raw).arg(&base));
     let overlay = dir.path().join("overlay.qcow2");
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2"]).arg(&overlay));
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2"])
+        .arg(&overlay));
     run(Command::new("qemu-io").args(["-c", "write -P 0xab 1M 64k"]).arg(&overlay));
     let lib = Library::new();
     lib.checkin(&overlay, "layered");
@@ -80,7 +95,13 @@ fn sql_formats_and_clear_errors() {
     mkfs_ext(&dir.path().join("t"), &img, "ext4", "32M", &[]);
     let lib = Library::new();
     lib.checkin(&img, "t");
-    let csv = run(lib.command().args(["sql", "--format", "csv", "-c", "SELECT path, xattrs FROM files WHERE path = '/etc/motd'"]));
+    let csv = run(lib.command().args([
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT path, xattrs FROM files WHERE path = '/etc/motd'",
+    ]));
     assert_eq!(csv.lines().next(), Some("path,xattrs"));
     assert!(csv.contains("/etc/motd") && csv.contains("user.checksum"), "{csv}");
     let table = run(lib.command().args(["sql", "-c", "SELECT count(*) AS n FROM files WHERE kind = 'symlink'"]));

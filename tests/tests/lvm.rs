@@ -21,7 +21,9 @@ fn two_ext4_logical_volumes_on_two_physical_volumes() {
     std::fs::write(p("data-tree/etc/motd"), "the data volume\n").unwrap();
     let disk = p("disk.img");
     run(Command::new("truncate").arg("-s200M").arg(&disk));
-    run(Command::new("sgdisk").args(["-n1:2048:+1M", "-t1:ef02", "-n2:0:+96M", "-t2:8e00", "-n3:0:0", "-t3:8e00"]).arg(&disk));
+    run(Command::new("sgdisk")
+        .args(["-n1:2048:+1M", "-t1:ef02", "-n2:0:+96M", "-t2:8e00", "-n3:0:0", "-t3:8e00"])
+        .arg(&disk));
     let sectors = |field: &str, n: u32| -> u64 {
         let out = run(Command::new("sgdisk").arg(format!("-i{n}")).arg(&disk));
         let line = out.lines().find(|l| l.starts_with(field)).expect("sgdisk field");
@@ -31,8 +33,13 @@ fn two_ext4_logical_volumes_on_two_physical_volumes() {
     let mut loops = Vec::new();
     for n in [2, 3] {
         let (first, last) = (sectors("First sector", n), sectors("Last sector", n));
-        let dev = run(Command::new("losetup").arg("--offset").arg((first * 512).to_string())
-            .arg("--sizelimit").arg(((last - first + 1) * 512).to_string()).args(["-f", "--show"]).arg(&disk));
+        let dev = run(Command::new("losetup")
+            .arg("--offset")
+            .arg((first * 512).to_string())
+            .arg("--sizelimit")
+            .arg(((last - first + 1) * 512).to_string())
+            .args(["-f", "--show"])
+            .arg(&disk));
         loops.push((dev.trim().to_string(), first * 512));
     }
     let vg = format!("iltest{}", std::process::id());
@@ -76,22 +83,40 @@ fn two_ext4_logical_volumes_on_two_physical_volumes() {
     let summary = lib.checkin(&disk, "lvm");
     let id = summary["image_id"].as_i64().unwrap();
     let rows = lib.sql(&format!("SELECT partition, scheme, type, name, start, fs_type, fs_label FROM partitions WHERE image_id = {id} ORDER BY partition"));
-    let names: Vec<(String, String, Option<String>)> = rows.iter()
-        .map(|r| (r["scheme"].as_str().unwrap().into(), r["name"].as_str().unwrap().into(), r.get("fs_type").and_then(|v| v.as_str()).map(str::to_string)))
+    let names: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["scheme"].as_str().unwrap().into(),
+                r["name"].as_str().unwrap().into(),
+                r.get("fs_type").and_then(|v| v.as_str()).map(str::to_string),
+            )
+        })
         .collect();
-    assert_eq!(names, vec![
-        ("gpt".into(), "".into(), None),
-        ("gpt".into(), "".into(), Some("lvm2".into())),
-        ("gpt".into(), "".into(), Some("lvm2".into())),
-        ("lvm".into(), format!("{vg}/root"), Some("ext4".into())),
-        ("lvm".into(), format!("{vg}/data"), Some("ext4".into())),
-    ]);
+    assert_eq!(
+        names,
+        vec![
+            ("gpt".into(), "".into(), None),
+            ("gpt".into(), "".into(), Some("lvm2".into())),
+            ("gpt".into(), "".into(), Some("lvm2".into())),
+            ("lvm".into(), format!("{vg}/root"), Some("ext4".into())),
+            ("lvm".into(), format!("{vg}/data"), Some("ext4".into())),
+        ]
+    );
     for (row, name) in rows[3..].iter().zip(["root", "data"]) {
         let start = row["start"].as_u64().unwrap();
         assert_eq!(placed.iter().find(|p| p.0 == name).unwrap().1, start, "{name} start");
         assert_eq!(row["type"], "linear");
         let tree = p(&format!("{name}-tree"));
-        assert_files_match(&lib, id, row["partition"].as_i64().unwrap(), &p(&format!("{name}.img")), start, 4096, &tree);
+        assert_files_match(
+            &lib,
+            id,
+            row["partition"].as_i64().unwrap(),
+            &p(&format!("{name}.img")),
+            start,
+            4096,
+            &tree,
+        );
     }
     let out = p("out.raw");
     lib.checkout("lvm", &out);

@@ -10,7 +10,13 @@ type Rows = BTreeSet<(String, String, String)>;
 fn package_rows(lib: &Library, id: i64, manager: &str) -> Rows {
     lib.sql(&format!("SELECT name, version, arch FROM packages WHERE image_id = {id} AND manager = '{manager}'"))
         .iter()
-        .map(|r| (r["name"].as_str().unwrap().into(), r["version"].as_str().unwrap().into(), r["arch"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["version"].as_str().unwrap().into(),
+                r["arch"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -26,18 +32,34 @@ fn rpm_sqlite_database_made_by_rpm() {
              %files\n/usr/share/{name}/greeting\n"
         );
         std::fs::write(p(&format!("{name}.spec")), spec).unwrap();
-        run(Command::new("rpmbuild").arg("--define").arg(format!("_topdir {}", p("top").display())).arg("-bb").arg(p(&format!("{name}.spec"))));
+        run(Command::new("rpmbuild")
+            .arg("--define")
+            .arg(format!("_topdir {}", p("top").display()))
+            .arg("-bb")
+            .arg(p(&format!("{name}.spec"))));
     }
     std::fs::create_dir_all(p("tree/etc")).unwrap();
     std::fs::write(p("tree/etc/os-release"), "ID=fedora\nVERSION_ID=40\n").unwrap();
     let rpms: Vec<_> = std::fs::read_dir(p("top/RPMS/noarch")).unwrap().map(|e| e.unwrap().path()).collect();
-    run(Command::new("rpm").arg("--root").arg(p("tree")).args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"]).args(&rpms));
-    let listed = run(Command::new("rpm").arg("--root").arg(p("tree"))
-        .args(["--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NAME}\\t%{EVR}\\t%{ARCH}\\n"]));
-    let expected: Rows = listed.lines().map(|l| {
-        let f: Vec<&str> = l.split('\t').collect();
-        (f[0].into(), f[1].into(), f[2].into())
-    }).collect();
+    run(Command::new("rpm")
+        .arg("--root")
+        .arg(p("tree"))
+        .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"])
+        .args(&rpms));
+    let listed = run(Command::new("rpm").arg("--root").arg(p("tree")).args([
+        "--dbpath",
+        "/var/lib/rpm",
+        "-qa",
+        "--qf",
+        "%{NAME}\\t%{EVR}\\t%{ARCH}\\n",
+    ]));
+    let expected: Rows = listed
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].into(), f[1].into(), f[2].into())
+        })
+        .collect();
     assert_eq!(expected.len(), 2, "{listed}");
 
     mkfs_ext(&p("tree"), &p("fedora.img"), "ext4", "16M", &[]);
@@ -76,8 +98,11 @@ C:Q1abc=\nP:busybox-binsh\nV:1.36.1-r29\nA:x86_64\nS:1547\nI:1\nT:busybox ash /b
     let lib = Library::new();
     let id = lib.checkin(&p("alpine.img"), "alpine")["image_id"].as_i64().unwrap();
     let expected: Rows = [("musl", "1.2.5-r0", "x86_64"), ("busybox-binsh", "1.36.1-r29", "x86_64")]
-        .iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
     assert_eq!(package_rows(&lib, id, "apk"), expected);
-    let rows = lib.sql(&format!("SELECT source, installed_size FROM packages WHERE image_id = {id} AND name = 'busybox-binsh'"));
+    let rows = lib
+        .sql(&format!("SELECT source, installed_size FROM packages WHERE image_id = {id} AND name = 'busybox-binsh'"));
     assert_eq!((rows[0]["source"].as_str(), rows[0]["installed_size"].as_i64()), (Some("busybox"), Some(1)));
 }

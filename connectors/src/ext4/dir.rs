@@ -24,9 +24,8 @@ pub(super) fn parse_block(
     let err = |pos: usize, what: String| Error(format!("{}, entry at {pos}: {what}", where_()));
     let mut pos = 0;
     while pos < block.len() {
-        let header = block
-            .get(pos..pos + HEADER)
-            .ok_or_else(|| err(pos, "header runs past the end of the block".into()))?;
+        let header =
+            block.get(pos..pos + HEADER).ok_or_else(|| err(pos, "header runs past the end of the block".into()))?;
         let inode = le32(header, 0);
         let rec_len = rec_len(le16(header, 4), block.len());
         let name_len = usize::from(header.get(6).copied().unwrap_or(0));
@@ -34,32 +33,18 @@ pub(super) fn parse_block(
             return Err(err(pos, format!("rec_len {rec_len} is invalid")));
         }
         if name_len + HEADER > rec_len {
-            return Err(err(
-                pos,
-                format!("name_len {name_len} exceeds rec_len {rec_len}"),
-            ));
+            return Err(err(pos, format!("name_len {name_len} exceeds rec_len {rec_len}")));
         }
         if inode != 0 {
-            let name = block
-                .get(pos + HEADER..pos + HEADER + name_len)
-                .unwrap_or_default();
+            let name = block.get(pos + HEADER..pos + HEADER + name_len).unwrap_or_default();
             if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
-                return Err(err(
-                    pos,
-                    format!("name {:?} is invalid", super::escape(name)),
-                ));
+                return Err(err(pos, format!("name {:?} is invalid", super::escape(name))));
             }
             if inode > inodes_count {
-                return Err(err(
-                    pos,
-                    format!("inode {inode} exceeds the {inodes_count} inodes"),
-                ));
+                return Err(err(pos, format!("inode {inode} exceeds the {inodes_count} inodes")));
             }
             if name != b"." && name != b".." {
-                out.push(Entry {
-                    name: name.to_vec(),
-                    inode,
-                });
+                out.push(Entry { name: name.to_vec(), inode });
             }
         }
         pos += rec_len;

@@ -43,20 +43,12 @@ pub(super) struct Inode {
 impl Inode {
     pub fn parse(ino: u32, raw: &[u8], sb: &Superblock) -> Result<Inode, Error> {
         let flags = le32(raw, 0x20);
-        let blocks_hi = if sb.huge_file() {
-            u64::from(le16(raw, 0x74))
-        } else {
-            0
-        };
+        let blocks_hi = if sb.huge_file() { u64::from(le16(raw, 0x74)) } else { 0 };
         let mut sectors = u64::from(le32(raw, 0x1C)) | blocks_hi << 32;
         if sb.huge_file() && flags & FL_HUGE_FILE != 0 {
             sectors = sectors.saturating_mul(u64::from(sb.block_size / 512));
         }
-        let acl_hi = if sb.is_64bit() {
-            u64::from(le16(raw, 0x76))
-        } else {
-            0
-        };
+        let acl_hi = if sb.is_64bit() { u64::from(le16(raw, 0x76)) } else { 0 };
 
         // The large inode: i_extra_isize says how much of the bytes after 128 are fields;
         // the rest holds extended attributes.
@@ -73,13 +65,9 @@ impl Inode {
         }
         let mtime_extra = (extra_isize >= 0x8C - GOOD_OLD_INODE_SIZE).then(|| le32(raw, 0x88));
         // The extra field's low two bits extend the signed 32-bit seconds past 2038.
-        let mtime =
-            i64::from(le32(raw, 0x10) as i32) + (i64::from(mtime_extra.unwrap_or(0) & 3) << 32);
+        let mtime = i64::from(le32(raw, 0x10) as i32) + (i64::from(mtime_extra.unwrap_or(0) & 3) << 32);
         let mut i_block = [0; I_BLOCK_LEN];
-        i_block.copy_from_slice(
-            raw.get(0x28..0x28 + I_BLOCK_LEN)
-                .unwrap_or(&[0; I_BLOCK_LEN]),
-        );
+        i_block.copy_from_slice(raw.get(0x28..0x28 + I_BLOCK_LEN).unwrap_or(&[0; I_BLOCK_LEN]));
         Ok(Inode {
             ino,
             mode: le16(raw, 0x0),
@@ -93,10 +81,7 @@ impl Inode {
             mtime,
             mtime_nsec: mtime_extra.map_or(0, |extra| extra >> 2),
             i_block,
-            xattr_area: raw
-                .get(GOOD_OLD_INODE_SIZE + extra_isize..)
-                .unwrap_or_default()
-                .to_vec(),
+            xattr_area: raw.get(GOOD_OLD_INODE_SIZE + extra_isize..).unwrap_or_default().to_vec(),
         })
     }
 
@@ -115,11 +100,7 @@ impl Inode {
         if sb.ea_inode() {
             return self.size < I_BLOCK_LEN as u64;
         }
-        let xattr_sectors = if self.file_acl != 0 {
-            sb.cluster_size / 512
-        } else {
-            0
-        };
+        let xattr_sectors = if self.file_acl != 0 { sb.cluster_size / 512 } else { 0 };
         self.sectors <= xattr_sectors
     }
 
@@ -141,11 +122,7 @@ pub(super) struct Allowance {
 impl Allowance {
     pub fn new(inode: &Inode, sb: &Superblock, fs_left: u64) -> Allowance {
         let own = inode.block_count(sb);
-        Allowance {
-            ino: inode.ino,
-            left: own.min(fs_left),
-            by_inode: own <= fs_left,
-        }
+        Allowance { ino: inode.ino, left: own.min(fs_left), by_inode: own <= fs_left }
     }
 
     pub fn left(&self) -> u64 {
@@ -155,10 +132,7 @@ impl Allowance {
     fn take(&mut self, blocks: u64) -> Result<(), Error> {
         self.left = self.left.checked_sub(blocks).ok_or_else(|| {
             Error(if self.by_inode {
-                format!(
-                    "inode {}: maps more blocks than its i_blocks accounts for",
-                    self.ino
-                )
+                format!("inode {}: maps more blocks than its i_blocks accounts for", self.ino)
             } else {
                 format!(
                     "inode {}: maps more blocks than the filesystem has left unclaimed by other \
@@ -179,11 +153,7 @@ pub(super) trait BlockSource {
 
 /// The data extents of an inode that keeps its data in blocks (not inline), in bytes, sorted
 /// and merged.
-pub(super) fn map(
-    vol: &dyn BlockSource,
-    inode: &Inode,
-    allowance: &mut Allowance,
-) -> Result<Vec<Extent>, Error> {
+pub(super) fn map(vol: &dyn BlockSource, inode: &Inode, allowance: &mut Allowance) -> Result<Vec<Extent>, Error> {
     let mut runs = Vec::new();
     if inode.flags & FL_EXTENTS != 0 {
         extent_node(vol, inode.ino, &inode.i_block, None, allowance, &mut runs)?;
@@ -217,64 +187,37 @@ fn extent_node(
     let max = usize::from(le16(node, 4));
     let node_depth = le16(node, 6);
     if magic != EXTENT_MAGIC {
-        return Err(err(format!(
-            "extent header magic {magic:#06x} is not {EXTENT_MAGIC:#06x}"
-        )));
+        return Err(err(format!("extent header magic {magic:#06x} is not {EXTENT_MAGIC:#06x}")));
     }
     match depth {
         None if node_depth > EXTENT_MAX_DEPTH => {
-            return Err(err(format!(
-                "extent tree depth {node_depth} exceeds {EXTENT_MAX_DEPTH}"
-            )));
+            return Err(err(format!("extent tree depth {node_depth} exceeds {EXTENT_MAX_DEPTH}")));
         }
         Some(want) if want != node_depth => {
-            return Err(err(format!(
-                "extent node has depth {node_depth}, expected {want}"
-            )));
+            return Err(err(format!("extent node has depth {node_depth}, expected {want}")));
         }
         _ => {}
     }
     let capacity = (node.len() / EXTENT_ENTRY).saturating_sub(1);
     if max > capacity || entries > max {
-        return Err(err(format!(
-            "extent node claims {entries} of {max} entries but holds at most {capacity}"
-        )));
+        return Err(err(format!("extent node claims {entries} of {max} entries but holds at most {capacity}")));
     }
     for entry in node.chunks_exact(EXTENT_ENTRY).skip(1).take(entries) {
         let logical = u64::from(le32(entry, 0));
         if node_depth > 0 {
             let child = u64::from(le32(entry, 4)) | u64::from(le16(entry, 8)) << 32;
             allowance.take(1)?;
-            let block = vol.block(child, &|| {
-                format!("inode {ino}: extent index for logical block {logical}")
-            })?;
+            let block = vol.block(child, &|| format!("inode {ino}: extent index for logical block {logical}"))?;
             extent_node(vol, ino, &block, Some(node_depth - 1), allowance, out)?;
         } else {
             let raw_len = le16(entry, 4);
             let unwritten = raw_len > EXTENT_INIT_MAX_LEN;
-            let len = u64::from(if unwritten {
-                raw_len - EXTENT_INIT_MAX_LEN
-            } else {
-                raw_len
-            });
+            let len = u64::from(if unwritten { raw_len - EXTENT_INIT_MAX_LEN } else { raw_len });
             let physical = u64::from(le32(entry, 8)) | u64::from(le16(entry, 6)) << 32;
             if len == 0 {
-                return Err(err(format!(
-                    "extent at logical block {logical} has length 0"
-                )));
+                return Err(err(format!("extent at logical block {logical} has length 0")));
             }
-            add_run(
-                vol.sb(),
-                ino,
-                Run {
-                    logical,
-                    physical,
-                    len,
-                    unwritten,
-                },
-                allowance,
-                out,
-            )?;
+            add_run(vol.sb(), ino, Run { logical, physical, len, unwritten }, allowance, out)?;
         }
     }
     Ok(())
@@ -282,12 +225,7 @@ fn extent_node(
 
 /// Walks the ext2/ext3 block map: 12 direct pointers, then single, double and triple
 /// indirect blocks. A zero pointer is a hole.
-fn block_map(
-    vol: &dyn BlockSource,
-    inode: &Inode,
-    allowance: &mut Allowance,
-    out: &mut Vec<Run>,
-) -> Result<(), Error> {
+fn block_map(vol: &dyn BlockSource, inode: &Inode, allowance: &mut Allowance, out: &mut Vec<Run>) -> Result<(), Error> {
     let per_block = u64::from(vol.sb().block_size / 4);
     let mut first = 0u64;
     for (i, ptr) in inode.i_block.chunks_exact(4).enumerate() {
@@ -315,43 +253,22 @@ fn indirect(
         return Ok(());
     }
     if level == 0 {
-        let run = Run {
-            logical: first,
-            physical: ptr,
-            len: 1,
-            unwritten: false,
-        };
+        let run = Run { logical: first, physical: ptr, len: 1, unwritten: false };
         return add_run(vol.sb(), ino, run, allowance, out);
     }
     allowance.take(1)?;
-    let block = vol.block(ptr, &|| {
-        format!("inode {ino}: indirect block (level {level}) for logical block {first}")
-    })?;
+    let block = vol.block(ptr, &|| format!("inode {ino}: indirect block (level {level}) for logical block {first}"))?;
     let span = u64::from(vol.sb().block_size / 4).saturating_pow(level - 1);
     for (i, child) in (0u64..).zip(block.chunks_exact(4)) {
         let logical = i.saturating_mul(span).saturating_add(first);
-        indirect(
-            vol,
-            ino,
-            u64::from(le32(child, 0)),
-            level - 1,
-            logical,
-            allowance,
-            out,
-        )?;
+        indirect(vol, ino, u64::from(le32(child, 0)), level - 1, logical, allowance, out)?;
     }
     Ok(())
 }
 
 /// Checks a run against the filesystem and the allowance, and appends it, merged with the
 /// previous run when both logical and physical blocks continue it.
-fn add_run(
-    sb: &Superblock,
-    ino: u32,
-    run: Run,
-    allowance: &mut Allowance,
-    out: &mut Vec<Run>,
-) -> Result<(), Error> {
+fn add_run(sb: &Superblock, ino: u32, run: Run, allowance: &mut Allowance, out: &mut Vec<Run>) -> Result<(), Error> {
     // Logical block numbers are 32 bits wide.
     if run.logical.saturating_add(run.len) > 1 << 32 {
         return Err(Error(format!(
@@ -384,10 +301,7 @@ fn finish(ino: u32, mut runs: Vec<Run>, sb: &Superblock) -> Result<Vec<Extent>, 
     for run in runs {
         match merged.last_mut() {
             Some(last) if last.logical + last.len > run.logical => {
-                return Err(Error(format!(
-                    "inode {ino}: extents overlap at logical block {}",
-                    run.logical
-                )));
+                return Err(Error(format!("inode {ino}: extents overlap at logical block {}", run.logical)));
             }
             Some(last) if continues(last, &run) => last.len += run.len,
             _ => merged.push(run),
@@ -397,11 +311,6 @@ fn finish(ino: u32, mut runs: Vec<Run>, sb: &Superblock) -> Result<Vec<Extent>, 
     let bs = u64::from(sb.block_size);
     Ok(merged
         .into_iter()
-        .map(|r| Extent {
-            logical: r.logical * bs,
-            physical: r.physical * bs,
-            len: r.len * bs,
-            unwritten: r.unwritten,
-        })
+        .map(|r| Extent { logical: r.logical * bs, physical: r.physical * bs, len: r.len * bs, unwritten: r.unwritten })
         .collect())
 }

@@ -30,7 +30,6 @@ mod xattr;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
 use crate::fs::Listing;
@@ -53,12 +52,7 @@ pub fn probe(src: &dyn ReadAt) -> bool {
 pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     let sb = Superblock::read(src)?;
     let mut walk = Walk {
-        vol: Volume {
-            src,
-            blocks_left: sb.blocks_count,
-            sb,
-            inode_tables: HashMap::new(),
-        },
+        vol: Volume { src, blocks_left: sb.blocks_count, sb, inode_tables: HashMap::new() },
         listing: Listing::default(),
         first_path: HashMap::new(),
     };
@@ -79,7 +73,6 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
 #[derive(Debug, thiserror::Error)]
 #[error("ext4: {0}")]
 pub struct Error(pub String);
-
 
 /// The kind an inode's mode names.
 fn kind_from_mode(mode: u16) -> Option<FileKind> {
@@ -112,16 +105,12 @@ impl BlockSource for Volume<'_> {
     }
 
     fn block(&self, block: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>, Error> {
-        let offset = self.sb.block_offset(block).ok_or_else(|| {
-            Error(format!(
-                "{}: block {block} lies past the end of the filesystem",
-                what()
-            ))
-        })?;
+        let offset = self
+            .sb
+            .block_offset(block)
+            .ok_or_else(|| Error(format!("{}: block {block} lies past the end of the filesystem", what())))?;
         let mut buf = vec![0; self.sb.block_size as usize];
-        self.src
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| Error(format!("{}: block {block}: {e}", what())))?;
+        self.src.read_exact_at(&mut buf, offset).map_err(|e| Error(format!("{}: block {block}: {e}", what())))?;
         Ok(buf)
     }
 }
@@ -130,10 +119,7 @@ impl Volume<'_> {
     fn inode(&mut self, ino: u32) -> Result<Inode, Error> {
         let sb = &self.sb;
         if ino == 0 || ino > sb.inodes_count {
-            return Err(Error(format!(
-                "inode {ino} is outside 1..={} of the filesystem",
-                sb.inodes_count
-            )));
+            return Err(Error(format!("inode {ino} is outside 1..={} of the filesystem", sb.inodes_count)));
         }
         let group = (ino - 1) / sb.inodes_per_group;
         let index = (ino - 1) % sb.inodes_per_group;
@@ -148,9 +134,7 @@ impl Volume<'_> {
         // inode_table checked that the whole table lies inside the filesystem.
         let offset = table * u64::from(sb.block_size) + u64::from(index) * u64::from(sb.inode_size);
         let mut raw = vec![0; sb.inode_size as usize];
-        self.src
-            .read_exact_at(&mut raw, offset)
-            .map_err(|e| Error(format!("inode {ino}: {e}")))?;
+        self.src.read_exact_at(&mut raw, offset).map_err(|e| Error(format!("inode {ino}: {e}")))?;
         Inode::parse(ino, &raw, sb)
     }
 
@@ -191,32 +175,17 @@ impl Volume<'_> {
     }
 
     /// A value kept in the data of its own inode (EA_INODE).
-    fn xattr_inode(
-        &mut self,
-        ino: u32,
-        name: &str,
-        inum: u32,
-        size: u32,
-    ) -> Result<Vec<u8>, Error> {
-        let err = |what: String| {
-            Error(format!(
-                "inode {ino}: xattr {name}: value inode {inum} {what}"
-            ))
-        };
+    fn xattr_inode(&mut self, ino: u32, name: &str, inum: u32, size: u32) -> Result<Vec<u8>, Error> {
+        let err = |what: String| Error(format!("inode {ino}: xattr {name}: value inode {inum} {what}"));
         if size > MAX_XATTR_VALUE {
-            return Err(err(format!(
-                "holds {size} bytes, more than {MAX_XATTR_VALUE}"
-            )));
+            return Err(err(format!("holds {size} bytes, more than {MAX_XATTR_VALUE}")));
         }
         let value_inode = self.inode(inum)?;
         if !value_inode.is_ea_inode() || value_inode.has_inline_data() {
             return Err(err("is not an EA_INODE".into()));
         }
         if value_inode.size < u64::from(size) {
-            return Err(err(format!(
-                "holds {} bytes, less than {size}",
-                value_inode.size
-            )));
+            return Err(err(format!("holds {} bytes, less than {size}", value_inode.size)));
         }
         let extents = self.map(&value_inode)?;
         self.read_data(inum, &extents, u64::from(size))
@@ -224,11 +193,7 @@ impl Volume<'_> {
 
     /// The entries of directory `inode`, in on-disk order. `system_data` is the inline-data
     /// continuation, if any.
-    fn dir_entries(
-        &mut self,
-        inode: &Inode,
-        system_data: Option<&[u8]>,
-    ) -> Result<Vec<dir::Entry>, Error> {
+    fn dir_entries(&mut self, inode: &Inode, system_data: Option<&[u8]>) -> Result<Vec<dir::Entry>, Error> {
         let ino = inode.ino;
         let inodes_count = self.sb.inodes_count;
         let mut out = Vec::new();
@@ -272,10 +237,7 @@ impl Walk<'_> {
     fn run(&mut self) -> Result<(), Error> {
         let root = self.visit(inode::ROOT, "/".into())?;
         let Some(root) = root else {
-            return Err(Error(format!(
-                "inode {}: the root is not a directory",
-                inode::ROOT
-            )));
+            return Err(Error(format!("inode {}: the root is not a directory", inode::ROOT)));
         };
         // An explicit stack, not recursion: depth is bounded only by the number of inodes.
         // Each level holds its directory's path ("" for the root) and its unvisited entries.
@@ -304,10 +266,7 @@ impl Walk<'_> {
                     first.path
                 )));
             }
-            let file = File {
-                path,
-                ..first.clone()
-            };
+            let file = File { path, ..first.clone() };
             self.add(file)?;
             return Ok(None);
         }
@@ -324,21 +283,12 @@ impl Walk<'_> {
     fn decode(&mut self, ino: u32, path: String) -> Result<(File, Option<Vec<dir::Entry>>), Error> {
         let inode = self.vol.inode(ino)?;
         if inode.links == 0 {
-            return Err(Error(format!(
-                "inode {ino}: has no links (deleted) but is referenced"
-            )));
+            return Err(Error(format!("inode {ino}: has no links (deleted) but is referenced")));
         }
-        let kind = kind_from_mode(inode.mode).ok_or_else(|| {
-            Error(format!(
-                "inode {ino}: mode {:#o} has no known file type",
-                inode.mode
-            ))
-        })?;
+        let kind = kind_from_mode(inode.mode)
+            .ok_or_else(|| Error(format!("inode {ino}: mode {:#o} has no known file type", inode.mode)))?;
         let mut xattrs = self.vol.xattrs(&inode)?;
-        let system_data = xattrs
-            .iter()
-            .position(|(name, _)| name == SYSTEM_DATA)
-            .map(|i| xattrs.remove(i).1);
+        let system_data = xattrs.iter().position(|(name, _)| name == SYSTEM_DATA).map(|i| xattrs.remove(i).1);
         let mut file = File {
             path,
             kind,
@@ -391,9 +341,7 @@ impl Walk<'_> {
         if !inode.is_fast_symlink(&self.vol.sb) {
             // The kernel refuses targets longer than a block.
             if size > u64::from(self.vol.sb.block_size) {
-                return Err(Error(format!(
-                    "inode {ino}: symlink target of {size} bytes exceeds the block size"
-                )));
+                return Err(Error(format!("inode {ino}: symlink target of {size} bytes exceeds the block size")));
             }
             let extents = self.vol.map(inode)?;
             return self.vol.read_data(ino, &extents, size);
@@ -403,11 +351,7 @@ impl Walk<'_> {
             .filter(|&len| len < I_BLOCK_LEN)
             .and_then(|len| inode.i_block.get(..len))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| {
-                Error(format!(
-                    "inode {ino}: symlink of {size} bytes has no data blocks"
-                ))
-            })
+            .ok_or_else(|| Error(format!("inode {ino}: symlink of {size} bytes has no data blocks")))
     }
 }
 
@@ -429,10 +373,7 @@ fn device(i_block: &[u8]) -> (u32, u32) {
         return ((old >> 8) & 0xFF, old & 0xFF);
     }
     let new = le32(i_block, 4);
-    (
-        (new & 0xF_FF00) >> 8,
-        (new & 0xFF) | ((new >> 12) & 0xF_FF00),
-    )
+    ((new & 0xF_FF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xF_FF00))
 }
 
 /// A name as UTF-8, with bytes that are not rendered as `\xNN`.
@@ -450,18 +391,7 @@ fn escape(name: &[u8]) -> String {
 
 fn format_uuid(b: &[u8; 16]) -> String {
     let hex = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .unwrap_or_default()
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
+        b.get(range).unwrap_or_default().iter().map(|x| format!("{x:02x}")).collect::<String>()
     };
-    format!(
-        "{}-{}-{}-{}-{}",
-        hex(0..4),
-        hex(4..6),
-        hex(6..8),
-        hex(8..10),
-        hex(10..16)
-    )
+    format!("{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
 }

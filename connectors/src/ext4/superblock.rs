@@ -81,19 +81,14 @@ pub(super) struct Superblock {
 impl Superblock {
     pub fn read(src: &dyn ReadAt) -> Result<Self, Error> {
         let mut b = [0u8; 1024];
-        src.read_exact_at(&mut b, OFFSET)
-            .map_err(|e| Error(format!("superblock: {e}")))?;
+        src.read_exact_at(&mut b, OFFSET).map_err(|e| Error(format!("superblock: {e}")))?;
         let magic = le16(&b, 0x38);
         if magic != MAGIC {
-            return Err(Error(format!(
-                "superblock: magic {magic:#06x} is not {MAGIC:#06x}"
-            )));
+            return Err(Error(format!("superblock: magic {magic:#06x} is not {MAGIC:#06x}")));
         }
         let log_block = le32(&b, 0x18);
         if log_block > 6 {
-            return Err(Error(format!(
-                "superblock: s_log_block_size {log_block} exceeds 6 (64 KiB blocks)"
-            )));
+            return Err(Error(format!("superblock: s_log_block_size {log_block} exceeds 6 (64 KiB blocks)")));
         }
         let block_size = 1024u32 << log_block;
         let incompat = le32(&b, 0x60);
@@ -111,9 +106,7 @@ impl Superblock {
             let log_cluster = le32(&b, 0x1C);
             // The kernel's bound: clusters of at most 1 GiB, never smaller than a block.
             if log_cluster < log_block || log_cluster > 20 {
-                return Err(Error(format!(
-                    "superblock: s_log_cluster_size {log_cluster} is outside {log_block}..=20"
-                )));
+                return Err(Error(format!("superblock: s_log_cluster_size {log_cluster} is outside {log_block}..=20")));
             }
             1024u64 << log_cluster
         } else {
@@ -121,32 +114,20 @@ impl Superblock {
         };
 
         let rev_level = le32(&b, 0x4C);
-        let inode_size = if rev_level == 0 {
-            128
-        } else {
-            u32::from(le16(&b, 0x58))
-        };
+        let inode_size = if rev_level == 0 { 128 } else { u32::from(le16(&b, 0x58)) };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > block_size {
             return Err(Error(format!(
                 "superblock: inode size {inode_size} is not a power of two in 128..={block_size}"
             )));
         }
-        let desc_size = if is_64bit {
-            u32::from(le16(&b, 0xFE))
-        } else {
-            32
-        };
+        let desc_size = if is_64bit { u32::from(le16(&b, 0xFE)) } else { 32 };
         if !(32..=1024).contains(&desc_size) || !desc_size.is_power_of_two() {
             return Err(Error(format!(
                 "superblock: group descriptor size {desc_size} is not a power of two in 32..=1024"
             )));
         }
 
-        let blocks_hi = if is_64bit {
-            u64::from(le32(&b, 0x150))
-        } else {
-            0
-        };
+        let blocks_hi = if is_64bit { u64::from(le32(&b, 0x150)) } else { 0 };
         let blocks_count = u64::from(le32(&b, 0x4)) | blocks_hi << 32;
         let first_data_block = u64::from(le32(&b, 0x14));
         let blocks_per_group = le32(&b, 0x20);
@@ -157,14 +138,10 @@ impl Superblock {
         let bits = block_size * 8;
         let max_blocks = u64::from(bits) * (cluster_size / u64::from(block_size));
         if blocks_per_group == 0 || u64::from(blocks_per_group) > max_blocks {
-            return Err(Error(format!(
-                "superblock: {blocks_per_group} blocks per group is outside 1..={max_blocks}"
-            )));
+            return Err(Error(format!("superblock: {blocks_per_group} blocks per group is outside 1..={max_blocks}")));
         }
         if inodes_per_group == 0 || inodes_per_group > bits {
-            return Err(Error(format!(
-                "superblock: {inodes_per_group} inodes per group is outside 1..={bits}"
-            )));
+            return Err(Error(format!("superblock: {inodes_per_group} inodes per group is outside 1..={bits}")));
         }
         if first_data_block >= blocks_count {
             return Err(Error(format!(
@@ -217,12 +194,9 @@ impl Superblock {
     }
 
     pub fn fs_type(&self) -> &'static str {
-        const EXT4_INCOMPAT: u32 =
-            INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG | INCOMPAT_INLINE_DATA;
-        const EXT4_RO_COMPAT: u32 = RO_COMPAT_HUGE_FILE
-            | RO_COMPAT_DIR_NLINK
-            | RO_COMPAT_EXTRA_ISIZE
-            | RO_COMPAT_METADATA_CSUM;
+        const EXT4_INCOMPAT: u32 = INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG | INCOMPAT_INLINE_DATA;
+        const EXT4_RO_COMPAT: u32 =
+            RO_COMPAT_HUGE_FILE | RO_COMPAT_DIR_NLINK | RO_COMPAT_EXTRA_ISIZE | RO_COMPAT_METADATA_CSUM;
         if self.incompat & EXT4_INCOMPAT != 0 || self.ro_compat & EXT4_RO_COMPAT != 0 {
             "ext4"
         } else if self.compat & COMPAT_HAS_JOURNAL != 0 {
@@ -252,30 +226,21 @@ impl Superblock {
 
     /// True when `[block, block + len)` lies inside the filesystem.
     pub fn blocks_inside(&self, block: u64, len: u64) -> bool {
-        block
-            .checked_add(len)
-            .is_some_and(|end| end <= self.blocks_count)
+        block.checked_add(len).is_some_and(|end| end <= self.blocks_count)
     }
 
     /// The block holding descriptor block `i` of the group descriptor table, following
     /// e2fsprogs' `ext2fs_descriptor_block_loc2`.
     fn descriptor_block(&self, i: u64) -> Option<u64> {
         // With bigalloc on 1 KiB blocks, block 0 is a whole cluster: the table moves one on.
-        let adjust = u64::from(
-            i == 0 && self.block_size == 1024 && self.cluster_size > u64::from(self.block_size),
-        );
+        let adjust = u64::from(i == 0 && self.block_size == 1024 && self.cluster_size > u64::from(self.block_size));
         if self.incompat & INCOMPAT_META_BG == 0 || i < u64::from(self.first_meta_bg) {
-            return self
-                .first_data_block
-                .checked_add(i)?
-                .checked_add(1 + adjust);
+            return self.first_data_block.checked_add(i)?.checked_add(1 + adjust);
         }
         // META_BG: the descriptors of metagroup i live in the first group of that metagroup,
         // after that group's superblock backup if it has one.
         let group = self.descs_per_block().checked_mul(i)?;
-        let first = group
-            .checked_mul(u64::from(self.blocks_per_group))?
-            .checked_add(self.first_data_block)?;
+        let first = group.checked_mul(u64::from(self.blocks_per_group))?.checked_add(self.first_data_block)?;
         first.checked_add(u64::from(self.has_super(group)) + adjust)
     }
 
@@ -303,24 +268,16 @@ impl Superblock {
         let at = |what: &str| Error(format!("group descriptor {group}: {what}"));
         let per_block = self.descs_per_block();
         let index = u64::from(group);
-        let block = self
-            .descriptor_block(index / per_block)
-            .ok_or_else(|| at("its descriptor block number overflows"))?;
-        let block_offset = self.block_offset(block).ok_or_else(|| {
-            at(&format!(
-                "descriptor block {block} lies past the end of the filesystem"
-            ))
-        })?;
+        let block =
+            self.descriptor_block(index / per_block).ok_or_else(|| at("its descriptor block number overflows"))?;
+        let block_offset = self
+            .block_offset(block)
+            .ok_or_else(|| at(&format!("descriptor block {block} lies past the end of the filesystem")))?;
         let offset = block_offset + (index % per_block) * u64::from(self.desc_size);
         // Only the first 64 bytes are defined; the high halves exist from 64 bytes on.
         let mut desc = vec![0u8; if self.desc_size >= 64 { 64 } else { 32 }];
-        src.read_exact_at(&mut desc, offset)
-            .map_err(|e| at(&e.to_string()))?;
-        let hi = if self.is_64bit() {
-            le32(&desc, BG_INODE_TABLE_HI)
-        } else {
-            0
-        };
+        src.read_exact_at(&mut desc, offset).map_err(|e| at(&e.to_string()))?;
+        let hi = if self.is_64bit() { le32(&desc, BG_INODE_TABLE_HI) } else { 0 };
         let table = u64::from(le32(&desc, BG_INODE_TABLE_LO)) | u64::from(hi) << 32;
         let table_bytes = u64::from(self.inodes_per_group) * u64::from(self.inode_size);
         let table_blocks = table_bytes.div_ceil(u64::from(self.block_size));

@@ -28,9 +28,7 @@ pub(super) fn in_inode(ino: u32, area: &[u8]) -> Result<Vec<Xattr>, Error> {
     }
     // Value offsets count from the first entry, just after the magic.
     let entries = area.get(4..).unwrap_or_default();
-    parse(entries, 0, entries, &|what| {
-        format!("inode {ino}: in-inode xattr {what}")
-    })
+    parse(entries, 0, entries, &|what| format!("inode {ino}: in-inode xattr {what}"))
 }
 
 /// The attributes in an external xattr block (`i_file_acl`).
@@ -38,9 +36,7 @@ pub(super) fn in_block(ino: u32, block_nr: u64, block: &[u8]) -> Result<Vec<Xatt
     let what = |what: &str| format!("inode {ino}: xattr block {block_nr}: {what}");
     let magic = le32(block, 0);
     if magic != MAGIC {
-        return Err(Error(what(&format!(
-            "magic {magic:#010x} is not {MAGIC:#010x}"
-        ))));
+        return Err(Error(what(&format!("magic {magic:#010x} is not {MAGIC:#010x}"))));
     }
     let blocks = le32(block, 8);
     if blocks != 1 {
@@ -52,12 +48,7 @@ pub(super) fn in_block(ino: u32, block_nr: u64, block: &[u8]) -> Result<Vec<Xatt
 
 /// Parses the entry list starting at `entries[start..]`, up to the 4 zero bytes that end it;
 /// values are at offsets into `values`.
-fn parse(
-    entries: &[u8],
-    start: usize,
-    values: &[u8],
-    what: &dyn Fn(&str) -> String,
-) -> Result<Vec<Xattr>, Error> {
+fn parse(entries: &[u8], start: usize, values: &[u8], what: &dyn Fn(&str) -> String) -> Result<Vec<Xattr>, Error> {
     let mut out = Vec::new();
     let mut pos = start;
     loop {
@@ -80,12 +71,8 @@ fn parse(
         let name = entries
             .get(name_start..name_start + name_len)
             .ok_or_else(|| Error(what(&format!("name at {pos} runs past the end"))))?;
-        let prefix = prefix(index).ok_or_else(|| {
-            Error(what(&format!(
-                "{:?} has unknown name index {index}",
-                escape(name)
-            )))
-        })?;
+        let prefix =
+            prefix(index).ok_or_else(|| Error(what(&format!("{:?} has unknown name index {index}", escape(name)))))?;
         let name = format!("{prefix}{}", escape(name));
         let value = if value_inum != 0 {
             Value::Inode(value_inum, value_size)
@@ -94,9 +81,7 @@ fn parse(
                 .ok()
                 .and_then(|size| values.get(value_offs..value_offs.checked_add(size)?))
                 .ok_or_else(|| {
-                    Error(what(&format!(
-                        "{name}: value at {value_offs}+{value_size} lies outside its area"
-                    )))
+                    Error(what(&format!("{name}: value at {value_offs}+{value_size} lies outside its area")))
                 })?;
             Value::Bytes(bytes.to_vec())
         };

@@ -49,7 +49,10 @@ mod tests {
                     Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4\n";
         let p = parse_status(text);
         assert_eq!(p.len(), 2);
-        assert_eq!((p[0].name.as_str(), p[0].version.as_str(), p[0].source.as_str()), ("libc6", "2.36-9+deb12u4", "glibc"));
+        assert_eq!(
+            (p[0].name.as_str(), p[0].version.as_str(), p[0].source.as_str()),
+            ("libc6", "2.36-9+deb12u4", "glibc")
+        );
         assert_eq!(p[0].installed_size, Some(12 * 1024));
         assert_eq!((p[1].source.as_str(), p[1].installed_size), ("base-files", None));
     }

@@ -23,8 +23,10 @@ pub struct Error(pub String);
 /// any: sqlite replays it). The file is opened read-only and never changed.
 pub fn read_sqlite(db: &Path) -> Result<Vec<Package>, Error> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(db, flags).map_err(|e| Error(format!("opening {}: {e}", db.display())))?;
-    let mut stmt = conn.prepare("SELECT hnum, blob FROM Packages").map_err(|e| Error(format!("no Packages table: {e}")))?;
+    let conn = rusqlite::Connection::open_with_flags(db, flags)
+        .map_err(|e| Error(format!("opening {}: {e}", db.display())))?;
+    let mut stmt =
+        conn.prepare("SELECT hnum, blob FROM Packages").map_err(|e| Error(format!("no Packages table: {e}")))?;
     let rows = stmt
         .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
         .map_err(|e| Error(e.to_string()))?;

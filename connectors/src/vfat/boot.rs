@@ -74,35 +74,26 @@ pub(super) fn probe(src: &dyn ReadAt) -> bool {
         return false;
     }
     let at = |offset: usize, sig: &[u8]| b.get(offset..offset + sig.len()) == Some(sig);
-    at(510, &[0x55, 0xAA])
-        && matches!(b[0], 0xEB | 0xE9)
-        && (at(0x36, b"FAT") || at(0x52, b"FAT32"))
+    at(510, &[0x55, 0xAA]) && matches!(b[0], 0xEB | 0xE9) && (at(0x36, b"FAT") || at(0x52, b"FAT32"))
 }
 
 impl BootSector {
     pub fn read(src: &dyn ReadAt) -> Result<Self, Error> {
         let err = |what: String| Error(format!("boot sector: {what}"));
         let mut b = [0u8; BOOT_SECTOR];
-        src.read_exact_at(&mut b, 0)
-            .map_err(|e| err(e.to_string()))?;
+        src.read_exact_at(&mut b, 0).map_err(|e| err(e.to_string()))?;
 
         let bytes_per_sector = le16(&b, 11);
         if !bytes_per_sector.is_power_of_two() || !(512..=4096).contains(&bytes_per_sector) {
-            return Err(err(format!(
-                "bytes per sector {bytes_per_sector} is not a power of two from 512 to 4096"
-            )));
+            return Err(err(format!("bytes per sector {bytes_per_sector} is not a power of two from 512 to 4096")));
         }
         let sectors_per_cluster = b[13];
         if !sectors_per_cluster.is_power_of_two() {
-            return Err(err(format!(
-                "sectors per cluster {sectors_per_cluster} is not a power of two from 1 to 128"
-            )));
+            return Err(err(format!("sectors per cluster {sectors_per_cluster} is not a power of two from 1 to 128")));
         }
         let reserved = u64::from(le16(&b, 14));
         if reserved == 0 {
-            return Err(err(
-                "reserved sector count is 0, leaving no room for itself".into(),
-            ));
+            return Err(err("reserved sector count is 0, leaving no room for itself".into()));
         }
         let fats = u64::from(b[16]);
         if fats == 0 {
@@ -116,19 +107,13 @@ impl BootSector {
         // Linux's rule: a 16-bit FAT size of 0 means FAT32, whatever the cluster count
         // (mkfs.fat -F 32 makes FAT32 volumes with fewer clusters than Microsoft's minimum).
         let fat32 = le16(&b, 22) == 0;
-        let fat_sectors = u64::from(if fat32 {
-            le32(&b, 36)
-        } else {
-            u32::from(le16(&b, 22))
-        });
+        let fat_sectors = u64::from(if fat32 { le32(&b, 36) } else { u32::from(le16(&b, 22)) });
         if fat_sectors == 0 {
             return Err(err("sectors per FAT is 0".into()));
         }
         match (fat32, root_entries) {
             (true, 1..) => {
-                return Err(err(format!(
-                    "FAT32 with {root_entries} fixed root directory entries (must be 0)"
-                )));
+                return Err(err(format!("FAT32 with {root_entries} fixed root directory entries (must be 0)")));
             }
             (false, 0) => return Err(err("FAT12/16 with no root directory entries".into())),
             _ => {}
@@ -159,13 +144,9 @@ impl BootSector {
             return Err(err("the volume has no data clusters".into()));
         }
         if clusters > fat_type.max_clusters() {
-            return Err(err(format!(
-                "{clusters} clusters are more than {} can number",
-                fat_type.name()
-            )));
+            return Err(err(format!("{clusters} clusters are more than {} can number", fat_type.name())));
         }
-        let clusters = u32::try_from(clusters)
-            .map_err(|_| err(format!("{clusters} clusters do not fit 32 bits")))?;
+        let clusters = u32::try_from(clusters).map_err(|_| err(format!("{clusters} clusters do not fit 32 bits")))?;
         let cluster_size = u32::from(bytes_per_sector) * u32::from(sectors_per_cluster);
         let data_offset = meta * sector;
         let end = data_offset + u64::from(clusters) * u64::from(cluster_size);
@@ -186,16 +167,11 @@ impl BootSector {
             }
             Root::Chain(cluster)
         } else {
-            Root::Fixed {
-                offset: fat_offset + fats * fat_sectors * sector,
-                entries: u32::from(root_entries),
-            }
+            Root::Fixed { offset: fat_offset + fats * fat_sectors * sector, entries: u32::from(root_entries) }
         };
         // The extended BPB: signature, serial, label; at 38 for FAT12/16, at 66 for FAT32.
         let ext = if fat32 { 66 } else { 38 };
-        let label = (b.get(ext) == Some(&0x29))
-            .then(|| b.get(ext + 5..ext + 16)?.try_into().ok())
-            .flatten();
+        let label = (b.get(ext) == Some(&0x29)).then(|| b.get(ext + 5..ext + 16)?.try_into().ok()).flatten();
         Ok(BootSector {
             fat_type,
             cluster_size,

@@ -50,10 +50,7 @@ pub(super) struct Listing {
 /// fsck.fat; Linux would read on). `fat32` says whether entries carry the high 16 bits of
 /// their first cluster.
 pub(super) fn parse(raw: &[u8], fat32: bool, path: &str) -> Result<Listing, Error> {
-    let mut out = Listing {
-        entries: Vec::new(),
-        label: None,
-    };
+    let mut out = Listing { entries: Vec::new(), label: None };
     let mut names = HashSet::new();
     let mut lfn: Option<Lfn> = None;
     for (index, chunk) in raw.chunks_exact(ENTRY_LEN).enumerate() {
@@ -89,18 +86,12 @@ pub(super) fn parse(raw: &[u8], fat32: bool, path: &str) -> Result<Listing, Erro
         }
         // A long name whose checksum does not match this short name belongs to an entry
         // that was replaced by a system unaware of long names: the short name holds.
-        let name = long
-            .and_then(|l| l.name(checksum(&short)))
-            .unwrap_or_else(|| short_name(&short, e[12]));
+        let name = long.and_then(|l| l.name(checksum(&short))).unwrap_or_else(|| short_name(&short, e[12]));
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-            return Err(Error(format!(
-                "directory {path}, entry {index}: name {name:?} is invalid"
-            )));
+            return Err(Error(format!("directory {path}, entry {index}: name {name:?} is invalid")));
         }
         if !names.insert(name.clone()) {
-            return Err(Error(format!(
-                "directory {path} holds two entries named {name:?}"
-            )));
+            return Err(Error(format!("directory {path} holds two entries named {name:?}")));
         }
         // The high half is FAT32's; FAT12/16 left the field to other uses (OS/2 EAs).
         let high = if fat32 { u32::from(le16(e, 20)) } else { 0 };
@@ -134,11 +125,7 @@ impl Lfn {
             if seq > MAX_LFN_FRAGMENTS {
                 return None;
             }
-            Lfn {
-                units: vec![0xFFFF; 13 * usize::from(seq)],
-                checksum,
-                next: seq,
-            }
+            Lfn { units: vec![0xFFFF; 13 * usize::from(seq)], checksum, next: seq }
         } else {
             state?
         };
@@ -170,11 +157,7 @@ impl Lfn {
                 // UTF-8 are in paths.
                 Err(e) => {
                     let u = e.unpaired_surrogate();
-                    let bytes = [
-                        0xE0 | (u >> 12) as u8,
-                        0x80 | ((u >> 6) & 0x3F) as u8,
-                        0x80 | (u & 0x3F) as u8,
-                    ];
+                    let bytes = [0xE0 | (u >> 12) as u8, 0x80 | ((u >> 6) & 0x3F) as u8, 0x80 | (u & 0x3F) as u8];
                     for b in bytes {
                         escape_byte(&mut out, b);
                     }
@@ -187,9 +170,7 @@ impl Lfn {
 
 /// The checksum of a short name that its LFN fragments carry.
 fn checksum(short: &[u8; 11]) -> u8 {
-    short
-        .iter()
-        .fold(0u8, |sum, &b| sum.rotate_right(1).wrapping_add(b))
+    short.iter().fold(0u8, |sum, &b| sum.rotate_right(1).wrapping_add(b))
 }
 
 /// "NAME.EXT" from the padded 8.3 form, with the NT case bits applied.

@@ -36,16 +36,11 @@ impl Fat {
             FatType::Fat16 => entries * 2,
             FatType::Fat32 => entries * 4,
         };
-        let len = usize::try_from(len)
-            .map_err(|_| Error(format!("FAT: {len} bytes do not fit in memory")))?;
+        let len = usize::try_from(len).map_err(|_| Error(format!("FAT: {len} bytes do not fit in memory")))?;
         let mut table = vec![0; len];
         src.read_exact_at(&mut table, boot.fat_offset)
             .map_err(|e| Error(format!("FAT at byte {}: {e}", boot.fat_offset)))?;
-        Ok(Fat {
-            fat_type: boot.fat_type,
-            clusters: boot.clusters,
-            table,
-        })
+        Ok(Fat { fat_type: boot.fat_type, clusters: boot.clusters, table })
     }
 
     /// The entry of data cluster `cluster`.
@@ -61,10 +56,7 @@ impl Fat {
             }
             FatType::Fat16 => (u32::from(le16(&self.table, n.saturating_mul(2))), 0xFFF7),
             // The top four bits are reserved.
-            FatType::Fat32 => (
-                le32(&self.table, n.saturating_mul(4)) & 0x0FFF_FFFF,
-                0x0FFF_FFF7,
-            ),
+            FatType::Fat32 => (le32(&self.table, n.saturating_mul(4)) & 0x0FFF_FFFF, 0x0FFF_FFF7),
         };
         match value {
             0 => Next::Free,

@@ -41,7 +41,6 @@ mod boot;
 mod dir;
 mod fat;
 
-
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
 use crate::fs::Listing;
@@ -64,16 +63,9 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     let fat = Fat::read(src, &boot)?;
     // Cluster numbers run up to clusters + 1.
     let words = (u64::from(boot.clusters) + 2).div_ceil(64);
-    let words = usize::try_from(words)
-        .map_err(|_| Error(format!("{} clusters do not fit in memory", boot.clusters)))?;
-    let mut walk = Walk {
-        src,
-        boot,
-        fat,
-        claimed: vec![0; words],
-        chains: Vec::new(),
-        listing: Listing::default(),
-    };
+    let words =
+        usize::try_from(words).map_err(|_| Error(format!("{} clusters do not fit in memory", boot.clusters)))?;
+    let mut walk = Walk { src, boot, fat, claimed: vec![0; words], chains: Vec::new(), listing: Listing::default() };
     let root_label = walk.run()?;
     let boot = &walk.boot;
     let label = [root_label, boot.label]
@@ -138,10 +130,7 @@ impl Walk<'_> {
             }
         };
         let root = dir::parse(&raw, self.fat32(), "/")?;
-        self.add(File {
-            inode,
-            ..new_file("/".into(), FileKind::Dir, 0o755)
-        })?;
+        self.add(File { inode, ..new_file("/".into(), FileKind::Dir, 0o755) })?;
         // An explicit stack, not recursion: depth is bounded only by the cluster count.
         // Each level holds its directory's path ("" for the root) and its unvisited entries.
         let mut stack = vec![(String::new(), root.entries.into_iter())];
@@ -170,11 +159,7 @@ impl Walk<'_> {
     }
 
     /// Lists the entry at `path`; returns its entries when it is a directory.
-    fn visit(
-        &mut self,
-        entry: &dir::Entry,
-        path: String,
-    ) -> Result<Option<Vec<dir::Entry>>, Error> {
+    fn visit(&mut self, entry: &dir::Entry, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
         let index = self.listing.files.len();
         let mtime = unix_time(entry.date, entry.time);
         if entry.attr & dir::ATTR_DIRECTORY != 0 {
@@ -185,42 +170,22 @@ impl Walk<'_> {
             let runs = self.chain(index, &path, entry.cluster, self.dir_want())?;
             let raw = self.read_runs(&path, &runs)?;
             let listing = dir::parse(&raw, self.fat32(), &path)?;
-            self.add(File {
-                mtime,
-                inode: entry.cluster,
-                ..new_file(path, FileKind::Dir, 0o755)
-            })?;
+            self.add(File { mtime, inode: entry.cluster, ..new_file(path, FileKind::Dir, 0o755) })?;
             return Ok(Some(listing.entries));
         }
-        let mode = if entry.attr & dir::ATTR_READ_ONLY != 0 {
-            0o444
-        } else {
-            0o644
-        };
-        let mut file = File {
-            size: u64::from(entry.size),
-            mtime,
-            ..new_file(path, FileKind::File, mode)
-        };
+        let mode = if entry.attr & dir::ATTR_READ_ONLY != 0 { 0o444 } else { 0o644 };
+        let mut file = File { size: u64::from(entry.size), mtime, ..new_file(path, FileKind::File, mode) };
         let cluster_size = self.boot.cluster_size;
         let clusters = entry.size.div_ceil(cluster_size);
         if clusters > 0 {
             if entry.cluster == 0 {
-                return Err(Error(format!(
-                    "{}: size {} but no first cluster",
-                    file.path, entry.size
-                )));
+                return Err(Error(format!("{}: size {} but no first cluster", file.path, entry.size)));
             }
             let runs = self.chain(index, &file.path, entry.cluster, Want::Exactly(clusters))?;
             let mut logical = 0;
             for &(first, n) in &runs {
                 let len = u64::from(n) * u64::from(cluster_size);
-                file.extents.push(Extent {
-                    logical,
-                    physical: self.boot.cluster_offset(first),
-                    len,
-                    unwritten: false,
-                });
+                file.extents.push(Extent { logical, physical: self.boot.cluster_offset(first), len, unwritten: false });
                 logical += len;
             }
             file.inode = entry.cluster;
@@ -232,13 +197,7 @@ impl Walk<'_> {
     /// Follows the chain of what will be listed at `index` (`path`) from `start`, claiming
     /// each cluster. Every step claims a cluster not claimed before, so it ends within the
     /// cluster count.
-    fn chain(
-        &mut self,
-        index: usize,
-        path: &str,
-        start: u32,
-        want: Want,
-    ) -> Result<Vec<Run>, Error> {
+    fn chain(&mut self, index: usize, path: &str, start: u32, want: Want) -> Result<Vec<Run>, Error> {
         if !self.boot.is_data_cluster(start) {
             return Err(Error(format!(
                 "{path}: first cluster {start} is outside 2..={}",
@@ -269,24 +228,16 @@ impl Walk<'_> {
                 (Next::Cluster(next), _) => next,
                 (Next::End, Want::ToEnd(_)) => break,
                 (Next::End, Want::Exactly(n)) => {
-                    return Err(err(format!(
-                        "ends after {count} clusters, short of the {n} its size needs"
-                    )));
+                    return Err(err(format!("ends after {count} clusters, short of the {n} its size needs")));
                 }
                 (Next::Free, _) => {
-                    return Err(err(format!(
-                        "runs into a free cluster after cluster {cluster}"
-                    )));
+                    return Err(err(format!("runs into a free cluster after cluster {cluster}")));
                 }
                 (Next::Reserved, _) => {
-                    return Err(err(format!(
-                        "runs into reserved cluster 1 after cluster {cluster}"
-                    )));
+                    return Err(err(format!("runs into reserved cluster 1 after cluster {cluster}")));
                 }
                 (Next::Bad, _) => {
-                    return Err(err(format!(
-                        "runs into a bad cluster after cluster {cluster}"
-                    )));
+                    return Err(err(format!("runs into a bad cluster after cluster {cluster}")));
                 }
                 (Next::Outside(next), _) => {
                     return Err(err(format!(
@@ -306,23 +257,17 @@ impl Walk<'_> {
         let word = usize::try_from(cluster / 64).unwrap_or(usize::MAX);
         let bit = 1u64 << (cluster % 64);
         // Only data clusters reach here, and the bitmap has a bit for each.
-        let slot = self.claimed.get_mut(word).ok_or_else(|| {
-            Error(format!(
-                "cluster chain of {path}: cluster {cluster} has no bit"
-            ))
-        })?;
+        let slot = self
+            .claimed
+            .get_mut(word)
+            .ok_or_else(|| Error(format!("cluster chain of {path}: cluster {cluster} has no bit")))?;
         if *slot & bit == 0 {
             *slot |= bit;
             return Ok(());
         }
-        let within = |runs: &[Run]| {
-            runs.iter()
-                .any(|&(first, n)| cluster >= first && cluster - first < n)
-        };
+        let within = |runs: &[Run]| runs.iter().any(|&(first, n)| cluster >= first && cluster - first < n);
         if within(runs) {
-            return Err(Error(format!(
-                "cluster chain of {path} loops at cluster {cluster}"
-            )));
+            return Err(Error(format!("cluster chain of {path} loops at cluster {cluster}")));
         }
         // Chains are recorded only once their file is listed, so the owner is there.
         let owner = self
@@ -386,9 +331,7 @@ fn unix_time(date: u16, time: u16) -> i64 {
     let year = 1980 + i64::from(date >> 9);
     let month = i64::from((date >> 5) & 0x0F).clamp(1, 12);
     let day = i64::from(date & 0x1F).max(1);
-    let seconds = i64::from(time >> 11) * 3600
-        + i64::from((time >> 5) & 0x3F) * 60
-        + i64::from(time & 0x1F) * 2;
+    let seconds = i64::from(time >> 11) * 3600 + i64::from((time >> 5) & 0x3F) * 60 + i64::from(time & 0x1F) * 2;
     (days_to_month(year, month) + day - 1) * 86400 + seconds
 }
 
@@ -403,4 +346,3 @@ fn days_to_month(year: i64, month: i64) -> i64 {
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
-

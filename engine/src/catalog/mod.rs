@@ -39,7 +39,7 @@ impl Catalog {
         self.dir.join(format!("{table}.lance")).to_string_lossy().into_owned()
     }
 
-    async fn create<T: Table>(&self, ) -> Result<()> {
+    async fn create<T: Table>(&self) -> Result<()> {
         let uri = self.table_uri(T::NAME);
         if Path::new(&uri).join("_versions").exists() {
             return Ok(());
@@ -67,16 +67,11 @@ impl Catalog {
         let reader = RecordBatchIterator::new(batches, T::schema());
         let mut dataset = self.dataset(T::NAME).await?;
         let params = WriteParams { mode: WriteMode::Append, ..Default::default() };
-        dataset
-            .append(reader, Some(params))
-            .await
-            .map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
+        dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
     }
 
     pub async fn dataset(&self, table: &str) -> Result<Dataset> {
-        Dataset::open(&self.table_uri(table))
-            .await
-            .map_err(|e| Error::Catalog(format!("opening table {table}: {e}")))
+        Dataset::open(&self.table_uri(table)).await.map_err(|e| Error::Catalog(format!("opening table {table}: {e}")))
     }
 
     /// Reads `columns` of the rows of `table` that match `filter` (a Lance SQL predicate).

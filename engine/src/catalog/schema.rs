@@ -2,7 +2,8 @@
 //! (SQL sees them as they are here); ARCHITECTURE.md lists them with their meaning.
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, BinaryArray, StructArray, TimestampNanosecondArray,
+    ArrayRef, BinaryArray, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampNanosecondArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -81,22 +82,25 @@ impl Table for ImageRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(Self::schema(), vec![
-            i64_col(rows.iter().map(|r| r.image_id)),
-            str_col(rows.iter().map(|r| r.name.as_str())),
-            i64_col(rows.iter().map(|r| r.version)),
-            opt_i64_col(rows.iter().map(|r| r.parent_id)),
-            time_col(rows.iter().map(|r| r.created_at)),
-            str_col(rows.iter().map(|r| r.created_by.as_str())),
-            str_col(rows.iter().map(|r| r.state.as_str())),
-            str_col(rows.iter().map(|r| r.source_format.as_str())),
-            i64_col(rows.iter().map(|r| r.virtual_size)),
-            i64_col(rows.iter().map(|r| r.stored_bytes_new)),
-            opt_str_col(rows.iter().map(|r| r.os_name.as_deref())),
-            opt_str_col(rows.iter().map(|r| r.os_version.as_deref())),
-            opt_str_col(rows.iter().map(|r| r.hostname.as_deref())),
-            opt_str_col(rows.iter().map(|r| r.description.as_deref())),
-        ])
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                i64_col(rows.iter().map(|r| r.image_id)),
+                str_col(rows.iter().map(|r| r.name.as_str())),
+                i64_col(rows.iter().map(|r| r.version)),
+                opt_i64_col(rows.iter().map(|r| r.parent_id)),
+                time_col(rows.iter().map(|r| r.created_at)),
+                str_col(rows.iter().map(|r| r.created_by.as_str())),
+                str_col(rows.iter().map(|r| r.state.as_str())),
+                str_col(rows.iter().map(|r| r.source_format.as_str())),
+                i64_col(rows.iter().map(|r| r.virtual_size)),
+                i64_col(rows.iter().map(|r| r.stored_bytes_new)),
+                opt_str_col(rows.iter().map(|r| r.os_name.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.os_version.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.hostname.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.description.as_deref())),
+            ],
+        )
     }
 }
 
@@ -135,19 +139,22 @@ impl Table for PartitionRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(Self::schema(), vec![
-            i64_col(rows.iter().map(|r| r.image_id)),
-            i64_col(rows.iter().map(|r| r.partition)),
-            str_col(rows.iter().map(|r| r.scheme.as_str())),
-            str_col(rows.iter().map(|r| r.r#type.as_str())),
-            str_col(rows.iter().map(|r| r.name.as_str())),
-            i64_col(rows.iter().map(|r| r.start)),
-            i64_col(rows.iter().map(|r| r.size)),
-            opt_str_col(rows.iter().map(|r| r.fs_type.as_deref())),
-            opt_str_col(rows.iter().map(|r| r.fs_uuid.as_deref())),
-            opt_str_col(rows.iter().map(|r| r.fs_label.as_deref())),
-            opt_str_col(rows.iter().map(|r| r.fs_error.as_deref())),
-        ])
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                i64_col(rows.iter().map(|r| r.image_id)),
+                i64_col(rows.iter().map(|r| r.partition)),
+                str_col(rows.iter().map(|r| r.scheme.as_str())),
+                str_col(rows.iter().map(|r| r.r#type.as_str())),
+                str_col(rows.iter().map(|r| r.name.as_str())),
+                i64_col(rows.iter().map(|r| r.start)),
+                i64_col(rows.iter().map(|r| r.size)),
+                opt_str_col(rows.iter().map(|r| r.fs_type.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.fs_uuid.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.fs_label.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.fs_error.as_deref())),
+            ],
+        )
     }
 }
 
@@ -230,36 +237,47 @@ impl Table for FileRow {
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
         let xattrs = rows.iter().flat_map(|r| &r.xattrs);
-        let xattrs = list_col(xattr_fields(), rows.iter().map(|r| r.xattrs.len()), vec![
-            str_col(xattrs.clone().map(|x| x.0.as_str())),
-            Arc::new(BinaryArray::from(xattrs.map(|x| x.1.as_slice()).collect::<Vec<_>>())),
-        ])?;
+        let xattrs = list_col(
+            xattr_fields(),
+            rows.iter().map(|r| r.xattrs.len()),
+            vec![
+                str_col(xattrs.clone().map(|x| x.0.as_str())),
+                Arc::new(BinaryArray::from(xattrs.map(|x| x.1.as_slice()).collect::<Vec<_>>())),
+            ],
+        )?;
         let extents = rows.iter().flat_map(|r| &r.extent_map);
-        let extent_map = list_col(extent_fields(), rows.iter().map(|r| r.extent_map.len()), vec![
-            i64_col(extents.clone().map(|e| e.file_offset)),
-            i64_col(extents.clone().map(|e| e.disk_offset)),
-            i64_col(extents.clone().map(|e| e.length)),
-            Arc::new(BooleanArray::from_iter(extents.map(|e| Some(e.unwritten)))),
-        ])?;
-        RecordBatch::try_new(Self::schema(), vec![
-            i64_col(rows.iter().map(|r| r.image_id)),
-            i64_col(rows.iter().map(|r| r.partition)),
-            str_col(rows.iter().map(|r| r.path.as_str())),
-            str_col(rows.iter().map(|r| r.kind)),
-            i64_col(rows.iter().map(|r| r.mode)),
-            i64_col(rows.iter().map(|r| r.uid)),
-            i64_col(rows.iter().map(|r| r.gid)),
-            i64_col(rows.iter().map(|r| r.size)),
-            time_col(rows.iter().map(|r| r.mtime)),
-            i64_col(rows.iter().map(|r| r.inode)),
-            i64_col(rows.iter().map(|r| r.nlink)),
-            opt_str_col(rows.iter().map(|r| r.link_target.as_deref())),
-            opt_i64_col(rows.iter().map(|r| r.dev_major)),
-            opt_i64_col(rows.iter().map(|r| r.dev_minor)),
-            xattrs,
-            opt_str_col(rows.iter().map(|r| r.content_hash.as_deref())),
-            extent_map,
-        ])
+        let extent_map = list_col(
+            extent_fields(),
+            rows.iter().map(|r| r.extent_map.len()),
+            vec![
+                i64_col(extents.clone().map(|e| e.file_offset)),
+                i64_col(extents.clone().map(|e| e.disk_offset)),
+                i64_col(extents.clone().map(|e| e.length)),
+                Arc::new(BooleanArray::from_iter(extents.map(|e| Some(e.unwritten)))),
+            ],
+        )?;
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                i64_col(rows.iter().map(|r| r.image_id)),
+                i64_col(rows.iter().map(|r| r.partition)),
+                str_col(rows.iter().map(|r| r.path.as_str())),
+                str_col(rows.iter().map(|r| r.kind)),
+                i64_col(rows.iter().map(|r| r.mode)),
+                i64_col(rows.iter().map(|r| r.uid)),
+                i64_col(rows.iter().map(|r| r.gid)),
+                i64_col(rows.iter().map(|r| r.size)),
+                time_col(rows.iter().map(|r| r.mtime)),
+                i64_col(rows.iter().map(|r| r.inode)),
+                i64_col(rows.iter().map(|r| r.nlink)),
+                opt_str_col(rows.iter().map(|r| r.link_target.as_deref())),
+                opt_i64_col(rows.iter().map(|r| r.dev_major)),
+                opt_i64_col(rows.iter().map(|r| r.dev_minor)),
+                xattrs,
+                opt_str_col(rows.iter().map(|r| r.content_hash.as_deref())),
+                extent_map,
+            ],
+        )
     }
 }
 
@@ -291,16 +309,19 @@ impl Table for PackageRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(Self::schema(), vec![
-            i64_col(rows.iter().map(|r| r.image_id)),
-            str_col(rows.iter().map(|r| r.manager.as_str())),
-            str_col(rows.iter().map(|r| r.name.as_str())),
-            str_col(rows.iter().map(|r| r.version.as_str())),
-            str_col(rows.iter().map(|r| r.arch.as_str())),
-            str_col(rows.iter().map(|r| r.source.as_str())),
-            opt_i64_col(rows.iter().map(|r| r.installed_size)),
-            str_col(rows.iter().map(|r| r.status.as_str())),
-        ])
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                i64_col(rows.iter().map(|r| r.image_id)),
+                str_col(rows.iter().map(|r| r.manager.as_str())),
+                str_col(rows.iter().map(|r| r.name.as_str())),
+                str_col(rows.iter().map(|r| r.version.as_str())),
+                str_col(rows.iter().map(|r| r.arch.as_str())),
+                str_col(rows.iter().map(|r| r.source.as_str())),
+                opt_i64_col(rows.iter().map(|r| r.installed_size)),
+                str_col(rows.iter().map(|r| r.status.as_str())),
+            ],
+        )
     }
 }
 
@@ -363,16 +384,19 @@ impl Table for ExtentRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(Self::schema(), vec![
-            i64_col(rows.iter().map(|r| r.image_id)),
-            i64_col(rows.iter().map(|r| r.disk_offset)),
-            i64_col(rows.iter().map(|r| r.length)),
-            str_col(rows.iter().map(|r| r.kind.as_str())),
-            opt_str_col(rows.iter().map(|r| r.chunk_hash.as_deref())),
-            i64_col(rows.iter().map(|r| r.chunk_offset)),
-            opt_str_col(rows.iter().map(|r| r.content_hash.as_deref())),
-            opt_i64_col(rows.iter().map(|r| r.content_offset)),
-        ])
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                i64_col(rows.iter().map(|r| r.image_id)),
+                i64_col(rows.iter().map(|r| r.disk_offset)),
+                i64_col(rows.iter().map(|r| r.length)),
+                str_col(rows.iter().map(|r| r.kind.as_str())),
+                opt_str_col(rows.iter().map(|r| r.chunk_hash.as_deref())),
+                i64_col(rows.iter().map(|r| r.chunk_offset)),
+                opt_str_col(rows.iter().map(|r| r.content_hash.as_deref())),
+                opt_i64_col(rows.iter().map(|r| r.content_offset)),
+            ],
+        )
     }
 }
 
@@ -398,13 +422,16 @@ impl Table for ChunkRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(Self::schema(), vec![
-            str_col(rows.iter().map(|r| r.chunk_hash.as_str())),
-            i64_col(rows.iter().map(|r| r.size)),
-            i64_col(rows.iter().map(|r| r.stored_size)),
-            str_col(rows.iter().map(|r| r.pack.as_str())),
-            i64_col(rows.iter().map(|r| r.pack_offset)),
-        ])
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                str_col(rows.iter().map(|r| r.chunk_hash.as_str())),
+                i64_col(rows.iter().map(|r| r.size)),
+                i64_col(rows.iter().map(|r| r.stored_size)),
+                str_col(rows.iter().map(|r| r.pack.as_str())),
+                i64_col(rows.iter().map(|r| r.pack_offset)),
+            ],
+        )
     }
 }
 
@@ -433,13 +460,16 @@ impl Table for ProvenanceRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(Self::schema(), vec![
-            i64_col(rows.iter().map(|r| r.image_id)),
-            opt_i64_col(rows.iter().map(|r| r.parent_id)),
-            str_col(rows.iter().map(|r| r.operation.as_str())),
-            str_col(rows.iter().map(|r| r.arguments.as_str())),
-            str_col(rows.iter().map(|r| r.actor.as_str())),
-            time_col(rows.iter().map(|r| r.at)),
-        ])
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                i64_col(rows.iter().map(|r| r.image_id)),
+                opt_i64_col(rows.iter().map(|r| r.parent_id)),
+                str_col(rows.iter().map(|r| r.operation.as_str())),
+                str_col(rows.iter().map(|r| r.arguments.as_str())),
+                str_col(rows.iter().map(|r| r.actor.as_str())),
+                time_col(rows.iter().map(|r| r.at)),
+            ],
+        )
     }
 }

@@ -45,7 +45,12 @@ pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, ou
 
 /// Builds the extents that tile the disk: file pieces where files own the bytes, and for
 /// every other range zeros or raw chunks cut from the stream of all remaining bytes.
-pub(super) fn disk_map(sink: &Sink, disk: &Disk, image_id: i64, mut pieces: Vec<Piece>) -> std::io::Result<Vec<ExtentRow>> {
+pub(super) fn disk_map(
+    sink: &Sink,
+    disk: &Disk,
+    image_id: i64,
+    mut pieces: Vec<Piece>,
+) -> std::io::Result<Vec<ExtentRow>> {
     sink.phase("disk map and raw bytes", disk.size());
     pieces.sort_by_key(|p| p.disk_offset);
     let mut extents = Vec::new();
@@ -117,7 +122,14 @@ const ZERO_BLOCK: u64 = 4096;
 
 impl<'a> RawStream<'a> {
     fn new(sink: &'a Sink, image_id: i64) -> Self {
-        RawStream { sink, image_id, chunker: Chunker::new(), segments: VecDeque::new(), stream_len: 0, pending: Vec::new() }
+        RawStream {
+            sink,
+            image_id,
+            chunker: Chunker::new(),
+            segments: VecDeque::new(),
+            stream_len: 0,
+            pending: Vec::new(),
+        }
     }
 
     /// Feeds `[from, to)` of the disk: known-zero and all-zero blocks become zero extents,
@@ -170,8 +182,13 @@ impl<'a> RawStream<'a> {
         self.sink.stats.zero.fetch_add(len, Relaxed);
         self.sink.advance(len);
         match out.last_mut() {
-            Some(last) if last.kind == ExtentKind::Zero && last.content_hash.is_none()
-                && (last.disk_offset + last.length) as u64 == offset => last.length += len as i64,
+            Some(last)
+                if last.kind == ExtentKind::Zero
+                    && last.content_hash.is_none()
+                    && (last.disk_offset + last.length) as u64 == offset =>
+            {
+                last.length += len as i64
+            }
             _ => out.push(ExtentRow {
                 image_id: self.image_id,
                 disk_offset: offset as i64,
@@ -206,7 +223,8 @@ impl<'a> RawStream<'a> {
     /// Hashes and stores pending chunks in parallel, then maps them back onto the disk.
     fn flush(&mut self, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
         let pending = std::mem::take(&mut self.pending);
-        let hashes: Vec<ChunkHash> = pending.par_iter().map(|(_, c)| self.sink.put(c)).collect::<std::io::Result<_>>()?;
+        let hashes: Vec<ChunkHash> =
+            pending.par_iter().map(|(_, c)| self.sink.put(c)).collect::<std::io::Result<_>>()?;
         for ((stream_off, chunk), hash) in pending.iter().zip(hashes) {
             let chunk_end = stream_off + chunk.len() as u64;
             while let Some(&(s_off, d_off, len)) = self.segments.front() {

@@ -13,8 +13,8 @@
 //! memory does not grow with the image.
 
 use crate::catalog::*;
-use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
 use crate::library::InFlight;
+use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
 use crate::{Error, IoContext, Library, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
@@ -22,8 +22,8 @@ use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, par
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 mod disk_map;
@@ -95,8 +95,8 @@ impl Library {
         let ingest = tokio::task::spawn_blocking(move || {
             ingest(&root, &source, &options, known, || crate::library::allocate_image_id(&root))
         })
-            .await
-            .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
+        .await
+        .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
         let image_id = ingest.image_id;
 
         let catalog = self.catalog();
@@ -352,7 +352,6 @@ fn ingest(
     let mut packages = Vec::new();
     let (mut os_release, mut hostname) = (os::OsRelease::default(), None);
     for (fs_index, ifs) in indexed.iter().enumerate() {
-
         let mut placed = HashSet::new();
         for f in &ifs.fs.files {
             let content = contents.get(&(fs_index, f.inode));
@@ -397,7 +396,9 @@ fn ingest(
     let extents = disk_map(&sink, &disk, image_id, pieces).map_err(|e| image_err(e.to_string()))?;
     let threads = sink.threads.lock().map_or(0, |t| t.len());
     let Sink { packs, stats, .. } = sink;
-    let chunks = packs.into_inner().map_err(|_| image_err("a checkin worker failed".into()))?
+    let chunks = packs
+        .into_inner()
+        .map_err(|_| image_err("a checkin worker failed".into()))?
         .finish()
         .io_context(|| format!("writing packs in {}", root.display()))?;
     Ok(Ingest {

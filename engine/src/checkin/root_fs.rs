@@ -36,7 +36,12 @@ pub(super) fn find_packages(
 
 /// Copies the rpm sqlite database (and its write-ahead log) out of the image into a private
 /// folder of `scratch`, held with a flock while in use, and reads it.
-fn read_rpmdb(db: &fs::File, wal: Option<&fs::File>, src: &dyn ReadAt, scratch: &Path) -> std::io::Result<Vec<Package>> {
+fn read_rpmdb(
+    db: &fs::File,
+    wal: Option<&fs::File>,
+    src: &dyn ReadAt,
+    scratch: &Path,
+) -> std::io::Result<Vec<Package>> {
     let dir = scratch.join(format!("rpmdb-{}-{}", std::process::id(), now_ns()));
     std::fs::create_dir(&dir)?;
     let result = (|| {

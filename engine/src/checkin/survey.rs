@@ -41,9 +41,14 @@ pub(super) fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Sur
         let end = p.start.saturating_add(p.size);
         let spans = vec![Span { offset: 0, disk_offset: p.start, len: p.size }];
         match Mapped::new(disk, spans.clone()) {
-            Err(_) => row.fs_error = Some(format!(
-                "partition {} spans bytes {}..{end}, past the end of the disk ({} bytes)", p.index, p.start, disk.size()
-            )),
+            Err(_) => {
+                row.fs_error = Some(format!(
+                    "partition {} spans bytes {}..{end}, past the end of the disk ({} bytes)",
+                    p.index,
+                    p.start,
+                    disk.size()
+                ))
+            }
             Ok(volume) => {
                 if let Some(fs) = index_volume(&volume, &mut row) {
                     survey.indexed.push(IndexedFs { partition: row.partition, spans, fs });
@@ -57,7 +62,8 @@ pub(super) fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Sur
                     }
                 } else if row.scheme == "none" && row.fs_type.is_none() {
                     row.fs_error = Some(format!(
-                        "not a disk image: no partition table and no filesystem found in its {} bytes", disk.size()
+                        "not a disk image: no partition table and no filesystem found in its {} bytes",
+                        disk.size()
                     ));
                 }
             }
@@ -70,7 +76,8 @@ pub(super) fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Sur
     // Logical volumes are volumes like partitions, numbered after them. Each volume group
     // once, whichever of its physical volumes on this disk was read.
     let mut next = survey.partitions.iter().map(|p| p.partition).max().unwrap_or(0) + 1;
-    let pv_starts: HashMap<String, u64> = volume_groups.iter().map(|(start, vg)| (vg.pv_uuid.clone(), *start)).collect();
+    let pv_starts: HashMap<String, u64> =
+        volume_groups.iter().map(|(start, vg)| (vg.pv_uuid.clone(), *start)).collect();
     let pv_start = |uuid: &str| pv_starts.get(uuid).copied();
     let mut seen_groups = HashSet::new();
     for (_, vg) in volume_groups.iter().filter(|(_, vg)| seen_groups.insert(vg.name.clone())) {
@@ -90,7 +97,8 @@ pub(super) fn survey(disk: &Disk, raw_on_error: bool) -> std::result::Result<Sur
             };
             next += 1;
             let volume = vg.map(lv, &pv_start).map_err(|e| e.to_string()).and_then(|spans| {
-                let volume = Mapped::new(disk, spans.clone()).map_err(|e| format!("lvm2: {}/{}: {e}", vg.name, lv.name))?;
+                let volume =
+                    Mapped::new(disk, spans.clone()).map_err(|e| format!("lvm2: {}/{}: {e}", vg.name, lv.name))?;
                 Ok((spans, volume))
             });
             match volume {

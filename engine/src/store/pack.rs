@@ -187,7 +187,8 @@ impl PackReader {
             return Err(bad("trailer magic missing (truncated?)"));
         }
         let (entries, index_offset) = (word(0), word(1));
-        let index_len = entries.checked_mul(INDEX_ENTRY_LEN as u64).filter(|n| index_offset + n + TRAILER_LEN as u64 == len);
+        let index_len =
+            entries.checked_mul(INDEX_ENTRY_LEN as u64).filter(|n| index_offset + n + TRAILER_LEN as u64 == len);
         let Some(index_len) = index_len else { return Err(bad("index does not fit the file")) };
         let mut index = vec![0u8; index_len as usize];
         self.file.read_exact_at(&mut index, index_offset)?;
@@ -200,7 +201,12 @@ impl PackReader {
                 let offset = u64::from_le_bytes(e[32..40].try_into().unwrap_or([0; 8]));
                 StoredChunk {
                     hash,
-                    location: ChunkLocation { pack: self.id.clone(), offset, stored_size: u32_at(40), size: u32_at(44) },
+                    location: ChunkLocation {
+                        pack: self.id.clone(),
+                        offset,
+                        stored_size: u32_at(40),
+                        size: u32_at(44),
+                    },
                 }
             })
             .collect())
@@ -228,8 +234,10 @@ mod tests {
             assert_eq!(&r.read(&c.hash, &c.location).unwrap(), d);
         }
         let index = r.index().unwrap();
-        assert_eq!(index.iter().map(|c| c.location.clone()).collect::<Vec<_>>(),
-                   written.iter().map(|c| c.location.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            index.iter().map(|c| c.location.clone()).collect::<Vec<_>>(),
+            written.iter().map(|c| c.location.clone()).collect::<Vec<_>>()
+        );
         // A flipped byte is found, not returned.
         let path = pack_path(root.path(), &written[2].location.pack);
         let mut bytes = fs::read(&path).unwrap();
