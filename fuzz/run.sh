@@ -25,13 +25,16 @@ seed() {
   fi
   if [ ! -e corpus/partition/lvm ] && command -v pvcreate >/dev/null; then
     # A real LVM2 physical volume (label, metadata ring, two logical volumes): its first MiB.
+    # Without loop devices there is no such seed, and the target still runs.
     local t dev cfg='backup { backup = 0 archive = 0 }'; t=$(mktemp -d)
-    truncate -s 16M "$t/pv" && dev=$(losetup -f --show "$t/pv")
-    { pvcreate -q -y --config "$cfg" "$dev" && vgcreate -q --config "$cfg" "fuzzseed$$" "$dev" \
-      && lvcreate -q --config "$cfg" --driverloaded n -an -Zn -L 4M -n a "fuzzseed$$" \
-      && lvcreate -q --config "$cfg" --driverloaded n -an -Zn -L 4M -n b "fuzzseed$$"; } >/dev/null 2>&1 || true
-    losetup -d "$dev"
-    head -c 1048576 "$t/pv" > corpus/partition/lvm
+    truncate -s 16M "$t/pv"
+    if dev=$(losetup -f --show "$t/pv" 2>/dev/null); then
+      { pvcreate -q -y --config "$cfg" "$dev" && vgcreate -q --config "$cfg" "fuzzseed$$" "$dev" \
+        && lvcreate -q --config "$cfg" --driverloaded n -an -Zn -L 4M -n a "fuzzseed$$" \
+        && lvcreate -q --config "$cfg" --driverloaded n -an -Zn -L 4M -n b "fuzzseed$$"; } >/dev/null 2>&1 || true
+      losetup -d "$dev" || true
+      head -c 1048576 "$t/pv" > corpus/partition/lvm
+    fi
     rm -rf "$t"
   fi
   [ -n "$(ls corpus/packages)" ] || head -c 65536 /var/lib/dpkg/status > corpus/packages/status
