@@ -269,6 +269,11 @@ fn check_qcow2_tables(file: &File, len: u64) -> io::Result<()> {
         bad(format!("{what} at byte {at} (+{n}) lies past the end of the file ({len} bytes): truncated?"))
     };
     let l1_len = l1_entries.saturating_mul(8);
+    // qemu's own limit on the L1 table, so that a hostile header cannot make us allocate more.
+    const MAX_L1_BYTES: u64 = 32 << 20;
+    if l1_len > MAX_L1_BYTES {
+        return Err(bad(format!("the L1 table of {l1_len} bytes exceeds qemu's limit of {MAX_L1_BYTES}")));
+    }
     if l1_offset.checked_add(l1_len).is_none_or(|end| end > len) {
         return Err(past_end("the L1 table", l1_offset, l1_len));
     }
@@ -288,7 +293,8 @@ fn check_qcow2_tables(file: &File, len: u64) -> io::Result<()> {
         file.read_exact_at(&mut l2, l2_offset)?;
         for (j, e) in l2.chunks_exact(entry_len).enumerate() {
             let e = u64::from_be_bytes(e[..8].try_into().unwrap_or([0; 8]));
-            let guest = (i as u64 * (cluster / entry_len as u64) + j as u64) * cluster;
+            let l2_entries = cluster / entry_len as u64;
+            let guest = (i as u64).saturating_mul(l2_entries).saturating_add(j as u64).saturating_mul(cluster);
             let (host, need) =
                 if e & (1 << 62) != 0 { (e & compressed_offset_mask, 1) } else { (e & 0x00ff_ffff_ffff_fe00, cluster) };
             if host != 0 && host.saturating_add(need) > len {

@@ -117,9 +117,11 @@ pub fn read(src: &dyn ReadAt) -> Result<VolumeGroup, Error> {
     // The area is a ring after its 512-byte header: the text may wrap around its end.
     let mut text = vec![0u8; text_size as usize];
     let first = text_size.min(mda_size - text_offset) as usize;
-    src.read_exact_at(&mut text[..first], mda_offset + text_offset).map_err(|e| err(format!("metadata text: {e}")))?;
+    src.read_exact_at(&mut text[..first], mda_offset.saturating_add(text_offset))
+        .map_err(|e| err(format!("metadata text: {e}")))?;
     if first < text.len() {
-        src.read_exact_at(&mut text[first..], mda_offset + 512).map_err(|e| err(format!("metadata text: {e}")))?;
+        src.read_exact_at(&mut text[first..], mda_offset.saturating_add(512))
+            .map_err(|e| err(format!("metadata text: {e}")))?;
     }
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     let text = String::from_utf8_lossy(&text[..end]);
@@ -179,8 +181,11 @@ impl Value {
 fn volume_group(config: &Value, pv_uuid: String) -> Result<VolumeGroup, Error> {
     let err = |what: &str| Error(what.to_string());
     let (name, vg) = config.sections().next().ok_or_else(|| err("metadata has no volume group section"))?;
-    let extent_size =
-        vg.int("extent_size").filter(|&n| n > 0).ok_or_else(|| err("volume group has no extent_size"))? * SECTOR;
+    let extent_size = vg
+        .int("extent_size")
+        .filter(|&n| n > 0)
+        .and_then(|n| n.checked_mul(SECTOR))
+        .ok_or_else(|| err("volume group has no valid extent_size"))?;
     let physical_volumes = vg
         .get("physical_volumes")
         .map(|pvs| {
@@ -227,7 +232,7 @@ fn volume_group(config: &Value, pv_uuid: String) -> Result<VolumeGroup, Error> {
                 stripes,
             });
         }
-        let size = segments.iter().map(|s| s.extent_count).sum::<u64>().saturating_mul(extent_size);
+        let size = segments.iter().fold(0u64, |sum, s| sum.saturating_add(s.extent_count)).saturating_mul(extent_size);
         logical_volumes.push(LogicalVolume { name: lv_name.to_string(), layout, size, unsupported, segments });
     }
     Ok(VolumeGroup { name: name.to_string(), pv_uuid, extent_size, physical_volumes, logical_volumes })
@@ -241,7 +246,10 @@ impl VolumeGroup {
         if let Some(why) = &lv.unsupported {
             return Err(Error(format!("{}/{}: {why}", self.name, lv.name)));
         }
-        let pv_of = |name: &str| {
+        // Every number here comes from the image: all arithmetic is checked.
+        let overflow = || Error(format!("{}/{}: segment offsets overflow", self.name, lv.name));
+        let extent_at = |pe: u64| pe.checked_mul(self.extent_size).ok_or_else(overflow);
+        let pv_of = |name: &str, pe: u64| {
             let pv = self
                 .physical_volumes
                 .iter()
@@ -253,7 +261,7 @@ impl VolumeGroup {
                     self.name, lv.name, pv.name, pv.uuid
                 ))
             })?;
-            Ok(start + pv.pe_start)
+            start.checked_add(pv.pe_start).and_then(|s| s.checked_add(extent_at(pe).ok()?)).ok_or_else(overflow)
         };
         let mut runs: Vec<Span> = Vec::new();
         let mut push = |offset: u64, disk_offset: u64, len: u64| match runs.last_mut() {
@@ -261,36 +269,32 @@ impl VolumeGroup {
             _ => runs.push(Span { offset, disk_offset, len }),
         };
         for seg in &lv.segments {
-            let seg_offset = seg
-                .start_extent
-                .checked_mul(self.extent_size)
-                .ok_or_else(|| Error("segment offset overflows".into()))?;
-            let seg_len = seg
-                .extent_count
-                .checked_mul(self.extent_size)
-                .ok_or_else(|| Error("segment length overflows".into()))?;
-            if seg.stripes.len() == 1 {
-                let (pv, pe) = &seg.stripes[0];
-                push(seg_offset, pv_of(pv)? + pe * self.extent_size, seg_len);
+            let seg_offset = extent_at(seg.start_extent)?;
+            let seg_len = extent_at(seg.extent_count)?;
+            seg_offset.checked_add(seg_len).ok_or_else(overflow)?;
+            if let [(pv, pe)] = seg.stripes.as_slice() {
+                let disk_offset = pv_of(pv, *pe)?;
+                disk_offset.checked_add(seg_len).ok_or_else(overflow)?;
+                push(seg_offset, disk_offset, seg_len);
                 continue;
             }
             // Striped: chunks of stripe_size sectors go round the stripes in turn.
-            let chunk = seg.stripe_size * SECTOR;
             let n = seg.stripes.len() as u64;
-            if chunk == 0 || seg_len % (chunk * n) != 0 || seg_len / chunk > 1 << 24 {
+            let chunk = seg.stripe_size.checked_mul(SECTOR).filter(|&c| c > 0).ok_or_else(overflow)?;
+            let round = chunk.checked_mul(n).ok_or_else(overflow)?;
+            if seg_len % round != 0 || seg_len / chunk > 1 << 24 {
                 return Err(Error(format!(
                     "{}/{}: stripe size {} does not divide the segment",
                     self.name, lv.name, seg.stripe_size
                 )));
             }
-            let starts: Vec<u64> = seg
-                .stripes
-                .iter()
-                .map(|(pv, pe)| Ok(pv_of(pv)? + pe * self.extent_size))
-                .collect::<Result<_, Error>>()?;
-            for i in 0..seg_len / chunk {
-                let (stripe, row) = ((i % n) as usize, i / n);
-                push(seg_offset + i * chunk, starts[stripe] + row * chunk, chunk);
+            let starts: Vec<u64> = seg.stripes.iter().map(|(pv, pe)| pv_of(pv, *pe)).collect::<Result<_, Error>>()?;
+            // Each stripe holds seg_len / n bytes from its start.
+            if starts.iter().any(|s| s.checked_add(seg_len / n).is_none()) {
+                return Err(overflow());
+            }
+            for (i, start) in (0..seg_len / chunk).zip(starts.iter().cycle()) {
+                push(seg_offset + i * chunk, start + (i / n) * chunk, chunk);
             }
         }
         Ok(runs)
@@ -448,6 +452,14 @@ mod tests {
         assert_eq!(wide.len(), 128);
         assert_eq!(wide[1], Span { offset: 65536, disk_offset: (1 << 20) + (80 << 20), len: 65536 });
         assert!(vg.map(&vg.logical_volumes[2], &at(0)).unwrap_err().to_string().contains("thin-pool"));
+        // Numbers near u64::MAX are errors, never overflows.
+        for huge in [
+            text.replace("extent_count = 4", "extent_count = 18446744073709551"),
+            text.replace("[ \"pv0\", 2 ]", "[ \"pv0\", 9223372036854775807 ]"),
+        ] {
+            let vg = volume_group(&parse(&huge).unwrap(), "P".into()).unwrap();
+            assert!(vg.map(&vg.logical_volumes[0], &at(1 << 20)).unwrap_err().to_string().contains("overflow"));
+        }
         let elsewhere = |_: &str| None;
         assert!(vg.map(root, &elsewhere).unwrap_err().to_string().contains("not on this disk"));
     }

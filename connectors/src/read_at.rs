@@ -120,7 +120,8 @@ impl<R: ReadAt> Mapped<R> {
         let mut size = 0u64;
         for s in &spans {
             let fits = s.disk_offset.checked_add(s.len).is_some_and(|end| end <= inner.size());
-            if s.offset != size || !fits {
+            let next = size.checked_add(s.len).filter(|_| s.offset == size && fits);
+            let Some(next) = next else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -128,8 +129,8 @@ impl<R: ReadAt> Mapped<R> {
                         s.offset, s.disk_offset, s.len
                     ),
                 ));
-            }
-            size += s.len;
+            };
+            size = next;
         }
         Ok(Mapped { inner, spans, size })
     }

@@ -3,6 +3,8 @@
 //! Then robustness: randomly corrupted images and e2fsprogs' corrupt fixtures must give Ok or
 //! Err, never a panic or a hang.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
@@ -646,18 +648,7 @@ fn images_match_debugfs_and_source() {
 /// Reads the filesystem and up to `cap` bytes of each regular file; never panics by contract.
 fn read_everything(src: &dyn ReadAt, cap: u64) -> Result<usize, ext4::Error> {
     let fs = ext4::read(src)?;
-    let mut buf = vec![0; 1 << 20];
-    for f in fs.files.iter().filter(|f| f.kind == FileKind::File) {
-        let mut offset = 0;
-        while offset < f.size.min(cap) {
-            let n = (f.size.min(cap) - offset).min(1 << 20) as usize;
-            // Errors reading content (an extent in a truncated image) are fine; panics are not.
-            if f.read_content(src, offset, &mut buf[..n]).is_err() {
-                break;
-            }
-            offset += n as u64;
-        }
-    }
+    common::read_contents(&fs, src, cap);
     Ok(fs.files.len())
 }
 

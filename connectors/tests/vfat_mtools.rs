@@ -5,6 +5,8 @@
 //! randomly corrupted images and crafted loops and cycles must give Ok or Err, never a panic
 //! or a hang.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -549,17 +551,7 @@ fn probe_refuses_what_is_not_fat() {
 /// Reads the filesystem and up to `cap` bytes of each regular file; never panics by contract.
 fn read_everything(src: &dyn ReadAt, cap: u64) -> Result<usize, vfat::Error> {
     let fs = vfat::read(src)?;
-    let mut buf = vec![0; 1 << 20];
-    for f in fs.files.iter().filter(|f| f.kind == FileKind::File) {
-        let mut offset = 0;
-        while offset < f.size.min(cap) {
-            let n = (f.size.min(cap) - offset).min(1 << 20) as usize;
-            if f.read_content(src, offset, &mut buf[..n]).is_err() {
-                break;
-            }
-            offset += n as u64;
-        }
-    }
+    common::read_contents(&fs, src, cap);
     Ok(fs.files.len())
 }
 
