@@ -91,24 +91,29 @@ impl Library {
         let columns = ["chunk_hash", "size", "stored_size", "pack", "pack_offset"];
         let batches = self.catalog().scan(ChunkRow::NAME, &columns, None).await?;
         let mut map = HashMap::new();
-        for b in &batches {
-            let hash = b.column(0).as_string::<i32>();
-            let (size, stored) = (b.column(1).as_primitive::<Int64Type>(), b.column(2).as_primitive::<Int64Type>());
-            let (pack, offset) = (b.column(3).as_string::<i32>(), b.column(4).as_primitive::<Int64Type>());
-            for r in 0..b.num_rows() {
-                let Some(h) = parse_hex(hash.value(r)) else { continue };
-                map.insert(
-                    h,
-                    ChunkLocation {
-                        pack: pack.value(r).to_string(),
-                        offset: offset.value(r) as u64,
-                        stored_size: stored.value(r) as u32,
-                        size: size.value(r) as u32,
-                    },
-                );
-            }
-        }
+        add_locations(&batches, &mut map);
         Ok(map)
+    }
+}
+
+/// Adds the rows of a `chunks` scan (chunk_hash, size, stored_size, pack, pack_offset) to `map`.
+pub(crate) fn add_locations(batches: &[arrow::array::RecordBatch], map: &mut HashMap<ChunkHash, ChunkLocation>) {
+    for b in batches {
+        let hash = b.column(0).as_string::<i32>();
+        let (size, stored) = (b.column(1).as_primitive::<Int64Type>(), b.column(2).as_primitive::<Int64Type>());
+        let (pack, offset) = (b.column(3).as_string::<i32>(), b.column(4).as_primitive::<Int64Type>());
+        for r in 0..b.num_rows() {
+            let Some(h) = parse_hex(hash.value(r)) else { continue };
+            map.insert(
+                h,
+                ChunkLocation {
+                    pack: pack.value(r).to_string(),
+                    offset: offset.value(r) as u64,
+                    stored_size: stored.value(r) as u32,
+                    size: size.value(r) as u32,
+                },
+            );
+        }
     }
 }
 

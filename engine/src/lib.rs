@@ -9,12 +9,14 @@ pub mod check;
 pub mod checkin;
 pub mod checkout;
 mod library;
+pub mod read;
 pub mod store;
 
 pub use check::CheckReport;
 pub use checkin::{CheckinOptions, CheckinSummary, Progress};
 pub use checkout::CheckoutSummary;
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
+pub use read::FoundFile;
 
 /// An engine error. Messages name the image, the structure or the path that is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,9 @@ pub enum Error {
     /// The caller asked for something that does not exist or cannot be: the user's to fix.
     #[error("{0}")]
     User(String),
+    /// The image version exists but has no such file (SQL reads it as NULL).
+    #[error("{0}")]
+    NotFound(String),
     /// An input image is bad: unreadable, truncated or corrupt.
     #[error("image {image}: {message}")]
     Image { image: String, message: String },

@@ -1,41 +1,74 @@
-//! SQL over the catalog: a DataFusion session whose tables are the library's Lance tables.
-//!
-//! The Lance datasets are registered in the `internal` schema; the tables users query are
-//! views over them that keep only rows of committed images (an image's `images` row is its
-//! commit point, written last), so a checkin in flight or a crashed one is never seen.
+//! SQL over the library: a DataFusion session whose tables are the catalog's Lance tables
+//! ([`tables`]) and whose functions read images and run commands ([`functions`]).
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::TableReference;
 use imagelake_engine::Library;
-use lance::Dataset;
-use lance::datafusion::LanceTableProvider;
 use std::sync::Arc;
 
+pub mod functions;
 pub mod output;
+pub mod tables;
 
-/// Tables with an `image_id` column: filtered down to committed images.
-const IMAGE_TABLES: [&str; 5] = ["partitions", "files", "packages", "extents", "provenance"];
+use functions::Commands;
 
-/// A session over every catalog table of `library`, as of now.
-pub async fn session(library: &Library) -> datafusion::error::Result<SessionContext> {
-    let config = SessionConfig::new().with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    ctx.sql("CREATE SCHEMA internal").await?;
-    for table in imagelake_engine::catalog::TABLES {
-        let uri = library.catalog().table_uri(table);
-        let dataset =
-            Dataset::open(&uri).await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let provider = Arc::new(LanceTableProvider::new(Arc::new(dataset), false, false));
-        ctx.register_table(TableReference::partial("internal", table), provider)?;
+/// A SQL session over one library. Tables are read at their newest version by every
+/// statement, so a session sees what other processes (and its own commands) commit.
+pub struct Session {
+    ctx: SessionContext,
+    commands: Arc<Commands>,
+}
+
+impl Session {
+    pub async fn open(library: Arc<Library>) -> Result<Session> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let snapshot = tables::Snapshot::new(library.clone());
+        for table in imagelake_engine::catalog::TABLES {
+            let provider = tables::CatalogTable::new(snapshot.clone(), table).await?;
+            ctx.register_table(TableReference::bare(table), Arc::new(provider))?;
+        }
+        let commands = Arc::new(Commands::default());
+        functions::register(&ctx, &library, &commands);
+        Ok(Session { ctx, commands })
     }
-    ctx.sql("CREATE VIEW images AS SELECT * FROM internal.images").await?;
-    ctx.sql("CREATE VIEW chunks AS SELECT * FROM internal.chunks").await?;
-    for table in IMAGE_TABLES {
-        ctx.sql(&format!(
-            "CREATE VIEW {table} AS SELECT * FROM internal.{table} \
-             WHERE image_id IN (SELECT image_id FROM internal.images)"
-        ))
-        .await?;
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
     }
-    Ok(ctx)
+
+    /// Plans and runs one statement, and runs every command it planned exactly once (see
+    /// `functions::commands`).
+    pub async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.commands.take();
+        let plan = match self.ctx.state().create_logical_plan(sql).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.commands.take();
+                return Err(e);
+            }
+        };
+        if matches!(plan, LogicalPlan::Explain(_)) {
+            // EXPLAIN plans only: what it planned never runs.
+            self.commands.take();
+            return self.ctx.execute_logical_plan(plan).await?.collect().await;
+        }
+        if matches!(plan, LogicalPlan::Ddl(_)) && !self.commands.take().is_empty() {
+            return Err(DataFusionError::Plan(
+                "checkin() and checkout() are commands: they cannot be part of a view or a table definition".into(),
+            ));
+        }
+        let frame = self.ctx.execute_logical_plan(plan).await?;
+        let batches = frame.collect().await;
+        let planned = self.commands.take();
+        let batches = batches?;
+        // Commands the optimizer cut out of the plan (LIMIT 0, WHERE false) still run.
+        for command in planned.iter().filter(|c| !c.has_run()) {
+            command.run().await?;
+        }
+        Ok(batches)
+    }
 }

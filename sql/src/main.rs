@@ -1,14 +1,14 @@
 //! The `imagelake` command: checkin, checkout and SQL over a library.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use imagelake_engine::{CheckinOptions, CheckinSummary, CheckoutSummary, Library};
-use imagelake_sql::output::{self, Format};
+use imagelake_sql::output::Format;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 mod progress;
+mod repl;
 
 #[derive(Parser)]
 #[command(name = "imagelake", version, about = "A VM image library: images as structured data")]
@@ -52,11 +52,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run SQL over the catalog.
+    /// Run SQL over the catalog: the statements of -c, of a script FILE, or of standard
+    /// input; on a terminal without either, an interactive shell (.help lists its commands).
     Sql {
-        /// The statement(s) to run.
+        /// The statement(s) to run, separated by ';'.
         #[arg(short = 'c', long = "command")]
-        command: String,
+        command: Option<String>,
+        /// A script: SQL statements ended by ';', '--' comments, meta-commands such as
+        /// `.mode csv` on lines of their own. It stops at the first error (exit status 1).
+        #[arg(conflicts_with = "command")]
+        file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -72,7 +77,7 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let library = Library::open(&cli.library).await?;
+    let library = Arc::new(Library::open(&cli.library).await?);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Checkin { file, name, raw_on_error, json } => {
@@ -120,10 +125,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("the library is damaged: {} problems", report.problems.len());
             }
         }
-        Command::Sql { command, format } => {
-            let ctx = imagelake_sql::session(&library).await?;
-            let batches = ctx.sql(&command).await.context("planning")?.collect().await.context("running")?;
-            output::write(&mut stdout, &batches, format)?;
+        Command::Sql { command, file, format } => {
+            let session = Arc::new(imagelake_sql::Session::open(library.clone()).await?);
+            let input = match (command, file) {
+                (Some(command), _) => repl::Input::Command(command),
+                (None, Some(file)) => repl::Input::File(file),
+                (None, None) if std::io::stdin().is_terminal() => repl::Input::Terminal,
+                (None, None) => repl::Input::Stdin,
+            };
+            repl::run(session, input, format, &cli.library, &mut stdout).await?;
         }
     }
     Ok(())

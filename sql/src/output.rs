@@ -1,4 +1,5 @@
-//! Query results on a terminal or for scripts: an aligned table, CSV, or JSON.
+//! Query results on a terminal or for scripts: an aligned table, CSV, JSON, or one
+//! `column = value` line per column (`line`, like sqlite's and DuckDB's `.mode line`).
 
 use arrow::array::{Array, RecordBatch};
 use std::io::Write;
@@ -8,6 +9,7 @@ pub enum Format {
     Table,
     Csv,
     Json,
+    Line,
 }
 
 pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
@@ -29,6 +31,30 @@ pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> an
             writer.write_batches(&refs)?;
             writer.finish()?;
             writeln!(out)?;
+        }
+        Format::Line => write_lines(out, batches)?,
+    }
+    Ok(())
+}
+
+/// One `column = value` line per column, names right-aligned, a blank line between rows.
+fn write_lines(out: &mut dyn Write, batches: &[RecordBatch]) -> anyhow::Result<()> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut first = true;
+    for batch in batches {
+        let schema = batch.schema();
+        let width = schema.fields().iter().map(|f| f.name().chars().count()).max().unwrap_or(0);
+        let formatters =
+            batch.columns().iter().map(|c| ArrayFormatter::try_new(c, &options)).collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            if !first {
+                writeln!(out)?;
+            }
+            first = false;
+            for (field, formatter) in schema.fields().iter().zip(&formatters) {
+                writeln!(out, "{:>width$} = {}", field.name(), formatter.value(row))?;
+            }
         }
     }
     Ok(())

@@ -285,3 +285,25 @@ pub fn measure(cmd: &mut Command, limit: Option<std::time::Duration>) -> Measure
         },
     }
 }
+
+/// The Debian bookworm tree (minbase + mariadb-server), debootstrapped once into the cache.
+pub fn debian_tree() -> std::path::PathBuf {
+    let script = repo_root().join("tests/images/debian-tree.sh");
+    let out = run(Command::new("bash").arg(script).arg(cache_dir()));
+    std::path::PathBuf::from(out.trim())
+}
+
+/// (name, version, arch) of every package, as dpkg itself reads the database.
+pub fn dpkg_query(admindir: &Path) -> std::collections::BTreeSet<(String, String, String)> {
+    let out = run(Command::new("dpkg-query").arg(format!("--admindir={}", admindir.display())).args([
+        "-W",
+        "-f",
+        "${Package}\t${Version}\t${Architecture}\n",
+    ]));
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}

@@ -3,35 +3,14 @@
 //! really change: the disk copied, its root loop-mounted and given one more package in place.
 
 use imagelake_tests::{
-    Library, assert_same_bytes, cache_dir, gpt_disk, mkfs_ext, mkfs_vfat, repo_root, run, run_measured, sh,
+    Library, assert_same_bytes, cache_dir, debian_tree, dpkg_query, gpt_disk, mkfs_ext, mkfs_vfat, run, run_measured,
+    sh,
 };
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
-
-fn debian_tree() -> std::path::PathBuf {
-    let script = repo_root().join("tests/images/debian-tree.sh");
-    let out = run(Command::new("bash").arg(script).arg(cache_dir()));
-    std::path::PathBuf::from(out.trim())
-}
-
-/// (name, version, arch) of every package, as dpkg itself reads the database.
-fn dpkg_query(admindir: &Path) -> BTreeSet<(String, String, String)> {
-    let out = run(Command::new("dpkg-query").arg(format!("--admindir={}", admindir.display())).args([
-        "-W",
-        "-f",
-        "${Package}\t${Version}\t${Architecture}\n",
-    ]));
-    out.lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].to_string(), f[1].to_string(), f[2].to_string())
-        })
-        .collect()
-}
 
 #[test]
 fn debian_mariadb_image_end_to_end() {

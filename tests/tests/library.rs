@@ -114,3 +114,37 @@ fn sql_formats_and_clear_errors() {
     assert!(!bad_sql.status.success());
     assert!(String::from_utf8_lossy(&bad_sql.stderr).contains("nope"), "{bad_sql:?}");
 }
+
+#[test]
+fn sql_errors_are_one_line_and_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = small_image(dir.path());
+    let lib = Library::new();
+    lib.checkin(&img, "small");
+    let cases = [
+        ("SELECT * FROM ls('nope', '/etc')", "no image nope in the library"),
+        ("SELECT * FROM ls('small@9', '/etc')", "no image small@9"),
+        ("SELECT * FROM ls('bad name', '/')", "is not a valid image name"),
+        ("SELECT * FROM file_lines('small', '/etc/missing')", "small: no file \"/etc/missing\""),
+        ("SELECT * FROM file_lines('small', '/etc')", "is a directory; ls('small', '/etc') lists it"),
+        ("SELECT * FROM ls('small', 'etc')", "give an absolute path such as '/etc/hostname'"),
+        ("SELECT * FROM ls(name, '/etc')", "must be a literal such as 'web@2', not the column name"),
+        ("SELECT * FROM checkout(name, '/tmp/x.raw')", "call checkout_to(name, path) in its SELECT list"),
+        ("SELECT * FROM compare('small')", "compare() takes 2 arguments"),
+        ("SELECT name + 1 FROM images", "name"),
+        ("SELECT * FROM checkin('/nonexistent/disk.img', 'x')", "/nonexistent/disk.img"),
+    ];
+    for (query, hint) in cases {
+        let out = lib.command().args(["sql", "-c", query]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{query}: {err}");
+        assert_eq!(err.lines().count(), 1, "{query}: one line, got {err}");
+        assert!(err.starts_with("error: ") && err.contains(hint), "{query}: {err}");
+        assert!(!err.contains("panicked"), "{query}: {err}");
+    }
+    // A file the image lacks reads as NULL, so one query can ask every image.
+    let rows = lib
+        .sql("SELECT read_text('small', '/etc/missing') IS NULL AS missing, read_text('small', '/etc/motd') AS motd");
+    assert_eq!(rows[0]["missing"], true);
+    assert_eq!(rows[0]["motd"], "hi\n");
+}

@@ -14,7 +14,25 @@ use arrow::array::{RecordBatch, RecordBatchIterator};
 use futures::TryStreamExt;
 use lance::Dataset;
 use lance::dataset::{WriteMode, WriteParams};
+use lance::index::DatasetIndexExt;
+use lance_index::optimize::OptimizeOptions;
+use lance_index::{IndexType, scalar::ScalarIndexParams};
 use std::path::{Path, PathBuf};
+
+/// The B-tree indexes the access paths need: per-image reads (`image_id`), point questions
+/// ("which images contain content H", "which ship package P", "where is /etc/x"), and the
+/// store's lookups (`chunk_hash`). Lance answers a filter on an indexed column from the index
+/// and scans only fragments appended since the index was last brought up to date.
+pub const INDEXES: [(&str, &str); 8] = [
+    ("files", "image_id"),
+    ("files", "content_hash"),
+    ("files", "path"),
+    ("packages", "name"),
+    ("packages", "image_id"),
+    ("extents", "image_id"),
+    ("extents", "content_hash"),
+    ("chunks", "chunk_hash"),
+];
 
 pub struct Catalog {
     dir: PathBuf,
@@ -68,6 +86,30 @@ impl Catalog {
         let mut dataset = self.dataset(T::NAME).await?;
         let params = WriteParams { mode: WriteMode::Append, ..Default::default() };
         dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
+    }
+
+    /// Creates the indexes of [`INDEXES`] that do not exist yet and folds rows appended since
+    /// into those that do. An index that lags is only slower, never wrong, so callers may
+    /// treat a failure here as a warning.
+    pub async fn update_indexes(&self) -> Result<()> {
+        for table in ["files", "packages", "extents", "chunks"] {
+            let mut dataset = self.dataset(table).await?;
+            let err = |e: lance::Error| Error::Catalog(format!("indexing {table}: {e}"));
+            if dataset.count_rows(None).await.map_err(err)? == 0 {
+                continue;
+            }
+            let existing = dataset.load_indices().await.map_err(err)?;
+            for (_, column) in INDEXES.iter().filter(|(t, _)| *t == table) {
+                let name = format!("{column}_idx");
+                if existing.iter().any(|i| i.name == name) {
+                    continue;
+                }
+                let params = ScalarIndexParams::default();
+                dataset.create_index(&[column], IndexType::BTree, Some(name), &params, true).await.map_err(err)?;
+            }
+            dataset.optimize_indices(&OptimizeOptions::merge(1)).await.map_err(err)?;
+        }
+        Ok(())
     }
 
     pub async fn dataset(&self, table: &str) -> Result<Dataset> {

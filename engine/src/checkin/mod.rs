@@ -127,6 +127,15 @@ impl Library {
         // The version number is handed out at commit time, under the library lock.
         self.commit(&mut image, path).await?;
         drop(ingest.in_flight);
+        let mut warnings = ingest.warnings;
+        // After the commit point: a failure here leaves a committed image whose rows are
+        // found by a scan instead of an index.
+        {
+            let _lock = self.lock()?;
+            if let Err(e) = catalog.update_indexes().await {
+                warnings.push(format!("the catalog's indexes were not brought up to date: {e}"));
+            }
+        }
 
         Ok(CheckinSummary {
             image_id,
@@ -146,7 +155,7 @@ impl Library {
             files: ingest.files.len(),
             packages: ingest.packages.len(),
             os: ingest.os.pretty_name.clone(),
-            warnings: ingest.warnings,
+            warnings,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

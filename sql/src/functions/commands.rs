@@ -1,0 +1,290 @@
+//! Command functions: `checkin(path, name)` and `checkout(image, path)` as table functions
+//! returning a summary row, and `checkout_to(image, path)`, a volatile scalar applied per row.
+//!
+//! Each command runs exactly once per executed statement:
+//! - never while planning: the table function only checks its literals; the work is a lazy
+//!   future polled by the table's stream at execution;
+//! - never under `EXPLAIN` (which plans and does not execute), once under `EXPLAIN ANALYZE`;
+//! - not twice when the plan is executed twice (a CTE read twice, a re-collected DataFrame):
+//!   the command's result is kept and handed to every later reader;
+//! - not twice when the statement is planned again: each planning makes a new command, and
+//!   only a statement that is executed runs one;
+//! - not skipped when the optimizer removes the scan (`LIMIT 0`, `WHERE false`): every
+//!   command a statement planned is registered in [`Commands`], and `Session::run` runs
+//!   those the plan never reached once the statement has finished.
+
+use super::{Lib, arity, block_on, engine_err, text_arg};
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::datasource::TableProvider;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use imagelake_engine::{CheckinOptions, Library};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
+    let lib = Lib(library.clone());
+    ctx.register_udtf("checkin", Arc::new(Checkin { lib: lib.clone(), commands: commands.clone() }));
+    ctx.register_udtf("checkout", Arc::new(Checkout { lib: lib.clone(), commands: commands.clone() }));
+    let signature = Signature::any(2, Volatility::Volatile);
+    ctx.register_udf(ScalarUDF::from(CheckoutTo { lib, signature }));
+}
+
+/// The commands planned by the statement being run.
+#[derive(Debug, Default)]
+pub struct Commands {
+    planned: Mutex<Vec<Arc<Command>>>,
+}
+
+impl Commands {
+    fn add(&self, command: Arc<Command>) {
+        if let Ok(mut planned) = self.planned.lock() {
+            planned.push(command);
+        }
+    }
+
+    /// Forgets what earlier statements planned and returns it.
+    pub fn take(&self) -> Vec<Arc<Command>> {
+        self.planned.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+}
+
+type Job = BoxFuture<'static, Result<RecordBatch>>;
+
+/// One planned command: its work, not started, and once run, its result.
+pub struct Command {
+    pub label: String,
+    job: Mutex<Option<Job>>,
+    result: tokio::sync::OnceCell<std::result::Result<RecordBatch, String>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.label)
+    }
+}
+
+impl Command {
+    fn new(label: String, job: Job) -> Arc<Command> {
+        Arc::new(Command { label, job: Mutex::new(Some(job)), result: tokio::sync::OnceCell::new() })
+    }
+
+    /// Runs the command the first time; later calls return the first result.
+    pub async fn run(&self) -> Result<RecordBatch> {
+        let result = self
+            .result
+            .get_or_init(|| async {
+                let job = self.job.lock().ok().and_then(|mut j| j.take());
+                match job {
+                    Some(job) => job.await.map_err(|e| e.to_string()),
+                    None => Err(format!("{} was interrupted", self.label)),
+                }
+            })
+            .await;
+        result.clone().map_err(DataFusionError::Execution)
+    }
+
+    pub fn has_run(&self) -> bool {
+        self.result.initialized()
+    }
+}
+
+/// The table a command function returns: one partition that runs the command when read.
+#[derive(Debug)]
+struct CommandStream {
+    schema: SchemaRef,
+    command: Arc<Command>,
+}
+
+impl PartitionStream for CommandStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+    fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let command = self.command.clone();
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(async move { command.run().await }),
+        ))
+    }
+}
+
+fn command_table(commands: &Commands, schema: SchemaRef, command: Arc<Command>) -> Result<Arc<dyn TableProvider>> {
+    commands.add(command.clone());
+    let stream = Arc::new(CommandStream { schema: schema.clone(), command });
+    Ok(Arc::new(StreamingTable::try_new(schema, vec![stream])?))
+}
+
+/// Runs `job` as its own task: a cancelled statement stops waiting, but a checkin or checkout
+/// already under way finishes (each commits with one rename or one row; see the engine).
+fn detached(job: impl Future<Output = Result<RecordBatch>> + Send + 'static) -> Job {
+    Box::pin(async move {
+        tokio::spawn(job).await.map_err(|e| DataFusionError::Execution(format!("the command failed: {e}")))?
+    })
+}
+
+fn fields(fields: &[(&str, DataType)]) -> SchemaRef {
+    Arc::new(Schema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>()))
+}
+
+fn int(v: impl Into<i64>) -> ArrayRef {
+    Arc::new(Int64Array::from(vec![v.into()]))
+}
+fn text(v: impl Into<String>) -> ArrayRef {
+    Arc::new(StringArray::from(vec![v.into()]))
+}
+fn seconds(v: f64) -> ArrayRef {
+    Arc::new(Float64Array::from(vec![v]))
+}
+
+#[derive(Debug)]
+struct Checkin {
+    lib: Lib,
+    commands: Arc<Commands>,
+}
+
+const CHECKIN_USAGE: &str = "checkin(path, name), e.g. checkin('/srv/images/web.qcow2', 'web')";
+
+impl TableFunctionImpl for Checkin {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("checkin", CHECKIN_USAGE, exprs, 2)?;
+        let path = PathBuf::from(text_arg("checkin", CHECKIN_USAGE, exprs, 0, "path")?);
+        let name = text_arg("checkin", CHECKIN_USAGE, exprs, 1, "name")?;
+        let schema = fields(&[
+            ("image_id", DataType::Int64),
+            ("name", DataType::Utf8),
+            ("version", DataType::Int64),
+            ("partitions", DataType::Int64),
+            ("files", DataType::Int64),
+            ("packages", DataType::Int64),
+            ("bytes_read", DataType::Int64),
+            ("bytes_new", DataType::Int64),
+            ("bytes_stored", DataType::Int64),
+            ("bytes_deduplicated", DataType::Int64),
+            ("seconds", DataType::Float64),
+            ("warnings", DataType::Utf8),
+        ]);
+        let (lib, out) = (self.lib.clone(), schema.clone());
+        let label = format!("checkin({}, {name})", path.display());
+        let job = detached(async move {
+            let options = CheckinOptions::default();
+            let s = lib.0.checkin(&path, &name, options).await.map_err(engine_err)?;
+            let columns = vec![
+                int(s.image_id),
+                text(s.name),
+                int(s.version),
+                int(s.partitions as i64),
+                int(s.files as i64),
+                int(s.packages as i64),
+                int(s.bytes_read as i64),
+                int(s.bytes_new as i64),
+                int(s.bytes_stored as i64),
+                int(s.bytes_deduplicated as i64),
+                seconds(s.seconds),
+                text(s.warnings.join("; ")),
+            ];
+            Ok(RecordBatch::try_new(out, columns)?)
+        });
+        command_table(&self.commands, schema, Command::new(label, job))
+    }
+}
+
+#[derive(Debug)]
+struct Checkout {
+    lib: Lib,
+    commands: Arc<Commands>,
+}
+
+const CHECKOUT_USAGE: &str = "checkout(image, path), e.g. checkout('web@2', '/srv/out/web.raw')";
+
+fn checkout_schema() -> SchemaRef {
+    fields(&[
+        ("image_id", DataType::Int64),
+        ("name", DataType::Utf8),
+        ("version", DataType::Int64),
+        ("output", DataType::Utf8),
+        ("virtual_size", DataType::Int64),
+        ("bytes_written", DataType::Int64),
+        ("seconds", DataType::Float64),
+    ])
+}
+
+async fn checkout(lib: &Library, image: &str, out: &std::path::Path, schema: SchemaRef) -> Result<RecordBatch> {
+    let s = lib.checkout(image, out).await.map_err(engine_err)?;
+    let columns = vec![
+        int(s.image_id),
+        text(s.name),
+        int(s.version),
+        text(s.output.display().to_string()),
+        int(s.virtual_size as i64),
+        int(s.bytes_written as i64),
+        seconds(s.seconds),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+impl TableFunctionImpl for Checkout {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("checkout", CHECKOUT_USAGE, exprs, 2)?;
+        let image = text_arg("checkout", CHECKOUT_USAGE, exprs, 0, "image")?;
+        let out = PathBuf::from(text_arg("checkout", CHECKOUT_USAGE, exprs, 1, "path")?);
+        let (lib, schema) = (self.lib.clone(), checkout_schema());
+        let label = format!("checkout({image}, {})", out.display());
+        let for_job = schema.clone();
+        let job = detached(async move { checkout(&lib.0, &image, &out, for_job).await });
+        command_table(&self.commands, schema, Command::new(label, job))
+    }
+}
+
+/// `checkout_to(image, path)`: checks out one image per row and returns where it went.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CheckoutTo {
+    lib: Lib,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for CheckoutTo {
+    fn name(&self) -> &str {
+        "checkout_to"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray};
+        let n = args.number_rows;
+        let mut columns = Vec::new();
+        for a in &args.args {
+            columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &DataType::Utf8)?);
+        }
+        let (Some(images), Some(paths)) = (columns.first(), columns.get(1)) else {
+            return exec_err!("checkout_to(image, path) takes two arguments");
+        };
+        let (images, paths) = (images.as_string::<i32>(), paths.as_string::<i32>());
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if images.is_null(i) || paths.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let (image, path) = (images.value(i), PathBuf::from(paths.value(i)));
+            let s = block_on(self.lib.0.checkout(image, &path))?
+                .map_err(|e| DataFusionError::Execution(format!("checkout_to({image}, {}): {e}", path.display())))?;
+            out.push(Some(format!("{}@{} -> {}", s.name, s.version, s.output.display())));
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}

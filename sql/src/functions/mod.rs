@@ -1,0 +1,197 @@
+//! imagelake's SQL functions.
+//!
+//! - Read functions ([`read`]): `compare`, `ls`, `file_lines`, `image_stats` (table functions)
+//!   and `read_text`, `read_bytes`, `version_cmp` (scalars). Pure: running them twice is harmless.
+//! - Command functions ([`commands`]): `checkin`, `checkout` (table functions) and
+//!   `checkout_to` (a volatile scalar, once per row). They change the library, so each runs
+//!   exactly once per executed statement; `Session::run` enforces the rules DataFusion leaves
+//!   open (see `commands`).
+//!
+//! DataFusion calls a table function while *planning*, synchronously, with its arguments
+//! folded to literals; a column reference arrives unresolved. So a table function here only
+//! checks its literals and returns a table whose `scan` (read functions) or stream (commands)
+//! does the work.
+
+pub mod commands;
+pub mod read;
+mod version;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use imagelake_engine::Library;
+use std::sync::Arc;
+
+pub use commands::Commands;
+pub use version::compare_versions;
+
+/// The library, shared by every function of a session. Functions must be `Eq` and `Hash` for
+/// DataFusion; two handles are equal when they are the same library.
+#[derive(Clone)]
+pub struct Lib(pub Arc<Library>);
+
+impl std::fmt::Debug for Lib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Library({})", self.0.root().display())
+    }
+}
+impl PartialEq for Lib {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Lib {}
+impl std::hash::Hash for Lib {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state)
+    }
+}
+
+/// Registers every function on `ctx`.
+pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
+    read::register(ctx, library);
+    commands::register(ctx, library, commands);
+    ctx.register_udf(version::version_cmp());
+}
+
+/// A table function's text argument, which must be a literal: a column has no value while the
+/// statement is planned.
+pub(crate) fn text_arg(function: &str, usage: &str, args: &[Expr], i: usize, what: &str) -> Result<String> {
+    match args.get(i) {
+        Some(Expr::Literal(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+            _,
+        )) => Ok(s.clone()),
+        Some(Expr::Literal(v, _)) if matches!(v, ScalarValue::Int64(Some(_)) | ScalarValue::Int32(Some(_))) => {
+            Ok(v.to_string())
+        }
+        Some(Expr::Column(c)) => plan_err!(
+            "{function}(): the {what} must be a literal such as {}, not the column {}; {}",
+            example(what),
+            c.name,
+            per_row_hint(function)
+        ),
+        Some(other) => plan_err!("{function}(): the {what} must be a text literal, not {other}; usage: {usage}"),
+        None => plan_err!("{function}() takes {usage}"),
+    }
+}
+
+/// Checks a table function's argument count.
+pub(crate) fn arity(function: &str, usage: &str, args: &[Expr], n: usize) -> Result<()> {
+    if args.len() == n { Ok(()) } else { plan_err!("{function}() takes {n} arguments: {usage}") }
+}
+
+fn example(what: &str) -> &'static str {
+    match what {
+        "image" | "old image" | "new image" => "'web@2'",
+        "name" => "'web'",
+        "directory" => "'/etc'",
+        _ => "'/path'",
+    }
+}
+
+fn per_row_hint(function: &str) -> &'static str {
+    match function {
+        "checkout" => "to check out every image a query finds, call checkout_to(name, path) in its SELECT list",
+        "file_lines" => "for one file per row use read_text(image, path) in the SELECT list",
+        _ => "table functions take constants (a column's value is not known while the query is planned)",
+    }
+}
+
+/// Runs `f` (which may block on async engine calls) from inside a DataFusion operator.
+/// Scalar functions are synchronous, and the engine is async: this parks the worker thread
+/// (tokio's multi-threaded runtime moves its other tasks elsewhere meanwhile).
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| DataFusionError::Execution("imagelake functions need a tokio runtime".into()))?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(DataFusionError::Execution("imagelake functions need tokio's multi-threaded runtime".into()));
+    }
+    Ok(tokio::task::block_in_place(|| handle.block_on(future)))
+}
+
+pub(crate) fn engine_err(e: imagelake_engine::Error) -> DataFusionError {
+    DataFusionError::Execution(e.to_string())
+}
+
+type Producer = Box<dyn Fn(SessionContext) -> BoxFuture<'static, Result<Vec<RecordBatch>>> + Send + Sync>;
+
+/// A table whose rows are computed when the statement's plan is built (`scan`), not while it
+/// is parsed: the work may be async and may itself run SQL on the session.
+pub(crate) struct Deferred {
+    schema: SchemaRef,
+    produce: Producer,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred").field("schema", &self.schema).finish()
+    }
+}
+
+impl Deferred {
+    pub(crate) fn new(
+        schema: SchemaRef,
+        produce: impl Fn(SessionContext) -> BoxFuture<'static, Result<Vec<RecordBatch>>> + Send + Sync + 'static,
+    ) -> Arc<Deferred> {
+        Arc::new(Deferred { schema, produce: Box::new(produce) })
+    }
+}
+
+#[async_trait]
+impl TableProvider for Deferred {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let state = state
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .ok_or_else(|| DataFusionError::Internal("not a SessionState".into()))?;
+        let batches = (self.produce)(SessionContext::new_with_state(state.clone())).await?;
+        let batches = conform(batches, &self.schema)?;
+        Ok(MemorySourceConfig::try_new_exec(&[batches], self.schema.clone(), projection.cloned())?)
+    }
+}
+
+/// Casts query results to the declared schema of a function's table (the same columns, in
+/// order; types and nullability as declared).
+pub(crate) fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
+}
+
+/// Quotes text for SQL.
+pub(crate) fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}

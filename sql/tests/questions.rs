@@ -1,0 +1,331 @@
+//! The README's questions, run as written there against real checked-in Debian images, each
+//! answer checked against an independent tool reading the source trees.
+//!
+//! Images: `web@1` (debootstrap bookworm + mariadb-server), `web@2` (the same tree with `less`
+//! installed by dpkg, an nginx site, a setuid helper, a world-writable file, a second uid-0
+//! account, a packaged file edited and one removed) and `plain@1` (a small tree with a copy of
+//! libssl and an nginx site on another port).
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use imagelake_engine::Library;
+use imagelake_sql::Session;
+use imagelake_tests::{debian_tree, dpkg_query, mkfs_ext, run, sh, tree};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+/// The SQL of each numbered question in README.md's "Questions" section.
+fn readme_questions() -> BTreeMap<u32, String> {
+    let readme = std::fs::read_to_string(imagelake_tests::repo_root().join("README.md")).unwrap();
+    let section = readme.split("\n## Questions\n").nth(1).expect("README has a Questions section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut questions = BTreeMap::new();
+    for part in section.split("\n### ").skip(1) {
+        let number: u32 = part.split('.').next().unwrap().trim().parse().expect("numbered question");
+        let sql = part.split("```sql\n").nth(1).and_then(|s| s.split("```").next()).expect("an sql block");
+        questions.insert(number, sql.trim().to_string());
+    }
+    questions
+}
+
+fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            rows.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    rows
+}
+
+fn strings(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter().map(|r| r.iter().map(|c| c.to_string()).collect()).collect()
+}
+
+/// Paths below `root` that `find` prints for `args`, as the image shows them ("/etc/x").
+fn find(root: &Path, args: &str) -> BTreeSet<String> {
+    let out = sh(&format!("cd '{}' && find . {args} -printf '/%P\\n'", root.display()));
+    out.lines().map(|l| l.to_string()).collect()
+}
+
+struct Trees {
+    web1: PathBuf,
+    web2: PathBuf,
+    plain: PathBuf,
+}
+
+fn make_trees(dir: &Path) -> Trees {
+    let web1 = debian_tree();
+    let web2 = dir.join("web2");
+    run(Command::new("cp").arg("-a").arg(&web1).arg(&web2));
+    let deb = sh(&format!("ls {}/debs/less_*.deb", imagelake_tests::cache_dir().display())).trim().to_string();
+    let install = Command::new("dpkg")
+        .arg(format!("--root={}", web2.display()))
+        .arg("-i")
+        .arg(&deb)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "dpkg -i: {}", String::from_utf8_lossy(&install.stderr));
+    sh(&format!(
+        r#"cd '{w}'
+        mkdir -p etc/nginx/sites-enabled
+        printf 'server {{\n    listen 80 default_server;\n    root /var/www;\n}}\n' > etc/nginx/sites-enabled/default
+        printf '#!/bin/sh\nid\n' > usr/local/bin/helper && chmod 4755 usr/local/bin/helper
+        mkdir -p srv && printf 'shared\n' > srv/drop.txt && chmod 0666 srv/drop.txt
+        echo 'toor:x:0:0:second root:/root:/bin/sh' >> etc/passwd
+        echo '# edited by hand' >> usr/share/base-files/dot.bashrc
+        rm etc/motd"#,
+        w = web2.display()
+    ));
+    let plain = dir.join("plain");
+    let libssl = web1.join("usr/lib/x86_64-linux-gnu/libssl.so.3");
+    sh(&format!(
+        r#"mkdir -p '{p}/etc/nginx/sites-enabled' '{p}/opt/app' '{p}/tmp'
+        cd '{p}'
+        printf 'ID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n' > etc/os-release
+        printf 'server {{\n    listen 8080;\n}}\n' > etc/nginx/sites-enabled/default
+        cp '{ssl}' opt/app/libssl.so.3
+        printf 'scratch\n' > tmp/scratch && chmod 0666 tmp/scratch"#,
+        p = plain.display(),
+        ssl = libssl.display()
+    ));
+    Trees { web1, web2, plain }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_readme_question_matches_an_independent_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = make_trees(dir.path());
+    let library = Arc::new(Library::open(&dir.path().join("lib")).await.unwrap());
+    for (tree_dir, name, size) in [(&t.web1, "web", "1G"), (&t.web2, "web", "1G"), (&t.plain, "plain", "16M")] {
+        let img = dir.path().join(format!("{name}.img"));
+        mkfs_ext(tree_dir, &img, "ext4", size, &[]);
+        library.checkin(&img, name, Default::default()).await.unwrap();
+        std::fs::remove_file(&img).unwrap();
+    }
+    let session = Session::open(library).await.unwrap();
+    let questions = readme_questions();
+    assert!(questions.len() >= 12, "{} questions", questions.len());
+    let images = [("web", "1", &t.web1), ("web", "2", &t.web2), ("plain", "1", &t.plain)];
+    let ask = async |n: u32, replace: &[(&str, &str)]| {
+        let mut sql = questions[&n].clone();
+        for (from, to) in replace {
+            sql = sql.replace(from, to);
+        }
+        cells(&session.run(&sql).await.unwrap_or_else(|e| panic!("question {n}: {e}\n{sql}")))
+    };
+
+    // 1. dpkg-query over each tree's database.
+    let mut expected = Vec::new();
+    for (name, version, root) in &images {
+        let admin = root.join("var/lib/dpkg");
+        if !admin.exists() {
+            continue;
+        }
+        for (package, package_version, _) in dpkg_query(&admin) {
+            if package.starts_with("mariadb-server") || package.starts_with("mysql-server") {
+                expected.push(vec![name.to_string(), version.to_string(), package, package_version]);
+            }
+        }
+    }
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(ask(1, &[]).await, expected, "question 1");
+
+    // 2. find + blake3 over each tree.
+    let libssl = std::fs::read(t.web1.join("usr/lib/x86_64-linux-gnu/libssl.so.3")).unwrap();
+    let hash = blake3::hash(&libssl).to_hex().to_string();
+    let mut expected = Vec::new();
+    for (name, version, root) in &images {
+        for path in find(root, &format!("-type f -size {}c", libssl.len())) {
+            let bytes = std::fs::read(root.join(path.trim_start_matches('/'))).unwrap();
+            if blake3::hash(&bytes).to_hex().as_str() == hash {
+                expected.push(vec![name.to_string(), version.to_string(), path]);
+            }
+        }
+    }
+    expected.sort();
+    assert_eq!(expected.len(), 3, "libssl in web@1, web@2 and plain");
+    assert_eq!(ask(2, &[("<hash>", &hash)]).await, expected, "question 2");
+
+    // 3. find and diff -r over the two trees, dpkg-query over their databases.
+    let (before, after) = (find(&t.web1, "-mindepth 1"), find(&t.web2, "-mindepth 1"));
+    let mut files: Vec<(String, String)> = Vec::new();
+    files.extend(after.difference(&before).map(|p| (p.clone(), "added".to_string())));
+    files.extend(before.difference(&after).map(|p| (p.clone(), "removed".to_string())));
+    let diff = Command::new("diff").args(["-rq", "--no-dereference"]).arg(&t.web1).arg(&t.web2).output().unwrap();
+    let (file, link) = (format!("Files {}/", t.web1.display()), format!("Symbolic links {}/", t.web1.display()));
+    for line in String::from_utf8_lossy(&diff.stdout).lines() {
+        if let Some(rest) = line.strip_prefix(&file).or_else(|| line.strip_prefix(&link)) {
+            let path = rest.split(" and ").next().unwrap();
+            files.push((format!("/{path}"), "modified".to_string()));
+        }
+    }
+    files.sort();
+    let mut expected: Vec<Vec<String>> = files
+        .into_iter()
+        .map(|(path, change)| vec!["file".into(), change, path, String::new(), String::new(), String::new()])
+        .collect();
+    let (old, new) = (dpkg_query(&t.web1.join("var/lib/dpkg")), dpkg_query(&t.web2.join("var/lib/dpkg")));
+    for (package, version, _) in new.difference(&old) {
+        assert!(!old.iter().any(|(p, ..)| p == package), "only additions are made");
+        expected.push(vec![
+            "package".into(),
+            "added".into(),
+            String::new(),
+            package.clone(),
+            String::new(),
+            version.clone(),
+        ]);
+    }
+    assert!(expected.iter().any(|r| r[3] == "less"));
+    assert!(expected.iter().any(|r| r[2] == "/usr/bin/less" && r[1] == "added"));
+    assert!(expected.iter().any(|r| r[2] == "/var/lib/dpkg/status" && r[1] == "modified"));
+    let mut answer = ask(3, &[]).await;
+    answer.sort();
+    expected.sort();
+    assert_eq!(answer, expected, "question 3");
+
+    // 4. and 6. find -perm.
+    let per_image = |args: &str, extra: &dyn Fn(&str) -> bool| {
+        let mut rows = Vec::new();
+        for (name, version, root) in &images {
+            for path in find(root, args).into_iter().filter(|p| extra(p)) {
+                rows.push(vec![name.to_string(), version.to_string(), path]);
+            }
+        }
+        rows.sort();
+        rows
+    };
+    let setuid = per_image("-type f -perm -4000", &|_| true);
+    assert!(setuid.iter().any(|r| r[2] == "/usr/local/bin/helper"));
+    assert_eq!(ask(4, &[]).await, setuid, "question 4");
+
+    // 5. awk over /etc/passwd.
+    let awk = sh(&format!("awk -F: '$3 == 0 && $1 != \"root\" {{ print $1 }}' '{}/etc/passwd'", t.web2.display()));
+    let expected: Vec<Vec<String>> = awk.lines().map(|l| vec![l.to_string()]).collect();
+    assert_eq!(expected, strings(&[&["toor"]]));
+    assert_eq!(ask(5, &[]).await, expected, "question 5");
+
+    let mut writable: Vec<Vec<String>> = Vec::new();
+    for (name, version, root) in &images {
+        let kinds = sh(&format!(
+            "cd '{}' && find . -mindepth 1 -perm -0002 ! -type l ! -path ./tmp ! -path './tmp/*' -printf '/%P\\t%y\\n'",
+            root.display()
+        ));
+        for line in kinds.lines() {
+            let (path, y) = line.split_once('\t').unwrap();
+            let kind = match y {
+                "f" => "file",
+                "d" => "dir",
+                "c" => "char",
+                "b" => "block",
+                "p" => "fifo",
+                "s" => "socket",
+                other => panic!("find kind {other}"),
+            };
+            writable.push(vec![name.to_string(), version.to_string(), path.to_string(), kind.to_string()]);
+        }
+    }
+    writable.sort();
+    assert!(writable.iter().any(|r| r[2] == "/srv/drop.txt"));
+    assert_eq!(ask(6, &[]).await, writable, "question 6");
+
+    // 7. find -printf %s, the ten biggest.
+    let mut sizes: Vec<u64> = Vec::new();
+    for (_, _, root) in &images {
+        let out = sh(&format!("find '{}' -type f -printf '%s\\n'", root.display()));
+        sizes.extend(out.lines().map(|l| l.parse::<u64>().unwrap()));
+    }
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let answer: Vec<u64> = ask(7, &[]).await.iter().map(|r| r[3].parse().unwrap()).collect();
+    assert_eq!(answer, sizes[..10].to_vec(), "question 7");
+
+    // 8. distinct blake3 of the non-empty regular files of each tree, intersected.
+    let contents = |root: &Path| -> BTreeSet<String> {
+        tree::walk(root).into_iter().filter(|e| e.kind == "file" && e.size > 0).filter_map(|e| e.content_hash).collect()
+    };
+    let sets: Vec<(String, BTreeSet<String>)> =
+        images.iter().map(|(n, v, root)| (format!("{n}@{v}"), contents(root))).collect();
+    let mut expected = Vec::new();
+    for (i, (a, sa)) in sets.iter().enumerate() {
+        for (b, sb) in sets.iter().skip(i + 1) {
+            let shared = sa.intersection(sb).count();
+            if shared > 0 {
+                expected.push((std::cmp::Reverse(shared), a.clone(), b.clone()));
+            }
+        }
+    }
+    expected.sort();
+    let expected: Vec<Vec<String>> = expected.into_iter().map(|(n, a, b)| vec![a, b, n.0.to_string()]).collect();
+    assert_eq!(ask(8, &[]).await, expected, "question 8");
+
+    // 9. grep -E over each tree's nginx site.
+    let mut expected = Vec::new();
+    for (name, version, root) in &images {
+        let site = root.join("etc/nginx/sites-enabled/default");
+        let hit = Command::new("grep").args(["-qE", r"listen\s+80\b"]).arg(&site).status().unwrap().success();
+        if hit {
+            expected.push(vec![name.to_string(), version.to_string()]);
+        }
+    }
+    assert_eq!(expected, strings(&[&["web", "2"]]));
+    assert_eq!(ask(9, &[]).await, expected, "question 9");
+
+    // 10. dpkg-query per tree, counted.
+    let mut spread: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (_, _, root) in &images {
+        let admin = root.join("var/lib/dpkg");
+        if admin.exists() {
+            for (package, version, _) in dpkg_query(&admin) {
+                if ["base-files", "less", "libc6"].contains(&package.as_str()) {
+                    *spread.entry((package, version)).or_default() += 1;
+                }
+            }
+        }
+    }
+    let expected: Vec<Vec<String>> = spread.into_iter().map(|((p, v), n)| vec![p, v, n.to_string()]).collect();
+    assert_eq!(ask(10, &[]).await, expected, "question 10");
+
+    // 11. each tree's os-release, read by the shell.
+    let mut releases: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (_, _, root) in &images {
+        let out = sh(&format!("(. '{}/etc/os-release' && printf '%s\\t%s' \"$ID\" \"$VERSION_ID\")", root.display()));
+        let (id, version) = out.split_once('\t').unwrap();
+        *releases.entry((id.to_string(), version.to_string())).or_default() += 1;
+    }
+    let expected: Vec<Vec<String>> = releases.into_iter().map(|((i, v), n)| vec![i, v, n.to_string()]).collect();
+    assert_eq!(ask(11, &[]).await, expected, "question 11");
+
+    // 12. md5sum -c in the tree.
+    let check = Command::new("md5sum")
+        .args(["-c", "--quiet", "var/lib/dpkg/info/base-files.md5sums"])
+        .current_dir(&t.web2)
+        .output()
+        .unwrap();
+    let expected: Vec<Vec<String>> = String::from_utf8_lossy(&check.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": FAILED"))
+        .map(|p| vec![format!("/{p}")])
+        .collect();
+    assert_eq!(expected, strings(&[&["/usr/share/base-files/dot.bashrc"]]));
+    assert_eq!(ask(12, &[]).await, expected, "question 12");
+
+    // 13. web@2 was made by a second mke2fs run, so its metadata blocks are its own, but its
+    // file contents are nearly all web@1's: at least the bytes of what was added are unique,
+    // and they are a small part of what is shared.
+    let stats = ask(13, &[]).await;
+    let num = |i: usize| stats[0][i].parse::<u64>().unwrap();
+    assert_eq!(num(2), 1 << 30);
+    let added = sh(&format!("du -sb --apparent-size '{}/usr/bin/less'", t.web2.display()));
+    let added: u64 = added.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(num(3) >= added && num(3) < num(4) / 20, "unique bytes {} of {} shared", num(3), num(4));
+}
