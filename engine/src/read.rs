@@ -7,6 +7,7 @@ use crate::{Error, IoContext, Library, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 /// Files larger than this are not read into memory (`checkout` writes whole disks).
 pub const MAX_READ: u64 = 256 << 20;
@@ -165,24 +166,31 @@ impl Library {
         let locations = self.chunk_locations_of(&hashes).await?;
         let mut packs: HashMap<String, PackReader> = HashMap::new();
         let mut chunks: HashMap<ChunkHash, Vec<u8>> = HashMap::new();
+        let outside = |at: i64| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk"));
         for (at, len, h, chunk_at) in pieces {
-            if !chunks.contains_key(&h) {
-                let loc = locations
-                    .get(&h)
-                    .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&h))))?;
-                if !packs.contains_key(&loc.pack) {
-                    let reader = PackReader::open(self.root(), &loc.pack).io_context(|| "opening a pack".into())?;
-                    packs.insert(loc.pack.clone(), reader);
+            let chunk = match chunks.entry(h) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let loc = locations
+                        .get(&h)
+                        .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&h))))?;
+                    let pack = match packs.entry(loc.pack.clone()) {
+                        Entry::Occupied(p) => p.into_mut(),
+                        Entry::Vacant(p) => {
+                            p.insert(PackReader::open(self.root(), &loc.pack).io_context(|| "opening a pack".into())?)
+                        }
+                    };
+                    e.insert(pack.read(&h, loc).io_context(|| "reading the store".into())?)
                 }
-                let pack = packs.get(&loc.pack).ok_or_else(|| Error::Catalog("pack vanished".into()))?;
-                chunks.insert(h, pack.read(&h, loc).io_context(|| "reading the store".into())?);
-            }
-            let bytes = chunks.get(&h).and_then(|c| c.get(chunk_at as usize..(chunk_at + len) as usize));
-            let target = data.get_mut(at as usize..(at + len) as usize);
-            match (bytes, target) {
-                (Some(b), Some(t)) => t.copy_from_slice(b),
-                _ => return Err(Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk"))),
-            }
+            };
+            // Offsets come from the catalog: checked, never trusted to fit.
+            let range = |start: i64| -> Option<std::ops::Range<usize>> {
+                let start = usize::try_from(start).ok()?;
+                Some(start..start.checked_add(usize::try_from(len).ok()?)?)
+            };
+            let bytes = range(chunk_at).and_then(|r| chunk.get(r)).ok_or_else(|| outside(at))?;
+            let target = range(at).and_then(|r| data.get_mut(r)).ok_or_else(|| outside(at))?;
+            target.copy_from_slice(bytes);
         }
         Ok(data)
     }

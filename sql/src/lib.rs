@@ -2,6 +2,7 @@
 //! ([`tables`]) and whose functions read images and run commands ([`functions`]).
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -14,6 +15,14 @@ pub mod output;
 pub mod tables;
 
 use functions::Commands;
+
+/// What a statement returned: its columns (none for statements such as `CREATE VIEW` or
+/// `SET`, which return nothing) and its rows.
+#[derive(Debug)]
+pub struct Answer {
+    pub schema: Option<SchemaRef>,
+    pub batches: Vec<RecordBatch>,
+}
 
 /// A SQL session over one library. Tables are read at their newest version by every
 /// statement, so a session sees what other processes (and its own commands) commit.
@@ -42,7 +51,7 @@ impl Session {
 
     /// Plans and runs one statement, and runs every command it planned exactly once (see
     /// `functions::commands`).
-    pub async fn run(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+    pub async fn run(&self, sql: &str) -> Result<Answer> {
         self.commands.take();
         let plan = match self.ctx.state().create_logical_plan(sql).await {
             Ok(plan) => plan,
@@ -54,13 +63,18 @@ impl Session {
         if matches!(plan, LogicalPlan::Explain(_)) {
             // EXPLAIN plans only: what it planned never runs.
             self.commands.take();
-            return self.ctx.execute_logical_plan(plan).await?.collect().await;
+            let schema = Some(Arc::new(plan.schema().as_arrow().clone()));
+            return Ok(Answer { schema, batches: self.ctx.execute_logical_plan(plan).await?.collect().await? });
         }
         if matches!(plan, LogicalPlan::Ddl(_)) && !self.commands.take().is_empty() {
             return Err(DataFusionError::Plan(
                 "checkin() and checkout() are commands: they cannot be part of a view or a table definition".into(),
             ));
         }
+        let schema = match &plan {
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
+            plan => Some(Arc::new(plan.schema().as_arrow().clone())),
+        };
         let frame = self.ctx.execute_logical_plan(plan).await?;
         let batches = frame.collect().await;
         let planned = self.commands.take();
@@ -69,6 +83,6 @@ impl Session {
         for command in planned.iter().filter(|c| !c.has_run()) {
             command.run().await?;
         }
-        Ok(batches)
+        Ok(Answer { schema, batches })
     }
 }

@@ -14,7 +14,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use clap::ValueEnum;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::parser::ParserError;
 use imagelake_sql::Session;
@@ -299,11 +298,7 @@ impl Shell<'_> {
             Item::Sql(statement) => {
                 let started = Instant::now();
                 let sql = statement.padded();
-                let batches = self.query(sql.clone(), statement.line).await?;
-                let schema = match batches.first() {
-                    Some(batch) => Some(batch.schema()),
-                    None => self.schema_of(&sql).await,
-                };
+                let imagelake_sql::Answer { schema, batches } = self.query(sql, statement.line).await?;
                 // Statements such as CREATE VIEW have no columns: nothing to print.
                 if let Some(schema) = schema.filter(|s| !s.fields().is_empty()) {
                     self.print(schema, batches).map_err(|e| Failure::at(statement.line, format!("{e:#}")))?;
@@ -318,7 +313,7 @@ impl Shell<'_> {
     }
 
     /// Plans and runs one statement in a task of its own; in the shell, Ctrl-C drops it.
-    async fn query(&mut self, sql: String, line: usize) -> Result<Vec<RecordBatch>, Failure> {
+    async fn query(&mut self, sql: String, line: usize) -> Result<imagelake_sql::Answer, Failure> {
         let session = self.session.clone();
         let mut task = tokio::spawn(async move { session.run(&sql).await });
         let joined = if self.interactive {
@@ -346,16 +341,6 @@ impl Shell<'_> {
         }
     }
 
-    /// The columns of a query whose result came without a batch (no rows); none for
-    /// statements that return nothing (CREATE VIEW, SET).
-    async fn schema_of(&self, sql: &str) -> Option<SchemaRef> {
-        let plan = self.session.context().state().create_logical_plan(sql).await.ok()?;
-        match plan {
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-            plan => Some(Arc::new(plan.schema().as_arrow().clone())),
-        }
-    }
-
     fn print(&mut self, schema: SchemaRef, mut batches: Vec<RecordBatch>) -> anyhow::Result<()> {
         if batches.is_empty() {
             batches.push(RecordBatch::new_empty(schema));
@@ -375,7 +360,7 @@ impl Shell<'_> {
 
     /// Runs a query of a meta-command and prints its result; `Ok(false)` if it has no rows.
     async fn show(&mut self, sql: String) -> Result<bool, Failure> {
-        let batches = self.query(sql, 0).await?;
+        let batches = self.query(sql, 0).await?.batches;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if let Some(schema) = batches.first().map(|b| b.schema())
             && rows > 0

@@ -32,7 +32,8 @@ impl Fixture {
     }
 
     async fn versions(&self, name: &str) -> i64 {
-        let rows = self.session.run(&format!("SELECT count(*) FROM images WHERE name = '{name}'")).await.unwrap();
+        let rows =
+            self.session.run(&format!("SELECT count(*) FROM images WHERE name = '{name}'")).await.unwrap().batches;
         rows[0].column(0).as_primitive::<Int64Type>().value(0)
     }
 }
@@ -46,12 +47,12 @@ async fn a_checkin_runs_once_per_executed_statement() {
     let f = fixture().await;
     // Planning and EXPLAIN never run it.
     f.session.context().sql(&f.q("SELECT * FROM checkin('IMG', 'a')")).await.unwrap();
-    let explained = f.session.run(&f.q("EXPLAIN SELECT * FROM checkin('IMG', 'a')")).await.unwrap();
+    let explained = f.session.run(&f.q("EXPLAIN SELECT * FROM checkin('IMG', 'a')")).await.unwrap().batches;
     assert!(rows(&explained) > 0);
     assert_eq!(f.versions("a").await, 0);
 
     // Executed: exactly once, and its summary row says what it did.
-    let out = f.session.run(&f.q("SELECT name, version, files FROM checkin('IMG', 'a')")).await.unwrap();
+    let out = f.session.run(&f.q("SELECT name, version, files FROM checkin('IMG', 'a')")).await.unwrap().batches;
     assert_eq!(rows(&out), 1);
     assert_eq!(out[0].column(1).as_primitive::<Int64Type>().value(0), 1);
     assert_eq!(f.versions("a").await, 1);
@@ -61,12 +62,13 @@ async fn a_checkin_runs_once_per_executed_statement() {
         .session
         .run(&f.q("WITH c AS (SELECT * FROM checkin('IMG', 'b')) SELECT * FROM c UNION ALL SELECT * FROM c"))
         .await
-        .unwrap();
+        .unwrap()
+        .batches;
     assert_eq!(rows(&out), 2);
     assert_eq!(f.versions("b").await, 1);
 
     // LIMIT 0 and WHERE false remove the scan from the plan; the command still runs, once.
-    let out = f.session.run(&f.q("SELECT * FROM checkin('IMG', 'c') LIMIT 0")).await.unwrap();
+    let out = f.session.run(&f.q("SELECT * FROM checkin('IMG', 'c') LIMIT 0")).await.unwrap().batches;
     assert_eq!(rows(&out), 0);
     assert_eq!(f.versions("c").await, 1);
     f.session.run(&f.q("SELECT * FROM checkin('IMG', 'c') WHERE false")).await.unwrap();
@@ -98,10 +100,11 @@ async fn checkouts_run_once_and_per_row() {
     for name in ["a", "b", "c"] {
         f.session.run(&f.q(&format!("SELECT * FROM checkin('IMG', '{name}')"))).await.unwrap();
     }
-    let out = f.session.run(&f.q("SELECT bytes_written FROM checkout('a', 'DIR/a.raw') LIMIT 0")).await.unwrap();
+    let out =
+        f.session.run(&f.q("SELECT bytes_written FROM checkout('a', 'DIR/a.raw') LIMIT 0")).await.unwrap().batches;
     assert_eq!(rows(&out), 0);
     imagelake_tests::assert_same_bytes(&f.image, &f.dir.path().join("a.raw"));
-    let explained = f.session.run(&f.q("EXPLAIN SELECT * FROM checkout('b', 'DIR/b.raw')")).await.unwrap();
+    let explained = f.session.run(&f.q("EXPLAIN SELECT * FROM checkout('b', 'DIR/b.raw')")).await.unwrap().batches;
     assert!(rows(&explained) > 0);
     assert!(!f.dir.path().join("b.raw").exists());
 
@@ -110,7 +113,7 @@ async fn checkouts_run_once_and_per_row() {
         .session
         .run(&f.q("SELECT name, checkout_to(name, 'DIR/out-' || name || '.raw') AS done FROM images WHERE name <> 'b' ORDER BY name"))
         .await
-        .unwrap();
+        .unwrap().batches;
     assert_eq!(rows(&out), 2);
     let done = out[0].column(1).as_string::<i32>();
     assert!(done.value(0).ends_with("out-a.raw"), "{}", done.value(0));

@@ -120,7 +120,7 @@ async fn every_readme_question_matches_an_independent_oracle() {
         for (from, to) in replace {
             sql = sql.replace(from, to);
         }
-        cells(&session.run(&sql).await.unwrap_or_else(|e| panic!("question {n}: {e}\n{sql}")))
+        cells(&session.run(&sql).await.map(|a| a.batches).unwrap_or_else(|e| panic!("question {n}: {e}\n{sql}")))
     };
 
     // 1. dpkg-query over each tree's database.
