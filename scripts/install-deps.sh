@@ -29,3 +29,5 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: imagelake needs a Rust toolchain" >&2; exit 1; }
 # cargo-fuzz, for the fuzz targets in fuzz/ (CI runs each briefly).
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+# DuckDB (the Python package), the peer the SQL benchmark runs beside imagelake.
+python3 -c 'import duckdb' 2>/dev/null || pip install --quiet --root-user-action=ignore duckdb==2.0.1

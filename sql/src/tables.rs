@@ -1,20 +1,23 @@
 //! The catalog tables as SQL sees them: each a Lance dataset read at its newest version, with
 //! filters and projections pushed into the Lance scan (which answers them from the indexes of
-//! `engine::catalog::INDEXES`) and only the rows of committed images.
+//! `engine::catalog::INDEXES`) and only the rows of committed images. `images` itself, one
+//! small row per version and joined by nearly every question, is held in memory per version.
 //!
 //! An image's `images` row is its commit point, written last. Image ids are handed out in
 //! order, so "committed" is `image_id <= newest AND image_id NOT IN (ids never committed)`:
-//! a range and a short list that Lance evaluates inside the scan, instead of a join against
-//! `images` that would read every row first.
+//! a range and a short list checked on the rows the Lance scan returns, instead of a join
+//! against `images` that would read every row first.
 
 use crate::functions::Lib;
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::{DataFusionError, Result};
-use datafusion::datasource::{TableProvider, TableType};
+use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use imagelake_engine::Library;
 use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
@@ -24,42 +27,51 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
+/// The `images` table at one version: its rows (one per committed version, few enough to keep
+/// in memory, and read by nearly every question) and the committed-rows filter they give.
+#[derive(Debug)]
+struct Images {
+    version: u64,
+    batches: Vec<RecordBatch>,
+    committed: Expr,
+}
+
 /// The newest version of each dataset, shared by every table of a session.
 #[derive(Debug)]
 pub struct Snapshot {
     library: Lib,
-    /// The `images` dataset, and the committed-rows filter derived from it.
-    committed: Mutex<Option<(u64, Expr)>>,
+    images: Mutex<Option<Arc<Images>>>,
 }
 
 impl Snapshot {
     pub fn new(library: Arc<Library>) -> Arc<Snapshot> {
-        Arc::new(Snapshot { library: Lib(library), committed: Mutex::new(None) })
+        Arc::new(Snapshot { library: Lib(library), images: Mutex::new(None) })
     }
 
     async fn open(&self, table: &str) -> Result<Dataset> {
-        Dataset::open(&self.library.0.catalog().table_uri(table)).await.map_err(external)
+        self.library.0.catalog().dataset(table).await.map_err(external)
     }
 
-    /// The filter that keeps rows of committed images, for the current `images` version.
-    async fn committed(&self) -> Result<Expr> {
-        let images = self.open("images").await?;
-        let version = images.version_id();
-        if let Ok(guard) = self.committed.lock()
-            && let Some((v, expr)) = guard.as_ref()
-            && *v == version
+    /// The `images` rows at the table's newest version, read again only when it changed.
+    async fn images(&self) -> Result<Arc<Images>> {
+        let dataset = self.open("images").await?;
+        let version = dataset.version_id();
+        if let Ok(guard) = self.images.lock()
+            && let Some(images) = guard.as_ref()
+            && images.version == version
         {
-            return Ok(expr.clone());
+            return Ok(images.clone());
         }
+        let batches: Vec<RecordBatch> =
+            futures::TryStreamExt::try_collect(dataset.scan().try_into_stream().await.map_err(external)?)
+                .await
+                .map_err(external)?;
         let mut ids: Vec<i64> = Vec::new();
-        let mut scan = images.scan();
-        scan.project(&["image_id"]).map_err(external)?;
-        let batches: Vec<_> = futures::TryStreamExt::try_collect(scan.try_into_stream().await.map_err(external)?)
-            .await
-            .map_err(external)?;
         for b in &batches {
-            use datafusion::arrow::array::AsArray;
-            ids.extend(b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().values().iter());
+            let column = b
+                .column_by_name("image_id")
+                .ok_or_else(|| DataFusionError::Internal("the images table has no image_id column".into()))?;
+            ids.extend(column.as_primitive::<Int64Type>().values().iter());
         }
         ids.sort_unstable();
         let newest = ids.last().copied().unwrap_or(0);
@@ -70,14 +82,15 @@ impl Snapshot {
             gaps.extend((expected..id).map(lit));
             expected = id + 1;
         }
-        let mut expr = col("image_id").lt_eq(lit(newest));
+        let mut committed = col("image_id").lt_eq(lit(newest));
         if !gaps.is_empty() {
-            expr = expr.and(col("image_id").in_list(gaps, true));
+            committed = committed.and(col("image_id").in_list(gaps, true));
         }
-        if let Ok(mut guard) = self.committed.lock() {
-            *guard = Some((version, expr.clone()));
+        let images = Arc::new(Images { version, batches, committed });
+        if let Ok(mut guard) = self.images.lock() {
+            *guard = Some(images.clone());
         }
-        Ok(expr)
+        Ok(images)
     }
 }
 
@@ -113,8 +126,13 @@ impl TableProvider for CatalogTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Lance evaluates any DataFusion expression inside its scan.
-        Ok(vec![TableProviderFilterPushDown::Exact; filters.len()])
+        // Lance evaluates any DataFusion expression inside its scan; `images` is read from
+        // memory, and DataFusion filters it.
+        let pushdown = match self.table {
+            "images" => TableProviderFilterPushDown::Unsupported,
+            _ => TableProviderFilterPushDown::Exact,
+        };
+        Ok(vec![pushdown; filters.len()])
     }
 
     async fn scan(
@@ -124,12 +142,33 @@ impl TableProvider for CatalogTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let dataset = Arc::new(self.snapshot.open(self.table).await?);
-        let mut filters = filters.to_vec();
-        if self.per_image() {
-            filters.push(self.snapshot.committed().await?);
+        if self.table == "images" {
+            let images = self.snapshot.images().await?;
+            let table = MemTable::try_new(self.schema.clone(), vec![images.batches.clone()])?;
+            return table.scan(state, projection, filters, limit).await;
         }
-        let provider = LanceTableProvider::new(dataset, false, false);
-        provider.scan(state, projection, &filters, limit).await
+        if !self.per_image() {
+            let provider = LanceTableProvider::new(Arc::new(self.snapshot.open(self.table).await?), false, false);
+            return provider.scan(state, projection, filters, limit).await;
+        }
+        // Which images are committed is read before the table: every row of those images was
+        // appended before their commit, so the table read next holds them all.
+        let committed = self.snapshot.images().await?.committed.clone();
+        let provider = LanceTableProvider::new(Arc::new(self.snapshot.open(self.table).await?), false, false);
+        // The committed filter runs above the Lance scan, not inside it: inside, Lance would
+        // answer `image_id <= newest` from the image_id index, a walk over every row id.
+        let image_id = self.schema.index_of("image_id")?;
+        let mut columns = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let wanted = columns.len();
+        if !columns.contains(&image_id) {
+            columns.push(image_id);
+        }
+        let scan = provider.scan(state, Some(&columns), filters, None).await?;
+        let predicate = state.create_physical_expr(committed, &DFSchema::try_from(scan.schema())?)?;
+        let filter = FilterExecBuilder::new(predicate, scan)
+            .apply_projection(Some((0..wanted).collect()))?
+            .with_fetch(limit)
+            .build()?;
+        Ok(Arc::new(filter))
     }
 }

@@ -127,9 +127,12 @@ pub fn cache_dir() -> PathBuf {
     })
 }
 
-/// The repository root (for scripts under `tests/images/`).
+/// The repository root (for scripts under `tests/images/`). Cargo names the running package's
+/// folder (one level below the root) at run time; the compile-time path is only a fallback,
+/// because a target directory shared between clones keeps binaries built in another clone.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    PathBuf::from(package).parent().expect("repo root").to_path_buf()
 }
 
 /// Makes an ext2/3/4 filesystem image of `size` from `tree` with `mke2fs -d`.

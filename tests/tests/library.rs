@@ -151,3 +151,53 @@ fn sql_errors_are_one_line_and_say_what_to_do() {
     assert_eq!(rows[0]["missing"], true);
     assert_eq!(rows[0]["motd"], "hi\n");
 }
+
+/// Each checkin appends a fragment to every table; once eight are small the checkin compacts
+/// them. Afterwards the rows, the indexes, reads and checkouts are all still right.
+#[test]
+fn many_checkins_are_compacted_and_still_answered_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let src = dir.path().join("tree");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/motd"), "shared by all\n").unwrap();
+    let images = 10;
+    for i in 0..images {
+        std::fs::write(src.join("etc/host"), format!("host {i}\n")).unwrap();
+        let img = dir.path().join(format!("{i}.img"));
+        mkfs_ext(&src, &img, "ext4", "8M", &[]);
+        lib.checkin(&img, &format!("host-{i}"));
+    }
+    let explain = lib.sql("EXPLAIN SELECT image_id FROM files WHERE path = '/etc/host'");
+    let plan = explain.iter().map(|r| r["plan"].as_str().unwrap().to_string()).collect::<Vec<_>>().join("\n");
+    let fragments: usize = plan
+        .split("num_fragments=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fragment count in\n{plan}"));
+    assert!(fragments < images, "{fragments} fragments after {images} checkins:\n{plan}");
+    let analyzed = lib.sql("EXPLAIN ANALYZE SELECT image_id FROM files WHERE path = '/etc/host'");
+    assert!(analyzed[0]["plan"].as_str().unwrap().contains("ScalarIndexQuery"), "{analyzed:?}");
+
+    let rows = lib.sql(
+        "SELECT i.name, read_text(i.name, '/etc/host') AS host FROM files f JOIN images i USING (image_id) \
+         WHERE f.path = '/etc/host' ORDER BY i.name",
+    );
+    let got: Vec<(String, String)> =
+        rows.iter().map(|r| (r["name"].as_str().unwrap().into(), r["host"].as_str().unwrap().into())).collect();
+    let mut expected: Vec<(String, String)> =
+        (0..images).map(|i| (format!("host-{i}"), format!("host {i}\n"))).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    let motd = lib.sql("SELECT count(DISTINCT image_id) AS n FROM files WHERE path = '/etc/motd'");
+    assert_eq!(motd[0]["n"], images as u64);
+
+    let check: serde_json::Value = serde_json::from_str(&run(lib.command().args(["check", "--json"]))).unwrap();
+    assert_eq!(check["problems"], serde_json::json!([]), "{check}");
+    for i in [0, images - 1] {
+        let out = dir.path().join("out.img");
+        lib.checkout(&format!("host-{i}"), &out);
+        assert_same_bytes(&dir.path().join(format!("{i}.img")), &out);
+    }
+}

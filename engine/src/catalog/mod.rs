@@ -13,11 +13,14 @@ use crate::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
 use futures::TryStreamExt;
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
+use lance::dataset::optimize::{CompactionOptions, compact_files};
 use lance::dataset::{WriteMode, WriteParams};
 use lance::index::DatasetIndexExt;
 use lance_index::optimize::OptimizeOptions;
 use lance_index::{IndexType, scalar::ScalarIndexParams};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The B-tree indexes the access paths need: per-image reads (`image_id`), point questions
 /// ("which images contain content H", "which ship package P", "where is /etc/x"), and the
@@ -34,14 +37,26 @@ pub const INDEXES: [(&str, &str); 8] = [
     ("chunks", "chunk_hash"),
 ];
 
+/// A table is compacted once this many of its fragments hold fewer than `COMPACT_ROWS` rows.
+const COMPACT_AFTER_FRAGMENTS: usize = 8;
+const COMPACT_ROWS: usize = 1 << 20;
+
+/// Bounds of the caches a catalog keeps for the life of its process (see [`Catalog::dataset`]).
+const INDEX_CACHE_BYTES: usize = 256 << 20;
+const METADATA_CACHE_BYTES: usize = 64 << 20;
+
 pub struct Catalog {
     dir: PathBuf,
+    /// Shared by every dataset this catalog opens, so that index pages and manifests are read
+    /// once per process rather than once per query.
+    session: Arc<lance::session::Session>,
 }
 
 impl Catalog {
     /// Opens the catalog in `dir`, creating any table that does not exist yet.
     pub async fn open(dir: &Path) -> Result<Catalog> {
-        let catalog = Catalog { dir: dir.to_path_buf() };
+        let session = lance::session::Session::new(INDEX_CACHE_BYTES, METADATA_CACHE_BYTES, Default::default());
+        let catalog = Catalog { dir: dir.to_path_buf(), session: Arc::new(session) };
         catalog.create::<ImageRow>().await?;
         catalog.create::<PartitionRow>().await?;
         catalog.create::<FileRow>().await?;
@@ -88,14 +103,23 @@ impl Catalog {
         dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
     }
 
-    /// Creates the indexes of [`INDEXES`] that do not exist yet and folds rows appended since
-    /// into those that do. An index that lags is only slower, never wrong, so callers may
-    /// treat a failure here as a warning.
-    pub async fn update_indexes(&self) -> Result<()> {
-        for table in ["files", "packages", "extents", "chunks"] {
+    /// Compacts tables whose small fragments have piled up, creates the indexes of [`INDEXES`]
+    /// that do not exist yet and folds rows appended since into those that do. A table that
+    /// is not compacted or an index that lags is only slower, never wrong, so callers may treat
+    /// a failure here as a warning.
+    pub async fn maintain(&self) -> Result<()> {
+        for table in TABLES {
             let mut dataset = self.dataset(table).await?;
-            let err = |e: lance::Error| Error::Catalog(format!("indexing {table}: {e}"));
-            if dataset.count_rows(None).await.map_err(err)? == 0 {
+            let err = |e: lance::Error| Error::Catalog(format!("maintaining {table}: {e}"));
+            // Each checkin appends one fragment per table, and a question pays for every
+            // fragment it reads from; compacting once several are small bounds both the number
+            // of fragments and the rows a checkin rewrites (Lance remaps the indexes).
+            let small = dataset.fragments().iter().filter(|f| f.num_rows().is_none_or(|n| n < COMPACT_ROWS)).count();
+            if small >= COMPACT_AFTER_FRAGMENTS {
+                let options = CompactionOptions { target_rows_per_fragment: COMPACT_ROWS, ..Default::default() };
+                compact_files(&mut dataset, options, None).await.map_err(err)?;
+            }
+            if !INDEXES.iter().any(|(t, _)| *t == table) || dataset.count_rows(None).await.map_err(err)? == 0 {
                 continue;
             }
             let existing = dataset.load_indices().await.map_err(err)?;
@@ -112,8 +136,13 @@ impl Catalog {
         Ok(())
     }
 
+    /// A table's dataset at its newest version.
     pub async fn dataset(&self, table: &str) -> Result<Dataset> {
-        Dataset::open(&self.table_uri(table)).await.map_err(|e| Error::Catalog(format!("opening table {table}: {e}")))
+        DatasetBuilder::from_uri(self.table_uri(table))
+            .with_session(self.session.clone())
+            .load()
+            .await
+            .map_err(|e| Error::Catalog(format!("opening table {table}: {e}")))
     }
 
     /// Reads `columns` of the rows of `table` that match `filter` (a Lance SQL predicate).

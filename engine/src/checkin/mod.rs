@@ -129,11 +129,11 @@ impl Library {
         drop(ingest.in_flight);
         let mut warnings = ingest.warnings;
         // After the commit point: a failure here leaves a committed image whose rows are
-        // found by a scan instead of an index.
+        // found by a scan instead of an index, or in more fragments than need be.
         {
             let _lock = self.lock()?;
-            if let Err(e) = catalog.update_indexes().await {
-                warnings.push(format!("the catalog's indexes were not brought up to date: {e}"));
+            if let Err(e) = catalog.maintain().await {
+                warnings.push(format!("the catalog was not compacted or its indexes not brought up to date: {e}"));
             }
         }
 
