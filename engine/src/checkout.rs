@@ -2,20 +2,50 @@
 //!
 //! The output is written to `OUT.partial` and renamed over `OUT` when complete, so a failed
 //! checkout never leaves a half-written image under the requested name. Zero extents are
-//! never written (the file is sparse there); chunks are read, decompressed and checked
-//! against their hash in parallel batches, and written in disk order.
+//! never written (a raw file is sparse there, a qcow2 cluster stays unallocated); chunks are
+//! read, decompressed and checked against their hash in parallel batches, and written in disk
+//! order. Raw and qcow2 (imago's writer) are written natively; any other format qemu-img
+//! writes is converted from a raw disk in `tmp/`.
+//!
+//! An existing `OUT` is replaced only with `force`, or when it is this library's own earlier
+//! output: every checkout marks its output with the `user.imagelake.library` extended
+//! attribute, naming the library.
 
 use crate::catalog::{ChunkRow, ExtentKind, ExtentRow, Table};
 use crate::store::{ChunkHash, ChunkLocation, PackReader, parse_hex};
-use crate::{Error, IoContext, Library, Result};
+use crate::{Error, IoContext, Library, Progress, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
+use imago::file::File as ImagoFile;
+use imago::qcow2::Qcow2;
+use imago::{
+    DenyImplicitOpenGate, FormatCreateBuilder, FormatDriverBuilder, Storage, StorageCreateOptions, SyncFormatAccess,
+};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
+
+/// The extended attribute that marks a checkout's output with the library that wrote it.
+const MARK: &str = "user.imagelake.library";
+
+/// How to write a checkout, and whom it tells how far it got.
+#[derive(Clone, Default)]
+pub struct CheckoutOptions {
+    /// `raw` (the default), `qcow2`, or another format `qemu-img convert -O` writes (vmdk,
+    /// vdi, vhdx, vpc).
+    pub format: Option<String>,
+    /// Replace an existing output that is not this library's own earlier checkout.
+    pub force: bool,
+    /// One phase, the disk's bytes written or left zero.
+    pub progress: Option<Arc<dyn Progress>>,
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckoutSummary {
@@ -23,6 +53,7 @@ pub struct CheckoutSummary {
     pub name: String,
     pub version: i64,
     pub output: PathBuf,
+    pub format: String,
     pub virtual_size: u64,
     pub bytes_written: u64,
     pub bytes_zero: u64,
@@ -33,22 +64,76 @@ pub struct CheckoutSummary {
 const BATCH: usize = 256;
 
 impl Library {
-    /// Writes the raw disk of image version `spec` to `out`.
-    pub async fn checkout(&self, spec: &str, out: &Path) -> Result<CheckoutSummary> {
+    /// Writes the disk of image version `spec` to `out`.
+    pub async fn checkout(&self, spec: &str, out: &Path, options: &CheckoutOptions) -> Result<CheckoutSummary> {
         let started = Instant::now();
+        let format = options.format.clone().unwrap_or_else(|| "raw".into());
+        if !format.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::User(format!("--format {format:?}: use raw, qcow2, vmdk, vdi, vhdx or vpc")));
+        }
+        let mark = self.root().canonicalize().io_context(|| format!("resolving {}", self.root().display()))?;
+        if out.symlink_metadata().is_ok()
+            && !options.force
+            && read_mark(out).as_deref() != Some(mark.as_os_str().as_bytes())
+        {
+            return Err(Error::User(format!(
+                "{} exists and is not an earlier checkout of this library; --force replaces it",
+                out.display()
+            )));
+        }
         let image = self.resolve(spec).await?;
         let extents = self.extents(image.image_id).await?;
         let locations = self.chunk_locations().await?;
-        let (root, out_path, size) = (self.root().to_path_buf(), out.to_path_buf(), image.virtual_size as u64);
-        let (written, zero) =
-            tokio::task::spawn_blocking(move || write_disk(&root, &out_path, size, &extents, &locations))
-                .await
-                .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
+        let size = image.virtual_size as u64;
+        let partial = PathBuf::from(format!("{}.partial", out.display()));
+        // Other formats are converted from a raw disk written beside the output.
+        let raw = PathBuf::from(format!("{}.raw", partial.display()));
+        let (root, target, kind) = (self.root().to_path_buf(), partial.clone(), format.clone());
+        let raw_target = raw.clone();
+        let progress = options.progress.clone();
+        if let Some(p) = &progress {
+            p.phase(&format!("writing {}@{}", image.name, image.version), size);
+        }
+        let (written, zero) = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
+            let sink = match kind.as_str() {
+                "qcow2" => {
+                    Sink::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
+                }
+                "raw" => Sink::Raw(raw_file(&target, size)?),
+                _ => Sink::Raw(raw_file(&raw_target, size)?),
+            };
+            let counts = write_disk(&root, &sink, &extents, &locations, progress.as_deref())?;
+            sink.finish()?;
+            Ok(counts)
+        })
+        .await
+        .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
+        if format != "raw" && format != "qcow2" {
+            let converted = tokio::process::Command::new("qemu-img")
+                .args(["convert", "-f", "raw", "-O", &format])
+                .arg(&raw)
+                .arg(&partial)
+                .output()
+                .await;
+            let _ = std::fs::remove_file(&raw);
+            let converted = converted.io_context(|| "running qemu-img (scripts/install-deps.sh installs it)".into())?;
+            if !converted.status.success() {
+                let _ = std::fs::remove_file(&partial);
+                return Err(Error::User(format!(
+                    "qemu-img cannot write {format}: {}",
+                    String::from_utf8_lossy(&converted.stderr).trim()
+                )));
+            }
+        }
+        // Marked before it takes the name: a crash leaves a marked .partial, never an unmarked OUT.
+        set_mark(&partial, mark.as_os_str().as_bytes());
+        std::fs::rename(&partial, out).io_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
         Ok(CheckoutSummary {
             image_id: image.image_id,
             name: image.name,
             version: image.version,
             output: out.to_path_buf(),
+            format,
             virtual_size: size,
             bytes_written: written,
             bytes_zero: zero,
@@ -117,16 +202,81 @@ pub(crate) fn add_locations(batches: &[arrow::array::RecordBatch], map: &mut Has
     }
 }
 
+/// Where a checkout's bytes go.
+enum Sink {
+    Raw(File),
+    Qcow2(SyncFormatAccess<ImagoFile>),
+}
+
+impl Sink {
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        match self {
+            Sink::Raw(file) => file.write_all_at(data, offset),
+            Sink::Qcow2(image) => image.write(data, offset),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Raw(file) => file.sync_all().io_context(|| "syncing the checkout".into()),
+            Sink::Qcow2(image) => {
+                image.flush().and_then(|()| image.sync()).io_context(|| "syncing the qcow2 checkout".into())
+            }
+        }
+    }
+}
+
+/// A sparse raw file of `size` bytes.
+fn raw_file(path: &Path, size: u64) -> Result<File> {
+    let file = File::create(path).io_context(|| format!("creating {}", path.display()))?;
+    file.set_len(size).io_context(|| format!("sizing {}", path.display()))?;
+    Ok(file)
+}
+
+/// A new qcow2 image of `size` bytes, every cluster unallocated (reads as zeros).
+fn create_qcow2(path: &Path, size: u64) -> io::Result<SyncFormatAccess<ImagoFile>> {
+    // imago formats an image only asynchronously, with futures that cannot move between
+    // threads: a runtime of this thread's own runs it.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let image = runtime.block_on(async {
+        let file = ImagoFile::create_open(StorageCreateOptions::new().filename(path).overwrite(true)).await?;
+        Qcow2::<ImagoFile>::create_builder(file)
+            .size(size)
+            .create_open(DenyImplicitOpenGate::default(), |file| Ok(Qcow2::builder(file).write(true)))
+            .await
+    })?;
+    SyncFormatAccess::new(image)
+}
+
+fn c_path(path: &Path) -> Option<CString> {
+    CString::new(path.as_os_str().as_bytes()).ok()
+}
+
+/// The library `path` was checked out of, if it carries the mark.
+fn read_mark(path: &Path) -> Option<Vec<u8>> {
+    let (path, name) = (c_path(path)?, CString::new(MARK).ok()?);
+    let mut value = vec![0u8; 4096];
+    // SAFETY: both strings are NUL-terminated and `value` is writable for its length.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    value.truncate(usize::try_from(n).ok()?);
+    Some(value)
+}
+
+/// Marks `path` as a checkout of the library at `library`. A file system without user
+/// extended attributes leaves it unmarked: replacing it then takes `--force`.
+fn set_mark(path: &Path, library: &[u8]) {
+    let (Some(path), Ok(name)) = (c_path(path), CString::new(MARK)) else { return };
+    // SAFETY: both strings are NUL-terminated and `library` is readable for its length.
+    unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), library.as_ptr().cast(), library.len(), 0) };
+}
+
 fn write_disk(
     root: &Path,
-    out: &Path,
-    size: u64,
+    sink: &Sink,
     extents: &[ExtentRow],
     locations: &HashMap<ChunkHash, ChunkLocation>,
+    progress: Option<&dyn Progress>,
 ) -> Result<(u64, u64)> {
-    let partial = PathBuf::from(format!("{}.partial", out.display()));
-    let file = File::create(&partial).io_context(|| format!("creating {}", partial.display()))?;
-    file.set_len(size).io_context(|| format!("sizing {}", partial.display()))?;
     let mut packs: HashMap<String, PackReader> = HashMap::new();
     let (mut written, mut zero) = (0u64, 0u64);
     for batch in extents.chunks(BATCH) {
@@ -165,11 +315,12 @@ fn write_disk(
             let piece = data
                 .and_then(|d| d.get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize))
                 .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
-            file.write_all_at(piece, e.disk_offset as u64).io_context(|| format!("writing {}", partial.display()))?;
+            sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
             written += piece.len() as u64;
         }
+        if let Some(p) = progress {
+            p.advance(batch.iter().map(|e| e.length as u64).sum());
+        }
     }
-    file.sync_all().io_context(|| format!("syncing {}", partial.display()))?;
-    std::fs::rename(&partial, out).io_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
     Ok((written, zero))
 }

@@ -11,12 +11,14 @@ pub mod checkout;
 mod library;
 pub mod read;
 pub mod store;
+pub mod verify;
 
 pub use check::CheckReport;
 pub use checkin::{CheckinOptions, CheckinSummary, Progress};
-pub use checkout::CheckoutSummary;
+pub use checkout::{CheckoutOptions, CheckoutSummary};
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
 pub use read::FoundFile;
+pub use verify::VerifyReport;
 
 /// An engine error. Messages name the image, the structure or the path that is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +35,10 @@ pub enum Error {
     /// The library directory is not usable.
     #[error("library {path}: {message}")]
     Library { path: String, message: String },
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    /// The I/O error's text is part of the message (and so not also a `source`, which
+    /// `anyhow` would print a second time).
+    #[error("{context}: {error}")]
+    Io { context: String, error: std::io::Error },
     #[error("catalog: {0}")]
     Catalog(String),
     #[error("catalog rows: {0}")]
@@ -50,7 +54,7 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn io_context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io { context: context(), source })
+        self.map_err(|error| Error::Io { context: context(), error })
     }
 }
 

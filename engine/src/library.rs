@@ -191,7 +191,7 @@ pub(crate) fn allocate_image_id(root: &Path) -> Result<i64> {
             message: format!("next-image-id holds {text:?}, not a number"),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-        Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), source: e }),
+        Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), error: e }),
     };
     let tmp = root.join("next-image-id.tmp");
     let mut f = File::create(&tmp).io_context(|| format!("writing {}", tmp.display()))?;

@@ -1,11 +1,16 @@
 //! The `imagelake` command: checkin, checkout and SQL over a library.
 
 use clap::{Parser, Subcommand};
-use imagelake_engine::{CheckinOptions, CheckinSummary, CheckoutSummary, Library};
+use imagelake_engine::{CheckinOptions, CheckinSummary, CheckoutOptions, CheckoutSummary, Library};
 use imagelake_sql::output::Format;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+// As datafusion-cli does: planning a question allocates many small objects, and mimalloc
+// serves them faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod progress;
 mod repl;
@@ -36,10 +41,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the raw disk of an image version (NAME, NAME@VERSION or an image id) to OUT.
+    /// Write the disk of an image version (NAME, NAME@VERSION or an image id) to OUT.
     Checkout {
         image: String,
         out: PathBuf,
+        /// raw, qcow2 (both written natively), or vmdk, vdi, vhdx, vpc (through qemu-img).
+        #[arg(long, default_value = "raw")]
+        format: String,
+        /// Replace OUT even if it is not an earlier checkout of this library.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -52,6 +63,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read back every chunk of the store (or of the chunks one image uses), check each
+    /// against its hash and the packs against the catalog, and list the damaged chunks with
+    /// the images and files that use them (exit status 1 on damage).
+    Verify {
+        /// NAME, NAME@VERSION or an image id; the whole library without it.
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one file of an image version (NAME, NAME@VERSION or an image id) to standard
+    /// output. Symbolic links are followed inside the image, never out of it.
+    Cat { image: String, path: String },
     /// Run SQL over the catalog: the statements of -c, of a script FILE, or of standard
     /// input; on a terminal without either, an interactive shell (.help lists its commands).
     Sql {
@@ -93,8 +116,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_checkin(&mut stdout, &file, &summary)?;
             }
         }
-        Command::Checkout { image, out, json } => {
-            let summary = library.checkout(&image, &out).await?;
+        Command::Checkout { image, out, format, force, json } => {
+            let progress = (!json && std::io::stderr().is_terminal())
+                .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
+            let options = CheckoutOptions { format: Some(format), force, progress: progress.clone() };
+            let summary = library.checkout(&image, &out, &options).await;
+            drop((progress, options));
+            let summary = summary?;
             if json {
                 writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
             } else {
@@ -124,6 +152,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !report.problems.is_empty() {
                 anyhow::bail!("the library is damaged: {} problems", report.problems.len());
             }
+        }
+        Command::Verify { image, json } => {
+            let report = library.verify(image.as_deref()).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                print_verify(&mut stdout, &report)?;
+            }
+            if !report.damaged.is_empty() {
+                anyhow::bail!("the store is damaged: {} chunks", report.damaged.len());
+            }
+        }
+        Command::Cat { image, path } => {
+            let data = library.read_file(&image, &path).await?;
+            stdout.write_all(&data)?;
         }
         Command::Sql { command, file, format } => {
             let session = Arc::new(imagelake_sql::Session::open(library.clone()).await?);
@@ -191,8 +234,44 @@ fn print_check(out: &mut dyn Write, r: &imagelake_engine::CheckReport) -> std::i
     Ok(())
 }
 
+fn print_verify(out: &mut dyn Write, r: &imagelake_engine::VerifyReport) -> std::io::Result<()> {
+    let whom = match r.images.as_slice() {
+        [one] => one.clone(),
+        all => format!("{} image versions", all.len()),
+    };
+    writeln!(
+        out,
+        "{} chunks in {} packs read back ({} compressed) for {whom}: {}",
+        r.chunks,
+        r.packs,
+        bytes(r.bytes_read),
+        if r.damaged.is_empty() { "intact" } else { "DAMAGED" }
+    )?;
+    for d in &r.damaged {
+        writeln!(out, "  damaged chunk {}: {}", d.chunk, d.reason)?;
+        for u in &d.used_by {
+            match &u.path {
+                Some(path) => writeln!(out, "    used by {} {path}", u.image)?,
+                None => writeln!(out, "    used by {} ({} bytes at disk offset {})", u.image, u.kind, u.disk_offset)?,
+            }
+        }
+        if d.used_by.is_empty() {
+            writeln!(out, "    used by no committed image")?;
+        }
+    }
+    Ok(())
+}
+
 fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Result<()> {
-    writeln!(out, "checked out {}@{} (image {}) to {}", s.name, s.version, s.image_id, s.output.display())?;
+    writeln!(
+        out,
+        "checked out {}@{} (image {}) to {} ({})",
+        s.name,
+        s.version,
+        s.image_id,
+        s.output.display(),
+        s.format
+    )?;
     writeln!(
         out,
         "  {} virtual, {} written, {} left sparse, {:.2} s",

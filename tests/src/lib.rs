@@ -103,6 +103,37 @@ impl Library {
     }
 }
 
+/// A qcow2 checkout passes `qemu-img check` and `qemu-img compare` with the raw disk, and
+/// allocates only the clusters its non-zero extents touch (the disk's zeros stay unallocated).
+pub fn assert_qcow2_checkout(lib: &Library, spec: &str, raw: &Path) {
+    const CLUSTER: u64 = 65536;
+    let out = raw.with_extension("out.qcow2");
+    let summary = run(lib.command().args(["checkout", spec]).arg(&out).args(["--format", "qcow2", "--json"]));
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("summary");
+    run(Command::new("qemu-img").args(["check", "-f", "qcow2"]).arg(&out));
+    run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "qcow2"]).arg(raw).arg(&out));
+    let map: serde_json::Value =
+        serde_json::from_str(&run(Command::new("qemu-img").args(["map", "--output=json"]).arg(&out))).expect("map");
+    let allocated: u64 =
+        map.as_array().expect("map").iter().filter(|m| m["data"] == true).map(|m| m["length"].as_u64().unwrap()).sum();
+    let extents = lib.sql(&format!(
+        "SELECT disk_offset, length FROM extents WHERE image_id = {} AND kind <> 'zero'",
+        summary["image_id"]
+    ));
+    let mut clusters = std::collections::BTreeSet::new();
+    for e in &extents {
+        let (at, len) = (e["disk_offset"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        clusters.extend(at / CLUSTER..(at + len).div_ceil(CLUSTER));
+    }
+    let written = summary["bytes_written"].as_u64().expect("written");
+    assert!(
+        allocated >= written && allocated <= clusters.len() as u64 * CLUSTER,
+        "{spec}: {allocated} bytes allocated for {written} written in {} clusters",
+        clusters.len()
+    );
+    std::fs::remove_file(&out).expect("rm");
+}
+
 /// Byte-for-byte equality of two files, by `cmp` (an independent oracle).
 pub fn assert_same_bytes(a: &Path, b: &Path) {
     let out = Command::new("cmp").arg(a).arg(b).output().expect("cmp");

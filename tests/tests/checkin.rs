@@ -6,7 +6,8 @@
 //! and `debugfs` (inode numbers, link counts, xattrs, the physical extent map).
 
 use imagelake_tests::{
-    Library, assert_files_match, assert_same_bytes, gpt_disk, mbr_disk, mkfs_ext, mkfs_vfat, qemu_img_to_raw, run, tree,
+    Library, assert_files_match, assert_qcow2_checkout, assert_same_bytes, gpt_disk, mbr_disk, mkfs_ext, mkfs_vfat,
+    qemu_img_to_raw, run, tree,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -37,9 +38,11 @@ fn round_trip(lib: &Library, image: &Path, raw: &Path, name: &str) -> i64 {
     let id = summary["image_id"].as_i64().expect("image_id");
     assert_extents_tile_the_disk(lib, id);
     let out = image.with_extension("out");
-    lib.checkout(&format!("{name}@{}", summary["version"]), &out);
+    let spec = format!("{name}@{}", summary["version"]);
+    lib.checkout(&spec, &out);
     assert_same_bytes(raw, &out);
     std::fs::remove_file(&out).expect("rm");
+    assert_qcow2_checkout(lib, &spec, raw);
     id
 }
 

@@ -3,8 +3,8 @@
 //! really change: the disk copied, its root loop-mounted and given one more package in place.
 
 use imagelake_tests::{
-    Library, assert_same_bytes, cache_dir, debian_tree, dpkg_query, gpt_disk, mkfs_ext, mkfs_vfat, run, run_measured,
-    sh,
+    Library, assert_qcow2_checkout, assert_same_bytes, cache_dir, debian_tree, dpkg_query, gpt_disk, mkfs_ext,
+    mkfs_vfat, run, run_measured, sh,
 };
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -67,6 +67,7 @@ fn debian_mariadb_image_end_to_end() {
     eprintln!("checkout of web@1: {checkout:?}");
     assert_same_bytes(&path("disk.img"), &path("web1.raw"));
     run(Command::new("qemu-img").args(["compare", "-q"]).arg(&qcow2).arg(path("web1.raw")));
+    assert_qcow2_checkout(&lib, "web@1", &path("disk.img"));
     assert!(checkin.max_rss_bytes < GIB, "checkin peak memory {} MiB", checkin.max_rss_bytes / MIB);
     assert!(checkout.max_rss_bytes < GIB, "checkout peak memory {} MiB", checkout.max_rss_bytes / MIB);
     // Hashing and compression use both cores: at least as many threads did that work as the

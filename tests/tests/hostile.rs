@@ -55,7 +55,7 @@ fn checkin_bounded(lib: &Library, image: &Path, name: &str) -> Result<serde_json
 
 #[test]
 fn every_corrupt_fixture_is_indexed_exactly_or_refused_cleanly() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/ext4-corrupt");
+    let fixtures = imagelake_tests::repo_root().join("../shared/fixtures/ext4-corrupt");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("fixtures folder")
         .map(|e| e.expect("entry").path())

@@ -201,3 +201,44 @@ fn many_checkins_are_compacted_and_still_answered_from_the_index() {
         assert_same_bytes(&dir.path().join(format!("{i}.img")), &out);
     }
 }
+
+/// A checkout replaces only its own earlier output, unless told to; other formats come
+/// through qemu-img; a bad format is a one-line error.
+#[test]
+fn checkout_replaces_only_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = small_image(dir.path());
+    let lib = Library::new();
+    lib.checkin(&img, "small");
+    let p = |name: &str| dir.path().join(name);
+
+    std::fs::write(p("precious"), "not a checkout\n").unwrap();
+    let refused = lib.command().args(["checkout", "small"]).arg(p("precious")).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--force") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read_to_string(p("precious")).unwrap(), "not a checkout\n");
+    run(lib.command().args(["checkout", "small"]).arg(p("precious")).arg("--force"));
+    assert_same_bytes(&img, &p("precious"));
+
+    // Its own earlier output: replaced without asking, in another format too.
+    lib.checkout("small", &p("out"));
+    run(lib.command().args(["checkout", "small@1"]).arg(p("out")).args(["--format", "vmdk"]));
+    let info: serde_json::Value =
+        serde_json::from_str(&run(Command::new("qemu-img").args(["info", "--output=json"]).arg(p("out")))).unwrap();
+    assert_eq!(info["format"], "vmdk");
+    run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "vmdk"]).arg(&img).arg(p("out")));
+    // Another library's output is not this one's.
+    let other = Library::new();
+    other.checkin(&img, "small");
+    assert!(!other.command().args(["checkout", "small"]).arg(p("out")).output().unwrap().status.success());
+
+    let bad = lib.command().args(["checkout", "small"]).arg(p("new")).args(["--format", "vmdk;rm"]).output().unwrap();
+    assert!(!bad.status.success() && !p("new").exists(), "{bad:?}");
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1, "{bad:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -19,8 +19,11 @@ use lance::dataset::{WriteMode, WriteParams};
 use lance::index::DatasetIndexExt;
 use lance_index::optimize::OptimizeOptions;
 use lance_index::{IndexType, scalar::ScalarIndexParams};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// The B-tree indexes the access paths need: per-image reads (`image_id`), point questions
 /// ("which images contain content H", "which ship package P", "where is /etc/x"), and the
@@ -45,18 +48,55 @@ const COMPACT_ROWS: usize = 1 << 20;
 const INDEX_CACHE_BYTES: usize = 256 << 20;
 const METADATA_CACHE_BYTES: usize = 64 << 20;
 
+/// How long a table's `_versions` folder must have been unchanged before a dataset opened
+/// from it is reused (see [`Catalog::dataset`]): well above the coarse clock file systems
+/// stamp folders with.
+const SETTLED: Duration = Duration::from_secs(1);
+
 pub struct Catalog {
     dir: PathBuf,
     /// Shared by every dataset this catalog opens, so that index pages and manifests are read
     /// once per process rather than once per query.
     session: Arc<lance::session::Session>,
+    /// The datasets opened so far, each with the stamp its `_versions` folder had then.
+    opened: Mutex<HashMap<String, (Stamp, Dataset)>>,
+}
+
+/// What changes in a folder's metadata whenever an entry is added, renamed or removed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: (i64, i64),
+    changed: (i64, i64),
+    inode: u64,
+    size: u64,
+}
+
+impl Stamp {
+    fn of(dir: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(dir).ok()?;
+        Some(Stamp {
+            modified: (m.mtime(), m.mtime_nsec()),
+            changed: (m.ctime(), m.ctime_nsec()),
+            inode: m.ino(),
+            size: m.size(),
+        })
+    }
+
+    /// Whether the folder had been still for [`SETTLED`] at `time`: only then can no commit
+    /// made after `time` leave the same stamp.
+    fn settled_at(&self, time: SystemTime) -> bool {
+        let newest = self.modified.max(self.changed);
+        let Ok(secs) = u64::try_from(newest.0) else { return false };
+        let stamped = SystemTime::UNIX_EPOCH + Duration::new(secs, newest.1.clamp(0, 999_999_999) as u32);
+        stamped + SETTLED < time
+    }
 }
 
 impl Catalog {
     /// Opens the catalog in `dir`, creating any table that does not exist yet.
     pub async fn open(dir: &Path) -> Result<Catalog> {
         let session = lance::session::Session::new(INDEX_CACHE_BYTES, METADATA_CACHE_BYTES, Default::default());
-        let catalog = Catalog { dir: dir.to_path_buf(), session: Arc::new(session) };
+        let catalog = Catalog { dir: dir.to_path_buf(), session: Arc::new(session), opened: Mutex::default() };
         catalog.create::<ImageRow>().await?;
         catalog.create::<PartitionRow>().await?;
         catalog.create::<FileRow>().await?;
@@ -137,12 +177,34 @@ impl Catalog {
     }
 
     /// A table's dataset at its newest version.
+    ///
+    /// Finding the newest version lists the table's `_versions` folder and reads a manifest;
+    /// every question asks for several tables, so a dataset is reused for as long as that
+    /// folder's stamp is what it was when the dataset was opened, and was already settled
+    /// then. Any commit, by this process or another, adds an entry and changes the stamp.
     pub async fn dataset(&self, table: &str) -> Result<Dataset> {
-        DatasetBuilder::from_uri(self.table_uri(table))
+        let uri = self.table_uri(table);
+        let stamp = Stamp::of(&Path::new(&uri).join("_versions"));
+        if let Some(stamp) = stamp
+            && let Ok(opened) = self.opened.lock()
+            && let Some((seen, dataset)) = opened.get(table)
+            && *seen == stamp
+        {
+            return Ok(dataset.clone());
+        }
+        let started = SystemTime::now();
+        let dataset = DatasetBuilder::from_uri(&uri)
             .with_session(self.session.clone())
             .load()
             .await
-            .map_err(|e| Error::Catalog(format!("opening table {table}: {e}")))
+            .map_err(|e| Error::Catalog(format!("opening table {table}: {e}")))?;
+        if let Some(stamp) = stamp
+            && stamp.settled_at(started)
+            && let Ok(mut opened) = self.opened.lock()
+        {
+            opened.insert(table.to_string(), (stamp, dataset.clone()));
+        }
+        Ok(dataset)
     }
 
     /// Reads `columns` of the rows of `table` that match `filter` (a Lance SQL predicate).

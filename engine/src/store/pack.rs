@@ -156,14 +156,22 @@ impl PackReader {
 
     /// Reads, decompresses and checks one chunk.
     pub fn read(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Vec<u8>> {
+        self.read_checked(hash, at)?.map_err(|why| self.damaged(hash, at, &why))
+    }
+
+    /// Reads, decompresses and checks one chunk: an I/O error, or the chunk, or what is wrong
+    /// with the bytes read (damage).
+    pub fn read_checked(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Result<Vec<u8>, String>> {
         let mut compressed = vec![0u8; at.stored_size as usize];
         self.file.read_exact_at(&mut compressed, at.offset)?;
-        let data = zstd::bulk::decompress(&compressed, at.size as usize)
-            .map_err(|e| self.damaged(hash, at, &format!("does not decompress: {e}")))?;
+        let data = match zstd::bulk::decompress(&compressed, at.size as usize) {
+            Ok(data) => data,
+            Err(e) => return Ok(Err(format!("does not decompress: {e}"))),
+        };
         if data.len() != at.size as usize || blake3::hash(&data).as_bytes() != hash {
-            return Err(self.damaged(hash, at, "does not match its hash"));
+            return Ok(Err("does not match its hash".into()));
         }
-        Ok(data)
+        Ok(Ok(data))
     }
 
     fn damaged(&self, hash: &ChunkHash, at: &ChunkLocation, what: &str) -> io::Error {
@@ -171,6 +179,11 @@ impl PackReader {
             io::ErrorKind::InvalidData,
             format!("pack {} is damaged: chunk {} at offset {} {what}", self.id, hex(hash), at.offset),
         )
+    }
+
+    /// The pack file's length in bytes.
+    pub fn file_len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
     }
 
     /// The pack's own index: every chunk it holds. Lets the catalog be rebuilt from packs.

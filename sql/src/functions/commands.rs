@@ -219,7 +219,7 @@ fn checkout_schema() -> SchemaRef {
 }
 
 async fn checkout(lib: &Library, image: &str, out: &std::path::Path, schema: SchemaRef) -> Result<RecordBatch> {
-    let s = lib.checkout(image, out).await.map_err(engine_err)?;
+    let s = lib.checkout(image, out, &Default::default()).await.map_err(engine_err)?;
     let columns = vec![
         int(s.image_id),
         text(s.name),
@@ -281,7 +281,7 @@ impl ScalarUDFImpl for CheckoutTo {
                 continue;
             }
             let (image, path) = (images.value(i), PathBuf::from(paths.value(i)));
-            let s = block_on(self.lib.0.checkout(image, &path))?
+            let s = block_on(self.lib.0.checkout(image, &path, &Default::default()))?
                 .map_err(|e| DataFusionError::Execution(format!("checkout_to({image}, {}): {e}", path.display())))?;
             out.push(Some(format!("{}@{} -> {}", s.name, s.version, s.output.display())));
         }

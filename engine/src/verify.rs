@@ -1,0 +1,221 @@
+//! Verification: the store proves its bytes. `check` trusts that a chunk is what the catalog
+//! says once its pack is long enough; `verify` reads every chunk back (of the whole library,
+//! or of the chunks one image uses), decompresses it and checks its blake3 hash, and holds
+//! each pack's own index against the catalog's rows. A damaged chunk is reported with the
+//! images and files that use it, so that the user knows what to re-check-in.
+
+use crate::catalog::{ExtentRow, FileRow, Table};
+use crate::store::{ChunkHash, ChunkLocation, PackReader, hex, parse_hex};
+use crate::{Error, Library, Result};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Chunks named per catalog filter when looking up who uses the damaged ones.
+const LOOKUP_GROUP: usize = 512;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct VerifyReport {
+    /// The images whose chunks were read (`name@version`), in id order.
+    pub images: Vec<String>,
+    pub chunks: usize,
+    pub packs: usize,
+    /// Compressed bytes read from the packs.
+    pub bytes_read: u64,
+    pub damaged: Vec<DamagedChunk>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedChunk {
+    pub chunk: String,
+    /// Where the catalog says it is (none for a chunk the catalog does not know).
+    pub pack: Option<String>,
+    pub offset: Option<u64>,
+    pub reason: String,
+    pub used_by: Vec<ChunkUse>,
+}
+
+/// One image's use of a damaged chunk: the file whose bytes it holds, or the part of the disk
+/// (filesystem metadata, a raw partition) when it holds no file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct ChunkUse {
+    pub image: String,
+    pub path: Option<String>,
+    pub disk_offset: i64,
+    pub kind: String,
+}
+
+impl Library {
+    /// Reads back every chunk of the library, or of image version `spec` only.
+    pub async fn verify(&self, spec: Option<&str>) -> Result<VerifyReport> {
+        let mut images = self.images().await?;
+        images.sort_by_key(|i| i.image_id);
+        let mut report = VerifyReport::default();
+        let mut damaged: BTreeMap<ChunkHash, (Option<ChunkLocation>, String)> = BTreeMap::new();
+        let chunks = match spec {
+            None => self.chunk_locations().await?,
+            Some(spec) => {
+                let image = self.resolve(spec).await?;
+                images.retain(|i| i.image_id == image.image_id);
+                let mut used = BTreeSet::new();
+                for e in self.extents(image.image_id).await? {
+                    let Some(text) = e.chunk_hash else { continue };
+                    let hash = parse_hex(&text).ok_or_else(|| {
+                        Error::Catalog(format!("{spec}: extent at {} names chunk {text:?}", e.disk_offset))
+                    })?;
+                    used.insert(hash);
+                }
+                let used: Vec<ChunkHash> = used.into_iter().collect();
+                let found = self.chunk_locations_of(&used).await?;
+                for hash in used.iter().filter(|h| !found.contains_key(*h)) {
+                    damaged.insert(*hash, (None, "is in no pack: the catalog has no row for it".into()));
+                }
+                found
+            }
+        };
+        report.images = images.iter().map(|i| format!("{}@{}", i.name, i.version)).collect();
+        report.chunks = chunks.len();
+
+        let mut by_pack: BTreeMap<String, Vec<(ChunkHash, ChunkLocation)>> = BTreeMap::new();
+        for (hash, at) in &chunks {
+            by_pack.entry(at.pack.clone()).or_default().push((*hash, at.clone()));
+        }
+        report.packs = by_pack.len();
+        let root = self.root().to_path_buf();
+        let results: Vec<(u64, Vec<(ChunkHash, String)>)> = tokio::task::spawn_blocking(move || {
+            by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&root, &pack, &mut wanted)).collect()
+        })
+        .await
+        .map_err(|e| Error::User(format!("verify failed: {e}")))?;
+        for (bytes, bad) in results {
+            report.bytes_read += bytes;
+            for (hash, reason) in bad {
+                damaged.insert(hash, (chunks.get(&hash).cloned(), reason));
+            }
+        }
+
+        let mut uses = self.chunk_uses(damaged.keys().copied().collect(), &images).await?;
+        report.damaged = damaged
+            .into_iter()
+            .map(|(hash, (at, reason))| DamagedChunk {
+                chunk: hex(&hash),
+                pack: at.as_ref().map(|a| a.pack.clone()),
+                offset: at.as_ref().map(|a| a.offset),
+                reason,
+                used_by: uses.remove(&hash).unwrap_or_default(),
+            })
+            .collect();
+        Ok(report)
+    }
+
+    /// Which of `images` use the given chunks, and for what.
+    async fn chunk_uses(
+        &self,
+        hashes: Vec<ChunkHash>,
+        images: &[crate::catalog::ImageRow],
+    ) -> Result<HashMap<ChunkHash, Vec<ChunkUse>>> {
+        let names: HashMap<i64, String> =
+            images.iter().map(|i| (i.image_id, format!("{}@{}", i.name, i.version))).collect();
+        // (image, content hash) -> the uses waiting for a path.
+        let mut by_content: HashMap<(i64, String), Vec<(ChunkHash, usize)>> = HashMap::new();
+        let mut uses: HashMap<ChunkHash, Vec<ChunkUse>> = HashMap::new();
+        for group in hashes.chunks(LOOKUP_GROUP) {
+            let list = group.iter().map(|h| format!("'{}'", hex(h))).collect::<Vec<_>>().join(", ");
+            let columns = ["image_id", "disk_offset", "kind", "chunk_hash", "content_hash"];
+            let filter = format!("chunk_hash IN ({list})");
+            for b in self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await? {
+                let (id, at) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
+                let (kind, chunk, content) =
+                    (b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>(), b.column(4).as_string::<i32>());
+                for r in 0..b.num_rows() {
+                    let (Some(image), Some(hash)) = (names.get(&id.value(r)), parse_hex(chunk.value(r))) else {
+                        continue;
+                    };
+                    let list = uses.entry(hash).or_default();
+                    list.push(ChunkUse {
+                        image: image.clone(),
+                        path: None,
+                        disk_offset: at.value(r),
+                        kind: kind.value(r).to_string(),
+                    });
+                    if content.is_valid(r) {
+                        by_content
+                            .entry((id.value(r), content.value(r).to_string()))
+                            .or_default()
+                            .push((hash, list.len() - 1));
+                    }
+                }
+            }
+        }
+        let contents: Vec<String> =
+            by_content.keys().map(|(_, c)| c.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        for group in contents.chunks(LOOKUP_GROUP) {
+            let list = group.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ");
+            let filter = format!("content_hash IN ({list})");
+            for b in self.catalog().scan(FileRow::NAME, &["image_id", "path", "content_hash"], Some(&filter)).await? {
+                let (id, path, content) = (
+                    b.column(0).as_primitive::<Int64Type>(),
+                    b.column(1).as_string::<i32>(),
+                    b.column(2).as_string::<i32>(),
+                );
+                for r in 0..b.num_rows() {
+                    let Some(waiting) = by_content.get(&(id.value(r), content.value(r).to_string())) else { continue };
+                    for (hash, i) in waiting {
+                        if let Some(u) = uses.get_mut(hash).and_then(|l| l.get_mut(*i)) {
+                            // Hard links share a content: the first path names it.
+                            u.path.get_or_insert_with(|| path.value(r).to_string());
+                        }
+                    }
+                }
+            }
+        }
+        for list in uses.values_mut() {
+            list.sort();
+            list.dedup();
+        }
+        Ok(uses)
+    }
+}
+
+/// Reads every wanted chunk of one pack in file order; returns the bytes read and the damaged
+/// chunks with what is wrong with each.
+fn verify_pack(
+    root: &std::path::Path,
+    pack: &str,
+    wanted: &mut [(ChunkHash, ChunkLocation)],
+) -> (u64, Vec<(ChunkHash, String)>) {
+    let all = |reason: String| wanted.iter().map(|(h, _)| (*h, reason.clone())).collect();
+    let reader = match PackReader::open(root, pack) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, all(format!("pack {pack} is missing"))),
+        Err(e) => return (0, all(format!("pack {pack} cannot be opened: {e}"))),
+    };
+    // The pack's own index must list each chunk where the catalog says it is; a pack whose
+    // trailer is gone (truncated) still has its chunks read one by one.
+    let index: Option<HashMap<ChunkHash, ChunkLocation>> =
+        reader.index().ok().map(|entries| entries.into_iter().map(|c| (c.hash, c.location)).collect());
+    let length = reader.file_len().unwrap_or(0);
+    wanted.sort_by_key(|(_, at)| at.offset);
+    let (mut bytes, mut bad) = (0, Vec::new());
+    for (hash, at) in wanted.iter() {
+        let end = at.offset.saturating_add(u64::from(at.stored_size));
+        if end > length {
+            bad.push((*hash, format!("lies past the end of pack {pack} ({length} bytes): the pack is truncated")));
+            continue;
+        }
+        if let Some(index) = &index
+            && index.get(hash) != Some(at)
+        {
+            bad.push((*hash, format!("the catalog and pack {pack}'s own index disagree on where it is")));
+            continue;
+        }
+        bytes += u64::from(at.stored_size);
+        match reader.read_checked(hash, at) {
+            Ok(Ok(_)) => {}
+            Ok(Err(why)) => bad.push((*hash, format!("{why} (pack {pack}, offset {})", at.offset))),
+            Err(e) => bad.push((*hash, format!("cannot be read from pack {pack}: {e}"))),
+        }
+    }
+    (bytes, bad)
+}

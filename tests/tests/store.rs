@@ -1,0 +1,145 @@
+//! The store proves itself: `verify` reads every chunk back and names the images and files a
+//! damaged one belongs to; `cat` reads one file of an image.
+
+use imagelake_tests::{Library, mkfs_ext};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::process::Output;
+
+/// Bytes no other file shares, so that they get chunks of their own.
+fn unique_bytes(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut block = *blake3::hash(seed.as_bytes()).as_bytes();
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = *blake3::hash(&block).as_bytes();
+    }
+    out.truncate(len);
+    out
+}
+
+fn verify(lib: &Library, image: Option<&str>) -> (Output, serde_json::Value) {
+    let out = lib.command().arg("verify").args(image).arg("--json").output().expect("imagelake verify");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    (out, report)
+}
+
+/// Where the first chunk of `path` in the newest `image` lives: its pack file, offset, length.
+fn chunk_of(lib: &Library, image: &str, path: &str) -> (PathBuf, u64, u64) {
+    let rows = lib.sql(&format!(
+        "SELECT c.pack, c.pack_offset, c.stored_size FROM files f \
+         JOIN images i USING (image_id) \
+         JOIN extents e ON e.image_id = f.image_id AND e.content_hash = f.content_hash \
+         JOIN chunks c ON c.chunk_hash = e.chunk_hash \
+         WHERE i.name = '{image}' AND f.path = '{path}' ORDER BY e.content_offset LIMIT 1"
+    ));
+    let pack = rows[0]["pack"].as_str().unwrap();
+    let file = lib.path().join("packs").join(&pack[..2]).join(format!("{pack}.pack"));
+    (file, rows[0]["pack_offset"].as_u64().unwrap(), rows[0]["stored_size"].as_u64().unwrap())
+}
+
+fn damaged_uses(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut uses = Vec::new();
+    for d in report["damaged"].as_array().unwrap() {
+        for u in d["used_by"].as_array().unwrap() {
+            uses.push((u["image"].as_str().unwrap().to_string(), u["path"].as_str().unwrap_or("").to_string()));
+        }
+    }
+    uses
+}
+
+fn assert_intact(lib: &Library, image: Option<&str>) {
+    let (out, report) = verify(lib, image);
+    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report["damaged"], serde_json::json!([]));
+    assert!(report["chunks"].as_u64().unwrap() > 0 && report["bytes_read"].as_u64().unwrap() > 0, "{report}");
+}
+
+fn assert_damaged(lib: &Library, reason: &str) -> serde_json::Value {
+    let (out, report) = verify(lib, None);
+    assert!(!out.status.success(), "verify passed a damaged store: {report}");
+    let reasons: Vec<&str> =
+        report["damaged"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().all(|r| r.contains(reason)), "expected {reason:?} in {reasons:?}");
+    report
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_a_truncated_pack_and_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/motd"), "shared\n").unwrap();
+    for name in ["web", "db"] {
+        std::fs::write(tree.join("etc/config"), unique_bytes(name, 300_000)).unwrap();
+        let image = dir.path().join(format!("{name}.img"));
+        mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+        lib.checkin(&image, name);
+    }
+    assert_intact(&lib, None);
+
+    // One byte flipped inside the chunk that holds web's /etc/config.
+    let (pack, offset, length) = chunk_of(&lib, "web", "/etc/config");
+    let original = std::fs::read(&pack).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    let at = offset + length / 2;
+    file.write_all_at(&[original[at as usize] ^ 0x40], at).unwrap();
+    let report = assert_damaged(&lib, "does not match its hash");
+    assert_eq!(report["damaged"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(damaged_uses(&report), vec![("web@1".to_string(), "/etc/config".to_string())]);
+    let text = lib.command().arg("verify").output().unwrap();
+    assert!(!text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("used by web@1 /etc/config"), "{text:?}");
+    // db does not use the chunk: its own verify passes, web's does not.
+    assert_intact(&lib, Some("db"));
+    assert!(!verify(&lib, Some("web@1")).0.status.success());
+    // Reading the file now fails rather than returning wrong bytes.
+    assert!(!lib.command().args(["cat", "web", "/etc/config"]).output().unwrap().status.success());
+    std::fs::write(&pack, &original).unwrap();
+    assert_intact(&lib, None);
+
+    // Truncated inside that chunk: it and every chunk after it are named.
+    file.set_len(at).unwrap();
+    let report = assert_damaged(&lib, "truncated");
+    assert!(damaged_uses(&report).contains(&("web@1".to_string(), "/etc/config".to_string())), "{report}");
+    std::fs::write(&pack, &original).unwrap();
+
+    // Missing: every chunk of the pack, with every image that uses one.
+    std::fs::rename(&pack, dir.path().join("aside.pack")).unwrap();
+    let report = assert_damaged(&lib, "is missing");
+    let images: std::collections::BTreeSet<String> = damaged_uses(&report).into_iter().map(|(i, _)| i).collect();
+    assert!(images.contains("web@1") && images.contains("db@1"), "{report}");
+    std::fs::rename(dir.path().join("aside.pack"), &pack).unwrap();
+    assert_intact(&lib, None);
+}
+
+#[test]
+fn cat_writes_one_file_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    let content = unique_bytes("cat", 1_000_000);
+    std::fs::write(tree.join("etc/blob"), &content).unwrap();
+    std::os::unix::fs::symlink("../etc/blob", tree.join("etc/link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/hostname", tree.join("etc/escape")).unwrap();
+    let image = dir.path().join("cat.img");
+    mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+    lib.checkin(&image, "cat");
+    for path in ["/etc/blob", "/etc/link"] {
+        let out = lib.command().args(["cat", "cat@1", path]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stdout == content, "cat {path}: {} bytes differ from the tree's", out.stdout.len());
+    }
+    let missing = lib.command().args(["cat", "cat", "/etc/missing"]).output().unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("/etc/missing") && err.lines().count() == 1, "{err}");
+    // A link that climbs out of the root stays inside the image: there is no /etc/hostname in
+    // it, so the host's is never read.
+    let escape = lib.command().args(["cat", "cat", "/etc/escape"]).output().unwrap();
+    assert!(!escape.status.success() && escape.stdout.is_empty(), "{escape:?}");
+    assert!(String::from_utf8_lossy(&escape.stderr).contains("/etc/hostname"), "{escape:?}");
+}
