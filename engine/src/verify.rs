@@ -1,7 +1,8 @@
 //! Verification: the store proves its bytes. `check` trusts that a chunk is what the catalog
 //! says once its pack is long enough; `verify` reads every chunk back (of the whole library,
 //! or of the chunks one image uses), decompresses it and checks its blake3 hash, and holds
-//! each pack's own index against the catalog's rows. A damaged chunk is reported with the
+//! each pack's own index (its trailer, from which the catalog can be rebuilt) against the
+//! catalog's rows. A damaged chunk is reported with the
 //! images and files that use it, so that the user knows what to re-check-in.
 
 use crate::catalog::{ExtentRow, FileRow, Table};
@@ -24,6 +25,8 @@ pub struct VerifyReport {
     /// Compressed bytes read from the packs.
     pub bytes_read: u64,
     pub damaged: Vec<DamagedChunk>,
+    /// Packs whose own index (the trailer that lets the catalog be rebuilt) is unreadable.
+    pub damaged_packs: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -83,14 +86,15 @@ impl Library {
         }
         report.packs = by_pack.len();
         let root = self.root().to_path_buf();
-        let results: Vec<(u64, Vec<(ChunkHash, String)>)> = tokio::task::spawn_blocking(move || {
+        let results: Vec<PackResult> = tokio::task::spawn_blocking(move || {
             by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&root, &pack, &mut wanted)).collect()
         })
         .await
         .map_err(|e| Error::User(format!("verify failed: {e}")))?;
-        for (bytes, bad) in results {
-            report.bytes_read += bytes;
-            for (hash, reason) in bad {
+        for result in results {
+            report.bytes_read += result.bytes;
+            report.damaged_packs.extend(result.index_damage);
+            for (hash, reason) in result.damaged {
                 damaged.insert(hash, (chunks.get(&hash).cloned(), reason));
             }
         }
@@ -178,26 +182,38 @@ impl Library {
     }
 }
 
-/// Reads every wanted chunk of one pack in file order; returns the bytes read and the damaged
-/// chunks with what is wrong with each.
-fn verify_pack(
-    root: &std::path::Path,
-    pack: &str,
-    wanted: &mut [(ChunkHash, ChunkLocation)],
-) -> (u64, Vec<(ChunkHash, String)>) {
-    let all = |reason: String| wanted.iter().map(|(h, _)| (*h, reason.clone())).collect();
+/// What reading one pack back found.
+#[derive(Default)]
+struct PackResult {
+    bytes: u64,
+    damaged: Vec<(ChunkHash, String)>,
+    index_damage: Option<String>,
+}
+
+/// Reads every wanted chunk of one pack in file order.
+fn verify_pack(root: &std::path::Path, pack: &str, wanted: &mut [(ChunkHash, ChunkLocation)]) -> PackResult {
+    let all = |reason: String| PackResult {
+        damaged: wanted.iter().map(|(h, _)| (*h, reason.clone())).collect(),
+        ..PackResult::default()
+    };
     let reader = match PackReader::open(root, pack) {
         Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, all(format!("pack {pack} is missing"))),
-        Err(e) => return (0, all(format!("pack {pack} cannot be opened: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return all(format!("pack {pack} is missing")),
+        Err(e) => return all(format!("pack {pack} cannot be opened: {e}")),
     };
     // The pack's own index must list each chunk where the catalog says it is; a pack whose
     // trailer is gone (truncated) still has its chunks read one by one.
-    let index: Option<HashMap<ChunkHash, ChunkLocation>> =
-        reader.index().ok().map(|entries| entries.into_iter().map(|c| (c.hash, c.location)).collect());
+    let mut result = PackResult::default();
+    let index: Option<HashMap<ChunkHash, ChunkLocation>> = match reader.index() {
+        Ok(entries) => Some(entries.into_iter().map(|c| (c.hash, c.location)).collect()),
+        Err(e) => {
+            result.index_damage = Some(e.to_string());
+            None
+        }
+    };
     let length = reader.file_len().unwrap_or(0);
     wanted.sort_by_key(|(_, at)| at.offset);
-    let (mut bytes, mut bad) = (0, Vec::new());
+    let bad = &mut result.damaged;
     for (hash, at) in wanted.iter() {
         let end = at.offset.saturating_add(u64::from(at.stored_size));
         if end > length {
@@ -210,12 +226,12 @@ fn verify_pack(
             bad.push((*hash, format!("the catalog and pack {pack}'s own index disagree on where it is")));
             continue;
         }
-        bytes += u64::from(at.stored_size);
+        result.bytes += u64::from(at.stored_size);
         match reader.read_checked(hash, at) {
             Ok(Ok(_)) => {}
             Ok(Err(why)) => bad.push((*hash, format!("{why} (pack {pack}, offset {})", at.offset))),
             Err(e) => bad.push((*hash, format!("cannot be read from pack {pack}: {e}"))),
         }
     }
-    (bytes, bad)
+    result
 }

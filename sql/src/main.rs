@@ -160,8 +160,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print_verify(&mut stdout, &report)?;
             }
-            if !report.damaged.is_empty() {
-                anyhow::bail!("the store is damaged: {} chunks", report.damaged.len());
+            if !report.damaged.is_empty() || !report.damaged_packs.is_empty() {
+                anyhow::bail!(
+                    "the store is damaged: {} chunks, {} pack indexes",
+                    report.damaged.len(),
+                    report.damaged_packs.len()
+                );
             }
         }
         Command::Cat { image, path } => {
@@ -245,8 +249,11 @@ fn print_verify(out: &mut dyn Write, r: &imagelake_engine::VerifyReport) -> std:
         r.chunks,
         r.packs,
         bytes(r.bytes_read),
-        if r.damaged.is_empty() { "intact" } else { "DAMAGED" }
+        if r.damaged.is_empty() && r.damaged_packs.is_empty() { "intact" } else { "DAMAGED" }
     )?;
+    for pack in &r.damaged_packs {
+        writeln!(out, "  damaged index {pack}")?;
+    }
     for d in &r.damaged {
         writeln!(out, "  damaged chunk {}: {}", d.chunk, d.reason)?;
         for u in &d.used_by {

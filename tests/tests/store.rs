@@ -53,6 +53,7 @@ fn assert_intact(lib: &Library, image: Option<&str>) {
     let (out, report) = verify(lib, image);
     assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(report["damaged"], serde_json::json!([]));
+    assert_eq!(report["damaged_packs"], serde_json::json!([]));
     assert!(report["chunks"].as_u64().unwrap() > 0 && report["bytes_read"].as_u64().unwrap() > 0, "{report}");
 }
 
@@ -66,7 +67,7 @@ fn assert_damaged(lib: &Library, reason: &str) -> serde_json::Value {
 }
 
 #[test]
-fn verify_finds_a_flipped_byte_a_truncated_pack_and_a_missing_one() {
+fn verify_finds_a_flipped_byte_a_truncated_pack_a_damaged_index_and_a_missing_pack() {
     let dir = tempfile::tempdir().unwrap();
     let lib = Library::new();
     let tree = dir.path().join("tree");
@@ -104,6 +105,17 @@ fn verify_finds_a_flipped_byte_a_truncated_pack_and_a_missing_one() {
     file.set_len(at).unwrap();
     let report = assert_damaged(&lib, "truncated");
     assert!(damaged_uses(&report).contains(&("web@1".to_string(), "/etc/config".to_string())), "{report}");
+    std::fs::write(&pack, &original).unwrap();
+
+    // The trailer (the pack's own index) damaged: every chunk still reads, the pack is named.
+    let end = original.len() as u64 - 1;
+    file.write_all_at(&[original[end as usize] ^ 0x01], end).unwrap();
+    let (out, report) = verify(&lib, None);
+    assert!(!out.status.success(), "{report}");
+    assert_eq!(report["damaged"], serde_json::json!([]), "{report}");
+    let packs = report["damaged_packs"].as_array().unwrap();
+    let name = pack.file_stem().unwrap().to_str().unwrap();
+    assert!(packs.len() == 1 && packs[0].as_str().unwrap().contains(name), "{report}");
     std::fs::write(&pack, &original).unwrap();
 
     // Missing: every chunk of the pack, with every image that uses one.
