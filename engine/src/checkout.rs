@@ -43,6 +43,9 @@ pub struct CheckoutOptions {
     pub format: Option<String>,
     /// Replace an existing output that is not this library's own earlier checkout.
     pub force: bool,
+    /// Delta deployment: `out` is a raw disk of the same size (an earlier checkout of another
+    /// version, say), and only its 4 KiB blocks that differ are rewritten, in place.
+    pub update: bool,
     /// One phase, the disk's bytes written or left zero.
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -82,9 +85,29 @@ impl Library {
             )));
         }
         let image = self.resolve(spec).await?;
+        let size = image.virtual_size as u64;
+        let update = if options.update {
+            if format != "raw" {
+                return Err(Error::User("--update rewrites raw disks only".into()));
+            }
+            let file =
+                File::options().read(true).write(true).open(out).io_context(|| format!("opening {}", out.display()))?;
+            let len = file.metadata().io_context(|| format!("reading {}", out.display()))?.len();
+            if len != size {
+                return Err(Error::User(format!(
+                    "{} holds {len} bytes and {}@{} has {size}: it is no checkout of a version of this disk; \
+                     check out without --update",
+                    out.display(),
+                    image.name,
+                    image.version
+                )));
+            }
+            Some(file)
+        } else {
+            None
+        };
         let extents = self.extents(image.image_id).await?;
         let locations = self.chunk_locations().await?;
-        let size = image.virtual_size as u64;
         let partial = PathBuf::from(format!("{}.partial", out.display()));
         // Other formats are converted from a raw disk written beside the output.
         let raw = PathBuf::from(format!("{}.raw", partial.display()));
@@ -95,12 +118,13 @@ impl Library {
             p.phase(&format!("writing {}@{}", image.name, image.version), size);
         }
         let (written, zero) = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
-            let sink = match kind.as_str() {
-                "qcow2" => {
+            let sink = match (update, kind.as_str()) {
+                (Some(file), _) => Sink::Update(file),
+                (None, "qcow2") => {
                     Sink::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
                 }
-                "raw" => Sink::Raw(raw_file(&target, size)?),
-                _ => Sink::Raw(raw_file(&raw_target, size)?),
+                (None, "raw") => Sink::Raw(raw_file(&target, size)?),
+                (None, _) => Sink::Raw(raw_file(&raw_target, size)?),
             };
             let counts = write_disk(&root, &sink, &extents, &locations, progress.as_deref())?;
             sink.finish()?;
@@ -108,7 +132,7 @@ impl Library {
         })
         .await
         .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
-        if format != "raw" && format != "qcow2" {
+        if !options.update && format != "raw" && format != "qcow2" {
             let converted = tokio::process::Command::new("qemu-img")
                 .args(["convert", "-f", "raw", "-O", &format])
                 .arg(&raw)
@@ -125,9 +149,13 @@ impl Library {
                 )));
             }
         }
-        // Marked before it takes the name: a crash leaves a marked .partial, never an unmarked OUT.
-        set_mark(&partial, mark.as_os_str().as_bytes());
-        std::fs::rename(&partial, out).io_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+        if !options.update {
+            // Marked before it takes the name: a crash leaves a marked .partial, never an
+            // unmarked OUT.
+            set_mark(&partial, mark.as_os_str().as_bytes());
+            std::fs::rename(&partial, out)
+                .io_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+        }
         Ok(CheckoutSummary {
             image_id: image.image_id,
             name: image.name,
@@ -206,14 +234,51 @@ pub(crate) fn add_locations(batches: &[arrow::array::RecordBatch], map: &mut Has
 enum Sink {
     Raw(File),
     Qcow2(SyncFormatAccess<ImagoFile>),
+    /// A raw disk already there (delta deployment): only blocks that differ are written.
+    Update(File),
 }
 
+/// The unit of a delta deployment's comparison and writes.
+const BLOCK: u64 = 4096;
+
 impl Sink {
-    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+    /// Writes `data` at `offset`; returns how many bytes it wrote.
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<u64> {
         match self {
-            Sink::Raw(file) => file.write_all_at(data, offset),
-            Sink::Qcow2(image) => image.write(data, offset),
+            Sink::Raw(file) => file.write_all_at(data, offset).map(|()| data.len() as u64),
+            Sink::Qcow2(image) => image.write(data, offset).map(|()| data.len() as u64),
+            Sink::Update(file) => {
+                let mut old = vec![0u8; data.len()];
+                file.read_exact_at(&mut old, offset)?;
+                let mut written = 0;
+                // Blocks aligned to the disk, so that one changed byte costs one block.
+                let mut at = 0usize;
+                while at < data.len() {
+                    let next = ((offset + at as u64) / BLOCK + 1) * BLOCK - offset;
+                    let end = usize::try_from(next).unwrap_or(usize::MAX).min(data.len());
+                    if data[at..end] != old[at..end] {
+                        file.write_all_at(&data[at..end], offset + at as u64)?;
+                        written += (end - at) as u64;
+                    }
+                    at = end;
+                }
+                Ok(written)
+            }
         }
+    }
+
+    /// Makes `length` bytes at `offset` zeros: nothing to do on a fresh output, whose unwritten
+    /// bytes read as zeros; on an updated disk, its nonzero blocks there are overwritten.
+    fn zero(&self, offset: u64, length: u64) -> io::Result<u64> {
+        let Sink::Update(_) = self else { return Ok(0) };
+        let zeros = vec![0u8; 1 << 20];
+        let (mut written, mut at) = (0, offset);
+        while at < offset + length {
+            let n = (offset + length - at).min(zeros.len() as u64);
+            written += self.write_at(&zeros[..n as usize], at)?;
+            at += n;
+        }
+        Ok(written)
     }
 
     fn finish(self) -> Result<()> {
@@ -222,6 +287,7 @@ impl Sink {
             Sink::Qcow2(image) => {
                 image.flush().and_then(|()| image.sync()).io_context(|| "syncing the qcow2 checkout".into())
             }
+            Sink::Update(file) => file.sync_all().io_context(|| "syncing the updated disk".into()),
         }
     }
 }
@@ -309,14 +375,14 @@ fn write_disk(
         for e in batch {
             if e.kind == ExtentKind::Zero {
                 zero += e.length as u64;
+                written += sink.zero(e.disk_offset as u64, e.length as u64).io_context(|| "zeroing".into())?;
                 continue;
             }
             let data = e.chunk_hash.as_deref().and_then(parse_hex).and_then(|h| chunks.get(&h));
             let piece = data
                 .and_then(|d| d.get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize))
                 .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
-            sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
-            written += piece.len() as u64;
+            written += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
         }
         if let Some(p) = progress {
             p.advance(batch.iter().map(|e| e.length as u64).sum());

@@ -51,6 +51,10 @@ enum Command {
         /// Replace OUT even if it is not an earlier checkout of this library.
         #[arg(long)]
         force: bool,
+        /// Delta deployment: OUT is a raw disk of the same size (an earlier checkout of another
+        /// version); rewrite only its 4 KiB blocks that differ, in place.
+        #[arg(long)]
+        update: bool,
         #[arg(long)]
         json: bool,
     },
@@ -116,10 +120,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print_checkin(&mut stdout, &file, &summary)?;
             }
         }
-        Command::Checkout { image, out, format, force, json } => {
+        Command::Checkout { image, out, format, force, update, json } => {
             let progress = (!json && std::io::stderr().is_terminal())
                 .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
-            let options = CheckoutOptions { format: Some(format), force, progress: progress.clone() };
+            let options = CheckoutOptions { format: Some(format), force, update, progress: progress.clone() };
             let summary = library.checkout(&image, &out, &options).await;
             drop((progress, options));
             let summary = summary?;

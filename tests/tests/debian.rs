@@ -121,6 +121,30 @@ fn debian_mariadb_image_end_to_end() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0]["version"], 2);
     let out2 = path("web2.raw");
-    lib.checkout("web@2", &out2);
+    let full = lib.checkout("web@2", &out2)["bytes_written"].as_u64().expect("written");
     assert_same_bytes(&disk2, &out2);
+
+    // Delta deployment of web@2 over a checkout of web@1 leaves web@2's bytes, and writes at
+    // least the bytes in which the two disks differ and at most the 4 KiB blocks holding them
+    // (cmp is the oracle; a block shared by two extents may be written in part).
+    let web1 = path("web1.raw");
+    lib.checkout("web@1", &web1);
+    let differ = sh(&format!(
+        "cmp -l '{}' '{}' | awk '{{ n++; b = int(($1 - 1) / 4096); if (b != last) {{ blocks++; last = b }} }} \
+         END {{ print n, blocks }}'",
+        web1.display(),
+        disk2.display()
+    ));
+    let counts: Vec<u64> = differ.split_whitespace().map(|n| n.parse().expect("count")).collect();
+    let (bytes, blocks) = (counts[0], counts[1]);
+    let delta = run(lib.command().args(["checkout", "web@2"]).arg(&web1).args(["--update", "--json"]));
+    let delta: serde_json::Value = serde_json::from_str(&delta).expect("summary");
+    assert_same_bytes(&disk2, &web1);
+    let written = delta["bytes_written"].as_u64().expect("written");
+    eprintln!(
+        "delta deployment wrote {written} bytes ({bytes} differ, in {blocks} blocks); a full checkout {full}: \
+         {:.0}x fewer",
+        full as f64 / written as f64
+    );
+    assert!(bytes > 0 && bytes <= written && written <= blocks * 4096, "{delta}");
 }

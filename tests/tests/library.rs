@@ -232,6 +232,13 @@ fn checkout_replaces_only_what_it_wrote() {
     other.checkin(&img, "small");
     assert!(!other.command().args(["checkout", "small"]).arg(p("out")).output().unwrap().status.success());
 
+    // --update rewrites only a raw disk of the image's size.
+    std::fs::write(p("short"), "too short\n").unwrap();
+    let update = lib.command().args(["checkout", "small", "--update", "--force"]).arg(p("short")).output().unwrap();
+    let err = String::from_utf8_lossy(&update.stderr);
+    assert!(!update.status.success() && err.contains("without --update") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read_to_string(p("short")).unwrap(), "too short\n");
+
     let bad = lib.command().args(["checkout", "small"]).arg(p("new")).args(["--format", "vmdk;rm"]).output().unwrap();
     assert!(!bad.status.success() && !p("new").exists(), "{bad:?}");
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1, "{bad:?}");
