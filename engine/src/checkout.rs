@@ -256,6 +256,7 @@ impl Sink {
                 while at < data.len() {
                     let next = ((offset + at as u64) / BLOCK + 1) * BLOCK - offset;
                     let end = usize::try_from(next).unwrap_or(usize::MAX).min(data.len());
+                    // In bounds: at < end <= data.len() == old.len().
                     if data[at..end] != old[at..end] {
                         file.write_all_at(&data[at..end], offset + at as u64)?;
                         written += (end - at) as u64;
