@@ -111,20 +111,19 @@ impl Library {
         let partial = PathBuf::from(format!("{}.partial", out.display()));
         // Other formats are converted from a raw disk written beside the output.
         let raw = PathBuf::from(format!("{}.raw", partial.display()));
-        let (root, target, kind) = (self.root().to_path_buf(), partial.clone(), format.clone());
-        let raw_target = raw.clone();
+        let target = if format == "raw" || format == "qcow2" { partial.clone() } else { raw.clone() };
+        let (root, qcow2) = (self.root().to_path_buf(), format == "qcow2");
         let progress = options.progress.clone();
         if let Some(p) = &progress {
             p.phase(&format!("writing {}@{}", image.name, image.version), size);
         }
         let (written, zero) = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
-            let sink = match (update, kind.as_str()) {
-                (Some(file), _) => Sink::Update(file),
-                (None, "qcow2") => {
+            let sink = match update {
+                Some(file) => Sink::Update(file),
+                None if qcow2 => {
                     Sink::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
                 }
-                (None, "raw") => Sink::Raw(raw_file(&target, size)?),
-                (None, _) => Sink::Raw(raw_file(&raw_target, size)?),
+                None => Sink::Raw(raw_file(&target, size)?),
             };
             let counts = write_disk(&root, &sink, &extents, &locations, progress.as_deref())?;
             sink.finish()?;
