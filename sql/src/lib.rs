@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 pub mod functions;
 pub mod output;
+mod plans;
 pub mod tables;
 
 use functions::Commands;
@@ -29,6 +30,7 @@ pub struct Answer {
 pub struct Session {
     ctx: SessionContext,
     commands: Arc<Commands>,
+    plans: plans::Plans,
 }
 
 impl Session {
@@ -42,7 +44,7 @@ impl Session {
         }
         let commands = Arc::new(Commands::default());
         functions::register(&ctx, &library, &commands);
-        Ok(Session { ctx, commands })
+        Ok(Session { ctx, commands, plans: plans::Plans::default() })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -52,6 +54,10 @@ impl Session {
     /// Plans and runs one statement, and runs every command it planned exactly once (see
     /// `functions::commands`).
     pub async fn run(&self, sql: &str) -> Result<Answer> {
+        if let Some(optimized) = self.plans.get(sql) {
+            let schema = Some(Arc::new(optimized.schema().as_arrow().clone()));
+            return Ok(Answer { schema, batches: self.execute_optimized(&optimized).await? });
+        }
         self.commands.take();
         let plan = match self.ctx.state().create_logical_plan(sql).await {
             Ok(plan) => plan,
@@ -75,8 +81,24 @@ impl Session {
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
             plan => Some(Arc::new(plan.schema().as_arrow().clone())),
         };
-        let frame = self.ctx.execute_logical_plan(plan).await?;
-        let batches = frame.collect().await;
+        let batches = match schema {
+            // A query: optimized here, so that its optimized plan can be kept for next time.
+            Some(_) => match self.ctx.state().optimize(&plan) {
+                Ok(optimized) => {
+                    self.plans.keep(sql, &plan, &optimized);
+                    self.execute_optimized(&optimized).await
+                }
+                Err(e) => Err(e),
+            },
+            // Anything else may change what the text of a query means.
+            None => {
+                self.plans.forget();
+                match self.ctx.execute_logical_plan(plan).await {
+                    Ok(frame) => frame.collect().await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
         let planned = self.commands.take();
         let batches = batches?;
         // Commands the optimizer cut out of the plan (LIMIT 0, WHERE false) still run.
@@ -84,5 +106,12 @@ impl Session {
             command.run().await?;
         }
         Ok(Answer { schema, batches })
+    }
+
+    /// Plans `optimized` physically (reading every table at its newest version) and runs it.
+    async fn execute_optimized(&self, optimized: &LogicalPlan) -> Result<Vec<RecordBatch>> {
+        let state = self.ctx.state();
+        let plan = state.query_planner().create_physical_plan(optimized, &state).await?;
+        datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await
     }
 }

@@ -1,7 +1,9 @@
 //! The `imagelake` command: checkin, checkout and SQL over a library.
 
 use clap::{Parser, Subcommand};
-use imagelake_engine::{CheckinOptions, CheckinSummary, CheckoutOptions, CheckoutSummary, Library};
+use imagelake_engine::{
+    CheckinOptions, CheckinSummary, CheckoutOptions, CheckoutSummary, ExportOptions, ExportSummary, Library,
+};
 use imagelake_sql::output::Format;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -73,6 +75,20 @@ enum Command {
     Verify {
         /// NAME, NAME@VERSION or an image id; the whole library without it.
         image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the file tree of one filesystem of an image version into DIR (new or empty), with
+    /// owners (as root), modes, times, extended attributes, hard links, symbolic links and
+    /// device nodes. Entries whose names or link targets would leave DIR are refused and
+    /// listed (exit status 1), never followed.
+    Export {
+        image: String,
+        dir: PathBuf,
+        /// The partition number (as in the `partitions` table) when the image has several
+        /// filesystems.
+        #[arg(long)]
+        partition: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +188,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Export { image, dir, partition, json } => {
+            let progress = (!json && std::io::stderr().is_terminal())
+                .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
+            let options = ExportOptions { partition, progress: progress.clone() };
+            let summary = library.export(&image, &dir, &options).await;
+            drop((progress, options));
+            let summary = summary?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
+            } else {
+                print_export(&mut stdout, &summary)?;
+            }
+            if !summary.refused.is_empty() || !summary.failed.is_empty() {
+                anyhow::bail!(
+                    "{} entries refused, {} not written completely",
+                    summary.refused.len(),
+                    summary.failed.len()
+                );
+            }
+        }
         Command::Cat { image, path } => {
             let data = library.read_file(&image, &path).await?;
             stdout.write_all(&data)?;
@@ -238,6 +274,32 @@ fn print_check(out: &mut dyn Write, r: &imagelake_engine::CheckReport) -> std::i
             r.orphan_image_ids.len(),
             r.stale_files.len()
         )?;
+    }
+    Ok(())
+}
+
+fn print_export(out: &mut dyn Write, s: &ExportSummary) -> std::io::Result<()> {
+    writeln!(out, "exported {} (partition {}) to {}", s.image, s.partition, s.dir.display())?;
+    writeln!(
+        out,
+        "  {} directories, {} files ({}), {} symbolic links, {} hard links, {} special files in {:.2} s",
+        s.dirs,
+        s.files,
+        bytes(s.bytes),
+        s.symlinks,
+        s.hard_links,
+        s.specials,
+        s.seconds
+    )?;
+    if !s.owners {
+        writeln!(out, "  owners not set: only root may give files to other users")?;
+    }
+    // Names come from the image: printed escaped, so that control bytes cannot drive the terminal.
+    for p in &s.refused {
+        writeln!(out, "  refused {:?}: {}", p.path, p.why)?;
+    }
+    for p in &s.failed {
+        writeln!(out, "  failed {:?}: {}", p.path, p.why)?;
     }
     Ok(())
 }

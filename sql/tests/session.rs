@@ -3,6 +3,7 @@
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::util::display::array_value_to_string;
 use imagelake_engine::Library;
 use imagelake_sql::Session;
 use imagelake_tests::{imagelake_bin, mkfs_ext, run};
@@ -55,4 +56,28 @@ async fn a_session_sees_every_checkin_made_by_another_process() {
             .value(0),
         "hello\n"
     );
+}
+
+/// A session keeps the optimized plan of a query it ran; running the same text again must
+/// still mean what the text means now.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_statement_means_what_it_means_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::open(Arc::new(Library::open(&dir.path().join("lib")).await.unwrap())).await.unwrap();
+    let text = |sql: &'static str| {
+        let session = &session;
+        async move { array_value_to_string(session.run(sql).await.unwrap().batches[0].column(0), 0).unwrap() }
+    };
+    let from_view = "SELECT x FROM v";
+    session.run("CREATE VIEW v AS SELECT 'first' AS x").await.unwrap();
+    assert_eq!(text(from_view).await, "first");
+    assert_eq!(text(from_view).await, "first");
+    session.run("CREATE OR REPLACE VIEW v AS SELECT 'second' AS x").await.unwrap();
+    assert_eq!(text(from_view).await, "second");
+
+    // now() is folded into a constant while optimizing: a kept plan would repeat the time.
+    let now = "SELECT CAST(now() AS VARCHAR)";
+    let first = text(now).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_ne!(text(now).await, first);
 }

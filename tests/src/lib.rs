@@ -341,3 +341,122 @@ pub fn dpkg_query(admindir: &Path) -> std::collections::BTreeSet<(String, String
         })
         .collect()
 }
+
+/// What `export` must reproduce of one entry of a file tree, read with `lstat` and friends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The file type and permission bits (`st_mode`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i128,
+    /// Regular files: the blake3 of the content; symbolic links: the target.
+    pub content: Option<String>,
+    pub rdev: u64,
+    pub xattrs: std::collections::BTreeMap<String, Vec<u8>>,
+    /// For a non-directory with several names: all its names in the tree, sorted.
+    pub hard_links: Vec<String>,
+}
+
+/// Every entry under `root` (as "/", "/etc", ...) with its [`Node`]. `skip` leaves out paths
+/// and what is under them, except "/", which leaves out only the root's own node.
+pub fn tree_nodes(root: &Path, skip: &[&str]) -> std::collections::BTreeMap<String, Node> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    fn xattrs(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        let mut names = vec![0u8; 65536];
+        // SAFETY: `c` is NUL-terminated; `names` is writable for its length.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        assert!(n >= 0, "llistxattr {}: {}", path.display(), std::io::Error::last_os_error());
+        names.truncate(n as usize);
+        let mut out = std::collections::BTreeMap::new();
+        for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let cname = std::ffi::CString::new(name).expect("name");
+            let mut value = vec![0u8; 65536];
+            // SAFETY: as above.
+            let len = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+            assert!(len >= 0, "lgetxattr {}: {}", path.display(), std::io::Error::last_os_error());
+            value.truncate(len as usize);
+            out.insert(String::from_utf8_lossy(name).into_owned(), value);
+        }
+        out
+    }
+    let mut nodes = std::collections::BTreeMap::new();
+    let mut inodes: std::collections::BTreeMap<(u64, u64), Vec<String>> = std::collections::BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), "/".to_string())];
+    while let Some((path, name)) = stack.pop() {
+        let skipped = skip.contains(&name.as_str());
+        if skipped && name != "/" {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+        let kind = m.file_type();
+        let content = if kind.is_file() {
+            Some(blake3::hash(&std::fs::read(&path).expect("read")).to_hex().to_string())
+        } else if kind.is_symlink() {
+            Some(
+                String::from_utf8_lossy(std::fs::read_link(&path).expect("readlink").as_os_str().as_bytes())
+                    .into_owned(),
+            )
+        } else {
+            None
+        };
+        if kind.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read_dir") {
+                let entry = entry.expect("entry");
+                let child = entry.file_name().to_string_lossy().into_owned();
+                let child_name = if name == "/" { format!("/{child}") } else { format!("{name}/{child}") };
+                stack.push((entry.path(), child_name));
+            }
+        } else if m.nlink() > 1 {
+            inodes.entry((m.dev(), m.ino())).or_default().push(name.clone());
+        }
+        let node = Node {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            content,
+            rdev: m.rdev(),
+            xattrs: xattrs(&path),
+            hard_links: Vec::new(),
+        };
+        if !skipped {
+            nodes.insert(name, node);
+        }
+    }
+    for mut names in inodes.into_values() {
+        names.sort();
+        for n in &names {
+            if let Some(node) = nodes.get_mut(n) {
+                node.hard_links = names.clone();
+            }
+        }
+    }
+    nodes
+}
+
+/// Asserts that two trees hold the same entries with the same [`Node`]s, naming the first
+/// differences.
+pub fn assert_same_tree(
+    expected: &std::collections::BTreeMap<String, Node>,
+    got: &std::collections::BTreeMap<String, Node>,
+) {
+    let mut differences = Vec::new();
+    for (path, want) in expected {
+        match got.get(path) {
+            None => differences.push(format!("{path:?}: missing")),
+            Some(node) if node != want => differences.push(format!("{path:?}: expected {want:?}\n    got {node:?}")),
+            Some(_) => {}
+        }
+    }
+    differences.extend(got.keys().filter(|p| !expected.contains_key(*p)).map(|p| format!("{p:?}: not expected")));
+    assert!(
+        differences.is_empty(),
+        "{} of {} entries differ:\n{}",
+        differences.len(),
+        expected.len(),
+        differences.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+    );
+}

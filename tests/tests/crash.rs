@@ -1,7 +1,7 @@
 //! Crash safety: `imagelake checkin` killed with SIGKILL at random moments never leaves a
 //! partial image or a broken library, and what the killed run left behind is reclaimable.
 
-use imagelake_tests::{Library, assert_same_bytes, gpt_disk, mkfs_ext, mkfs_vfat, run, tree};
+use imagelake_tests::{Library, assert_qcow2_checkout, assert_same_bytes, gpt_disk, mkfs_ext, mkfs_vfat, run, tree};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -86,6 +86,7 @@ fn checkin_killed_at_twenty_random_moments() {
         let out = p("out.raw");
         lib.checkout(&format!("crash@{}", summary["version"]), &out);
         assert_same_bytes(&disk, &out);
+        assert_qcow2_checkout(&lib, &format!("crash@{}", summary["version"]), &disk);
         std::fs::remove_file(&out).unwrap();
     }
     assert!(

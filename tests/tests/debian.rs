@@ -3,8 +3,8 @@
 //! really change: the disk copied, its root loop-mounted and given one more package in place.
 
 use imagelake_tests::{
-    Library, assert_qcow2_checkout, assert_same_bytes, cache_dir, debian_tree, dpkg_query, gpt_disk, mkfs_ext,
-    mkfs_vfat, run, run_measured, sh,
+    Library, assert_qcow2_checkout, assert_same_bytes, assert_same_tree, cache_dir, debian_tree, dpkg_query, gpt_disk,
+    mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
 };
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -68,6 +68,22 @@ fn debian_mariadb_image_end_to_end() {
     assert_same_bytes(&path("disk.img"), &path("web1.raw"));
     run(Command::new("qemu-img").args(["compare", "-q"]).arg(&qcow2).arg(path("web1.raw")));
     assert_qcow2_checkout(&lib, "web@1", &path("disk.img"));
+    // export of the root filesystem equals the debootstrap tree: every path, mode, owner,
+    // time (to the second: mke2fs -d stores no nanoseconds), link target, hard-link group,
+    // extended attribute and content.
+    let root = lib.sql(&format!("SELECT partition FROM partitions WHERE image_id = {image_id} AND name = 'root'"));
+    let root = root[0]["partition"].as_i64().expect("root partition").to_string();
+    let (out, export) =
+        run_measured(lib.command().args(["export", "web@1"]).arg(path("tree")).args(["--partition", &root, "--json"]));
+    eprintln!("export of web@1: {export:?}\n{out}");
+    let mut expected = tree_nodes(&tree, &["/"]);
+    for node in expected.values_mut() {
+        node.mtime_ns -= node.mtime_ns.rem_euclid(1_000_000_000);
+    }
+    let got = tree_nodes(&path("tree"), &["/", "/lost+found"]);
+    assert_same_tree(&expected, &got);
+    assert!(got.values().any(|n| n.hard_links.len() > 1), "the tree has hard links, and they were compared");
+    assert!(export.max_rss_bytes < GIB, "export peak memory {} MiB", export.max_rss_bytes / MIB);
     assert!(checkin.max_rss_bytes < GIB, "checkin peak memory {} MiB", checkin.max_rss_bytes / MIB);
     assert!(checkout.max_rss_bytes < GIB, "checkout peak memory {} MiB", checkout.max_rss_bytes / MIB);
     // Hashing and compression use both cores: at least as many threads did that work as the

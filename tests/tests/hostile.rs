@@ -3,7 +3,7 @@
 //! image and the structure that is wrong, within time and memory bounds, and a refused checkin
 //! leaves the library exactly as it was.
 
-use imagelake_tests::{Library, assert_same_bytes, gpt_disk, measure, mkfs_ext, mkfs_vfat, run};
+use imagelake_tests::{Library, assert_qcow2_checkout, assert_same_bytes, gpt_disk, measure, mkfs_ext, mkfs_vfat, run};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,6 +104,7 @@ fn walk_fixtures(names: &[PathBuf]) -> (usize, usize) {
                     lib.checkout(&format!("f{i}-{kind}@{}", summary["version"]), &out);
                     assert_same_bytes(image, &out);
                     std::fs::remove_file(&out).unwrap();
+                    assert_qcow2_checkout(&lib, &format!("f{i}-{kind}@{}", summary["version"]), image);
                 }
                 Err(message) => {
                     refused += 1;

@@ -3,7 +3,9 @@
 //! tools (without device-mapper: `--driverloaded n`); each volume's filesystem is written
 //! where `pvs`/`lvs` say its extents are.
 
-use imagelake_tests::{Library, assert_files_match, assert_same_bytes, mkfs_ext, run, tree, write_at};
+use imagelake_tests::{
+    Library, assert_files_match, assert_qcow2_checkout, assert_same_bytes, mkfs_ext, run, tree, write_at,
+};
 use std::process::Command;
 
 const NO_BACKUP: &str = "backup { backup = 0 archive = 0 }";
@@ -121,4 +123,5 @@ fn two_ext4_logical_volumes_on_two_physical_volumes() {
     let out = p("out.raw");
     lib.checkout("lvm", &out);
     assert_same_bytes(&disk, &out);
+    assert_qcow2_checkout(&lib, "lvm", &disk);
 }
