@@ -50,7 +50,8 @@ for name in base nginx curl mariadb postgresql; do
     mcopy -i "$work/esp.img" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
     total=$((1 + 1 + 32 + root_mib + 1))
     truncate -s "${total}M" "$work/disk.raw"
-    sgdisk -q -n1:1M:+1M -t1:EF02 -c1:bios -n2:2M:+32M -t2:EF00 -c2:esp -n3:34M:0 -t3:8304 -c3:root "$work/disk.raw"
+    sgdisk -n1:2048:+1M -t1:ef02 -c1:bios -n2:0:+32M -t2:ef00 -c2:esp -n3:0:0 -t3:8304 -c3:root "$work/disk.raw" >/dev/null
+    sgdisk -v "$work/disk.raw" | grep -q "No problems found" || { echo "$name: sgdisk made a bad table" >&2; exit 1; }
     dd if="$work/esp.img" of="$work/disk.raw" bs=1M seek=2 conv=notrunc,sparse status=none
     dd if="$work/root.img" of="$work/disk.raw" bs=1M seek=34 conv=notrunc,sparse status=none
     mv "$work/disk.raw" "$disk"

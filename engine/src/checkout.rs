@@ -343,35 +343,41 @@ fn write_disk(
     locations: &HashMap<ChunkHash, ChunkLocation>,
     progress: Option<&dyn Progress>,
 ) -> Result<(u64, u64)> {
-    let mut packs: HashMap<String, PackReader> = HashMap::new();
-    let (mut written, mut zero) = (0u64, 0u64);
-    for batch in extents.chunks(BATCH) {
-        // Read every distinct chunk of the batch in parallel.
+    let chunk_of = |e: &ExtentRow| -> Result<(ChunkHash, &ChunkLocation)> {
+        let hash = e
+            .chunk_hash
+            .as_deref()
+            .and_then(parse_hex)
+            .ok_or_else(|| Error::Catalog(format!("extent at {} has no valid chunk hash", e.disk_offset)))?;
+        let at = locations
+            .get(&hash)
+            .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&hash))))?;
+        Ok((hash, at))
+    };
+    let mut packs: HashMap<&str, PackReader> = HashMap::new();
+    for e in extents.iter().filter(|e| e.kind != ExtentKind::Zero) {
+        let (_, at) = chunk_of(e)?;
+        if !packs.contains_key(at.pack.as_str()) {
+            packs.insert(&at.pack, PackReader::open(root, &at.pack).io_context(|| "opening pack".into())?);
+        }
+    }
+    // Every distinct chunk of a batch, read in parallel.
+    let read = |batch: &[ExtentRow]| -> Result<HashMap<ChunkHash, Vec<u8>>> {
         let mut wanted: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
         for e in batch.iter().filter(|e| e.kind != ExtentKind::Zero) {
-            let hash = e
-                .chunk_hash
-                .as_deref()
-                .and_then(parse_hex)
-                .ok_or_else(|| Error::Catalog(format!("extent at {} has no valid chunk hash", e.disk_offset)))?;
-            let at = locations
-                .get(&hash)
-                .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&hash))))?;
+            let (hash, at) = chunk_of(e)?;
             wanted.insert(hash, at);
         }
-        for at in wanted.values() {
-            if !packs.contains_key(&at.pack) {
-                let reader = PackReader::open(root, &at.pack).io_context(|| "opening pack".into())?;
-                packs.insert(at.pack.clone(), reader);
-            }
-        }
-        let chunks: HashMap<ChunkHash, Vec<u8>> = wanted
+        wanted
             .par_iter()
             .map(|(hash, at)| {
-                let pack = &packs[&at.pack];
+                let pack = &packs[at.pack.as_str()];
                 pack.read(hash, at).map(|data| (*hash, data)).io_context(|| "reading the store".into())
             })
-            .collect::<Result<_>>()?;
+            .collect()
+    };
+    let write = |batch: &[ExtentRow], chunks: &HashMap<ChunkHash, Vec<u8>>| -> Result<(u64, u64)> {
+        let (mut written, mut zero) = (0u64, 0u64);
         for e in batch {
             if e.kind == ExtentKind::Zero {
                 zero += e.length as u64;
@@ -384,9 +390,22 @@ fn write_disk(
                 .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
             written += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
         }
+        Ok((written, zero))
+    };
+    let (mut written, mut zero) = (0u64, 0u64);
+    let mut batches = extents.chunks(BATCH);
+    let mut current = batches.next().map(|b| read(b).map(|chunks| (b, chunks))).transpose()?;
+    while let Some((batch, chunks)) = current {
+        // The next batch is read and decompressed while this one is written.
+        let next = batches.next();
+        let (read_next, wrote) =
+            rayon::join(|| next.map(|b| read(b).map(|chunks| (b, chunks))).transpose(), || write(batch, &chunks));
+        let (w, z) = wrote?;
+        (written, zero) = (written + w, zero + z);
         if let Some(p) = progress {
             p.advance(batch.iter().map(|e| e.length as u64).sum());
         }
+        current = read_next?;
     }
     Ok((written, zero))
 }
