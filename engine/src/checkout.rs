@@ -29,11 +29,13 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The extended attribute that marks a checkout's output with the library that wrote it.
 const MARK: &str = "user.imagelake.library";
+/// Which image version an output holds (its image id), beside the library's mark.
+const IMAGE_MARK: &str = "user.imagelake.image";
 
 /// How to write a checkout, and whom it tells how far it got.
 #[derive(Clone, Default)]
@@ -60,6 +62,13 @@ pub struct CheckoutSummary {
     pub virtual_size: u64,
     pub bytes_written: u64,
     pub bytes_zero: u64,
+    /// Delta deployment: the version the output was marked as holding (`name@version`),
+    /// if it carried this library's marks.
+    pub previous: Option<String>,
+    /// Delta deployment over an identified version: 4 KiB blocks that differed although the
+    /// previous version and this one agree there, so the output had been changed since (they
+    /// were rewritten too). Zero when the output held exactly the previous version.
+    pub unexpected_blocks: Option<u64>,
     pub seconds: f64,
 }
 
@@ -77,7 +86,7 @@ impl Library {
         let mark = self.root().canonicalize().io_context(|| format!("resolving {}", self.root().display()))?;
         if out.symlink_metadata().is_ok()
             && !options.force
-            && read_mark(out).as_deref() != Some(mark.as_os_str().as_bytes())
+            && read_mark(out, MARK).as_deref() != Some(mark.as_os_str().as_bytes())
         {
             return Err(Error::User(format!(
                 "{} exists and is not an earlier checkout of this library; --force replaces it",
@@ -107,6 +116,19 @@ impl Library {
             None
         };
         let extents = self.extents(image.image_id).await?;
+        // What the output should hold, from its marks; checked against what it does hold as
+        // the comparison goes, never trusted.
+        let previous = match &update {
+            Some(_) if read_mark(out, MARK).as_deref() == Some(mark.as_os_str().as_bytes()) => {
+                let id = read_mark(out, IMAGE_MARK).and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok());
+                self.images().await?.into_iter().find(|i| Some(i.image_id) == id)
+            }
+            _ => None,
+        };
+        let expected = match &previous {
+            Some(p) => Some(differing_ranges(&self.extents(p.image_id).await?, &extents)),
+            None => None,
+        };
         let locations = self.chunk_locations().await?;
         let partial = PathBuf::from(format!("{}.partial", out.display()));
         // Other formats are converted from a raw disk written beside the output.
@@ -117,17 +139,24 @@ impl Library {
         if let Some(p) = &progress {
             p.phase(&format!("writing {}@{}", image.name, image.version), size);
         }
-        let (written, zero) = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
+        let (written, zero, unexpected) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Option<u64>)> {
             let sink = match update {
-                Some(file) => Sink::Update(file),
+                Some(file) => Sink::Update(file, Mutex::new(Vec::new())),
                 None if qcow2 => {
                     Sink::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
                 }
                 None => Sink::Raw(raw_file(&target, size)?),
             };
-            let counts = write_disk(&root, &sink, &extents, &locations, progress.as_deref())?;
+            let (written, zero) = write_disk(&root, &sink, &extents, &locations, progress.as_deref())?;
+            let unexpected = match (&sink, &expected) {
+                (Sink::Update(_, blocks), Some(expected)) => {
+                    let blocks = blocks.lock().map(|b| b.clone()).unwrap_or_default();
+                    Some(blocks.iter().filter(|&&b| !overlaps(expected, b * BLOCK, (b + 1) * BLOCK)).count() as u64)
+                }
+                _ => None,
+            };
             sink.finish()?;
-            Ok(counts)
+            Ok((written, zero, unexpected))
         })
         .await
         .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
@@ -151,9 +180,13 @@ impl Library {
         if !options.update {
             // Marked before it takes the name: a crash leaves a marked .partial, never an
             // unmarked OUT.
-            set_mark(&partial, mark.as_os_str().as_bytes());
+            set_mark(&partial, MARK, mark.as_os_str().as_bytes());
+            set_mark(&partial, IMAGE_MARK, image.image_id.to_string().as_bytes());
             std::fs::rename(&partial, out)
                 .io_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+        } else {
+            set_mark(out, MARK, mark.as_os_str().as_bytes());
+            set_mark(out, IMAGE_MARK, image.image_id.to_string().as_bytes());
         }
         Ok(CheckoutSummary {
             image_id: image.image_id,
@@ -164,6 +197,8 @@ impl Library {
             virtual_size: size,
             bytes_written: written,
             bytes_zero: zero,
+            previous: previous.map(|p| format!("{}@{}", p.name, p.version)),
+            unexpected_blocks: unexpected,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -233,8 +268,9 @@ pub(crate) fn add_locations(batches: &[arrow::array::RecordBatch], map: &mut Has
 enum Sink {
     Raw(File),
     Qcow2(SyncFormatAccess<ImagoFile>),
-    /// A raw disk already there (delta deployment): only blocks that differ are written.
-    Update(File),
+    /// A raw disk already there (delta deployment): only blocks that differ are written, and
+    /// their numbers kept.
+    Update(File, Mutex<Vec<u64>>),
 }
 
 /// The unit of a delta deployment's comparison and writes.
@@ -246,7 +282,7 @@ impl Sink {
         match self {
             Sink::Raw(file) => file.write_all_at(data, offset).map(|()| data.len() as u64),
             Sink::Qcow2(image) => image.write(data, offset).map(|()| data.len() as u64),
-            Sink::Update(file) => {
+            Sink::Update(file, blocks) => {
                 let mut old = vec![0u8; data.len()];
                 file.read_exact_at(&mut old, offset)?;
                 let mut written = 0;
@@ -259,6 +295,9 @@ impl Sink {
                     if data[at..end] != old[at..end] {
                         file.write_all_at(&data[at..end], offset + at as u64)?;
                         written += (end - at) as u64;
+                        if let Ok(mut blocks) = blocks.lock() {
+                            blocks.push((offset + at as u64) / BLOCK);
+                        }
                     }
                     at = end;
                 }
@@ -270,7 +309,7 @@ impl Sink {
     /// Makes `length` bytes at `offset` zeros: nothing to do on a fresh output, whose unwritten
     /// bytes read as zeros; on an updated disk, its nonzero blocks there are overwritten.
     fn zero(&self, offset: u64, length: u64) -> io::Result<u64> {
-        let Sink::Update(_) = self else { return Ok(0) };
+        let Sink::Update(..) = self else { return Ok(0) };
         let zeros = vec![0u8; 1 << 20];
         let (mut written, mut at) = (0, offset);
         while at < offset + length {
@@ -287,7 +326,7 @@ impl Sink {
             Sink::Qcow2(image) => {
                 image.flush().and_then(|()| image.sync()).io_context(|| "syncing the qcow2 checkout".into())
             }
-            Sink::Update(file) => file.sync_all().io_context(|| "syncing the updated disk".into()),
+            Sink::Update(file, _) => file.sync_all().io_context(|| "syncing the updated disk".into()),
         }
     }
 }
@@ -319,8 +358,8 @@ fn c_path(path: &Path) -> Option<CString> {
 }
 
 /// The library `path` was checked out of, if it carries the mark.
-fn read_mark(path: &Path) -> Option<Vec<u8>> {
-    let (path, name) = (c_path(path)?, CString::new(MARK).ok()?);
+fn read_mark(path: &Path, mark: &str) -> Option<Vec<u8>> {
+    let (path, name) = (c_path(path)?, CString::new(mark).ok()?);
     let mut value = vec![0u8; 4096];
     // SAFETY: both strings are NUL-terminated and `value` is writable for its length.
     let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
@@ -330,10 +369,57 @@ fn read_mark(path: &Path) -> Option<Vec<u8>> {
 
 /// Marks `path` as a checkout of the library at `library`. A file system without user
 /// extended attributes leaves it unmarked: replacing it then takes `--force`.
-fn set_mark(path: &Path, library: &[u8]) {
-    let (Some(path), Ok(name)) = (c_path(path), CString::new(MARK)) else { return };
+fn set_mark(path: &Path, mark: &str, library: &[u8]) {
+    let (Some(path), Ok(name)) = (c_path(path), CString::new(mark)) else { return };
     // SAFETY: both strings are NUL-terminated and `library` is readable for its length.
     unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), library.as_ptr().cast(), library.len(), 0) };
+}
+
+/// The disk ranges (start, end), in order, where two disk maps may hold different bytes:
+/// everywhere but where both have zeros, or both the same bytes of the same chunk.
+fn differing_ranges(a: &[ExtentRow], b: &[ExtentRow]) -> Vec<(u64, u64)> {
+    let start = |e: &ExtentRow| e.disk_offset as u64;
+    let end = |e: &ExtentRow| (e.disk_offset + e.length) as u64;
+    // What an extent holds at `pos`: zeros (None), or a chunk and an offset in it.
+    let bytes_at = |e: &ExtentRow, pos: u64| {
+        (e.kind != ExtentKind::Zero).then(|| (e.chunk_hash.clone(), e.chunk_offset as u64 + (pos - start(e))))
+    };
+    let (mut i, mut j, mut pos) = (0, 0, 0u64);
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    loop {
+        while a.get(i).is_some_and(|e| end(e) <= pos) {
+            i += 1;
+        }
+        while b.get(j).is_some_and(|e| end(e) <= pos) {
+            j += 1;
+        }
+        let (x, y) = (a.get(i), b.get(j));
+        if x.is_none() && y.is_none() {
+            return out;
+        }
+        // The next point where either map changes.
+        let next = [x, y].into_iter().flatten().map(|e| if start(e) > pos { start(e) } else { end(e) }).min();
+        let Some(next) = next else { return out };
+        let (x, y) = (x.filter(|e| start(e) <= pos), y.filter(|e| start(e) <= pos));
+        let same = match (x, y) {
+            (Some(x), Some(y)) => bytes_at(x, pos) == bytes_at(y, pos),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            match out.last_mut() {
+                Some(last) if last.1 == pos => last.1 = next,
+                _ => out.push((pos, next)),
+            }
+        }
+        pos = next;
+    }
+}
+
+/// True when [start, end) meets one of the sorted, disjoint `ranges`.
+fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = ranges.partition_point(|r| r.1 <= start);
+    ranges.get(i).is_some_and(|r| r.0 < end)
 }
 
 fn write_disk(
@@ -408,4 +494,40 @@ fn write_disk(
         current = read_next?;
     }
     Ok((written, zero))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extent(at: i64, len: i64, chunk: Option<&str>, chunk_at: i64) -> ExtentRow {
+        ExtentRow {
+            image_id: 1,
+            disk_offset: at,
+            length: len,
+            kind: if chunk.is_some() { ExtentKind::Raw } else { ExtentKind::Zero },
+            chunk_hash: chunk.map(str::to_string),
+            chunk_offset: chunk_at,
+            content_hash: None,
+            content_offset: None,
+        }
+    }
+
+    #[test]
+    fn differing_ranges_follow_bytes_not_extent_boundaries() {
+        // The same chunk bytes cut differently agree; a shifted offset, another chunk, or
+        // zeros against data differ.
+        let a = [extent(0, 100, Some("c"), 0), extent(100, 50, None, 0), extent(150, 50, Some("d"), 0)];
+        let b = [
+            extent(0, 40, Some("c"), 0),
+            extent(40, 60, Some("c"), 40),
+            extent(100, 20, None, 0),
+            extent(120, 30, Some("e"), 0),
+            extent(150, 50, Some("d"), 1),
+        ];
+        assert_eq!(differing_ranges(&a, &b), [(120, 200)]);
+        assert_eq!(differing_ranges(&a, &a), []);
+        assert_eq!(differing_ranges(&a, &a[..2]), [(150, 200)]);
+        assert!(overlaps(&[(120, 200)], 100, 121) && !overlaps(&[(120, 200)], 200, 300) && !overlaps(&[], 0, 1));
+    }
 }

@@ -352,7 +352,15 @@ fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Result<(
         bytes(s.bytes_written),
         bytes(s.bytes_zero),
         s.seconds
-    )
+    )?;
+    match (&s.previous, s.unexpected_blocks) {
+        (Some(previous), Some(0)) => writeln!(out, "  updated in place from {previous}, which it held exactly"),
+        (Some(previous), Some(n)) => writeln!(
+            out,
+            "  updated in place from {previous}; {n} blocks had changed since its checkout and were repaired too"
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn bytes(n: u64) -> String {

@@ -163,4 +163,22 @@ fn debian_mariadb_image_end_to_end() {
         full as f64 / written as f64
     );
     assert!(bytes > 0 && bytes <= written && written <= blocks * 4096, "{delta}");
+    // The target was identified from its marks as web@1, and held exactly that.
+    assert_eq!((delta["previous"].as_str(), delta["unexpected_blocks"].as_u64()), (Some("web@1"), Some(0)), "{delta}");
+
+    // A disk changed after its checkout is found out, not trusted: one byte changed where
+    // nothing differs between the versions is reported as one unexpected block, and repaired.
+    let mut disk = std::fs::read(&web1).expect("read");
+    let at = 300 << 20;
+    disk[at] ^= 0x5a;
+    std::fs::write(&web1, &disk).expect("write");
+    drop(disk);
+    let again = run(lib.command().args(["checkout", "web@2"]).arg(&web1).args(["--update", "--json"]));
+    let again: serde_json::Value = serde_json::from_str(&again).expect("summary");
+    assert_eq!(
+        (again["previous"].as_str(), again["unexpected_blocks"].as_u64(), again["bytes_written"].as_u64()),
+        (Some("web@2"), Some(1), Some(4096)),
+        "{again}"
+    );
+    assert_same_bytes(&disk2, &web1);
 }
