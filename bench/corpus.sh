@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds (once, into a cache outside the clone) the benchmark corpus: five related Debian
 # bookworm systems from `debootstrap --variant=minbase`, each as a root tree and as a GPT disk
-# (BIOS boot, EFI vfat, ext4 root) in raw form:
+# (BIOS boot, EFI vfat, ext4 root) in raw and qcow2 form:
 #   base        minbase
 #   nginx       + nginx-light
 #   curl        + nginx-light, curl, ca-certificates
 #   mariadb     + mariadb-server
 #   postgresql  + postgresql
-# Prints the corpus folder: $CACHE/corpus/{NAME}.tree/ and $CACHE/corpus/{NAME}.raw.
+# Prints the corpus folder: $CACHE/corpus/{NAME}.tree/, {NAME}.raw and {NAME}.qcow2 (and
+# {NAME}.ostree-tree/, the tree without special files, for OSTree).
 # Usage: bench/corpus.sh [CACHE]   (default: $IMAGELAKE_TEST_CACHE or ~/.cache/imagelake-tests)
 set -euo pipefail
 cache=${1:-${IMAGELAKE_TEST_CACHE:-$HOME/.cache/imagelake-tests}}
@@ -56,6 +57,17 @@ for name in base nginx curl mariadb postgresql; do
     dd if="$work/root.img" of="$work/disk.raw" bs=1M seek=34 conv=notrunc,sparse status=none
     mv "$work/disk.raw" "$disk"
     rm -rf "$work"
+  fi
+  # OSTree commits regular files, directories and symbolic links only (a deployed system's
+  # /dev is a devtmpfs): its copy of the tree, made of hard links, leaves the special files out.
+  if [ ! -d "$corpus/$name.ostree-tree" ]; then
+    rm -rf "$corpus/.$name.ostree-tree"
+    cp -al "$tree" "$corpus/.$name.ostree-tree"
+    find "$corpus/.$name.ostree-tree" \( -type c -o -type b -o -type p -o -type s \) -delete
+    mv "$corpus/.$name.ostree-tree" "$corpus/$name.ostree-tree"
+  fi
+  if [ ! -f "$corpus/$name.qcow2" ]; then
+    qemu-img convert -O qcow2 "$disk" "$corpus/.$name.qcow2" && mv "$corpus/.$name.qcow2" "$corpus/$name.qcow2"
   fi
 done
 echo "$corpus"
