@@ -124,30 +124,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Checkin { file, name, raw_on_error, json } => {
-            let progress = (!json && std::io::stderr().is_terminal())
-                .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
+            let progress = progress_bar(json);
             let options = CheckinOptions { raw_on_error, progress: progress.clone() };
             let summary = library.checkin(&file, &name, options).await;
             drop(progress);
-            let summary = summary?;
-            if json {
-                writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
-            } else {
-                print_checkin(&mut stdout, &file, &summary)?;
-            }
+            report(&mut stdout, json, &summary?, |out, s| print_checkin(out, &file, s))?;
         }
         Command::Checkout { image, out, format, force, update, json } => {
-            let progress = (!json && std::io::stderr().is_terminal())
-                .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
+            let progress = progress_bar(json);
             let options = CheckoutOptions { format: Some(format), force, update, progress: progress.clone() };
             let summary = library.checkout(&image, &out, &options).await;
             drop((progress, options));
-            let summary = summary?;
-            if json {
-                writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
-            } else {
-                print_checkout(&mut stdout, &summary)?;
-            }
+            report(&mut stdout, json, &summary?, print_checkout)?;
         }
         Command::Check { reclaim, json } => {
             let report = library.check().await?;
@@ -174,32 +162,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Verify { image, json } => {
-            let report = library.verify(image.as_deref()).await?;
-            if json {
-                writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
-            } else {
-                print_verify(&mut stdout, &report)?;
-            }
-            if !report.damaged.is_empty() || !report.damaged_packs.is_empty() {
+            let verified = library.verify(image.as_deref()).await?;
+            report(&mut stdout, json, &verified, print_verify)?;
+            if !verified.damaged.is_empty() || !verified.damaged_packs.is_empty() {
                 anyhow::bail!(
                     "the store is damaged: {} chunks, {} pack indexes",
-                    report.damaged.len(),
-                    report.damaged_packs.len()
+                    verified.damaged.len(),
+                    verified.damaged_packs.len()
                 );
             }
         }
         Command::Export { image, dir, partition, json } => {
-            let progress = (!json && std::io::stderr().is_terminal())
-                .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>);
+            let progress = progress_bar(json);
             let options = ExportOptions { partition, progress: progress.clone() };
             let summary = library.export(&image, &dir, &options).await;
             drop((progress, options));
             let summary = summary?;
-            if json {
-                writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)?;
-            } else {
-                print_export(&mut stdout, &summary)?;
-            }
+            report(&mut stdout, json, &summary, print_export)?;
             if !summary.refused.is_empty() || !summary.failed.is_empty() {
                 anyhow::bail!(
                     "{} entries refused, {} not written completely",
@@ -222,6 +201,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             repl::run(session, input, format, &cli.library, &mut stdout).await?;
         }
+    }
+    Ok(())
+}
+
+/// A progress bar on standard error, when that is a terminal and the summary is not JSON.
+fn progress_bar(json: bool) -> Option<Arc<dyn imagelake_engine::Progress>> {
+    (!json && std::io::stderr().is_terminal())
+        .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>)
+}
+
+/// Prints a command's summary: as JSON, or for a person with `human`.
+fn report<T: serde::Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    summary: &T,
+    human: impl FnOnce(&mut dyn Write, &T) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(summary)?)?;
+    } else {
+        human(out, summary)?;
     }
     Ok(())
 }
