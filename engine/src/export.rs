@@ -572,13 +572,14 @@ fn write_contents(
     progress: Option<&dyn Progress>,
     summary: &mut ExportSummary,
 ) -> Result<()> {
-    let mut work: Vec<(&ChunkLocation, ChunkHash, &str, &Piece)> = Vec::new();
-    for (hash, _) in targets.iter() {
+    // (where the chunk is, the chunk, the content, the piece, the files to fill with it)
+    let mut work: Vec<(&ChunkLocation, ChunkHash, &str, &Piece, &[PathBuf])> = Vec::new();
+    for (hash, files) in targets.iter() {
         for piece in pieces.get(*hash).into_iter().flatten() {
             let at = locations
                 .get(&piece.2)
                 .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&piece.2))))?;
-            work.push((at, piece.2, hash, piece));
+            work.push((at, piece.2, hash, piece, files));
         }
     }
     work.sort_by(|a, b| (&a.0.pack, a.0.offset).cmp(&(&b.0.pack, b.0.offset)));
@@ -588,8 +589,10 @@ fn write_contents(
         // The next BATCH distinct chunks and every piece cut from them.
         let mut chunks: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
         let mut end = start;
-        while end < work.len() && (chunks.len() < BATCH || chunks.contains_key(&work[end].1)) {
-            chunks.insert(work[end].1, work[end].0);
+        while let Some(&(at, h, ..)) = work.get(end)
+            && (chunks.len() < BATCH || chunks.contains_key(&h))
+        {
+            chunks.insert(h, at);
             end += 1;
         }
         for at in chunks.values() {
@@ -602,12 +605,12 @@ fn write_contents(
             .map(|(h, at)| packs[&at.pack].read(h, at).map(|d| (*h, d)).io_context(|| "reading the store".into()))
             .collect::<Result<_>>()?;
         let mut done = 0;
-        for &(_, h, hash, &(at, len, _, chunk_at)) in &work[start..end] {
+        for &(_, h, hash, &(at, len, _, chunk_at), files) in work.get(start..end).unwrap_or_default() {
             let bytes = usize::try_from(chunk_at)
                 .ok()
                 .and_then(|s| data.get(&h)?.get(s..s.checked_add(usize::try_from(len).ok()?)?))
                 .ok_or_else(|| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk")))?;
-            for to in &targets[hash] {
+            for to in files {
                 let written = File::options()
                     .write(true)
                     .custom_flags(libc::O_NOFOLLOW)
@@ -619,7 +622,7 @@ fn write_contents(
                     summary.failed.push(Problem { path, why: format!("writing its content: {err}") });
                 }
             }
-            summary.bytes += len * targets[hash].len() as u64;
+            summary.bytes += len * files.len() as u64;
             done += len;
         }
         if let Some(p) = progress {
