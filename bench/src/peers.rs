@@ -157,6 +157,9 @@ fn main() {
     let out_dir = tempfile::tempdir().expect("tempdir");
 
     let mut results: Vec<Vec<Round>> = vec![Vec::new(); TOOLS.len()];
+    // imagelake after `imagelake repack`: `store` is the repack's time, `restore` the five
+    // checkouts from the repacked store.
+    let mut repacked: Vec<Round> = Vec::new();
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);
         let stores = Stores::new();
@@ -186,6 +189,21 @@ fn main() {
             this[t].bytes = stores.size(tool);
             results[t].push(this[t].clone());
         }
+        let (_, usage) = run_measured(stores.lib.command().args(["repack", "--json"]));
+        let mut after = Round { store: usage.wall_seconds, peak: usage.max_rss_bytes, ..Round::default() };
+        after.bytes = stores.size("imagelake");
+        for name in IMAGES {
+            let out = out_dir.path().join(format!("{name}.raw"));
+            let _ = std::fs::remove_file(&out);
+            let (_, usage) = run_measured(&mut stores.restore("imagelake", name, &out).expect("imagelake restores"));
+            after.restore += usage.wall_seconds;
+            after.peak = after.peak.max(usage.max_rss_bytes);
+            if round == 0 {
+                assert_same_bytes(&disk(name), &out);
+            }
+            let _ = std::fs::remove_file(&out);
+        }
+        repacked.push(after);
     }
 
     println!(
@@ -223,4 +241,24 @@ fn main() {
             ratio(peak),
         );
     }
+
+    let after = |f: Measure| median(&repacked.iter().map(f).collect::<Vec<_>>());
+    let versus = |t: usize, f: Measure| format!("**{:.2}x**", after(f) / stat(t, f));
+    let (borg, casync, ostree) = (1, 2, 3);
+    println!(
+        "\nAfter `imagelake repack` ({:.1} s, peak memory {}), same rounds:\n",
+        after(store),
+        mib(after(peak) as u64)
+    );
+    println!("| | stored bytes | vs OSTree | vs borg | vs casync | writing the five back | vs borg extract |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| imagelake, repacked | {} | {} | {} | {} | {:.2} s | {} |",
+        mib(after(bytes) as u64),
+        versus(ostree, bytes),
+        versus(borg, bytes),
+        versus(casync, bytes),
+        after(restore),
+        versus(borg, restore),
+    );
 }

@@ -31,11 +31,15 @@ pub struct CheckReport {
     pub orphan_image_ids: Vec<i64>,
     /// Files in `tmp/` that no running process holds.
     pub stale_files: Vec<String>,
+    /// What `reclaim`'s prune deleted: packs a repack retired, superseded catalog files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<crate::PruneSummary>,
 }
 
 impl Library {
     /// Checks the library's invariants and lists its leftovers.
     pub async fn check(&self) -> Result<CheckReport> {
+        let _reading = self.reading()?;
         let images = self.images().await?;
         let committed: HashSet<i64> = images.iter().map(|i| i.image_id).collect();
         let mut report = CheckReport { images: images.len(), ..CheckReport::default() };
@@ -60,7 +64,7 @@ impl Library {
                     crate::store::hex(hash),
                     at.pack
                 )),
-                Some(len) if at.offset.saturating_add(u64::from(at.stored_size)) > len => report.problems.push(
+                Some(len) if at.offset.saturating_add(u64::from(at.frame_size)) > len => report.problems.push(
                     format!("chunk {} lies past the end of pack {} ({len} bytes)", crate::store::hex(hash), at.pack),
                 ),
                 Some(_) => {}
@@ -123,6 +127,12 @@ impl Library {
 
     /// Deletes the leftovers of crashed operations; returns what it found and deleted.
     pub async fn reclaim(&self) -> Result<CheckReport> {
+        let mut report = self.reclaim_leftovers().await?;
+        report.pruned = Some(self.prune().await?);
+        Ok(report)
+    }
+
+    async fn reclaim_leftovers(&self) -> Result<CheckReport> {
         let _lock = self.lock()?;
         // Under the lock no version commits, so `committed` cannot go stale.
         let committed: HashSet<i64> = self.images().await?.iter().map(|i| i.image_id).collect();

@@ -12,7 +12,7 @@
 //! attribute, naming the library.
 
 use crate::catalog::{ChunkRow, ExtentKind, ExtentRow, Table};
-use crate::store::{ChunkHash, ChunkLocation, PackReader, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
 use crate::{Error, IoContext, Library, Progress, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
@@ -78,6 +78,7 @@ const BATCH: usize = 256;
 impl Library {
     /// Writes the disk of image version `spec` to `out`.
     pub async fn checkout(&self, spec: &str, out: &Path, options: &CheckoutOptions) -> Result<CheckoutSummary> {
+        let _reading = self.reading()?;
         let started = Instant::now();
         let format = options.format.clone().unwrap_or_else(|| "raw".into());
         if !format.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -237,33 +238,36 @@ impl Library {
 
     /// Where every chunk of the store lives.
     pub async fn chunk_locations(&self) -> Result<HashMap<ChunkHash, ChunkLocation>> {
-        let columns = ["chunk_hash", "size", "stored_size", "pack", "pack_offset"];
-        let batches = self.catalog().scan(ChunkRow::NAME, &columns, None).await?;
-        let mut map = HashMap::new();
-        add_locations(&batches, &mut map);
-        Ok(map)
+        let batches = self.catalog().scan(ChunkRow::NAME, &LOCATION_COLUMNS, None).await?;
+        Ok(locations(&batches).into_iter().collect())
     }
 }
 
-/// Adds the rows of a `chunks` scan (chunk_hash, size, stored_size, pack, pack_offset) to `map`.
-pub(crate) fn add_locations(batches: &[arrow::array::RecordBatch], map: &mut HashMap<ChunkHash, ChunkLocation>) {
+/// The `chunks` columns that say where a chunk is, in the order [`locations`] reads them.
+pub(crate) const LOCATION_COLUMNS: [&str; 6] = ["chunk_hash", "size", "pack", "pack_offset", "frame_size", "frame_offset"];
+
+/// The rows of a `chunks` scan of [`LOCATION_COLUMNS`].
+pub(crate) fn locations(batches: &[arrow::array::RecordBatch]) -> Vec<(ChunkHash, ChunkLocation)> {
+    let mut rows = Vec::new();
     for b in batches {
-        let hash = b.column(0).as_string::<i32>();
-        let (size, stored) = (b.column(1).as_primitive::<Int64Type>(), b.column(2).as_primitive::<Int64Type>());
-        let (pack, offset) = (b.column(3).as_string::<i32>(), b.column(4).as_primitive::<Int64Type>());
+        let int = |i: usize| b.column(i).as_primitive::<Int64Type>();
+        let (hash, pack) = (b.column(0).as_string::<i32>(), b.column(2).as_string::<i32>());
+        let (size, offset, frame_size, frame_offset) = (int(1), int(3), int(4), int(5));
         for r in 0..b.num_rows() {
             let Some(h) = parse_hex(hash.value(r)) else { continue };
-            map.insert(
+            rows.push((
                 h,
                 ChunkLocation {
                     pack: pack.value(r).to_string(),
                     offset: offset.value(r) as u64,
-                    stored_size: stored.value(r) as u32,
+                    frame_size: frame_size.value(r) as u32,
+                    frame_offset: frame_offset.value(r) as u32,
                     size: size.value(r) as u32,
                 },
-            );
+            ));
         }
     }
+    rows
 }
 
 /// Where a checkout's bytes go.
@@ -442,13 +446,7 @@ fn write_disk(
             .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&hash))))?;
         Ok((hash, at))
     };
-    let mut packs: HashMap<&str, PackReader> = HashMap::new();
-    for e in extents.iter().filter(|e| e.kind != ExtentKind::Zero) {
-        let (_, at) = chunk_of(e)?;
-        if !packs.contains_key(at.pack.as_str()) {
-            packs.insert(&at.pack, PackReader::open(root, &at.pack).io_context(|| "opening pack".into())?);
-        }
-    }
+    let store = ChunkReader::new(root);
     // Every distinct chunk of a batch, read in parallel.
     let read = |batch: &[ExtentRow]| -> Result<HashMap<ChunkHash, Vec<u8>>> {
         let mut wanted: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
@@ -458,10 +456,7 @@ fn write_disk(
         }
         wanted
             .par_iter()
-            .map(|(hash, at)| {
-                let pack = &packs[at.pack.as_str()];
-                pack.read(hash, at).map(|data| (*hash, data)).io_context(|| "reading the store".into())
-            })
+            .map(|(hash, at)| store.read(hash, at).map(|data| (*hash, data)).io_context(|| "reading the store".into()))
             .collect()
     };
     let write = |batch: &[ExtentRow], chunks: &HashMap<ChunkHash, Vec<u8>>| -> Result<(u64, u64)> {

@@ -17,7 +17,7 @@
 //! Refused entries are reported (and make the command fail), never followed.
 
 use crate::catalog::{ExtentRow, FileRow, Table};
-use crate::store::{ChunkHash, ChunkLocation, PackReader, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
 use crate::{Error, IoContext, Library, Progress, Result};
 use arrow::array::{Array, AsArray, BinaryArray, ListArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
@@ -95,6 +95,7 @@ impl Library {
     /// Writes the file tree of one filesystem of image version `spec` into `dir`, which must
     /// not exist or be empty.
     pub async fn export(&self, spec: &str, dir: &Path, options: &ExportOptions) -> Result<ExportSummary> {
+        let _reading = self.reading()?;
         let started = Instant::now();
         let image = self.resolve(spec).await?;
         let what = format!("{}@{}", image.name, image.version);
@@ -582,8 +583,8 @@ fn write_contents(
             work.push((at, piece.2, hash, piece, files));
         }
     }
-    work.sort_by(|a, b| (&a.0.pack, a.0.offset).cmp(&(&b.0.pack, b.0.offset)));
-    let mut packs: HashMap<String, PackReader> = HashMap::new();
+    work.sort_by(|a, b| (&a.0.pack, a.0.offset, a.0.frame_offset).cmp(&(&b.0.pack, b.0.offset, b.0.frame_offset)));
+    let store = ChunkReader::new(root);
     let mut start = 0;
     while start < work.len() {
         // The next BATCH distinct chunks and every piece cut from them.
@@ -595,14 +596,9 @@ fn write_contents(
             chunks.insert(h, at);
             end += 1;
         }
-        for at in chunks.values() {
-            if !packs.contains_key(&at.pack) {
-                packs.insert(at.pack.clone(), PackReader::open(root, &at.pack).io_context(|| "opening a pack".into())?);
-            }
-        }
         let data: HashMap<ChunkHash, Vec<u8>> = chunks
             .par_iter()
-            .map(|(h, at)| packs[&at.pack].read(h, at).map(|d| (*h, d)).io_context(|| "reading the store".into()))
+            .map(|(h, at)| store.read(h, at).map(|d| (*h, d)).io_context(|| "reading the store".into()))
             .collect::<Result<_>>()?;
         let mut done = 0;
         for &(_, h, hash, &(at, len, _, chunk_at), files) in work.get(start..end).unwrap_or_default() {

@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod export;
 mod library;
 pub mod read;
+pub mod repack;
 pub mod store;
 pub mod verify;
 
@@ -20,6 +21,7 @@ pub use checkout::{CheckoutOptions, CheckoutSummary};
 pub use export::{ExportOptions, ExportSummary};
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
 pub use read::FoundFile;
+pub use repack::{PruneSummary, RepackOptions, RepackSummary};
 pub use verify::VerifyReport;
 
 /// An engine error. Messages name the image, the structure or the path that is wrong.

@@ -4,6 +4,8 @@
 //! LIBRARY/
 //!   imagelake.json    format marker and version, checked on every open
 //!   lock              flock()ed to allocate image ids and to commit versions
+//!   readers           flock()ed shared by every reader; exclusively to delete files
+//!   retired           packs a repack has emptied, deleted once no reader is left
 //!   next-image-id     the next image id to hand out
 //!   packs/ab/*.pack   published packs (store/FORMAT.md)
 //!   tmp/              packs being written; leftovers of a crash are safe to delete
@@ -19,7 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 const MARKER: &str = "imagelake.json";
 
 pub struct Library {
@@ -83,7 +85,8 @@ impl Library {
             if !marker.exists() {
                 // Only a library's own skeleton may be there (a creation cut short).
                 let mut entries = fs::read_dir(root).map_err(|e| lib_err(e.to_string()))?;
-                let foreign = |name: &std::ffi::OsStr| !["lock", "packs", "tmp", "catalog"].iter().any(|n| name == *n);
+                let foreign =
+                    |name: &std::ffi::OsStr| !["lock", "readers", "packs", "tmp", "catalog"].iter().any(|n| name == *n);
                 if entries.any(|e| e.is_ok_and(|e| foreign(&e.file_name()))) {
                     return Err(lib_err("exists and is not an imagelake library (no imagelake.json)".into()));
                 }
@@ -124,6 +127,22 @@ impl Library {
     /// Takes the library lock (see [`lock`]).
     pub(crate) fn lock(&self) -> Result<File> {
         lock(&self.root)
+    }
+
+    /// Marks this process as a reader until the guard is dropped: checkout, export, cat,
+    /// verify and every SQL statement hold one. Files a reader may still need (packs a
+    /// repack emptied, superseded catalog files) are deleted only while no guard is held.
+    pub fn reading(&self) -> Result<ReadGuard> {
+        let file = open_readers(&self.root)?;
+        file.lock_shared().io_context(|| format!("locking {}", self.root.join("readers").display()))?;
+        Ok(ReadGuard { _file: file })
+    }
+
+    /// The right to delete what readers may need, if no reader holds a guard now (never
+    /// waits: a reader can be a long export, or this process's own SQL statement).
+    pub(crate) fn no_readers(&self) -> Result<Option<File>> {
+        let file = open_readers(&self.root)?;
+        Ok(file.try_lock().is_ok().then_some(file))
     }
 
     /// Every committed image version.
@@ -179,6 +198,16 @@ pub(crate) fn lock(root: &Path) -> Result<File> {
         .io_context(|| format!("opening {}", path.display()))?;
     lock.lock().io_context(|| format!("locking {}", path.display()))?;
     Ok(lock)
+}
+
+/// See [`Library::reading`].
+pub struct ReadGuard {
+    _file: File,
+}
+
+fn open_readers(root: &Path) -> Result<File> {
+    let path = root.join("readers");
+    File::options().create(true).truncate(false).write(true).open(&path).io_context(|| format!("opening {}", path.display()))
 }
 
 /// Hands out a fresh image id. Ids of checkins that never commit are simply not used.

@@ -2,7 +2,7 @@
 //! its bytes, gathered from the extents that carry its content and checked against its hash.
 
 use crate::catalog::{ChunkRow, ExtentRow, FileRow, Table};
-use crate::store::{ChunkHash, ChunkLocation, PackReader, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
 use crate::{Error, IoContext, Library, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
@@ -116,6 +116,7 @@ impl Library {
 
     /// The content of a regular file of image version `spec` (`name`, `name@N` or an id).
     pub async fn read_file(&self, spec: &str, path: &str) -> Result<Vec<u8>> {
+        let _reading = self.reading()?;
         let image = self.resolve(spec).await?;
         let file = self.find_file(spec, image.image_id, path).await?;
         let what = format!("{spec}: {}", file.path);
@@ -164,7 +165,7 @@ impl Library {
         }
         let hashes: Vec<ChunkHash> = pieces.iter().map(|p| p.2).collect();
         let locations = self.chunk_locations_of(&hashes).await?;
-        let mut packs: HashMap<String, PackReader> = HashMap::new();
+        let store = ChunkReader::new(self.root());
         let mut chunks: HashMap<ChunkHash, Vec<u8>> = HashMap::new();
         let outside = |at: i64| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk"));
         for (at, len, h, chunk_at) in pieces {
@@ -174,13 +175,7 @@ impl Library {
                     let loc = locations
                         .get(&h)
                         .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&h))))?;
-                    let pack = match packs.entry(loc.pack.clone()) {
-                        Entry::Occupied(p) => p.into_mut(),
-                        Entry::Vacant(p) => {
-                            p.insert(PackReader::open(self.root(), &loc.pack).io_context(|| "opening a pack".into())?)
-                        }
-                    };
-                    e.insert(pack.read(&h, loc).io_context(|| "reading the store".into())?)
+                    e.insert(store.read(&h, loc).io_context(|| "reading the store".into())?)
                 }
             };
             // Offsets come from the catalog: checked, never trusted to fit.
@@ -204,9 +199,9 @@ impl Library {
         for group in wanted.chunks(512) {
             let list = group.iter().map(|h| quote(h)).collect::<Vec<_>>().join(", ");
             let filter = format!("chunk_hash IN ({list})");
-            let columns = ["chunk_hash", "size", "stored_size", "pack", "pack_offset"];
+            let columns = crate::checkout::LOCATION_COLUMNS;
             let batches = self.catalog().scan(ChunkRow::NAME, &columns, Some(&filter)).await?;
-            crate::checkout::add_locations(&batches, &mut map);
+            map.extend(crate::checkout::locations(&batches));
         }
         Ok(map)
     }

@@ -52,6 +52,7 @@ pub struct ChunkUse {
 impl Library {
     /// Reads back every chunk of the library, or of image version `spec` only.
     pub async fn verify(&self, spec: Option<&str>) -> Result<VerifyReport> {
+        let _reading = self.reading()?;
         let mut images = self.images().await?;
         images.sort_by_key(|i| i.image_id);
         let mut report = VerifyReport::default();
@@ -190,7 +191,7 @@ struct PackResult {
     index_damage: Option<String>,
 }
 
-/// Reads every wanted chunk of one pack in file order.
+/// Reads every wanted chunk of one pack in file order, each frame once.
 fn verify_pack(root: &std::path::Path, pack: &str, wanted: &mut [(ChunkHash, ChunkLocation)]) -> PackResult {
     let all = |reason: String| PackResult {
         damaged: wanted.iter().map(|(h, _)| (*h, reason.clone())).collect(),
@@ -205,17 +206,19 @@ fn verify_pack(root: &std::path::Path, pack: &str, wanted: &mut [(ChunkHash, Chu
     // trailer is gone (truncated) still has its chunks read one by one.
     let mut result = PackResult::default();
     let index: Option<HashMap<ChunkHash, ChunkLocation>> = match reader.index() {
-        Ok(entries) => Some(entries.into_iter().map(|c| (c.hash, c.location)).collect()),
+        Ok(entries) => Some(entries.into_iter().collect()),
         Err(e) => {
             result.index_damage = Some(e.to_string());
             None
         }
     };
     let length = reader.file_len().unwrap_or(0);
-    wanted.sort_by_key(|(_, at)| at.offset);
+    wanted.sort_by_key(|(_, at)| (at.offset, at.frame_offset));
     let bad = &mut result.damaged;
+    // The frame last read: (offset, its bytes or what is wrong with them).
+    let mut frame: Option<(u64, Result<Vec<u8>, String>)> = None;
     for (hash, at) in wanted.iter() {
-        let end = at.offset.saturating_add(u64::from(at.stored_size));
+        let end = at.offset.saturating_add(u64::from(at.frame_size));
         if end > length {
             bad.push((*hash, format!("lies past the end of pack {pack} ({length} bytes): the pack is truncated")));
             continue;
@@ -226,11 +229,21 @@ fn verify_pack(root: &std::path::Path, pack: &str, wanted: &mut [(ChunkHash, Chu
             bad.push((*hash, format!("the catalog and pack {pack}'s own index disagree on where it is")));
             continue;
         }
-        result.bytes += u64::from(at.stored_size);
-        match reader.read_checked(hash, at) {
-            Ok(Ok(_)) => {}
-            Ok(Err(why)) => bad.push((*hash, format!("{why} (pack {pack}, offset {})", at.offset))),
-            Err(e) => bad.push((*hash, format!("cannot be read from pack {pack}: {e}"))),
+        if frame.as_ref().is_none_or(|(offset, _)| *offset != at.offset) {
+            match reader.read_frame(at.offset, at.frame_size) {
+                Ok(data) => frame = Some((at.offset, data)),
+                Err(e) => {
+                    bad.push((*hash, format!("cannot be read from pack {pack}: {e}")));
+                    frame = None;
+                    continue;
+                }
+            }
+            result.bytes += u64::from(at.frame_size);
+        }
+        let Some((_, data)) = &frame else { continue };
+        let checked = data.as_ref().map_err(String::clone).and_then(|d| PackReader::chunk_of(d, hash, at));
+        if let Err(why) = checked {
+            bad.push((*hash, format!("{why} (pack {pack}, frame at offset {})", at.offset)));
         }
     }
     result

@@ -28,6 +28,7 @@ pub struct Answer {
 /// A SQL session over one library. Tables are read at their newest version by every
 /// statement, so a session sees what other processes (and its own commands) commit.
 pub struct Session {
+    library: Arc<Library>,
     ctx: SessionContext,
     commands: Arc<Commands>,
     plans: plans::Plans,
@@ -44,7 +45,7 @@ impl Session {
         }
         let commands = Arc::new(Commands::default());
         functions::register(&ctx, &library, &commands);
-        Ok(Session { ctx, commands, plans: plans::Plans::default() })
+        Ok(Session { library, ctx, commands, plans: plans::Plans::default() })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -54,6 +55,8 @@ impl Session {
     /// Plans and runs one statement, and runs every command it planned exactly once (see
     /// `functions::commands`).
     pub async fn run(&self, sql: &str) -> Result<Answer> {
+        // Held while the statement runs: files it may read are not deleted under it.
+        let _reading = self.library.reading().map_err(|e| DataFusionError::External(Box::new(e)))?;
         if let Some(optimized) = self.plans.get(sql) {
             let schema = Some(Arc::new(optimized.schema().as_arrow().clone()));
             return Ok(Answer { schema, batches: self.execute_optimized(&optimized).await? });

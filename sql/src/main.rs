@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use imagelake_engine::{
     CheckinOptions, CheckinSummary, CheckoutOptions, CheckoutSummary, ExportOptions, ExportSummary, Library,
+    RepackOptions, RepackSummary,
 };
 use imagelake_sql::output::Format;
 use std::io::{IsTerminal, Write};
@@ -66,6 +67,13 @@ enum Command {
         /// Delete the leftovers (rows of checkins that never committed, stale tmp/ files).
         #[arg(long)]
         reclaim: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite the packs checkins wrote (zstd 3, 4 MiB frames) at zstd 19 in 32 MiB frames,
+    /// compact the catalog, and delete what no reader needs any more. Queries, checkouts and
+    /// checkins may run meanwhile.
+    Repack {
         #[arg(long)]
         json: bool,
     },
@@ -160,6 +168,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !report.problems.is_empty() {
                 anyhow::bail!("the library is damaged: {} problems", report.problems.len());
             }
+        }
+        Command::Repack { json } => {
+            let progress = progress_bar(json);
+            let summary = library.repack(RepackOptions { progress: progress.clone() }).await;
+            drop(progress);
+            report(&mut stdout, json, &summary?, print_repack)?;
         }
         Command::Verify { image, json } => {
             let verified = library.verify(image.as_deref()).await?;
@@ -333,6 +347,31 @@ fn print_verify(out: &mut dyn Write, r: &imagelake_engine::VerifyReport) -> std:
         }
     }
     Ok(())
+}
+
+fn print_repack(out: &mut dyn Write, s: &RepackSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "repacked {} packs ({}) into {} ({}): {} chunks, {} second copies dropped, {:.1} s",
+        s.packs_read,
+        bytes(s.bytes_before),
+        s.packs_written,
+        bytes(s.bytes_after),
+        s.chunks,
+        s.duplicates_dropped,
+        s.seconds
+    )?;
+    if s.prune.readers_in_flight {
+        writeln!(out, "  readers were in flight: the old packs go at the next prune (check --reclaim)")
+    } else {
+        writeln!(
+            out,
+            "  deleted {} retired packs ({}) and {} of superseded catalog files",
+            s.prune.packs_deleted,
+            bytes(s.prune.pack_bytes_freed),
+            bytes(s.prune.catalog_bytes_freed)
+        )
+    }
 }
 
 fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Result<()> {

@@ -25,10 +25,11 @@ fn verify(lib: &Library, image: Option<&str>) -> (Output, serde_json::Value) {
     (out, report)
 }
 
-/// Where the first chunk of `path` in the newest `image` lives: its pack file, offset, length.
-fn chunk_of(lib: &Library, image: &str, path: &str) -> (PathBuf, u64, u64) {
+/// Where the first chunk of `path` in the newest `image` lives: its pack file, and the offset
+/// and length of its frame there.
+fn frame_of(lib: &Library, image: &str, path: &str) -> (PathBuf, u64, u64) {
     let rows = lib.sql(&format!(
-        "SELECT c.pack, c.pack_offset, c.stored_size FROM files f \
+        "SELECT c.pack, c.pack_offset, c.frame_size FROM files f \
          JOIN images i USING (image_id) \
          JOIN extents e ON e.image_id = f.image_id AND e.content_hash = f.content_hash \
          JOIN chunks c ON c.chunk_hash = e.chunk_hash \
@@ -36,7 +37,7 @@ fn chunk_of(lib: &Library, image: &str, path: &str) -> (PathBuf, u64, u64) {
     ));
     let pack = rows[0]["pack"].as_str().unwrap();
     let file = lib.path().join("packs").join(&pack[..2]).join(format!("{pack}.pack"));
-    (file, rows[0]["pack_offset"].as_u64().unwrap(), rows[0]["stored_size"].as_u64().unwrap())
+    (file, rows[0]["pack_offset"].as_u64().unwrap(), rows[0]["frame_size"].as_u64().unwrap())
 }
 
 fn damaged_uses(report: &serde_json::Value) -> Vec<(String, String)> {
@@ -72,8 +73,9 @@ fn verify_finds_a_flipped_byte_a_truncated_pack_a_damaged_index_and_a_missing_pa
     let lib = Library::new();
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/motd"), "shared\n").unwrap();
+    // Nothing shared: a frame of web's pack holds only chunks that web uses.
     for name in ["web", "db"] {
+        std::fs::write(tree.join("etc/motd"), format!("{name}\n")).unwrap();
         std::fs::write(tree.join("etc/config"), unique_bytes(name, 300_000)).unwrap();
         let image = dir.path().join(format!("{name}.img"));
         mkfs_ext(&tree, &image, "ext4", "8M", &[]);
@@ -81,15 +83,23 @@ fn verify_finds_a_flipped_byte_a_truncated_pack_a_damaged_index_and_a_missing_pa
     }
     assert_intact(&lib, None);
 
-    // One byte flipped inside the chunk that holds web's /etc/config.
-    let (pack, offset, length) = chunk_of(&lib, "web", "/etc/config");
+    // One byte flipped inside the frame that holds web's /etc/config: the chunks of that frame
+    // whose bytes it changes are damaged (one, for a flipped literal; all after it, when it
+    // breaks the frame's entropy tables), and no other chunk is.
+    let (pack, offset, length) = frame_of(&lib, "web", "/etc/config");
     let original = std::fs::read(&pack).unwrap();
     let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
     let at = offset + length / 2;
     file.write_all_at(&[original[at as usize] ^ 0x40], at).unwrap();
-    let report = assert_damaged(&lib, "does not match its hash");
-    assert_eq!(report["damaged"].as_array().unwrap().len(), 1, "{report}");
-    assert_eq!(damaged_uses(&report), vec![("web@1".to_string(), "/etc/config".to_string())]);
+    let report = assert_damaged(&lib, &format!("frame at offset {offset})"));
+    let name = pack.file_stem().unwrap().to_str().unwrap();
+    let in_frame = lib.sql(&format!("SELECT count(*) AS n FROM chunks WHERE pack = '{name}' AND pack_offset = {offset}"));
+    let damaged = report["damaged"].as_array().unwrap();
+    assert!(!damaged.is_empty() && damaged.len() as u64 <= in_frame[0]["n"].as_u64().unwrap(), "{report}");
+    assert!(damaged.iter().all(|d| d["offset"] == offset && d["pack"] == name), "{report}");
+    let uses = damaged_uses(&report);
+    assert!(uses.contains(&("web@1".to_string(), "/etc/config".to_string())), "{report}");
+    assert!(uses.iter().all(|(image, _)| image == "web@1"), "db keeps its own chunks: {report}");
     let text = lib.command().arg("verify").output().unwrap();
     assert!(!text.status.success());
     assert!(String::from_utf8_lossy(&text.stdout).contains("used by web@1 /etc/config"), "{text:?}");
@@ -114,15 +124,16 @@ fn verify_finds_a_flipped_byte_a_truncated_pack_a_damaged_index_and_a_missing_pa
     assert!(!out.status.success(), "{report}");
     assert_eq!(report["damaged"], serde_json::json!([]), "{report}");
     let packs = report["damaged_packs"].as_array().unwrap();
-    let name = pack.file_stem().unwrap().to_str().unwrap();
     assert!(packs.len() == 1 && packs[0].as_str().unwrap().contains(name), "{report}");
     std::fs::write(&pack, &original).unwrap();
 
-    // Missing: every chunk of the pack, with every image that uses one.
+    // Missing: every chunk of the pack, with every image that uses one (web, and a copy of it
+    // that stored nothing of its own).
+    lib.checkin(&dir.path().join("web.img"), "copy");
     std::fs::rename(&pack, dir.path().join("aside.pack")).unwrap();
     let report = assert_damaged(&lib, "is missing");
     let images: std::collections::BTreeSet<String> = damaged_uses(&report).into_iter().map(|(i, _)| i).collect();
-    assert!(images.contains("web@1") && images.contains("db@1"), "{report}");
+    assert!(images.contains("web@1") && images.contains("copy@1") && !images.contains("db@1"), "{report}");
     std::fs::rename(dir.path().join("aside.pack"), &pack).unwrap();
     assert_intact(&lib, None);
 }

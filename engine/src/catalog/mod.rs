@@ -40,8 +40,9 @@ pub const INDEXES: [(&str, &str); 8] = [
     ("chunks", "chunk_hash"),
 ];
 
-/// A table is compacted once this many of its fragments hold fewer than `COMPACT_ROWS` rows.
-const COMPACT_AFTER_FRAGMENTS: usize = 8;
+/// After a checkin, a table is compacted once this many of its fragments hold fewer than
+/// `COMPACT_ROWS` rows; a repack compacts every table whose small fragments are two or more.
+pub const COMPACT_AFTER_FRAGMENTS: usize = 8;
 const COMPACT_ROWS: usize = 1 << 20;
 
 /// Bounds of the caches a catalog keeps for the life of its process (see [`Catalog::dataset`]).
@@ -143,11 +144,11 @@ impl Catalog {
         dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
     }
 
-    /// Compacts tables whose small fragments have piled up, creates the indexes of [`INDEXES`]
-    /// that do not exist yet and folds rows appended since into those that do. A table that
-    /// is not compacted or an index that lags is only slower, never wrong, so callers may treat
-    /// a failure here as a warning.
-    pub async fn maintain(&self) -> Result<()> {
+    /// Compacts tables with at least `small_fragments` fragments of fewer than `COMPACT_ROWS`
+    /// rows, creates the indexes of [`INDEXES`] that do not exist yet and folds rows appended
+    /// since into those that do. A table that is not compacted or an index that lags is only
+    /// slower, never wrong, so callers may treat a failure here as a warning.
+    pub async fn maintain(&self, small_fragments: usize) -> Result<()> {
         for table in TABLES {
             let mut dataset = self.dataset(table).await?;
             let err = |e: lance::Error| Error::Catalog(format!("maintaining {table}: {e}"));
@@ -155,7 +156,7 @@ impl Catalog {
             // fragment it reads from; compacting once several are small bounds both the number
             // of fragments and the rows a checkin rewrites (Lance remaps the indexes).
             let small = dataset.fragments().iter().filter(|f| f.num_rows().is_none_or(|n| n < COMPACT_ROWS)).count();
-            if small >= COMPACT_AFTER_FRAGMENTS {
+            if small >= small_fragments.max(2) {
                 let options = CompactionOptions { target_rows_per_fragment: COMPACT_ROWS, ..Default::default() };
                 compact_files(&mut dataset, options, None).await.map_err(err)?;
             }
@@ -174,6 +175,22 @@ impl Catalog {
             dataset.optimize_indices(&OptimizeOptions::merge(1)).await.map_err(err)?;
         }
         Ok(())
+    }
+
+    /// Deletes the files of every table version but the newest (data, indexes, manifests
+    /// that later versions replaced): Lance keeps them for readers of older versions, so the
+    /// caller must know that no reader is in flight. Returns the bytes freed.
+    pub async fn cleanup(&self) -> Result<u64> {
+        let mut freed = 0;
+        for table in TABLES {
+            let dataset = self.dataset(table).await?;
+            let stats = dataset
+                .cleanup_old_versions(chrono::TimeDelta::zero(), Some(false), Some(false))
+                .await
+                .map_err(|e| Error::Catalog(format!("removing superseded files of {table}: {e}")))?;
+            freed += stats.bytes_removed;
+        }
+        Ok(freed)
     }
 
     /// A table's dataset at its newest version.

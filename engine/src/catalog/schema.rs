@@ -400,7 +400,9 @@ impl Table for ExtentRow {
     }
 }
 
-/// The store's index: where each chunk lives.
+/// The store's index: where each chunk lives (`size` bytes at `frame_offset` of the zstd
+/// frame at `pack_offset` of `pack`, `frame_size` bytes there), and its share of the frame's
+/// stored bytes.
 #[derive(Debug, Clone)]
 pub struct ChunkRow {
     pub chunk_hash: String,
@@ -408,6 +410,8 @@ pub struct ChunkRow {
     pub stored_size: i64,
     pub pack: String,
     pub pack_offset: i64,
+    pub frame_size: i64,
+    pub frame_offset: i64,
 }
 
 impl Table for ChunkRow {
@@ -419,6 +423,8 @@ impl Table for ChunkRow {
             field("stored_size", DataType::Int64, false),
             field("pack", DataType::Utf8, false),
             field("pack_offset", DataType::Int64, false),
+            field("frame_size", DataType::Int64, false),
+            field("frame_offset", DataType::Int64, false),
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
@@ -430,6 +436,8 @@ impl Table for ChunkRow {
                 i64_col(rows.iter().map(|r| r.stored_size)),
                 str_col(rows.iter().map(|r| r.pack.as_str())),
                 i64_col(rows.iter().map(|r| r.pack_offset)),
+                i64_col(rows.iter().map(|r| r.frame_size)),
+                i64_col(rows.iter().map(|r| r.frame_offset)),
             ],
         )
     }

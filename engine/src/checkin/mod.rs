@@ -14,7 +14,7 @@
 
 use crate::catalog::*;
 use crate::library::InFlight;
-use crate::store::{ChunkHash, Chunker, PackWriter, StoredChunk, hex};
+use crate::store::{ChunkHash, Chunker, Compression, PackWriter, StoredChunk, hex};
 use crate::{Error, IoContext, Library, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
@@ -90,6 +90,7 @@ impl Library {
     pub async fn checkin(&self, path: &Path, name: &str, options: CheckinOptions) -> Result<CheckinSummary> {
         crate::library::check_name(name)?;
         let started = Instant::now();
+        let reading = self.reading()?;
         let known = self.known_chunks().await?;
         let (root, source) = (self.root().to_path_buf(), path.to_path_buf());
         let ingest = tokio::task::spawn_blocking(move || {
@@ -132,9 +133,14 @@ impl Library {
         // found by a scan instead of an index, or in more fragments than need be.
         {
             let _lock = self.lock()?;
-            if let Err(e) = catalog.maintain().await {
+            if let Err(e) = catalog.maintain(COMPACT_AFTER_FRAGMENTS).await {
                 warnings.push(format!("the catalog was not compacted or its indexes not brought up to date: {e}"));
             }
+        }
+        // Files the commit and the maintenance superseded, when no reader may still need them.
+        drop(reading);
+        if let Err(e) = self.prune().await {
+            warnings.push(format!("superseded catalog files were not removed: {e}"));
         }
 
         Ok(CheckinSummary {
@@ -201,13 +207,15 @@ fn actor() -> String {
     std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
 }
 
-fn chunk_row(c: &StoredChunk) -> ChunkRow {
+pub(crate) fn chunk_row(c: &StoredChunk) -> ChunkRow {
     ChunkRow {
         chunk_hash: hex(&c.hash),
         size: i64::from(c.location.size),
-        stored_size: i64::from(c.location.stored_size),
+        stored_size: i64::from(c.stored_size),
         pack: c.location.pack.clone(),
         pack_offset: c.location.offset as i64,
+        frame_size: i64::from(c.location.frame_size),
+        frame_offset: i64::from(c.location.frame_offset),
     }
 }
 
@@ -256,10 +264,13 @@ impl Sink {
         self.threads.lock().map_err(|_| poisoned())?.insert(std::thread::current().id());
         let fresh = self.known.lock().map_err(|_| poisoned())?.insert(hash);
         if fresh {
-            let compressed = PackWriter::compress(data)?;
             self.stats.new.fetch_add(data.len() as u64, Relaxed);
-            self.stats.stored.fetch_add(compressed.len() as u64, Relaxed);
-            self.packs.lock().map_err(|_| poisoned())?.add(hash, data.len() as u32, &compressed)?;
+            let full = self.packs.lock().map_err(|_| poisoned())?.add(hash, data);
+            if let Some(frame) = full {
+                // Compressed outside the lock, so that every worker compresses at once.
+                let compressed = frame.compress()?;
+                self.packs.lock().map_err(|_| poisoned())?.write(compressed)?;
+            }
         } else {
             self.stats.dedup.fetch_add(data.len() as u64, Relaxed);
         }
@@ -328,7 +339,11 @@ fn ingest(
     let sink = Sink {
         known: Mutex::new(known),
         threads: Mutex::new(HashSet::new()),
-        packs: Mutex::new(PackWriter::new(root, format!("{image_id}/{}/{}", std::process::id(), now_ns()))),
+        packs: Mutex::new(PackWriter::new(
+            root,
+            format!("{image_id}/{}/{}", std::process::id(), now_ns()),
+            Compression::CHECKIN,
+        )),
         stats: Stats::default(),
         progress: options.progress.clone(),
     };
@@ -410,6 +425,9 @@ fn ingest(
         .map_err(|_| image_err("a checkin worker failed".into()))?
         .finish()
         .io_context(|| format!("writing packs in {}", root.display()))?;
+    let frames: HashSet<(&str, u64, u32)> =
+        chunks.iter().map(|c| (c.location.pack.as_str(), c.location.offset, c.location.frame_size)).collect();
+    stats.stored.store(frames.iter().map(|f| u64::from(f.2)).sum(), Relaxed);
     Ok(Ingest {
         image_id,
         in_flight,

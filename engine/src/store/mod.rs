@@ -1,16 +1,19 @@
-//! The content-addressed store: chunks named by their blake3 hash, zstd-compressed into
-//! immutable pack files. See `FORMAT.md` beside this file for the bytes on disk.
+//! The content-addressed store: chunks named by their blake3 hash, gathered into zstd frames
+//! in immutable pack files. See `FORMAT.md` beside this file for the bytes on disk.
 //!
-//! Writers ([`PackWriter`]) append compressed chunks to a pack in `tmp/` and publish it with
-//! one rename when it is complete, so a reader never sees a partial pack. The catalog's
+//! Writers ([`PackWriter`]) gather chunks into frames, append the compressed frames to a pack
+//! in `tmp/` and publish it with one rename when it is complete, so a reader never sees a
+//! partial pack. Readers ([`ChunkReader`]) decompress a frame once for all its chunks. The catalog's
 //! `chunks` table is the index (hash -> pack, offset); every pack also carries its own index
 //! in its trailer, so the table can be rebuilt from the packs alone.
 
 mod chunker;
 mod pack;
+mod reader;
 
 pub use chunker::{CHUNK_MAX, Chunker};
-pub use pack::{ChunkLocation, PackReader, PackWriter, StoredChunk, pack_path};
+pub use pack::{ChunkLocation, Compression, CompressedFrame, Frame, PackReader, PackWriter, StoredChunk, pack_path};
+pub use reader::ChunkReader;
 
 /// A chunk's id: blake3 of its uncompressed bytes.
 pub type ChunkHash = [u8; 32];

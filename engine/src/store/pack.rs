@@ -1,4 +1,5 @@
-//! Pack files: immutable files of zstd-compressed chunks with a trailing index.
+//! Pack files: immutable files of zstd frames, each frame holding several whole chunks, with
+//! a trailing index.
 
 use super::{ChunkHash, hex};
 use std::cell::RefCell;
@@ -9,27 +10,48 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"IMGLPACK";
 const END_MAGIC: &[u8; 8] = b"IMGLPEND";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 16;
-const INDEX_ENTRY_LEN: usize = 48;
+const INDEX_ENTRY_LEN: usize = 52;
 const TRAILER_LEN: usize = 24;
-/// A pack is closed once it holds this many bytes; the next chunk opens a new one.
+/// A pack is closed once it holds this many bytes; the next frame opens a new one.
 const PACK_TARGET: u64 = 128 * 1024 * 1024;
-const ZSTD_LEVEL: i32 = 3;
+/// No reader decompresses a frame larger than this: the bound on what a damaged or hostile
+/// pack can make a reader allocate.
+pub const FRAME_MAX: usize = 64 << 20;
+
+/// How a writer compresses: chunks are gathered into frames of about `frame` bytes, each
+/// compressed as one zstd frame, so that neighbouring chunks share one compression context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    pub level: i32,
+    pub frame: usize,
+    /// log2 of the match window; 0 leaves zstd's default for the level.
+    pub window_log: u32,
+}
+
+impl Compression {
+    /// Checkin: fast enough to keep up with reading the image on every core.
+    pub const CHECKIN: Compression = Compression { level: 3, frame: 4 << 20, window_log: 0 };
+    /// Repack: settled packs, rewritten once, read many times.
+    pub const REPACK: Compression = Compression { level: 19, frame: 32 << 20, window_log: 25 };
+}
 
 // One zstd context per thread, reused: making a context for every chunk was 15% of a
 // checkout's CPU time.
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<(Compression, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// Where a chunk lives.
+/// Where a chunk lives: `size` bytes at `frame_offset` of the frame that starts at `offset`
+/// in `pack` and is `frame_size` bytes long there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkLocation {
     pub pack: String,
     pub offset: u64,
-    pub stored_size: u32,
+    pub frame_size: u32,
+    pub frame_offset: u32,
     pub size: u32,
 }
 
@@ -38,6 +60,8 @@ pub struct ChunkLocation {
 pub struct StoredChunk {
     pub hash: ChunkHash,
     pub location: ChunkLocation,
+    /// The chunk's share of its frame's stored bytes (by its size): what it costs on disk.
+    pub stored_size: u32,
 }
 
 /// The path of pack `id` in library `root`: `packs/ab/abcdef….pack`.
@@ -46,13 +70,56 @@ pub fn pack_path(root: &Path, id: &str) -> PathBuf {
     root.join("packs").join(fan).join(format!("{id}.pack"))
 }
 
-/// Appends chunks to packs in `tmp/`, publishing each pack into `packs/` when it is full or
-/// when [`PackWriter::finish`] is called. Unpublished packs are leftovers of a crash: nothing
-/// refers to them and they may be deleted.
+/// Chunks gathered for one frame, not yet compressed.
+pub struct Frame {
+    compression: Compression,
+    /// (hash, offset in `data`, size)
+    chunks: Vec<(ChunkHash, u32, u32)>,
+    data: Vec<u8>,
+}
+
+/// A compressed frame, ready to be written by [`PackWriter::write`].
+pub struct CompressedFrame {
+    chunks: Vec<(ChunkHash, u32, u32)>,
+    raw_len: usize,
+    bytes: Vec<u8>,
+}
+
+impl Frame {
+    fn new(compression: Compression) -> Frame {
+        Frame { compression, chunks: Vec::new(), data: Vec::with_capacity(compression.frame + super::CHUNK_MAX as usize) }
+    }
+
+    /// Compresses the frame (CPU work, no lock needed: call it from any thread).
+    pub fn compress(self) -> io::Result<CompressedFrame> {
+        let bytes = COMPRESSOR.with_borrow_mut(|slot| {
+            let compressor = match slot {
+                Some((c, compressor)) if *c == self.compression => compressor,
+                _ => {
+                    let mut compressor = zstd::bulk::Compressor::new(self.compression.level)?;
+                    if self.compression.window_log > 0 {
+                        use zstd::zstd_safe::CParameter;
+                        compressor.set_parameter(CParameter::WindowLog(self.compression.window_log))?;
+                        compressor.set_parameter(CParameter::EnableLongDistanceMatching(true))?;
+                    }
+                    &mut slot.insert((self.compression, compressor)).1
+                }
+            };
+            compressor.compress(&self.data)
+        })?;
+        Ok(CompressedFrame { chunks: self.chunks, raw_len: self.data.len(), bytes })
+    }
+}
+
+/// Gathers chunks into frames and appends the frames to packs in `tmp/`, publishing each
+/// pack into `packs/` when it is full or when [`PackWriter::finish`] is called. Unpublished
+/// packs are leftovers of a crash: nothing refers to them and they may be deleted.
 pub struct PackWriter {
     root: PathBuf,
     /// Seeds pack ids so that concurrent writers never collide.
     seed: String,
+    compression: Compression,
+    filling: Frame,
     open: Option<OpenPack>,
     written: Vec<StoredChunk>,
     packs_published: u64,
@@ -68,23 +135,30 @@ struct OpenPack {
 }
 
 impl PackWriter {
-    pub fn new(root: &Path, seed: String) -> Self {
-        PackWriter { root: root.to_path_buf(), seed, open: None, written: Vec::new(), packs_published: 0 }
+    pub fn new(root: &Path, seed: String, compression: Compression) -> Self {
+        PackWriter {
+            root: root.to_path_buf(),
+            seed,
+            compression,
+            filling: Frame::new(compression),
+            open: None,
+            written: Vec::new(),
+            packs_published: 0,
+        }
     }
 
-    /// Compresses a chunk (CPU work, no lock needed: call it from any thread).
-    pub fn compress(data: &[u8]) -> io::Result<Vec<u8>> {
-        COMPRESSOR.with_borrow_mut(|slot| {
-            let compressor = match slot {
-                Some(c) => c,
-                None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
-            };
-            compressor.compress(data)
-        })
+    /// Adds a chunk to the frame being filled. Returns that frame once it is full: compress
+    /// it (on any thread, without holding the writer) and hand it to [`PackWriter::write`].
+    pub fn add(&mut self, hash: ChunkHash, data: &[u8]) -> Option<Frame> {
+        let frame = &mut self.filling;
+        frame.chunks.push((hash, frame.data.len() as u32, data.len() as u32));
+        frame.data.extend_from_slice(data);
+        (frame.data.len() >= self.compression.frame)
+            .then(|| std::mem::replace(&mut self.filling, Frame::new(self.compression)))
     }
 
-    /// Appends an already compressed chunk.
-    pub fn add(&mut self, hash: ChunkHash, size: u32, compressed: &[u8]) -> io::Result<()> {
+    /// Appends a compressed frame to the open pack.
+    pub fn write(&mut self, frame: CompressedFrame) -> io::Result<()> {
         if self.open.as_ref().is_some_and(|p| p.offset >= PACK_TARGET) {
             self.publish()?;
         }
@@ -92,21 +166,32 @@ impl PackWriter {
             self.open = Some(self.start_pack()?);
         }
         let Some(pack) = self.open.as_mut() else { return Err(io::Error::other("no open pack")) };
-        let stored_size = u32::try_from(compressed.len()).map_err(|_| io::Error::other("chunk too large"))?;
-        pack.file.write_all(compressed)?;
-        pack.index.extend_from_slice(&hash);
-        pack.index.extend_from_slice(&pack.offset.to_le_bytes());
-        pack.index.extend_from_slice(&stored_size.to_le_bytes());
-        pack.index.extend_from_slice(&size.to_le_bytes());
-        pack.entries += 1;
-        let location = ChunkLocation { pack: pack.id.clone(), offset: pack.offset, stored_size, size };
-        pack.offset += u64::from(stored_size);
-        self.written.push(StoredChunk { hash, location });
+        let frame_size = u32::try_from(frame.bytes.len()).map_err(|_| io::Error::other("frame too large"))?;
+        pack.file.write_all(&frame.bytes)?;
+        for (hash, frame_offset, size) in frame.chunks {
+            pack.index.extend_from_slice(&hash);
+            pack.index.extend_from_slice(&pack.offset.to_le_bytes());
+            pack.index.extend_from_slice(&frame_size.to_le_bytes());
+            pack.index.extend_from_slice(&frame_offset.to_le_bytes());
+            pack.index.extend_from_slice(&size.to_le_bytes());
+            pack.entries += 1;
+            let share = u64::from(frame_size) * u64::from(size) / frame.raw_len.max(1) as u64;
+            self.written.push(StoredChunk {
+                hash,
+                location: ChunkLocation { pack: pack.id.clone(), offset: pack.offset, frame_size, frame_offset, size },
+                stored_size: share as u32,
+            });
+        }
+        pack.offset += u64::from(frame_size);
         Ok(())
     }
 
-    /// Publishes the open pack and returns every chunk written.
+    /// Writes the last frame, publishes the open pack, and returns every chunk written.
     pub fn finish(mut self) -> io::Result<Vec<StoredChunk>> {
+        let last = std::mem::replace(&mut self.filling, Frame::new(self.compression));
+        if !last.chunks.is_empty() {
+            self.write(last.compress()?)?;
+        }
         self.publish()?;
         Ok(std::mem::take(&mut self.written))
     }
@@ -122,7 +207,7 @@ impl PackWriter {
         let mut file = io::BufWriter::with_capacity(1 << 20, file);
         file.write_all(MAGIC)?;
         file.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        file.write_all(&0u32.to_le_bytes())?;
+        file.write_all(&(self.compression.level as u32).to_le_bytes())?;
         Ok(OpenPack { id, tmp, file, offset: HEADER_LEN, index: Vec::new(), entries: 0 })
     }
 
@@ -155,7 +240,7 @@ impl Drop for PackWriter {
     }
 }
 
-/// Reads chunks out of one pack.
+/// One pack file, opened: its header, its frames and its own index.
 pub struct PackReader {
     file: File,
     id: String,
@@ -168,38 +253,32 @@ impl PackReader {
         Ok(PackReader { file, id: id.to_string() })
     }
 
-    /// Reads, decompresses and checks one chunk.
-    pub fn read(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Vec<u8>> {
-        self.read_checked(hash, at)?.map_err(|why| self.damaged(hash, at, &why))
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
-    /// Reads, decompresses and checks one chunk: an I/O error, or the chunk, or what is wrong
-    /// with the bytes read (damage).
-    pub fn read_checked(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Result<Vec<u8>, String>> {
-        let mut compressed = vec![0u8; at.stored_size as usize];
-        self.file.read_exact_at(&mut compressed, at.offset)?;
+    /// Reads and decompresses the frame at `offset`: an I/O error, or the frame's bytes, or
+    /// what is wrong with the bytes read (damage).
+    pub fn read_frame(&self, offset: u64, frame_size: u32) -> io::Result<Result<Vec<u8>, String>> {
+        let mut compressed = vec![0u8; frame_size as usize];
+        self.file.read_exact_at(&mut compressed, offset)?;
+        let size = match zstd::zstd_safe::get_frame_content_size(&compressed) {
+            Ok(Some(size)) if size <= FRAME_MAX as u64 => size as usize,
+            Ok(Some(size)) => return Ok(Err(format!("is a frame of {size} bytes, more than {FRAME_MAX}"))),
+            Ok(None) | Err(_) => return Ok(Err("is not a zstd frame with its size".into())),
+        };
         let data = DECOMPRESSOR.with_borrow_mut(|slot| {
             let decompressor = match slot {
                 Some(d) => d,
                 None => slot.insert(zstd::bulk::Decompressor::new()?),
             };
-            decompressor.decompress(&compressed, at.size as usize)
+            decompressor.decompress(&compressed, size)
         });
-        let data = match data {
-            Ok(data) => data,
-            Err(e) => return Ok(Err(format!("does not decompress: {e}"))),
-        };
-        if data.len() != at.size as usize || blake3::hash(&data).as_bytes() != hash {
-            return Ok(Err("does not match its hash".into()));
-        }
-        Ok(Ok(data))
-    }
-
-    fn damaged(&self, hash: &ChunkHash, at: &ChunkLocation, what: &str) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("pack {} is damaged: chunk {} at offset {} {what}", self.id, hex(hash), at.offset),
-        )
+        Ok(match data {
+            Ok(data) if data.len() == size => Ok(data),
+            Ok(_) => Err("decompresses to fewer bytes than its frame header says".into()),
+            Err(e) => Err(format!("does not decompress: {e}")),
+        })
     }
 
     /// The pack file's length in bytes.
@@ -207,8 +286,18 @@ impl PackReader {
         Ok(self.file.metadata()?.len())
     }
 
+    /// The zstd level the pack's frames were written at (from its header).
+    pub fn level(&self) -> io::Result<i32> {
+        let mut header = [0u8; HEADER_LEN as usize];
+        self.file.read_exact_at(&mut header, 0)?;
+        if &header[..8] != MAGIC || header[8..12] != FORMAT_VERSION.to_le_bytes() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: not a version 2 pack", self.id)));
+        }
+        Ok(u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as i32)
+    }
+
     /// The pack's own index: every chunk it holds. Lets the catalog be rebuilt from packs.
-    pub fn index(&self) -> io::Result<Vec<StoredChunk>> {
+    pub fn index(&self) -> io::Result<Vec<(ChunkHash, ChunkLocation)>> {
         let len = self.file.metadata()?.len();
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: {what}", self.id));
         if len < HEADER_LEN + TRAILER_LEN as u64 {
@@ -221,8 +310,9 @@ impl PackReader {
             return Err(bad("trailer magic missing (truncated?)"));
         }
         let (entries, index_offset) = (word(0), word(1));
-        let index_len =
-            entries.checked_mul(INDEX_ENTRY_LEN as u64).filter(|n| index_offset + n + TRAILER_LEN as u64 == len);
+        let index_len = entries
+            .checked_mul(INDEX_ENTRY_LEN as u64)
+            .filter(|n| index_offset.checked_add(n + TRAILER_LEN as u64) == Some(len));
         let Some(index_len) = index_len else { return Err(bad("index does not fit the file")) };
         let mut index = vec![0u8; index_len as usize];
         self.file.read_exact_at(&mut index, index_offset)?;
@@ -233,51 +323,35 @@ impl PackReader {
                 hash.copy_from_slice(&e[..32]);
                 let u32_at = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
                 let offset = u64::from_le_bytes(e[32..40].try_into().unwrap_or([0; 8]));
-                StoredChunk {
-                    hash,
-                    location: ChunkLocation {
-                        pack: self.id.clone(),
-                        offset,
-                        stored_size: u32_at(40),
-                        size: u32_at(44),
-                    },
-                }
+                let location = ChunkLocation {
+                    pack: self.id.clone(),
+                    offset,
+                    frame_size: u32_at(40),
+                    frame_offset: u32_at(44),
+                    size: u32_at(48),
+                };
+                (hash, location)
             })
             .collect())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// The chunk at `at`, cut from its decompressed frame and checked against its hash.
+    pub fn chunk_of(frame: &[u8], hash: &ChunkHash, at: &ChunkLocation) -> Result<Vec<u8>, String> {
+        let start = at.frame_offset as usize;
+        let Some(data) = frame.get(start..start + at.size as usize) else {
+            return Err(format!("lies outside its frame ({} bytes)", frame.len()));
+        };
+        if blake3::hash(data).as_bytes() != hash {
+            return Err("does not match its hash".into());
+        }
+        Ok(data.to_vec())
+    }
 
-    #[test]
-    fn chunks_round_trip_and_the_trailer_indexes_them() {
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir_all(root.path().join("tmp")).unwrap();
-        let mut w = PackWriter::new(root.path(), "t".into());
-        let data: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
-        for d in &data {
-            w.add(*blake3::hash(d).as_bytes(), d.len() as u32, &PackWriter::compress(d).unwrap()).unwrap();
-        }
-        let written = w.finish().unwrap();
-        assert_eq!(written.len(), 5);
-        assert!(fs::read_dir(root.path().join("tmp")).unwrap().next().is_none(), "tmp/ must be empty after publish");
-        let r = PackReader::open(root.path(), &written[0].location.pack).unwrap();
-        for (d, c) in data.iter().zip(&written) {
-            assert_eq!(&r.read(&c.hash, &c.location).unwrap(), d);
-        }
-        let index = r.index().unwrap();
-        assert_eq!(
-            index.iter().map(|c| c.location.clone()).collect::<Vec<_>>(),
-            written.iter().map(|c| c.location.clone()).collect::<Vec<_>>()
-        );
-        // A flipped byte is found, not returned.
-        let path = pack_path(root.path(), &written[2].location.pack);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[written[2].location.offset as usize + 5] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
-        let r = PackReader::open(root.path(), &written[2].location.pack).unwrap();
-        assert!(r.read(&written[2].hash, &written[2].location).is_err());
+    /// The error for a chunk found damaged.
+    pub fn damaged(id: &str, hash: &ChunkHash, at: &ChunkLocation, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("pack {id} is damaged: chunk {} in the frame at offset {} {what}", hex(hash), at.offset),
+        )
     }
 }

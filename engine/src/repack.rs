@@ -1,0 +1,300 @@
+//! Repack rewrites settled packs harder, and prune deletes what no reader needs any more.
+//!
+//! Checkin compresses fast (zstd 3, 4 MiB frames) so that it keeps up with reading the image.
+//! `repack` later copies every chunk of packs written at a lower level into new packs of
+//! 32 MiB frames at level 19, each chunk once (copies left by concurrent checkins are
+//! dropped). It never changes what a chunk is, only where it lives, so it runs while queries,
+//! checkouts and checkins go on:
+//!
+//! 1. the new packs are published, and their `chunks` rows appended: from here every moved
+//!    chunk has two rows, and readers may use either;
+//! 2. the old packs are listed in `retired`, then their rows are deleted;
+//! 3. `prune`, once no reader holds the `readers` lock, deletes the retired packs that no row
+//!    points into, and the catalog files that newer table versions superseded.
+//!
+//! A crash anywhere leaves every chunk readable: at worst published packs nobody refers to,
+//! or a `retired` list that the next prune works through.
+
+use crate::checkin::Progress;
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Compression, Frame, PackReader, PackWriter, pack_path};
+use crate::{Error, IoContext, Library, Result, now_ns};
+use crate::catalog::{ChunkRow, Table};
+use arrow::array::AsArray;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+#[derive(Clone, Default)]
+pub struct RepackOptions {
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RepackSummary {
+    /// Packs rewritten, and their bytes on disk.
+    pub packs_read: usize,
+    pub bytes_before: u64,
+    /// Packs written, and their bytes on disk.
+    pub packs_written: usize,
+    pub bytes_after: u64,
+    pub chunks: usize,
+    /// Second copies of chunks (stored by two concurrent checkins) left behind.
+    pub duplicates_dropped: usize,
+    pub prune: PruneSummary,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PruneSummary {
+    /// Retired packs deleted, and their bytes.
+    pub packs_deleted: usize,
+    pub pack_bytes_freed: u64,
+    /// Superseded catalog files deleted.
+    pub catalog_bytes_freed: u64,
+    /// True when a reader held on, so nothing was deleted: the next prune (after a checkin,
+    /// a repack or `check --reclaim`) does it.
+    pub readers_in_flight: bool,
+}
+
+const RETIRED: &str = "retired";
+
+impl Library {
+    /// Rewrites every pack written below [`Compression::REPACK`]'s level, then prunes.
+    pub async fn repack(&self, options: RepackOptions) -> Result<RepackSummary> {
+        let started = Instant::now();
+        let _only = OnlyRepack::take(self.root())?;
+        let reading = self.reading()?;
+        let rows = self.chunk_rows().await?;
+        let mut packs: BTreeMap<String, (i32, std::time::SystemTime, u64)> = BTreeMap::new();
+        for (_, at) in &rows {
+            if packs.contains_key(&at.pack) {
+                continue;
+            }
+            let reader = PackReader::open(self.root(), &at.pack).io_context(|| "opening a pack".into())?;
+            let level = reader.level().io_context(|| format!("reading pack {}", at.pack))?;
+            let meta = fs::metadata(pack_path(self.root(), &at.pack)).io_context(|| format!("pack {}", at.pack))?;
+            packs.insert(at.pack.clone(), (level, meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len()));
+        }
+        let settled: BTreeSet<&String> =
+            packs.iter().filter(|(_, p)| p.0 < Compression::REPACK.level).map(|(id, _)| id).collect();
+        // Each chunk once; one that also lives in a pack that stays is not moved.
+        let staying: HashSet<ChunkHash> =
+            rows.iter().filter(|(_, at)| !settled.contains(&at.pack)).map(|(h, _)| *h).collect();
+        let mut chosen = HashSet::new();
+        let mut moving: Vec<(ChunkHash, ChunkLocation)> = Vec::new();
+        let mut in_settled = 0;
+        for (hash, at) in &rows {
+            if settled.contains(&at.pack) {
+                in_settled += 1;
+                if !staying.contains(hash) && chosen.insert(*hash) {
+                    moving.push((*hash, at.clone()));
+                }
+            }
+        }
+        // Oldest pack first and in file order: the order checkins wrote, which keeps the
+        // chunks of one file (and of similar images) next to each other.
+        moving.sort_by_key(|(_, at)| (packs[&at.pack].1, at.pack.clone(), at.offset, at.frame_offset));
+        let mut summary = RepackSummary {
+            packs_read: settled.len(),
+            bytes_before: settled.iter().map(|id| packs[*id].2).sum(),
+            chunks: moving.len(),
+            duplicates_dropped: in_settled - moving.len(),
+            ..RepackSummary::default()
+        };
+        if let Some(p) = &options.progress {
+            p.phase("repacking", moving.iter().map(|(_, at)| u64::from(at.size)).sum());
+        }
+
+        if !settled.is_empty() {
+            let root = self.root().to_path_buf();
+            let progress = options.progress.clone();
+            let written = tokio::task::spawn_blocking(move || copy(&root, &moving, progress.as_deref()))
+                .await
+                .map_err(|e| Error::User(format!("repack failed: {e}")))??;
+            let new_packs: BTreeSet<&str> = written.iter().map(|c| c.location.pack.as_str()).collect();
+            summary.packs_written = new_packs.len();
+            summary.bytes_after = new_packs
+                .iter()
+                .map(|id| fs::metadata(pack_path(self.root(), id)).map_or(0, |m| m.len()))
+                .sum();
+            // New rows first: a chunk always has a row that leads to it.
+            let rows: Vec<ChunkRow> = written.iter().map(crate::checkin::chunk_row).collect();
+            self.catalog().append(&rows).await?;
+            let ids: Vec<&str> = settled.iter().map(|s| s.as_str()).collect();
+            self.retire(&ids)?;
+            let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
+            let mut chunks = self.catalog().dataset(ChunkRow::NAME).await?;
+            chunks
+                .delete(&format!("pack IN ({list})"))
+                .await
+                .map_err(|e| Error::Catalog(format!("deleting the rows of repacked packs: {e}")))?;
+        }
+        drop(reading);
+        {
+            // Every table in one fragment where it can be: fewer, larger files read faster
+            // and take less room.
+            let _lock = self.lock()?;
+            self.catalog().maintain(2).await?;
+        }
+        summary.prune = self.prune().await?;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// Deletes, if no reader holds the `readers` lock, the retired packs no `chunks` row
+    /// points into, and the catalog files of superseded table versions.
+    pub async fn prune(&self) -> Result<PruneSummary> {
+        let Some(_no_readers) = self.no_readers()? else {
+            return Ok(PruneSummary { readers_in_flight: true, ..PruneSummary::default() });
+        };
+        let mut summary = PruneSummary::default();
+        {
+            // The list is read and rewritten under the library lock, so that a repack's
+            // additions are never lost.
+            let _lock = self.lock()?;
+            let path = self.root().join(RETIRED);
+            let listed: Vec<String> = match fs::read_to_string(&path) {
+                Ok(text) => text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), error: e }),
+            };
+            if !listed.is_empty() {
+                let list = listed.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
+                let filter = format!("pack IN ({list})");
+                let mut referenced = HashSet::new();
+                for b in self.catalog().scan(ChunkRow::NAME, &["pack"], Some(&filter)).await? {
+                    referenced.extend(b.column(0).as_string::<i32>().iter().flatten().map(str::to_string));
+                }
+                for id in listed.iter().filter(|id| !referenced.contains(*id)) {
+                    let file = pack_path(self.root(), id);
+                    match fs::metadata(&file) {
+                        Ok(meta) => {
+                            fs::remove_file(&file).io_context(|| format!("removing {}", file.display()))?;
+                            summary.packs_deleted += 1;
+                            summary.pack_bytes_freed += meta.len();
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::Io { context: format!("reading {}", file.display()), error: e }),
+                    }
+                }
+                let left: Vec<&String> = listed.iter().filter(|id| referenced.contains(*id)).collect();
+                write_list(&path, &left)?;
+            }
+        }
+        summary.catalog_bytes_freed = self.catalog().cleanup().await?;
+        Ok(summary)
+    }
+
+    /// Adds packs to the `retired` list (durably, before their rows go).
+    fn retire(&self, ids: &[&str]) -> Result<()> {
+        let _lock = self.lock()?;
+        let path = self.root().join(RETIRED);
+        let mut file = File::options().create(true).append(true).open(&path).io_context(|| format!("opening {}", path.display()))?;
+        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).io_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Every row of `chunks`, copies included.
+    async fn chunk_rows(&self) -> Result<Vec<(ChunkHash, ChunkLocation)>> {
+        let batches = self.catalog().scan(ChunkRow::NAME, &crate::checkout::LOCATION_COLUMNS, None).await?;
+        Ok(crate::checkout::locations(&batches))
+    }
+}
+
+/// Rewrites (replaces, or removes when empty) the retired list.
+fn write_list(path: &std::path::Path, ids: &[&String]) -> Result<()> {
+    if ids.is_empty() {
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Io { context: format!("removing {}", path.display()), error: e })
+            }
+            _ => Ok(()),
+        };
+    }
+    let tmp = path.with_extension("tmp");
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    fs::write(&tmp, text).io_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).io_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// Copies `moving` into new packs: one thread reads (each old frame decompressed once), the
+/// others compress full frames as they come. At most one frame waits between them, so memory
+/// stays at a few frames however large the store.
+fn copy(
+    root: &std::path::Path,
+    moving: &[(ChunkHash, ChunkLocation)],
+    progress: Option<&dyn Progress>,
+) -> Result<Vec<crate::store::StoredChunk>> {
+    let reader = ChunkReader::new(root);
+    let seed = format!("repack/{}/{}", std::process::id(), now_ns());
+    let writer = Mutex::new(PackWriter::new(root, seed, Compression::REPACK));
+    let (frames, waiting) = mpsc::sync_channel::<Frame>(1);
+    let waiting = Mutex::new(waiting);
+    let poisoned = || Error::User("a repack worker failed".into());
+    let compressors = rayon::current_num_threads().max(1);
+    let (read, compressed) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..compressors)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    let mut failed = Ok(());
+                    // After a failure, keep taking frames (and dropping them) so that the
+                    // reader never waits on a full channel.
+                    while let Ok(frame) = waiting.lock().map_err(|_| poisoned())?.recv() {
+                        if failed.is_ok() {
+                            failed = frame
+                                .compress()
+                                .and_then(|c| writer.lock().map_err(|_| std::io::Error::other("writer"))?.write(c))
+                                .io_context(|| format!("writing packs in {}", root.display()));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let read = (|| -> Result<()> {
+            for (hash, at) in moving {
+                let data = reader.read(hash, at).io_context(|| "reading the store".into())?;
+                let full = writer.lock().map_err(|_| poisoned())?.add(*hash, &data);
+                if let Some(frame) = full
+                    && frames.send(frame).is_err()
+                {
+                    break;
+                }
+                if let Some(p) = progress {
+                    p.advance(u64::from(at.size));
+                }
+            }
+            Ok(())
+        })();
+        drop(frames);
+        let compressed: Result<()> = workers.into_iter().try_for_each(|w| w.join().map_err(|_| poisoned())?);
+        (read, compressed)
+    });
+    read?;
+    compressed?;
+    let writer = writer.into_inner().map_err(|_| poisoned())?;
+    writer.finish().io_context(|| format!("writing packs in {}", root.display()))
+}
+
+/// `tmp/repack.lock`, flock()ed: one repack at a time.
+struct OnlyRepack {
+    path: std::path::PathBuf,
+    _file: File,
+}
+
+impl OnlyRepack {
+    fn take(root: &std::path::Path) -> Result<OnlyRepack> {
+        let path = root.join("tmp").join("repack.lock");
+        let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
+        file.try_lock().map_err(|_| Error::User("another repack is running on this library".into()))?;
+        Ok(OnlyRepack { path, _file: file })
+    }
+}
+
+impl Drop for OnlyRepack {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,150 @@
+//! Reading chunks back: packs opened once, each frame decompressed once while it is in use.
+
+use super::pack::{ChunkLocation, PackReader};
+use super::ChunkHash;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Decompressed frames kept for reuse. A frame holds many chunks and readers ask for them
+/// in roughly store order, so a small cache means each frame is decompressed about once.
+const CACHE_BYTES: usize = 192 << 20;
+
+/// A frame once read: its bytes, or what was wrong with it (damage, or an I/O error).
+type FrameSlot = Arc<OnceLock<Result<Arc<Vec<u8>>, FrameError>>>;
+
+#[derive(Clone)]
+enum FrameError {
+    Damaged(String),
+    Io(io::ErrorKind, String),
+}
+
+/// Reads chunks from any pack of a library; shareable across threads.
+pub struct ChunkReader {
+    root: PathBuf,
+    packs: Mutex<HashMap<String, Arc<PackReader>>>,
+    frames: Mutex<FrameCache>,
+}
+
+#[derive(Default)]
+struct FrameCache {
+    slots: HashMap<(String, u64), FrameSlot>,
+    /// Oldest first, with the bytes each holds once read.
+    order: VecDeque<((String, u64), usize)>,
+    bytes: usize,
+}
+
+impl ChunkReader {
+    pub fn new(root: &Path) -> ChunkReader {
+        ChunkReader { root: root.to_path_buf(), packs: Mutex::default(), frames: Mutex::default() }
+    }
+
+    /// Reads, decompresses and checks one chunk.
+    pub fn read(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Vec<u8>> {
+        self.read_checked(hash, at)?.map_err(|why| PackReader::damaged(&at.pack, hash, at, &why))
+    }
+
+    /// Reads, decompresses and checks one chunk: an I/O error, or the chunk, or what is wrong
+    /// with the bytes read (damage).
+    pub fn read_checked(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Result<Vec<u8>, String>> {
+        let pack = self.pack(&at.pack)?;
+        let key = (at.pack.clone(), at.offset);
+        let slot = {
+            let mut cache = self.frames.lock().map_err(|_| poisoned())?;
+            cache.slots.entry(key.clone()).or_default().clone()
+        };
+        // The first thread to ask reads the frame; others asking meanwhile wait for it.
+        let mut fresh = false;
+        let frame = slot.get_or_init(|| {
+            fresh = true;
+            match pack.read_frame(at.offset, at.frame_size) {
+                Ok(Ok(data)) => Ok(Arc::new(data)),
+                Ok(Err(why)) => Err(FrameError::Damaged(why)),
+                Err(e) => Err(FrameError::Io(e.kind(), e.to_string())),
+            }
+        });
+        if fresh {
+            let len = frame.as_ref().map_or(0, |d| d.len());
+            self.frames.lock().map_err(|_| poisoned())?.charge(key, len);
+        }
+        match frame {
+            Ok(data) => Ok(PackReader::chunk_of(data, hash, at)),
+            Err(FrameError::Damaged(why)) => Ok(Err(why.clone())),
+            Err(FrameError::Io(kind, what)) => Err(io::Error::new(*kind, what.clone())),
+        }
+    }
+
+    /// The pack, opened on first use.
+    pub fn pack(&self, id: &str) -> io::Result<Arc<PackReader>> {
+        let mut packs = self.packs.lock().map_err(|_| poisoned())?;
+        if let Some(p) = packs.get(id) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(PackReader::open(&self.root, id)?);
+        packs.insert(id.to_string(), p.clone());
+        Ok(p)
+    }
+}
+
+impl FrameCache {
+    /// Counts a frame just read, then forgets the oldest frames beyond the budget (a reader
+    /// still holding one keeps it alive until done).
+    fn charge(&mut self, key: (String, u64), len: usize) {
+        self.order.push_back((key, len));
+        self.bytes += len;
+        while self.bytes > CACHE_BYTES && self.order.len() > 1 {
+            let Some((old, len)) = self.order.pop_front() else { break };
+            self.bytes -= len;
+            self.slots.remove(&old);
+        }
+    }
+}
+
+fn poisoned() -> io::Error {
+    io::Error::other("a reader thread failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pack::{Compression, PackWriter, pack_path};
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn chunks_round_trip_through_frames_and_the_trailer_indexes_them() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("tmp")).unwrap();
+        // Frames of 3 KiB: chunks of 1..5 KB fill several frames.
+        let small = Compression { level: 3, frame: 3000, window_log: 0 };
+        let mut w = PackWriter::new(root.path(), "t".into(), small);
+        let data: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
+        for d in &data {
+            if let Some(full) = w.add(*blake3::hash(d).as_bytes(), d) {
+                w.write(full.compress().unwrap()).unwrap();
+            }
+        }
+        let written = w.finish().unwrap();
+        assert_eq!(written.len(), 5);
+        let frames: std::collections::BTreeSet<u64> = written.iter().map(|c| c.location.offset).collect();
+        assert_eq!(frames.len(), 4, "a frame closes once it holds 3000 bytes: [1000, 2000], [3000], [4000], [5000]");
+        assert!(fs::read_dir(root.path().join("tmp")).unwrap().next().is_none(), "tmp/ must be empty after publish");
+        let r = ChunkReader::new(root.path());
+        for (d, c) in data.iter().zip(&written) {
+            assert_eq!(&r.read(&c.hash, &c.location).unwrap(), d);
+        }
+        let pack = r.pack(&written[0].location.pack).unwrap();
+        assert_eq!(pack.level().unwrap(), 3);
+        let index = pack.index().unwrap();
+        assert_eq!(index, written.iter().map(|c| (c.hash, c.location.clone())).collect::<Vec<_>>());
+        // A flipped byte is found, not returned, for every chunk of its frame.
+        let path = pack_path(root.path(), &written[0].location.pack);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = &written[2].location;
+        bytes[(at.offset + u64::from(at.frame_size) - 1) as usize] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let r = ChunkReader::new(root.path());
+        assert!(r.read(&written[2].hash, &written[2].location).is_err());
+        assert_eq!(r.read(&written[0].hash, &written[0].location).unwrap(), data[0], "other frames are intact");
+    }
+}
