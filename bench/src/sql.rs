@@ -9,13 +9,20 @@
 //! and host file; `less` is installed by dpkg from `host-01` on, and mariadb-server is
 //! removed (its files and its status entry) from the middle of the fleet on.
 //!
-//! Run: `cargo run --release -p imagelake-bench --bin bench-sql [IMAGES] [ROUNDS]`
+//! Or the fleet: the five real images of the peers' corpus and N synthetic versions made from
+//! their manifests (see `fleet.rs`); the hash question then asks for a libcrypto that the
+//! hosts not yet updated still ship.
+//!
+//! Run: `cargo run --release -p imagelake-bench --bin bench-sql [IMAGES] [ROUNDS]`, or
+//! `... --bin bench-sql fleet [N] [ROUNDS]`.
+
+mod fleet;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use imagelake_engine::Library;
 use imagelake_sql::Session;
-use imagelake_tests::{cache_dir, debian_tree, mkfs_ext, repo_root, run, sh};
+use imagelake_tests::{cache_dir, debian_tree, imagelake_bin, mkfs_ext, repo_root, run, sh};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -147,15 +154,74 @@ async fn count(session: &Session, table: &str) -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("IMAGES ROUNDS are numbers"));
-    let hosts = args.next().unwrap_or(8).max(2);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let is_fleet = args.first().is_some_and(|a| a == "fleet");
+    if is_fleet {
+        args.remove(0);
+    }
+    let mut args = args.iter().map(|a| a.parse::<usize>().expect("IMAGES ROUNDS are numbers"));
+    let hosts = args.next().unwrap_or(if is_fleet { 10_000 } else { 8 }).max(2);
     let rounds = args.next().unwrap_or(5).max(1);
-
     let work = tempfile::tempdir().expect("tempdir");
-    let tree = work.path().join("tree");
+    let (library, hash_of) = if is_fleet {
+        (fleet_library(work.path(), hosts).await, "/usr/lib/x86_64-linux-gnu/libcrypto.so.3")
+    } else {
+        (real_library(work.path(), hosts).await, "/usr/bin/less")
+    };
+    let session = Session::open(library.clone()).await.expect("session");
+    let parquet = work.path().join("parquet");
+    std::fs::create_dir(&parquet).expect("mkdir");
+    for table in imagelake_engine::catalog::TABLES {
+        let to = parquet.join(format!("{table}.parquet"));
+        session.run(&format!("COPY (SELECT * FROM {table}) TO '{}'", to.display())).await.expect("export");
+    }
+    let h = ask(&session, &format!("SELECT content_hash FROM files WHERE path = '{hash_of}' ORDER BY image_id LIMIT 1"))
+        .await
+        .1;
+    let questions = [
+        ("which images ship mariadb-server", SHIP_MARIADB.to_string()),
+        ("1. which images ship MySQL or MariaDB", readme_question(1)),
+        (
+            if is_fleet {
+                "2. which images contain file hash H (libcrypto.so.3 before the updates)"
+            } else {
+                "2. which images contain file hash H (/usr/bin/less)"
+            },
+            readme_question(2).replace("<hash>", &h[0][0]),
+        ),
+    ];
+    questions_side_by_side(&session, &parquet, &library, &questions, hosts, rounds).await;
+}
+
+/// The five real corpus images, then `hosts` synthetic versions made from their manifests.
+async fn fleet_library(work: &Path, hosts: usize) -> Arc<Library> {
+    let corpus =
+        std::path::PathBuf::from(run(Command::new("bash").arg(repo_root().join("bench/corpus.sh")).arg(cache_dir())).trim());
+    let library = Arc::new(Library::open(&work.join("lib")).await.expect("library"));
+    for name in ["base", "nginx", "curl", "mariadb", "postgresql"] {
+        eprintln!("checking in {name}");
+        let image = corpus.join(format!("{name}.qcow2"));
+        library.checkin(&image, name, Default::default()).await.expect("checkin");
+    }
+    let mut real = library.images().await.expect("images");
+    real.sort_by_key(|i| i.image_id);
+    let started = Instant::now();
+    let first = real.iter().map(|i| i.image_id).max().unwrap_or(0) + 1;
+    fleet::generate(&library, &real, hosts, first).await;
+    eprintln!("fleet written in {:.1} s; indexing", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    library.catalog().maintain(imagelake_engine::catalog::COMPACT_AFTER_FRAGMENTS).await.expect("indexes");
+    library.prune().await.expect("prune");
+    eprintln!("indexed in {:.1} s", started.elapsed().as_secs_f64());
+    library
+}
+
+/// `hosts` real images checked in from the cached Debian tree, each a variation of the last.
+async fn real_library(work: &Path, hosts: usize) -> Arc<Library> {
+    let tree = work.join("tree");
     run(Command::new("cp").arg("-a").arg(debian_tree()).arg(&tree));
-    let library = Arc::new(Library::open(&work.path().join("lib")).await.expect("library"));
-    let image = work.path().join("root.img");
+    let library = Arc::new(Library::open(&work.join("lib")).await.expect("library"));
+    let image = work.join("root.img");
     for host in 0..hosts {
         eprintln!("checking in host-{host:02} of {hosts}");
         if host > 0 {
@@ -166,22 +232,18 @@ async fn main() {
     }
     std::fs::remove_file(&image).expect("rm image");
     std::fs::remove_dir_all(&tree).expect("rm tree");
+    library
+}
 
-    let session = Session::open(library.clone()).await.expect("session");
-    let parquet = work.path().join("parquet");
-    std::fs::create_dir(&parquet).expect("mkdir");
-    for table in imagelake_engine::catalog::TABLES {
-        let to = parquet.join(format!("{table}.parquet"));
-        session.run(&format!("COPY (SELECT * FROM {table}) TO '{}'", to.display())).await.expect("export");
-    }
-    let less = ask(&session, "SELECT content_hash FROM files WHERE path = '/usr/bin/less' LIMIT 1").await.1;
-    let questions = [
-        ("which images ship mariadb-server", SHIP_MARIADB.to_string()),
-        ("1. which images ship MySQL or MariaDB", readme_question(1)),
-        ("2. which images contain file hash H (/usr/bin/less)", readme_question(2).replace("<hash>", &less[0][0])),
-    ];
-
-    let mut duckdb = DuckDb::start(&parquet);
+async fn questions_side_by_side(
+    session: &Session,
+    parquet: &Path,
+    library: &Library,
+    questions: &[(&str, String)],
+    hosts: usize,
+    rounds: usize,
+) {
+    let mut duckdb = DuckDb::start(parquet);
     // Per question: imagelake asked the same text again (its optimized plan kept), imagelake
     // asked a text it has never seen (a fresh comment), and DuckDB after each, so that every
     // run of one engine follows a run of the other.
@@ -193,7 +255,7 @@ async fn main() {
             for _ in 0..RUNS {
                 fresh += 1;
                 for (text, ours) in [(sql.clone(), &mut *again), (format!("{sql} -- run {fresh}"), &mut *new)] {
-                    let (ours_s, ours_rows) = ask(&session, &text).await;
+                    let (ours_s, ours_rows) = ask(session, &text).await;
                     let (theirs_s, theirs_rows) = duckdb.ask(sql);
                     assert_eq!(ours_rows, theirs_rows, "imagelake and DuckDB disagree on\n{text}");
                     assert!(!ours_rows.is_empty(), "no rows for\n{text}");
@@ -204,9 +266,40 @@ async fn main() {
         }
     }
 
+    // Each question once more in a process of its own, for the memory answering it takes.
+    // Through GNU time: a child spawned straight from this large process would report this
+    // process's peak as its own (Linux carries it over exec).
+    let mut peaks = Vec::new();
+    for (_, sql) in questions {
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.args(["-f", "%M %e"]).arg(imagelake_bin()).arg("-L").arg(library.root());
+        cmd.args(["sql", "--format", "csv", "-c", sql]);
+        let out = cmd.stdout(Stdio::null()).output().expect("/usr/bin/time");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stderr);
+        let mut fields = text.lines().last().unwrap_or_default().split_whitespace();
+        let kib: u64 = fields.next().and_then(|f| f.parse().ok()).expect("peak KiB");
+        let seconds: f64 = fields.next().and_then(|f| f.parse().ok()).expect("seconds");
+        peaks.push((seconds, kib * 1024));
+    }
+    let catalog = run(Command::new("du").arg("-sb").arg(library.root().join("catalog")));
+    let catalog: u64 = catalog.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let images: usize = count(session, "images").await.parse().unwrap_or(1);
+    println!(
+        "Catalog: {:.1} MiB on disk, {:.1} KiB per image version.\n",
+        catalog as f64 / 1048576.0,
+        catalog as f64 / 1024.0 / images.max(1) as f64
+    );
+    for ((label, _), (seconds, peak)) in questions.iter().zip(&peaks) {
+        println!(
+            "- {label}: a fresh `imagelake sql -c` process answers in {seconds:.2} s with a peak of {:.0} MiB",
+            *peak as f64 / 1048576.0
+        );
+    }
+    println!();
     println!("Library: {hosts} images; rows: ");
     for table in ["images", "files", "packages", "extents", "chunks"] {
-        println!("- {table}: {}", count(&session, table).await);
+        println!("- {table}: {}", count(session, table).await);
     }
     println!("\nDuckDB {}; {rounds} rounds of {RUNS} runs each, alternating.\n", duckdb.version);
     println!(

@@ -73,7 +73,12 @@ impl Library {
         report.packs = pack_sizes.len();
 
         // Extents: per committed image, a tiling of its disk by chunks that exist.
-        let sizes: HashMap<i64, i64> = images.iter().map(|i| (i.image_id, i.virtual_size)).collect();
+        // Synthetic versions (benchmark data made of manifests) have no disk to tile.
+        let sizes: HashMap<i64, i64> = images
+            .iter()
+            .filter(|i| i.state != crate::checkout::SYNTHETIC)
+            .map(|i| (i.image_id, i.virtual_size))
+            .collect();
         let batches = self
             .catalog()
             .scan(ExtentRow::NAME, &["image_id", "disk_offset", "length", "kind", "chunk_hash"], None)

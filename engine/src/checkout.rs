@@ -21,7 +21,6 @@ use imago::qcow2::Qcow2;
 use imago::{
     DenyImplicitOpenGate, FormatCreateBuilder, FormatDriverBuilder, Storage, StorageCreateOptions, SyncFormatAccess,
 };
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
@@ -72,8 +71,12 @@ pub struct CheckoutSummary {
     pub seconds: f64,
 }
 
-/// Extents handled per parallel batch: bounds memory to about this many chunks.
-const BATCH: usize = 256;
+/// Chunks read per batch: enough (about 64 MiB) to span several frames, which are
+/// decompressed in parallel, while bounding memory.
+const BATCH: usize = 2048;
+
+/// The `images.state` of versions made of manifests only (the SQL benchmark's fleet).
+pub const SYNTHETIC: &str = "synthetic";
 
 impl Library {
     /// Writes the disk of image version `spec` to `out`.
@@ -95,6 +98,9 @@ impl Library {
             )));
         }
         let image = self.resolve(spec).await?;
+        if image.state == SYNTHETIC {
+            return Err(Error::User(format!("{spec} is synthetic (benchmark data made of manifests): it has no disk")));
+        }
         let size = image.virtual_size as u64;
         let update = if options.update {
             if format != "raw" {
@@ -153,6 +159,7 @@ impl Library {
                 (Sink::Update(_, blocks), Some(expected)) => {
                     // A block that two extents share can be written in two parts: counted once.
                     let mut blocks = blocks.lock().map(|b| b.clone()).unwrap_or_default();
+                    blocks.sort_unstable();
                     blocks.dedup();
                     Some(blocks.iter().filter(|&&b| !overlaps(expected, b * BLOCK, (b + 1) * BLOCK)).count() as u64)
                 }
@@ -435,7 +442,15 @@ fn write_disk(
     locations: &HashMap<ChunkHash, ChunkLocation>,
     progress: Option<&dyn Progress>,
 ) -> Result<(u64, u64)> {
-    let chunk_of = |e: &ExtentRow| -> Result<(ChunkHash, &ChunkLocation)> {
+    let (mut written, mut zero) = (0u64, 0u64);
+    // Every non-zero extent under the chunk that fills it.
+    let mut by_chunk: HashMap<ChunkHash, (&ChunkLocation, Vec<&ExtentRow>)> = HashMap::new();
+    for e in extents {
+        if e.kind == ExtentKind::Zero {
+            zero += e.length as u64;
+            written += sink.zero(e.disk_offset as u64, e.length as u64).io_context(|| "zeroing".into())?;
+            continue;
+        }
         let hash = e
             .chunk_hash
             .as_deref()
@@ -444,49 +459,45 @@ fn write_disk(
         let at = locations
             .get(&hash)
             .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&hash))))?;
-        Ok((hash, at))
-    };
+        by_chunk.entry(hash).or_insert((at, Vec::new())).1.push(e);
+    }
+    if let Some(p) = progress {
+        p.advance(zero);
+    }
+    // Chunks in store order: each frame is decompressed once, and every extent its chunks fill
+    // is written then, wherever it lies on the disk.
+    let mut chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
+    chunks.sort_by(|a, b| (&a.1.pack, a.1.offset, a.1.frame_offset).cmp(&(&b.1.pack, b.1.offset, b.1.frame_offset)));
     let store = ChunkReader::new(root);
-    // Every distinct chunk of a batch, read in parallel.
-    let read = |batch: &[ExtentRow]| -> Result<HashMap<ChunkHash, Vec<u8>>> {
-        let mut wanted: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
-        for e in batch.iter().filter(|e| e.kind != ExtentKind::Zero) {
-            let (hash, at) = chunk_of(e)?;
-            wanted.insert(hash, at);
-        }
-        wanted
-            .par_iter()
-            .map(|(hash, at)| store.read(hash, at).map(|data| (*hash, data)).io_context(|| "reading the store".into()))
-            .collect()
+    let read = |batch: &[(ChunkHash, &ChunkLocation)]| -> Result<HashMap<ChunkHash, Vec<u8>>> {
+        let wanted: HashMap<ChunkHash, &ChunkLocation> = batch.iter().map(|(h, at)| (*h, *at)).collect();
+        store.read_many(&wanted).io_context(|| "reading the store".into())
     };
-    let write = |batch: &[ExtentRow], chunks: &HashMap<ChunkHash, Vec<u8>>| -> Result<(u64, u64)> {
-        let (mut written, mut zero) = (0u64, 0u64);
-        for e in batch {
-            if e.kind == ExtentKind::Zero {
-                zero += e.length as u64;
-                written += sink.zero(e.disk_offset as u64, e.length as u64).io_context(|| "zeroing".into())?;
-                continue;
+    let write = |batch: &[(ChunkHash, &ChunkLocation)], data: &HashMap<ChunkHash, Vec<u8>>| -> Result<(u64, u64)> {
+        let (mut written, mut done) = (0u64, 0u64);
+        for (hash, _) in batch {
+            let chunk = data.get(hash).map(Vec::as_slice).unwrap_or_default();
+            for e in by_chunk.get(hash).map(|c| c.1.as_slice()).unwrap_or_default() {
+                let piece = chunk
+                    .get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize)
+                    .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
+                written += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
+                done += e.length as u64;
             }
-            let data = e.chunk_hash.as_deref().and_then(parse_hex).and_then(|h| chunks.get(&h));
-            let piece = data
-                .and_then(|d| d.get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize))
-                .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
-            written += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
         }
-        Ok((written, zero))
+        Ok((written, done))
     };
-    let (mut written, mut zero) = (0u64, 0u64);
-    let mut batches = extents.chunks(BATCH);
-    let mut current = batches.next().map(|b| read(b).map(|chunks| (b, chunks))).transpose()?;
-    while let Some((batch, chunks)) = current {
+    let mut batches = chunks.chunks(BATCH);
+    let mut current = batches.next().map(|b| read(b).map(|data| (b, data))).transpose()?;
+    while let Some((batch, data)) = current {
         // The next batch is read and decompressed while this one is written.
         let next = batches.next();
         let (read_next, wrote) =
-            rayon::join(|| next.map(|b| read(b).map(|chunks| (b, chunks))).transpose(), || write(batch, &chunks));
-        let (w, z) = wrote?;
-        (written, zero) = (written + w, zero + z);
+            rayon::join(|| next.map(|b| read(b).map(|data| (b, data))).transpose(), || write(batch, &data));
+        let (w, done) = wrote?;
+        written += w;
         if let Some(p) = progress {
-            p.advance(batch.iter().map(|e| e.length as u64).sum());
+            p.advance(done);
         }
         current = read_next?;
     }

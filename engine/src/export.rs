@@ -88,8 +88,9 @@ struct Entry {
 /// A run of a file's content stored in a chunk: content offset, length, chunk, chunk offset.
 type Piece = (u64, u64, ChunkHash, u64);
 
-/// Chunks read at once (in parallel): bounds memory.
-const BATCH: usize = 256;
+/// Chunks read at once (frames in parallel): enough to span several frames, and a bound on
+/// memory.
+const BATCH: usize = 2048;
 
 impl Library {
     /// Writes the file tree of one filesystem of image version `spec` into `dir`, which must
@@ -596,10 +597,7 @@ fn write_contents(
             chunks.insert(h, at);
             end += 1;
         }
-        let data: HashMap<ChunkHash, Vec<u8>> = chunks
-            .par_iter()
-            .map(|(h, at)| store.read(h, at).map(|d| (*h, d)).io_context(|| "reading the store".into()))
-            .collect::<Result<_>>()?;
+        let data = store.read_many(&chunks).io_context(|| "reading the store".into())?;
         let mut done = 0;
         for &(_, h, hash, &(at, len, _, chunk_at), files) in work.get(start..end).unwrap_or_default() {
             let bytes = usize::try_from(chunk_at)

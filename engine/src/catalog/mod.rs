@@ -144,6 +144,16 @@ impl Catalog {
         dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
     }
 
+    /// Appends record batches of a table's schema (one Lance commit), for writers that build
+    /// columns rather than rows (the synthetic fleet of the SQL benchmark).
+    pub async fn append_batches(&self, table: &str, batches: Vec<RecordBatch>) -> Result<()> {
+        let Some(schema) = batches.first().map(|b| b.schema()) else { return Ok(()) };
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+        let mut dataset = self.dataset(table).await?;
+        let params = WriteParams { mode: WriteMode::Append, ..Default::default() };
+        dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {table}: {e}")))
+    }
+
     /// Compacts tables with at least `small_fragments` fragments of fewer than `COMPACT_ROWS`
     /// rows, creates the indexes of [`INDEXES`] that do not exist yet and folds rows appended
     /// since into those that do. A table that is not compacted or an index that lags is only

@@ -75,6 +75,21 @@ impl ChunkReader {
         }
     }
 
+    /// Reads many chunks at once, frame by frame in parallel: each frame is decompressed by
+    /// one thread, which then cuts every wanted chunk out of it, so that no thread waits for
+    /// another's frame.
+    pub fn read_many(&self, wanted: &HashMap<ChunkHash, &ChunkLocation>) -> io::Result<HashMap<ChunkHash, Vec<u8>>> {
+        use rayon::prelude::*;
+        let mut frames: HashMap<(&str, u64), Vec<(&ChunkHash, &ChunkLocation)>> = HashMap::new();
+        for (hash, at) in wanted {
+            frames.entry((at.pack.as_str(), at.offset)).or_default().push((hash, at));
+        }
+        frames
+            .into_par_iter()
+            .flat_map_iter(|(_, chunks)| chunks.into_iter().map(|(hash, at)| self.read(hash, at).map(|d| (*hash, d))))
+            .collect()
+    }
+
     /// The pack, opened on first use.
     pub fn pack(&self, id: &str) -> io::Result<Arc<PackReader>> {
         let mut packs = self.packs.lock().map_err(|_| poisoned())?;

@@ -1,0 +1,243 @@
+//! A synthetic fleet for bench-sql: N image versions made from the manifests of the five real
+//! corpus images (`bench/corpus.sh`), varied the way fleets vary, written straight into the
+//! catalog and marked `state = 'synthetic'` (they have no disk: checkout refuses them).
+//!
+//! Each host takes one of the five systems as its base (base 35%, nginx 25%, curl 15%,
+//! mariadb 15%, postgresql 10%) and then:
+//! - an update level (0, 1 or 2: 30/40/30%): at level k > 0 the files of one path in 50, and
+//!   libssl/libcrypto, have the content of update k (hashes shared by every host at that
+//!   level), and the packages of one name in 20, and openssl and libssl3, gain `+deb12u<k>`;
+//! - one host in ten removes one to three packages; one in ten adds a monitoring agent
+//!   (one of four releases: a package row and two files);
+//! - edited configuration: `/etc/ssh/sshd_config` and nginx's configuration in one of a few
+//!   variants;
+//! - per-host files: `/etc/hostname` and `/etc/machine-id` of its own, and a new
+//!   `/etc/imagelake-host`.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use imagelake_engine::Library;
+use imagelake_engine::catalog::{FileRow, ImageRow, PackageRow, PartitionRow, Table};
+use std::sync::Arc;
+
+/// Hosts written per Lance commit: few, large fragments.
+const GROUP: usize = 500;
+
+/// A deterministic stream of numbers (splitmix64).
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// A number in 0..100.
+    fn percent(&mut self) -> u64 {
+        self.next() % 100
+    }
+}
+
+fn hash_of(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+/// One of the five real images: its rows, and which of them a variation touches.
+struct Base {
+    image: ImageRow,
+    files: RecordBatch,
+    packages: RecordBatch,
+    partitions: RecordBatch,
+    /// Rows of `files` that updates change.
+    updated: Vec<usize>,
+    /// Rows of configuration files with variants, and of per-host files.
+    configs: Vec<usize>,
+    per_host: Vec<usize>,
+    /// The `/etc/hostname` row (or the first regular file), the template of added files.
+    hostname: usize,
+}
+
+/// Every column of `T`'s rows of one image.
+async fn scan<T: Table>(library: &Library, image_id: i64) -> RecordBatch {
+    let schema = T::schema();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let filter = format!("image_id = {image_id}");
+    let batches = library.catalog().scan(T::NAME, &columns, Some(&filter)).await.expect("scan");
+    concat_batches(&schema, &batches).expect("concat")
+}
+
+fn strings<'a>(batch: &'a RecordBatch, column: &str) -> &'a StringArray {
+    batch.column_by_name(column).expect("column").as_string::<i32>()
+}
+
+fn with_column(batch: &RecordBatch, column: &str, values: ArrayRef) -> RecordBatch {
+    let i = batch.schema().index_of(column).expect("column");
+    let mut columns = batch.columns().to_vec();
+    columns[i] = values;
+    RecordBatch::try_new(batch.schema(), columns).expect("batch")
+}
+
+impl Base {
+    async fn load(library: &Library, image: ImageRow) -> Base {
+        let files = scan::<FileRow>(library, image.image_id).await;
+        let packages = scan::<PackageRow>(library, image.image_id).await;
+        let partitions = scan::<PartitionRow>(library, image.image_id).await;
+        let (paths, hashes) = (strings(&files, "path"), strings(&files, "content_hash"));
+        let first_file = (0..files.num_rows()).find(|&r| hashes.is_valid(r)).expect("a regular file");
+        let mut base = Base {
+            image,
+            files: files.clone(),
+            packages,
+            partitions,
+            updated: Vec::new(),
+            configs: Vec::new(),
+            per_host: Vec::new(),
+            hostname: first_file,
+        };
+        for r in 0..files.num_rows() {
+            if hashes.is_null(r) {
+                continue;
+            }
+            let path = paths.value(r);
+            let bucket = blake3::hash(path.as_bytes()).as_bytes()[0] as usize;
+            if bucket % 50 == 0 || path.contains("libssl.so") || path.contains("libcrypto.so") {
+                base.updated.push(r);
+            }
+            if path == "/etc/ssh/sshd_config" || path.starts_with("/etc/nginx/") && path.ends_with(".conf") {
+                base.configs.push(r);
+            }
+            if path == "/etc/hostname" || path == "/etc/machine-id" {
+                base.per_host.push(r);
+            }
+            if path == "/etc/hostname" {
+                base.hostname = r;
+            }
+        }
+        base
+    }
+}
+
+/// Writes `hosts` synthetic image versions, ids from `first_id`, named `host-00000`...
+pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first_id: i64) {
+    let mut loaded = Vec::new();
+    for b in bases {
+        loaded.push(Base::load(library, b.clone()).await);
+    }
+    let weights = [35, 25, 15, 15, 10];
+    let mut dice = Dice(0x1357_9bdf_2468_ace0);
+    let (mut files, mut packages, mut partitions, mut images) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for host in 0..hosts {
+        let id = first_id + host as i64;
+        let pick = dice.percent();
+        let which = weights.iter().scan(0, |sum, w| {
+            *sum += w;
+            Some(*sum)
+        });
+        let b = which.take_while(|&edge| edge <= pick).count().min(loaded.len() - 1);
+        let base = &loaded[b];
+        let level = match dice.percent() {
+            0..30 => 0,
+            30..70 => 1,
+            _ => 2,
+        };
+        let host_name = format!("host-{host:05}");
+
+        // Files: the base's rows, some contents replaced, a few rows added.
+        let hashes = strings(&base.files, "content_hash");
+        let mut new_hashes: Vec<Option<String>> = Vec::new();
+        let mut replaced = std::collections::HashMap::new();
+        if level > 0 {
+            for &r in &base.updated {
+                replaced.insert(r, hash_of(&format!("{}/update {level}", hashes.value(r))));
+            }
+        }
+        for &r in &base.configs {
+            replaced.insert(r, hash_of(&format!("{}/variant {}", hashes.value(r), dice.next() % 4)));
+        }
+        for &r in &base.per_host {
+            replaced.insert(r, hash_of(&format!("{}/{host_name}", hashes.value(r))));
+        }
+        new_hashes.extend((0..base.files.num_rows()).map(|r| {
+            replaced.get(&r).cloned().or_else(|| hashes.is_valid(r).then(|| hashes.value(r).to_string()))
+        }));
+        let mut host_files = with_column(&base.files, "content_hash", Arc::new(StringArray::from(new_hashes)));
+        let mut added: Vec<(String, String)> = vec![("/etc/imagelake-host".into(), hash_of(&host_name))];
+        let agent = (dice.percent() < 10).then(|| dice.next() % 4);
+        if let Some(release) = agent {
+            for file in ["/opt/agent/bin/agent", "/opt/agent/etc/agent.conf"] {
+                added.push((file.into(), hash_of(&format!("agent 1.{release} {file}"))));
+            }
+        }
+        let template = take_record_batch(
+            &base.files,
+            &UInt32Array::from(vec![base.hostname as u32; added.len()]),
+        )
+        .expect("take");
+        let template = with_column(&template, "path", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.0))));
+        let template =
+            with_column(&template, "content_hash", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.1))));
+        host_files = concat_batches(&host_files.schema(), [&host_files, &template]).expect("concat");
+        files.push(with_column(&host_files, "image_id", Arc::new(Int64Array::from_value(id, host_files.num_rows()))));
+
+        // Packages: versions of updated ones, a few removed, the agent added.
+        let names = strings(&base.packages, "name");
+        let versions = strings(&base.packages, "version");
+        let new_versions: Vec<String> = (0..base.packages.num_rows())
+            .map(|r| {
+                let name = names.value(r);
+                let bucket = blake3::hash(name.as_bytes()).as_bytes()[0] as usize;
+                let updated = bucket % 20 == 0 || name == "openssl" || name == "libssl3";
+                if level > 0 && updated {
+                    format!("{}+deb12u{level}", versions.value(r))
+                } else {
+                    versions.value(r).to_string()
+                }
+            })
+            .collect();
+        let mut host_packages = with_column(&base.packages, "version", Arc::new(StringArray::from(new_versions)));
+        if dice.percent() < 10 {
+            let drop: Vec<usize> = (0..1 + dice.next() % 3).map(|_| (dice.next() as usize) % host_packages.num_rows()).collect();
+            let keep: datafusion::arrow::array::BooleanArray =
+                (0..host_packages.num_rows()).map(|r| Some(!drop.contains(&r))).collect();
+            host_packages = filter_record_batch(&host_packages, &keep).expect("filter");
+        }
+        if let Some(release) = agent {
+            let row = take_record_batch(&base.packages, &UInt32Array::from(vec![0u32])).expect("take");
+            let row = with_column(&row, "name", Arc::new(StringArray::from(vec!["imagelake-agent"])));
+            let row = with_column(&row, "version", Arc::new(StringArray::from(vec![format!("1.{release}")])));
+            host_packages = concat_batches(&host_packages.schema(), [&host_packages, &row]).expect("concat");
+        }
+        packages.push(with_column(
+            &host_packages,
+            "image_id",
+            Arc::new(Int64Array::from_value(id, host_packages.num_rows())),
+        ));
+        partitions.push(with_column(
+            &base.partitions,
+            "image_id",
+            Arc::new(Int64Array::from_value(id, base.partitions.num_rows())),
+        ));
+        images.push(ImageRow {
+            image_id: id,
+            name: host_name,
+            version: 1,
+            parent_id: None,
+            state: imagelake_engine::checkout::SYNTHETIC.into(),
+            source_format: "synthetic".into(),
+            stored_bytes_new: 0,
+            hostname: None,
+            ..base.image.clone()
+        });
+
+        if images.len() == GROUP || host + 1 == hosts {
+            eprintln!("fleet: {} of {hosts} hosts", host + 1);
+            let catalog = library.catalog();
+            for (table, batches) in [("files", &mut files), ("packages", &mut packages), ("partitions", &mut partitions)] {
+                catalog.append_batches(table, std::mem::take(batches)).await.expect("append");
+            }
+            catalog.append(&std::mem::take(&mut images)).await.expect("append images");
+        }
+    }
+}
