@@ -260,6 +260,11 @@ impl PackReader {
     /// Reads and decompresses the frame at `offset`: an I/O error, or the frame's bytes, or
     /// what is wrong with the bytes read (damage).
     pub fn read_frame(&self, offset: u64, frame_size: u32) -> io::Result<Result<Vec<u8>, String>> {
+        // The size comes from the catalog or the trailer: bounded before it is allocated (a
+        // frame stores at most a little more than its bytes).
+        if frame_size as usize > FRAME_MAX + FRAME_MAX / 64 {
+            return Ok(Err(format!("claims a frame of {frame_size} stored bytes, more than any writer makes")));
+        }
         let mut compressed = vec![0u8; frame_size as usize];
         self.file.read_exact_at(&mut compressed, offset)?;
         let size = match zstd::zstd_safe::get_frame_content_size(&compressed) {
