@@ -159,9 +159,10 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
         for &r in &base.per_host {
             replaced.insert(r, hash_of(&format!("{}/{host_name}", hashes.value(r))));
         }
-        new_hashes.extend((0..base.files.num_rows()).map(|r| {
-            replaced.get(&r).cloned().or_else(|| hashes.is_valid(r).then(|| hashes.value(r).to_string()))
-        }));
+        new_hashes
+            .extend((0..base.files.num_rows()).map(|r| {
+                replaced.get(&r).cloned().or_else(|| hashes.is_valid(r).then(|| hashes.value(r).to_string()))
+            }));
         let mut host_files = with_column(&base.files, "content_hash", Arc::new(StringArray::from(new_hashes)));
         let mut added: Vec<(String, String)> = vec![("/etc/imagelake-host".into(), hash_of(&host_name))];
         let agent = (dice.percent() < 10).then(|| dice.next() % 4);
@@ -170,12 +171,10 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
                 added.push((file.into(), hash_of(&format!("agent 1.{release} {file}"))));
             }
         }
-        let template = take_record_batch(
-            &base.files,
-            &UInt32Array::from(vec![base.hostname as u32; added.len()]),
-        )
-        .expect("take");
-        let template = with_column(&template, "path", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.0))));
+        let template =
+            take_record_batch(&base.files, &UInt32Array::from(vec![base.hostname as u32; added.len()])).expect("take");
+        let template =
+            with_column(&template, "path", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.0))));
         let template =
             with_column(&template, "content_hash", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.1))));
         host_files = concat_batches(&host_files.schema(), [&host_files, &template]).expect("concat");
@@ -198,7 +197,8 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
             .collect();
         let mut host_packages = with_column(&base.packages, "version", Arc::new(StringArray::from(new_versions)));
         if dice.percent() < 10 {
-            let drop: Vec<usize> = (0..1 + dice.next() % 3).map(|_| (dice.next() as usize) % host_packages.num_rows()).collect();
+            let drop: Vec<usize> =
+                (0..1 + dice.next() % 3).map(|_| (dice.next() as usize) % host_packages.num_rows()).collect();
             let keep: datafusion::arrow::array::BooleanArray =
                 (0..host_packages.num_rows()).map(|r| Some(!drop.contains(&r))).collect();
             host_packages = filter_record_batch(&host_packages, &keep).expect("filter");
@@ -234,7 +234,9 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
         if images.len() == GROUP || host + 1 == hosts {
             eprintln!("fleet: {} of {hosts} hosts", host + 1);
             let catalog = library.catalog();
-            for (table, batches) in [("files", &mut files), ("packages", &mut packages), ("partitions", &mut partitions)] {
+            for (table, batches) in
+                [("files", &mut files), ("packages", &mut packages), ("partitions", &mut partitions)]
+            {
                 catalog.append_batches(table, std::mem::take(batches)).await.expect("append");
             }
             catalog.append(&std::mem::take(&mut images)).await.expect("append images");

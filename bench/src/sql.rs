@@ -175,9 +175,10 @@ async fn main() {
         let to = parquet.join(format!("{table}.parquet"));
         session.run(&format!("COPY (SELECT * FROM {table}) TO '{}'", to.display())).await.expect("export");
     }
-    let h = ask(&session, &format!("SELECT content_hash FROM files WHERE path = '{hash_of}' ORDER BY image_id LIMIT 1"))
-        .await
-        .1;
+    let h =
+        ask(&session, &format!("SELECT content_hash FROM files WHERE path = '{hash_of}' ORDER BY image_id LIMIT 1"))
+            .await
+            .1;
     let questions = [
         ("which images ship mariadb-server", SHIP_MARIADB.to_string()),
         ("1. which images ship MySQL or MariaDB", readme_question(1)),
@@ -195,8 +196,9 @@ async fn main() {
 
 /// The five real corpus images, then `hosts` synthetic versions made from their manifests.
 async fn fleet_library(work: &Path, hosts: usize) -> Arc<Library> {
-    let corpus =
-        std::path::PathBuf::from(run(Command::new("bash").arg(repo_root().join("bench/corpus.sh")).arg(cache_dir())).trim());
+    let corpus = std::path::PathBuf::from(
+        run(Command::new("bash").arg(repo_root().join("bench/corpus.sh")).arg(cache_dir())).trim(),
+    );
     let library = Arc::new(Library::open(&work.join("lib")).await.expect("library"));
     for name in ["base", "nginx", "curl", "mariadb", "postgresql"] {
         eprintln!("checking in {name}");

@@ -64,9 +64,11 @@ impl Library {
                     crate::store::hex(hash),
                     at.pack
                 )),
-                Some(len) if at.offset.saturating_add(u64::from(at.frame_size)) > len => report.problems.push(
-                    format!("chunk {} lies past the end of pack {} ({len} bytes)", crate::store::hex(hash), at.pack),
-                ),
+                Some(len) if at.offset.saturating_add(u64::from(at.frame_size)) > len => report.problems.push(format!(
+                    "chunk {} lies past the end of pack {} ({len} bytes)",
+                    crate::store::hex(hash),
+                    at.pack
+                )),
                 Some(_) => {}
             }
         }

@@ -28,6 +28,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -70,10 +71,6 @@ pub struct CheckoutSummary {
     pub unexpected_blocks: Option<u64>,
     pub seconds: f64,
 }
-
-/// Chunks read per batch: enough (about 64 MiB) to span several frames, which are
-/// decompressed in parallel, while bounding memory.
-const BATCH: usize = 2048;
 
 /// The `images.state` of versions made of manifests only (the SQL benchmark's fleet).
 pub const SYNTHETIC: &str = "synthetic";
@@ -251,7 +248,8 @@ impl Library {
 }
 
 /// The `chunks` columns that say where a chunk is, in the order [`locations`] reads them.
-pub(crate) const LOCATION_COLUMNS: [&str; 6] = ["chunk_hash", "size", "pack", "pack_offset", "frame_size", "frame_offset"];
+pub(crate) const LOCATION_COLUMNS: [&str; 6] =
+    ["chunk_hash", "size", "pack", "pack_offset", "frame_size", "frame_offset"];
 
 /// The rows of a `chunks` scan of [`LOCATION_COLUMNS`].
 pub(crate) fn locations(batches: &[arrow::array::RecordBatch]) -> Vec<(ChunkHash, ChunkLocation)> {
@@ -464,43 +462,30 @@ fn write_disk(
     if let Some(p) = progress {
         p.advance(zero);
     }
-    // Chunks in store order: each frame is decompressed once, and every extent its chunks fill
-    // is written then, wherever it lies on the disk.
-    let mut chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
-    chunks.sort_by(|a, b| (&a.1.pack, a.1.offset, a.1.frame_offset).cmp(&(&b.1.pack, b.1.offset, b.1.frame_offset)));
-    let store = ChunkReader::new(root);
-    let read = |batch: &[(ChunkHash, &ChunkLocation)]| -> Result<HashMap<ChunkHash, Vec<u8>>> {
-        let wanted: HashMap<ChunkHash, &ChunkLocation> = batch.iter().map(|(h, at)| (*h, *at)).collect();
-        store.read_many(&wanted).io_context(|| "reading the store".into())
-    };
-    let write = |batch: &[(ChunkHash, &ChunkLocation)], data: &HashMap<ChunkHash, Vec<u8>>| -> Result<(u64, u64)> {
-        let (mut written, mut done) = (0u64, 0u64);
-        for (hash, _) in batch {
-            let chunk = data.get(hash).map(Vec::as_slice).unwrap_or_default();
+    // Chunks in store order, frames in parallel: the thread that decompresses a frame writes
+    // every extent its chunks fill, wherever it lies on the disk.
+    let chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
+    let filled = AtomicU64::new(0);
+    ChunkReader::new(root).for_each_chunk(
+        &chunks,
+        |hash, chunk| {
+            let (mut bytes, mut done) = (0u64, 0u64);
             for e in by_chunk.get(hash).map(|c| c.1.as_slice()).unwrap_or_default() {
                 let piece = chunk
                     .get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize)
                     .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
-                written += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
+                bytes += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
                 done += e.length as u64;
             }
-        }
-        Ok((written, done))
-    };
-    let mut batches = chunks.chunks(BATCH);
-    let mut current = batches.next().map(|b| read(b).map(|data| (b, data))).transpose()?;
-    while let Some((batch, data)) = current {
-        // The next batch is read and decompressed while this one is written.
-        let next = batches.next();
-        let (read_next, wrote) =
-            rayon::join(|| next.map(|b| read(b).map(|data| (b, data))).transpose(), || write(batch, &data));
-        let (w, done) = wrote?;
-        written += w;
-        if let Some(p) = progress {
-            p.advance(done);
-        }
-        current = read_next?;
-    }
+            filled.fetch_add(bytes, Ordering::Relaxed);
+            if let Some(p) = progress {
+                p.advance(done);
+            }
+            Ok(())
+        },
+        |e| Error::Io { context: "reading the store".into(), error: e },
+    )?;
+    written += filled.into_inner();
     Ok((written, zero))
 }
 

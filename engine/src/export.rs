@@ -29,7 +29,8 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Default, Clone)]
@@ -87,10 +88,6 @@ struct Entry {
 
 /// A run of a file's content stored in a chunk: content offset, length, chunk, chunk offset.
 type Piece = (u64, u64, ChunkHash, u64);
-
-/// Chunks read at once (frames in parallel): enough to span several frames, and a bound on
-/// memory.
-const BATCH: usize = 2048;
 
 impl Library {
     /// Writes the file tree of one filesystem of image version `spec` into `dir`, which must
@@ -563,8 +560,8 @@ fn mknod(to: &Path, e: &Entry) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Fills every file from its pieces, reading each chunk once: chunks in store order, a batch
-/// at a time, read in parallel.
+/// Fills every file from its pieces, reading each chunk once, frames in parallel: the thread
+/// that decompresses a frame writes every piece its chunks hold.
 fn write_contents(
     root: &Path,
     dir: &Path,
@@ -574,56 +571,53 @@ fn write_contents(
     progress: Option<&dyn Progress>,
     summary: &mut ExportSummary,
 ) -> Result<()> {
-    // (where the chunk is, the chunk, the content, the piece, the files to fill with it)
-    let mut work: Vec<(&ChunkLocation, ChunkHash, &str, &Piece, &[PathBuf])> = Vec::new();
+    // Under each chunk: (the content, the piece, the files to fill with it).
+    let mut by_chunk: HashMap<ChunkHash, (&ChunkLocation, Vec<(&str, &Piece, &[PathBuf])>)> = HashMap::new();
     for (hash, files) in targets.iter() {
         for piece in pieces.get(*hash).into_iter().flatten() {
             let at = locations
                 .get(&piece.2)
                 .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&piece.2))))?;
-            work.push((at, piece.2, hash, piece, files));
+            by_chunk.entry(piece.2).or_insert((at, Vec::new())).1.push((hash, piece, files));
         }
     }
-    work.sort_by(|a, b| (&a.0.pack, a.0.offset, a.0.frame_offset).cmp(&(&b.0.pack, b.0.offset, b.0.frame_offset)));
-    let store = ChunkReader::new(root);
-    let mut start = 0;
-    while start < work.len() {
-        // The next BATCH distinct chunks and every piece cut from them.
-        let mut chunks: HashMap<ChunkHash, &ChunkLocation> = HashMap::new();
-        let mut end = start;
-        while let Some(&(at, h, ..)) = work.get(end)
-            && (chunks.len() < BATCH || chunks.contains_key(&h))
-        {
-            chunks.insert(h, at);
-            end += 1;
-        }
-        let data = store.read_many(&chunks).io_context(|| "reading the store".into())?;
-        let mut done = 0;
-        for &(_, h, hash, &(at, len, _, chunk_at), files) in work.get(start..end).unwrap_or_default() {
-            let bytes = usize::try_from(chunk_at)
-                .ok()
-                .and_then(|s| data.get(&h)?.get(s..s.checked_add(usize::try_from(len).ok()?)?))
-                .ok_or_else(|| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk")))?;
-            for to in files {
-                let written = File::options()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(to)
-                    .and_then(|f| f.write_all_at(bytes, at));
-                if let Err(err) = written {
-                    let path =
-                        to.strip_prefix(dir).map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
-                    summary.failed.push(Problem { path, why: format!("writing its content: {err}") });
+    let chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
+    let (bytes, failed) = (AtomicU64::new(0), Mutex::new(Vec::new()));
+    ChunkReader::new(root).for_each_chunk(
+        &chunks,
+        |h, chunk| {
+            let mut done = 0;
+            for &(hash, &(at, len, _, chunk_at), files) in by_chunk.get(h).map(|c| c.1.as_slice()).unwrap_or_default() {
+                let piece = usize::try_from(chunk_at)
+                    .ok()
+                    .and_then(|s| chunk.get(s..s.checked_add(usize::try_from(len).ok()?)?))
+                    .ok_or_else(|| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk")))?;
+                for to in files {
+                    let written = File::options()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(to)
+                        .and_then(|f| f.write_all_at(piece, at));
+                    if let Err(err) = written {
+                        let path = to
+                            .strip_prefix(dir)
+                            .map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
+                        let problem = Problem { path, why: format!("writing its content: {err}") };
+                        failed.lock().map_err(|_| Error::Catalog("a writer thread failed".into()))?.push(problem);
+                    }
                 }
+                bytes.fetch_add(len * files.len() as u64, Ordering::Relaxed);
+                done += len;
             }
-            summary.bytes += len * files.len() as u64;
-            done += len;
-        }
-        if let Some(p) = progress {
-            p.advance(done);
-        }
-        start = end;
-    }
+            if let Some(p) = progress {
+                p.advance(done);
+            }
+            Ok(())
+        },
+        |e| Error::Io { context: "reading the store".into(), error: e },
+    )?;
+    summary.bytes += bytes.into_inner();
+    summary.failed.extend(failed.into_inner().unwrap_or_default());
     Ok(())
 }
 

@@ -207,7 +207,12 @@ pub struct ReadGuard {
 
 fn open_readers(root: &Path) -> Result<File> {
     let path = root.join("readers");
-    File::options().create(true).truncate(false).write(true).open(&path).io_context(|| format!("opening {}", path.display()))
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .io_context(|| format!("opening {}", path.display()))
 }
 
 /// Hands out a fresh image id. Ids of checkins that never commit are simply not used.

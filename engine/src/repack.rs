@@ -15,10 +15,10 @@
 //! A crash anywhere leaves every chunk readable: at worst published packs nobody refers to,
 //! or a `retired` list that the next prune works through.
 
+use crate::catalog::{ChunkRow, Table};
 use crate::checkin::Progress;
 use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Compression, Frame, PackReader, PackWriter, pack_path};
 use crate::{Error, IoContext, Library, Result, now_ns};
-use crate::catalog::{ChunkRow, Table};
 use arrow::array::AsArray;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
@@ -115,10 +115,8 @@ impl Library {
                 .map_err(|e| Error::User(format!("repack failed: {e}")))??;
             let new_packs: BTreeSet<&str> = written.iter().map(|c| c.location.pack.as_str()).collect();
             summary.packs_written = new_packs.len();
-            summary.bytes_after = new_packs
-                .iter()
-                .map(|id| fs::metadata(pack_path(self.root(), id)).map_or(0, |m| m.len()))
-                .sum();
+            summary.bytes_after =
+                new_packs.iter().map(|id| fs::metadata(pack_path(self.root(), id)).map_or(0, |m| m.len())).sum();
             // New rows first: a chunk always has a row that leads to it.
             let rows: Vec<ChunkRow> = written.iter().map(crate::checkin::chunk_row).collect();
             self.catalog().append(&rows).await?;
@@ -191,9 +189,15 @@ impl Library {
     fn retire(&self, ids: &[&str]) -> Result<()> {
         let _lock = self.lock()?;
         let path = self.root().join(RETIRED);
-        let mut file = File::options().create(true).append(true).open(&path).io_context(|| format!("opening {}", path.display()))?;
+        let mut file = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .io_context(|| format!("opening {}", path.display()))?;
         let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-        file.write_all(text.as_bytes()).and_then(|_| file.sync_all()).io_context(|| format!("writing {}", path.display()))
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .io_context(|| format!("writing {}", path.display()))
     }
 
     /// Every row of `chunks`, copies included.

@@ -82,7 +82,10 @@ fn repack_shrinks_the_store_while_checkins_and_readers_go_on() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let out = lib.command().args(["cat", "a", "/etc/shared"]).output().unwrap();
                 assert!(out.status.success(), "cat during a repack: {}", String::from_utf8_lossy(&out.stderr));
-                assert_eq!(out.stdout.len(), std::fs::metadata(work.path().join("a.tree/etc/shared")).unwrap().len() as usize);
+                assert_eq!(
+                    out.stdout.len(),
+                    std::fs::metadata(work.path().join("a.tree/etc/shared")).unwrap().len() as usize
+                );
                 let rows = lib.sql("SELECT count(*) AS n FROM files WHERE path = '/etc/own'");
                 assert!(rows[0]["n"].as_u64().unwrap() >= 2);
                 reads += 1;

@@ -93,7 +93,8 @@ fn verify_finds_a_flipped_byte_a_truncated_pack_a_damaged_index_and_a_missing_pa
     file.write_all_at(&[original[at as usize] ^ 0x40], at).unwrap();
     let report = assert_damaged(&lib, &format!("frame at offset {offset})"));
     let name = pack.file_stem().unwrap().to_str().unwrap();
-    let in_frame = lib.sql(&format!("SELECT count(*) AS n FROM chunks WHERE pack = '{name}' AND pack_offset = {offset}"));
+    let in_frame =
+        lib.sql(&format!("SELECT count(*) AS n FROM chunks WHERE pack = '{name}' AND pack_offset = {offset}"));
     let damaged = report["damaged"].as_array().unwrap();
     assert!(!damaged.is_empty() && damaged.len() as u64 <= in_frame[0]["n"].as_u64().unwrap(), "{report}");
     assert!(damaged.iter().all(|d| d["offset"] == offset && d["pack"] == name), "{report}");

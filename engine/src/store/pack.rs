@@ -42,6 +42,8 @@ impl Compression {
 thread_local! {
     static COMPRESSOR: RefCell<Option<(Compression, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// The stored bytes of the frame a thread is reading, reused from frame to frame.
+    static STORED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Where a chunk lives: `size` bytes at `frame_offset` of the frame that starts at `offset`
@@ -87,7 +89,11 @@ pub struct CompressedFrame {
 
 impl Frame {
     fn new(compression: Compression) -> Frame {
-        Frame { compression, chunks: Vec::new(), data: Vec::with_capacity(compression.frame + super::CHUNK_MAX as usize) }
+        Frame {
+            compression,
+            chunks: Vec::new(),
+            data: Vec::with_capacity(compression.frame + super::CHUNK_MAX as usize),
+        }
     }
 
     /// Compresses the frame (CPU work, no lock needed: call it from any thread).
@@ -260,29 +266,40 @@ impl PackReader {
     /// Reads and decompresses the frame at `offset`: an I/O error, or the frame's bytes, or
     /// what is wrong with the bytes read (damage).
     pub fn read_frame(&self, offset: u64, frame_size: u32) -> io::Result<Result<Vec<u8>, String>> {
+        let mut data = Vec::new();
+        Ok(self.read_frame_into(offset, frame_size, &mut data)?.map(|()| data))
+    }
+
+    /// As `read_frame`, into `data` (replacing what it held): a caller that reads many frames
+    /// reuses one buffer, where fresh memory would cost the kernel a page clear per page.
+    pub fn read_frame_into(&self, offset: u64, frame_size: u32, data: &mut Vec<u8>) -> io::Result<Result<(), String>> {
         // The size comes from the catalog or the trailer: bounded before it is allocated (a
         // frame stores at most a little more than its bytes).
         if frame_size as usize > FRAME_MAX + FRAME_MAX / 64 {
             return Ok(Err(format!("claims a frame of {frame_size} stored bytes, more than any writer makes")));
         }
-        let mut compressed = vec![0u8; frame_size as usize];
-        self.file.read_exact_at(&mut compressed, offset)?;
-        let size = match zstd::zstd_safe::get_frame_content_size(&compressed) {
-            Ok(Some(size)) if size <= FRAME_MAX as u64 => size as usize,
-            Ok(Some(size)) => return Ok(Err(format!("is a frame of {size} bytes, more than {FRAME_MAX}"))),
-            Ok(None) | Err(_) => return Ok(Err("is not a zstd frame with its size".into())),
-        };
-        let data = DECOMPRESSOR.with_borrow_mut(|slot| {
-            let decompressor = match slot {
-                Some(d) => d,
-                None => slot.insert(zstd::bulk::Decompressor::new()?),
+        STORED.with_borrow_mut(|stored| {
+            stored.resize(frame_size as usize, 0);
+            self.file.read_exact_at(stored, offset)?;
+            let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+                Ok(Some(size)) if size <= FRAME_MAX as u64 => size as usize,
+                Ok(Some(size)) => return Ok(Err(format!("is a frame of {size} bytes, more than {FRAME_MAX}"))),
+                Ok(None) | Err(_) => return Ok(Err("is not a zstd frame with its size".into())),
             };
-            decompressor.decompress(&compressed, size)
-        });
-        Ok(match data {
-            Ok(data) if data.len() == size => Ok(data),
-            Ok(_) => Err("decompresses to fewer bytes than its frame header says".into()),
-            Err(e) => Err(format!("does not decompress: {e}")),
+            data.clear();
+            data.reserve(size);
+            let done = DECOMPRESSOR.with_borrow_mut(|slot| {
+                let decompressor = match slot {
+                    Some(d) => d,
+                    None => slot.insert(zstd::bulk::Decompressor::new()?),
+                };
+                decompressor.decompress_to_buffer(stored.as_slice(), data)
+            });
+            Ok(match done {
+                Ok(n) if n == size => Ok(()),
+                Ok(_) => Err("decompresses to fewer bytes than its frame header says".into()),
+                Err(e) => Err(format!("does not decompress: {e}")),
+            })
         })
     }
 
@@ -341,7 +358,7 @@ impl PackReader {
     }
 
     /// The chunk at `at`, cut from its decompressed frame and checked against its hash.
-    pub fn chunk_of(frame: &[u8], hash: &ChunkHash, at: &ChunkLocation) -> Result<Vec<u8>, String> {
+    pub fn chunk_of<'a>(frame: &'a [u8], hash: &ChunkHash, at: &ChunkLocation) -> Result<&'a [u8], String> {
         let start = at.frame_offset as usize;
         let Some(data) = frame.get(start..start + at.size as usize) else {
             return Err(format!("lies outside its frame ({} bytes)", frame.len()));
@@ -349,7 +366,7 @@ impl PackReader {
         if blake3::hash(data).as_bytes() != hash {
             return Err("does not match its hash".into());
         }
-        Ok(data.to_vec())
+        Ok(data)
     }
 
     /// The error for a chunk found damaged.

@@ -1,7 +1,7 @@
 //! Reading chunks back: packs opened once, each frame decompressed once while it is in use.
 
-use super::pack::{ChunkLocation, PackReader};
 use super::ChunkHash;
+use super::pack::{ChunkLocation, PackReader};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Decompressed frames kept for reuse. A frame holds many chunks and readers ask for them
 /// in roughly store order, so a small cache means each frame is decompressed about once.
 const CACHE_BYTES: usize = 192 << 20;
+
+thread_local! {
+    /// The frame a thread of `for_each_chunk` is passing on, its memory reused for the next.
+    static FRAME: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// A frame once read: its bytes, or what was wrong with it (damage, or an I/O error).
 type FrameSlot = Arc<OnceLock<Result<Arc<Vec<u8>>, FrameError>>>;
@@ -69,25 +74,45 @@ impl ChunkReader {
             self.frames.lock().map_err(|_| poisoned())?.charge(key, len);
         }
         match frame {
-            Ok(data) => Ok(PackReader::chunk_of(data, hash, at)),
+            Ok(data) => Ok(PackReader::chunk_of(data, hash, at).map(<[u8]>::to_vec)),
             Err(FrameError::Damaged(why)) => Ok(Err(why.clone())),
             Err(FrameError::Io(kind, what)) => Err(io::Error::new(*kind, what.clone())),
         }
     }
 
-    /// Reads many chunks at once, frame by frame in parallel: each frame is decompressed by
-    /// one thread, which then cuts every wanted chunk out of it, so that no thread waits for
-    /// another's frame.
-    pub fn read_many(&self, wanted: &HashMap<ChunkHash, &ChunkLocation>) -> io::Result<HashMap<ChunkHash, Vec<u8>>> {
+    /// Hands every chunk of `wanted` to `each`, checked against its hash, reading frame by
+    /// frame in parallel: one thread decompresses a frame and passes on each wanted chunk of it
+    /// before it takes the next frame. Each frame is read once and nothing is cached, so memory
+    /// stays at one frame per thread, in buffers reused from frame to frame. `failed` turns an
+    /// error of the store (I/O, or a damaged frame or chunk) into the caller's.
+    pub fn for_each_chunk<E: Send>(
+        &self,
+        wanted: &[(ChunkHash, &ChunkLocation)],
+        each: impl Fn(&ChunkHash, &[u8]) -> Result<(), E> + Sync,
+        failed: impl Fn(io::Error) -> E + Sync,
+    ) -> Result<(), E> {
         use rayon::prelude::*;
-        let mut frames: HashMap<(&str, u64), Vec<(&ChunkHash, &ChunkLocation)>> = HashMap::new();
-        for (hash, at) in wanted {
-            frames.entry((at.pack.as_str(), at.offset)).or_default().push((hash, at));
-        }
-        frames
-            .into_par_iter()
-            .flat_map_iter(|(_, chunks)| chunks.into_iter().map(|(hash, at)| self.read(hash, at).map(|d| (*hash, d))))
-            .collect()
+        let mut wanted: Vec<&(ChunkHash, &ChunkLocation)> = wanted.iter().collect();
+        wanted.sort_by(|(_, a), (_, b)| (&a.pack, a.offset, a.frame_offset).cmp(&(&b.pack, b.offset, b.frame_offset)));
+        let frames: Vec<&[&(ChunkHash, &ChunkLocation)]> =
+            wanted.chunk_by(|(_, a), (_, b)| a.pack == b.pack && a.offset == b.offset).collect();
+        frames.into_par_iter().try_for_each(|chunks| {
+            let Some((first_hash, first)) = chunks.first() else { return Ok(()) };
+            let pack = self.pack(&first.pack).map_err(&failed)?;
+            // Taken out of the thread's slot while in use, so that `each` may itself use rayon.
+            let mut frame = FRAME.take();
+            let result = match pack.read_frame_into(first.offset, first.frame_size, &mut frame) {
+                Err(e) => Err(failed(e)),
+                Ok(Err(why)) => Err(failed(PackReader::damaged(&first.pack, first_hash, first, &why))),
+                Ok(Ok(())) => chunks.iter().try_for_each(|(hash, at)| {
+                    let data = PackReader::chunk_of(&frame, hash, at)
+                        .map_err(|why| failed(PackReader::damaged(&at.pack, hash, at, &why)))?;
+                    each(hash, data)
+                }),
+            };
+            FRAME.set(frame);
+            result
+        })
     }
 
     /// The pack, opened on first use.
