@@ -169,8 +169,10 @@ impl Library {
             if let Some(p) = &progress {
                 p.phase("writing file contents", total);
             }
-            write_contents(&root, &dir, &targets, &pieces, &locations, progress.as_deref(), tree.summary)?;
-            check_contents(&dir, &targets, tree.summary);
+            let (bytes, failed) = write_contents(&root, &dir, &targets, &pieces, &locations, progress.as_deref())?;
+            tree.summary.bytes += bytes;
+            tree.summary.failed.extend(failed);
+            tree.summary.failed.extend(check_contents(&dir, &targets));
             tree.links(&entries);
             tree.metadata(&entries);
             Ok(summary)
@@ -207,6 +209,34 @@ impl Library {
                 .ok_or_else(|| Error::Catalog(format!("files of image {image_id}: unexpected columns")))?;
         }
         Ok(out)
+    }
+
+    /// Writes the contents of version `image_id` named in `wanted` (content hash, size) into
+    /// new files of `dir`, one per content, named by its hash; each is read back against its
+    /// hash. For edits that carry files of one version into another.
+    pub(crate) async fn materialize(&self, image_id: i64, wanted: &[(String, u64)], dir: &Path) -> Result<()> {
+        let hashes: HashSet<String> = wanted.iter().map(|(h, _)| h.clone()).collect();
+        let pieces = self.content_pieces(image_id, &hashes).await?;
+        let chunks: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
+        let locations = self.chunk_locations_of(&chunks).await?;
+        let (root, dir, wanted) = (self.root().to_path_buf(), dir.to_path_buf(), wanted.to_vec());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut targets: HashMap<&str, Vec<PathBuf>> = HashMap::new();
+            for (hash, size) in &wanted {
+                let path = dir.join(hash);
+                let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
+                file.set_len(*size).io_context(|| format!("sizing {}", path.display()))?;
+                targets.insert(hash, vec![path]);
+            }
+            let (_, mut failed) = write_contents(&root, &dir, &targets, &pieces, &locations, None)?;
+            failed.extend(check_contents(&dir, &targets));
+            match failed.first() {
+                None => Ok(()),
+                Some(p) => Err(Error::Catalog(format!("content {}: {}", p.path.trim_start_matches('/'), p.why))),
+            }
+        })
+        .await
+        .map_err(|e| Error::User(format!("reading contents failed: {e}")))?
     }
 
     /// The stored pieces of each wanted content, from the image's file extents.
@@ -569,8 +599,7 @@ fn write_contents(
     pieces: &HashMap<String, Vec<Piece>>,
     locations: &HashMap<ChunkHash, ChunkLocation>,
     progress: Option<&dyn Progress>,
-    summary: &mut ExportSummary,
-) -> Result<()> {
+) -> Result<(u64, Vec<Problem>)> {
     // Under each chunk: (the content, the piece, the files to fill with it).
     let mut by_chunk: HashMap<ChunkHash, (&ChunkLocation, Vec<(&str, &Piece, &[PathBuf])>)> = HashMap::new();
     for (hash, files) in targets.iter() {
@@ -616,16 +645,14 @@ fn write_contents(
         },
         |e| Error::Io { context: "reading the store".into(), error: e },
     )?;
-    summary.bytes += bytes.into_inner();
-    summary.failed.extend(failed.into_inner().unwrap_or_default());
-    Ok(())
+    Ok((bytes.into_inner(), failed.into_inner().unwrap_or_default()))
 }
 
 /// Reads every filled file back and checks it against its content hash: a file whose content
 /// the catalog cannot rebuild (kept inside the inode, as ext4 inline data) is reported, not
 /// left looking whole.
-fn check_contents(dir: &Path, targets: &HashMap<&str, Vec<PathBuf>>, summary: &mut ExportSummary) {
-    let wrong: Vec<Problem> = targets
+fn check_contents(dir: &Path, targets: &HashMap<&str, Vec<PathBuf>>) -> Vec<Problem> {
+    targets
         .par_iter()
         .flat_map_iter(|(hash, paths)| paths.iter().map(move |p| (*hash, p)))
         .filter_map(|(hash, to)| {
@@ -653,8 +680,7 @@ fn check_contents(dir: &Path, targets: &HashMap<&str, Vec<PathBuf>>, summary: &m
                 Ok(()) => None,
             }
         })
-        .collect();
-    summary.failed.extend(wrong);
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,21 +8,29 @@ pub mod catalog;
 pub mod check;
 pub mod checkin;
 pub mod checkout;
+mod derived;
+pub mod edit;
 pub mod export;
 mod library;
+pub mod merge;
+pub mod patch;
 pub mod read;
 pub mod repack;
 pub mod store;
 pub mod verify;
+pub mod versions;
 
 pub use check::CheckReport;
 pub use checkin::{CheckinOptions, CheckinSummary, Progress};
 pub use checkout::{CheckoutOptions, CheckoutSummary};
+pub use edit::{Change, EditSummary, Meta};
 pub use export::{ExportOptions, ExportSummary};
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
+pub use patch::{OnConflict, PatchRow, PatchSummary};
 pub use read::FoundFile;
 pub use repack::{PruneSummary, RepackOptions, RepackSummary};
 pub use verify::VerifyReport;
+pub use versions::{CloneSummary, HistoryRow};
 
 /// An engine error. Messages name the image, the structure or the path that is wrong.
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,7 @@ fn quote(text: &str) -> String {
 }
 
 /// `/a/b/../c` -> `/a/c`; the result is absolute and has no `.`, `..` or empty components.
-fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

@@ -100,6 +100,72 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the next version of an image with the file at PATH taking the content of
+    /// HOST_FILE (its owner and permissions kept; a new file is root's, 0644).
+    Replace {
+        image: String,
+        path: String,
+        host_file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image with the tree of HOST_DIR copied into TARGET_DIR
+    /// (made when absent), as root's, with the host's permissions and times.
+    Import {
+        image: String,
+        host_dir: PathBuf,
+        target_dir: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image without PATH (a directory goes with everything under it).
+    Remove {
+        image: String,
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image with new permissions or owners of PATH.
+    SetMeta {
+        image: String,
+        path: String,
+        /// Permissions in octal, as chmod takes them (755, 4755).
+        #[arg(long, value_parser = octal)]
+        mode: Option<u32>,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make version 1 of a new image NEW_NAME whose disk is IMAGE's (no byte is stored again).
+    Clone {
+        image: String,
+        new_name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Carry diff(FROM, TO) onto TARGET, three-way, making TARGET's next version: a path the
+    /// target still has as FROM had it takes TO's state; dpkg's status, debconf's databases,
+    /// the account files and logs are merged unit by unit; anything else both changed is a
+    /// conflict (exit status 1 under --on-conflict fail, and nothing is written).
+    Patch {
+        target: String,
+        from: String,
+        to: String,
+        /// fail (write nothing), ours (keep the target's state) or theirs (take TO's).
+        #[arg(long, default_value = "fail")]
+        on_conflict: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the tree of versions NAME belongs to: what made each version, who and when.
+    Log {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write one file of an image version (NAME, NAME@VERSION or an image id) to standard
     /// output. Symbolic links are followed inside the image, never out of it.
     Cat { image: String, path: String },
@@ -199,6 +265,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     summary.refused.len(),
                     summary.failed.len()
                 );
+            }
+        }
+        Command::Replace { image, path, host_file, json } => {
+            let summary = library.replace_content(&image, &path, &host_file).await?;
+            report(&mut stdout, json, &summary, print_edit)?;
+        }
+        Command::Import { image, host_dir, target_dir, json } => {
+            let summary = library.import(&image, &host_dir, &target_dir).await?;
+            report(&mut stdout, json, &summary, print_edit)?;
+        }
+        Command::Remove { image, path, json } => {
+            let summary = library.remove(&image, &path).await?;
+            report(&mut stdout, json, &summary, print_edit)?;
+        }
+        Command::SetMeta { image, path, mode, uid, gid, json } => {
+            if mode.is_none() && uid.is_none() && gid.is_none() {
+                anyhow::bail!("set-meta: give --mode, --uid or --gid");
+            }
+            let summary = library.set_meta(&image, &path, mode, uid, gid).await?;
+            report(&mut stdout, json, &summary, print_edit)?;
+        }
+        Command::Patch { target, from, to, on_conflict, json } => {
+            let s = library.patch(&target, &from, &to, on_conflict.parse()?).await?;
+            report(&mut stdout, json, &s, print_patch)?;
+            if s.made.is_none() && s.conflicts > 0 {
+                anyhow::bail!("{} conflicts: nothing was written", s.conflicts);
+            }
+        }
+        Command::Clone { image, new_name, json } => {
+            let s = library.clone_image(&image, &new_name).await?;
+            report(&mut stdout, json, &s, |out, s| {
+                writeln!(
+                    out,
+                    "cloned {} as {}@{} (image {}) in {:.2} s",
+                    s.parent, s.name, s.version, s.image_id, s.seconds
+                )
+            })?;
+        }
+        Command::Log { name, json } => {
+            let family = library.family(&name).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&family)?)?;
+            } else {
+                write!(stdout, "{}", draw_versions(&family, &name))?;
             }
         }
         Command::Cat { image, path } => {
@@ -372,6 +482,106 @@ fn print_repack(out: &mut dyn Write, s: &RepackSummary) -> std::io::Result<()> {
             bytes(s.prune.catalog_bytes_freed)
         )
     }
+}
+
+fn octal(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not a mode in octal (at most 7777)"))
+}
+
+fn print_patch(out: &mut dyn Write, s: &imagelake_engine::PatchSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "patch {} with diff({}, {}): {} paths, {} conflicts",
+        s.target,
+        s.from,
+        s.to,
+        s.rows.len(),
+        s.conflicts
+    )?;
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in &s.rows {
+        *counts.entry(r.outcome.as_str()).or_default() += 1;
+        if r.outcome != "applied" && r.outcome != "same" {
+            writeln!(out, "  {:<8} {:?}: {}", r.outcome, r.path, r.detail)?;
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    writeln!(out, "  {}", counts.join(", "))?;
+    match &s.made {
+        Some(m) => print_edit(out, m),
+        None if s.conflicts > 0 => writeln!(out, "  nothing written"),
+        None => writeln!(out, "  nothing to change: the target has the patch already"),
+    }
+}
+
+fn print_edit(out: &mut dyn Write, s: &imagelake_engine::EditSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "made {}@{} (image {}) from {} by {}: {} changes, {} stored, {:.2} s",
+        s.name,
+        s.version,
+        s.image_id,
+        s.parent,
+        s.operation,
+        s.entries_changed,
+        bytes(s.bytes_stored),
+        s.seconds
+    )?;
+    for w in &s.warnings {
+        writeln!(out, "  warning {w}")?;
+    }
+    Ok(())
+}
+
+/// The version tree, parents above children, the versions of `name` marked with `*`:
+///
+/// ```text
+/// * base@1  checkin  alice  2026-11-26 03:12
+/// ├── * base@2  replace {"path":"/etc/motd"}  alice  2026-11-26 03:20
+/// └── web@1  clone  bob  2026-11-26 03:25
+/// ```
+fn draw_versions(family: &[imagelake_engine::HistoryRow], name: &str) -> String {
+    use std::collections::HashMap;
+    let ids: std::collections::HashSet<i64> = family.iter().map(|r| r.image_id).collect();
+    let mut children: HashMap<Option<i64>, Vec<&imagelake_engine::HistoryRow>> = HashMap::new();
+    for r in family {
+        children.entry(r.parent_id.filter(|p| ids.contains(p))).or_default().push(r);
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|r| (r.at, r.image_id));
+    }
+    fn line(r: &imagelake_engine::HistoryRow, name: &str) -> String {
+        let mark = if r.name == name { "* " } else { "" };
+        let when = chrono::DateTime::from_timestamp_nanos(r.at).format("%Y-%m-%d %H:%M:%S");
+        let args = if r.arguments == "{}" { String::new() } else { format!(" {}", r.arguments) };
+        let state = if r.state == "active" { String::new() } else { format!("  [{}]", r.state) };
+        format!("{mark}{}@{}  {}{args}  {}  {when}{state}", r.name, r.version, r.operation, r.actor)
+    }
+    fn walk(
+        out: &mut String,
+        children: &HashMap<Option<i64>, Vec<&imagelake_engine::HistoryRow>>,
+        parent: Option<i64>,
+        prefix: &str,
+        name: &str,
+    ) {
+        let Some(list) = children.get(&parent) else { return };
+        for (i, r) in list.iter().enumerate() {
+            let last = i + 1 == list.len();
+            let (branch, more) = match (parent, last) {
+                (None, _) => ("", ""),
+                (Some(_), true) => ("└── ", "    "),
+                (Some(_), false) => ("├── ", "│   "),
+            };
+            out.push_str(&format!("{prefix}{branch}{}\n", line(r, name)));
+            walk(out, children, Some(r.image_id), &format!("{prefix}{more}"), name);
+        }
+    }
+    let mut out = String::new();
+    walk(&mut out, &children, None, "", name);
+    out
 }
 
 fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Result<()> {

@@ -33,6 +33,12 @@ pub fn output(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs a command whatever its exit status (for commands expected to fail, and oracles whose
+/// failure a test reports itself); returns its whole output.
+pub fn attempt(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
 /// `sh -c SCRIPT`, asserting success.
 pub fn sh(script: &str) -> String {
     run(Command::new("sh").arg("-c").arg(script))

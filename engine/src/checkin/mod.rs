@@ -88,6 +88,25 @@ impl Library {
     /// An image is refused, leaving the library as it was, when its structure is bad (unless
     /// `options.raw_on_error`); nothing is written before the image has been read through.
     pub async fn checkin(&self, path: &Path, name: &str, options: CheckinOptions) -> Result<CheckinSummary> {
+        let origin = Origin {
+            operation: "checkin".into(),
+            arguments: serde_json::json!({ "source": path.display().to_string(), "name": name }),
+            parent: None,
+        };
+        self.checkin_from(path, name, options, origin, |_| Ok(())).await
+    }
+
+    /// Checks a disk in as the next version of `name`, made by `origin`. `accept` sees the
+    /// files read from the disk before anything of it is committed, and may refuse it (an
+    /// edit's check that the tree is the one intended).
+    pub(crate) async fn checkin_from(
+        &self,
+        path: &Path,
+        name: &str,
+        options: CheckinOptions,
+        origin: Origin,
+        accept: impl FnOnce(&[FileRow]) -> Result<()>,
+    ) -> Result<CheckinSummary> {
         crate::library::check_name(name)?;
         let started = Instant::now();
         let reading = self.reading()?;
@@ -99,6 +118,7 @@ impl Library {
         .await
         .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
         let image_id = ingest.image_id;
+        accept(&ingest.files)?;
 
         let catalog = self.catalog();
         let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
@@ -126,7 +146,7 @@ impl Library {
             description: ingest.os.pretty_name.clone(),
         };
         // The version number is handed out at commit time, under the library lock.
-        self.commit(&mut image, path).await?;
+        self.commit(&mut image, origin).await?;
         drop(ingest.in_flight);
         let mut warnings = ingest.warnings;
         // After the commit point: a failure here leaves a committed image whose rows are
@@ -168,16 +188,16 @@ impl Library {
 
     /// Writes provenance and then the images row, holding the library lock so that the
     /// version number cannot be taken by a concurrent commit.
-    async fn commit(&self, image: &mut ImageRow, source: &Path) -> Result<()> {
+    pub(crate) async fn commit(&self, image: &mut ImageRow, origin: Origin) -> Result<()> {
         let lock = self.lock()?;
         let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
         image.version = newest.as_ref().map_or(1, |i| i.version + 1);
-        image.parent_id = newest.map(|i| i.image_id);
+        image.parent_id = origin.parent.or(newest.map(|i| i.image_id));
         let provenance = ProvenanceRow {
             image_id: image.image_id,
             parent_id: image.parent_id,
-            operation: "checkin".into(),
-            arguments: serde_json::json!({ "source": source.display().to_string(), "name": image.name }).to_string(),
+            operation: origin.operation,
+            arguments: origin.arguments.to_string(),
             actor: image.created_by.clone(),
             at: image.created_at,
         };
@@ -203,8 +223,22 @@ impl Library {
     }
 }
 
-fn actor() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+/// Who runs the operation: $USER or $LOGNAME, else the name of the effective uid (a service or
+/// a container often has neither variable), else the uid.
+pub(crate) fn actor() -> String {
+    if let Ok(name) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return name;
+    }
+    // SAFETY: geteuid has no preconditions; getpwuid returns NULL or a pointer to a static
+    // entry whose pw_name is a NUL-terminated string, read at once.
+    unsafe {
+        let uid = libc::geteuid();
+        let entry = libc::getpwuid(uid);
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            return format!("uid {uid}");
+        }
+        std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().into_owned()
+    }
 }
 
 pub(crate) fn chunk_row(c: &StoredChunk) -> ChunkRow {
@@ -217,6 +251,15 @@ pub(crate) fn chunk_row(c: &StoredChunk) -> ChunkRow {
         frame_size: i64::from(c.location.frame_size),
         frame_offset: i64::from(c.location.frame_offset),
     }
+}
+
+/// What made a version, for its provenance row.
+pub(crate) struct Origin {
+    /// checkin, replace, import, remove, set_meta, patch, clone.
+    pub operation: String,
+    pub arguments: serde_json::Value,
+    /// The version it was made from; without one, the newest version of its name, if any.
+    pub parent: Option<i64>,
 }
 
 #[derive(Default)]

@@ -57,7 +57,7 @@ impl Commands {
     }
 }
 
-type Job = BoxFuture<'static, Result<RecordBatch>>;
+pub(super) type Job = BoxFuture<'static, Result<RecordBatch>>;
 
 /// One planned command: its work, not started, and once run, its result.
 pub struct Command {
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Command {
 }
 
 impl Command {
-    fn new(label: String, job: Job) -> Arc<Command> {
+    pub(super) fn new(label: String, job: Job) -> Arc<Command> {
         Arc::new(Command { label, job: Mutex::new(Some(job)), result: tokio::sync::OnceCell::new() })
     }
 
@@ -117,7 +117,11 @@ impl PartitionStream for CommandStream {
     }
 }
 
-fn command_table(commands: &Commands, schema: SchemaRef, command: Arc<Command>) -> Result<Arc<dyn TableProvider>> {
+pub(super) fn command_table(
+    commands: &Commands,
+    schema: SchemaRef,
+    command: Arc<Command>,
+) -> Result<Arc<dyn TableProvider>> {
     commands.add(command.clone());
     let stream = Arc::new(CommandStream { schema: schema.clone(), command });
     Ok(Arc::new(StreamingTable::try_new(schema, vec![stream])?))
@@ -125,23 +129,23 @@ fn command_table(commands: &Commands, schema: SchemaRef, command: Arc<Command>) 
 
 /// Runs `job` as its own task: a cancelled statement stops waiting, but a checkin or checkout
 /// already under way finishes (each commits with one rename or one row; see the engine).
-fn detached(job: impl Future<Output = Result<RecordBatch>> + Send + 'static) -> Job {
+pub(super) fn detached(job: impl Future<Output = Result<RecordBatch>> + Send + 'static) -> Job {
     Box::pin(async move {
         tokio::spawn(job).await.map_err(|e| DataFusionError::Execution(format!("the command failed: {e}")))?
     })
 }
 
-fn fields(fields: &[(&str, DataType)]) -> SchemaRef {
+pub(super) fn fields(fields: &[(&str, DataType)]) -> SchemaRef {
     Arc::new(Schema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>()))
 }
 
-fn int(v: impl Into<i64>) -> ArrayRef {
+pub(super) fn int(v: impl Into<i64>) -> ArrayRef {
     Arc::new(Int64Array::from(vec![v.into()]))
 }
-fn text(v: impl Into<String>) -> ArrayRef {
+pub(super) fn text(v: impl Into<String>) -> ArrayRef {
     Arc::new(StringArray::from(vec![v.into()]))
 }
-fn seconds(v: f64) -> ArrayRef {
+pub(super) fn seconds(v: f64) -> ArrayRef {
     Arc::new(Float64Array::from(vec![v]))
 }
 

@@ -13,6 +13,7 @@
 //! does the work.
 
 pub mod commands;
+mod edits;
 pub mod read;
 mod version;
 
@@ -60,6 +61,7 @@ impl std::hash::Hash for Lib {
 pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
     read::register(ctx, library);
     commands::register(ctx, library, commands);
+    edits::register(ctx, library, commands);
     ctx.register_udf(version::version_cmp());
 }
 

@@ -1,0 +1,137 @@
+//! Files derived from others, rebuilt after an edit rather than merged: `/etc/ld.so.cache`,
+//! the dynamic linker's index of the libraries a system has, made by `ldconfig`.
+//!
+//! The libraries of the edited filesystem are dumped by debugfs into a scratch root (only
+//! what ldconfig reads: the `ld.so.conf` files and the `*.so*` entries of the directories they
+//! and the linker's trusted directories name, with the symbolic links of those paths), and
+//! `ldconfig -r ROOT -X` (no links changed) writes the new cache there. As root it runs
+//! directly; otherwise in a user namespace (`unshare --user --map-root-user`), where its
+//! chroot is allowed.
+
+use crate::edit::{Tree, quote};
+use crate::{Error, IoContext, Result};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(crate) const LD_CACHE: &str = "/etc/ld.so.cache";
+
+/// The directories the linker trusts without being told (Debian's multiarch layout first).
+const TRUSTED: [&str; 6] =
+    ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+
+/// Rebuilds the cache of the filesystem on `device` (whose tree is `tree`) into `scratch`;
+/// returns the new cache file.
+pub(crate) fn rebuild_ld_cache(where_: &str, device: &str, tree: &Tree, scratch: &Path) -> Result<PathBuf> {
+    let root = scratch.join("ldroot");
+    std::fs::create_dir_all(root.join("etc")).io_context(|| format!("creating {}", root.display()))?;
+    // First the configuration, to learn the directories it names.
+    let mut conf: Vec<String> = vec!["/etc/ld.so.conf".into()];
+    conf.extend(tree.keys().filter(|p| p.starts_with("/etc/ld.so.conf.d/") && p.ends_with(".conf")).cloned());
+    conf.retain(|p| tree.get(p).is_some_and(|e| e.kind == "file"));
+    dump(where_, device, &root, &conf, tree, scratch)?;
+    let mut dirs: BTreeSet<String> = TRUSTED.iter().map(|d| d.to_string()).collect();
+    for file in &conf {
+        let text = std::fs::read_to_string(root.join(file.trim_start_matches('/'))).unwrap_or_default();
+        dirs.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| l.starts_with('/'))
+                .map(str::to_string),
+        );
+    }
+    // The libraries: every `*.so*` entry directly in those directories (through links).
+    let mut libraries = Vec::new();
+    for dir in &dirs {
+        let Some(real) = resolve(tree, dir) else { continue };
+        let prefix = if real == "/" { "/".to_string() } else { format!("{real}/") };
+        for (path, e) in tree.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)) {
+            let name = &path[prefix.len()..];
+            if name.contains('/') || !name.contains(".so") || name == ".." {
+                continue;
+            }
+            match e.kind.as_str() {
+                "file" => libraries.push(path.clone()),
+                "symlink" => {
+                    let at = place(&root, path, tree)?;
+                    let target = e.link_target.clone().unwrap_or_default();
+                    let _ = std::fs::remove_file(&at);
+                    std::os::unix::fs::symlink(&target, &at).io_context(|| format!("linking {}", at.display()))?;
+                }
+                _ => {}
+            }
+        }
+        // The directory's own path, with its links, so ldconfig walks what the system does.
+        place(&root, &format!("{dir}/x"), tree)?;
+    }
+    dump(where_, device, &root, &libraries, tree, scratch)?;
+
+    let ldconfig = ["ldconfig", "-r", &root.to_string_lossy(), "-X"];
+    // SAFETY: geteuid has no preconditions.
+    let out = if unsafe { libc::geteuid() } == 0 {
+        Command::new(ldconfig[0]).args(&ldconfig[1..]).output()
+    } else {
+        Command::new("unshare").args(["--user", "--map-root-user"]).args(ldconfig).output()
+    }
+    .io_context(|| "running ldconfig (libc-bin) to rebuild /etc/ld.so.cache".into())?;
+    let cache = root.join("etc/ld.so.cache");
+    if !out.status.success() || !cache.is_file() {
+        return Err(Error::Image {
+            image: where_.to_string(),
+            message: format!(
+                "ldconfig could not rebuild /etc/ld.so.cache: {}; nothing was committed",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(cache)
+}
+
+/// `path` with every link in it followed, if all of it exists.
+fn resolve(tree: &Tree, path: &str) -> Option<String> {
+    let real = crate::edit::follow(tree, path, true);
+    tree.contains_key(&real).then_some(real)
+}
+
+/// Makes the parents of `path` under `root` as the tree has them (directories, or the links
+/// the tree has there); returns where `path` goes.
+fn place(root: &Path, path: &str, tree: &Tree) -> Result<PathBuf> {
+    let mut at = root.to_path_buf();
+    let mut image_path = String::new();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        image_path = format!("{image_path}/{part}");
+        at = at.join(part);
+        if std::fs::symlink_metadata(&at).is_ok() {
+            continue;
+        }
+        // A link among the parents is made to point at where it resolves in the image, as a
+        // path relative to the scratch root: the image's own target could lead out of it.
+        match (tree.get(&image_path), resolve(tree, &image_path)) {
+            (Some(e), Some(real)) if e.kind == "symlink" && real != image_path => {
+                let depth = image_path.matches('/').count() - 1;
+                let target = format!("{}{}", "../".repeat(depth), real.trim_start_matches('/'));
+                std::os::unix::fs::symlink(&target, &at).io_context(|| format!("linking {}", at.display()))?;
+            }
+            _ => std::fs::create_dir_all(&at).io_context(|| format!("creating {}", at.display()))?,
+        }
+    }
+    Ok(at.join(parts.last().copied().unwrap_or_default()))
+}
+
+/// Dumps the files `paths` of the filesystem on `device` under `root`, in one debugfs run.
+fn dump(where_: &str, device: &str, root: &Path, paths: &[String], tree: &Tree, scratch: &Path) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut script = String::new();
+    for path in paths {
+        let to = place(root, path, tree)?;
+        let to = to.to_str().ok_or_else(|| Error::User(format!("{} is not UTF-8", to.display())))?;
+        let _ = writeln!(script, "dump {} {}", quote(path)?, quote(to)?);
+    }
+    let file = scratch.join("dump.debugfs");
+    std::fs::write(&file, script).io_context(|| format!("writing {}", file.display()))?;
+    crate::edit::debugfs(where_, device, &file, "read the libraries for ldconfig")
+}

@@ -1,0 +1,789 @@
+//! Offline edits: a new version of an image, made from one of its versions by changing files
+//! of its root filesystem, without booting or mounting anything.
+//!
+//! The route (Mirage's "hybrid" one): the parent version's disk is checked out to a scratch
+//! file; e2fsprogs' `debugfs` makes every change in place, in one run, through libext2fs, so
+//! that blocks of unchanged files stay where they were and the rest of the disk stays byte for
+//! byte; `e2fsck -fn` must find the result clean; and it is checked in as the next version of
+//! the image, but committed only when the tree read back equals the tree intended, entry by
+//! entry. No root is needed: everything works on a file the library owns.
+//!
+//! Not enough free blocks or inodes is found before anything is written, from the
+//! superblock's counts.
+
+use crate::catalog::{FileRow, Table};
+use crate::checkin::{CheckinOptions, Origin};
+use crate::checkout::CheckoutOptions;
+use crate::{Error, IoContext, Library, Result};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Owner, permissions (with setuid, setgid and sticky) and modification time of a new entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// One change to a filesystem; paths are absolute.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A regular file with the content of the host file `source`, made or replaced.
+    Write { path: String, source: PathBuf, meta: Meta },
+    /// A directory, made; one already there only takes `meta`.
+    Mkdir { path: String, meta: Meta },
+    /// A symbolic link, made or replacing a non-directory.
+    Symlink { path: String, target: String, meta: Meta },
+    /// An entry removed; a directory with everything under it.
+    Remove { path: String },
+    /// New permissions or owners of an entry.
+    SetMeta { path: String, mode: Option<u32>, uid: Option<u32>, gid: Option<u32> },
+}
+
+/// What an edit made.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EditSummary {
+    pub image_id: i64,
+    pub name: String,
+    pub version: i64,
+    /// The version it was made from, as `name@version`.
+    pub parent: String,
+    pub operation: String,
+    /// Entries made, replaced, removed or changed.
+    pub entries_changed: usize,
+    pub bytes_new: u64,
+    pub bytes_stored: u64,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// An entry of a filesystem tree, as far as an edit decides it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub content_hash: Option<String>,
+    pub link_target: Option<String>,
+    /// Seconds since the epoch: set by an edit, but not part of what makes two entries the
+    /// same (a directory's changes with its entries).
+    pub mtime: i64,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        (&self.kind, self.mode, self.uid, self.gid, self.size, &self.content_hash, &self.link_target)
+            == (&other.kind, other.mode, other.uid, other.gid, other.size, &other.content_hash, &other.link_target)
+    }
+}
+
+impl Entry {
+    /// The same for a patch: a directory by kind, permissions and owners (its size follows its
+    /// entries), anything else by everything `==` compares.
+    pub(crate) fn same(&self, other: &Entry) -> bool {
+        if self.kind == "dir" && other.kind == "dir" {
+            (self.mode, self.uid, self.gid) == (other.mode, other.uid, other.gid)
+        } else {
+            self == other
+        }
+    }
+
+    pub(crate) fn meta(&self) -> Meta {
+        Meta { mode: self.mode, uid: self.uid, gid: self.gid, mtime: self.mtime }
+    }
+}
+
+/// A filesystem tree by path ("/" is the root).
+pub(crate) type Tree = BTreeMap<String, Entry>;
+
+impl Library {
+    /// Makes the next version of the image `spec` names from that version with `changes`
+    /// applied to its root filesystem; `operation` and `arguments` go to its provenance row.
+    pub async fn edit(
+        &self,
+        spec: &str,
+        changes: &[Change],
+        operation: &str,
+        arguments: serde_json::Value,
+    ) -> Result<EditSummary> {
+        self.edit_with(spec, changes, operation, arguments, false).await
+    }
+
+    /// `edit`, and with `rebuild_ld_cache` `/etc/ld.so.cache` made anew by ldconfig from the
+    /// libraries of the result (a patch whose two sides both installed libraries).
+    pub(crate) async fn edit_with(
+        &self,
+        spec: &str,
+        changes: &[Change],
+        operation: &str,
+        arguments: serde_json::Value,
+        rebuild_ld_cache: bool,
+    ) -> Result<EditSummary> {
+        let started = Instant::now();
+        let parent = self.resolve(spec).await?;
+        let label = format!("{}@{}", parent.name, parent.version);
+        if parent.state == crate::checkout::SYNTHETIC {
+            return Err(Error::User(format!("{label} is synthetic (manifests only): it has no disk to edit")));
+        }
+        let (partition, start) = self.root_filesystem(&label, parent.image_id).await?;
+        let before = self.tree(parent.image_id, partition).await?;
+        let plan = plan(&label, &before, changes)?;
+        let entries_changed = plan.entries_changed;
+
+        let scratch = Scratch::new(self.root(), "edit")?;
+        self.checkout(&parent.image_id.to_string(), &scratch.path, &CheckoutOptions::default()).await?;
+        let (disk, script, need, mut expected) = (scratch.path.clone(), plan.script, plan.need, plan.tree);
+        let work = scratch.dir.clone();
+        let where_ = format!("{label}, partition {partition}");
+        let expected = tokio::task::spawn_blocking(move || -> Result<Tree> {
+            let device = format!("{}?offset={start}", disk.display());
+            check_room(&where_, &device, need)?;
+            let script_path = work.join("changes.debugfs");
+            std::fs::write(&script_path, script).io_context(|| format!("writing {}", script_path.display()))?;
+            debugfs(&where_, &device, &script_path, "make the changes")?;
+            if rebuild_ld_cache {
+                let cache = crate::derived::rebuild_ld_cache(&where_, &device, &expected, &work)?;
+                let (size, hash) = hash_file(&cache)?;
+                let meta = expected.get(crate::derived::LD_CACHE).map_or(
+                    Meta { mode: 0o644, uid: 0, gid: 0, mtime: now_seconds() },
+                    |e| Meta { mtime: now_seconds(), ..e.meta() },
+                );
+                let path = crate::derived::LD_CACHE;
+                let mut script = String::new();
+                if expected.contains_key(path) {
+                    let _ = writeln!(script, "rm {}", quote(path)?);
+                }
+                let cache_path = cache.to_str().ok_or_else(|| Error::User("the scratch path is not UTF-8".into()))?;
+                let _ = writeln!(script, "write {} {}", quote(cache_path)?, quote(path)?);
+                set_meta(&mut script, path, "file", &meta)?;
+                let script_path = work.join("ld.so.cache.debugfs");
+                std::fs::write(&script_path, script).io_context(|| format!("writing {}", script_path.display()))?;
+                debugfs(&where_, &device, &script_path, "write the rebuilt /etc/ld.so.cache")?;
+                expected.insert(path.to_string(), file_entry("file", &meta, size, Some(hash), None));
+            }
+            check_clean(&where_, &device)?;
+            Ok(expected)
+        })
+        .await
+        .map_err(|e| Error::User(format!("{label}: the edit failed: {e}")))??;
+
+        let origin = Origin { operation: operation.to_string(), arguments, parent: Some(parent.image_id) };
+        let accept = move |files: &[FileRow]| -> Result<()> {
+            let got = tree_of(files.iter().filter(|f| f.partition == partition));
+            compare(&where_as(&label, partition), &expected, &got)
+        };
+        let s = self.checkin_from(&scratch.path, &parent.name, CheckinOptions::default(), origin, accept).await?;
+        Ok(EditSummary {
+            image_id: s.image_id,
+            name: s.name,
+            version: s.version,
+            parent: format!("{}@{}", parent.name, parent.version),
+            operation: operation.to_string(),
+            entries_changed,
+            bytes_new: s.bytes_new,
+            bytes_stored: s.bytes_stored,
+            warnings: s.warnings,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// `replace_content(image, path, host_file)`: the file at `path` takes the content of
+    /// `host_file`, keeping its owner and permissions (a new file is root's, 0644).
+    pub async fn replace_content(&self, spec: &str, path: &str, host_file: &Path) -> Result<EditSummary> {
+        let image = self.resolve(spec).await?;
+        let (partition, _) = self.root_filesystem(spec, image.image_id).await?;
+        let tree = self.tree(image.image_id, partition).await?;
+        // Through links, as writing to the path would.
+        let path = follow(&tree, &absolute(path)?, true);
+        let meta = match tree.get(&path) {
+            Some(e) if e.kind == "file" => Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: now_seconds() },
+            Some(e) => return Err(Error::User(format!("{spec}: {path} is a {}, not a regular file", e.kind))),
+            None => Meta { mode: 0o644, uid: 0, gid: 0, mtime: now_seconds() },
+        };
+        let source = std::path::absolute(host_file).io_context(|| format!("finding {}", host_file.display()))?;
+        let arguments = serde_json::json!({ "path": path, "host_file": source.display().to_string() });
+        let id = image.image_id.to_string();
+        self.edit(&id, &[Change::Write { path, source, meta }], "replace", arguments).await
+    }
+
+    /// `import(image, host_dir, target_dir)`: copies the tree of `host_dir` into `target_dir`
+    /// (made, with its missing parents, when absent), as root's, with the host's permissions
+    /// and times. Files already there are replaced; directories already there are kept.
+    pub async fn import(&self, spec: &str, host_dir: &Path, target_dir: &str) -> Result<EditSummary> {
+        let image = self.resolve(spec).await?;
+        let (partition, _) = self.root_filesystem(spec, image.image_id).await?;
+        let tree = self.tree(image.image_id, partition).await?;
+        let target = follow(&tree, &absolute(target_dir)?, true);
+        let mut changes = Vec::new();
+        // Missing ancestors of the target, made as `mkdir -p` makes them.
+        let dir_meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: now_seconds() };
+        let mut at = String::new();
+        for part in target.split('/').filter(|p| !p.is_empty()) {
+            at = format!("{at}/{part}");
+            if !tree.contains_key(&at) {
+                changes.push(Change::Mkdir { path: at.clone(), meta: dir_meta });
+            }
+        }
+        let host_dir = &std::path::absolute(host_dir).io_context(|| format!("finding {}", host_dir.display()))?;
+        let host = host_dir.display().to_string();
+        if !host_dir.is_dir() {
+            return Err(Error::User(format!("import: {host} is not a directory")));
+        }
+        walk(host_dir, &target, &tree, &mut changes)?;
+        let arguments = serde_json::json!({ "host_dir": host, "target_dir": target });
+        self.edit(&image.image_id.to_string(), &changes, "import", arguments).await
+    }
+
+    /// `remove(image, path)`: removes a file, link or device, or a directory with everything
+    /// under it.
+    pub async fn remove(&self, spec: &str, path: &str) -> Result<EditSummary> {
+        let path = absolute(path)?;
+        let arguments = serde_json::json!({ "path": path });
+        self.edit(spec, &[Change::Remove { path }], "remove", arguments).await
+    }
+
+    /// `set_meta(image, path, mode, uid, gid)`: new permissions and owners (None keeps one).
+    pub async fn set_meta(
+        &self,
+        spec: &str,
+        path: &str,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<EditSummary> {
+        let path = absolute(path)?;
+        if let Some(m) = mode.filter(|m| *m > 0o7777) {
+            return Err(Error::User(format!("set_meta: mode {m:o} has bits beyond permissions (at most 7777)")));
+        }
+        let arguments =
+            serde_json::json!({ "path": path, "mode": mode.map(|m| format!("{m:o}")), "uid": uid, "gid": gid });
+        self.edit(spec, &[Change::SetMeta { path, mode, uid, gid }], "set_meta", arguments).await
+    }
+
+    /// The partition (and its first byte on the disk) of the version's root filesystem: the
+    /// ext2/3/4 filesystem with an `/etc` directory.
+    pub(crate) async fn root_filesystem(&self, label: &str, image_id: i64) -> Result<(i64, u64)> {
+        let filter = format!("image_id = {image_id} AND path = '/etc' AND kind = 'dir'");
+        let batches = self.catalog().scan(FileRow::NAME, &["partition"], Some(&filter)).await?;
+        let with_etc: Vec<i64> =
+            batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
+        let filter = format!("image_id = {image_id}");
+        let columns = ["partition", "start", "fs_type"];
+        let batches = self.catalog().scan("partitions", &columns, Some(&filter)).await?;
+        let mut found = Vec::new();
+        for b in &batches {
+            let (part, start, fs) = (
+                b.column(0).as_primitive::<Int64Type>(),
+                b.column(1).as_primitive::<Int64Type>(),
+                b.column(2).as_string::<i32>(),
+            );
+            for r in 0..b.num_rows() {
+                let ext = fs.is_valid(r) && matches!(fs.value(r), "ext2" | "ext3" | "ext4");
+                if ext && with_etc.contains(&part.value(r)) {
+                    found.push((part.value(r), start.value(r) as u64));
+                }
+            }
+        }
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::User(format!("{label} has no ext2/3/4 filesystem with /etc to edit"))),
+            _ => Err(Error::User(format!("{label} has several ext2/3/4 filesystems with /etc; edits need one root"))),
+        }
+    }
+
+    /// The tree of one filesystem of a version, from the catalog.
+    pub(crate) async fn tree(&self, image_id: i64, partition: i64) -> Result<Tree> {
+        let filter = format!("image_id = {image_id} AND partition = {partition}");
+        let columns = ["path", "kind", "mode", "uid", "gid", "size", "content_hash", "link_target", "mtime"];
+        let batches = self.catalog().scan(FileRow::NAME, &columns, Some(&filter)).await?;
+        let mut tree = Tree::new();
+        for b in &batches {
+            let s = |i: usize| b.column(i).as_string::<i32>();
+            let n = |i: usize| b.column(i).as_primitive::<Int64Type>();
+            let (path, kind, hash, target) = (s(0), s(1), s(6), s(7));
+            let (mode, uid, gid, size) = (n(2), n(3), n(4), n(5));
+            let mtime = b.column(8).as_primitive::<TimestampNanosecondType>();
+            for r in 0..b.num_rows() {
+                tree.insert(
+                    path.value(r).to_string(),
+                    Entry {
+                        kind: kind.value(r).to_string(),
+                        mode: mode.value(r) as u32,
+                        uid: uid.value(r) as u32,
+                        gid: gid.value(r) as u32,
+                        size: size.value(r) as u64,
+                        content_hash: hash.is_valid(r).then(|| hash.value(r).to_string()),
+                        link_target: target.is_valid(r).then(|| target.value(r).to_string()),
+                        mtime: mtime.value(r).div_euclid(1_000_000_000),
+                    },
+                );
+            }
+        }
+        Ok(tree)
+    }
+}
+
+fn where_as(label: &str, partition: i64) -> String {
+    format!("{label}, partition {partition}")
+}
+
+/// The tree of file rows just read from a disk.
+fn tree_of<'a>(files: impl Iterator<Item = &'a FileRow>) -> Tree {
+    files
+        .map(|f| {
+            (
+                f.path.clone(),
+                Entry {
+                    kind: f.kind.to_string(),
+                    mode: f.mode as u32,
+                    uid: f.uid as u32,
+                    gid: f.gid as u32,
+                    size: f.size as u64,
+                    content_hash: f.content_hash.clone(),
+                    link_target: f.link_target.clone(),
+                    mtime: f.mtime.div_euclid(1_000_000_000),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Refuses a result that differs from the intended tree, naming the first differences.
+fn compare(where_: &str, expected: &Tree, got: &Tree) -> Result<()> {
+    let mut problems = Vec::new();
+    for (path, want) in expected {
+        match got.get(path) {
+            None => problems.push(format!("{path} is missing")),
+            Some(have) if !have.same(want) => problems.push(format!("{path} differs ({have:?}, intended {want:?})")),
+            Some(_) => {}
+        }
+    }
+    problems.extend(got.keys().filter(|p| !expected.contains_key(*p)).map(|p| format!("{p} is not intended")));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    problems.truncate(5);
+    Err(Error::Image {
+        image: where_.to_string(),
+        message: format!("the edited filesystem is not the intended tree ({n} differences: {})", problems.join("; ")),
+    })
+}
+
+/// An edit worked out against the parent's tree: the debugfs script, the tree it must give,
+/// and the room it needs.
+struct Plan {
+    script: String,
+    tree: Tree,
+    need: Room,
+    entries_changed: usize,
+}
+
+/// Blocks (of 1 KiB, the smallest ext block) and inodes an edit needs, net of what it frees.
+#[derive(Debug, Clone, Copy, Default)]
+struct Room {
+    kib: i64,
+    inodes: i64,
+}
+
+const S_IFMT_OF: [(&str, u32); 7] = [
+    ("file", 0o100000),
+    ("dir", 0o040000),
+    ("symlink", 0o120000),
+    ("char", 0o020000),
+    ("block", 0o060000),
+    ("fifo", 0o010000),
+    ("socket", 0o140000),
+];
+
+fn type_bits(kind: &str) -> u32 {
+    S_IFMT_OF.iter().find(|(k, _)| *k == kind).map_or(0, |(_, b)| *b)
+}
+
+/// Works the changes out in order against `before`, refusing what cannot be done.
+fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
+    let mut tree = before.clone();
+    let mut script = String::new();
+    let mut need = Room::default();
+    let refuse = |path: &str, why: &str| Error::User(format!("{label}: {path}: {why}"));
+    let parent_is_dir = |tree: &Tree, path: &str| -> Result<()> {
+        let parent = match path.rsplit_once('/') {
+            Some(("", _)) => "/",
+            Some((p, _)) => p,
+            None => return Err(refuse(path, "not an absolute path")),
+        };
+        match tree.get(parent) {
+            Some(e) if e.kind == "dir" => Ok(()),
+            Some(e) => Err(refuse(path, &format!("its parent {parent} is a {}, not a directory", e.kind))),
+            None => Err(refuse(path, &format!("its parent {parent} does not exist"))),
+        }
+    };
+    for change in changes {
+        // Links among the parents are followed, as the kernel would: `/lib/modules` of a
+        // merged-/usr system is `/usr/lib/modules`.
+        let change = &with_path(change, follow(&tree, change_path(change), false));
+        match change {
+            Change::Write { path, source, meta } => {
+                parent_is_dir(&tree, path)?;
+                let (size, hash) = hash_file(source)?;
+                match tree.get(path) {
+                    Some(e) if e.kind == "dir" => return Err(refuse(path, "is a directory")),
+                    Some(e) => {
+                        let _ = writeln!(script, "rm {}", quote(path)?);
+                        need.kib -= blocks_kib(e);
+                        need.inodes -= 1;
+                    }
+                    None => {}
+                }
+                let source = source.to_str().ok_or_else(|| refuse(path, "the host file's name is not UTF-8"))?;
+                let _ = writeln!(script, "write {} {}", quote(source)?, quote(path)?);
+                set_meta(&mut script, path, "file", meta)?;
+                let entry = file_entry("file", meta, size, Some(hash), None);
+                need.kib += blocks_kib(&entry) + 4;
+                need.inodes += 1;
+                tree.insert(path.clone(), entry);
+            }
+            Change::Mkdir { path, meta } => {
+                match tree.get(path) {
+                    Some(e) if e.kind == "dir" => {}
+                    Some(e) => return Err(refuse(path, &format!("is a {}, not a directory", e.kind))),
+                    None => {
+                        parent_is_dir(&tree, path)?;
+                        let _ = writeln!(script, "mkdir {}", quote(path)?);
+                        need.kib += 4;
+                        need.inodes += 1;
+                    }
+                }
+                set_meta(&mut script, path, "dir", meta)?;
+                let size = tree.get(path).map_or(0, |e| e.size);
+                tree.insert(path.clone(), file_entry("dir", meta, size, None, None));
+            }
+            Change::Symlink { path, target, meta } => {
+                parent_is_dir(&tree, path)?;
+                match tree.get(path) {
+                    Some(e) if e.kind == "dir" => return Err(refuse(path, "is a directory")),
+                    Some(e) => {
+                        let _ = writeln!(script, "rm {}", quote(path)?);
+                        need.kib -= blocks_kib(e);
+                        need.inodes -= 1;
+                    }
+                    None => {}
+                }
+                let _ = writeln!(script, "symlink {} {}", quote(path)?, quote(target)?);
+                let link = Meta { mode: 0o777, ..*meta };
+                set_meta(&mut script, path, "symlink", &link)?;
+                need.kib += 4;
+                need.inodes += 1;
+                tree.insert(
+                    path.clone(),
+                    file_entry("symlink", &link, target.len() as u64, None, Some(target.clone())),
+                );
+            }
+            Change::Remove { path } => {
+                let Some(e) = tree.get(path) else { return Err(refuse(path, "does not exist")) };
+                if path == "/" {
+                    return Err(refuse(path, "the root directory cannot be removed"));
+                }
+                let mut doomed = vec![path.clone()];
+                if e.kind == "dir" {
+                    let prefix = format!("{path}/");
+                    doomed.extend(
+                        tree.range(prefix.clone()..)
+                            .take_while(|(p, _)| p.starts_with(&prefix))
+                            .map(|(p, _)| p.clone()),
+                    );
+                }
+                // Deepest first, so that each directory is empty when it goes.
+                doomed.sort_by(|a, b| b.cmp(a));
+                for p in doomed {
+                    let Some(e) = tree.remove(&p) else { continue };
+                    let verb = if e.kind == "dir" { "rmdir" } else { "rm" };
+                    let _ = writeln!(script, "{verb} {}", quote(&p)?);
+                    need.kib -= blocks_kib(&e);
+                    need.inodes -= 1;
+                }
+            }
+            Change::SetMeta { path, mode, uid, gid } => {
+                let Some(e) = tree.get_mut(path) else { return Err(refuse(path, "does not exist")) };
+                let q = quote(path)?;
+                if let Some(m) = mode {
+                    e.mode = *m;
+                    let _ = writeln!(script, "sif {q} mode 0{:o}", type_bits(&e.kind) | m);
+                }
+                if let Some(u) = uid {
+                    e.uid = *u;
+                    let _ = writeln!(script, "sif {q} uid {u}");
+                }
+                if let Some(g) = gid {
+                    e.gid = *g;
+                    let _ = writeln!(script, "sif {q} gid {g}");
+                }
+            }
+        }
+    }
+    Ok(Plan { script, tree, need, entries_changed: changes.len() })
+}
+
+/// The debugfs commands that give `path` (of `kind`) the permissions, owners and time of `meta`.
+fn set_meta(script: &mut String, path: &str, kind: &str, meta: &Meta) -> Result<()> {
+    let q = quote(path)?;
+    let _ = writeln!(script, "sif {q} mode 0{:o}", type_bits(kind) | meta.mode);
+    let _ = writeln!(script, "sif {q} uid {}", meta.uid);
+    let _ = writeln!(script, "sif {q} gid {}", meta.gid);
+    let _ = writeln!(script, "sif {q} mtime @{}", meta.mtime);
+    Ok(())
+}
+
+fn change_path(change: &Change) -> &str {
+    match change {
+        Change::Write { path, .. }
+        | Change::Mkdir { path, .. }
+        | Change::Symlink { path, .. }
+        | Change::Remove { path }
+        | Change::SetMeta { path, .. } => path,
+    }
+}
+
+fn with_path(change: &Change, to: String) -> Change {
+    let mut change = change.clone();
+    match &mut change {
+        Change::Write { path, .. }
+        | Change::Mkdir { path, .. }
+        | Change::Symlink { path, .. }
+        | Change::Remove { path }
+        | Change::SetMeta { path, .. } => *path = to,
+    }
+    change
+}
+
+fn file_entry(kind: &str, meta: &Meta, size: u64, hash: Option<String>, target: Option<String>) -> Entry {
+    Entry {
+        kind: kind.to_string(),
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        size,
+        content_hash: hash,
+        link_target: target,
+        mtime: meta.mtime,
+    }
+}
+
+/// KiB of blocks an entry holds, about (its data rounded up to 4 KiB).
+fn blocks_kib(e: &Entry) -> i64 {
+    if e.kind == "file" { e.size.div_ceil(4096) as i64 * 4 } else { 0 }
+}
+
+/// A path as one debugfs argument. debugfs splits its commands at blanks and takes double
+/// quotes around an argument; a name holding a quote or a line break cannot be passed.
+pub(crate) fn quote(path: &str) -> Result<String> {
+    if path.contains(['"', '\n', '\r', '\\']) || path.is_empty() {
+        return Err(Error::User(format!(
+            "{path:?}: a name with a double quote, backslash or line break cannot be edited (debugfs cannot take it)"
+        )));
+    }
+    Ok(format!("\"{path}\""))
+}
+
+/// `path` with the symbolic links among its components followed in `tree`, as the kernel
+/// follows them (the last one too with `last`), as far as the path exists; at most 40 links.
+pub(crate) fn follow(tree: &Tree, path: &str, last: bool) -> String {
+    let mut path = crate::read::normalize(path);
+    'links: for _ in 0..40 {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let mut at = String::new();
+        for (i, part) in parts.iter().enumerate() {
+            let parent = if at.is_empty() { "/".to_string() } else { at.clone() };
+            at = format!("{at}/{part}");
+            match tree.get(&at) {
+                Some(e) if e.kind == "symlink" && (last || i + 1 < parts.len()) => {
+                    let target = e.link_target.clone().unwrap_or_default();
+                    let rest = parts[i + 1..].join("/");
+                    let base = if target.starts_with('/') { target } else { format!("{parent}/{target}") };
+                    path = crate::read::normalize(&format!("{base}/{rest}"));
+                    continue 'links;
+                }
+                Some(_) => {}
+                None => break 'links,
+            }
+        }
+        break;
+    }
+    path
+}
+
+fn absolute(path: &str) -> Result<String> {
+    let normal = crate::read::normalize(path);
+    if !path.starts_with('/') {
+        return Err(Error::User(format!("{path:?}: give an absolute path such as '/etc/motd'")));
+    }
+    Ok(normal)
+}
+
+/// Size and blake3 content hash of a host file (as the catalog names content).
+fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut file = File::open(path).io_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let size = std::io::copy(&mut file, &mut hasher).io_context(|| format!("reading {}", path.display()))?;
+    Ok((size, hasher.finalize().to_hex().to_string()))
+}
+
+/// The changes that copy host directory `dir` into `target` of `tree`, recursively.
+fn walk(dir: &Path, target: &str, tree: &Tree, changes: &mut Vec<Change>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .io_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .io_context(|| format!("reading {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let host = entry.path();
+        let name = entry.file_name();
+        let name = name.to_str().ok_or_else(|| Error::User(format!("import: {} is not UTF-8", host.display())))?;
+        let path = if target == "/" { format!("/{name}") } else { format!("{target}/{name}") };
+        let stat = std::fs::symlink_metadata(&host).io_context(|| format!("reading {}", host.display()))?;
+        use std::os::unix::fs::MetadataExt;
+        let meta = Meta { mode: stat.mode() & 0o7777, uid: 0, gid: 0, mtime: stat.mtime() };
+        let kind = stat.file_type();
+        if kind.is_dir() {
+            // A directory already there is kept as it is.
+            if !tree.contains_key(&path) {
+                changes.push(Change::Mkdir { path: path.clone(), meta });
+            }
+            walk(&host, &path, tree, changes)?;
+        } else if kind.is_file() {
+            changes.push(Change::Write { path, source: host, meta });
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&host).io_context(|| format!("reading {}", host.display()))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| Error::User(format!("import: {}'s target is not UTF-8", host.display())))?;
+            changes.push(Change::Symlink { path, target: target.to_string(), meta });
+        } else {
+            return Err(Error::User(format!(
+                "import: {} is a device, fifo or socket, which import does not copy",
+                host.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A scratch folder in the library's `tmp/` holding the disk being edited, flocked so that
+/// `check --reclaim` leaves it alone, and removed with its contents when dropped.
+pub(crate) struct Scratch {
+    pub dir: PathBuf,
+    /// `dir/disk.raw`, for the disk being edited.
+    pub path: PathBuf,
+    _held: File,
+}
+
+impl Scratch {
+    /// `tmp/<what>-<pid>-<ns>/`.
+    pub(crate) fn new(root: &Path, what: &str) -> Result<Scratch> {
+        let dir = root.join("tmp").join(format!("{what}-{}-{}", std::process::id(), crate::now_ns()));
+        std::fs::create_dir(&dir).io_context(|| format!("creating {}", dir.display()))?;
+        let held = File::open(&dir).io_context(|| format!("opening {}", dir.display()))?;
+        held.try_lock().map_err(|e| Error::Library {
+            path: root.display().to_string(),
+            message: format!("{} is locked by another process: {e}", dir.display()),
+        })?;
+        Ok(Scratch { path: dir.join("disk.raw"), dir, _held: held })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs an e2fsprogs tool; a missing tool says how to get it.
+fn e2fsprogs(tool: &str, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(tool)
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .io_context(|| format!("running {tool} (e2fsprogs; scripts/install-deps.sh installs it)"))
+}
+
+/// Refuses an edit that needs more blocks or inodes than the filesystem has free.
+fn check_room(where_: &str, device: &str, need: Room) -> Result<()> {
+    let out = e2fsprogs("dumpe2fs", &["-h", device])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<i64> { text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()) };
+    let (Some(blocks), Some(inodes), Some(block_size)) =
+        (field("Free blocks:"), field("Free inodes:"), field("Block size:"))
+    else {
+        return Err(Error::Image {
+            image: where_.to_string(),
+            message: format!("dumpe2fs cannot read the superblock: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    };
+    let free_kib = blocks * block_size / 1024;
+    if need.inodes > inodes {
+        return Err(Error::User(format!(
+            "{where_}: not enough inodes; the edit needs {} new inodes, the filesystem has {inodes} free; nothing was written",
+            need.inodes
+        )));
+    }
+    if need.kib > free_kib {
+        return Err(Error::User(format!(
+            "{where_}: not enough room; the edit needs about {} KiB, the filesystem has {free_kib} KiB free; nothing was written",
+            need.kib
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the debugfs script at `script_path` in one process (`-w`: it may write), for `doing`
+/// (words for the error); any complaint fails the edit.
+pub(crate) fn debugfs(where_: &str, device: &str, script_path: &Path, doing: &str) -> Result<()> {
+    let out = e2fsprogs("debugfs", &["-w", "-f", &script_path.to_string_lossy(), device])?;
+    // debugfs answers every command, and exits 0 whatever happened: its complaints go to
+    // standard error, after its banner.
+    let complaints: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+        .map(str::to_string)
+        .collect();
+    if !out.status.success() || !complaints.is_empty() {
+        let n = complaints.len();
+        return Err(Error::Image {
+            image: where_.to_string(),
+            message: format!(
+                "debugfs could not {doing} ({n} complaints: {}); nothing was committed",
+                complaints.into_iter().take(5).collect::<Vec<_>>().join("; ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `e2fsck -fn`: the edited filesystem must be clean.
+fn check_clean(where_: &str, device: &str) -> Result<()> {
+    let out = e2fsprogs("e2fsck", &["-fn", device])?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("Pass ") && !l.trim().is_empty()).take(5).collect();
+    Err(Error::Image {
+        image: where_.to_string(),
+        message: format!("e2fsck finds the edited filesystem unclean: {}; nothing was committed", lines.join("; ")),
+    })
+}

@@ -1,0 +1,424 @@
+//! Maintenance functions, each making a new image version: `replace_content`, `import`,
+//! `remove`, `set_meta` and `clone`; and `history(name)`, the versions of an image with what
+//! made each.
+//!
+//! Every maintenance function comes in two forms under one name:
+//! - a table function with literal arguments returns one summary row, and runs as the
+//!   commands of `commands.rs` run (once per executed statement, never while planning):
+//!   `SELECT * FROM import('web@2', '/srv/kmod', '/lib/modules/6.1.0')`;
+//! - a scalar function in a SELECT list runs once per row of a query and returns the new
+//!   version as `name@version`, so that one statement maintains every image a query finds:
+//!   `SELECT import(name, '/srv/kmod', '/lib/modules/6.1.0') FROM images WHERE ...`.
+
+use super::commands::{Command, Commands, command_table, detached, fields, int, seconds, text};
+use super::{Deferred, Lib, arity, block_on, engine_err, text_arg};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
+use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use imagelake_engine::{Library, OnConflict};
+use std::path::Path;
+use std::sync::Arc;
+
+pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
+    let lib = Lib(library.clone());
+    for op in Op::ALL {
+        ctx.register_udtf(op.name(), Arc::new(EditTable { op, lib: lib.clone(), commands: commands.clone() }));
+        let signature = Signature::any(op.arity(), Volatility::Volatile);
+        ctx.register_udf(ScalarUDF::from(EditScalar { op, lib: lib.clone(), signature }));
+    }
+    ctx.register_udtf("patch", Arc::new(PatchTable { lib: lib.clone(), commands: commands.clone() }));
+    let arities = vec![TypeSignature::Any(3), TypeSignature::Any(4)];
+    ctx.register_udf(ScalarUDF::from(PatchScalar {
+        lib: lib.clone(),
+        signature: Signature::one_of(arities, Volatility::Volatile),
+    }));
+    ctx.register_udtf("history", Arc::new(History(lib)));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Op {
+    Replace,
+    Import,
+    Remove,
+    SetMeta,
+    Clone,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Replace, Op::Import, Op::Remove, Op::SetMeta, Op::Clone];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Replace => "replace_content",
+            Op::Import => "import",
+            Op::Remove => "remove",
+            Op::SetMeta => "set_meta",
+            Op::Clone => "clone",
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Op::Replace => {
+                "replace_content(image, path, host_file), e.g. replace_content('web@2', '/etc/motd', '/srv/motd')"
+            }
+            Op::Import => {
+                "import(image, host_dir, target_dir), e.g. import('web@2', '/srv/kmod', '/lib/modules/6.1.0')"
+            }
+            Op::Remove => "remove(image, path), e.g. remove('web@2', '/etc/cron.daily/apt')",
+            Op::SetMeta => {
+                "set_meta(image, path, mode, uid, gid), mode in octal, NULL keeps one, e.g. set_meta('web@2', '/srv', '750', 33, NULL)"
+            }
+            Op::Clone => "clone(image, new_name), e.g. clone('base@1', 'web')",
+        }
+    }
+
+    fn arity(self) -> usize {
+        match self {
+            Op::Replace | Op::Import => 3,
+            Op::Remove | Op::Clone => 2,
+            Op::SetMeta => 5,
+        }
+    }
+
+    /// Arguments that may be NULL (set_meta's mode, uid and gid: NULL keeps them).
+    fn optional(self, i: usize) -> bool {
+        self == Op::SetMeta && i >= 2
+    }
+
+    fn what(self, i: usize) -> &'static str {
+        match (self, i) {
+            (_, 0) => "image",
+            (Op::Clone, _) => "name",
+            (Op::Import, 1) => "host directory",
+            (Op::Import, _) => "directory",
+            (Op::Replace, 2) => "host file",
+            (Op::SetMeta, 2) => "mode",
+            (Op::SetMeta, 3) => "uid",
+            (Op::SetMeta, 4) => "gid",
+            _ => "path",
+        }
+    }
+
+    /// Runs the operation; `args` has `arity()` values, None only where `optional`.
+    async fn run(self, lib: &Library, args: &[Option<String>]) -> std::result::Result<Made, String> {
+        let arg = |i: usize| args.get(i).cloned().flatten().unwrap_or_default();
+        let number = |i: usize, radix: u32| -> std::result::Result<Option<u32>, String> {
+            args.get(i).cloned().flatten().map(|v| u32::from_str_radix(v.trim(), radix)).transpose().map_err(|_| {
+                format!(
+                    "{}(): the {} {:?} is not a number{}",
+                    self.name(),
+                    self.what(i),
+                    arg(i),
+                    if radix == 8 { " in octal" } else { "" }
+                )
+            })
+        };
+        let edited = match self {
+            Op::Replace => lib.replace_content(&arg(0), &arg(1), Path::new(&arg(2))).await,
+            Op::Import => lib.import(&arg(0), Path::new(&arg(1)), &arg(2)).await,
+            Op::Remove => lib.remove(&arg(0), &arg(1)).await,
+            Op::SetMeta => {
+                let (mode, uid, gid) = (number(2, 8)?, number(3, 10)?, number(4, 10)?);
+                lib.set_meta(&arg(0), &arg(1), mode, uid, gid).await
+            }
+            Op::Clone => {
+                let s = lib.clone_image(&arg(0), &arg(1)).await.map_err(|e| e.to_string())?;
+                return Ok(Made {
+                    image_id: s.image_id,
+                    name: s.name,
+                    version: s.version,
+                    parent: s.parent,
+                    entries_changed: 0,
+                    bytes_stored: 0,
+                    seconds: s.seconds,
+                });
+            }
+        };
+        let s = edited.map_err(|e| e.to_string())?;
+        Ok(Made {
+            image_id: s.image_id,
+            name: s.name,
+            version: s.version,
+            parent: s.parent,
+            entries_changed: s.entries_changed as i64,
+            bytes_stored: s.bytes_stored as i64,
+            seconds: s.seconds,
+        })
+    }
+}
+
+/// The new version an operation made.
+struct Made {
+    image_id: i64,
+    name: String,
+    version: i64,
+    parent: String,
+    entries_changed: i64,
+    bytes_stored: i64,
+    seconds: f64,
+}
+
+fn made_schema() -> SchemaRef {
+    fields(&[
+        ("image_id", DataType::Int64),
+        ("name", DataType::Utf8),
+        ("version", DataType::Int64),
+        ("parent", DataType::Utf8),
+        ("operation", DataType::Utf8),
+        ("entries_changed", DataType::Int64),
+        ("bytes_stored", DataType::Int64),
+        ("seconds", DataType::Float64),
+    ])
+}
+
+#[derive(Debug)]
+struct EditTable {
+    op: Op,
+    lib: Lib,
+    commands: Arc<Commands>,
+}
+
+impl TableFunctionImpl for EditTable {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let (op, exprs) = (self.op, args.exprs());
+        arity(op.name(), op.usage(), exprs, op.arity())?;
+        let mut values = Vec::new();
+        for i in 0..op.arity() {
+            let null = matches!(exprs.get(i), Some(Expr::Literal(v, _)) if v.is_null());
+            values.push(match null {
+                true if op.optional(i) => None,
+                true => return plan_err!("{}(): the {} cannot be NULL; usage: {}", op.name(), op.what(i), op.usage()),
+                false => Some(text_arg(op.name(), op.usage(), exprs, i, op.what(i))?),
+            });
+        }
+        let (lib, schema) = (self.lib.clone(), made_schema());
+        let label = format!(
+            "{}({})",
+            op.name(),
+            values.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect::<Vec<_>>().join(", ")
+        );
+        let out = schema.clone();
+        let job = detached(async move {
+            let m = op.run(&lib.0, &values).await.map_err(DataFusionError::Execution)?;
+            let columns = vec![
+                int(m.image_id),
+                text(m.name),
+                int(m.version),
+                text(m.parent),
+                text(op.name()),
+                int(m.entries_changed),
+                int(m.bytes_stored),
+                seconds(m.seconds),
+            ];
+            Ok(RecordBatch::try_new(out, columns)?)
+        });
+        command_table(&self.commands, schema, Command::new(label, job))
+    }
+}
+
+/// The per-row form: runs the operation for each row and returns the new version.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct EditScalar {
+    op: Op,
+    lib: Lib,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for EditScalar {
+    fn name(&self) -> &str {
+        self.op.name()
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let (op, n) = (self.op, args.number_rows);
+        let mut columns = Vec::new();
+        for a in &args.args {
+            columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &DataType::Utf8)?);
+        }
+        let mut out = Vec::with_capacity(n);
+        for row in 0..n {
+            let values: Vec<Option<String>> = columns
+                .iter()
+                .map(|c| {
+                    let c = c.as_string::<i32>();
+                    c.is_valid(row).then(|| c.value(row).to_string())
+                })
+                .collect();
+            // A NULL where a value is needed: nothing to do for this row.
+            if values.iter().enumerate().any(|(i, v)| v.is_none() && !op.optional(i)) {
+                out.push(None);
+                continue;
+            }
+            let m = block_on(op.run(&self.lib.0, &values))?.map_err(DataFusionError::Execution)?;
+            out.push(Some(format!("{}@{}", m.name, m.version)));
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
+/// `history(name)`: the versions of an image, newest first, then those they came from under
+/// other names, each with the operation that made it.
+#[derive(Debug)]
+struct History(Lib);
+
+const HISTORY_USAGE: &str = "history(name), e.g. history('web')";
+
+impl TableFunctionImpl for History {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        arity("history", HISTORY_USAGE, exprs, 1)?;
+        let name = text_arg("history", HISTORY_USAGE, exprs, 0, "name")?;
+        let schema = fields(&[
+            ("image_id", DataType::Int64),
+            ("name", DataType::Utf8),
+            ("version", DataType::Int64),
+            ("parent_id", DataType::Int64),
+            ("parent", DataType::Utf8),
+            ("operation", DataType::Utf8),
+            ("arguments", DataType::Utf8),
+            ("actor", DataType::Utf8),
+            ("at", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))),
+            ("state", DataType::Utf8),
+        ]);
+        let (lib, out) = (self.0.clone(), schema.clone());
+        Ok(Deferred::new(schema, move |_| {
+            let (lib, name, out) = (lib.clone(), name.clone(), out.clone());
+            Box::pin(async move {
+                let rows = lib.0.history(&name).await.map_err(engine_err)?;
+                let s = |f: fn(&imagelake_engine::HistoryRow) -> Option<&str>| {
+                    Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as _
+                };
+                let columns = vec![
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.image_id).collect::<Vec<_>>())) as _,
+                    s(|r| Some(&r.name)),
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.version).collect::<Vec<_>>())) as _,
+                    Arc::new(Int64Array::from(rows.iter().map(|r| r.parent_id).collect::<Vec<_>>())) as _,
+                    s(|r| r.parent.as_deref()),
+                    s(|r| Some(&r.operation)),
+                    s(|r| Some(&r.arguments)),
+                    s(|r| Some(&r.actor)),
+                    Arc::new(
+                        TimestampNanosecondArray::from(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+                            .with_timezone("UTC"),
+                    ) as _,
+                    s(|r| Some(&r.state)),
+                ];
+                Ok(vec![RecordBatch::try_new(out, columns)?])
+            })
+        }))
+    }
+}
+
+const PATCH_USAGE: &str = "patch(target, from, to [, on_conflict]), on_conflict fail (the default), ours or theirs, e.g. patch('app@1', 'base@1', 'base@2')";
+
+/// `patch(target, from, to [, on_conflict])` as a table: one row per path the patch changes,
+/// with what became of it in the target, and the version made (NULL when nothing was written).
+#[derive(Debug)]
+struct PatchTable {
+    lib: Lib,
+    commands: Arc<Commands>,
+}
+
+impl TableFunctionImpl for PatchTable {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() != 3 {
+            arity("patch", PATCH_USAGE, exprs, 4)?;
+        }
+        let mut values = Vec::new();
+        for (i, what) in ["image", "image", "image", "on_conflict"].iter().enumerate().take(exprs.len()) {
+            values.push(text_arg("patch", PATCH_USAGE, exprs, i, what)?);
+        }
+        let on_conflict: OnConflict = values
+            .get(3)
+            .map_or(Ok(OnConflict::Fail), |v| v.parse())
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let schema = fields(&[
+            ("path", DataType::Utf8),
+            ("outcome", DataType::Utf8),
+            ("detail", DataType::Utf8),
+            ("made", DataType::Utf8),
+        ]);
+        let (lib, out) = (self.lib.clone(), schema.clone());
+        let label = format!("patch({})", values.join(", "));
+        let job = detached(async move {
+            let s = lib.0.patch(&values[0], &values[1], &values[2], on_conflict).await.map_err(engine_err)?;
+            let made = s.made.as_ref().map(|m| format!("{}@{}", m.name, m.version));
+            let column = |f: fn(&imagelake_engine::PatchRow) -> &str| {
+                Arc::new(StringArray::from(s.rows.iter().map(f).collect::<Vec<_>>())) as _
+            };
+            let columns = vec![
+                column(|r| &r.path),
+                column(|r| &r.outcome),
+                column(|r| &r.detail),
+                Arc::new(StringArray::from(vec![made.as_deref(); s.rows.len()])) as _,
+            ];
+            Ok(RecordBatch::try_new(out, columns)?)
+        });
+        command_table(&self.commands, schema, Command::new(label, job))
+    }
+}
+
+/// `patch(target, from, to [, on_conflict])` per row: the version made, `N conflicts` when a
+/// conflict under `fail` left the target as it was, or NULL when the target had every change.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PatchScalar {
+    lib: Lib,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PatchScalar {
+    fn name(&self) -> &str {
+        "patch"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let mut columns = Vec::new();
+        for a in &args.args {
+            columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &DataType::Utf8)?);
+        }
+        let mut out = Vec::with_capacity(n);
+        for row in 0..n {
+            let values: Option<Vec<String>> = columns
+                .iter()
+                .map(|c| {
+                    let c = c.as_string::<i32>();
+                    c.is_valid(row).then(|| c.value(row).to_string())
+                })
+                .collect();
+            let Some(values) = values else {
+                out.push(None);
+                continue;
+            };
+            let on_conflict: OnConflict = values
+                .get(3)
+                .map_or(Ok(OnConflict::Fail), |v| v.parse())
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            let s = block_on(self.lib.0.patch(&values[0], &values[1], &values[2], on_conflict))?.map_err(engine_err)?;
+            out.push(match (&s.made, s.conflicts) {
+                (Some(m), _) => Some(format!("{}@{}", m.name, m.version)),
+                (None, 0) => None,
+                (None, c) => Some(format!("{c} conflicts")),
+            });
+        }
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
