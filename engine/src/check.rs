@@ -75,10 +75,11 @@ impl Library {
         report.packs = pack_sizes.len();
 
         // Extents: per committed image, a tiling of its disk by chunks that exist.
-        // Synthetic versions (benchmark data made of manifests) have no disk to tile.
+        // Synthetic versions (benchmark data made of manifests) have no disk to tile, nor have
+        // versions gc purged.
         let sizes: HashMap<i64, i64> = images
             .iter()
-            .filter(|i| i.state != crate::checkout::SYNTHETIC)
+            .filter(|i| i.state != crate::checkout::SYNTHETIC && i.state != crate::gc::PURGED)
             .map(|i| (i.image_id, i.virtual_size))
             .collect();
         let batches = self
@@ -139,7 +140,7 @@ impl Library {
         Ok(report)
     }
 
-    async fn reclaim_leftovers(&self) -> Result<CheckReport> {
+    pub(crate) async fn reclaim_leftovers(&self) -> Result<CheckReport> {
         let _lock = self.lock()?;
         // Under the lock no version commits, so `committed` cannot go stale.
         let committed: HashSet<i64> = self.images().await?.iter().map(|i| i.image_id).collect();

@@ -272,7 +272,7 @@ impl Library {
     }
 
     /// The partition (and its first byte on the disk) of the version's root filesystem: the
-    /// ext2/3/4 filesystem with an `/etc` directory.
+    /// ext2/3/4 filesystem with an `/etc` directory, or the only ext2/3/4 filesystem.
     pub(crate) async fn root_filesystem(&self, label: &str, image_id: i64) -> Result<(i64, u64)> {
         let filter = format!("image_id = {image_id} AND path = '/etc' AND kind = 'dir'");
         let batches = self.catalog().scan(FileRow::NAME, &["partition"], Some(&filter)).await?;
@@ -281,7 +281,7 @@ impl Library {
         let filter = format!("image_id = {image_id}");
         let columns = ["partition", "start", "fs_type"];
         let batches = self.catalog().scan("partitions", &columns, Some(&filter)).await?;
-        let mut found = Vec::new();
+        let mut ext = Vec::new();
         for b in &batches {
             let (part, start, fs) = (
                 b.column(0).as_primitive::<Int64Type>(),
@@ -289,15 +289,19 @@ impl Library {
                 b.column(2).as_string::<i32>(),
             );
             for r in 0..b.num_rows() {
-                let ext = fs.is_valid(r) && matches!(fs.value(r), "ext2" | "ext3" | "ext4");
-                if ext && with_etc.contains(&part.value(r)) {
-                    found.push((part.value(r), start.value(r) as u64));
+                if fs.is_valid(r) && matches!(fs.value(r), "ext2" | "ext3" | "ext4") {
+                    ext.push((part.value(r), start.value(r) as u64));
                 }
             }
         }
-        match found.as_slice() {
-            [one] => Ok(*one),
-            [] => Err(Error::User(format!("{label} has no ext2/3/4 filesystem with /etc to edit"))),
+        let roots: Vec<(i64, u64)> = ext.iter().filter(|(p, _)| with_etc.contains(p)).copied().collect();
+        // The one with /etc; or the only one there is (a data disk).
+        match (roots.as_slice(), ext.as_slice()) {
+            ([one], _) | ([], [one]) => Ok(*one),
+            ([], []) => Err(Error::User(format!("{label} has no ext2/3/4 filesystem to edit"))),
+            ([], _) => Err(Error::User(format!(
+                "{label} has several ext2/3/4 filesystems and none with /etc; edits need one root"
+            ))),
             _ => Err(Error::User(format!("{label} has several ext2/3/4 filesystems with /etc; edits need one root"))),
         }
     }

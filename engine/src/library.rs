@@ -173,10 +173,25 @@ impl Library {
         Ok(batches.iter().flat_map(image_rows).collect())
     }
 
-    /// Finds the image version a spec names.
+    /// Finds the image version a spec names, among the versions not deleted.
     pub async fn resolve(&self, spec: &str) -> Result<ImageRow> {
+        let found = self.resolve_any(spec).await?;
+        if found.state == crate::gc::DELETED || found.state == crate::gc::PURGED {
+            let how =
+                if found.state == crate::gc::DELETED { "deleted (undelete restores it)" } else { "deleted and purged" };
+            return Err(Error::User(format!("{}@{} is {how}", found.name, found.version)));
+        }
+        Ok(found)
+    }
+
+    /// Finds the image version a spec names, deleted ones included (a bare name is the newest
+    /// version that is not deleted).
+    pub async fn resolve_any(&self, spec: &str) -> Result<ImageRow> {
         let parsed = ImageSpec::parse(spec)?;
-        let images = self.images().await?;
+        let mut images = self.images().await?;
+        if let ImageSpec::Newest(_) = parsed {
+            images.retain(|i| i.state != crate::gc::DELETED && i.state != crate::gc::PURGED);
+        }
         let found = match &parsed {
             ImageSpec::Id(id) => images.into_iter().find(|i| i.image_id == *id),
             ImageSpec::Version(name, v) => images.into_iter().find(|i| &i.name == name && i.version == *v),

@@ -110,9 +110,10 @@ impl Library {
         if !settled.is_empty() {
             let root = self.root().to_path_buf();
             let progress = options.progress.clone();
-            let written = tokio::task::spawn_blocking(move || copy(&root, &moving, progress.as_deref()))
-                .await
-                .map_err(|e| Error::User(format!("repack failed: {e}")))??;
+            let written =
+                tokio::task::spawn_blocking(move || copy(&root, &moving, Compression::REPACK, progress.as_deref()))
+                    .await
+                    .map_err(|e| Error::User(format!("repack failed: {e}")))??;
             let new_packs: BTreeSet<&str> = written.iter().map(|c| c.location.pack.as_str()).collect();
             summary.packs_written = new_packs.len();
             summary.bytes_after =
@@ -186,7 +187,7 @@ impl Library {
     }
 
     /// Adds packs to the `retired` list (durably, before their rows go).
-    fn retire(&self, ids: &[&str]) -> Result<()> {
+    pub(crate) fn retire(&self, ids: &[&str]) -> Result<()> {
         let _lock = self.lock()?;
         let path = self.root().join(RETIRED);
         let mut file = File::options()
@@ -201,7 +202,7 @@ impl Library {
     }
 
     /// Every row of `chunks`, copies included.
-    async fn chunk_rows(&self) -> Result<Vec<(ChunkHash, ChunkLocation)>> {
+    pub(crate) async fn chunk_rows(&self) -> Result<Vec<(ChunkHash, ChunkLocation)>> {
         let batches = self.catalog().scan(ChunkRow::NAME, &crate::checkout::LOCATION_COLUMNS, None).await?;
         Ok(crate::checkout::locations(&batches))
     }
@@ -226,14 +227,15 @@ fn write_list(path: &std::path::Path, ids: &[&String]) -> Result<()> {
 /// Copies `moving` into new packs: one thread reads (each old frame decompressed once), the
 /// others compress full frames as they come. At most one frame waits between them, so memory
 /// stays at a few frames however large the store.
-fn copy(
+pub(crate) fn copy(
     root: &std::path::Path,
     moving: &[(ChunkHash, ChunkLocation)],
+    compression: Compression,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<crate::store::StoredChunk>> {
     let reader = ChunkReader::new(root);
     let seed = format!("repack/{}/{}", std::process::id(), now_ns());
-    let writer = Mutex::new(PackWriter::new(root, seed, Compression::REPACK));
+    let writer = Mutex::new(PackWriter::new(root, seed, compression));
     let (frames, waiting) = mpsc::sync_channel::<Frame>(1);
     let waiting = Mutex::new(waiting);
     let poisoned = || Error::User("a repack worker failed".into());
@@ -283,16 +285,16 @@ fn copy(
 }
 
 /// `tmp/repack.lock`, flock()ed: one repack at a time.
-struct OnlyRepack {
+pub(crate) struct OnlyRepack {
     path: std::path::PathBuf,
     _file: File,
 }
 
 impl OnlyRepack {
-    fn take(root: &std::path::Path) -> Result<OnlyRepack> {
+    pub(crate) fn take(root: &std::path::Path) -> Result<OnlyRepack> {
         let path = root.join("tmp").join("repack.lock");
         let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
-        file.try_lock().map_err(|_| Error::User("another repack is running on this library".into()))?;
+        file.try_lock().map_err(|_| Error::User("a repack or gc is running on this library; one at a time".into()))?;
         Ok(OnlyRepack { path, _file: file })
     }
 }

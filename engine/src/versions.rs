@@ -54,6 +54,9 @@ impl Library {
         if self.images().await?.iter().any(|i| i.name == new_name) {
             return Err(Error::User(format!("an image {new_name} exists already; clone makes a new image")));
         }
+        // gc must not free what the copied rows use before they commit.
+        let writing = self.writing().await?;
+        let source = self.resolve(spec).await?;
         let image_id = crate::library::allocate_image_id(self.root())?;
         // Rows of an id in flight are not leftovers to `check --reclaim`.
         let in_flight = InFlight::new(self.root(), image_id)?;
@@ -84,7 +87,7 @@ impl Library {
             parent: Some(source_id),
         };
         self.commit(&mut image, origin).await?;
-        drop(in_flight);
+        drop((in_flight, writing));
         Ok(CloneSummary {
             image_id,
             name: image.name,
@@ -133,7 +136,8 @@ impl Library {
         Ok(images.iter().filter(|i| roots.contains(&root_of(i))).map(|i| history_row(i, &by_id, &provenance)).collect())
     }
 
-    /// The provenance row of every committed version, by image id.
+    /// The provenance row of the operation that made each committed version, by image id
+    /// (rows of `delete`, `undelete` and `gc`, which change a version's state, are left out).
     pub async fn provenance(&self) -> Result<HashMap<i64, ProvenanceRow>> {
         let columns = ["image_id", "parent_id", "operation", "arguments", "actor", "at"];
         let batches = self.catalog().scan(ProvenanceRow::NAME, &columns, None).await?;
@@ -144,6 +148,9 @@ impl Library {
             let s = |i: usize| b.column(i).as_string::<i32>();
             let at = b.column(5).as_primitive::<TimestampNanosecondType>();
             for r in 0..b.num_rows() {
+                if matches!(s(2).value(r), "delete" | "undelete" | "gc") {
+                    continue;
+                }
                 rows.insert(
                     ids.value(r),
                     ProvenanceRow {

@@ -160,6 +160,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hide an image version: names and SQL no longer see it; undelete brings it back, until gc.
+    Delete { image: String },
+    /// Bring back a version delete hid (not once gc has purged it).
+    Undelete { image: String },
+    /// Purge deleted versions and free the chunks no remaining version uses (packs that are
+    /// mostly dead rewritten, wholly dead ones deleted once no reader needs them). Checkins,
+    /// edits and readers may run meanwhile.
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
     /// Draw the tree of versions NAME belongs to: what made each version, who and when.
     Log {
         name: String,
@@ -292,6 +303,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if s.made.is_none() && s.conflicts > 0 {
                 anyhow::bail!("{} conflicts: nothing was written", s.conflicts);
             }
+        }
+        Command::Delete { image } => {
+            let i = library.delete(&image).await?;
+            writeln!(stdout, "deleted {}@{} (undelete restores it until gc)", i.name, i.version)?;
+        }
+        Command::Undelete { image } => {
+            let i = library.undelete(&image).await?;
+            writeln!(stdout, "restored {}@{}", i.name, i.version)?;
+        }
+        Command::Gc { json } => {
+            let s = library.gc().await?;
+            report(&mut stdout, json, &s, |out, s| {
+                writeln!(
+                    out,
+                    "gc: {} versions purged{}, {} chunks freed, {} packs retired ({} rewritten), {} freed, {:.2} s",
+                    s.purged.len(),
+                    if s.purged.is_empty() { String::new() } else { format!(" ({})", s.purged.join(", ")) },
+                    s.chunks_freed,
+                    s.packs_retired,
+                    s.packs_rewritten,
+                    bytes(s.bytes_freed.max(0) as u64),
+                    s.seconds
+                )?;
+                if s.prune.readers_in_flight {
+                    writeln!(out, "  readers were in flight: the retired packs go at the next gc or check --reclaim")?;
+                }
+                Ok(())
+            })?;
         }
         Command::Clone { image, new_name, json } => {
             let s = library.clone_image(&image, &new_name).await?;

@@ -6,11 +6,13 @@
 //! An image's `images` row is its commit point, written last. Image ids are handed out in
 //! order, so "committed" is `image_id <= newest AND image_id NOT IN (ids never committed)`:
 //! a range and a short list checked on the rows the Lance scan returns, instead of a join
-//! against `images` that would read every row first.
+//! against `images` that would read every row first. Deleted versions are hidden the same way,
+//! from `images` and every other table, until `undelete`.
 
 use crate::functions::Lib;
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, DataFusionError, Result};
@@ -19,6 +21,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use imagelake_engine::Library;
+use imagelake_engine::gc::{DELETED, PURGED};
 use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
 use std::sync::{Arc, Mutex};
@@ -66,17 +69,27 @@ impl Snapshot {
             futures::TryStreamExt::try_collect(dataset.scan().try_into_stream().await.map_err(external)?)
                 .await
                 .map_err(external)?;
-        let mut ids: Vec<i64> = Vec::new();
+        let missing = |name: &str| DataFusionError::Internal(format!("the images table has no {name} column"));
+        let (mut ids, mut hidden, mut visible) = (Vec::new(), Vec::new(), Vec::new());
         for b in &batches {
-            let column = b
-                .column_by_name("image_id")
-                .ok_or_else(|| DataFusionError::Internal("the images table has no image_id column".into()))?;
-            ids.extend(column.as_primitive::<Int64Type>().values().iter());
+            let id = b.column_by_name("image_id").ok_or_else(|| missing("image_id"))?.as_primitive::<Int64Type>();
+            let state = b.column_by_name("state").ok_or_else(|| missing("state"))?.as_string::<i32>();
+            // Deleted versions (and those gc purged) are hidden, as if never committed.
+            let shown: BooleanArray = state.iter().map(|s| Some(!matches!(s, Some(DELETED | PURGED)))).collect();
+            for (r, id) in id.values().iter().enumerate() {
+                ids.push(*id);
+                if !shown.value(r) {
+                    hidden.push(*id);
+                }
+            }
+            visible.push(filter_record_batch(b, &shown)?);
         }
+        let batches = visible;
         ids.sort_unstable();
         let newest = ids.last().copied().unwrap_or(0);
-        // Ids at or below the newest that never committed: crashed or in-flight checkins.
-        let mut gaps = Vec::new();
+        // Ids at or below the newest that never committed (crashed or in-flight checkins), and
+        // hidden versions.
+        let mut gaps: Vec<Expr> = hidden.into_iter().map(lit).collect();
         let mut expected = 1;
         for &id in &ids {
             gaps.extend((expected..id).map(lit));

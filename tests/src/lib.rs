@@ -85,6 +85,19 @@ impl Library {
         cmd
     }
 
+    /// The command run as an unprivileged user (nobody, through setpriv), the library handed
+    /// to that user first: what must work without root is run this way.
+    pub fn command_unprivileged(&self) -> Command {
+        run(Command::new("chown").args(["-R", "65534:65534"]).arg(self.path()));
+        run(Command::new("chmod").arg("755").arg(self.dir.path()));
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(imagelake_bin())
+            .arg("-L")
+            .arg(self.path());
+        cmd
+    }
+
     /// Checks an image in; returns the JSON summary.
     pub fn checkin(&self, image: &Path, name: &str) -> serde_json::Value {
         let out = run(self.command().arg("checkin").arg(image).arg("--name").arg(name).arg("--json"));

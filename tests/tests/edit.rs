@@ -93,10 +93,12 @@ fn edits_make_new_versions_in_place_and_clean() {
     let f = Fixture::new();
     let (a1, dev1) = f.checkout("a@1");
 
-    // replace: new content, owner and permissions kept.
+    // replace: new content, owner and permissions kept; without root.
     let motd = f.path("motd");
     std::fs::write(&motd, "Patched offline\n").expect("write");
-    let s = f.edit(&["replace", "a@1", "/etc/motd", motd.to_str().unwrap()]);
+    run(Command::new("chmod").arg("755").arg(f.dir.path()));
+    let out = run(f.lib.command_unprivileged().args(["replace", "a@1", "/etc/motd", motd.to_str().unwrap(), "--json"]));
+    let s: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!((s["name"].as_str(), s["version"].as_i64(), s["parent"].as_str()), (Some("a"), Some(2), Some("a@1")));
     let (a2, dev2) = f.checkout("a@2");
     e2fsck_clean(&dev2);

@@ -59,8 +59,9 @@ fn patch_carries_an_os_update_onto_a_middleware_image_offline() {
     lib.checkin(&scenario.join("b1.raw"), "b");
     lib.checkin(&scenario.join("b1c.raw"), "c");
 
-    // B.2 = B.1 + diff(A.0, A.1): no conflict.
-    let out = run(lib.command().args(["patch", "b@1", "a@1", "a@2", "--json"]));
+    // B.2 = B.1 + diff(A.0, A.1): no conflict. Without root: the edit, the filesystem checks
+    // and ldconfig (in a user namespace) all run as nobody.
+    let out = run(lib.command_unprivileged().args(["patch", "b@1", "a@1", "a@2", "--json"]));
     let summary: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(summary["conflicts"].as_u64(), Some(0), "{out}");
     assert_eq!(summary["made"]["name"].as_str(), Some("b"));

@@ -109,6 +109,8 @@ impl Library {
     ) -> Result<CheckinSummary> {
         crate::library::check_name(name)?;
         let started = Instant::now();
+        // From the moment it learns which chunks exist until its commit: gc waits meanwhile.
+        let writing = self.writing().await?;
         let reading = self.reading()?;
         let known = self.known_chunks().await?;
         let (root, source) = (self.root().to_path_buf(), path.to_path_buf());
@@ -147,7 +149,7 @@ impl Library {
         };
         // The version number is handed out at commit time, under the library lock.
         self.commit(&mut image, origin).await?;
-        drop(ingest.in_flight);
+        drop((ingest.in_flight, writing));
         let mut warnings = ingest.warnings;
         // After the commit point: a failure here leaves a committed image whose rows are
         // found by a scan instead of an index, or in more fragments than need be.

@@ -38,6 +38,7 @@ pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Com
         lib: lib.clone(),
         signature: Signature::one_of(arities, Volatility::Volatile),
     }));
+    ctx.register_udtf("gc", Arc::new(Gc { lib: lib.clone(), commands: commands.clone() }));
     ctx.register_udtf("history", Arc::new(History(lib)));
 }
 
@@ -48,10 +49,12 @@ enum Op {
     Remove,
     SetMeta,
     Clone,
+    Delete,
+    Undelete,
 }
 
 impl Op {
-    const ALL: [Op; 5] = [Op::Replace, Op::Import, Op::Remove, Op::SetMeta, Op::Clone];
+    const ALL: [Op; 7] = [Op::Replace, Op::Import, Op::Remove, Op::SetMeta, Op::Clone, Op::Delete, Op::Undelete];
 
     fn name(self) -> &'static str {
         match self {
@@ -60,6 +63,8 @@ impl Op {
             Op::Remove => "remove",
             Op::SetMeta => "set_meta",
             Op::Clone => "clone",
+            Op::Delete => "delete",
+            Op::Undelete => "undelete",
         }
     }
 
@@ -76,6 +81,8 @@ impl Op {
                 "set_meta(image, path, mode, uid, gid), mode in octal, NULL keeps one, e.g. set_meta('web@2', '/srv', '750', 33, NULL)"
             }
             Op::Clone => "clone(image, new_name), e.g. clone('base@1', 'web')",
+            Op::Delete => "delete(image), e.g. delete('web@1'): hidden until undelete, gone at gc",
+            Op::Undelete => "undelete(image), e.g. undelete('web@1')",
         }
     }
 
@@ -83,6 +90,7 @@ impl Op {
         match self {
             Op::Replace | Op::Import => 3,
             Op::Remove | Op::Clone => 2,
+            Op::Delete | Op::Undelete => 1,
             Op::SetMeta => 5,
         }
     }
@@ -127,6 +135,20 @@ impl Op {
             Op::SetMeta => {
                 let (mode, uid, gid) = (number(2, 8)?, number(3, 10)?, number(4, 10)?);
                 lib.set_meta(&arg(0), &arg(1), mode, uid, gid).await
+            }
+            Op::Delete | Op::Undelete => {
+                let done = if self == Op::Delete { lib.delete(&arg(0)).await } else { lib.undelete(&arg(0)).await };
+                let i = done.map_err(|e| e.to_string())?;
+                let parent = i.parent_id.map(|p| p.to_string()).unwrap_or_default();
+                return Ok(Made {
+                    image_id: i.image_id,
+                    name: i.name,
+                    version: i.version,
+                    parent,
+                    entries_changed: 0,
+                    bytes_stored: 0,
+                    seconds: 0.0,
+                });
             }
             Op::Clone => {
                 let s = lib.clone_image(&arg(0), &arg(1)).await.map_err(|e| e.to_string())?;
@@ -420,5 +442,40 @@ impl ScalarUDFImpl for PatchScalar {
             });
         }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+    }
+}
+
+/// `gc()`: purges deleted versions and frees what no version uses; one summary row.
+#[derive(Debug)]
+struct Gc {
+    lib: Lib,
+    commands: Arc<Commands>,
+}
+
+impl TableFunctionImpl for Gc {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        arity("gc", "gc()", args.exprs(), 0)?;
+        let schema = fields(&[
+            ("purged", DataType::Utf8),
+            ("chunks_freed", DataType::Int64),
+            ("packs_retired", DataType::Int64),
+            ("packs_rewritten", DataType::Int64),
+            ("bytes_freed", DataType::Int64),
+            ("seconds", DataType::Float64),
+        ]);
+        let (lib, out) = (self.lib.clone(), schema.clone());
+        let job = detached(async move {
+            let s = lib.0.gc().await.map_err(engine_err)?;
+            let columns = vec![
+                text(s.purged.join(", ")),
+                int(s.chunks_freed as i64),
+                int(s.packs_retired as i64),
+                int(s.packs_rewritten as i64),
+                int(s.bytes_freed),
+                seconds(s.seconds),
+            ];
+            Ok(RecordBatch::try_new(out, columns)?)
+        });
+        command_table(&self.commands, schema, Command::new("gc()".into(), job))
     }
 }

@@ -212,13 +212,17 @@ impl TableFunctionImpl for FileLines {
 #[derive(Debug)]
 struct ImageStats(Lib);
 
-const STATS_USAGE: &str = "image_stats(image), e.g. image_stats('web@2')";
+const STATS_USAGE: &str = "image_stats(image [, image ...]), e.g. image_stats('web@1', 'web@2')";
 
 impl TableFunctionImpl for ImageStats {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
-        arity("image_stats", STATS_USAGE, exprs, 1)?;
-        let spec = text_arg("image_stats", STATS_USAGE, exprs, 0, "image")?;
+        if exprs.is_empty() {
+            arity("image_stats", STATS_USAGE, exprs, 1)?;
+        }
+        let specs = (0..exprs.len())
+            .map(|i| text_arg("image_stats", STATS_USAGE, exprs, i, "image"))
+            .collect::<Result<Vec<_>>>()?;
         let lib = self.0.clone();
         let schema = schema(&[
             ("image_id", DataType::Int64),
@@ -231,28 +235,58 @@ impl TableFunctionImpl for ImageStats {
             ("unique_stored_bytes", DataType::Int64),
             ("files", DataType::Int64),
             ("packages", DataType::Int64),
+            ("freed_if_deleted", DataType::Int64),
         ]);
         Ok(Deferred::new(schema, move |ctx| {
-            let (lib, spec) = (lib.clone(), spec.clone());
+            let (lib, specs) = (lib.clone(), specs.clone());
             Box::pin(async move {
-                let id = lib.0.resolve(&spec).await.map_err(engine_err)?.image_id;
-                // A chunk is the image's own when no other image's extents use it.
-                let sql = format!(
-                    "WITH mine AS (SELECT DISTINCT chunk_hash FROM extents WHERE image_id = {id} AND chunk_hash IS NOT NULL),
-                     users AS (SELECT e.chunk_hash, count(DISTINCT e.image_id) AS images
-                               FROM extents e JOIN mine USING (chunk_hash) GROUP BY e.chunk_hash),
-                     sizes AS (SELECT coalesce(sum(c.size) FILTER (WHERE u.images = 1), 0) AS unique_bytes,
-                                      coalesce(sum(c.size) FILTER (WHERE u.images > 1), 0) AS shared_bytes,
-                                      coalesce(sum(c.stored_size) FILTER (WHERE u.images = 1), 0) AS unique_stored
-                               FROM users u JOIN chunks c USING (chunk_hash))
-                     SELECT i.image_id, i.name, i.version, i.virtual_size,
-                       (SELECT coalesce(sum(length), 0) FROM extents WHERE image_id = {id} AND kind <> 'zero') AS data,
-                       s.unique_bytes, s.shared_bytes, s.unique_stored,
-                       (SELECT count(*) FROM files WHERE image_id = {id}) AS files,
-                       (SELECT count(*) FROM packages WHERE image_id = {id}) AS packages
-                     FROM images i, sizes s WHERE i.image_id = {id}"
-                );
-                query(&ctx, sql).await
+                let mut ids = Vec::new();
+                for spec in &specs {
+                    ids.push(lib.0.resolve(spec).await.map_err(engine_err)?.image_id);
+                }
+                ids.dedup();
+                let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+                // What deleting all the listed versions (then gc) would free: the stored bytes
+                // of the chunks no other version uses.
+                let freed = query(
+                    &ctx,
+                    format!(
+                        "WITH theirs AS (SELECT DISTINCT chunk_hash FROM extents WHERE image_id IN ({list}) AND chunk_hash IS NOT NULL),
+                              others AS (SELECT DISTINCT e.chunk_hash FROM extents e JOIN theirs USING (chunk_hash) WHERE e.image_id NOT IN ({list}))
+                         SELECT coalesce(sum(c.stored_size), 0) AS freed FROM theirs t JOIN chunks c USING (chunk_hash)
+                         WHERE t.chunk_hash NOT IN (SELECT chunk_hash FROM others)"
+                    ),
+                )
+                .await?;
+                let freed = freed
+                    .first()
+                    .and_then(|b| datafusion::arrow::compute::cast(b.column(0), &DataType::Int64).ok())
+                    .map_or(0, |c| {
+                        use datafusion::arrow::array::AsArray;
+                        c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
+                    });
+                let mut rows = Vec::new();
+                for id in ids {
+                    // A chunk is the image's own when no other image's extents use it.
+                    let sql = format!(
+                        "WITH mine AS (SELECT DISTINCT chunk_hash FROM extents WHERE image_id = {id} AND chunk_hash IS NOT NULL),
+                         users AS (SELECT e.chunk_hash, count(DISTINCT e.image_id) AS images
+                                   FROM extents e JOIN mine USING (chunk_hash) GROUP BY e.chunk_hash),
+                         sizes AS (SELECT coalesce(sum(c.size) FILTER (WHERE u.images = 1), 0) AS unique_bytes,
+                                          coalesce(sum(c.size) FILTER (WHERE u.images > 1), 0) AS shared_bytes,
+                                          coalesce(sum(c.stored_size) FILTER (WHERE u.images = 1), 0) AS unique_stored
+                                   FROM users u JOIN chunks c USING (chunk_hash))
+                         SELECT i.image_id, i.name, i.version, i.virtual_size,
+                           (SELECT coalesce(sum(length), 0) FROM extents WHERE image_id = {id} AND kind <> 'zero') AS data,
+                           s.unique_bytes, s.shared_bytes, s.unique_stored,
+                           (SELECT count(*) FROM files WHERE image_id = {id}) AS files,
+                           (SELECT count(*) FROM packages WHERE image_id = {id}) AS packages,
+                           {freed} AS freed_if_deleted
+                         FROM images i, sizes s WHERE i.image_id = {id}"
+                    );
+                    rows.extend(query(&ctx, sql).await?);
+                }
+                Ok(rows)
             })
         }))
     }

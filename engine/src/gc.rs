@@ -1,0 +1,263 @@
+//! Deleting versions, and collecting what no version needs.
+//!
+//! `delete` hides a version: its `images.state` becomes `deleted`, names and SQL no longer see
+//! it, and `undelete` brings it back. `gc` makes deletion final and frees the space:
+//! 1. with the `writers` flock held exclusively, so that no checkin, edit or clone is between
+//!    reading which chunks exist and committing rows that use them (they hold it shared, and
+//!    gc waits for them; new ones wait for gc): leftovers of crashed operations are reclaimed,
+//!    deleted versions become `purged` (their `images` row stays, for history) and their rows
+//!    go;
+//! 2. every chunk that no remaining `extents` row uses is dead. A pack holding only dead
+//!    chunks, or no chunk any row names (left by a killed repack or a refused edit), is
+//!    retired; a pack that is at least `REWRITE_DEAD` dead has its live chunks copied into new
+//!    packs first, then is retired; rows follow the order of `repack` (new rows, retired list,
+//!    old rows deleted);
+//! 3. `prune` deletes the retired packs once no reader holds the `readers` flock.
+
+use crate::catalog::{ChunkRow, ImageRow, ProvenanceRow, Table};
+use crate::repack::OnlyRepack;
+use crate::store::{ChunkHash, ChunkLocation, Compression, pack_path};
+use crate::{Error, IoContext, Library, PruneSummary, Result};
+use arrow::array::AsArray;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::File;
+use std::time::Instant;
+
+/// `images.state` of a version hidden by `delete`, restorable until `gc`.
+pub const DELETED: &str = "deleted";
+/// `images.state` of a version whose rows `gc` removed; its `images` row stays, for history.
+pub const PURGED: &str = "purged";
+
+/// The share of a pack's stored bytes that must be dead before gc rewrites it (below it, the
+/// dead chunks stay until a later gc or repack: rewriting costs more than it frees).
+const REWRITE_DEAD: f64 = 0.25;
+
+/// Tables whose rows describe a version's disk (provenance stays, for history).
+const VERSION_TABLES: [&str; 4] = ["partitions", "files", "packages", "extents"];
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcSummary {
+    /// Deleted versions whose rows were removed, as `name@version`.
+    pub purged: Vec<String>,
+    /// Chunks no version uses any more.
+    pub chunks_freed: u64,
+    pub packs_retired: usize,
+    pub packs_rewritten: usize,
+    /// Bytes of packs before and after (after once `prune` has run).
+    pub pack_bytes_before: u64,
+    pub pack_bytes_after: u64,
+    pub bytes_freed: i64,
+    pub prune: PruneSummary,
+    pub seconds: f64,
+}
+
+impl Library {
+    /// Hides a version until `undelete` (or for good, at the next `gc`).
+    pub async fn delete(&self, spec: &str) -> Result<ImageRow> {
+        let image = self.resolve(spec).await?;
+        self.set_state(&image, DELETED, "delete").await
+    }
+
+    /// Brings back a version `delete` hid, if `gc` has not purged it.
+    pub async fn undelete(&self, spec: &str) -> Result<ImageRow> {
+        let image = self.resolve_any(spec).await?;
+        match image.state.as_str() {
+            DELETED => self.set_state(&image, "active", "undelete").await,
+            PURGED => {
+                Err(Error::User(format!("{}@{} was purged by gc: it cannot be restored", image.name, image.version)))
+            }
+            _ => Err(Error::User(format!("{}@{} is not deleted", image.name, image.version))),
+        }
+    }
+
+    async fn set_state(&self, image: &ImageRow, state: &str, operation: &str) -> Result<ImageRow> {
+        let label = format!("{}@{}", image.name, image.version);
+        let _lock = self.lock()?;
+        let dataset = std::sync::Arc::new(self.catalog().dataset(ImageRow::NAME).await?);
+        let err = |e: lance::Error| Error::Catalog(format!("marking {label} {state}: {e}"));
+        lance::dataset::UpdateBuilder::new(dataset)
+            .update_where(&format!("image_id = {}", image.image_id))
+            .map_err(err)?
+            .set("state", &format!("'{state}'"))
+            .map_err(err)?
+            .build()
+            .map_err(err)?
+            .execute()
+            .await
+            .map_err(err)?;
+        let row = ProvenanceRow {
+            image_id: image.image_id,
+            parent_id: None,
+            operation: operation.into(),
+            arguments: serde_json::json!({ "image": label }).to_string(),
+            actor: crate::checkin::actor(),
+            at: crate::now_ns(),
+        };
+        self.catalog().append(&[row]).await?;
+        Ok(ImageRow { state: state.to_string(), ..image.clone() })
+    }
+
+    /// Purges deleted versions and frees the chunks no remaining version uses (see the module
+    /// docs). Safe while checkins, edits and readers run.
+    pub async fn gc(&self) -> Result<GcSummary> {
+        let started = Instant::now();
+        let _only = OnlyRepack::take(self.root())?;
+        let writers = self.writers_exclusive().await?;
+        let mut summary = GcSummary { pack_bytes_before: self.pack_bytes()?, ..GcSummary::default() };
+        self.reclaim_leftovers().await?;
+
+        // Deleted versions become purged first, then lose their rows: a crash in between
+        // leaves purged versions whose rows the next gc removes.
+        let images = self.images().await?;
+        for image in images.iter().filter(|i| i.state == DELETED) {
+            self.set_state(image, PURGED, "gc").await?;
+            summary.purged.push(format!("{}@{}", image.name, image.version));
+        }
+        let purged: Vec<String> =
+            images.iter().filter(|i| i.state == DELETED || i.state == PURGED).map(|i| i.image_id.to_string()).collect();
+        if !purged.is_empty() {
+            for table in VERSION_TABLES {
+                let mut dataset = self.catalog().dataset(table).await?;
+                dataset
+                    .delete(&format!("image_id IN ({})", purged.join(", ")))
+                    .await
+                    .map_err(|e| Error::Catalog(format!("deleting the rows of purged versions from {table}: {e}")))?;
+            }
+        }
+
+        // Live: what the extents of the remaining versions use.
+        let mut live: HashSet<ChunkHash> = HashSet::new();
+        for b in self.catalog().scan("extents", &["chunk_hash"], Some("chunk_hash IS NOT NULL")).await? {
+            live.extend(b.column(0).as_string::<i32>().iter().flatten().filter_map(crate::store::parse_hex));
+        }
+        let rows = self.chunk_rows().await?;
+        // Per pack: (live stored bytes, all stored bytes), by the rows' frame shares.
+        let mut packs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut dead_chunks = HashSet::new();
+        for (hash, at) in &rows {
+            let share = u64::from(at.size);
+            let entry = packs.entry(at.pack.clone()).or_default();
+            entry.1 += share;
+            if live.contains(hash) {
+                entry.0 += share;
+            } else {
+                dead_chunks.insert(*hash);
+            }
+        }
+        summary.chunks_freed = dead_chunks.len() as u64;
+        let mut retire: BTreeSet<String> =
+            packs.iter().filter(|(_, (l, _))| *l == 0).map(|(id, _)| id.clone()).collect();
+        // Pack files no row names at all.
+        retire.extend(self.pack_ids()?.into_iter().filter(|id| !packs.contains_key(id)));
+        let rewrite: BTreeSet<String> = packs
+            .iter()
+            .filter(|(_, (l, all))| *l > 0 && (*all - *l) as f64 >= REWRITE_DEAD * *all as f64)
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Live chunks of rewritten packs move, each once, unless a kept pack has them too.
+        let kept: HashSet<ChunkHash> = rows
+            .iter()
+            .filter(|(_, at)| !rewrite.contains(&at.pack) && !retire.contains(&at.pack))
+            .map(|(h, _)| *h)
+            .collect();
+        let mut moving: Vec<(ChunkHash, ChunkLocation)> = Vec::new();
+        let mut chosen = HashSet::new();
+        for (hash, at) in &rows {
+            if rewrite.contains(&at.pack) && live.contains(hash) && !kept.contains(hash) && chosen.insert(*hash) {
+                moving.push((*hash, at.clone()));
+            }
+        }
+        moving
+            .sort_by(|a, b| (&a.1.pack, a.1.offset, a.1.frame_offset).cmp(&(&b.1.pack, b.1.offset, b.1.frame_offset)));
+        if !moving.is_empty() {
+            let root = self.root().to_path_buf();
+            let reading = self.reading()?;
+            let written =
+                tokio::task::spawn_blocking(move || crate::repack::copy(&root, &moving, Compression::CHECKIN, None))
+                    .await
+                    .map_err(|e| Error::User(format!("gc failed: {e}")))??;
+            drop(reading);
+            let rows: Vec<ChunkRow> = written.iter().map(crate::checkin::chunk_row).collect();
+            self.catalog().append(&rows).await?;
+        }
+        summary.packs_rewritten = rewrite.len();
+        retire.extend(rewrite);
+        summary.packs_retired = retire.len();
+        if !retire.is_empty() {
+            let ids: Vec<&str> = retire.iter().map(String::as_str).collect();
+            self.retire(&ids)?;
+            let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
+            let mut chunks = self.catalog().dataset(ChunkRow::NAME).await?;
+            chunks
+                .delete(&format!("pack IN ({list})"))
+                .await
+                .map_err(|e| Error::Catalog(format!("deleting the rows of retired packs: {e}")))?;
+        }
+        drop(writers);
+        {
+            let _lock = self.lock()?;
+            self.catalog().maintain(crate::catalog::COMPACT_AFTER_FRAGMENTS).await?;
+        }
+        summary.prune = self.prune().await?;
+        summary.pack_bytes_after = self.pack_bytes()?;
+        summary.bytes_freed = summary.pack_bytes_before as i64 - summary.pack_bytes_after as i64;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+
+    /// The `writers` flock, shared: held by every operation that may use chunks it did not
+    /// store (a checkin's dedup, a clone's rows) from the moment it learns they exist until
+    /// its commit, so that gc never frees them in between. Waits while a gc runs.
+    pub(crate) async fn writing(&self) -> Result<File> {
+        self.writers_lock(false).await
+    }
+
+    async fn writers_exclusive(&self) -> Result<File> {
+        self.writers_lock(true).await
+    }
+
+    async fn writers_lock(&self, exclusive: bool) -> Result<File> {
+        let path = self.root().join("writers");
+        tokio::task::spawn_blocking(move || {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .io_context(|| format!("opening {}", path.display()))?;
+            if exclusive { file.lock() } else { file.lock_shared() }
+                .io_context(|| format!("locking {}", path.display()))?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Error::User(format!("waiting for the writers lock failed: {e}")))?
+    }
+
+    /// Every pack file's id.
+    fn pack_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let packs = self.root().join("packs");
+        for fan in std::fs::read_dir(&packs).io_context(|| format!("reading {}", packs.display()))? {
+            let fan = fan.io_context(|| format!("reading {}", packs.display()))?;
+            if !fan.path().is_dir() {
+                continue;
+            }
+            for pack in std::fs::read_dir(fan.path()).io_context(|| format!("reading {}", fan.path().display()))? {
+                let name = pack.io_context(|| "reading packs/".into())?.file_name();
+                if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pack")) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn pack_bytes(&self) -> Result<u64> {
+        Ok(self
+            .pack_ids()?
+            .iter()
+            .filter_map(|id| std::fs::metadata(pack_path(self.root(), id)).ok())
+            .map(|m| m.len())
+            .sum())
+    }
+}
