@@ -102,7 +102,7 @@ impl Base {
             }
             let path = paths.value(r);
             let bucket = blake3::hash(path.as_bytes()).as_bytes()[0] as usize;
-            if bucket % 50 == 0 || path.contains("libssl.so") || path.contains("libcrypto.so") {
+            if bucket.is_multiple_of(50) || path.contains("libssl.so") || path.contains("libcrypto.so") {
                 base.updated.push(r);
             }
             if path == "/etc/ssh/sshd_config" || path.starts_with("/etc/nginx/") && path.ends_with(".conf") {
@@ -187,7 +187,7 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
             .map(|r| {
                 let name = names.value(r);
                 let bucket = blake3::hash(name.as_bytes()).as_bytes()[0] as usize;
-                let updated = bucket % 20 == 0 || name == "openssl" || name == "libssl3";
+                let updated = bucket.is_multiple_of(20) || name == "openssl" || name == "libssl3";
                 if level > 0 && updated {
                     format!("{}+deb12u{level}", versions.value(r))
                 } else {

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// One way to B.2, timed: its wall seconds.
+type Route<'a> = Box<dyn Fn() -> f64 + 'a>;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -81,7 +84,7 @@ fn main() {
             run(Command::new("umount").arg(&mnt));
         }
 
-        let mut ways: Vec<(&str, Box<dyn Fn() -> f64 + '_>)> = vec![
+        let mut ways: Vec<(&str, Route)> = vec![
             (
                 "patch",
                 Box::new(|| {

@@ -148,6 +148,7 @@ impl Library {
         let where_ = format!("{label}, partition {partition}");
         let expected = tokio::task::spawn_blocking(move || -> Result<Tree> {
             let device = format!("{}?offset={start}", disk.display());
+            check_clean(&where_, &device, "the filesystem to edit")?;
             check_room(&where_, &device, need)?;
             let script_path = work.join("changes.debugfs");
             std::fs::write(&script_path, script).io_context(|| format!("writing {}", script_path.display()))?;
@@ -172,7 +173,7 @@ impl Library {
                 debugfs(&where_, &device, &script_path, "write the rebuilt /etc/ld.so.cache")?;
                 expected.insert(path.to_string(), file_entry("file", &meta, size, Some(hash), None));
             }
-            check_clean(&where_, &device)?;
+            check_clean(&where_, &device, "the edited filesystem")?;
             Ok(expected)
         })
         .await
@@ -441,15 +442,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
             Change::Write { path, source, meta } => {
                 parent_is_dir(&tree, path)?;
                 let (size, hash) = hash_file(source)?;
-                match tree.get(path) {
-                    Some(e) if e.kind == "dir" => return Err(refuse(path, "is a directory")),
-                    Some(e) => {
-                        let _ = writeln!(script, "rm {}", quote(path)?);
-                        need.kib -= blocks_kib(e);
-                        need.inodes -= 1;
-                    }
-                    None => {}
-                }
+                replace(&tree, path, &mut script, &mut need).map_err(|why| refuse(path, why))?;
                 let source = source.to_str().ok_or_else(|| refuse(path, "the host file's name is not UTF-8"))?;
                 let _ = writeln!(script, "write {} {}", quote(source)?, quote(path)?);
                 set_meta(&mut script, path, "file", meta)?;
@@ -475,15 +468,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
             }
             Change::Symlink { path, target, meta } => {
                 parent_is_dir(&tree, path)?;
-                match tree.get(path) {
-                    Some(e) if e.kind == "dir" => return Err(refuse(path, "is a directory")),
-                    Some(e) => {
-                        let _ = writeln!(script, "rm {}", quote(path)?);
-                        need.kib -= blocks_kib(e);
-                        need.inodes -= 1;
-                    }
-                    None => {}
-                }
+                replace(&tree, path, &mut script, &mut need).map_err(|why| refuse(path, why))?;
                 let _ = writeln!(script, "symlink {} {}", quote(path)?, quote(target)?);
                 let link = Meta { mode: 0o777, ..*meta };
                 set_meta(&mut script, path, "symlink", &link)?;
@@ -547,6 +532,21 @@ fn set_meta(script: &mut String, path: &str, kind: &str, meta: &Meta) -> Result<
     let _ = writeln!(script, "sif {q} gid {}", meta.gid);
     let _ = writeln!(script, "sif {q} mtime @{}", meta.mtime);
     Ok(())
+}
+
+/// Makes way for a new entry at `path`: an entry there that is not a directory is removed
+/// first (what it held is freed); a directory is not replaced.
+fn replace(tree: &Tree, path: &str, script: &mut String, need: &mut Room) -> std::result::Result<(), &'static str> {
+    match tree.get(path) {
+        Some(e) if e.kind == "dir" => Err("is a directory"),
+        Some(e) => {
+            let _ = writeln!(script, "rm {}", quote(path).map_err(|_| "has a name debugfs cannot take")?);
+            need.kib -= blocks_kib(e);
+            need.inodes -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 fn change_path(change: &Change) -> &str {
@@ -778,8 +778,9 @@ pub(crate) fn debugfs(where_: &str, device: &str, script_path: &Path, doing: &st
     Ok(())
 }
 
-/// `e2fsck -fn`: the edited filesystem must be clean.
-fn check_clean(where_: &str, device: &str) -> Result<()> {
+/// `e2fsck -fn`: the filesystem must be clean, before an edit (`which` = "the filesystem to
+/// edit": an edit needs a clean start, and a damaged parent is named as such) and after it.
+fn check_clean(where_: &str, device: &str, which: &str) -> Result<()> {
     let out = e2fsprogs("e2fsck", &["-fn", device])?;
     if out.status.success() {
         return Ok(());
@@ -788,6 +789,6 @@ fn check_clean(where_: &str, device: &str) -> Result<()> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("Pass ") && !l.trim().is_empty()).take(5).collect();
     Err(Error::Image {
         image: where_.to_string(),
-        message: format!("e2fsck finds the edited filesystem unclean: {}; nothing was committed", lines.join("; ")),
+        message: format!("e2fsck finds {which} unclean: {}; nothing was committed", lines.join("; ")),
     })
 }

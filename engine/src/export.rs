@@ -89,6 +89,9 @@ struct Entry {
 /// A run of a file's content stored in a chunk: content offset, length, chunk, chunk offset.
 type Piece = (u64, u64, ChunkHash, u64);
 
+/// A piece of a content, and the files it fills: (content hash, piece, files).
+type Filling<'a> = (&'a str, &'a Piece, &'a [PathBuf]);
+
 impl Library {
     /// Writes the file tree of one filesystem of image version `spec` into `dir`, which must
     /// not exist or be empty.
@@ -601,7 +604,7 @@ fn write_contents(
     progress: Option<&dyn Progress>,
 ) -> Result<(u64, Vec<Problem>)> {
     // Under each chunk: (the content, the piece, the files to fill with it).
-    let mut by_chunk: HashMap<ChunkHash, (&ChunkLocation, Vec<(&str, &Piece, &[PathBuf])>)> = HashMap::new();
+    let mut by_chunk: HashMap<ChunkHash, (&ChunkLocation, Vec<Filling>)> = HashMap::new();
     for (hash, files) in targets.iter() {
         for piece in pieces.get(*hash).into_iter().flatten() {
             let at = locations

@@ -185,13 +185,7 @@ impl Library {
         summary.packs_retired = retire.len();
         if !retire.is_empty() {
             let ids: Vec<&str> = retire.iter().map(String::as_str).collect();
-            self.retire(&ids)?;
-            let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
-            let mut chunks = self.catalog().dataset(ChunkRow::NAME).await?;
-            chunks
-                .delete(&format!("pack IN ({list})"))
-                .await
-                .map_err(|e| Error::Catalog(format!("deleting the rows of retired packs: {e}")))?;
+            self.retire_packs(&ids).await?;
         }
         drop(writers);
         {

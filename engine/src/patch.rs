@@ -86,6 +86,9 @@ const BACKUPS: [&str; 9] = [
     "/var/log/apt/eipp.log.xz",
 ];
 
+/// A path's entry in one tree, if it has one.
+type State<'a> = Option<&'a Entry>;
+
 /// A three-way decision, before contents are read.
 enum Plan {
     Same,
@@ -115,7 +118,8 @@ impl Library {
         paths.sort();
         paths.dedup();
         let mut rows = Vec::new();
-        let mut decided: BTreeMap<String, (Plan, Option<&Entry>, Option<&Entry>, Option<&Entry>)> = BTreeMap::new();
+        // Per path: the decision, and the states in from, to and the target.
+        let mut decided: BTreeMap<String, (Plan, State, State, State)> = BTreeMap::new();
         for path in paths {
             let (b, th, ou) = (base.get(path), theirs.get(path), ours.get(path));
             if same(b, th) {
@@ -145,13 +149,13 @@ impl Library {
         let scratch = Scratch::new(self.root(), "patch")?;
         let mut wanted: [Vec<(String, u64)>; 3] = Default::default();
         for (plan, b, th, ou) in decided.values() {
-            let brings = matches!(plan, Plan::Apply | Plan::Conflict(_)) || matches!(plan, Plan::Merge(_));
-            if let (true, Some(e)) = (brings, th) {
-                content(e).map(|c| wanted[2].push(c));
-            }
-            if let Plan::Merge(_) = plan {
-                b.and_then(|e| content(e)).map(|c| wanted[1].push(c));
-                ou.and_then(|e| content(e)).map(|c| wanted[0].push(c));
+            let sides = match plan {
+                Plan::Apply | Plan::Conflict(_) => [None, None, *th],
+                Plan::Merge(_) => [*ou, *b, *th],
+                _ => [None, None, None],
+            };
+            for (side, e) in sides.into_iter().enumerate() {
+                wanted[side].extend(e.and_then(content));
             }
         }
         for (side, image) in [&t, &f, &o].into_iter().enumerate() {

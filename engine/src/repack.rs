@@ -122,13 +122,7 @@ impl Library {
             let rows: Vec<ChunkRow> = written.iter().map(crate::checkin::chunk_row).collect();
             self.catalog().append(&rows).await?;
             let ids: Vec<&str> = settled.iter().map(|s| s.as_str()).collect();
-            self.retire(&ids)?;
-            let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
-            let mut chunks = self.catalog().dataset(ChunkRow::NAME).await?;
-            chunks
-                .delete(&format!("pack IN ({list})"))
-                .await
-                .map_err(|e| Error::Catalog(format!("deleting the rows of repacked packs: {e}")))?;
+            self.retire_packs(&ids).await?;
         }
         drop(reading);
         {
@@ -186,8 +180,21 @@ impl Library {
         Ok(summary)
     }
 
+    /// Retires packs: lists them in `retired` (durably), then deletes their rows. Whatever
+    /// they held that is still needed must have rows in other packs first.
+    pub(crate) async fn retire_packs(&self, ids: &[&str]) -> Result<()> {
+        self.retire(ids)?;
+        let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
+        let mut chunks = self.catalog().dataset(ChunkRow::NAME).await?;
+        chunks
+            .delete(&format!("pack IN ({list})"))
+            .await
+            .map_err(|e| Error::Catalog(format!("deleting the rows of retired packs: {e}")))?;
+        Ok(())
+    }
+
     /// Adds packs to the `retired` list (durably, before their rows go).
-    pub(crate) fn retire(&self, ids: &[&str]) -> Result<()> {
+    fn retire(&self, ids: &[&str]) -> Result<()> {
         let _lock = self.lock()?;
         let path = self.root().join(RETIRED);
         let mut file = File::options()

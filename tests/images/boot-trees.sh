@@ -20,18 +20,7 @@ mkdir -p "$out/debs"
 if ! command -v qemu-system-x86_64 >/dev/null || ! command -v extlinux >/dev/null || [ ! -f /usr/lib/syslinux/mbr/gptmbr.bin ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 extlinux syslinux-common >/dev/null
 fi
-
-in_chroot() {
-  local tree=$1; shift
-  cp /etc/resolv.conf "$tree/etc/resolv.conf"
-  printf '#!/bin/sh\nexit 101\n' > "$tree/usr/sbin/policy-rc.d" && chmod 755 "$tree/usr/sbin/policy-rc.d"
-  mount -t proc proc "$tree/proc"
-  local status=0
-  chroot "$tree" env DEBIAN_FRONTEND=noninteractive LC_ALL=C PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@" || status=$?
-  umount "$tree/proc"
-  rm -f "$tree/usr/sbin/policy-rc.d"
-  return $status
-}
+source "$(dirname "$0")/chroot.sh"
 
 if [ ! -d "$out/k0.tree" ]; then
   tmp=$out/.k0.partial

@@ -92,6 +92,7 @@ fn outside(disk: &Path, start: usize, len: usize) -> Vec<u8> {
 fn edits_make_new_versions_in_place_and_clean() {
     let f = Fixture::new();
     let (a1, dev1) = f.checkout("a@1");
+    e2fsck_clean(&dev1);
 
     // replace: new content, owner and permissions kept; without root.
     let motd = f.path("motd");
@@ -254,8 +255,18 @@ fn edits_that_cannot_be_done_are_refused_and_write_nothing() {
     refused(&["replace", "a", "/etc", huge.to_str().unwrap()], "is a dir, not a regular file");
     refused(&["set-meta", "a", "/etc/motd", "--mode", "99"], "not a mode in octal");
     refused(&["clone", "a", "a"], "exists already");
+    // A filesystem e2fsck finds unclean to begin with (an inode whose link count is wrong) is
+    // not edited, and the error says it was so before the edit.
+    let tree = f.path("tree");
+    let (root, esp, dirty) = (f.path("dirty.ext4"), f.path("dirty.esp"), f.path("dirty.raw"));
+    mkfs_ext(&tree, &root, "ext4", "24M", &[]);
+    run(Command::new("debugfs").args(["-w", "-R", "sif /etc/hostname links_count 5"]).arg(&root));
+    mkfs_vfat(&esp, 2048);
+    gpt_disk(&dirty, &root, &esp);
+    f.lib.checkin(&dirty, "dirty");
+    refused(&["replace", "dirty", "/etc/motd", huge.to_str().unwrap()], "e2fsck finds the filesystem to edit unclean");
     let versions = f.lib.sql("SELECT count(*) AS n FROM images");
-    assert_eq!(versions[0]["n"].as_i64(), Some(1), "no refused edit made a version");
+    assert_eq!(versions[0]["n"].as_i64(), Some(2), "no refused edit made a version");
     let tmp: Vec<_> =
         std::fs::read_dir(f.lib.path().join("tmp")).expect("tmp").flatten().map(|e| e.file_name()).collect();
     assert!(tmp.is_empty(), "scratch files left in tmp/: {tmp:?}");

@@ -13,7 +13,7 @@
 //!   command a statement planned is registered in [`Commands`], and `Session::run` runs
 //!   those the plan never reached once the statement has finished.
 
-use super::{Lib, arity, block_on, engine_err, text_arg};
+use super::{Lib, arity, block_on, engine_err, text_arg, text_rows};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -268,23 +268,16 @@ impl ScalarUDFImpl for CheckoutTo {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        use datafusion::arrow::array::{Array, AsArray};
-        let n = args.number_rows;
-        let mut columns = Vec::new();
-        for a in &args.args {
-            columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &DataType::Utf8)?);
-        }
-        let (Some(images), Some(paths)) = (columns.first(), columns.get(1)) else {
+        if args.args.len() != 2 {
             return exec_err!("checkout_to(image, path) takes two arguments");
-        };
-        let (images, paths) = (images.as_string::<i32>(), paths.as_string::<i32>());
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            if images.is_null(i) || paths.is_null(i) {
+        }
+        let mut out = Vec::with_capacity(args.number_rows);
+        for row in text_rows(&args)? {
+            let [Some(image), Some(path)] = row.as_slice() else {
                 out.push(None);
                 continue;
-            }
-            let (image, path) = (images.value(i), PathBuf::from(paths.value(i)));
+            };
+            let path = PathBuf::from(path);
             let s = block_on(self.lib.0.checkout(image, &path, &Default::default()))?
                 .map_err(|e| DataFusionError::Execution(format!("checkout_to({image}, {}): {e}", path.display())))?;
             out.push(Some(format!("{}@{} -> {}", s.name, s.version, s.output.display())));

@@ -11,8 +11,8 @@
 //!   `SELECT import(name, '/srv/kmod', '/lib/modules/6.1.0') FROM images WHERE ...`.
 
 use super::commands::{Command, Commands, command_table, detached, fields, int, seconds, text};
-use super::{Deferred, Lib, arity, block_on, engine_err, text_arg};
-use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use super::{Deferred, Lib, arity, block_on, engine_err, text_arg, text_rows};
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{DataFusionError, Result, plan_err};
@@ -264,20 +264,9 @@ impl ScalarUDFImpl for EditScalar {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (op, n) = (self.op, args.number_rows);
-        let mut columns = Vec::new();
-        for a in &args.args {
-            columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &DataType::Utf8)?);
-        }
-        let mut out = Vec::with_capacity(n);
-        for row in 0..n {
-            let values: Vec<Option<String>> = columns
-                .iter()
-                .map(|c| {
-                    let c = c.as_string::<i32>();
-                    c.is_valid(row).then(|| c.value(row).to_string())
-                })
-                .collect();
+        let op = self.op;
+        let mut out = Vec::with_capacity(args.number_rows);
+        for values in text_rows(&args)? {
             // A NULL where a value is needed: nothing to do for this row.
             if values.iter().enumerate().any(|(i, v)| v.is_none() && !op.optional(i)) {
                 out.push(None);
@@ -412,21 +401,9 @@ impl ScalarUDFImpl for PatchScalar {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let mut columns = Vec::new();
-        for a in &args.args {
-            columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &DataType::Utf8)?);
-        }
-        let mut out = Vec::with_capacity(n);
-        for row in 0..n {
-            let values: Option<Vec<String>> = columns
-                .iter()
-                .map(|c| {
-                    let c = c.as_string::<i32>();
-                    c.is_valid(row).then(|| c.value(row).to_string())
-                })
-                .collect();
-            let Some(values) = values else {
+        let mut out = Vec::with_capacity(args.number_rows);
+        for values in text_rows(&args)? {
+            let Some(values) = values.into_iter().collect::<Option<Vec<String>>>() else {
                 out.push(None);
                 continue;
             };

@@ -121,6 +121,28 @@ pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> Resul
     Ok(tokio::task::block_in_place(|| handle.block_on(future)))
 }
 
+/// The arguments of a per-row function as text, one value per argument for each row (None
+/// where NULL): commands per row take names, paths and numbers alike.
+pub(crate) fn text_rows(args: &datafusion::logical_expr::ScalarFunctionArgs) -> Result<Vec<Vec<Option<String>>>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let n = args.number_rows;
+    let mut columns = Vec::new();
+    for a in &args.args {
+        columns.push(datafusion::arrow::compute::cast(&a.to_array(n)?, &datafusion::arrow::datatypes::DataType::Utf8)?);
+    }
+    Ok((0..n)
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| {
+                    let c = c.as_string::<i32>();
+                    c.is_valid(row).then(|| c.value(row).to_string())
+                })
+                .collect()
+        })
+        .collect())
+}
+
 pub(crate) fn engine_err(e: imagelake_engine::Error) -> DataFusionError {
     DataFusionError::Execution(e.to_string())
 }
