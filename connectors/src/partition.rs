@@ -58,8 +58,37 @@ fn whole_disk(size: u64) -> Partition {
     Partition { index: 1, scheme: "none", type_id: String::new(), name: String::new(), start: 0, size }
 }
 
+/// The size of a GPT partition entry the gpt crate reads; it asserts (panics) on any other.
+const GPT_ENTRY: u32 = 128;
+
+/// Checks what the gpt crate would assert of the headers it may use (the primary at LBA 1,
+/// the backup it names, and one at the last LBA): a header with another partition entry size
+/// is an error here, by name (found by fuzzing: the crate's assert panics).
+fn check_gpt_headers(disk: &dyn ReadAt) -> Result<(), Error> {
+    let last = disk.size() / 512;
+    let mut at = vec![1u64, last.saturating_sub(1)];
+    let mut header = [0u8; 92];
+    if disk.read_exact_at(&mut header, 512).is_ok() && &header[..8] == b"EFI PART" {
+        at.push(u64::from_le_bytes(header[32..40].try_into().unwrap_or_default()));
+    }
+    for lba in at {
+        let Some(offset) = lba.checked_mul(512) else { continue };
+        if disk.read_exact_at(&mut header, offset).is_err() || &header[..8] != b"EFI PART" {
+            continue;
+        }
+        let size = u32::from_le_bytes(header[84..88].try_into().unwrap_or_default());
+        if size != GPT_ENTRY {
+            return Err(Error(format!(
+                "GPT header at LBA {lba}: partition entries of {size} bytes; only {GPT_ENTRY}-byte entries are read"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn read_gpt(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
     let lb = gpt::disk::LogicalBlockSize::Lb512;
+    check_gpt_headers(disk)?;
     let gpt = guard("GPT", || {
         gpt::GptConfig::new()
             .writable(false)
@@ -209,5 +238,9 @@ mod tests {
         let bytes = std::fs::read(dir.join("mbr-all-partitions-at-sector-0.bin")).unwrap();
         let err = read(&bytes).unwrap_err();
         assert!(err.to_string().contains("sector 0"), "{err}");
+        // A GPT header whose partition entries are 0 bytes (the gpt crate asserts 128).
+        let bytes = std::fs::read(dir.join("gpt-entry-size-0.bin")).unwrap();
+        let err = read(&bytes).unwrap_err();
+        assert!(err.to_string().contains("partition entries of 0 bytes"), "{err}");
     }
 }
