@@ -54,7 +54,8 @@ impl Library {
         if self.images().await?.iter().any(|i| i.name == new_name) {
             return Err(Error::User(format!("an image {new_name} exists already; clone makes a new image")));
         }
-        // gc must not free what the copied rows use before they commit.
+        // gc must not free what the copied rows use before they commit; and the source is
+        // resolved again once gc cannot run, since one may have purged it while this waited.
         let writing = self.writing().await?;
         let source = self.resolve(spec).await?;
         let image_id = crate::library::allocate_image_id(self.root())?;
