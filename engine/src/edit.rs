@@ -107,6 +107,15 @@ impl Entry {
 /// A filesystem tree by path ("/" is the root).
 pub(crate) type Tree = BTreeMap<String, Entry>;
 
+/// The version an edit starts from: its row, its root filesystem (partition and first byte
+/// on the disk) and that filesystem's tree, read once.
+pub(crate) struct Target {
+    pub image: crate::catalog::ImageRow,
+    pub partition: i64,
+    pub start: u64,
+    pub tree: Tree,
+}
+
 impl Library {
     /// Makes the next version of the image `spec` names from that version with `changes`
     /// applied to its root filesystem; `operation` and `arguments` go to its provenance row.
@@ -117,27 +126,36 @@ impl Library {
         operation: &str,
         arguments: serde_json::Value,
     ) -> Result<EditSummary> {
-        self.edit_with(spec, changes, operation, arguments, false).await
+        let target = self.edit_target(spec).await?;
+        self.edit_with(target, changes, operation, arguments, false).await
     }
 
-    /// `edit`, and with `rebuild_ld_cache` `/etc/ld.so.cache` made anew by ldconfig from the
-    /// libraries of the result (a patch whose two sides both installed libraries).
+    /// The version `spec` names, ready to be edited.
+    pub(crate) async fn edit_target(&self, spec: &str) -> Result<Target> {
+        let image = self.resolve(spec).await?;
+        let label = format!("{}@{}", image.name, image.version);
+        if image.state == crate::checkout::SYNTHETIC {
+            return Err(Error::User(format!("{label} is synthetic (manifests only): it has no disk to edit")));
+        }
+        let (partition, start) = self.root_filesystem(&label, image.image_id).await?;
+        let tree = self.tree(image.image_id, partition).await?;
+        Ok(Target { image, partition, start, tree })
+    }
+
+    /// `edit` from a target already read, and with `rebuild_ld_cache` `/etc/ld.so.cache` made
+    /// anew by ldconfig from the libraries of the result (a patch whose two sides both
+    /// installed libraries).
     pub(crate) async fn edit_with(
         &self,
-        spec: &str,
+        target: Target,
         changes: &[Change],
         operation: &str,
         arguments: serde_json::Value,
         rebuild_ld_cache: bool,
     ) -> Result<EditSummary> {
         let started = Instant::now();
-        let parent = self.resolve(spec).await?;
+        let Target { image: parent, partition, start, tree: before } = target;
         let label = format!("{}@{}", parent.name, parent.version);
-        if parent.state == crate::checkout::SYNTHETIC {
-            return Err(Error::User(format!("{label} is synthetic (manifests only): it has no disk to edit")));
-        }
-        let (partition, start) = self.root_filesystem(&label, parent.image_id).await?;
-        let before = self.tree(parent.image_id, partition).await?;
         let plan = plan(&label, &before, changes)?;
         let entries_changed = plan.entries_changed;
 
@@ -202,30 +220,26 @@ impl Library {
     /// `replace_content(image, path, host_file)`: the file at `path` takes the content of
     /// `host_file`, keeping its owner and permissions (a new file is root's, 0644).
     pub async fn replace_content(&self, spec: &str, path: &str, host_file: &Path) -> Result<EditSummary> {
-        let image = self.resolve(spec).await?;
-        let (partition, _) = self.root_filesystem(spec, image.image_id).await?;
-        let tree = self.tree(image.image_id, partition).await?;
+        let target = self.edit_target(spec).await?;
         // Through links, as writing to the path would.
-        let path = follow(&tree, &absolute(path)?, true);
-        let meta = match tree.get(&path) {
+        let path = follow(&target.tree, &absolute(path)?, true);
+        let meta = match target.tree.get(&path) {
             Some(e) if e.kind == "file" => Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: now_seconds() },
             Some(e) => return Err(Error::User(format!("{spec}: {path} is a {}, not a regular file", e.kind))),
             None => Meta { mode: 0o644, uid: 0, gid: 0, mtime: now_seconds() },
         };
         let source = std::path::absolute(host_file).io_context(|| format!("finding {}", host_file.display()))?;
         let arguments = serde_json::json!({ "path": path, "host_file": source.display().to_string() });
-        let id = image.image_id.to_string();
-        self.edit(&id, &[Change::Write { path, source, meta }], "replace", arguments).await
+        self.edit_with(target, &[Change::Write { path, source, meta }], "replace", arguments, false).await
     }
 
     /// `import(image, host_dir, target_dir)`: copies the tree of `host_dir` into `target_dir`
     /// (made, with its missing parents, when absent), as root's, with the host's permissions
     /// and times. Files already there are replaced; directories already there are kept.
     pub async fn import(&self, spec: &str, host_dir: &Path, target_dir: &str) -> Result<EditSummary> {
-        let image = self.resolve(spec).await?;
-        let (partition, _) = self.root_filesystem(spec, image.image_id).await?;
-        let tree = self.tree(image.image_id, partition).await?;
-        let target = follow(&tree, &absolute(target_dir)?, true);
+        let edited = self.edit_target(spec).await?;
+        let tree = &edited.tree;
+        let target = follow(tree, &absolute(target_dir)?, true);
         let mut changes = Vec::new();
         // Missing ancestors of the target, made as `mkdir -p` makes them.
         let dir_meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: now_seconds() };
@@ -241,9 +255,9 @@ impl Library {
         if !host_dir.is_dir() {
             return Err(Error::User(format!("import: {host} is not a directory")));
         }
-        walk(host_dir, &target, &tree, &mut changes)?;
+        walk(host_dir, &target, tree, &mut changes)?;
         let arguments = serde_json::json!({ "host_dir": host, "target_dir": target });
-        self.edit(&image.image_id.to_string(), &changes, "import", arguments).await
+        self.edit_with(edited, &changes, "import", arguments, false).await
     }
 
     /// `remove(image, path)`: removes a file, link or device, or a directory with everything

@@ -107,11 +107,13 @@ impl Library {
         let label = |i: &crate::catalog::ImageRow| format!("{}@{}", i.name, i.version);
         let (t, f, o) = (self.resolve(target).await?, self.resolve(from).await?, self.resolve(to).await?);
         let mut trees = Vec::new();
-        for image in [&t, &f, &o] {
+        for image in [&f, &o] {
             let (partition, _) = self.root_filesystem(&label(image), image.image_id).await?;
             trees.push(self.tree(image.image_id, partition).await?);
         }
-        let (ours, base, theirs) = (&trees[0], &trees[1], &trees[2]);
+        // The target's tree is read once, for the decisions and for the edit.
+        let edited = self.edit_target(&t.image_id.to_string()).await?;
+        let (ours, base, theirs) = (&edited.tree, &trees[0], &trees[1]);
 
         // Every path that differs between from and to, with its three states.
         let mut paths: Vec<&String> = base.keys().chain(theirs.keys()).collect();
@@ -263,7 +265,7 @@ impl Library {
             "target": label(&t), "from": label(&f), "to": label(&o),
             "on_conflict": on_conflict, "conflicts": conflicts,
         });
-        let made = self.edit_with(&t.image_id.to_string(), &changes, "patch", arguments, rebuild_ld_cache).await?;
+        let made = self.edit_with(edited, &changes, "patch", arguments, rebuild_ld_cache).await?;
         drop(scratch);
         Ok(summary(Some(made), rows))
     }
