@@ -100,7 +100,10 @@ fn main() {
         ways.rotate_left(round % 3);
         let mut made = Vec::new();
         for (way, f) in &ways {
+            // The previous route's writes reach the disk first, untimed.
+            sh("sync");
             let seconds = f();
+            eprintln!("  {way}: {seconds:.2} s");
             match *way {
                 "patch" => offline.push(seconds),
                 "apt" => unstructured.push(seconds),

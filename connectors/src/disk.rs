@@ -39,6 +39,9 @@ pub struct Disk {
 enum Backend {
     Raw(File),
     Qcow2(SyncFormatAccess<ImagoFile>),
+    /// Bytes from elsewhere (an edited disk: the parent version's bytes with the edit's
+    /// blocks over them); mapped as all data.
+    Source(Box<dyn ReadAt>),
 }
 
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
@@ -104,6 +107,11 @@ impl Disk {
         Ok(Disk { format: format.to_string(), backend: Backend::Raw(file), size })
     }
 
+    /// A disk whose bytes `source` gives, read as if it were an image of `format`.
+    pub fn from_source(format: &str, source: Box<dyn ReadAt>) -> Disk {
+        Disk { format: format.to_string(), size: source.size(), backend: Backend::Source(source) }
+    }
+
     /// The input format: "raw", "qcow2", "vmdk", "vhdx", "vdi", "vpc", ...
     pub fn format(&self) -> &str {
         &self.format
@@ -117,6 +125,7 @@ impl Disk {
         while at < end {
             let (run_len, data) = match &self.backend {
                 Backend::Raw(file) => raw_run(file, at, end)?,
+                Backend::Source(_) => (end - at, true),
                 Backend::Qcow2(access) => {
                     let (mapping, n) = access.get_mapping_sync(at, end - at)?;
                     let data = match mapping {
@@ -157,6 +166,19 @@ impl Disk {
     }
 }
 
+/// The allocation map of `[offset, offset + len)` of a file: runs of data and holes, in order.
+pub fn file_map(file: &File, offset: u64, len: u64) -> io::Result<Vec<Run>> {
+    let end = offset.saturating_add(len);
+    let mut runs = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let (n, data) = raw_run(file, at, end)?;
+        runs.push(Run { offset: at, len: n, data });
+        at += n;
+    }
+    Ok(runs)
+}
+
 /// The run of a raw file starting at `at`: data up to the next hole, or a hole up to the
 /// next data (`SEEK_DATA`/`SEEK_HOLE`; a file system without them reports all data).
 fn raw_run(file: &File, at: u64, end: u64) -> io::Result<(u64, bool)> {
@@ -190,6 +212,7 @@ impl ReadAt for Disk {
         match &self.backend {
             Backend::Raw(file) => std::os::unix::fs::FileExt::read_exact_at(file, buf, offset),
             Backend::Qcow2(access) => access.read(buf, offset),
+            Backend::Source(source) => source.read_exact_at(buf, offset),
         }
     }
     fn size(&self) -> u64 {

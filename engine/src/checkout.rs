@@ -212,7 +212,16 @@ impl Library {
 
     /// The disk map of one image, in disk order.
     pub async fn extents(&self, image_id: i64) -> Result<Vec<ExtentRow>> {
-        let columns = ["disk_offset", "length", "kind", "chunk_hash", "chunk_offset"];
+        self.disk_map_of(image_id, false).await
+    }
+
+    /// The disk map of one image, in disk order; `with_contents` also reads which file
+    /// content each extent holds (for an edit, which carries unchanged files over).
+    pub(crate) async fn disk_map_of(&self, image_id: i64, with_contents: bool) -> Result<Vec<ExtentRow>> {
+        let mut columns = vec!["disk_offset", "length", "kind", "chunk_hash", "chunk_offset"];
+        if with_contents {
+            columns.extend(["content_hash", "content_offset"]);
+        }
         let filter = format!("image_id = {image_id}");
         let batches = self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await?;
         let mut extents = Vec::new();
@@ -220,6 +229,8 @@ impl Library {
             let (off, len) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
             let (kind, chunk) = (b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
             let chunk_off = b.column(4).as_primitive::<Int64Type>();
+            let contents =
+                with_contents.then(|| (b.column(5).as_string::<i32>(), b.column(6).as_primitive::<Int64Type>()));
             for r in 0..b.num_rows() {
                 let kind = ExtentKind::parse(kind.value(r)).ok_or_else(|| {
                     Error::Catalog(format!("extents of image {image_id}: unknown kind {:?}", kind.value(r)))
@@ -231,8 +242,8 @@ impl Library {
                     kind,
                     chunk_hash: chunk.is_valid(r).then(|| chunk.value(r).to_string()),
                     chunk_offset: chunk_off.value(r),
-                    content_hash: None,
-                    content_offset: None,
+                    content_hash: contents.and_then(|(h, _)| h.is_valid(r).then(|| h.value(r).to_string())),
+                    content_offset: contents.and_then(|(_, o)| o.is_valid(r).then(|| o.value(r))),
                 });
             }
         }
@@ -276,7 +287,7 @@ pub(crate) fn locations(batches: &[arrow::array::RecordBatch]) -> Vec<(ChunkHash
 }
 
 /// Where a checkout's bytes go.
-enum Sink {
+pub(crate) enum Sink {
     Raw(File),
     Qcow2(SyncFormatAccess<ImagoFile>),
     /// A raw disk already there (delta deployment): only blocks that differ are written, and
@@ -343,7 +354,7 @@ impl Sink {
 }
 
 /// A sparse raw file of `size` bytes.
-fn raw_file(path: &Path, size: u64) -> Result<File> {
+pub(crate) fn raw_file(path: &Path, size: u64) -> Result<File> {
     let file = File::create(path).io_context(|| format!("creating {}", path.display()))?;
     file.set_len(size).io_context(|| format!("sizing {}", path.display()))?;
     Ok(file)
@@ -428,12 +439,12 @@ fn differing_ranges(a: &[ExtentRow], b: &[ExtentRow]) -> Vec<(u64, u64)> {
 }
 
 /// True when [start, end) meets one of the sorted, disjoint `ranges`.
-fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+pub(crate) fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
     let i = ranges.partition_point(|r| r.1 <= start);
     ranges.get(i).is_some_and(|r| r.0 < end)
 }
 
-fn write_disk(
+pub(crate) fn write_disk(
     root: &Path,
     sink: &Sink,
     extents: &[ExtentRow],

@@ -1,17 +1,17 @@
 //! Files derived from others, rebuilt after an edit rather than merged: `/etc/ld.so.cache`,
 //! the dynamic linker's index of the libraries a system has, made by `ldconfig`.
 //!
-//! The libraries of the edited filesystem are dumped by debugfs into a scratch root (only
-//! what ldconfig reads: the `ld.so.conf` files and the `*.so*` entries of the directories they
-//! and the linker's trusted directories name, with the symbolic links of those paths), and
+//! The libraries of the edited filesystem are written into a scratch root (only what ldconfig
+//! reads: the `ld.so.conf` files and the `*.so*` entries of the directories they and the
+//! linker's trusted directories name, with the symbolic links of those paths), from the host
+//! files the edit writes or else from the parent version's contents in the store, and
 //! `ldconfig -r ROOT -X` (no links changed) writes the new cache there. As root it runs
 //! directly; otherwise in a user namespace (`unshare --user --map-root-user`), where its
 //! chroot is allowed.
 
-use crate::edit::{Tree, quote};
-use crate::{Error, IoContext, Result};
-use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use crate::edit::Tree;
+use crate::{Error, IoContext, Library, Result};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,16 +21,61 @@ pub(crate) const LD_CACHE: &str = "/etc/ld.so.cache";
 const TRUSTED: [&str; 6] =
     ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
 
-/// Rebuilds the cache of the filesystem on `device` (whose tree is `tree`) into `scratch`;
-/// returns the new cache file.
-pub(crate) fn rebuild_ld_cache(where_: &str, device: &str, tree: &Tree, scratch: &Path) -> Result<PathBuf> {
+/// Where the content of each file of an edit's result is: the host file an edit writes there
+/// (`sources`, by path), or else the parent version's content (by the tree's content hash).
+pub(crate) struct Contents<'a> {
+    pub library: &'a Library,
+    pub parent: i64,
+    pub sources: &'a HashMap<String, PathBuf>,
+    /// A folder of the parent's contents by hash, some perhaps written there already (a
+    /// patch fetches the libraries of its target while it fetches the rest).
+    pub stored: &'a Path,
+}
+
+/// The regular files among the libraries in the linker's trusted directories of `tree`, as
+/// (content hash, size): most of what a rebuild reads, known before any configuration is.
+pub(crate) fn trusted_libraries(tree: &Tree) -> Vec<(String, u64)> {
+    let dirs: BTreeSet<String> = TRUSTED.iter().map(|d| d.to_string()).collect();
+    let (files, _) = libraries_in(tree, &dirs);
+    files.iter().filter_map(|p| tree.get(p).and_then(|e| Some((e.content_hash.clone()?, e.size)))).collect()
+}
+
+/// The `*.so*` entries directly in `dirs` of `tree` (through links): regular files and links.
+fn libraries_in(tree: &Tree, dirs: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    let (mut files, mut links) = (Vec::new(), Vec::new());
+    for dir in dirs {
+        let Some(real) = resolve(tree, dir) else { continue };
+        let prefix = if real == "/" { "/".to_string() } else { format!("{real}/") };
+        for (path, e) in tree.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)) {
+            let name = &path[prefix.len()..];
+            if name.contains('/') || !name.contains(".so") || name == ".." {
+                continue;
+            }
+            match e.kind.as_str() {
+                "file" => files.push(path.clone()),
+                "symlink" => links.push(path.clone()),
+                _ => {}
+            }
+        }
+    }
+    (files, links)
+}
+
+/// Rebuilds the cache of the filesystem whose tree is `tree` into `scratch`; returns the new
+/// cache file.
+pub(crate) async fn rebuild_ld_cache(
+    where_: &str,
+    tree: &Tree,
+    contents: &Contents<'_>,
+    scratch: &Path,
+) -> Result<PathBuf> {
     let root = scratch.join("ldroot");
     std::fs::create_dir_all(root.join("etc")).io_context(|| format!("creating {}", root.display()))?;
     // First the configuration, to learn the directories it names.
     let mut conf: Vec<String> = vec!["/etc/ld.so.conf".into()];
     conf.extend(tree.keys().filter(|p| p.starts_with("/etc/ld.so.conf.d/") && p.ends_with(".conf")).cloned());
     conf.retain(|p| tree.get(p).is_some_and(|e| e.kind == "file"));
-    dump(where_, device, &root, &conf, tree, scratch)?;
+    fetch(contents, &root, &conf, tree).await?;
     let mut dirs: BTreeSet<String> = TRUSTED.iter().map(|d| d.to_string()).collect();
     for file in &conf {
         let text = std::fs::read_to_string(root.join(file.trim_start_matches('/'))).unwrap_or_default();
@@ -42,30 +87,20 @@ pub(crate) fn rebuild_ld_cache(where_: &str, device: &str, tree: &Tree, scratch:
         );
     }
     // The libraries: every `*.so*` entry directly in those directories (through links).
-    let mut libraries = Vec::new();
-    for dir in &dirs {
-        let Some(real) = resolve(tree, dir) else { continue };
-        let prefix = if real == "/" { "/".to_string() } else { format!("{real}/") };
-        for (path, e) in tree.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)) {
-            let name = &path[prefix.len()..];
-            if name.contains('/') || !name.contains(".so") || name == ".." {
-                continue;
-            }
-            match e.kind.as_str() {
-                "file" => libraries.push(path.clone()),
-                "symlink" => {
-                    let at = place(&root, path, tree)?;
-                    let target = e.link_target.clone().unwrap_or_default();
-                    let _ = std::fs::remove_file(&at);
-                    std::os::unix::fs::symlink(&target, &at).io_context(|| format!("linking {}", at.display()))?;
-                }
-                _ => {}
-            }
-        }
-        // The directory's own path, with its links, so ldconfig walks what the system does.
-        place(&root, &format!("{dir}/x"), tree)?;
+    let (libraries, links) = libraries_in(tree, &dirs);
+    for path in &links {
+        let at = place(&root, path, tree)?;
+        let target = tree.get(path).and_then(|e| e.link_target.clone()).unwrap_or_default();
+        let _ = std::fs::remove_file(&at);
+        std::os::unix::fs::symlink(&target, &at).io_context(|| format!("linking {}", at.display()))?;
     }
-    dump(where_, device, &root, &libraries, tree, scratch)?;
+    // Each directory's own path, with its links, so ldconfig walks what the system does.
+    for dir in &dirs {
+        if resolve(tree, dir).is_some() {
+            place(&root, &format!("{dir}/x"), tree)?;
+        }
+    }
+    fetch(contents, &root, &libraries, tree).await?;
 
     let ldconfig = ["ldconfig", "-r", &root.to_string_lossy(), "-X"];
     // SAFETY: geteuid has no preconditions.
@@ -120,18 +155,35 @@ fn place(root: &Path, path: &str, tree: &Tree) -> Result<PathBuf> {
     Ok(at.join(parts.last().copied().unwrap_or_default()))
 }
 
-/// Dumps the files `paths` of the filesystem on `device` under `root`, in one debugfs run.
-fn dump(where_: &str, device: &str, root: &Path, paths: &[String], tree: &Tree, scratch: &Path) -> Result<()> {
-    if paths.is_empty() {
-        return Ok(());
-    }
-    let mut script = String::new();
+/// Writes the files `paths` of the result under `root`, where the tree has them.
+async fn fetch(contents: &Contents<'_>, root: &Path, paths: &[String], tree: &Tree) -> Result<()> {
+    let stored = contents.stored;
+    let mut wanted = Vec::new();
+    let mut links = Vec::new();
+    let mut placed = std::collections::HashSet::new();
     for path in paths {
         let to = place(root, path, tree)?;
-        let to = to.to_str().ok_or_else(|| Error::User(format!("{} is not UTF-8", to.display())))?;
-        let _ = writeln!(script, "dump {} {}", quote(path)?, quote(to)?);
+        // A file named twice (by a directory reached through a link, say) is written once.
+        let real = to.parent().and_then(|p| p.canonicalize().ok()).map(|p| p.join(to.file_name().unwrap_or_default()));
+        if to.symlink_metadata().is_ok() || !placed.insert(real.unwrap_or_else(|| to.clone())) {
+            continue;
+        }
+        if let Some(source) = contents.sources.get(path) {
+            std::fs::copy(source, &to).io_context(|| format!("copying {} to {}", source.display(), to.display()))?;
+        } else if let Some(e) = tree.get(path)
+            && let Some(hash) = &e.content_hash
+        {
+            if !stored.join(hash).exists() {
+                wanted.push((hash.clone(), e.size));
+            }
+            links.push((stored.join(hash), to));
+        }
     }
-    let file = scratch.join("dump.debugfs");
-    std::fs::write(&file, script).io_context(|| format!("writing {}", file.display()))?;
-    crate::edit::debugfs(where_, device, &file, "read the libraries for ldconfig")
+    wanted.sort();
+    wanted.dedup();
+    contents.library.materialize(contents.parent, &wanted, stored).await?;
+    for (from, to) in links {
+        std::fs::hard_link(&from, &to).io_context(|| format!("linking {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
 }

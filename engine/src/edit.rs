@@ -1,23 +1,25 @@
 //! Offline edits: a new version of an image, made from one of its versions by changing files
 //! of its root filesystem, without booting or mounting anything.
 //!
-//! The route (Mirage's "hybrid" one): the parent version's disk is checked out to a scratch
-//! file; e2fsprogs' `debugfs` makes every change in place, in one run, through libext2fs, so
-//! that blocks of unchanged files stay where they were and the rest of the disk stays byte for
-//! byte; `e2fsck -fn` must find the result clean; and it is checked in as the next version of
-//! the image, but committed only when the tree read back equals the tree intended, entry by
-//! entry. No root is needed: everything works on a file the library owns.
+//! The route (Mirage's "hybrid" one): the parent version's root filesystem is written to a
+//! scratch file that holds only its metadata (file contents stay in the store: debugfs and
+//! e2fsck never read them); e2fsprogs' `debugfs` makes every change in place, in one run,
+//! through libext2fs, so that unchanged files stay where they were, and names in its undo file
+//! every block it wrote; `e2fsck -fn` must find the result clean; and the new version is the
+//! parent's disk with those blocks replaced (`checkin/edited.rs`), committed only when the
+//! tree read back equals the tree intended, entry by entry. No root is needed: everything
+//! works on a file the library owns.
 //!
 //! Not enough free blocks or inodes is found before anything is written, from the
 //! superblock's counts.
 
+use crate::catalog::{ExtentKind, ExtentRow};
 use crate::catalog::{FileRow, Table};
-use crate::checkin::{CheckinOptions, Origin};
-use crate::checkout::CheckoutOptions;
+use crate::checkin::Origin;
 use crate::{Error, IoContext, Library, Result};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -107,13 +109,17 @@ impl Entry {
 /// A filesystem tree by path ("/" is the root).
 pub(crate) type Tree = BTreeMap<String, Entry>;
 
-/// The version an edit starts from: its row, its root filesystem (partition and first byte
-/// on the disk) and that filesystem's tree, read once.
+/// The version an edit starts from: its row, its root filesystem (partition, and where it
+/// lies on the disk), that filesystem's tree and the disk map, read once.
 pub(crate) struct Target {
     pub image: crate::catalog::ImageRow,
     pub partition: i64,
+    /// The filesystem's first byte on the disk, and its size.
     pub start: u64,
+    pub size: u64,
     pub tree: Tree,
+    /// Its disk map, with contents.
+    pub extents: Vec<ExtentRow>,
 }
 
 impl Library {
@@ -127,7 +133,7 @@ impl Library {
         arguments: serde_json::Value,
     ) -> Result<EditSummary> {
         let target = self.edit_target(spec).await?;
-        self.edit_with(target, changes, operation, arguments, false).await
+        self.edit_with(target, changes, operation, arguments, None).await
     }
 
     /// The version `spec` names, ready to be edited.
@@ -137,42 +143,61 @@ impl Library {
         if image.state == crate::checkout::SYNTHETIC {
             return Err(Error::User(format!("{label} is synthetic (manifests only): it has no disk to edit")));
         }
-        let (partition, start) = self.root_filesystem(&label, image.image_id).await?;
-        let tree = self.tree(image.image_id, partition).await?;
-        Ok(Target { image, partition, start, tree })
+        let (partition, start, size) = self.root_filesystem(&label, image.image_id).await?;
+        let (tree, extents) =
+            tokio::try_join!(self.tree(image.image_id, partition), self.disk_map_of(image.image_id, true))?;
+        Ok(Target { image, partition, start, size, tree, extents })
     }
 
     /// `edit` from a target already read, and with `rebuild_ld_cache` `/etc/ld.so.cache` made
     /// anew by ldconfig from the libraries of the result (a patch whose two sides both
-    /// installed libraries).
+    /// installed libraries); it names a folder for the parent's contents by hash, where some
+    /// may be already.
     pub(crate) async fn edit_with(
         &self,
         target: Target,
         changes: &[Change],
         operation: &str,
         arguments: serde_json::Value,
-        rebuild_ld_cache: bool,
+        rebuild_ld_cache: Option<&Path>,
     ) -> Result<EditSummary> {
         let started = Instant::now();
-        let Target { image: parent, partition, start, tree: before } = target;
+        let Target { image: parent, partition, start, size, tree: before, extents } = target;
         let label = format!("{}@{}", parent.name, parent.version);
-        let plan = plan(&label, &before, changes)?;
-        let entries_changed = plan.entries_changed;
+        let Plan { script, tree: mut expected, sources, need, entries_changed } = plan(&label, &before, changes)?;
+        let where_ = where_as(&label, partition);
 
+        // The new version reuses the parent's chunks: gc waits until it is committed; and no
+        // pack is deleted while they are read (the checkin takes its own guard).
+        let (_writing, reading) = (self.writing().await?, self.reading()?);
+        // The filesystem alone in a scratch file, holding only its metadata (the parent's raw
+        // extents there): file contents stay in the store, and debugfs never reads them.
         let scratch = Scratch::new(self.root(), "edit")?;
-        self.checkout(&parent.image_id.to_string(), &scratch.path, &CheckoutOptions::default()).await?;
-        let (disk, script, need, mut expected) = (scratch.path.clone(), plan.script, plan.need, plan.tree);
-        let work = scratch.dir.clone();
-        let where_ = format!("{label}, partition {partition}");
-        let expected = tokio::task::spawn_blocking(move || -> Result<Tree> {
-            let device = format!("{}?offset={start}", disk.display());
-            check_clean(&where_, &device, "the filesystem to edit")?;
-            check_room(&where_, &device, need)?;
-            let script_path = work.join("changes.debugfs");
-            std::fs::write(&script_path, script).io_context(|| format!("writing {}", script_path.display()))?;
-            debugfs(&where_, &device, &script_path, "make the changes")?;
-            if rebuild_ld_cache {
-                let cache = crate::derived::rebuild_ld_cache(&where_, &device, &expected, &work)?;
+        let metadata = self.write_metadata(&extents, start, size, &scratch.path).await?;
+        // ldconfig's inputs come from the store while debugfs makes the changes.
+        let ld_cache = async {
+            let Some(stored) = rebuild_ld_cache else { return Ok(None) };
+            let contents =
+                crate::derived::Contents { library: self, parent: parent.image_id, sources: &sources, stored };
+            crate::derived::rebuild_ld_cache(&where_, &expected, &contents, &scratch.dir).await.map(Some)
+        };
+        let (device, work, at) = (scratch.path.clone(), scratch.dir.clone(), where_.clone());
+        let changes = tokio::task::spawn_blocking(move || -> Result<_> {
+            let file = File::open(&device).io_context(|| format!("opening {}", device.display()))?;
+            let before = crate::written::Fingerprint::take(&file, metadata)?;
+            let device = device.to_string_lossy().into_owned();
+            check_clean(&at, &device, "the filesystem to edit")?;
+            check_room(&at, &device, need)?;
+            let written = run_debugfs(&at, &device, &work, 0, script, "make the changes")?;
+            Ok((file, device, before, written))
+        });
+        let facts = self.parent_facts(parent.image_id, &extents, start, start + size);
+        let (ld_cache, changes, known, facts) = tokio::join!(ld_cache, changes, self.known_chunks(), facts);
+        let failed = |e: tokio::task::JoinError| Error::User(format!("{label}: the edit failed: {e}"));
+        let (file, device, before, mut written) = changes.map_err(failed)??;
+        let (ld_cache, known, facts, work, at) = (ld_cache?, known?, facts?, scratch.dir.clone(), where_.clone());
+        let (expected, written) = tokio::task::spawn_blocking(move || -> Result<(Tree, Vec<(u64, u64)>)> {
+            if let Some(cache) = ld_cache {
                 let (size, hash) = hash_file(&cache)?;
                 let meta = expected.get(crate::derived::LD_CACHE).map_or(
                     Meta { mode: 0o644, uid: 0, gid: 0, mtime: now_seconds() },
@@ -186,23 +211,26 @@ impl Library {
                 let cache_path = cache.to_str().ok_or_else(|| Error::User("the scratch path is not UTF-8".into()))?;
                 let _ = writeln!(script, "write {} {}", quote(cache_path)?, quote(path)?);
                 set_meta(&mut script, path, "file", &meta)?;
-                let script_path = work.join("ld.so.cache.debugfs");
-                std::fs::write(&script_path, script).io_context(|| format!("writing {}", script_path.display()))?;
-                debugfs(&where_, &device, &script_path, "write the rebuilt /etc/ld.so.cache")?;
+                written.extend(run_debugfs(&at, &device, &work, 1, script, "write the rebuilt /etc/ld.so.cache")?);
                 expected.insert(path.to_string(), file_entry("file", &meta, size, Some(hash), None));
             }
-            check_clean(&where_, &device, "the edited filesystem")?;
-            Ok(expected)
+            let written = crate::checkin::merged(written);
+            check_clean(&at, &device, "the edited filesystem")?;
+            before.check(&at, &file, &written)?;
+            // On the disk, the filesystem lies at `start`.
+            Ok((expected, written.into_iter().map(|(a, b)| (start + a, start + b)).collect()))
         })
         .await
-        .map_err(|e| Error::User(format!("{label}: the edit failed: {e}")))??;
+        .map_err(failed)??;
 
         let origin = Origin { operation: operation.to_string(), arguments, parent: Some(parent.image_id) };
         let accept = move |files: &[FileRow]| -> Result<()> {
             let got = tree_of(files.iter().filter(|f| f.partition == partition));
-            compare(&where_as(&label, partition), &expected, &got)
+            compare(&where_, &expected, &got)
         };
-        let s = self.checkin_from(&scratch.path, &parent.name, CheckinOptions::default(), origin, accept).await?;
+        drop(reading);
+        let s =
+            self.checkin_edited(&parent, extents, facts, &scratch.path, start, written, known, origin, accept).await?;
         Ok(EditSummary {
             image_id: s.image_id,
             name: s.name,
@@ -230,7 +258,7 @@ impl Library {
         };
         let source = std::path::absolute(host_file).io_context(|| format!("finding {}", host_file.display()))?;
         let arguments = serde_json::json!({ "path": path, "host_file": source.display().to_string() });
-        self.edit_with(target, &[Change::Write { path, source, meta }], "replace", arguments, false).await
+        self.edit_with(target, &[Change::Write { path, source, meta }], "replace", arguments, None).await
     }
 
     /// `import(image, host_dir, target_dir)`: copies the tree of `host_dir` into `target_dir`
@@ -257,7 +285,7 @@ impl Library {
         }
         walk(host_dir, &target, tree, &mut changes)?;
         let arguments = serde_json::json!({ "host_dir": host, "target_dir": target });
-        self.edit_with(edited, &changes, "import", arguments, false).await
+        self.edit_with(edited, &changes, "import", arguments, None).await
     }
 
     /// `remove(image, path)`: removes a file, link or device, or a directory with everything
@@ -286,30 +314,67 @@ impl Library {
         self.edit(spec, &[Change::SetMeta { path, mode, uid, gid }], "set_meta", arguments).await
     }
 
+    /// Writes into a new sparse file at `path` the filesystem at disk bytes `[start, start +
+    /// size)` as far as the parent's disk map `extents` has raw bytes there (its metadata);
+    /// file contents and zeros stay holes. Returns the ranges written, in the file.
+    async fn write_metadata(
+        &self,
+        extents: &[ExtentRow],
+        start: u64,
+        size: u64,
+        path: &Path,
+    ) -> Result<Vec<(u64, u64)>> {
+        let end = start + size;
+        let raw: Vec<ExtentRow> = extents
+            .iter()
+            .filter(|e| e.kind == ExtentKind::Raw)
+            .filter(|e| (e.disk_offset as u64) < end && (e.disk_offset + e.length) as u64 > start)
+            .map(|e| {
+                let (from, to) = ((e.disk_offset as u64).max(start), ((e.disk_offset + e.length) as u64).min(end));
+                ExtentRow {
+                    disk_offset: (from - start) as i64,
+                    length: (to - from) as i64,
+                    chunk_offset: e.chunk_offset + (from - e.disk_offset as u64) as i64,
+                    ..e.clone()
+                }
+            })
+            .collect();
+        let hashes: Vec<_> =
+            raw.iter().filter_map(|e| e.chunk_hash.as_deref().and_then(crate::store::parse_hex)).collect();
+        let locations = self.chunk_locations_of(&hashes).await?;
+        let (root, path) = (self.root().to_path_buf(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<Vec<(u64, u64)>> {
+            let sink = crate::checkout::Sink::Raw(crate::checkout::raw_file(&path, size)?);
+            crate::checkout::write_disk(&root, &sink, &raw, &locations, None)?;
+            Ok(crate::checkin::merged(
+                raw.iter().map(|e| (e.disk_offset as u64, (e.disk_offset + e.length) as u64)).collect(),
+            ))
+        })
+        .await
+        .map_err(|e| Error::User(format!("writing the filesystem's metadata failed: {e}")))?
+    }
+
     /// The partition (and its first byte on the disk) of the version's root filesystem: the
     /// ext2/3/4 filesystem with an `/etc` directory, or the only ext2/3/4 filesystem.
-    pub(crate) async fn root_filesystem(&self, label: &str, image_id: i64) -> Result<(i64, u64)> {
+    pub(crate) async fn root_filesystem(&self, label: &str, image_id: i64) -> Result<(i64, u64, u64)> {
         let filter = format!("image_id = {image_id} AND path = '/etc' AND kind = 'dir'");
         let batches = self.catalog().scan(FileRow::NAME, &["partition"], Some(&filter)).await?;
         let with_etc: Vec<i64> =
             batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
         let filter = format!("image_id = {image_id}");
-        let columns = ["partition", "start", "fs_type"];
+        let columns = ["partition", "start", "size", "fs_type"];
         let batches = self.catalog().scan("partitions", &columns, Some(&filter)).await?;
         let mut ext = Vec::new();
         for b in &batches {
-            let (part, start, fs) = (
-                b.column(0).as_primitive::<Int64Type>(),
-                b.column(1).as_primitive::<Int64Type>(),
-                b.column(2).as_string::<i32>(),
-            );
+            let int = |i: usize| b.column(i).as_primitive::<Int64Type>();
+            let (part, start, size, fs) = (int(0), int(1), int(2), b.column(3).as_string::<i32>());
             for r in 0..b.num_rows() {
                 if fs.is_valid(r) && matches!(fs.value(r), "ext2" | "ext3" | "ext4") {
-                    ext.push((part.value(r), start.value(r) as u64));
+                    ext.push((part.value(r), start.value(r) as u64, size.value(r) as u64));
                 }
             }
         }
-        let roots: Vec<(i64, u64)> = ext.iter().filter(|(p, _)| with_etc.contains(p)).copied().collect();
+        let roots: Vec<(i64, u64, u64)> = ext.iter().filter(|(p, _, _)| with_etc.contains(p)).copied().collect();
         // The one with /etc; or the only one there is (a data disk).
         match (roots.as_slice(), ext.as_slice()) {
             ([one], _) | ([], [one]) => Ok(*one),
@@ -405,6 +470,8 @@ fn compare(where_: &str, expected: &Tree, got: &Tree) -> Result<()> {
 struct Plan {
     script: String,
     tree: Tree,
+    /// The host file each regular file the edit writes takes its content from, by path.
+    sources: HashMap<String, PathBuf>,
     need: Room,
     entries_changed: usize,
 }
@@ -435,6 +502,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
     let mut tree = before.clone();
     let mut script = String::new();
     let mut need = Room::default();
+    let mut sources = HashMap::new();
     let refuse = |path: &str, why: &str| Error::User(format!("{label}: {path}: {why}"));
     let parent_is_dir = |tree: &Tree, path: &str| -> Result<()> {
         let parent = match path.rsplit_once('/') {
@@ -452,6 +520,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
         // Links among the parents are followed, as the kernel would: `/lib/modules` of a
         // merged-/usr system is `/usr/lib/modules`.
         let change = &with_path(change, follow(&tree, change_path(change), false));
+        sources.remove(change_path(change));
         match change {
             Change::Write { path, source, meta } => {
                 parent_is_dir(&tree, path)?;
@@ -461,6 +530,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
                 let _ = writeln!(script, "write {} {}", quote(source)?, quote(path)?);
                 set_meta(&mut script, path, "file", meta)?;
                 let entry = file_entry("file", meta, size, Some(hash), None);
+                sources.insert(path.clone(), PathBuf::from(source));
                 need.kib += blocks_kib(&entry) + 4;
                 need.inodes += 1;
                 tree.insert(path.clone(), entry);
@@ -535,7 +605,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
             }
         }
     }
-    Ok(Plan { script, tree, need, entries_changed: changes.len() })
+    Ok(Plan { script, tree, sources, need, entries_changed: changes.len() })
 }
 
 /// The debugfs commands that give `path` (of `kind`) the permissions, owners and time of `meta`.
@@ -701,11 +771,11 @@ fn now_seconds() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A scratch folder in the library's `tmp/` holding the disk being edited, flocked so that
+/// A scratch folder in the library's `tmp/` holding the filesystem being edited, flocked so that
 /// `check --reclaim` leaves it alone, and removed with its contents when dropped.
 pub(crate) struct Scratch {
     pub dir: PathBuf,
-    /// `dir/disk.raw`, for the disk being edited.
+    /// `dir/filesystem.raw`, for the filesystem being edited.
     pub path: PathBuf,
     _held: File,
 }
@@ -720,7 +790,7 @@ impl Scratch {
             path: root.display().to_string(),
             message: format!("{} is locked by another process: {e}", dir.display()),
         })?;
-        Ok(Scratch { path: dir.join("disk.raw"), dir, _held: held })
+        Ok(Scratch { path: dir.join("filesystem.raw"), dir, _held: held })
     }
 }
 
@@ -768,10 +838,29 @@ fn check_room(where_: &str, device: &str, need: Room) -> Result<()> {
     Ok(())
 }
 
-/// Runs the debugfs script at `script_path` in one process (`-w`: it may write), for `doing`
+/// Runs `script` (the `n`th of an edit) with debugfs on `device`; returns the ranges of the
+/// filesystem it wrote.
+fn run_debugfs(
+    where_: &str,
+    device: &str,
+    work: &Path,
+    n: usize,
+    script: String,
+    doing: &str,
+) -> Result<Vec<(u64, u64)>> {
+    let script_path = work.join(format!("changes-{n}.debugfs"));
+    std::fs::write(&script_path, script).io_context(|| format!("writing {}", script_path.display()))?;
+    let undo = work.join(format!("changes-{n}.undo"));
+    debugfs(where_, device, &script_path, &undo, doing)?;
+    crate::written::undo_ranges(&undo)
+}
+
+/// Runs the debugfs script at `script_path` in one process (`-w`: it may write; `-z`: the old
+/// bytes of every block it writes go to the undo file `undo`, which names them), for `doing`
 /// (words for the error); any complaint fails the edit.
-pub(crate) fn debugfs(where_: &str, device: &str, script_path: &Path, doing: &str) -> Result<()> {
-    let out = e2fsprogs("debugfs", &["-w", "-f", &script_path.to_string_lossy(), device])?;
+fn debugfs(where_: &str, device: &str, script_path: &Path, undo: &Path, doing: &str) -> Result<()> {
+    let (script, undo) = (script_path.to_string_lossy(), undo.to_string_lossy());
+    let out = e2fsprogs("debugfs", &["-w", "-z", &undo, "-f", &script, device])?;
     // debugfs answers every command, and exits 0 whatever happened: its complaints go to
     // standard error, after its banner.
     let complaints: Vec<String> = String::from_utf8_lossy(&out.stderr)

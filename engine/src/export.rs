@@ -217,7 +217,16 @@ impl Library {
     /// Writes the contents of version `image_id` named in `wanted` (content hash, size) into
     /// new files of `dir`, one per content, named by its hash; each is read back against its
     /// hash. For edits that carry files of one version into another.
-    pub(crate) async fn materialize(&self, image_id: i64, wanted: &[(String, u64)], dir: &Path) -> Result<()> {
+    pub(crate) async fn materialize(
+        &self,
+        image_id: i64,
+        wanted: &[(String, u64)],
+        dir: impl AsRef<Path>,
+    ) -> Result<()> {
+        let dir = dir.as_ref();
+        if wanted.is_empty() {
+            return Ok(());
+        }
         let hashes: HashSet<String> = wanted.iter().map(|(h, _)| h.clone()).collect();
         let pieces = self.content_pieces(image_id, &hashes).await?;
         let chunks: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
@@ -245,7 +254,13 @@ impl Library {
     /// The stored pieces of each wanted content, from the image's file extents.
     async fn content_pieces(&self, image_id: i64, wanted: &HashSet<String>) -> Result<HashMap<String, Vec<Piece>>> {
         let columns = ["content_hash", "content_offset", "length", "chunk_hash", "chunk_offset"];
-        let filter = format!("image_id = {image_id} AND content_hash IS NOT NULL");
+        // A few contents (an edit's) through the content_hash index; many by one scan.
+        let filter = if wanted.len() <= 1024 {
+            let list = wanted.iter().map(|h| crate::read::quote(h)).collect::<Vec<_>>().join(", ");
+            format!("image_id = {image_id} AND content_hash IN ({list})")
+        } else {
+            format!("image_id = {image_id} AND content_hash IS NOT NULL")
+        };
         let batches = self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await?;
         let mut pieces: HashMap<String, Vec<Piece>> = HashMap::new();
         for b in &batches {

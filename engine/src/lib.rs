@@ -20,6 +20,7 @@ pub mod repack;
 pub mod store;
 pub mod verify;
 pub mod versions;
+mod written;
 
 pub use check::CheckReport;
 pub use checkin::{CheckinOptions, CheckinSummary, Progress};

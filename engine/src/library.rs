@@ -24,9 +24,11 @@ use std::path::{Path, PathBuf};
 pub const FORMAT_VERSION: u64 = 2;
 const MARKER: &str = "imagelake.json";
 
+/// Cheap to clone: clones share the catalog (its open datasets and caches).
+#[derive(Clone)]
 pub struct Library {
     root: PathBuf,
-    catalog: Catalog,
+    catalog: std::sync::Arc<Catalog>,
 }
 
 /// How a user names an image version: `name`, `name@3`, or an image id.
@@ -113,7 +115,7 @@ impl Library {
             None => return Err(lib_err(format!("{MARKER} has no format_version"))),
         }
         let catalog = Catalog::open(&root.join("catalog")).await?;
-        Ok(Library { root: root.to_path_buf(), catalog })
+        Ok(Library { root: root.to_path_buf(), catalog: std::sync::Arc::new(catalog) })
     }
 
     pub fn root(&self) -> &Path {

@@ -105,15 +105,18 @@ impl Library {
     pub async fn patch(&self, target: &str, from: &str, to: &str, on_conflict: OnConflict) -> Result<PatchSummary> {
         let started = Instant::now();
         let label = |i: &crate::catalog::ImageRow| format!("{}@{}", i.name, i.version);
-        let (t, f, o) = (self.resolve(target).await?, self.resolve(from).await?, self.resolve(to).await?);
-        let mut trees = Vec::new();
-        for image in [&f, &o] {
-            let (partition, _) = self.root_filesystem(&label(image), image.image_id).await?;
-            trees.push(self.tree(image.image_id, partition).await?);
-        }
+        let (t, f, o) = tokio::try_join!(self.resolve(target), self.resolve(from), self.resolve(to))?;
+        let tree = |image: &crate::catalog::ImageRow| {
+            let (label, id) = (label(image), image.image_id);
+            async move {
+                let (partition, _, _) = self.root_filesystem(&label, id).await?;
+                self.tree(id, partition).await
+            }
+        };
         // The target's tree is read once, for the decisions and for the edit.
-        let edited = self.edit_target(&t.image_id.to_string()).await?;
-        let (ours, base, theirs) = (&edited.tree, &trees[0], &trees[1]);
+        let target_id = t.image_id.to_string();
+        let (edited, base, theirs) = tokio::try_join!(self.edit_target(&target_id), tree(&f), tree(&o))?;
+        let (ours, base, theirs) = (&edited.tree, &base, &theirs);
 
         // Every path that differs between from and to, with its three states.
         let mut paths: Vec<&String> = base.keys().chain(theirs.keys()).collect();
@@ -160,21 +163,28 @@ impl Library {
                 wanted[side].extend(e.and_then(content));
             }
         }
-        for (side, image) in [&t, &f, &o].into_iter().enumerate() {
+        // A rebuilt ld.so.cache reads the target's libraries: fetched with the rest.
+        let rebuild = decided.values().any(|d| matches!(d.0, Plan::Rebuild));
+        if rebuild {
+            wanted[0].extend(crate::derived::trusted_libraries(ours));
+        }
+        for (side, wanted) in wanted.iter_mut().enumerate() {
             let dir = scratch.dir.join(side.to_string());
             std::fs::create_dir(&dir)
                 .map_err(|e| Error::Io { context: format!("creating {}", dir.display()), error: e })?;
-            wanted[side].sort();
-            wanted[side].dedup();
-            self.materialize(image.image_id, &wanted[side], &dir).await?;
+            wanted.sort();
+            wanted.dedup();
         }
+        let side = |i: usize, image: &crate::catalog::ImageRow| {
+            self.materialize(image.image_id, &wanted[i], scratch.dir.join(i.to_string()))
+        };
+        tokio::try_join!(side(0, &t), side(1, &f), side(2, &o))?;
         let file_of = |side: usize, e: &Entry| {
             scratch.dir.join(side.to_string()).join(e.content_hash.clone().unwrap_or_default())
         };
 
         let mut changes = Vec::new();
         let mut conflicts = 0;
-        let mut rebuild_ld_cache = false;
         let merged_dir = scratch.dir.join("merged");
         std::fs::create_dir(&merged_dir)
             .map_err(|e| Error::Io { context: "creating the merge folder".into(), error: e })?;
@@ -194,7 +204,6 @@ impl Library {
                     rows.push(row("kept", "a backup or last-run log both sides changed: the target's is kept".into()))
                 }
                 Plan::Rebuild => {
-                    rebuild_ld_cache = true;
                     rows.push(row("rebuilt", "made anew by ldconfig from the libraries of the result".into()));
                 }
                 Plan::Merge(kind) => {
@@ -257,7 +266,7 @@ impl Library {
             conflicts,
             seconds: started.elapsed().as_secs_f64(),
         };
-        if (conflicts > 0 && on_conflict == OnConflict::Fail) || (changes.is_empty() && !rebuild_ld_cache) {
+        if (conflicts > 0 && on_conflict == OnConflict::Fail) || (changes.is_empty() && !rebuild) {
             return Ok(summary(None, rows));
         }
         order(&mut changes);
@@ -265,7 +274,9 @@ impl Library {
             "target": label(&t), "from": label(&f), "to": label(&o),
             "on_conflict": on_conflict, "conflicts": conflicts,
         });
-        let made = self.edit_with(edited, &changes, "patch", arguments, rebuild_ld_cache).await?;
+        let target_contents = scratch.dir.join("0");
+        let ld_cache = rebuild.then_some(target_contents.as_path());
+        let made = self.edit_with(edited, &changes, "patch", arguments, ld_cache).await?;
         drop(scratch);
         Ok(summary(Some(made), rows))
     }

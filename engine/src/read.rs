@@ -26,7 +26,7 @@ pub struct FoundFile {
 }
 
 /// Quotes a string for a Lance filter.
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

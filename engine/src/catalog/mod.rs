@@ -43,6 +43,10 @@ pub const INDEXES: [(&str, &str); 8] = [
 /// After a checkin, a table is compacted once this many of its fragments hold fewer than
 /// `COMPACT_ROWS` rows; a repack compacts every table whose small fragments are two or more.
 pub const COMPACT_AFTER_FRAGMENTS: usize = 8;
+
+/// After a checkin, an index is brought up to date once this many fragments appended since
+/// wait; a repack brings every index up to date.
+pub const INDEX_AFTER_FRAGMENTS: usize = 4;
 const COMPACT_ROWS: usize = 1 << 20;
 
 /// Bounds of the caches a catalog keeps for the life of its process (see [`Catalog::dataset`]).
@@ -156,9 +160,9 @@ impl Catalog {
 
     /// Compacts tables with at least `small_fragments` fragments of fewer than `COMPACT_ROWS`
     /// rows, creates the indexes of [`INDEXES`] that do not exist yet and folds rows appended
-    /// since into those that do. A table that is not compacted or an index that lags is only
+    /// since into those that do, once `lagging_fragments` fragments wait. A table that is not compacted or an index that lags is only
     /// slower, never wrong, so callers may treat a failure here as a warning.
-    pub async fn maintain(&self, small_fragments: usize) -> Result<()> {
+    pub async fn maintain(&self, small_fragments: usize, lagging_fragments: usize) -> Result<()> {
         for table in TABLES {
             let mut dataset = self.dataset(table).await?;
             let err = |e: lance::Error| Error::Catalog(format!("maintaining {table}: {e}"));
@@ -174,15 +178,23 @@ impl Catalog {
                 continue;
             }
             let existing = dataset.load_indices().await.map_err(err)?;
+            let fragments: Vec<u32> = dataset.fragments().iter().map(|f| f.id as u32).collect();
+            let mut lagging = 0;
             for (_, column) in INDEXES.iter().filter(|(t, _)| *t == table) {
                 let name = format!("{column}_idx");
-                if existing.iter().any(|i| i.name == name) {
+                if let Some(index) = existing.iter().find(|i| i.name == name) {
+                    let covered = |id: &u32| index.fragment_bitmap.as_ref().is_some_and(|b| b.contains(*id));
+                    lagging = lagging.max(fragments.iter().filter(|id| !covered(id)).count());
                     continue;
                 }
                 let params = ScalarIndexParams::default();
                 dataset.create_index(&[column], IndexType::BTree, Some(name), &params, true).await.map_err(err)?;
             }
-            dataset.optimize_indices(&OptimizeOptions::merge(1)).await.map_err(err)?;
+            // A question reads the fragments an index does not cover yet in full; folding them
+            // in costs about as much for one fragment as for several, so it waits for a few.
+            if lagging >= lagging_fragments.max(1) {
+                dataset.optimize_indices(&OptimizeOptions::merge(1)).await.map_err(err)?;
+            }
         }
         Ok(())
     }

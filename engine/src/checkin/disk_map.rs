@@ -50,12 +50,18 @@ pub(super) fn disk_map(
     disk: &Disk,
     image_id: i64,
     mut pieces: Vec<Piece>,
+    base: Option<(&Base, &[(u64, u64)])>,
 ) -> std::io::Result<Vec<ExtentRow>> {
     sink.phase("disk map and raw bytes", disk.size());
     pieces.sort_by_key(|p| p.disk_offset);
     let mut extents = Vec::new();
     let mut raw = RawStream::new(sink, image_id);
     let mut at = 0u64;
+    // Between file pieces: raw bytes, or for an edit the parent's extents where it wrote nothing.
+    let gap = |raw: &mut RawStream, from: u64, to: u64, extents: &mut Vec<ExtentRow>| match base {
+        None => raw.gap(disk, from, to, extents),
+        Some((base, kept)) => base.fill(disk, raw, kept, from, to, extents),
+    };
     for mut p in pieces {
         if p.disk_offset + p.len <= at {
             continue; // wholly inside an earlier piece: a block two inodes claim
@@ -65,7 +71,7 @@ pub(super) fn disk_map(
             (p.disk_offset, p.len, p.chunk_offset, p.content_offset) =
                 (at, p.len - skip, p.chunk_offset + skip, p.content_offset + skip);
         }
-        raw.gap(disk, at, p.disk_offset, &mut extents)?;
+        gap(&mut raw, at, p.disk_offset, &mut extents)?;
         extents.push(ExtentRow {
             image_id,
             disk_offset: p.disk_offset as i64,
@@ -82,7 +88,7 @@ pub(super) fn disk_map(
         sink.advance(p.len);
         at = p.disk_offset + p.len;
     }
-    raw.gap(disk, at, disk.size(), &mut extents)?;
+    gap(&mut raw, at, disk.size(), &mut extents)?;
     raw.finish(&mut extents)?;
     extents.sort_by_key(|e| e.disk_offset);
     check_tiling(&extents, disk.size())?;
@@ -106,9 +112,9 @@ fn check_tiling(extents: &[ExtentRow], size: u64) -> std::io::Result<()> {
 
 /// The bytes no file owns, in disk order, with zero blocks taken out, chunked as one stream
 /// so that metadata and free space deduplicate like file content does.
-struct RawStream<'a> {
+pub(super) struct RawStream<'a> {
     sink: &'a Sink,
-    image_id: i64,
+    pub(super) image_id: i64,
     chunker: Chunker,
     /// Disk ranges fed to the stream and not yet wholly chunked: (stream offset, disk offset, len).
     segments: VecDeque<(u64, u64, u64)>,
@@ -138,7 +144,7 @@ impl<'a> RawStream<'a> {
 
     /// Feeds `[from, to)` of the disk: known-zero and all-zero blocks become zero extents,
     /// the rest goes to the stream.
-    fn gap(&mut self, disk: &Disk, from: u64, to: u64, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
+    pub(super) fn gap(&mut self, disk: &Disk, from: u64, to: u64, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
         if from >= to {
             return Ok(());
         }

@@ -27,10 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 mod disk_map;
-mod root_fs;
+mod edited;
+pub(crate) mod root_fs;
 mod survey;
 
-use disk_map::{disk_map, file_pieces};
+use disk_map::{RawStream, disk_map, file_pieces};
+pub(crate) use edited::merged;
+use edited::{Base, Edited};
 use root_fs::{find_packages, read_small_file};
 use survey::{Survey, survey};
 
@@ -107,28 +110,63 @@ impl Library {
         origin: Origin,
         accept: impl FnOnce(&[FileRow]) -> Result<()>,
     ) -> Result<CheckinSummary> {
+        let (source, scratch) = (path.to_path_buf(), self.root().join("tmp"));
+        let open = move || Disk::open(&source, &scratch);
+        self.checkin_disk(&path.display().to_string(), open, None, name, options, origin, accept).await
+    }
+
+    /// Checks in as the next version of `name` the disk `open` gives (named `image` in
+    /// errors); or, with `edited`, an edit of a version's disk, of which only the written
+    /// ranges and the files not carried over are read.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn checkin_disk(
+        &self,
+        image: &str,
+        open: impl FnOnce() -> std::io::Result<Disk> + Send + 'static,
+        edited: Option<Edited>,
+        name: &str,
+        options: CheckinOptions,
+        origin: Origin,
+        accept: impl FnOnce(&[FileRow]) -> Result<()>,
+    ) -> Result<CheckinSummary> {
         crate::library::check_name(name)?;
         let started = Instant::now();
         // From the moment it learns which chunks exist until its commit: gc waits meanwhile.
         let writing = self.writing().await?;
         let reading = self.reading()?;
-        let known = self.known_chunks().await?;
-        let (root, source) = (self.root().to_path_buf(), path.to_path_buf());
+        let (base, known, scratch) = match edited {
+            Some(Edited { base, known, scratch }) => (Some(base), known, Some(scratch)),
+            None => (None, self.known_chunks().await?, None),
+        };
+        let (root, label) = (self.root().to_path_buf(), image.to_string());
         let ingest = tokio::task::spawn_blocking(move || {
-            ingest(&root, &source, &options, known, || crate::library::allocate_image_id(&root))
+            ingest(&root, &label, open, &options, known, base.as_deref(), || crate::library::allocate_image_id(&root))
         })
         .await
-        .map_err(|e| Error::Image { image: path.display().to_string(), message: format!("checkin failed: {e}") })??;
+        .map_err(|e| Error::Image { image: image.to_string(), message: format!("checkin failed: {e}") })??;
         let image_id = ingest.image_id;
         accept(&ingest.files)?;
 
         let catalog = self.catalog();
         let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
-        catalog.append(&chunk_rows).await?;
-        catalog.append(&ingest.partitions).await?;
-        catalog.append(&ingest.files).await?;
-        catalog.append(&ingest.packages).await?;
-        catalog.append(&ingest.extents).await?;
+        // One table each, so at once; none is visible before the images row. An edit's
+        // scratch file, read through, goes meanwhile (a sparse file takes a while to free).
+        let remove = async {
+            let Some(path) = scratch else { return Ok(()) };
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+            removed
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .io_context(|| "removing the edit's scratch file".into())
+        };
+        tokio::try_join!(
+            catalog.append(&chunk_rows),
+            catalog.append(&ingest.partitions),
+            catalog.append(&ingest.files),
+            catalog.append(&ingest.packages),
+            catalog.append(&ingest.extents),
+            remove,
+        )?;
 
         let stats = &ingest.stats;
         let mut image = ImageRow {
@@ -155,7 +193,7 @@ impl Library {
         // found by a scan instead of an index, or in more fragments than need be.
         {
             let _lock = self.lock()?;
-            if let Err(e) = catalog.maintain(COMPACT_AFTER_FRAGMENTS).await {
+            if let Err(e) = catalog.maintain(COMPACT_AFTER_FRAGMENTS, INDEX_AFTER_FRAGMENTS).await {
                 warnings.push(format!("the catalog was not compacted or its indexes not brought up to date: {e}"));
             }
         }
@@ -210,7 +248,7 @@ impl Library {
     }
 
     /// The hashes of every chunk in the store, for deduplication.
-    async fn known_chunks(&self) -> Result<HashSet<ChunkHash>> {
+    pub(crate) async fn known_chunks(&self) -> Result<HashSet<ChunkHash>> {
         let batches = self.catalog().scan(ChunkRow::NAME, &["chunk_hash"], None).await?;
         let mut known = HashSet::new();
         for b in &batches {
@@ -365,14 +403,15 @@ const READ_BUF: usize = 1 << 20;
 
 fn ingest(
     root: &Path,
-    source: &Path,
+    image: &str,
+    open: impl FnOnce() -> std::io::Result<Disk>,
     options: &CheckinOptions,
     known: HashSet<ChunkHash>,
+    base: Option<&Base>,
     allocate_image_id: impl FnOnce() -> Result<i64>,
 ) -> Result<Ingest> {
-    let image = source.display().to_string();
-    let image_err = |message: String| Error::Image { image: image.clone(), message };
-    let disk = Disk::open(source, &root.join("tmp")).map_err(|e| image_err(e.to_string()))?;
+    let image_err = |message: String| Error::Image { image: image.to_string(), message };
+    let disk = open().map_err(|e| image_err(e.to_string()))?;
     let virtual_size = disk.size();
     let Survey { mut partitions, indexed, mut warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
     // The image reads through: from here on the library is written to.
@@ -393,12 +432,23 @@ fn ingest(
         progress: options.progress.clone(),
     };
 
-    // Regular file contents, each inode once, a filesystem at a time, on every core.
+    // Regular file contents, each inode once, a filesystem at a time, on every core; an
+    // edit's unchanged files keep their parent's content, unread.
     let mut contents: HashMap<(usize, u32), Content> = HashMap::new();
+    let mut unchanged: HashMap<(usize, u32), String> = HashMap::new();
     for (fs_index, ifs) in indexed.iter().enumerate() {
         let mut seen = HashSet::new();
         let mut work: Vec<&fs::File> =
             ifs.fs.files.iter().filter(|f| f.kind == fs::FileKind::File && seen.insert(f.inode)).collect();
+        if let Some(base) = base {
+            work.retain(|f| match base.unchanged(ifs.partition, &ifs.spans, f) {
+                Some(hash) => {
+                    unchanged.insert((fs_index, f.inode), hash);
+                    false
+                }
+                None => true,
+            });
+        }
         // Disk order keeps reads sequential and packs in the order a checkout reads them.
         work.sort_by_key(|f| f.extents.first().map_or(0, |e| e.physical));
         let p = ifs.partition;
@@ -418,6 +468,8 @@ fn ingest(
     // The manifest rows, and the disk pieces that file contents fill.
     let mut files = Vec::new();
     let mut pieces = Vec::new();
+    // The disk ranges of the files carried over: their parent's extents stay file extents.
+    let mut kept = Vec::new();
     let mut packages = Vec::new();
     let (mut os_release, mut hostname) = (os::OsRelease::default(), None);
     for (fs_index, ifs) in indexed.iter().enumerate() {
@@ -429,7 +481,12 @@ fn ingest(
             {
                 file_pieces(&ifs.spans, f, content, &mut pieces);
             }
-            files.push(file_row(image_id, ifs.partition, &ifs.spans, f, content));
+            let carried = unchanged.get(&(fs_index, f.inode));
+            let row = file_row(image_id, ifs.partition, &ifs.spans, f, content, carried);
+            if carried.is_some() {
+                kept.extend(row.extent_map.iter().map(|e| (e.disk_offset as u64, (e.disk_offset + e.length) as u64)));
+            }
+            files.push(row);
         }
         // Packages and OS facts come from the first filesystem that has them.
         let window = ifs.source(&disk).map_err(|e| image_err(format!("partition {}: {e}", ifs.partition)))?;
@@ -462,7 +519,9 @@ fn ingest(
         }
     }
 
-    let extents = disk_map(&sink, &disk, image_id, pieces).map_err(|e| image_err(e.to_string()))?;
+    let kept = edited::merged(kept);
+    let base = base.map(|b| (b, kept.as_slice()));
+    let extents = disk_map(&sink, &disk, image_id, pieces, base).map_err(|e| image_err(e.to_string()))?;
     let threads = sink.threads.lock().map_or(0, |t| t.len());
     let Sink { packs, stats, .. } = sink;
     let chunks = packs
@@ -518,7 +577,16 @@ fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Res
     Ok(Content { hash: hasher.finalize().to_hex().to_string(), chunks })
 }
 
-fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &fs::File, content: Option<&Content>) -> FileRow {
+/// The row of file `f`; its content hash from `content` as chunked, or `carried` over from the
+/// parent version.
+fn file_row(
+    image_id: i64,
+    partition: i64,
+    spans: &[Span],
+    f: &fs::File,
+    content: Option<&Content>,
+    carried: Option<&String>,
+) -> FileRow {
     let (dev_major, dev_minor) = match f.rdev {
         Some((major, minor)) => (Some(i64::from(major)), Some(i64::from(minor))),
         None => (None, None),
@@ -539,8 +607,8 @@ fn file_row(image_id: i64, partition: i64, spans: &[Span], f: &fs::File, content
         dev_major,
         dev_minor,
         xattrs: f.xattrs.clone(),
-        content_hash: match (f.kind, content) {
-            (_, Some(c)) => Some(c.hash.clone()),
+        content_hash: match (f.kind, content.map(|c| &c.hash).or(carried)) {
+            (_, Some(hash)) => Some(hash.clone()),
             // Empty regular files have no chunks but still a content hash.
             (fs::FileKind::File, None) => Some(blake3::hash(b"").to_hex().to_string()),
             _ => None,

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// The files a checkin reads by path (links at these paths are followed too).
+pub(crate) const FILES_READ: [&str; 9] = [
+    dpkg::STATUS_PATH,
+    apk::INSTALLED_PATH,
+    rpm::SQLITE_PATHS[0],
+    rpm::SQLITE_PATHS[1],
+    "/var/lib/rpm/rpmdb.sqlite-wal",
+    "/usr/lib/sysimage/rpm/rpmdb.sqlite-wal",
+    os::OS_RELEASE_PATHS[0],
+    os::OS_RELEASE_PATHS[1],
+    os::HOSTNAME_PATH,
+];
+
 /// The packages of a root filesystem, from whichever database it holds: dpkg, apk or rpm.
 pub(super) fn find_packages(
     by_path: &HashMap<&str, &fs::File>,
