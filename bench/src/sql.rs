@@ -212,7 +212,7 @@ async fn fleet_library(work: &Path, hosts: usize) -> Arc<Library> {
     fleet::generate(&library, &real, hosts, first).await;
     eprintln!("fleet written in {:.1} s; indexing", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    library.catalog().maintain(imagelake_engine::catalog::COMPACT_AFTER_FRAGMENTS, 1).await.expect("indexes");
+    library.catalog().maintain(imagelake_engine::catalog::Maintenance::FULL).await.expect("indexes");
     library.prune().await.expect("prune");
     eprintln!("indexed in {:.1} s", started.elapsed().as_secs_f64());
     library

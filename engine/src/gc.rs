@@ -190,9 +190,7 @@ impl Library {
         drop(writers);
         {
             let _lock = self.lock()?;
-            self.catalog()
-                .maintain(crate::catalog::COMPACT_AFTER_FRAGMENTS, crate::catalog::INDEX_AFTER_FRAGMENTS)
-                .await?;
+            self.catalog().maintain(crate::catalog::Maintenance::AFTER_CHECKIN).await?;
         }
         summary.prune = self.prune().await?;
         summary.pack_bytes_after = self.pack_bytes()?;

@@ -129,7 +129,7 @@ impl Library {
             // Every table in one fragment where it can be: fewer, larger files read faster
             // and take less room.
             let _lock = self.lock()?;
-            self.catalog().maintain(2, 1).await?;
+            self.catalog().maintain(crate::catalog::Maintenance::FULL).await?;
         }
         summary.prune = self.prune().await?;
         summary.seconds = started.elapsed().as_secs_f64();

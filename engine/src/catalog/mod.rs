@@ -44,9 +44,25 @@ pub const INDEXES: [(&str, &str); 8] = [
 /// `COMPACT_ROWS` rows; a repack compacts every table whose small fragments are two or more.
 pub const COMPACT_AFTER_FRAGMENTS: usize = 8;
 
-/// After a checkin, an index is brought up to date once this many fragments appended since
-/// wait; a repack brings every index up to date.
-pub const INDEX_AFTER_FRAGMENTS: usize = 4;
+/// When `Catalog::maintain` compacts a table and brings its indexes up to date.
+#[derive(Debug, Clone, Copy)]
+pub struct Maintenance {
+    /// Compact a table with this many fragments of fewer than `COMPACT_ROWS` rows.
+    pub small_fragments: usize,
+    /// Add a segment to an index once this many fragments are not in it.
+    pub lagging_fragments: usize,
+    /// Merge an index's segments once it has this many.
+    pub max_segments: usize,
+}
+
+impl Maintenance {
+    /// After a checkin: each checkin appends one small fragment per table; the work is done
+    /// once several wait, so that most commits pay none of it.
+    pub const AFTER_CHECKIN: Maintenance =
+        Maintenance { small_fragments: COMPACT_AFTER_FRAGMENTS, lagging_fragments: 4, max_segments: 8 };
+    /// Everything compacted and indexed in one segment (repack, benchmarks).
+    pub const FULL: Maintenance = Maintenance { small_fragments: 2, lagging_fragments: 1, max_segments: 1 };
+}
 const COMPACT_ROWS: usize = 1 << 20;
 
 /// Bounds of the caches a catalog keeps for the life of its process (see [`Catalog::dataset`]).
@@ -159,10 +175,15 @@ impl Catalog {
     }
 
     /// Compacts tables with at least `small_fragments` fragments of fewer than `COMPACT_ROWS`
-    /// rows, creates the indexes of [`INDEXES`] that do not exist yet and folds rows appended
-    /// since into those that do, once `lagging_fragments` fragments wait. A table that is not compacted or an index that lags is only
-    /// slower, never wrong, so callers may treat a failure here as a warning.
-    pub async fn maintain(&self, small_fragments: usize, lagging_fragments: usize) -> Result<()> {
+    /// rows, creates the indexes of [`INDEXES`] that do not exist yet, and brings those that
+    /// do up to date: once `lagging_fragments` fragments wait, the rows appended since go into
+    /// a new segment of the index (cheap: only they are read), and an index of `max_segments`
+    /// segments is merged into one. [`Maintenance::AFTER_CHECKIN`] and
+    /// [`Maintenance::FULL`] are the two uses. A table that is not compacted or an index that
+    /// lags is only slower, never wrong, so callers may treat a failure here as a warning.
+    pub async fn maintain(&self, policy: Maintenance) -> Result<()> {
+        let Maintenance { small_fragments, lagging_fragments, max_segments } = policy;
+        let (lagging_fragments, max_segments) = (lagging_fragments.max(1), max_segments.max(1));
         for table in TABLES {
             let mut dataset = self.dataset(table).await?;
             let err = |e: lance::Error| Error::Catalog(format!("maintaining {table}: {e}"));
@@ -179,21 +200,27 @@ impl Catalog {
             }
             let existing = dataset.load_indices().await.map_err(err)?;
             let fragments: Vec<u32> = dataset.fragments().iter().map(|f| f.id as u32).collect();
-            let mut lagging = 0;
+            let (mut lagging, mut segments) = (0, 0);
             for (_, column) in INDEXES.iter().filter(|(t, _)| *t == table) {
                 let name = format!("{column}_idx");
-                if let Some(index) = existing.iter().find(|i| i.name == name) {
-                    let covered = |id: &u32| index.fragment_bitmap.as_ref().is_some_and(|b| b.contains(*id));
-                    lagging = lagging.max(fragments.iter().filter(|id| !covered(id)).count());
+                let parts: Vec<_> = existing.iter().filter(|i| i.name == name).collect();
+                if parts.is_empty() {
+                    let params = ScalarIndexParams::default();
+                    dataset.create_index(&[column], IndexType::BTree, Some(name), &params, true).await.map_err(err)?;
                     continue;
                 }
-                let params = ScalarIndexParams::default();
-                dataset.create_index(&[column], IndexType::BTree, Some(name), &params, true).await.map_err(err)?;
+                let covered =
+                    |id: &u32| parts.iter().any(|i| i.fragment_bitmap.as_ref().is_some_and(|b| b.contains(*id)));
+                lagging = lagging.max(fragments.iter().filter(|id| !covered(id)).count());
+                segments = segments.max(parts.len());
             }
-            // A question reads the fragments an index does not cover yet in full; folding them
-            // in costs about as much for one fragment as for several, so it waits for a few.
-            if lagging >= lagging_fragments.max(1) {
-                dataset.optimize_indices(&OptimizeOptions::merge(1)).await.map_err(err)?;
+            // New rows wait for a few fragments (a question scans the few an index does not
+            // cover); then they become one new segment, cheap whatever the index's size; and
+            // the segments are merged once there are too many.
+            if segments > max_segments || (lagging >= 1 && segments == max_segments) {
+                dataset.optimize_indices(&OptimizeOptions::merge(segments)).await.map_err(err)?;
+            } else if lagging >= lagging_fragments {
+                dataset.optimize_indices(&OptimizeOptions::append()).await.map_err(err)?;
             }
         }
         Ok(())

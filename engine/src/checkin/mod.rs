@@ -193,7 +193,7 @@ impl Library {
         // found by a scan instead of an index, or in more fragments than need be.
         {
             let _lock = self.lock()?;
-            if let Err(e) = catalog.maintain(COMPACT_AFTER_FRAGMENTS, INDEX_AFTER_FRAGMENTS).await {
+            if let Err(e) = catalog.maintain(Maintenance::AFTER_CHECKIN).await {
                 warnings.push(format!("the catalog was not compacted or its indexes not brought up to date: {e}"));
             }
         }
