@@ -108,10 +108,13 @@ impl Fingerprint {
                 return Err(missed(format!("the block at byte {at}")));
             }
         }
-        let size = file.metadata().io_context(|| "reading the scratch file".into())?.len();
+        let stat = file.metadata().io_context(|| "reading the scratch file".into())?;
+        // Holes come in the host file system's blocks.
+        let unit = std::os::unix::fs::MetadataExt::blksize(&stat).max(BLOCK);
         let allowed = crate::checkin::merged(
-            self.data.iter().chain(written).map(|(s, e)| (s / BLOCK * BLOCK, e.div_ceil(BLOCK) * BLOCK)).collect(),
+            self.data.iter().chain(written).map(|(s, e)| (s / unit * unit, e.div_ceil(unit) * unit)).collect(),
         );
+        let size = stat.len();
         let runs =
             imagelake_connectors::disk::file_map(file, 0, size).io_context(|| "mapping the scratch file".into())?;
         if let [only] = runs.as_slice()
