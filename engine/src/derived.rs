@@ -9,6 +9,7 @@
 //! directly; otherwise in a user namespace (`unshare --user --map-root-user`), where its
 //! chroot is allowed.
 
+use crate::catalog::ExtentRow;
 use crate::edit::Tree;
 use crate::{Error, IoContext, Library, Result};
 use std::collections::{BTreeSet, HashMap};
@@ -26,18 +27,30 @@ const TRUSTED: [&str; 6] =
 pub(crate) struct Contents<'a> {
     pub library: &'a Library,
     pub parent: i64,
+    /// The parent's disk map with contents.
+    pub extents: &'a [ExtentRow],
     pub sources: &'a HashMap<String, PathBuf>,
     /// A folder of the parent's contents by hash, some perhaps written there already (a
     /// patch fetches the libraries of its target while it fetches the rest).
     pub stored: &'a Path,
 }
 
-/// The regular files among the libraries in the linker's trusted directories of `tree`, as
-/// (content hash, size): most of what a rebuild reads, known before any configuration is.
-pub(crate) fn trusted_libraries(tree: &Tree) -> Vec<(String, u64)> {
+/// The regular files a rebuild reads that are known before any configuration is read: the
+/// configuration, and the libraries in the linker's trusted directories of `tree`; as
+/// (content hash, size).
+pub(crate) fn known_inputs(tree: &Tree) -> Vec<(String, u64)> {
     let dirs: BTreeSet<String> = TRUSTED.iter().map(|d| d.to_string()).collect();
-    let (files, _) = libraries_in(tree, &dirs);
+    let (mut files, _) = libraries_in(tree, &dirs);
+    files.extend(configuration(tree));
     files.iter().filter_map(|p| tree.get(p).and_then(|e| Some((e.content_hash.clone()?, e.size)))).collect()
+}
+
+/// `/etc/ld.so.conf` and the `.conf` files of `/etc/ld.so.conf.d`, as far as `tree` has them.
+fn configuration(tree: &Tree) -> Vec<String> {
+    let mut conf: Vec<String> = vec!["/etc/ld.so.conf".into()];
+    conf.extend(tree.keys().filter(|p| p.starts_with("/etc/ld.so.conf.d/") && p.ends_with(".conf")).cloned());
+    conf.retain(|p| tree.get(p).is_some_and(|e| e.kind == "file"));
+    conf
 }
 
 /// The `*.so*` entries directly in `dirs` of `tree` (through links): regular files and links.
@@ -72,9 +85,7 @@ pub(crate) async fn rebuild_ld_cache(
     let root = scratch.join("ldroot");
     std::fs::create_dir_all(root.join("etc")).io_context(|| format!("creating {}", root.display()))?;
     // First the configuration, to learn the directories it names.
-    let mut conf: Vec<String> = vec!["/etc/ld.so.conf".into()];
-    conf.extend(tree.keys().filter(|p| p.starts_with("/etc/ld.so.conf.d/") && p.ends_with(".conf")).cloned());
-    conf.retain(|p| tree.get(p).is_some_and(|e| e.kind == "file"));
+    let conf = configuration(tree);
     fetch(contents, &root, &conf, tree).await?;
     let mut dirs: BTreeSet<String> = TRUSTED.iter().map(|d| d.to_string()).collect();
     for file in &conf {
@@ -181,7 +192,7 @@ async fn fetch(contents: &Contents<'_>, root: &Path, paths: &[String], tree: &Tr
     }
     wanted.sort();
     wanted.dedup();
-    contents.library.materialize(contents.parent, &wanted, stored).await?;
+    contents.library.materialize(contents.parent, Some(contents.extents), &wanted, stored).await?;
     for (from, to) in links {
         std::fs::hard_link(&from, &to).io_context(|| format!("linking {} to {}", from.display(), to.display()))?;
     }

@@ -122,6 +122,22 @@ pub(crate) struct Target {
     pub extents: Vec<ExtentRow>,
 }
 
+/// The half of an edit that needs only its target, done while a patch fetches what it
+/// writes: the filesystem's metadata in a scratch file (the parent's raw extents there; file
+/// contents stay holes, which debugfs and e2fsck never read), fingerprinted, found clean, and
+/// its free room read.
+pub(crate) struct Prepared {
+    started: Instant,
+    scratch: Scratch,
+    file: File,
+    before: crate::written::Fingerprint,
+    free: Room,
+    /// The new version reuses the parent's chunks: gc waits until it is committed; and no
+    /// pack is deleted while they are read (the checkin takes its own guard).
+    writing: File,
+    reading: crate::library::ReadGuard,
+}
+
 impl Library {
     /// Makes the next version of the image `spec` names from that version with `changes`
     /// applied to its root filesystem; `operation` and `arguments` go to its provenance row.
@@ -133,7 +149,8 @@ impl Library {
         arguments: serde_json::Value,
     ) -> Result<EditSummary> {
         let target = self.edit_target(spec).await?;
-        self.edit_with(target, changes, operation, arguments, None).await
+        let prepared = self.prepare_edit(&target).await?;
+        self.edit_with(target, prepared, changes, operation, arguments, None).await
     }
 
     /// The version `spec` names, ready to be edited.
@@ -149,52 +166,70 @@ impl Library {
         Ok(Target { image, partition, start, size, tree, extents })
     }
 
-    /// `edit` from a target already read, and with `rebuild_ld_cache` `/etc/ld.so.cache` made
-    /// anew by ldconfig from the libraries of the result (a patch whose two sides both
-    /// installed libraries); it names a folder for the parent's contents by hash, where some
-    /// may be already.
+    /// The half of an edit that needs only `target` (see [`Prepared`]).
+    pub(crate) async fn prepare_edit(&self, target: &Target) -> Result<Prepared> {
+        let started = Instant::now();
+        let where_ = where_as(&format!("{}@{}", target.image.name, target.image.version), target.partition);
+        let (writing, reading) = (self.writing().await?, self.reading()?);
+        let scratch = Scratch::new(self.root(), "edit")?;
+        let metadata = self.write_metadata(&target.extents, target.start, target.size, &scratch.path).await?;
+        let device = scratch.path.clone();
+        let (file, before, free) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let file = File::open(&device).io_context(|| format!("opening {}", device.display()))?;
+            let before = crate::written::Fingerprint::take(&file, metadata)?;
+            let device = device.to_string_lossy();
+            check_clean(&where_, &device, "the filesystem to edit")?;
+            Ok((file, before, free_room(&where_, &device)?))
+        })
+        .await
+        .map_err(|e| Error::User(format!("preparing the edit failed: {e}")))??;
+        crate::trace::phase("edit: metadata in a scratch file, found clean");
+        Ok(Prepared { started, scratch, file, before, free, writing, reading })
+    }
+
+    /// `edit` from a target already read and prepared, and with `rebuild_ld_cache`
+    /// `/etc/ld.so.cache` made anew by ldconfig from the libraries of the result (a patch whose
+    /// two sides both installed libraries); it names a folder for the parent's contents by
+    /// hash, where some may be already.
     pub(crate) async fn edit_with(
         &self,
         target: Target,
+        prepared: Prepared,
         changes: &[Change],
         operation: &str,
         arguments: serde_json::Value,
         rebuild_ld_cache: Option<&Path>,
     ) -> Result<EditSummary> {
-        let started = Instant::now();
         let Target { image: parent, partition, start, size, tree: before, extents } = target;
         let label = format!("{}@{}", parent.name, parent.version);
         let Plan { script, tree: mut expected, sources, need, entries_changed } = plan(&label, &before, changes)?;
         let where_ = where_as(&label, partition);
-
-        // The new version reuses the parent's chunks: gc waits until it is committed; and no
-        // pack is deleted while they are read (the checkin takes its own guard).
-        let (_writing, reading) = (self.writing().await?, self.reading()?);
-        // The filesystem alone in a scratch file, holding only its metadata (the parent's raw
-        // extents there): file contents stay in the store, and debugfs never reads them.
-        let scratch = Scratch::new(self.root(), "edit")?;
-        let metadata = self.write_metadata(&extents, start, size, &scratch.path).await?;
+        let Prepared { started, scratch, file, before: fingerprint, free, writing: _writing, reading } = prepared;
+        check_room(&where_, free, need)?;
         // ldconfig's inputs come from the store while debugfs makes the changes.
         let ld_cache = async {
-            let Some(stored) = rebuild_ld_cache else { return Ok(None) };
-            let contents =
-                crate::derived::Contents { library: self, parent: parent.image_id, sources: &sources, stored };
-            crate::derived::rebuild_ld_cache(&where_, &expected, &contents, &scratch.dir).await.map(Some)
+            let Some(stored) = rebuild_ld_cache else { return Ok::<_, Error>(None) };
+            let contents = crate::derived::Contents {
+                library: self,
+                parent: parent.image_id,
+                extents: &extents,
+                sources: &sources,
+                stored,
+            };
+            let cache = crate::derived::rebuild_ld_cache(&where_, &expected, &contents, &scratch.dir).await?;
+            crate::trace::phase("edit: ld.so.cache rebuilt");
+            Ok(Some(cache))
         };
-        let (device, work, at) = (scratch.path.clone(), scratch.dir.clone(), where_.clone());
+        let (device, work, at) = (scratch.path.to_string_lossy().into_owned(), scratch.dir.clone(), where_.clone());
         let changes = tokio::task::spawn_blocking(move || -> Result<_> {
-            let file = File::open(&device).io_context(|| format!("opening {}", device.display()))?;
-            let before = crate::written::Fingerprint::take(&file, metadata)?;
-            let device = device.to_string_lossy().into_owned();
-            check_clean(&at, &device, "the filesystem to edit")?;
-            check_room(&at, &device, need)?;
             let written = run_debugfs(&at, &device, &work, 0, script, "make the changes")?;
-            Ok((file, device, before, written))
+            crate::trace::phase("edit: changes made by debugfs");
+            Ok((device, written))
         });
         let facts = self.parent_facts(parent.image_id, &extents, start, start + size);
         let (ld_cache, changes, known, facts) = tokio::join!(ld_cache, changes, self.known_chunks(), facts);
         let failed = |e: tokio::task::JoinError| Error::User(format!("{label}: the edit failed: {e}"));
-        let (file, device, before, mut written) = changes.map_err(failed)??;
+        let (device, mut written) = changes.map_err(failed)??;
         let (ld_cache, known, facts, work, at) = (ld_cache?, known?, facts?, scratch.dir.clone(), where_.clone());
         let (expected, written) = tokio::task::spawn_blocking(move || -> Result<(Tree, Vec<(u64, u64)>)> {
             if let Some(cache) = ld_cache {
@@ -216,7 +251,8 @@ impl Library {
             }
             let written = crate::checkin::merged(written);
             check_clean(&at, &device, "the edited filesystem")?;
-            before.check(&at, &file, &written)?;
+            fingerprint.check(&at, &file, &written)?;
+            crate::trace::phase("edit: result checked (e2fsck, undo keys)");
             // On the disk, the filesystem lies at `start`.
             Ok((expected, written.into_iter().map(|(a, b)| (start + a, start + b)).collect()))
         })
@@ -258,7 +294,8 @@ impl Library {
         };
         let source = std::path::absolute(host_file).io_context(|| format!("finding {}", host_file.display()))?;
         let arguments = serde_json::json!({ "path": path, "host_file": source.display().to_string() });
-        self.edit_with(target, &[Change::Write { path, source, meta }], "replace", arguments, None).await
+        let prepared = self.prepare_edit(&target).await?;
+        self.edit_with(target, prepared, &[Change::Write { path, source, meta }], "replace", arguments, None).await
     }
 
     /// `import(image, host_dir, target_dir)`: copies the tree of `host_dir` into `target_dir`
@@ -285,7 +322,8 @@ impl Library {
         }
         walk(host_dir, &target, tree, &mut changes)?;
         let arguments = serde_json::json!({ "host_dir": host, "target_dir": target });
-        self.edit_with(edited, &changes, "import", arguments, None).await
+        let prepared = self.prepare_edit(&edited).await?;
+        self.edit_with(edited, prepared, &changes, "import", arguments, None).await
     }
 
     /// `remove(image, path)`: removes a file, link or device, or a directory with everything
@@ -809,8 +847,8 @@ fn e2fsprogs(tool: &str, args: &[&str]) -> Result<std::process::Output> {
         .io_context(|| format!("running {tool} (e2fsprogs; scripts/install-deps.sh installs it)"))
 }
 
-/// Refuses an edit that needs more blocks or inodes than the filesystem has free.
-fn check_room(where_: &str, device: &str, need: Room) -> Result<()> {
+/// The free blocks (in KiB) and inodes of the filesystem in `device`, from its superblock.
+fn free_room(where_: &str, device: &str) -> Result<Room> {
     let out = e2fsprogs("dumpe2fs", &["-h", device])?;
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> Option<i64> { text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()) };
@@ -822,7 +860,12 @@ fn check_room(where_: &str, device: &str, need: Room) -> Result<()> {
             message: format!("dumpe2fs cannot read the superblock: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     };
-    let free_kib = blocks * block_size / 1024;
+    Ok(Room { kib: blocks * block_size / 1024, inodes })
+}
+
+/// Refuses an edit that needs more blocks or inodes than the filesystem has free.
+fn check_room(where_: &str, free: Room, need: Room) -> Result<()> {
+    let Room { kib: free_kib, inodes } = free;
     if need.inodes > inodes {
         return Err(Error::User(format!(
             "{where_}: not enough inodes; the edit needs {} new inodes, the filesystem has {inodes} free; nothing was written",

@@ -216,10 +216,12 @@ impl Library {
 
     /// Writes the contents of version `image_id` named in `wanted` (content hash, size) into
     /// new files of `dir`, one per content, named by its hash; each is read back against its
-    /// hash. For edits that carry files of one version into another.
+    /// hash. For edits that carry files of one version into another. `extents` is the
+    /// version's disk map with contents, when the caller has read it already.
     pub(crate) async fn materialize(
         &self,
         image_id: i64,
+        extents: Option<&[ExtentRow]>,
         wanted: &[(String, u64)],
         dir: impl AsRef<Path>,
     ) -> Result<()> {
@@ -228,7 +230,10 @@ impl Library {
             return Ok(());
         }
         let hashes: HashSet<String> = wanted.iter().map(|(h, _)| h.clone()).collect();
-        let pieces = self.content_pieces(image_id, &hashes).await?;
+        let pieces = match extents {
+            Some(extents) => pieces_in(extents, &hashes)?,
+            None => self.content_pieces(image_id, &hashes).await?,
+        };
         let chunks: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
         let locations = self.chunk_locations_of(&chunks).await?;
         let (root, dir, wanted) = (self.root().to_path_buf(), dir.to_path_buf(), wanted.to_vec());
@@ -262,7 +267,7 @@ impl Library {
             format!("image_id = {image_id} AND content_hash IS NOT NULL")
         };
         let batches = self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await?;
-        let mut pieces: HashMap<String, Vec<Piece>> = HashMap::new();
+        let mut pieces = HashMap::new();
         for b in &batches {
             let (content, at) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
             let (len, chunk, chunk_at) = (
@@ -271,24 +276,41 @@ impl Library {
                 b.column(4).as_primitive::<Int64Type>(),
             );
             for r in 0..b.num_rows() {
-                let hash = content.value(r);
-                if !wanted.contains(hash) {
-                    continue;
-                }
-                // A zero piece has no chunk: a new file already reads zeros there.
-                let Some(h) = chunk.is_valid(r).then(|| parse_hex(chunk.value(r))).flatten() else { continue };
-                let number =
-                    |v: i64| u64::try_from(v).map_err(|_| Error::Catalog(format!("content {hash}: negative offset")));
-                pieces.entry(hash.to_string()).or_default().push((
-                    number(at.value(r))?,
-                    number(len.value(r))?,
-                    h,
-                    number(chunk_at.value(r))?,
-                ));
+                let chunk = chunk.is_valid(r).then(|| chunk.value(r));
+                let extent = (content.value(r), at.value(r), len.value(r), chunk, chunk_at.value(r));
+                add_piece(&mut pieces, wanted, extent)?;
             }
         }
         Ok(pieces)
     }
+}
+
+/// The stored pieces of each wanted content, from a disk map with contents.
+fn pieces_in(extents: &[ExtentRow], wanted: &HashSet<String>) -> Result<HashMap<String, Vec<Piece>>> {
+    let mut pieces = HashMap::new();
+    for e in extents {
+        let (Some(content), Some(at)) = (&e.content_hash, e.content_offset) else { continue };
+        let extent = (content.as_str(), at, e.length, e.chunk_hash.as_deref(), e.chunk_offset);
+        add_piece(&mut pieces, wanted, extent)?;
+    }
+    Ok(pieces)
+}
+
+/// Adds an extent of a file (content hash, content offset, length, chunk, chunk offset) to
+/// `pieces` when its content is wanted.
+fn add_piece(
+    pieces: &mut HashMap<String, Vec<Piece>>,
+    wanted: &HashSet<String>,
+    (hash, at, len, chunk, chunk_at): (&str, i64, i64, Option<&str>, i64),
+) -> Result<()> {
+    if !wanted.contains(hash) {
+        return Ok(());
+    }
+    // A zero piece has no chunk: a new file already reads zeros there.
+    let Some(chunk) = chunk.and_then(parse_hex) else { return Ok(()) };
+    let number = |v: i64| u64::try_from(v).map_err(|_| Error::Catalog(format!("content {hash}: negative offset")));
+    pieces.entry(hash.to_string()).or_default().push((number(at)?, number(len)?, chunk, number(chunk_at)?));
+    Ok(())
 }
 
 fn listed(partitions: &[i64]) -> String {

@@ -18,6 +18,7 @@ pub mod patch;
 pub mod read;
 pub mod repack;
 pub mod store;
+pub mod trace;
 pub mod verify;
 pub mod versions;
 mod written;

@@ -116,6 +116,7 @@ impl Library {
         // The target's tree is read once, for the decisions and for the edit.
         let target_id = t.image_id.to_string();
         let (edited, base, theirs) = tokio::try_join!(self.edit_target(&target_id), tree(&f), tree(&o))?;
+        crate::trace::phase("patch: three trees read");
         let (ours, base, theirs) = (&edited.tree, &base, &theirs);
 
         // Every path that differs between from and to, with its three states.
@@ -166,7 +167,7 @@ impl Library {
         // A rebuilt ld.so.cache reads the target's libraries: fetched with the rest.
         let rebuild = decided.values().any(|d| matches!(d.0, Plan::Rebuild));
         if rebuild {
-            wanted[0].extend(crate::derived::trusted_libraries(ours));
+            wanted[0].extend(crate::derived::known_inputs(ours));
         }
         for (side, wanted) in wanted.iter_mut().enumerate() {
             let dir = scratch.dir.join(side.to_string());
@@ -175,10 +176,17 @@ impl Library {
             wanted.sort();
             wanted.dedup();
         }
+        // The target's pieces are known from its disk map, read for the edit.
         let side = |i: usize, image: &crate::catalog::ImageRow| {
-            self.materialize(image.image_id, &wanted[i], scratch.dir.join(i.to_string()))
+            let extents = (i == 0).then_some(edited.extents.as_slice());
+            self.materialize(image.image_id, extents, &wanted[i], scratch.dir.join(i.to_string()))
         };
-        tokio::try_join!(side(0, &t), side(1, &f), side(2, &o))?;
+        // Meanwhile the edit prepares its scratch filesystem; a failure there matters only if
+        // there is something to write.
+        let fetch = async { tokio::try_join!(side(0, &t), side(1, &f), side(2, &o)) };
+        let (prepared, fetched) = tokio::join!(self.prepare_edit(&edited), fetch);
+        fetched?;
+        crate::trace::phase("patch: contents fetched, edit prepared");
         let file_of = |side: usize, e: &Entry| {
             scratch.dir.join(side.to_string()).join(e.content_hash.clone().unwrap_or_default())
         };
@@ -276,7 +284,8 @@ impl Library {
         });
         let target_contents = scratch.dir.join("0");
         let ld_cache = rebuild.then_some(target_contents.as_path());
-        let made = self.edit_with(edited, &changes, "patch", arguments, ld_cache).await?;
+        crate::trace::phase("patch: changes decided and merged");
+        let made = self.edit_with(edited, prepared?, &changes, "patch", arguments, ld_cache).await?;
         drop(scratch);
         Ok(summary(Some(made), rows))
     }

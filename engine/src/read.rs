@@ -192,18 +192,21 @@ impl Library {
 
     /// Where the given chunks live (looked up through the `chunks` table's index).
     pub async fn chunk_locations_of(&self, hashes: &[ChunkHash]) -> Result<HashMap<ChunkHash, ChunkLocation>> {
-        let mut map = HashMap::new();
         let mut wanted: Vec<String> = hashes.iter().map(crate::store::hex).collect();
         wanted.sort();
         wanted.dedup();
-        for group in wanted.chunks(512) {
+        // Lookups of 512 hashes at a time, all at once.
+        let lookups = wanted.chunks(512).map(|group| {
             let list = group.iter().map(|h| quote(h)).collect::<Vec<_>>().join(", ");
             let filter = format!("chunk_hash IN ({list})");
-            let columns = crate::checkout::LOCATION_COLUMNS;
-            let batches = self.catalog().scan(ChunkRow::NAME, &columns, Some(&filter)).await?;
-            map.extend(crate::checkout::locations(&batches));
-        }
-        Ok(map)
+            async move {
+                let batches =
+                    self.catalog().scan(ChunkRow::NAME, &crate::checkout::LOCATION_COLUMNS, Some(&filter)).await?;
+                Ok::<_, Error>(crate::checkout::locations(&batches))
+            }
+        });
+        let found = futures::future::try_join_all(lookups).await?;
+        Ok(found.into_iter().flatten().collect())
     }
 }
 

@@ -197,6 +197,12 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    imagelake_engine::trace::phase("started");
+    // No transparent huge pages in this process (nor in the tools it runs): mimalloc asks
+    // for them on its arenas, and a command that touches its memory once then pays the
+    // kernel to clear each 2 MiB page whole (half a patch's CPU time and twice its peak
+    // memory; BENCHMARKS.md). SAFETY: this prctl only sets a flag of the process.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");

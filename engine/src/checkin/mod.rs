@@ -145,6 +145,7 @@ impl Library {
         .await
         .map_err(|e| Error::Image { image: image.to_string(), message: format!("checkin failed: {e}") })??;
         let image_id = ingest.image_id;
+        crate::trace::phase("checkin: disk read, new chunks stored");
         accept(&ingest.files)?;
 
         let catalog = self.catalog();
@@ -169,6 +170,7 @@ impl Library {
         )?;
 
         let stats = &ingest.stats;
+        crate::trace::phase("checkin: rows appended");
         let mut image = ImageRow {
             image_id,
             name: name.to_string(),
@@ -187,6 +189,7 @@ impl Library {
         };
         // The version number is handed out at commit time, under the library lock.
         self.commit(&mut image, origin).await?;
+        crate::trace::phase("checkin: committed");
         drop((ingest.in_flight, writing));
         let mut warnings = ingest.warnings;
         // After the commit point: a failure here leaves a committed image whose rows are
@@ -198,11 +201,13 @@ impl Library {
             }
         }
         // Files the commit and the maintenance superseded, when no reader may still need them.
+        crate::trace::phase("checkin: catalog maintained");
         drop(reading);
         if let Err(e) = self.prune().await {
             warnings.push(format!("superseded catalog files were not removed: {e}"));
         }
 
+        crate::trace::phase("checkin: superseded catalog files pruned");
         Ok(CheckinSummary {
             image_id,
             name: name.to_string(),
