@@ -231,7 +231,7 @@ impl Library {
         let failed = |e: tokio::task::JoinError| Error::User(format!("{label}: the edit failed: {e}"));
         let (device, mut written) = changes.map_err(failed)??;
         let (ld_cache, known, facts, work, at) = (ld_cache?, known?, facts?, scratch.dir.clone(), where_.clone());
-        let (expected, written) = tokio::task::spawn_blocking(move || -> Result<(Tree, Vec<(u64, u64)>)> {
+        let (expected, written, device) = tokio::task::spawn_blocking(move || -> Result<_> {
             if let Some(cache) = ld_cache {
                 let (size, hash) = hash_file(&cache)?;
                 let meta = expected.get(crate::derived::LD_CACHE).map_or(
@@ -249,15 +249,20 @@ impl Library {
                 written.extend(run_debugfs(&at, &device, &work, 1, script, "write the rebuilt /etc/ld.so.cache")?);
                 expected.insert(path.to_string(), file_entry("file", &meta, size, Some(hash), None));
             }
-            let written = crate::checkin::merged(written);
-            check_clean(&at, &device, "the edited filesystem")?;
-            fingerprint.check(&at, &file, &written)?;
-            crate::trace::phase("edit: result checked (e2fsck, undo keys)");
-            // On the disk, the filesystem lies at `start`.
-            Ok((expected, written.into_iter().map(|(a, b)| (start + a, start + b)).collect()))
+            Ok((expected, crate::checkin::merged(written), device))
         })
         .await
         .map_err(failed)??;
+        // The result is checked while the checkin reads it.
+        let (at, in_filesystem) = (where_.clone(), written.clone());
+        let checks = tokio::task::spawn_blocking(move || -> Result<()> {
+            check_clean(&at, &device, "the edited filesystem")?;
+            fingerprint.check(&at, &file, &in_filesystem)?;
+            crate::trace::phase("edit: result checked (e2fsck, undo keys)");
+            Ok(())
+        });
+        // On the disk, the filesystem lies at `start`.
+        let written = written.into_iter().map(|(a, b)| (start + a, start + b)).collect();
 
         let origin = Origin { operation: operation.to_string(), arguments, parent: Some(parent.image_id) };
         let accept = move |files: &[FileRow]| -> Result<()> {
@@ -265,8 +270,9 @@ impl Library {
             compare(&where_, &expected, &got)
         };
         drop(reading);
-        let s =
-            self.checkin_edited(&parent, extents, facts, &scratch.path, start, written, known, origin, accept).await?;
+        let s = self
+            .checkin_edited(&parent, extents, facts, &scratch.path, start, written, known, checks, origin, accept)
+            .await?;
         Ok(EditSummary {
             image_id: s.image_id,
             name: s.name,

@@ -236,6 +236,13 @@ impl Library {
         };
         let chunks: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
         let locations = self.chunk_locations_of(&chunks).await?;
+        let frames: HashSet<(&str, u64)> = locations.values().map(|l| (l.pack.as_str(), l.offset)).collect();
+        crate::trace::phase(&format!(
+            "contents of image {image_id} located: {} files, {} chunks in {} frames",
+            wanted.len(),
+            locations.len(),
+            frames.len()
+        ));
         let (root, dir, wanted) = (self.root().to_path_buf(), dir.to_path_buf(), wanted.to_vec());
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut targets: HashMap<&str, Vec<PathBuf>> = HashMap::new();

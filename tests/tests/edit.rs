@@ -153,8 +153,22 @@ fn edits_make_new_versions_in_place_and_clean() {
     let gone = f.lib.sql("SELECT count(*) AS n FROM files f JOIN images i USING (image_id) WHERE i.version = 5 AND (f.path LIKE '/var/lib/app%' OR f.path = '/srv/x')");
     assert_eq!(gone[0]["n"].as_i64(), Some(0));
 
-    // set_meta: permissions and owners.
-    f.edit(&["set-meta", "a@5", "/etc/hostname", "--mode", "4711", "--uid", "33", "--gid", "44"]);
+    // set_meta: permissions and owners; with IMAGELAKE_TRACE, its phases on standard error.
+    let args = ["set-meta", "a@5", "/etc/hostname", "--mode", "4711", "--uid", "33", "--gid", "44", "--json"];
+    let traced = f.lib.command().env("IMAGELAKE_TRACE", "1").args(args).output().expect("set-meta");
+    assert!(traced.status.success(), "{}", String::from_utf8_lossy(&traced.stderr));
+    let phases: Vec<(f64, String)> = String::from_utf8_lossy(&traced.stderr)
+        .lines()
+        .filter_map(|l| {
+            let (seconds, what) = l.strip_prefix("trace")?.split_once(" s  ")?;
+            Some((seconds.trim().parse().ok()?, what.to_string()))
+        })
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|p| p.1.as_str()).collect();
+    for phase in ["edit: changes made by debugfs", "edit: result checked (e2fsck, undo keys)", "checkin: committed"] {
+        assert!(names.contains(&phase), "no {phase:?} among {names:?}");
+    }
+    assert!(phases.windows(2).all(|w| w[0].0 <= w[1].0), "phases out of order: {phases:?}");
     let (_, dev6) = f.checkout("a@6");
     e2fsck_clean(&dev6);
     let stat = debugfs(&dev6, "stat /etc/hostname");

@@ -142,6 +142,9 @@ pub(crate) struct Edited {
     pub(super) known: HashSet<ChunkHash>,
     /// The scratch file the edit ran on: removed once read.
     pub(super) scratch: PathBuf,
+    /// The edit's checks of its result, running while the disk is read: nothing is
+    /// appended unless they pass.
+    pub(super) checks: tokio::task::JoinHandle<Result<()>>,
 }
 
 /// True when `[start, end)` lies inside one of the sorted, disjoint `ranges`.
@@ -324,7 +327,8 @@ impl Library {
     /// Checks in, as the next version of `parent`'s name, the edit of the filesystem at disk
     /// offset `start` that the file `scratch` holds; the edit wrote the disk ranges `written`
     /// (sorted, disjoint) of it, and `extents` is the parent's disk map with contents;
-    /// `known` are the store's chunks, read under the writers lock the caller holds. The
+    /// `known` are the store's chunks, read under the writers lock the caller holds; `checks`
+    /// are the edit's checks of its result, which must pass before anything is appended. The
     /// scratch file is removed once read.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn checkin_edited(
@@ -336,6 +340,7 @@ impl Library {
         start: u64,
         written: Vec<(u64, u64)>,
         known: HashSet<ChunkHash>,
+        checks: tokio::task::JoinHandle<Result<()>>,
         origin: Origin,
         accept: impl FnOnce(&[FileRow]) -> Result<()>,
     ) -> Result<CheckinSummary> {
@@ -357,7 +362,7 @@ impl Library {
             .io_context(|| format!("reading {}", scratch.display()))?;
         let label = format!("{}@{}, edited", parent.name, parent.version);
         let open = move || Ok(Disk::from_source("raw", Box::new(overlay)));
-        let edited = Edited { base, known, scratch: scratch.to_path_buf() };
+        let edited = Edited { base, known, scratch: scratch.to_path_buf(), checks };
         let options = CheckinOptions::default();
         self.checkin_disk(&label, open, Some(edited), &parent.name, options, origin, accept).await
     }

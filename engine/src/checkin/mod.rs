@@ -134,16 +134,27 @@ impl Library {
         // From the moment it learns which chunks exist until its commit: gc waits meanwhile.
         let writing = self.writing().await?;
         let reading = self.reading()?;
-        let (base, known, scratch) = match edited {
-            Some(Edited { base, known, scratch }) => (Some(base), known, Some(scratch)),
-            None => (None, self.known_chunks().await?, None),
+        let (base, known, scratch, checks) = match edited {
+            Some(Edited { base, known, scratch, checks }) => (Some(base), known, Some(scratch), Some(checks)),
+            None => (None, self.known_chunks().await?, None, None),
         };
         let (root, label) = (self.root().to_path_buf(), image.to_string());
         let ingest = tokio::task::spawn_blocking(move || {
             ingest(&root, &label, open, &options, known, base.as_deref(), || crate::library::allocate_image_id(&root))
-        })
-        .await
-        .map_err(|e| Error::Image { image: image.to_string(), message: format!("checkin failed: {e}") })??;
+        });
+        let failed = |e: tokio::task::JoinError| Error::Image {
+            image: image.to_string(),
+            message: format!("checkin failed: {e}"),
+        };
+        let checked = async {
+            match checks {
+                Some(checks) => checks.await.map_err(failed)?,
+                None => Ok(()),
+            }
+        };
+        let (ingest, checked) = tokio::join!(ingest, checked);
+        checked?;
+        let ingest = ingest.map_err(failed)??;
         let image_id = ingest.image_id;
         crate::trace::phase("checkin: disk read, new chunks stored");
         accept(&ingest.files)?;
