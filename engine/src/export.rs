@@ -238,7 +238,7 @@ impl Library {
         let locations = self.chunk_locations_of(&chunks).await?;
         let frames: HashSet<(&str, u64)> = locations.values().map(|l| (l.pack.as_str(), l.offset)).collect();
         crate::trace::phase(&format!(
-            "contents of image {image_id} located: {} files, {} chunks in {} frames",
+            "contents of image {image_id} located: {} contents, {} chunks in {} frames",
             wanted.len(),
             locations.len(),
             frames.len()

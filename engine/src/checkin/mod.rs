@@ -153,11 +153,16 @@ impl Library {
             }
         };
         let (ingest, checked) = tokio::join!(ingest, checked);
-        checked?;
-        let ingest = ingest.map_err(failed)??;
+        let ingest = match (ingest.map_err(failed).and_then(|i| i), checked) {
+            (Ok(ingest), Ok(())) => ingest,
+            (Ok(ingest), Err(e)) => return Err(discard(self.root(), &ingest, e)),
+            (Err(e), _) => return Err(e),
+        };
         let image_id = ingest.image_id;
         crate::trace::phase("checkin: disk read, new chunks stored");
-        accept(&ingest.files)?;
+        if let Err(e) = accept(&ingest.files) {
+            return Err(discard(self.root(), &ingest, e));
+        }
 
         let catalog = self.catalog();
         let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
@@ -211,8 +216,8 @@ impl Library {
                 warnings.push(format!("the catalog was not compacted or its indexes not brought up to date: {e}"));
             }
         }
-        // Files the commit and the maintenance superseded, when no reader may still need them.
         crate::trace::phase("checkin: catalog maintained");
+        // Files the commit and the maintenance superseded, when no reader may still need them.
         drop(reading);
         if let Err(e) = self.prune().await {
             warnings.push(format!("superseded catalog files were not removed: {e}"));
@@ -325,6 +330,17 @@ struct Stats {
     new: AtomicU64,
     stored: AtomicU64,
     dedup: AtomicU64,
+}
+
+/// A checkin refused after its disk was read (`why`): the packs it wrote hold only chunks of
+/// the version that is not made (every checkin writes packs of its own), so they go now,
+/// rather than wait for `check --reclaim`. Returns `why`.
+fn discard(root: &Path, ingest: &Ingest, why: Error) -> Error {
+    let packs: HashSet<&str> = ingest.chunks.iter().map(|c| c.location.pack.as_str()).collect();
+    for pack in packs {
+        let _ = std::fs::remove_file(crate::store::pack_path(root, pack));
+    }
+    why
 }
 
 /// Everything the blocking phase produces; nothing of it is visible until committed.
