@@ -444,6 +444,12 @@ pub(crate) fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
     ranges.get(i).is_some_and(|r| r.0 < end)
 }
 
+/// True when [start, end) lies inside one of the sorted, disjoint `ranges`.
+pub(crate) fn within(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = ranges.partition_point(|r| r.1 <= start);
+    ranges.get(i).is_some_and(|r| r.0 <= start && end <= r.1)
+}
+
 pub(crate) fn write_disk(
     root: &Path,
     sink: &Sink,

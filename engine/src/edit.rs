@@ -249,7 +249,17 @@ impl Library {
                 written.extend(run_debugfs(&at, &device, &work, 1, script, "write the rebuilt /etc/ld.so.cache")?);
                 expected.insert(path.to_string(), file_entry("file", &meta, size, Some(hash), None));
             }
-            Ok((expected, crate::checkin::merged(written), device))
+            let written = crate::checkin::merged(written);
+            // A key past the filesystem's end cannot name a block debugfs wrote into it.
+            if let Some(&(_, end)) = written.last().filter(|r| r.1 > size) {
+                return Err(Error::Image {
+                    image: at,
+                    message: format!(
+                        "debugfs's undo file names bytes up to {end}, past the filesystem's end ({size}); nothing was committed"
+                    ),
+                });
+            }
+            Ok((expected, written, device))
         })
         .await
         .map_err(failed)??;

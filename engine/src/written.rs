@@ -7,7 +7,7 @@
 //! metadata the edit started with that no key names must hash as before, and data may have
 //! appeared in the scratch file's holes only where keys say. Otherwise the edit is refused.
 
-use crate::checkout::overlaps;
+use crate::checkout::{overlaps, within};
 use crate::{Error, IoContext, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -50,7 +50,7 @@ pub(crate) fn undo_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
     let mut key_block = key_offset;
     while (ranges.len() as u64) < keys {
         let at = key_block.checked_mul(block_size).and_then(|a| usize::try_from(a).ok());
-        let Some(at) = at.filter(|a| a + block_size as usize <= bytes.len()) else {
+        let Some(at) = at.filter(|a| a.checked_add(block_size as usize).is_some_and(|end| end <= bytes.len())) else {
             return Err(bad(format!("key block {key_block} lies past the end ({} keys of {keys} read)", ranges.len())));
         };
         if u32_at(&bytes, at) != KEY_BLOCK_MAGIC {
@@ -60,8 +60,10 @@ pub(crate) fn undo_ranges(path: &Path) -> Result<Vec<(u64, u64)>> {
         for i in 0..per_block.min(keys - ranges.len() as u64) {
             let key = at + (KEY_SIZE * (i + 1)) as usize;
             let (fs_block, size) = (u64_at(&bytes, key), u64::from(u32_at(&bytes, key + 12)));
-            let start = fs_block.checked_mul(fs_block_size).ok_or_else(|| bad(format!("key {i} is out of range")))?;
-            ranges.push((start, start + size.div_ceil(fs_block_size) * fs_block_size));
+            let range = fs_block
+                .checked_mul(fs_block_size)
+                .and_then(|start| Some((start, start.checked_add(size.div_ceil(fs_block_size) * fs_block_size)?)));
+            ranges.push(range.ok_or_else(|| bad(format!("key {i} is out of range")))?);
             data += size.div_ceil(block_size);
         }
         key_block = data;
@@ -124,8 +126,7 @@ impl Fingerprint {
         }
         for run in runs {
             let (start, end) = (run.offset, run.offset + run.len);
-            let i = allowed.partition_point(|r| r.1 <= start);
-            if run.data && !allowed.get(i).is_some_and(|r| r.0 <= start && end <= r.1) {
+            if run.data && !within(&allowed, start, end) {
                 return Err(missed(format!("data at bytes {start}..{end}")));
             }
         }

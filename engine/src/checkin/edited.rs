@@ -9,7 +9,7 @@
 //! from the store.
 
 use super::*;
-use crate::checkout::overlaps;
+use crate::checkout::{overlaps, within};
 use crate::store::{ChunkLocation, ChunkReader, parse_hex};
 use std::fs::File;
 
@@ -147,12 +147,6 @@ pub(crate) struct Edited {
     pub(super) checks: tokio::task::JoinHandle<Result<()>>,
 }
 
-/// True when `[start, end)` lies inside one of the sorted, disjoint `ranges`.
-fn within(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
-    let i = ranges.partition_point(|r| r.1 <= start);
-    ranges.get(i).is_some_and(|r| r.0 <= start && end <= r.1)
-}
-
 /// Sorts ranges and merges those that touch.
 pub(crate) fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     ranges.sort_unstable();
@@ -237,7 +231,7 @@ impl Overlay {
         })?;
         let chunk = self.chunk(&hash)?;
         let from = (e.chunk_offset as u64 + (at - e.disk_offset as u64)) as usize;
-        let bytes = chunk.get(from..from + buf.len()).ok_or_else(|| {
+        let bytes = from.checked_add(buf.len()).and_then(|to| chunk.get(from..to)).ok_or_else(|| {
             std::io::Error::other(format!("the parent's extent at {} reaches past its chunk", e.disk_offset))
         })?;
         buf.copy_from_slice(bytes);
