@@ -7,6 +7,7 @@ bash scripts/install-deps.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target}
 export CARGO_TERM_COLOR=never
 bash tests/images/debian-tree.sh >/dev/null   # cached Debian trees for the end-to-end tests
+bash scripts/modules.sh                        # the engine's module dependencies: no cycles
 cargo build --workspace --bins
 # Every fuzz target briefly (fuzz/run.sh 600 is the long run); a crash fails the run.
 FUZZ_TARGET_DIR=${CARGO_TARGET_DIR}-fuzz bash fuzz/run.sh "${IMAGELAKE_FUZZ_SECONDS:-20}"

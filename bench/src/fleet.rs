@@ -61,11 +61,8 @@ struct Base {
 
 /// Every column of `T`'s rows of one image.
 async fn scan<T: Table>(library: &Library, image_id: i64) -> RecordBatch {
-    let schema = T::schema();
-    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let filter = format!("image_id = {image_id}");
-    let batches = library.catalog().scan(T::NAME, &columns, Some(&filter)).await.expect("scan");
-    concat_batches(&schema, &batches).expect("concat")
+    let batches = library.catalog().rows_of(T::NAME, image_id).await.expect("scan");
+    concat_batches(&T::schema(), &batches).expect("concat")
 }
 
 fn strings<'a>(batch: &'a RecordBatch, column: &str) -> &'a StringArray {
@@ -224,7 +221,7 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
             name: host_name,
             version: 1,
             parent_id: None,
-            state: imagelake_engine::checkout::SYNTHETIC.into(),
+            state: imagelake_engine::catalog::ImageState::Synthetic,
             source_format: "synthetic".into(),
             stored_bytes_new: 0,
             hostname: None,

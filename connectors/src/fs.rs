@@ -55,7 +55,8 @@ pub struct Filesystem {
     pub files: Vec<File>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+/// What a path of a filesystem is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Copy)]
 pub enum FileKind {
     File,
     Dir,
@@ -77,6 +78,27 @@ impl FileKind {
             FileKind::Fifo => "fifo",
             FileKind::Socket => "socket",
         }
+    }
+
+    /// The kind a word of [`FileKind::as_str`] names.
+    pub fn parse(word: &str) -> Option<FileKind> {
+        [
+            FileKind::File,
+            FileKind::Dir,
+            FileKind::Symlink,
+            FileKind::Char,
+            FileKind::Block,
+            FileKind::Fifo,
+            FileKind::Socket,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == word)
+    }
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -8,14 +8,11 @@
 //! `reclaim` deletes the leftovers; it holds the library lock, and skips every checkin still in
 //! flight, so it is safe while other checkins run.
 
-use crate::catalog::{ExtentRow, Table};
-use crate::library::InFlight;
+use crate::catalog::{ExtentKind, ImageState};
+use crate::locks::{InFlight, held};
 use crate::store::pack_path;
-use crate::{Error, IoContext, Library, Result};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::Int64Type;
+use crate::{IoContext, Library, Result};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::File;
 
 /// Tables whose rows belong to an image version.
 const IMAGE_TABLES: [&str; 5] = ["partitions", "files", "packages", "extents", "provenance"];
@@ -51,7 +48,7 @@ impl Library {
             }
         }
 
-        let chunks = self.chunk_locations().await?;
+        let chunks = self.catalog().chunk_rows().await?.into_iter().collect::<HashMap<_, _>>();
         report.chunks = chunks.len();
         let mut pack_sizes: HashMap<String, Option<u64>> = HashMap::new();
         for (hash, at) in &chunks {
@@ -79,36 +76,23 @@ impl Library {
         // versions gc purged.
         let sizes: HashMap<i64, i64> = images
             .iter()
-            .filter(|i| i.state != crate::checkout::SYNTHETIC && i.state != crate::gc::PURGED)
+            .filter(|i| !matches!(i.state, ImageState::Synthetic | ImageState::Purged))
             .map(|i| (i.image_id, i.virtual_size))
             .collect();
-        let batches = self
-            .catalog()
-            .scan(ExtentRow::NAME, &["image_id", "disk_offset", "length", "kind", "chunk_hash"], None)
-            .await?;
         let mut extents: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-        for b in &batches {
-            let (id, off, len) = (
-                b.column(0).as_primitive::<Int64Type>(),
-                b.column(1).as_primitive::<Int64Type>(),
-                b.column(2).as_primitive::<Int64Type>(),
-            );
-            let (kind, chunk) = (b.column(3).as_string::<i32>(), b.column(4).as_string::<i32>());
-            for r in 0..b.num_rows() {
-                if !committed.contains(&id.value(r)) {
-                    continue;
-                }
-                extents.entry(id.value(r)).or_default().push((off.value(r), len.value(r)));
-                if kind.value(r) != "zero" {
-                    let known = chunk.is_valid(r)
-                        && crate::store::parse_hex(chunk.value(r)).is_some_and(|h| chunks.contains_key(&h));
-                    if !known {
-                        report.problems.push(format!(
-                            "image {}: extent at {} names a chunk that is in no pack",
-                            id.value(r),
-                            off.value(r)
-                        ));
-                    }
+        for e in self.catalog().all_extents().await? {
+            if !committed.contains(&e.image_id) {
+                continue;
+            }
+            extents.entry(e.image_id).or_default().push((e.disk_offset, e.length));
+            if e.kind != ExtentKind::Zero {
+                let known =
+                    e.chunk_hash.as_deref().and_then(crate::store::parse_hex).is_some_and(|h| chunks.contains_key(&h));
+                if !known {
+                    report.problems.push(format!(
+                        "image {}: extent at {} names a chunk that is in no pack",
+                        e.image_id, e.disk_offset
+                    ));
                 }
             }
         }
@@ -145,15 +129,9 @@ impl Library {
         // Under the lock no version commits, so `committed` cannot go stale.
         let committed: HashSet<i64> = self.images().await?.iter().map(|i| i.image_id).collect();
         let orphans = self.orphan_image_ids(&committed).await?;
-        if !orphans.is_empty() {
-            let list = orphans.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-            for table in IMAGE_TABLES {
-                let mut dataset = self.catalog().dataset(table).await?;
-                dataset
-                    .delete(&format!("image_id IN ({list})"))
-                    .await
-                    .map_err(|e| Error::Catalog(format!("deleting leftovers from {table}: {e}")))?;
-            }
+        let ids: Vec<i64> = orphans.iter().copied().collect();
+        for table in IMAGE_TABLES {
+            self.catalog().delete_versions(table, &ids).await?;
         }
         let stale = self.stale_files()?;
         for name in &stale {
@@ -172,11 +150,7 @@ impl Library {
     async fn orphan_image_ids(&self, committed: &HashSet<i64>) -> Result<BTreeSet<i64>> {
         let mut ids = BTreeSet::new();
         for table in IMAGE_TABLES {
-            for b in self.catalog().scan(table, &["image_id"], None).await? {
-                ids.extend(
-                    b.column(0).as_primitive::<Int64Type>().values().iter().filter(|id| !committed.contains(id)),
-                );
-            }
+            ids.extend(self.catalog().image_ids(table).await?.into_iter().filter(|id| !committed.contains(id)));
         }
         ids.retain(|&id| !held(&InFlight::path(self.root(), id)));
         Ok(ids)
@@ -195,13 +169,5 @@ impl Library {
         }
         stale.sort();
         Ok(stale)
-    }
-}
-
-/// True when a running process holds a flock on `path`.
-fn held(path: &std::path::Path) -> bool {
-    match File::open(path) {
-        Ok(file) => file.try_lock_shared().is_err(),
-        Err(_) => false,
     }
 }

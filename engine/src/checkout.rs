@@ -11,11 +11,10 @@
 //! output: every checkout marks its output with the `user.imagelake.library` extended
 //! attribute, naming the library.
 
-use crate::catalog::{ChunkRow, ExtentKind, ExtentRow, Table};
+use crate::catalog::{ExtentKind, ExtentRow, ImageState};
+use crate::ranges::overlaps;
 use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
 use crate::{Error, IoContext, Library, Progress, Result};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::Int64Type;
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
 use imago::{
@@ -72,9 +71,6 @@ pub struct CheckoutSummary {
     pub seconds: f64,
 }
 
-/// The `images.state` of versions made of manifests only (the SQL benchmark's fleet).
-pub const SYNTHETIC: &str = "synthetic";
-
 impl Library {
     /// Writes the disk of image version `spec` to `out`.
     pub async fn checkout(&self, spec: &str, out: &Path, options: &CheckoutOptions) -> Result<CheckoutSummary> {
@@ -95,7 +91,7 @@ impl Library {
             )));
         }
         let image = self.resolve(spec).await?;
-        if image.state == SYNTHETIC {
+        if image.state == ImageState::Synthetic {
             return Err(Error::User(format!("{spec} is synthetic (benchmark data made of manifests): it has no disk")));
         }
         let size = image.virtual_size as u64;
@@ -119,7 +115,7 @@ impl Library {
         } else {
             None
         };
-        let extents = self.extents(image.image_id).await?;
+        let extents = self.catalog().disk_map(image.image_id, false).await?;
         // What the output should hold, from its marks; checked against what it does hold as
         // the comparison goes, never trusted.
         let previous = match &update {
@@ -130,10 +126,10 @@ impl Library {
             _ => None,
         };
         let expected = match &previous {
-            Some(p) => Some(differing_ranges(&self.extents(p.image_id).await?, &extents)),
+            Some(p) => Some(differing_ranges(&self.catalog().disk_map(p.image_id, false).await?, &extents)),
             None => None,
         };
-        let locations = self.chunk_locations().await?;
+        let locations = self.catalog().chunk_rows().await?.into_iter().collect::<HashMap<_, _>>();
         let partial = PathBuf::from(format!("{}.partial", out.display()));
         // Other formats are converted from a raw disk written beside the output.
         let raw = PathBuf::from(format!("{}.raw", partial.display()));
@@ -144,16 +140,16 @@ impl Library {
             p.phase(&format!("writing {}@{}", image.name, image.version), size);
         }
         let (written, zero, unexpected) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Option<u64>)> {
-            let sink = match update {
-                Some(file) => Sink::Update(file, Mutex::new(Vec::new())),
+            let output = match update {
+                Some(file) => Output::Update(file, Mutex::new(Vec::new())),
                 None if qcow2 => {
-                    Sink::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
+                    Output::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
                 }
-                None => Sink::Raw(raw_file(&target, size)?),
+                None => Output::Raw(raw_file(&target, size)?),
             };
-            let (written, zero) = write_disk(&root, &sink, &extents, &locations, progress.as_deref())?;
-            let unexpected = match (&sink, &expected) {
-                (Sink::Update(_, blocks), Some(expected)) => {
+            let (written, zero) = write_disk(&root, &output, &extents, &locations, progress.as_deref())?;
+            let unexpected = match (&output, &expected) {
+                (Output::Update(_, blocks), Some(expected)) => {
                     // A block that two extents share can be written in two parts: counted once.
                     let mut blocks = blocks.lock().map(|b| b.clone()).unwrap_or_default();
                     blocks.sort_unstable();
@@ -162,7 +158,7 @@ impl Library {
                 }
                 _ => None,
             };
-            sink.finish()?;
+            output.finish()?;
             Ok((written, zero, unexpected))
         })
         .await
@@ -209,85 +205,10 @@ impl Library {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
-
-    /// The disk map of one image, in disk order.
-    pub async fn extents(&self, image_id: i64) -> Result<Vec<ExtentRow>> {
-        self.disk_map_of(image_id, false).await
-    }
-
-    /// The disk map of one image, in disk order; `with_contents` also reads which file
-    /// content each extent holds (for an edit, which carries unchanged files over).
-    pub(crate) async fn disk_map_of(&self, image_id: i64, with_contents: bool) -> Result<Vec<ExtentRow>> {
-        let mut columns = vec!["disk_offset", "length", "kind", "chunk_hash", "chunk_offset"];
-        if with_contents {
-            columns.extend(["content_hash", "content_offset"]);
-        }
-        let filter = format!("image_id = {image_id}");
-        let batches = self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await?;
-        let mut extents = Vec::new();
-        for b in &batches {
-            let (off, len) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
-            let (kind, chunk) = (b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>());
-            let chunk_off = b.column(4).as_primitive::<Int64Type>();
-            let contents =
-                with_contents.then(|| (b.column(5).as_string::<i32>(), b.column(6).as_primitive::<Int64Type>()));
-            for r in 0..b.num_rows() {
-                let kind = ExtentKind::parse(kind.value(r)).ok_or_else(|| {
-                    Error::Catalog(format!("extents of image {image_id}: unknown kind {:?}", kind.value(r)))
-                })?;
-                extents.push(ExtentRow {
-                    image_id,
-                    disk_offset: off.value(r),
-                    length: len.value(r),
-                    kind,
-                    chunk_hash: chunk.is_valid(r).then(|| chunk.value(r).to_string()),
-                    chunk_offset: chunk_off.value(r),
-                    content_hash: contents.and_then(|(h, _)| h.is_valid(r).then(|| h.value(r).to_string())),
-                    content_offset: contents.and_then(|(_, o)| o.is_valid(r).then(|| o.value(r))),
-                });
-            }
-        }
-        extents.sort_by_key(|e| e.disk_offset);
-        Ok(extents)
-    }
-
-    /// Where every chunk of the store lives.
-    pub async fn chunk_locations(&self) -> Result<HashMap<ChunkHash, ChunkLocation>> {
-        let batches = self.catalog().scan(ChunkRow::NAME, &LOCATION_COLUMNS, None).await?;
-        Ok(locations(&batches).into_iter().collect())
-    }
-}
-
-/// The `chunks` columns that say where a chunk is, in the order [`locations`] reads them.
-pub(crate) const LOCATION_COLUMNS: [&str; 6] =
-    ["chunk_hash", "size", "pack", "pack_offset", "frame_size", "frame_offset"];
-
-/// The rows of a `chunks` scan of [`LOCATION_COLUMNS`].
-pub(crate) fn locations(batches: &[arrow::array::RecordBatch]) -> Vec<(ChunkHash, ChunkLocation)> {
-    let mut rows = Vec::new();
-    for b in batches {
-        let int = |i: usize| b.column(i).as_primitive::<Int64Type>();
-        let (hash, pack) = (b.column(0).as_string::<i32>(), b.column(2).as_string::<i32>());
-        let (size, offset, frame_size, frame_offset) = (int(1), int(3), int(4), int(5));
-        for r in 0..b.num_rows() {
-            let Some(h) = parse_hex(hash.value(r)) else { continue };
-            rows.push((
-                h,
-                ChunkLocation {
-                    pack: pack.value(r).to_string(),
-                    offset: offset.value(r) as u64,
-                    frame_size: frame_size.value(r) as u32,
-                    frame_offset: frame_offset.value(r) as u32,
-                    size: size.value(r) as u32,
-                },
-            ));
-        }
-    }
-    rows
 }
 
 /// Where a checkout's bytes go.
-pub(crate) enum Sink {
+pub(crate) enum Output {
     Raw(File),
     Qcow2(SyncFormatAccess<ImagoFile>),
     /// A raw disk already there (delta deployment): only blocks that differ are written, and
@@ -298,13 +219,13 @@ pub(crate) enum Sink {
 /// The unit of a delta deployment's comparison and writes.
 const BLOCK: u64 = 4096;
 
-impl Sink {
+impl Output {
     /// Writes `data` at `offset`; returns how many bytes it wrote.
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<u64> {
         match self {
-            Sink::Raw(file) => file.write_all_at(data, offset).map(|()| data.len() as u64),
-            Sink::Qcow2(image) => image.write(data, offset).map(|()| data.len() as u64),
-            Sink::Update(file, blocks) => {
+            Output::Raw(file) => file.write_all_at(data, offset).map(|()| data.len() as u64),
+            Output::Qcow2(image) => image.write(data, offset).map(|()| data.len() as u64),
+            Output::Update(file, blocks) => {
                 let mut old = vec![0u8; data.len()];
                 file.read_exact_at(&mut old, offset)?;
                 let mut written = 0;
@@ -331,7 +252,7 @@ impl Sink {
     /// Makes `length` bytes at `offset` zeros: nothing to do on a fresh output, whose unwritten
     /// bytes read as zeros; on an updated disk, its nonzero blocks there are overwritten.
     fn zero(&self, offset: u64, length: u64) -> io::Result<u64> {
-        let Sink::Update(..) = self else { return Ok(0) };
+        let Output::Update(..) = self else { return Ok(0) };
         let zeros = vec![0u8; 1 << 20];
         let (mut written, mut at) = (0, offset);
         while at < offset + length {
@@ -344,11 +265,11 @@ impl Sink {
 
     fn finish(self) -> Result<()> {
         match self {
-            Sink::Raw(file) => file.sync_all().io_context(|| "syncing the checkout".into()),
-            Sink::Qcow2(image) => {
+            Output::Raw(file) => file.sync_all().io_context(|| "syncing the checkout".into()),
+            Output::Qcow2(image) => {
                 image.flush().and_then(|()| image.sync()).io_context(|| "syncing the qcow2 checkout".into())
             }
-            Sink::Update(file, _) => file.sync_all().io_context(|| "syncing the updated disk".into()),
+            Output::Update(file, _) => file.sync_all().io_context(|| "syncing the updated disk".into()),
         }
     }
 }
@@ -438,21 +359,9 @@ fn differing_ranges(a: &[ExtentRow], b: &[ExtentRow]) -> Vec<(u64, u64)> {
     }
 }
 
-/// True when [start, end) meets one of the sorted, disjoint `ranges`.
-pub(crate) fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
-    let i = ranges.partition_point(|r| r.1 <= start);
-    ranges.get(i).is_some_and(|r| r.0 < end)
-}
-
-/// True when [start, end) lies inside one of the sorted, disjoint `ranges`.
-pub(crate) fn within(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
-    let i = ranges.partition_point(|r| r.1 <= start);
-    ranges.get(i).is_some_and(|r| r.0 <= start && end <= r.1)
-}
-
 pub(crate) fn write_disk(
     root: &Path,
-    sink: &Sink,
+    output: &Output,
     extents: &[ExtentRow],
     locations: &HashMap<ChunkHash, ChunkLocation>,
     progress: Option<&dyn Progress>,
@@ -463,7 +372,7 @@ pub(crate) fn write_disk(
     for e in extents {
         if e.kind == ExtentKind::Zero {
             zero += e.length as u64;
-            written += sink.zero(e.disk_offset as u64, e.length as u64).io_context(|| "zeroing".into())?;
+            written += output.zero(e.disk_offset as u64, e.length as u64).io_context(|| "zeroing".into())?;
             continue;
         }
         let hash = e
@@ -491,7 +400,7 @@ pub(crate) fn write_disk(
                 let piece = chunk
                     .get(e.chunk_offset as usize..(e.chunk_offset + e.length) as usize)
                     .ok_or_else(|| Error::Catalog(format!("extent at {} reaches past its chunk", e.disk_offset)))?;
-                bytes += sink.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
+                bytes += output.write_at(piece, e.disk_offset as u64).io_context(|| "writing the checkout".into())?;
                 done += e.length as u64;
             }
             filled.fetch_add(bytes, Ordering::Relaxed);

@@ -10,7 +10,8 @@
 //! chroot is allowed.
 
 use crate::catalog::ExtentRow;
-use crate::edit::Tree;
+use crate::catalog::FileKind;
+use crate::tree::Tree;
 use crate::{Error, IoContext, Library, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ pub(crate) fn known_inputs(tree: &Tree) -> Vec<(String, u64)> {
 fn configuration(tree: &Tree) -> Vec<String> {
     let mut conf: Vec<String> = vec!["/etc/ld.so.conf".into()];
     conf.extend(tree.keys().filter(|p| p.starts_with("/etc/ld.so.conf.d/") && p.ends_with(".conf")).cloned());
-    conf.retain(|p| tree.get(p).is_some_and(|e| e.kind == "file"));
+    conf.retain(|p| tree.get(p).is_some_and(|e| e.kind == FileKind::File));
     conf
 }
 
@@ -64,9 +65,9 @@ fn libraries_in(tree: &Tree, dirs: &BTreeSet<String>) -> (Vec<String>, Vec<Strin
             if name.contains('/') || !name.contains(".so") || name == ".." {
                 continue;
             }
-            match e.kind.as_str() {
-                "file" => files.push(path.clone()),
-                "symlink" => links.push(path.clone()),
+            match e.kind {
+                FileKind::File => files.push(path.clone()),
+                FileKind::Symlink => links.push(path.clone()),
                 _ => {}
             }
         }
@@ -136,7 +137,7 @@ pub(crate) async fn rebuild_ld_cache(
 
 /// `path` with every link in it followed, if all of it exists.
 fn resolve(tree: &Tree, path: &str) -> Option<String> {
-    let real = crate::edit::follow(tree, path, true);
+    let real = crate::tree::follow_links(tree, path, true);
     tree.contains_key(&real).then_some(real)
 }
 
@@ -155,7 +156,7 @@ fn place(root: &Path, path: &str, tree: &Tree) -> Result<PathBuf> {
         // A link among the parents is made to point at where it resolves in the image, as a
         // path relative to the scratch root: the image's own target could lead out of it.
         match (tree.get(&image_path), resolve(tree, &image_path)) {
-            (Some(e), Some(real)) if e.kind == "symlink" && real != image_path => {
+            (Some(e), Some(real)) if e.kind == FileKind::Symlink && real != image_path => {
                 let depth = image_path.matches('/').count() - 1;
                 let target = format!("{}{}", "../".repeat(depth), real.trim_start_matches('/'));
                 std::os::unix::fs::symlink(&target, &at).io_context(|| format!("linking {}", at.display()))?;

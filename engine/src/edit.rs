@@ -13,28 +13,19 @@
 //! Not enough free blocks or inodes is found before anything is written, from the
 //! superblock's counts.
 
-use crate::catalog::{ExtentKind, ExtentRow};
-use crate::catalog::{FileRow, Table};
-use crate::checkin::Origin;
+use crate::catalog::FileRow;
+use crate::catalog::{ExtentKind, ExtentRow, FileKind, ImageState};
+use crate::library::Origin;
+use crate::locks::Scratch;
+pub use crate::tree::Meta;
+use crate::tree::{Entry, Tree, follow_links, normalize, tree_of};
 use crate::{Error, IoContext, Library, Result};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Int64Type, TimestampNanosecondType};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-/// Owner, permissions (with setuid, setgid and sticky) and modification time of a new entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Seconds since the epoch.
-    pub mtime: i64,
-}
 
 /// One change to a filesystem; paths are absolute.
 #[derive(Debug, Clone)]
@@ -68,50 +59,9 @@ pub struct EditSummary {
     pub seconds: f64,
 }
 
-/// An entry of a filesystem tree, as far as an edit decides it.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub kind: String,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    pub content_hash: Option<String>,
-    pub link_target: Option<String>,
-    /// Seconds since the epoch: set by an edit, but not part of what makes two entries the
-    /// same (a directory's changes with its entries).
-    pub mtime: i64,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        (&self.kind, self.mode, self.uid, self.gid, self.size, &self.content_hash, &self.link_target)
-            == (&other.kind, other.mode, other.uid, other.gid, other.size, &other.content_hash, &other.link_target)
-    }
-}
-
-impl Entry {
-    /// The same for a patch: a directory by kind, permissions and owners (its size follows its
-    /// entries), anything else by everything `==` compares.
-    pub(crate) fn same(&self, other: &Entry) -> bool {
-        if self.kind == "dir" && other.kind == "dir" {
-            (self.mode, self.uid, self.gid) == (other.mode, other.uid, other.gid)
-        } else {
-            self == other
-        }
-    }
-
-    pub(crate) fn meta(&self) -> Meta {
-        Meta { mode: self.mode, uid: self.uid, gid: self.gid, mtime: self.mtime }
-    }
-}
-
-/// A filesystem tree by path ("/" is the root).
-pub(crate) type Tree = BTreeMap<String, Entry>;
-
 /// The version an edit starts from: its row, its root filesystem (partition, and where it
 /// lies on the disk), that filesystem's tree and the disk map, read once.
-pub(crate) struct Target {
+pub(crate) struct Parent {
     pub image: crate::catalog::ImageRow,
     pub partition: i64,
     /// The filesystem's first byte on the disk, and its size.
@@ -135,7 +85,7 @@ pub(crate) struct Prepared {
     /// The new version reuses the parent's chunks: gc waits until it is committed; and no
     /// pack is deleted while they are read (the checkin takes its own guard).
     writing: File,
-    reading: crate::library::ReadGuard,
+    reading: crate::locks::ReadGuard,
 }
 
 impl Library {
@@ -148,26 +98,26 @@ impl Library {
         operation: &str,
         arguments: serde_json::Value,
     ) -> Result<EditSummary> {
-        let target = self.edit_target(spec).await?;
+        let target = self.edit_parent(spec).await?;
         let prepared = self.prepare_edit(&target).await?;
         self.edit_with(target, prepared, changes, operation, arguments, None).await
     }
 
     /// The version `spec` names, ready to be edited.
-    pub(crate) async fn edit_target(&self, spec: &str) -> Result<Target> {
+    pub(crate) async fn edit_parent(&self, spec: &str) -> Result<Parent> {
         let image = self.resolve(spec).await?;
         let label = format!("{}@{}", image.name, image.version);
-        if image.state == crate::checkout::SYNTHETIC {
+        if image.state == ImageState::Synthetic {
             return Err(Error::User(format!("{label} is synthetic (manifests only): it has no disk to edit")));
         }
         let (partition, start, size) = self.root_filesystem(&label, image.image_id).await?;
         let (tree, extents) =
-            tokio::try_join!(self.tree(image.image_id, partition), self.disk_map_of(image.image_id, true))?;
-        Ok(Target { image, partition, start, size, tree, extents })
+            tokio::try_join!(self.tree(image.image_id, partition), self.catalog().disk_map(image.image_id, true))?;
+        Ok(Parent { image, partition, start, size, tree, extents })
     }
 
     /// The half of an edit that needs only `target` (see [`Prepared`]).
-    pub(crate) async fn prepare_edit(&self, target: &Target) -> Result<Prepared> {
+    pub(crate) async fn prepare_edit(&self, target: &Parent) -> Result<Prepared> {
         let started = Instant::now();
         let where_ = where_as(&format!("{}@{}", target.image.name, target.image.version), target.partition);
         let (writing, reading) = (self.writing().await?, self.reading()?);
@@ -193,14 +143,14 @@ impl Library {
     /// hash, where some may be already.
     pub(crate) async fn edit_with(
         &self,
-        target: Target,
+        target: Parent,
         prepared: Prepared,
         changes: &[Change],
         operation: &str,
         arguments: serde_json::Value,
         rebuild_ld_cache: Option<&Path>,
     ) -> Result<EditSummary> {
-        let Target { image: parent, partition, start, size, tree: before, extents } = target;
+        let Parent { image: parent, partition, start, size, tree: before, extents } = target;
         let label = format!("{}@{}", parent.name, parent.version);
         let Plan { script, tree: mut expected, sources, need, entries_changed } = plan(&label, &before, changes)?;
         let where_ = where_as(&label, partition);
@@ -227,7 +177,7 @@ impl Library {
             Ok((device, written))
         });
         let facts = self.parent_facts(parent.image_id, &extents, start, start + size);
-        let (ld_cache, changes, known, facts) = tokio::join!(ld_cache, changes, self.known_chunks(), facts);
+        let (ld_cache, changes, known, facts) = tokio::join!(ld_cache, changes, self.catalog().chunk_hashes(), facts);
         let failed = |e: tokio::task::JoinError| Error::User(format!("{label}: the edit failed: {e}"));
         let (device, mut written) = changes.map_err(failed)??;
         let (ld_cache, known, facts, work, at) = (ld_cache?, known?, facts?, scratch.dir.clone(), where_.clone());
@@ -245,11 +195,11 @@ impl Library {
                 }
                 let cache_path = cache.to_str().ok_or_else(|| Error::User("the scratch path is not UTF-8".into()))?;
                 let _ = writeln!(script, "write {} {}", quote(cache_path)?, quote(path)?);
-                set_meta(&mut script, path, "file", &meta)?;
+                set_meta(&mut script, path, FileKind::File, &meta)?;
                 written.extend(run_debugfs(&at, &device, &work, 1, script, "write the rebuilt /etc/ld.so.cache")?);
-                expected.insert(path.to_string(), file_entry("file", &meta, size, Some(hash), None));
+                expected.insert(path.to_string(), file_entry(FileKind::File, &meta, size, Some(hash), None));
             }
-            let written = crate::checkin::merged(written);
+            let written = crate::ranges::merged(written);
             // A key past the filesystem's end cannot name a block debugfs wrote into it.
             if let Some(&(_, end)) = written.last().filter(|r| r.1 > size) {
                 return Err(Error::Image {
@@ -300,11 +250,11 @@ impl Library {
     /// `replace_content(image, path, host_file)`: the file at `path` takes the content of
     /// `host_file`, keeping its owner and permissions (a new file is root's, 0644).
     pub async fn replace_content(&self, spec: &str, path: &str, host_file: &Path) -> Result<EditSummary> {
-        let target = self.edit_target(spec).await?;
+        let target = self.edit_parent(spec).await?;
         // Through links, as writing to the path would.
-        let path = follow(&target.tree, &absolute(path)?, true);
+        let path = follow_links(&target.tree, &absolute(path)?, true);
         let meta = match target.tree.get(&path) {
-            Some(e) if e.kind == "file" => Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: now_seconds() },
+            Some(e) if e.kind == FileKind::File => Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: now_seconds() },
             Some(e) => return Err(Error::User(format!("{spec}: {path} is a {}, not a regular file", e.kind))),
             None => Meta { mode: 0o644, uid: 0, gid: 0, mtime: now_seconds() },
         };
@@ -318,9 +268,9 @@ impl Library {
     /// (made, with its missing parents, when absent), as root's, with the host's permissions
     /// and times. Files already there are replaced; directories already there are kept.
     pub async fn import(&self, spec: &str, host_dir: &Path, target_dir: &str) -> Result<EditSummary> {
-        let edited = self.edit_target(spec).await?;
+        let edited = self.edit_parent(spec).await?;
         let tree = &edited.tree;
-        let target = follow(tree, &absolute(target_dir)?, true);
+        let target = follow_links(tree, &absolute(target_dir)?, true);
         let mut changes = Vec::new();
         // Missing ancestors of the target, made as `mkdir -p` makes them.
         let dir_meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: now_seconds() };
@@ -395,106 +345,22 @@ impl Library {
             .collect();
         let hashes: Vec<_> =
             raw.iter().filter_map(|e| e.chunk_hash.as_deref().and_then(crate::store::parse_hex)).collect();
-        let locations = self.chunk_locations_of(&hashes).await?;
+        let locations = self.catalog().chunk_locations(&hashes).await?;
         let (root, path) = (self.root().to_path_buf(), path.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<Vec<(u64, u64)>> {
-            let sink = crate::checkout::Sink::Raw(crate::checkout::raw_file(&path, size)?);
-            crate::checkout::write_disk(&root, &sink, &raw, &locations, None)?;
-            Ok(crate::checkin::merged(
+            let output = crate::checkout::Output::Raw(crate::checkout::raw_file(&path, size)?);
+            crate::checkout::write_disk(&root, &output, &raw, &locations, None)?;
+            Ok(crate::ranges::merged(
                 raw.iter().map(|e| (e.disk_offset as u64, (e.disk_offset + e.length) as u64)).collect(),
             ))
         })
         .await
         .map_err(|e| Error::User(format!("writing the filesystem's metadata failed: {e}")))?
     }
-
-    /// The partition (and its first byte on the disk) of the version's root filesystem: the
-    /// ext2/3/4 filesystem with an `/etc` directory, or the only ext2/3/4 filesystem.
-    pub(crate) async fn root_filesystem(&self, label: &str, image_id: i64) -> Result<(i64, u64, u64)> {
-        let filter = format!("image_id = {image_id} AND path = '/etc' AND kind = 'dir'");
-        let batches = self.catalog().scan(FileRow::NAME, &["partition"], Some(&filter)).await?;
-        let with_etc: Vec<i64> =
-            batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
-        let filter = format!("image_id = {image_id}");
-        let columns = ["partition", "start", "size", "fs_type"];
-        let batches = self.catalog().scan("partitions", &columns, Some(&filter)).await?;
-        let mut ext = Vec::new();
-        for b in &batches {
-            let int = |i: usize| b.column(i).as_primitive::<Int64Type>();
-            let (part, start, size, fs) = (int(0), int(1), int(2), b.column(3).as_string::<i32>());
-            for r in 0..b.num_rows() {
-                if fs.is_valid(r) && matches!(fs.value(r), "ext2" | "ext3" | "ext4") {
-                    ext.push((part.value(r), start.value(r) as u64, size.value(r) as u64));
-                }
-            }
-        }
-        let roots: Vec<(i64, u64, u64)> = ext.iter().filter(|(p, _, _)| with_etc.contains(p)).copied().collect();
-        // The one with /etc; or the only one there is (a data disk).
-        match (roots.as_slice(), ext.as_slice()) {
-            ([one], _) | ([], [one]) => Ok(*one),
-            ([], []) => Err(Error::User(format!("{label} has no ext2/3/4 filesystem to edit"))),
-            ([], _) => Err(Error::User(format!(
-                "{label} has several ext2/3/4 filesystems and none with /etc; edits need one root"
-            ))),
-            _ => Err(Error::User(format!("{label} has several ext2/3/4 filesystems with /etc; edits need one root"))),
-        }
-    }
-
-    /// The tree of one filesystem of a version, from the catalog.
-    pub(crate) async fn tree(&self, image_id: i64, partition: i64) -> Result<Tree> {
-        let filter = format!("image_id = {image_id} AND partition = {partition}");
-        let columns = ["path", "kind", "mode", "uid", "gid", "size", "content_hash", "link_target", "mtime"];
-        let batches = self.catalog().scan(FileRow::NAME, &columns, Some(&filter)).await?;
-        let mut tree = Tree::new();
-        for b in &batches {
-            let s = |i: usize| b.column(i).as_string::<i32>();
-            let n = |i: usize| b.column(i).as_primitive::<Int64Type>();
-            let (path, kind, hash, target) = (s(0), s(1), s(6), s(7));
-            let (mode, uid, gid, size) = (n(2), n(3), n(4), n(5));
-            let mtime = b.column(8).as_primitive::<TimestampNanosecondType>();
-            for r in 0..b.num_rows() {
-                tree.insert(
-                    path.value(r).to_string(),
-                    Entry {
-                        kind: kind.value(r).to_string(),
-                        mode: mode.value(r) as u32,
-                        uid: uid.value(r) as u32,
-                        gid: gid.value(r) as u32,
-                        size: size.value(r) as u64,
-                        content_hash: hash.is_valid(r).then(|| hash.value(r).to_string()),
-                        link_target: target.is_valid(r).then(|| target.value(r).to_string()),
-                        mtime: mtime.value(r).div_euclid(1_000_000_000),
-                    },
-                );
-            }
-        }
-        Ok(tree)
-    }
 }
 
 fn where_as(label: &str, partition: i64) -> String {
     format!("{label}, partition {partition}")
-}
-
-/// The tree of file rows just read from a disk.
-fn tree_of<'a>(files: impl Iterator<Item = &'a FileRow>) -> Tree {
-    files
-        .map(|f| {
-            (
-                f.path.clone(),
-                Entry {
-                    kind: f.kind.to_string(),
-                    mode: f.mode as u32,
-                    uid: f.uid as u32,
-                    gid: f.gid as u32,
-                    size: f.size as u64,
-                    content_hash: f.content_hash.clone(),
-                    link_target: f.link_target.clone(),
-                    mtime: f.mtime.div_euclid(1_000_000_000),
-                },
-            )
-        })
-        .collect()
 }
 
 /// Refuses a result that differs from the intended tree, naming the first differences.
@@ -537,18 +403,17 @@ struct Room {
     inodes: i64,
 }
 
-const S_IFMT_OF: [(&str, u32); 7] = [
-    ("file", 0o100000),
-    ("dir", 0o040000),
-    ("symlink", 0o120000),
-    ("char", 0o020000),
-    ("block", 0o060000),
-    ("fifo", 0o010000),
-    ("socket", 0o140000),
-];
-
-fn type_bits(kind: &str) -> u32 {
-    S_IFMT_OF.iter().find(|(k, _)| *k == kind).map_or(0, |(_, b)| *b)
+/// The file type bits of `st_mode` for each kind (debugfs' `sif mode` sets them whole).
+fn type_bits(kind: FileKind) -> u32 {
+    match kind {
+        FileKind::File => 0o100000,
+        FileKind::Dir => 0o040000,
+        FileKind::Symlink => 0o120000,
+        FileKind::Char => 0o020000,
+        FileKind::Block => 0o060000,
+        FileKind::Fifo => 0o010000,
+        FileKind::Socket => 0o140000,
+    }
 }
 
 /// Works the changes out in order against `before`, refusing what cannot be done.
@@ -565,7 +430,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
             None => return Err(refuse(path, "not an absolute path")),
         };
         match tree.get(parent) {
-            Some(e) if e.kind == "dir" => Ok(()),
+            Some(e) if e.kind == FileKind::Dir => Ok(()),
             Some(e) => Err(refuse(path, &format!("its parent {parent} is a {}, not a directory", e.kind))),
             None => Err(refuse(path, &format!("its parent {parent} does not exist"))),
         }
@@ -573,7 +438,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
     for change in changes {
         // Links among the parents are followed, as the kernel would: `/lib/modules` of a
         // merged-/usr system is `/usr/lib/modules`.
-        let change = &with_path(change, follow(&tree, change_path(change), false));
+        let change = &with_path(change, follow_links(&tree, change_path(change), false));
         sources.remove(change_path(change));
         match change {
             Change::Write { path, source, meta } => {
@@ -582,8 +447,8 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
                 replace(&tree, path, &mut script, &mut need).map_err(|why| refuse(path, why))?;
                 let source = source.to_str().ok_or_else(|| refuse(path, "the host file's name is not UTF-8"))?;
                 let _ = writeln!(script, "write {} {}", quote(source)?, quote(path)?);
-                set_meta(&mut script, path, "file", meta)?;
-                let entry = file_entry("file", meta, size, Some(hash), None);
+                set_meta(&mut script, path, FileKind::File, meta)?;
+                let entry = file_entry(FileKind::File, meta, size, Some(hash), None);
                 sources.insert(path.clone(), PathBuf::from(source));
                 need.kib += blocks_kib(&entry) + 4;
                 need.inodes += 1;
@@ -591,7 +456,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
             }
             Change::Mkdir { path, meta } => {
                 match tree.get(path) {
-                    Some(e) if e.kind == "dir" => {}
+                    Some(e) if e.kind == FileKind::Dir => {}
                     Some(e) => return Err(refuse(path, &format!("is a {}, not a directory", e.kind))),
                     None => {
                         parent_is_dir(&tree, path)?;
@@ -600,21 +465,21 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
                         need.inodes += 1;
                     }
                 }
-                set_meta(&mut script, path, "dir", meta)?;
+                set_meta(&mut script, path, FileKind::Dir, meta)?;
                 let size = tree.get(path).map_or(0, |e| e.size);
-                tree.insert(path.clone(), file_entry("dir", meta, size, None, None));
+                tree.insert(path.clone(), file_entry(FileKind::Dir, meta, size, None, None));
             }
             Change::Symlink { path, target, meta } => {
                 parent_is_dir(&tree, path)?;
                 replace(&tree, path, &mut script, &mut need).map_err(|why| refuse(path, why))?;
                 let _ = writeln!(script, "symlink {} {}", quote(path)?, quote(target)?);
                 let link = Meta { mode: 0o777, ..*meta };
-                set_meta(&mut script, path, "symlink", &link)?;
+                set_meta(&mut script, path, FileKind::Symlink, &link)?;
                 need.kib += 4;
                 need.inodes += 1;
                 tree.insert(
                     path.clone(),
-                    file_entry("symlink", &link, target.len() as u64, None, Some(target.clone())),
+                    file_entry(FileKind::Symlink, &link, target.len() as u64, None, Some(target.clone())),
                 );
             }
             Change::Remove { path } => {
@@ -623,7 +488,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
                     return Err(refuse(path, "the root directory cannot be removed"));
                 }
                 let mut doomed = vec![path.clone()];
-                if e.kind == "dir" {
+                if e.kind == FileKind::Dir {
                     let prefix = format!("{path}/");
                     doomed.extend(
                         tree.range(prefix.clone()..)
@@ -635,7 +500,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
                 doomed.sort_by(|a, b| b.cmp(a));
                 for p in doomed {
                     let Some(e) = tree.remove(&p) else { continue };
-                    let verb = if e.kind == "dir" { "rmdir" } else { "rm" };
+                    let verb = if e.kind == FileKind::Dir { "rmdir" } else { "rm" };
                     let _ = writeln!(script, "{verb} {}", quote(&p)?);
                     need.kib -= blocks_kib(&e);
                     need.inodes -= 1;
@@ -646,7 +511,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
                 let q = quote(path)?;
                 if let Some(m) = mode {
                     e.mode = *m;
-                    let _ = writeln!(script, "sif {q} mode 0{:o}", type_bits(&e.kind) | m);
+                    let _ = writeln!(script, "sif {q} mode 0{:o}", type_bits(e.kind) | m);
                 }
                 if let Some(u) = uid {
                     e.uid = *u;
@@ -663,7 +528,7 @@ fn plan(label: &str, before: &Tree, changes: &[Change]) -> Result<Plan> {
 }
 
 /// The debugfs commands that give `path` (of `kind`) the permissions, owners and time of `meta`.
-fn set_meta(script: &mut String, path: &str, kind: &str, meta: &Meta) -> Result<()> {
+fn set_meta(script: &mut String, path: &str, kind: FileKind, meta: &Meta) -> Result<()> {
     let q = quote(path)?;
     let _ = writeln!(script, "sif {q} mode 0{:o}", type_bits(kind) | meta.mode);
     let _ = writeln!(script, "sif {q} uid {}", meta.uid);
@@ -676,7 +541,7 @@ fn set_meta(script: &mut String, path: &str, kind: &str, meta: &Meta) -> Result<
 /// first (what it held is freed); a directory is not replaced.
 fn replace(tree: &Tree, path: &str, script: &mut String, need: &mut Room) -> std::result::Result<(), &'static str> {
     match tree.get(path) {
-        Some(e) if e.kind == "dir" => Err("is a directory"),
+        Some(e) if e.kind == FileKind::Dir => Err("is a directory"),
         Some(e) => {
             let _ = writeln!(script, "rm {}", quote(path).map_err(|_| "has a name debugfs cannot take")?);
             need.kib -= blocks_kib(e);
@@ -709,9 +574,9 @@ fn with_path(change: &Change, to: String) -> Change {
     change
 }
 
-fn file_entry(kind: &str, meta: &Meta, size: u64, hash: Option<String>, target: Option<String>) -> Entry {
+fn file_entry(kind: FileKind, meta: &Meta, size: u64, hash: Option<String>, target: Option<String>) -> Entry {
     Entry {
-        kind: kind.to_string(),
+        kind,
         mode: meta.mode,
         uid: meta.uid,
         gid: meta.gid,
@@ -724,7 +589,7 @@ fn file_entry(kind: &str, meta: &Meta, size: u64, hash: Option<String>, target: 
 
 /// KiB of blocks an entry holds, about (its data rounded up to 4 KiB).
 fn blocks_kib(e: &Entry) -> i64 {
-    if e.kind == "file" { e.size.div_ceil(4096) as i64 * 4 } else { 0 }
+    if e.kind == FileKind::File { e.size.div_ceil(4096) as i64 * 4 } else { 0 }
 }
 
 /// A path as one debugfs argument. debugfs splits its commands at blanks and takes double
@@ -738,35 +603,8 @@ pub(crate) fn quote(path: &str) -> Result<String> {
     Ok(format!("\"{path}\""))
 }
 
-/// `path` with the symbolic links among its components followed in `tree`, as the kernel
-/// follows them (the last one too with `last`), as far as the path exists; at most 40 links.
-pub(crate) fn follow(tree: &Tree, path: &str, last: bool) -> String {
-    let mut path = crate::read::normalize(path);
-    'links: for _ in 0..40 {
-        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-        let mut at = String::new();
-        for (i, part) in parts.iter().enumerate() {
-            let parent = if at.is_empty() { "/".to_string() } else { at.clone() };
-            at = format!("{at}/{part}");
-            match tree.get(&at) {
-                Some(e) if e.kind == "symlink" && (last || i + 1 < parts.len()) => {
-                    let target = e.link_target.clone().unwrap_or_default();
-                    let rest = parts[i + 1..].join("/");
-                    let base = if target.starts_with('/') { target } else { format!("{parent}/{target}") };
-                    path = crate::read::normalize(&format!("{base}/{rest}"));
-                    continue 'links;
-                }
-                Some(_) => {}
-                None => break 'links,
-            }
-        }
-        break;
-    }
-    path
-}
-
 fn absolute(path: &str) -> Result<String> {
-    let normal = crate::read::normalize(path);
+    let normal = normalize(path);
     if !path.starts_with('/') {
         return Err(Error::User(format!("{path:?}: give an absolute path such as '/etc/motd'")));
     }
@@ -823,35 +661,6 @@ fn walk(dir: &Path, target: &str, tree: &Tree, changes: &mut Vec<Change>) -> Res
 
 fn now_seconds() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// A scratch folder in the library's `tmp/` holding the filesystem being edited, flocked so that
-/// `check --reclaim` leaves it alone, and removed with its contents when dropped.
-pub(crate) struct Scratch {
-    pub dir: PathBuf,
-    /// `dir/filesystem.raw`, for the filesystem being edited.
-    pub path: PathBuf,
-    _held: File,
-}
-
-impl Scratch {
-    /// `tmp/<what>-<pid>-<ns>/`.
-    pub(crate) fn new(root: &Path, what: &str) -> Result<Scratch> {
-        let dir = root.join("tmp").join(format!("{what}-{}-{}", std::process::id(), crate::now_ns()));
-        std::fs::create_dir(&dir).io_context(|| format!("creating {}", dir.display()))?;
-        let held = File::open(&dir).io_context(|| format!("opening {}", dir.display()))?;
-        held.try_lock().map_err(|e| Error::Library {
-            path: root.display().to_string(),
-            message: format!("{} is locked by another process: {e}", dir.display()),
-        })?;
-        Ok(Scratch { path: dir.join("filesystem.raw"), dir, _held: held })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Runs an e2fsprogs tool; a missing tool says how to get it.

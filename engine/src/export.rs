@@ -16,21 +16,18 @@
 //!
 //! Refused entries are reported (and make the command fail), never followed.
 
-use crate::catalog::{ExtentRow, FileRow, Table};
-use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
+use crate::catalog::{FileKind, FileRow};
+pub use crate::contents::Problem;
+use crate::contents::{check_contents, write_contents};
+use crate::store::ChunkHash;
 use crate::{Error, IoContext, Library, Progress, Result};
-use arrow::array::{Array, AsArray, BinaryArray, ListArray, RecordBatch, StringArray, StructArray};
-use arrow::datatypes::{Int64Type, TimestampNanosecondType};
-use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Default, Clone)]
@@ -63,16 +60,10 @@ pub struct ExportSummary {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Problem {
-    pub path: String,
-    pub why: String,
-}
-
-/// One `files` row, as export needs it.
-struct Entry {
+/// One `files` row, as export writes it.
+struct FileToWrite {
     path: String,
-    kind: String,
+    kind: FileKind,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -85,12 +76,6 @@ struct Entry {
     xattrs: Vec<(String, Vec<u8>)>,
     content_hash: Option<String>,
 }
-
-/// A run of a file's content stored in a chunk: content offset, length, chunk, chunk offset.
-type Piece = (u64, u64, ChunkHash, u64);
-
-/// A piece of a content, and the files it fills: (content hash, piece, files).
-type Filling<'a> = (&'a str, &'a Piece, &'a [PathBuf]);
 
 impl Library {
     /// Writes the file tree of one filesystem of image version `spec` into `dir`, which must
@@ -122,7 +107,7 @@ impl Library {
             }
         };
         entries.retain(|e| e.0 == partition);
-        let mut entries: Vec<Entry> = entries.into_iter().map(|e| e.1).collect();
+        let mut entries: Vec<FileToWrite> = entries.into_iter().map(|e| e.1).collect();
         // Parents before children (a parent's path is a prefix of its children's); a stable
         // sort keeps a duplicated name in its on-disk order.
         entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -145,7 +130,7 @@ impl Library {
         let wanted: HashSet<String> = entries.iter().filter_map(|e| e.content_hash.clone()).collect();
         let pieces = self.content_pieces(image.image_id, &wanted).await?;
         let hashes: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
-        let locations = self.chunk_locations_of(&hashes).await?;
+        let locations = self.catalog().chunk_locations(&hashes).await?;
 
         let mut summary = ExportSummary {
             image: what,
@@ -186,7 +171,7 @@ impl Library {
     }
 
     /// Every `files` row of image version `image_id`, with its partition.
-    async fn export_entries(&self, image_id: i64) -> Result<Vec<(i64, Entry)>> {
+    async fn export_entries(&self, image_id: i64) -> Result<Vec<(i64, FileToWrite)>> {
         let columns = [
             "partition",
             "path",
@@ -204,120 +189,12 @@ impl Library {
             "xattrs",
             "content_hash",
         ];
-        let filter = format!("image_id = {image_id}");
-        let batches = self.catalog().scan(FileRow::NAME, &columns, Some(&filter)).await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            read_entries(b, &mut out)
-                .ok_or_else(|| Error::Catalog(format!("files of image {image_id}: unexpected columns")))?;
-        }
-        Ok(out)
-    }
-
-    /// Writes the contents of version `image_id` named in `wanted` (content hash, size) into
-    /// new files of `dir`, one per content, named by its hash; each is read back against its
-    /// hash. For edits that carry files of one version into another. `extents` is the
-    /// version's disk map with contents, when the caller has read it already.
-    pub(crate) async fn materialize(
-        &self,
-        image_id: i64,
-        extents: Option<&[ExtentRow]>,
-        wanted: &[(String, u64)],
-        dir: impl AsRef<Path>,
-    ) -> Result<()> {
-        let dir = dir.as_ref();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let hashes: HashSet<String> = wanted.iter().map(|(h, _)| h.clone()).collect();
-        let pieces = match extents {
-            Some(extents) => pieces_in(extents, &hashes)?,
-            None => self.content_pieces(image_id, &hashes).await?,
+        let rows = self.catalog().files(image_id, None, &columns).await?;
+        let bad = |path: &str| {
+            Error::Catalog(format!("files of image {image_id}: {path} has an owner, mode or size out of range"))
         };
-        let chunks: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
-        let locations = self.chunk_locations_of(&chunks).await?;
-        let frames: HashSet<(&str, u64)> = locations.values().map(|l| (l.pack.as_str(), l.offset)).collect();
-        crate::trace::phase(&format!(
-            "contents of image {image_id} located: {} contents, {} chunks in {} frames",
-            wanted.len(),
-            locations.len(),
-            frames.len()
-        ));
-        let (root, dir, wanted) = (self.root().to_path_buf(), dir.to_path_buf(), wanted.to_vec());
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut targets: HashMap<&str, Vec<PathBuf>> = HashMap::new();
-            for (hash, size) in &wanted {
-                let path = dir.join(hash);
-                let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
-                file.set_len(*size).io_context(|| format!("sizing {}", path.display()))?;
-                targets.insert(hash, vec![path]);
-            }
-            let (_, mut failed) = write_contents(&root, &dir, &targets, &pieces, &locations, None)?;
-            failed.extend(check_contents(&dir, &targets));
-            match failed.first() {
-                None => Ok(()),
-                Some(p) => Err(Error::Catalog(format!("content {}: {}", p.path.trim_start_matches('/'), p.why))),
-            }
-        })
-        .await
-        .map_err(|e| Error::User(format!("reading contents failed: {e}")))?
+        rows.into_iter().map(|f| Ok((f.partition, FileToWrite::of(f).map_err(|path| bad(&path))?))).collect()
     }
-
-    /// The stored pieces of each wanted content, from the image's file extents.
-    async fn content_pieces(&self, image_id: i64, wanted: &HashSet<String>) -> Result<HashMap<String, Vec<Piece>>> {
-        let columns = ["content_hash", "content_offset", "length", "chunk_hash", "chunk_offset"];
-        // A few contents (an edit's) through the content_hash index; many by one scan.
-        let filter = if wanted.len() <= 1024 {
-            let list = wanted.iter().map(|h| crate::read::quote(h)).collect::<Vec<_>>().join(", ");
-            format!("image_id = {image_id} AND content_hash IN ({list})")
-        } else {
-            format!("image_id = {image_id} AND content_hash IS NOT NULL")
-        };
-        let batches = self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await?;
-        let mut pieces = HashMap::new();
-        for b in &batches {
-            let (content, at) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
-            let (len, chunk, chunk_at) = (
-                b.column(2).as_primitive::<Int64Type>(),
-                b.column(3).as_string::<i32>(),
-                b.column(4).as_primitive::<Int64Type>(),
-            );
-            for r in 0..b.num_rows() {
-                let chunk = chunk.is_valid(r).then(|| chunk.value(r));
-                let extent = (content.value(r), at.value(r), len.value(r), chunk, chunk_at.value(r));
-                add_piece(&mut pieces, wanted, extent)?;
-            }
-        }
-        Ok(pieces)
-    }
-}
-
-/// The stored pieces of each wanted content, from a disk map with contents.
-fn pieces_in(extents: &[ExtentRow], wanted: &HashSet<String>) -> Result<HashMap<String, Vec<Piece>>> {
-    let mut pieces = HashMap::new();
-    for e in extents {
-        let (Some(content), Some(at)) = (&e.content_hash, e.content_offset) else { continue };
-        let extent = (content.as_str(), at, e.length, e.chunk_hash.as_deref(), e.chunk_offset);
-        add_piece(&mut pieces, wanted, extent)?;
-    }
-    Ok(pieces)
-}
-
-/// Adds an extent of a file (content hash, content offset, length, chunk, chunk offset) to
-/// `pieces` when its content is wanted.
-fn add_piece(
-    pieces: &mut HashMap<String, Vec<Piece>>,
-    wanted: &HashSet<String>,
-    (hash, at, len, chunk, chunk_at): (&str, i64, i64, Option<&str>, i64),
-) -> Result<()> {
-    if !wanted.contains(hash) {
-        return Ok(());
-    }
-    // A zero piece has no chunk: a new file already reads zeros there.
-    let Some(chunk) = chunk.and_then(parse_hex) else { return Ok(()) };
-    let number = |v: i64| u64::try_from(v).map_err(|_| Error::Catalog(format!("content {hash}: negative offset")));
-    pieces.entry(hash.to_string()).or_default().push((number(at)?, number(len)?, chunk, number(chunk_at)?));
-    Ok(())
 }
 
 fn listed(partitions: &[i64]) -> String {
@@ -327,48 +204,29 @@ fn listed(partitions: &[i64]) -> String {
     format!(" (partitions with files: {})", partitions.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))
 }
 
-fn read_entries(b: &RecordBatch, out: &mut Vec<(i64, Entry)>) -> Option<()> {
-    let int = |i: usize| b.column(i).as_primitive_opt::<Int64Type>();
-    let text = |i: usize| b.column(i).as_string_opt::<i32>();
-    let (partition, path, kind, mode, uid, gid, size) =
-        (int(0)?, text(1)?, text(2)?, int(3)?, int(4)?, int(5)?, int(6)?);
-    let mtime = b.column(7).as_primitive_opt::<TimestampNanosecondType>()?;
-    let (inode, nlink, target, major, minor) = (int(8)?, int(9)?, text(10)?, int(11)?, int(12)?);
-    let xattrs = b.column(13).as_any().downcast_ref::<ListArray>()?;
-    let hash = text(14)?;
-    let optional = |a: &StringArray, r: usize| a.is_valid(r).then(|| a.value(r).to_string());
-    for r in 0..b.num_rows() {
-        let mut attrs = Vec::new();
-        if xattrs.is_valid(r) {
-            let items = xattrs.value(r);
-            let items = items.as_any().downcast_ref::<StructArray>()?;
-            let names = items.column(0).as_string_opt::<i32>()?;
-            let values = items.column(1).as_any().downcast_ref::<BinaryArray>()?;
-            attrs.extend((0..items.len()).map(|i| (names.value(i).to_string(), values.value(i).to_vec())));
-        }
-        let dev = (major.is_valid(r) && minor.is_valid(r))
-            .then(|| (u32::try_from(major.value(r)).ok(), u32::try_from(minor.value(r)).ok()))
-            .and_then(|(a, b)| Some((a?, b?)));
-        out.push((
-            partition.value(r),
-            Entry {
-                path: path.value(r).to_string(),
-                kind: kind.value(r).to_string(),
-                mode: u32::try_from(mode.value(r)).ok()? & 0o7777,
-                uid: u32::try_from(uid.value(r)).ok()?,
-                gid: u32::try_from(gid.value(r)).ok()?,
-                size: u64::try_from(size.value(r)).ok()?,
-                mtime_ns: mtime.value(r),
-                inode: inode.value(r),
-                nlink: nlink.value(r),
-                link_target: optional(target, r),
-                dev,
-                xattrs: attrs,
-                content_hash: optional(hash, r),
-            },
-        ));
+impl FileToWrite {
+    /// The row as export writes it; the row's path if a field is out of range.
+    fn of(f: FileRow) -> std::result::Result<FileToWrite, String> {
+        let dev =
+            f.dev_major.zip(f.dev_minor).and_then(|(a, b)| Some((u32::try_from(a).ok()?, u32::try_from(b).ok()?)));
+        let fields = (u32::try_from(f.mode), u32::try_from(f.uid), u32::try_from(f.gid), u64::try_from(f.size));
+        let (Ok(mode), Ok(uid), Ok(gid), Ok(size)) = fields else { return Err(f.path) };
+        Ok(FileToWrite {
+            kind: f.kind,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            size,
+            mtime_ns: f.mtime,
+            inode: f.inode,
+            nlink: f.nlink,
+            link_target: f.link_target,
+            dev,
+            xattrs: f.xattrs,
+            content_hash: f.content_hash,
+            path: f.path,
+        })
     }
-    Some(())
 }
 
 /// Where `path` (an absolute path of the image) goes under `dir`, if every component is an
@@ -442,7 +300,7 @@ impl<'a> Tree<'a> {
     }
 
     /// Where `e` goes, if it may go anywhere: a new name in a directory this export made.
-    fn admit(&mut self, e: &Entry) -> Option<PathBuf> {
+    fn admit(&mut self, e: &FileToWrite) -> Option<PathBuf> {
         let to = match place(self.dir, &e.path) {
             Ok(to) => to,
             Err(why) => {
@@ -467,10 +325,10 @@ impl<'a> Tree<'a> {
     /// Creates every directory, regular file, hard link and special file (no symbolic links
     /// yet, so nothing can be written through one). Returns, per content hash, the files to
     /// fill (one path per inode).
-    fn create<'e>(&mut self, entries: &'e [Entry]) -> HashMap<&'e str, Vec<PathBuf>> {
+    fn create<'e>(&mut self, entries: &'e [FileToWrite]) -> HashMap<&'e str, Vec<PathBuf>> {
         let mut targets: HashMap<&str, Vec<PathBuf>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
-            if e.kind == "symlink" {
+            if e.kind == FileKind::Symlink {
                 // Claims its name now, so that a later entry of the same name is refused.
                 if self.admit(e).is_some() {
                     self.created.insert(e.path.clone());
@@ -479,7 +337,7 @@ impl<'a> Tree<'a> {
                 continue;
             }
             let Some(to) = self.admit(e) else { continue };
-            if e.kind != "dir"
+            if e.kind != FileKind::Dir
                 && e.nlink > 1
                 && let Some(first) = self.first_of_inode.get(&e.inode).cloned()
             {
@@ -492,17 +350,17 @@ impl<'a> Tree<'a> {
                 }
                 continue;
             }
-            let made = match e.kind.as_str() {
-                "dir" if e.path == "/" => Ok(()),
-                "dir" => std::fs::DirBuilder::new().mode(0o700).create(&to),
-                "file" => File::options()
+            let made = match e.kind {
+                FileKind::Dir if e.path == "/" => Ok(()),
+                FileKind::Dir => std::fs::DirBuilder::new().mode(0o700).create(&to),
+                FileKind::File => File::options()
                     .write(true)
                     .create_new(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .mode(0o600)
                     .open(&to)
                     .and_then(|f| f.set_len(e.size)),
-                "char" | "block" | "fifo" | "socket" => mknod(&to, e),
+                FileKind::Char | FileKind::Block | FileKind::Fifo | FileKind::Socket => mknod(&to, e),
                 other => Err(std::io::Error::other(format!("unknown kind {other:?}"))),
             };
             if let Err(err) = made {
@@ -510,12 +368,12 @@ impl<'a> Tree<'a> {
                 continue;
             }
             self.created.insert(e.path.clone());
-            match e.kind.as_str() {
-                "dir" => {
+            match e.kind {
+                FileKind::Dir => {
                     self.dirs.insert(e.path.clone());
                     self.summary.dirs += 1;
                 }
-                "file" => {
+                FileKind::File => {
                     self.summary.files += 1;
                     match &e.content_hash {
                         Some(h) if e.size > 0 => targets.entry(h.as_str()).or_default().push(to),
@@ -525,7 +383,7 @@ impl<'a> Tree<'a> {
                 }
                 _ => self.summary.specials += 1,
             }
-            if e.kind != "dir" && e.nlink > 1 {
+            if e.kind != FileKind::Dir && e.nlink > 1 {
                 self.first_of_inode.insert(e.inode, e.path.clone());
             }
         }
@@ -538,7 +396,7 @@ impl<'a> Tree<'a> {
     }
 
     /// Creates the symbolic links, last, so that no other entry is written through one.
-    fn links(&mut self, entries: &[Entry]) {
+    fn links(&mut self, entries: &[FileToWrite]) {
         for e in std::mem::take(&mut self.links).into_iter().filter_map(|i| entries.get(i)) {
             let Ok(to) = place(self.dir, &e.path) else { continue };
             let Some(target) = &e.link_target else {
@@ -579,7 +437,7 @@ impl<'a> Tree<'a> {
 
     /// Sets owners, modes, extended attributes and times, in that order (giving a file away
     /// clears its setuid bits and capabilities), children before their directory.
-    fn metadata(&mut self, entries: &[Entry]) {
+    fn metadata(&mut self, entries: &[FileToWrite]) {
         let owners = self.summary.owners;
         for e in entries.iter().rev() {
             if !self.created.contains(&e.path) {
@@ -587,7 +445,7 @@ impl<'a> Tree<'a> {
             }
             let Ok(to) = place(self.dir, &e.path) else { continue };
             let Ok(c) = CString::new(to.as_os_str().as_bytes()) else { continue };
-            let link = e.kind == "symlink";
+            let link = e.kind == FileKind::Symlink;
             let mut errors: Vec<String> = Vec::new();
             // SAFETY (all calls below): `c` and every name are NUL-terminated; values are
             // readable for their lengths.
@@ -621,12 +479,14 @@ impl<'a> Tree<'a> {
     }
 }
 
-fn mknod(to: &Path, e: &Entry) -> std::io::Result<()> {
-    let (kind, dev) = match (e.kind.as_str(), e.dev) {
-        ("char", Some((major, minor))) => (libc::S_IFCHR, libc::makedev(major, minor)),
-        ("block", Some((major, minor))) => (libc::S_IFBLK, libc::makedev(major, minor)),
-        ("char" | "block", None) => return Err(std::io::Error::other("a device without a device number")),
-        ("fifo", _) => (libc::S_IFIFO, 0),
+fn mknod(to: &Path, e: &FileToWrite) -> std::io::Result<()> {
+    let (kind, dev) = match (e.kind, e.dev) {
+        (FileKind::Char, Some((major, minor))) => (libc::S_IFCHR, libc::makedev(major, minor)),
+        (FileKind::Block, Some((major, minor))) => (libc::S_IFBLK, libc::makedev(major, minor)),
+        (FileKind::Char | FileKind::Block, None) => {
+            return Err(std::io::Error::other("a device without a device number"));
+        }
+        (FileKind::Fifo, _) => (libc::S_IFIFO, 0),
         _ => (libc::S_IFSOCK, 0),
     };
     let c = CString::new(to.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
@@ -635,99 +495,6 @@ fn mknod(to: &Path, e: &Entry) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Fills every file from its pieces, reading each chunk once, frames in parallel: the thread
-/// that decompresses a frame writes every piece its chunks hold.
-fn write_contents(
-    root: &Path,
-    dir: &Path,
-    targets: &HashMap<&str, Vec<PathBuf>>,
-    pieces: &HashMap<String, Vec<Piece>>,
-    locations: &HashMap<ChunkHash, ChunkLocation>,
-    progress: Option<&dyn Progress>,
-) -> Result<(u64, Vec<Problem>)> {
-    // Under each chunk: (the content, the piece, the files to fill with it).
-    let mut by_chunk: HashMap<ChunkHash, (&ChunkLocation, Vec<Filling>)> = HashMap::new();
-    for (hash, files) in targets.iter() {
-        for piece in pieces.get(*hash).into_iter().flatten() {
-            let at = locations
-                .get(&piece.2)
-                .ok_or_else(|| Error::Catalog(format!("chunk {} is in no pack", crate::store::hex(&piece.2))))?;
-            by_chunk.entry(piece.2).or_insert((at, Vec::new())).1.push((hash, piece, files));
-        }
-    }
-    let chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
-    let (bytes, failed) = (AtomicU64::new(0), Mutex::new(Vec::new()));
-    ChunkReader::new(root).for_each_chunk(
-        &chunks,
-        |h, chunk| {
-            let mut done = 0;
-            for &(hash, &(at, len, _, chunk_at), files) in by_chunk.get(h).map(|c| c.1.as_slice()).unwrap_or_default() {
-                let piece = usize::try_from(chunk_at)
-                    .ok()
-                    .and_then(|s| chunk.get(s..s.checked_add(usize::try_from(len).ok()?)?))
-                    .ok_or_else(|| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk")))?;
-                for to in files {
-                    let written = File::options()
-                        .write(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(to)
-                        .and_then(|f| f.write_all_at(piece, at));
-                    if let Err(err) = written {
-                        let path = to
-                            .strip_prefix(dir)
-                            .map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
-                        let problem = Problem { path, why: format!("writing its content: {err}") };
-                        failed.lock().map_err(|_| Error::Catalog("a writer thread failed".into()))?.push(problem);
-                    }
-                }
-                bytes.fetch_add(len * files.len() as u64, Ordering::Relaxed);
-                done += len;
-            }
-            if let Some(p) = progress {
-                p.advance(done);
-            }
-            Ok(())
-        },
-        |e| Error::Io { context: "reading the store".into(), error: e },
-    )?;
-    Ok((bytes.into_inner(), failed.into_inner().unwrap_or_default()))
-}
-
-/// Reads every filled file back and checks it against its content hash: a file whose content
-/// the catalog cannot rebuild (kept inside the inode, as ext4 inline data) is reported, not
-/// left looking whole.
-fn check_contents(dir: &Path, targets: &HashMap<&str, Vec<PathBuf>>) -> Vec<Problem> {
-    targets
-        .par_iter()
-        .flat_map_iter(|(hash, paths)| paths.iter().map(move |p| (*hash, p)))
-        .filter_map(|(hash, to)| {
-            let path = to.strip_prefix(dir).map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
-            let mut hasher = blake3::Hasher::new();
-            let mut buf = vec![0u8; 1 << 16];
-            let read = File::open(to).and_then(|mut f| {
-                loop {
-                    match f.read(&mut buf)? {
-                        0 => return Ok(()),
-                        n => {
-                            hasher.update(&buf[..n]);
-                        }
-                    }
-                }
-            });
-            match read {
-                Err(err) => Some(Problem { path, why: format!("reading it back: {err}") }),
-                Ok(()) if hasher.finalize().to_hex().as_str() != hash => Some(Problem {
-                    path,
-                    why: "its content could not be rebuilt from the store (content kept inside the inode, \
-                          such as ext4 inline data, has no extents)"
-                        .into(),
-                }),
-                Ok(()) => None,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

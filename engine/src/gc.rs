@@ -14,19 +14,12 @@
 //!    old rows deleted);
 //! 3. `prune` deletes the retired packs once no reader holds the `readers` flock.
 
-use crate::catalog::{ChunkRow, ImageRow, ProvenanceRow, Table};
-use crate::repack::OnlyRepack;
+use crate::catalog::{ChunkRow, ImageRow, ImageState, ProvenanceRow};
+use crate::locks::{self, OnlyRepack};
 use crate::store::{ChunkHash, ChunkLocation, Compression, pack_path};
 use crate::{Error, IoContext, Library, PruneSummary, Result};
-use arrow::array::AsArray;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::File;
 use std::time::Instant;
-
-/// `images.state` of a version hidden by `delete`, restorable until `gc`.
-pub const DELETED: &str = "deleted";
-/// `images.state` of a version whose rows `gc` removed; its `images` row stays, for history.
-pub const PURGED: &str = "purged";
 
 /// The share of a pack's stored bytes that must be dead before gc rewrites it (below it, the
 /// dead chunks stay until a later gc or repack: rewriting costs more than it frees).
@@ -55,46 +48,35 @@ impl Library {
     /// Hides a version until `undelete` (or for good, at the next `gc`).
     pub async fn delete(&self, spec: &str) -> Result<ImageRow> {
         let image = self.resolve(spec).await?;
-        self.set_state(&image, DELETED, "delete").await
+        self.set_state(&image, ImageState::Deleted, "delete").await
     }
 
     /// Brings back a version `delete` hid, if `gc` has not purged it.
     pub async fn undelete(&self, spec: &str) -> Result<ImageRow> {
         let image = self.resolve_any(spec).await?;
-        match image.state.as_str() {
-            DELETED => self.set_state(&image, "active", "undelete").await,
-            PURGED => {
+        match image.state {
+            ImageState::Deleted => self.set_state(&image, ImageState::Active, "undelete").await,
+            ImageState::Purged => {
                 Err(Error::User(format!("{}@{} was purged by gc: it cannot be restored", image.name, image.version)))
             }
             _ => Err(Error::User(format!("{}@{} is not deleted", image.name, image.version))),
         }
     }
 
-    async fn set_state(&self, image: &ImageRow, state: &str, operation: &str) -> Result<ImageRow> {
+    async fn set_state(&self, image: &ImageRow, state: ImageState, operation: &str) -> Result<ImageRow> {
         let label = format!("{}@{}", image.name, image.version);
         let _lock = self.lock()?;
-        let dataset = std::sync::Arc::new(self.catalog().dataset(ImageRow::NAME).await?);
-        let err = |e: lance::Error| Error::Catalog(format!("marking {label} {state}: {e}"));
-        lance::dataset::UpdateBuilder::new(dataset)
-            .update_where(&format!("image_id = {}", image.image_id))
-            .map_err(err)?
-            .set("state", &format!("'{state}'"))
-            .map_err(err)?
-            .build()
-            .map_err(err)?
-            .execute()
-            .await
-            .map_err(err)?;
+        self.catalog().set_state(image.image_id, state, &label).await?;
         let row = ProvenanceRow {
             image_id: image.image_id,
             parent_id: None,
             operation: operation.into(),
             arguments: serde_json::json!({ "image": label }).to_string(),
-            actor: crate::checkin::actor(),
+            actor: crate::library::actor(),
             at: crate::now_ns(),
         };
         self.catalog().append(&[row]).await?;
-        Ok(ImageRow { state: state.to_string(), ..image.clone() })
+        Ok(ImageRow { state, ..image.clone() })
     }
 
     /// Purges deleted versions and frees the chunks no remaining version uses (see the module
@@ -102,35 +84,25 @@ impl Library {
     pub async fn gc(&self) -> Result<GcSummary> {
         let started = Instant::now();
         let _only = OnlyRepack::take(self.root())?;
-        let writers = self.writers_exclusive().await?;
+        let writers = locks::writers(self.root(), true).await?;
         let mut summary = GcSummary { pack_bytes_before: self.pack_bytes()?, ..GcSummary::default() };
         self.reclaim_leftovers().await?;
 
         // Deleted versions become purged first, then lose their rows: a crash in between
         // leaves purged versions whose rows the next gc removes.
         let images = self.images().await?;
-        for image in images.iter().filter(|i| i.state == DELETED) {
-            self.set_state(image, PURGED, "gc").await?;
+        for image in images.iter().filter(|i| i.state == ImageState::Deleted) {
+            self.set_state(image, ImageState::Purged, "gc").await?;
             summary.purged.push(format!("{}@{}", image.name, image.version));
         }
-        let purged: Vec<String> =
-            images.iter().filter(|i| i.state == DELETED || i.state == PURGED).map(|i| i.image_id.to_string()).collect();
-        if !purged.is_empty() {
-            for table in VERSION_TABLES {
-                let mut dataset = self.catalog().dataset(table).await?;
-                dataset
-                    .delete(&format!("image_id IN ({})", purged.join(", ")))
-                    .await
-                    .map_err(|e| Error::Catalog(format!("deleting the rows of purged versions from {table}: {e}")))?;
-            }
+        let purged: Vec<i64> = images.iter().filter(|i| i.state.is_hidden()).map(|i| i.image_id).collect();
+        for table in VERSION_TABLES {
+            self.catalog().delete_versions(table, &purged).await?;
         }
 
         // Live: what the extents of the remaining versions use.
-        let mut live: HashSet<ChunkHash> = HashSet::new();
-        for b in self.catalog().scan("extents", &["chunk_hash"], Some("chunk_hash IS NOT NULL")).await? {
-            live.extend(b.column(0).as_string::<i32>().iter().flatten().filter_map(crate::store::parse_hex));
-        }
-        let rows = self.chunk_rows().await?;
+        let live = self.catalog().used_chunks().await?;
+        let rows = self.catalog().chunk_rows().await?;
         // Per pack: (live stored bytes, all stored bytes), by the rows' frame shares.
         let mut packs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut dead_chunks = HashSet::new();
@@ -177,7 +149,7 @@ impl Library {
                     .await
                     .map_err(|e| Error::User(format!("gc failed: {e}")))??;
             drop(reading);
-            let rows: Vec<ChunkRow> = written.iter().map(crate::checkin::chunk_row).collect();
+            let rows: Vec<ChunkRow> = written.iter().map(ChunkRow::from).collect();
             self.catalog().append(&rows).await?;
         }
         summary.packs_rewritten = rewrite.len();
@@ -199,51 +171,10 @@ impl Library {
         Ok(summary)
     }
 
-    /// The `writers` flock, shared: held by every operation that may use chunks it did not
-    /// store (a checkin's dedup, a clone's rows) from the moment it learns they exist until
-    /// its commit, so that gc never frees them in between. Waits while a gc runs.
-    pub(crate) async fn writing(&self) -> Result<File> {
-        self.writers_lock(false).await
-    }
-
-    async fn writers_exclusive(&self) -> Result<File> {
-        self.writers_lock(true).await
-    }
-
-    async fn writers_lock(&self, exclusive: bool) -> Result<File> {
-        let path = self.root().join("writers");
-        tokio::task::spawn_blocking(move || {
-            let file = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .io_context(|| format!("opening {}", path.display()))?;
-            if exclusive { file.lock() } else { file.lock_shared() }
-                .io_context(|| format!("locking {}", path.display()))?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| Error::User(format!("waiting for the writers lock failed: {e}")))?
-    }
-
     /// Every pack file's id.
     fn pack_ids(&self) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
         let packs = self.root().join("packs");
-        for fan in std::fs::read_dir(&packs).io_context(|| format!("reading {}", packs.display()))? {
-            let fan = fan.io_context(|| format!("reading {}", packs.display()))?;
-            if !fan.path().is_dir() {
-                continue;
-            }
-            for pack in std::fs::read_dir(fan.path()).io_context(|| format!("reading {}", fan.path().display()))? {
-                let name = pack.io_context(|| "reading packs/".into())?.file_name();
-                if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pack")) {
-                    ids.push(id.to_string());
-                }
-            }
-        }
-        Ok(ids)
+        crate::store::pack_ids(self.root()).io_context(|| format!("reading {}", packs.display()))
     }
 
     fn pack_bytes(&self) -> Result<u64> {

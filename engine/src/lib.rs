@@ -8,31 +8,40 @@ pub mod catalog;
 pub mod check;
 pub mod checkin;
 pub mod checkout;
+mod contents;
 mod derived;
 pub mod edit;
 pub mod export;
 pub mod gc;
 mod library;
+mod locks;
 pub mod merge;
 pub mod patch;
+mod prune;
+mod ranges;
 pub mod read;
+pub mod rebuild;
 pub mod repack;
 pub mod store;
 pub mod trace;
+mod tree;
 pub mod verify;
 pub mod versions;
 mod written;
 
 pub use check::CheckReport;
-pub use checkin::{CheckinOptions, CheckinSummary, Progress};
+pub use checkin::{CheckinOptions, CheckinSummary};
 pub use checkout::{CheckoutOptions, CheckoutSummary};
 pub use edit::{Change, EditSummary, Meta};
 pub use export::{ExportOptions, ExportSummary};
 pub use gc::GcSummary;
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
+pub use locks::ReadGuard;
 pub use patch::{OnConflict, PatchRow, PatchSummary};
+pub use prune::PruneSummary;
 pub use read::FoundFile;
-pub use repack::{PruneSummary, RepackOptions, RepackSummary};
+pub use rebuild::RebuildSummary;
+pub use repack::{RepackOptions, RepackSummary};
 pub use verify::VerifyReport;
 pub use versions::{CloneSummary, HistoryRow};
 
@@ -59,9 +68,20 @@ pub enum Error {
     Catalog(String),
     #[error("catalog rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A bug, not the user's doing: a task that panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Progress of a long operation (checkin, checkout, export, repack), phase by phase.
+pub trait Progress: Send + Sync {
+    /// A phase of `total` bytes begins.
+    fn phase(&self, name: &str, total: u64);
+    /// `bytes` more of the current phase are done (called from any thread).
+    fn advance(&self, bytes: u64);
+}
 
 /// Adds context to I/O errors: `.io_context(|| format!("reading {path}"))`.
 pub(crate) trait IoContext<T> {

@@ -3,8 +3,7 @@
 //! ```text
 //! LIBRARY/
 //!   imagelake.json    format marker and version, checked on every open
-//!   lock              flock()ed to allocate image ids and to commit versions
-//!   readers           flock()ed shared by every reader; exclusively to delete files
+//!   lock, readers, writers   flock()ed (see locks.rs)
 //!   retired           packs a repack has emptied, deleted once no reader is left
 //!   next-image-id     the next image id to hand out
 //!   packs/ab/*.pack   published packs (store/FORMAT.md)
@@ -12,10 +11,9 @@
 //!   catalog/*.lance   one Lance dataset per table
 //! ```
 
-use crate::catalog::{Catalog, ImageRow, Table};
+use crate::catalog::{Catalog, ImageRow, ImageState, ProvenanceRow};
+use crate::locks::{self, ReadGuard};
 use crate::{Error, IoContext, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,7 +81,7 @@ impl Library {
         if !marker.exists() {
             fs::create_dir_all(root).map_err(|e| lib_err(e.to_string()))?;
             // Two processes may create one library at once: the lock serialises them.
-            let _lock = lock(root)?;
+            let _lock = locks::library(root)?;
             if !marker.exists() {
                 // Only a library's own skeleton may be there (a creation cut short).
                 let mut entries = fs::read_dir(root).map_err(|e| lib_err(e.to_string()))?;
@@ -126,61 +124,57 @@ impl Library {
         &self.catalog
     }
 
-    /// Takes the library lock (see [`lock`]).
+    /// Takes the library lock (see [`locks::library`]).
     pub(crate) fn lock(&self) -> Result<File> {
-        lock(&self.root)
+        locks::library(&self.root)
     }
 
-    /// Marks this process as a reader until the guard is dropped: checkout, export, cat,
-    /// verify and every SQL statement hold one. Files a reader may still need (packs a
-    /// repack emptied, superseded catalog files) are deleted only while no guard is held.
+    /// Marks this process as a reader until the guard is dropped (see [`locks::reading`]):
+    /// checkout, export, cat, verify and every SQL statement hold one.
     pub fn reading(&self) -> Result<ReadGuard> {
-        let file = open_readers(&self.root)?;
-        file.lock_shared().io_context(|| format!("locking {}", self.root.join("readers").display()))?;
-        Ok(ReadGuard { _file: file })
+        locks::reading(&self.root)
     }
 
-    /// The right to delete what readers may need, if no reader holds a guard now (never
-    /// waits: a reader can be a long export, or this process's own SQL statement).
-    pub(crate) fn no_readers(&self) -> Result<Option<File>> {
-        let file = open_readers(&self.root)?;
-        Ok(file.try_lock().is_ok().then_some(file))
+    /// The `writers` flock, shared, until the returned file is dropped (see [`locks::writers`]).
+    pub(crate) async fn writing(&self) -> Result<File> {
+        locks::writers(&self.root, false).await
+    }
+
+    /// Writes provenance and then the images row, holding the library lock so that the
+    /// version number cannot be taken by a concurrent commit.
+    pub(crate) async fn commit(&self, image: &mut ImageRow, origin: Origin) -> Result<()> {
+        let lock = self.lock()?;
+        let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
+        image.version = newest.as_ref().map_or(1, |i| i.version + 1);
+        image.parent_id = origin.parent.or(newest.map(|i| i.image_id));
+        let provenance = ProvenanceRow {
+            image_id: image.image_id,
+            parent_id: image.parent_id,
+            operation: origin.operation,
+            arguments: origin.arguments.to_string(),
+            actor: image.created_by.clone(),
+            at: image.created_at,
+        };
+        self.catalog.append(&[provenance]).await?;
+        self.catalog.append(std::slice::from_ref(image)).await?;
+        drop(lock);
+        Ok(())
     }
 
     /// Every committed image version.
     pub async fn images(&self) -> Result<Vec<ImageRow>> {
-        let batches = self
-            .catalog
-            .scan(
-                ImageRow::NAME,
-                &[
-                    "image_id",
-                    "name",
-                    "version",
-                    "parent_id",
-                    "created_at",
-                    "created_by",
-                    "state",
-                    "source_format",
-                    "virtual_size",
-                    "stored_bytes_new",
-                    "os_name",
-                    "os_version",
-                    "hostname",
-                    "description",
-                ],
-                None,
-            )
-            .await?;
-        Ok(batches.iter().flat_map(image_rows).collect())
+        self.catalog.images().await
     }
 
     /// Finds the image version a spec names, among the versions not deleted.
     pub async fn resolve(&self, spec: &str) -> Result<ImageRow> {
         let found = self.resolve_any(spec).await?;
-        if found.state == crate::gc::DELETED || found.state == crate::gc::PURGED {
-            let how =
-                if found.state == crate::gc::DELETED { "deleted (undelete restores it)" } else { "deleted and purged" };
+        if found.state.is_hidden() {
+            let how = if found.state == ImageState::Deleted {
+                "deleted (undelete restores it)"
+            } else {
+                "deleted and purged"
+            };
             return Err(Error::User(format!("{}@{} is {how}", found.name, found.version)));
         }
         Ok(found)
@@ -192,7 +186,7 @@ impl Library {
         let parsed = ImageSpec::parse(spec)?;
         let mut images = self.images().await?;
         if let ImageSpec::Newest(_) = parsed {
-            images.retain(|i| i.state != crate::gc::DELETED && i.state != crate::gc::PURGED);
+            images.retain(|i| !i.state.is_hidden());
         }
         let found = match &parsed {
             ImageSpec::Id(id) => images.into_iter().find(|i| i.image_id == *id),
@@ -203,38 +197,9 @@ impl Library {
     }
 }
 
-/// Takes the lock of the library at `root`: an exclusive flock, released when the returned
-/// file is dropped (or the process dies).
-pub(crate) fn lock(root: &Path) -> Result<File> {
-    let path = root.join("lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .io_context(|| format!("opening {}", path.display()))?;
-    lock.lock().io_context(|| format!("locking {}", path.display()))?;
-    Ok(lock)
-}
-
-/// See [`Library::reading`].
-pub struct ReadGuard {
-    _file: File,
-}
-
-fn open_readers(root: &Path) -> Result<File> {
-    let path = root.join("readers");
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .io_context(|| format!("opening {}", path.display()))
-}
-
 /// Hands out a fresh image id. Ids of checkins that never commit are simply not used.
 pub(crate) fn allocate_image_id(root: &Path) -> Result<i64> {
-    let _lock = lock(root)?;
+    let _lock = locks::library(root)?;
     let path = root.join("next-image-id");
     let next = match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Library {
@@ -251,61 +216,29 @@ pub(crate) fn allocate_image_id(root: &Path) -> Result<i64> {
     Ok(next)
 }
 
-/// Marks a checkin in flight: `tmp/checkin-<image id>.lock`, flock()ed from the moment the id
-/// is handed out until the images row is written or the checkin fails. Recovery treats rows
-/// of an uncommitted id whose marker nobody holds as a crash's leftovers.
-pub(crate) struct InFlight {
-    path: PathBuf,
-    _file: File,
+/// What made a version, for its provenance row.
+pub(crate) struct Origin {
+    /// checkin, replace, import, remove, set_meta, patch, clone.
+    pub operation: String,
+    pub arguments: serde_json::Value,
+    /// The version it was made from; without one, the newest version of its name, if any.
+    pub parent: Option<i64>,
 }
 
-impl InFlight {
-    pub(crate) fn path(root: &Path, image_id: i64) -> PathBuf {
-        root.join("tmp").join(format!("checkin-{image_id}.lock"))
+/// Who runs the operation: $USER or $LOGNAME, else the name of the effective uid (a service or
+/// a container often has neither variable), else the uid.
+pub(crate) fn actor() -> String {
+    if let Ok(name) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return name;
     }
-
-    pub(crate) fn new(root: &Path, image_id: i64) -> Result<InFlight> {
-        let path = Self::path(root, image_id);
-        let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
-        file.try_lock().map_err(|e| Error::Library {
-            path: root.display().to_string(),
-            message: format!("{} is locked by another process: {e}", path.display()),
-        })?;
-        Ok(InFlight { path, _file: file })
+    // SAFETY: geteuid has no preconditions; getpwuid returns NULL or a pointer to a static
+    // entry whose pw_name is a NUL-terminated string, read at once.
+    unsafe {
+        let uid = libc::geteuid();
+        let entry = libc::getpwuid(uid);
+        if entry.is_null() || (*entry).pw_name.is_null() {
+            return format!("uid {uid}");
+        }
+        std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().into_owned()
     }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        // Removed while still held, so nobody can take a finished checkin for a crashed one.
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn image_rows(b: &RecordBatch) -> Vec<ImageRow> {
-    let i64s = |i: usize| b.column(i).as_primitive::<Int64Type>();
-    let strs = |i: usize| b.column(i).as_string::<i32>();
-    let opt = |i: usize, row: usize| {
-        let c = strs(i);
-        c.is_valid(row).then(|| c.value(row).to_string())
-    };
-    let created = b.column(4).as_primitive::<TimestampNanosecondType>();
-    (0..b.num_rows())
-        .map(|r| ImageRow {
-            image_id: i64s(0).value(r),
-            name: strs(1).value(r).to_string(),
-            version: i64s(2).value(r),
-            parent_id: i64s(3).is_valid(r).then(|| i64s(3).value(r)),
-            created_at: created.value(r),
-            created_by: strs(5).value(r).to_string(),
-            state: strs(6).value(r).to_string(),
-            source_format: strs(7).value(r).to_string(),
-            virtual_size: i64s(8).value(r),
-            stored_bytes_new: i64s(9).value(r),
-            os_name: opt(10, r),
-            os_version: opt(11, r),
-            hostname: opt(12, r),
-            description: opt(13, r),
-        })
-        .collect()
 }

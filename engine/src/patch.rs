@@ -14,8 +14,11 @@
 //! Conflicts are resolved by `on_conflict`: `fail` (nothing is written), `ours` (the target's
 //! state is kept) or `theirs` (`to`'s state is applied).
 
-use crate::edit::{Change, EditSummary, Entry, Scratch, Tree};
+use crate::catalog::FileKind;
+use crate::edit::{Change, EditSummary};
+use crate::locks::Scratch;
 use crate::merge;
+use crate::tree::{Entry, Meta, Tree};
 use crate::{Error, Library, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -115,7 +118,7 @@ impl Library {
         };
         // The target's tree is read once, for the decisions and for the edit.
         let target_id = t.image_id.to_string();
-        let (edited, base, theirs) = tokio::try_join!(self.edit_target(&target_id), tree(&f), tree(&o))?;
+        let (edited, base, theirs) = tokio::try_join!(self.edit_parent(&target_id), tree(&f), tree(&o))?;
         crate::trace::phase("patch: three trees read");
         let (ours, base, theirs) = (&edited.tree, &base, &theirs);
 
@@ -143,7 +146,7 @@ impl Library {
                 Plan::Keep
             } else if path == crate::derived::LD_CACHE && ou.is_some() && th.is_some() {
                 Plan::Rebuild
-            } else if th.is_none() && ou.is_some_and(|e| e.kind == "dir") && added_under(path, base, ours) {
+            } else if th.is_none() && ou.is_some_and(|e| e.kind == FileKind::Dir) && added_under(path, base, ours) {
                 Plan::Conflict("the patch removes the directory, and the target added entries under it".into())
             } else {
                 Plan::Conflict(format!("the target has {}, the patch changes {} to {}", state(ou), state(b), state(th)))
@@ -230,12 +233,7 @@ impl Library {
                             std::fs::write(&file, bytes)
                                 .map_err(|e| Error::Io { context: format!("writing the merge of {path}"), error: e })?;
                             let mut meta = ou.map(|e| e.meta()).unwrap_or_else(|| {
-                                th.map(|e| e.meta()).unwrap_or(crate::edit::Meta {
-                                    mode: 0o644,
-                                    uid: 0,
-                                    gid: 0,
-                                    mtime: 0,
-                                })
+                                th.map(|e| e.meta()).unwrap_or(Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 })
                             });
                             meta.mtime = th.map_or(meta.mtime, |e| e.mtime).max(meta.mtime);
                             changes.push(Change::Write { path: path.clone(), source: file, meta });
@@ -314,20 +312,22 @@ fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
 }
 
 fn is_file(e: Option<&Entry>) -> bool {
-    e.is_none_or(|e| e.kind == "file")
+    e.is_none_or(|e| e.kind == FileKind::File)
 }
 
 fn content(e: &Entry) -> Option<(String, u64)> {
-    (e.kind == "file").then(|| e.content_hash.clone().map(|h| (h, e.size))).flatten()
+    (e.kind == FileKind::File).then(|| e.content_hash.clone().map(|h| (h, e.size))).flatten()
 }
 
 /// A state, for a person: "absent", "a file of 120 bytes", "a directory", ...
 fn state(e: Option<&Entry>) -> String {
     match e {
         None => "absent".into(),
-        Some(e) if e.kind == "file" => format!("a file of {} bytes ({:o}, {}:{})", e.size, e.mode, e.uid, e.gid),
-        Some(e) if e.kind == "symlink" => format!("a link to {}", e.link_target.as_deref().unwrap_or("?")),
-        Some(e) if e.kind == "dir" => format!("a directory ({:o}, {}:{})", e.mode, e.uid, e.gid),
+        Some(e) if e.kind == FileKind::File => {
+            format!("a file of {} bytes ({:o}, {}:{})", e.size, e.mode, e.uid, e.gid)
+        }
+        Some(e) if e.kind == FileKind::Symlink => format!("a link to {}", e.link_target.as_deref().unwrap_or("?")),
+        Some(e) if e.kind == FileKind::Dir => format!("a directory ({:o}, {}:{})", e.mode, e.uid, e.gid),
         Some(e) => format!("a {}", e.kind),
     }
 }
@@ -339,10 +339,12 @@ fn to_state(path: &str, to: Option<&Entry>, ours: &Tree, file: &dyn Fn(&Entry) -
         // Entries under a removed directory have rows of their own, removed first (`order`).
         return Ok(if ours.contains_key(&path) { vec![Change::Remove { path }] } else { Vec::new() });
     };
-    Ok(match e.kind.as_str() {
-        "file" => vec![Change::Write { path, source: file(e), meta: e.meta() }],
-        "dir" => vec![Change::Mkdir { path, meta: e.meta() }],
-        "symlink" => vec![Change::Symlink { path, target: e.link_target.clone().unwrap_or_default(), meta: e.meta() }],
+    Ok(match e.kind {
+        FileKind::File => vec![Change::Write { path, source: file(e), meta: e.meta() }],
+        FileKind::Dir => vec![Change::Mkdir { path, meta: e.meta() }],
+        FileKind::Symlink => {
+            vec![Change::Symlink { path, target: e.link_target.clone().unwrap_or_default(), meta: e.meta() }]
+        }
         other => {
             return Err(Error::User(format!("{path}: the patch makes a {other}, which an edit cannot make yet")));
         }

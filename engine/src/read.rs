@@ -1,11 +1,10 @@
 //! Reading one file of an image version without checking the disk out: its `files` row, then
 //! its bytes, gathered from the extents that carry its content and checked against its hash.
 
-use crate::catalog::{ChunkRow, ExtentRow, FileRow, Table};
-use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
+use crate::catalog::{FileKind, FileRow};
+use crate::store::{ChunkHash, ChunkReader, parse_hex};
+use crate::tree::normalize;
 use crate::{Error, IoContext, Library, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
@@ -20,33 +19,13 @@ pub struct FoundFile {
     pub image_id: i64,
     pub partition: i64,
     pub path: String,
-    pub kind: String,
+    pub kind: FileKind,
     pub size: i64,
     pub content_hash: Option<String>,
 }
 
-/// Quotes a string for a Lance filter.
-pub(crate) fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-/// `/a/b/../c` -> `/a/c`; the result is absolute and has no `.`, `..` or empty components.
-pub(crate) fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 /// Where a link found at `link_path` points: its target, relative to the link's directory.
-fn follow(link_path: &str, target: &str) -> String {
+fn link_destination(link_path: &str, target: &str) -> String {
     if target.starts_with('/') {
         normalize(target)
     } else {
@@ -77,32 +56,28 @@ impl Library {
                 candidates.push(parent.to_string());
                 at = parent;
             }
-            let list = candidates.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-            let mut filter = format!("image_id = {image_id} AND path IN ({list})");
-            if let Some(p) = partition {
-                filter += &format!(" AND partition = {p}");
-            }
             let columns = ["partition", "path", "kind", "size", "content_hash", "link_target"];
-            let batches = self.catalog().scan(FileRow::NAME, &columns, Some(&filter)).await?;
-            let rows = file_rows(&batches);
-            let Some(best) = rows.iter().map(|r| r.1.len()).max() else { return Err(not_found(&path)) };
-            let hits: Vec<_> = rows.iter().filter(|r| r.1.len() == best).collect();
+            let rows = self.catalog().files_at(image_id, partition, &candidates, &columns).await?;
+            let Some(best) = rows.iter().map(|r| r.path.len()).max() else { return Err(not_found(&path)) };
+            let hits: Vec<&FileRow> = rows.iter().filter(|r| r.path.len() == best).collect();
             if hits.len() > 1 {
-                let parts: Vec<String> = hits.iter().map(|r| r.0.to_string()).collect();
+                let parts: Vec<String> = hits.iter().map(|r| r.partition.to_string()).collect();
                 return Err(Error::User(format!(
                     "{image}: {path:?} is on partitions {}; name one, as '{}:{path}'",
                     parts.join(" and "),
                     parts.first().map_or("1", |p| p.as_str())
                 )));
             }
-            let Some((p, found, kind, size, hash, target)) = hits.first().map(|h| (*h).clone()) else {
+            let Some(FileRow { partition: p, path: found, kind, size, content_hash: hash, link_target, .. }) =
+                hits.first().map(|h| (*h).clone())
+            else {
                 return Err(not_found(&path));
             };
             partition = Some(p);
-            match (found == path, kind.as_str(), target) {
-                (_, "symlink", Some(target)) => {
+            match (found == path, kind, link_target) {
+                (_, FileKind::Symlink, Some(target)) => {
                     let rest = path.get(found.len()..).unwrap_or("");
-                    path = normalize(&format!("{}{rest}", follow(&found, &target)));
+                    path = normalize(&format!("{}{rest}", link_destination(&found, &target)));
                 }
                 (true, _, _) => {
                     return Ok(FoundFile { image_id, partition: p, path, kind, size, content_hash: hash });
@@ -120,9 +95,11 @@ impl Library {
         let image = self.resolve(spec).await?;
         let file = self.find_file(spec, image.image_id, path).await?;
         let what = format!("{spec}: {}", file.path);
-        match file.kind.as_str() {
-            "file" => {}
-            "dir" => return Err(Error::User(format!("{what} is a directory; ls('{spec}', '{}') lists it", file.path))),
+        match file.kind {
+            FileKind::File => {}
+            FileKind::Dir => {
+                return Err(Error::User(format!("{what} is a directory; ls('{spec}', '{}') lists it", file.path)));
+            }
             other => return Err(Error::User(format!("{what} is a {other}, not a regular file"))),
         }
         let size = u64::try_from(file.size).unwrap_or(0);
@@ -149,22 +126,13 @@ impl Library {
         if size == 0 {
             return Ok(data);
         }
-        let filter = format!("image_id = {image_id} AND content_hash = {}", quote(hash));
-        let columns = ["content_offset", "length", "chunk_hash", "chunk_offset"];
-        let batches = self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await?;
-        let mut pieces = Vec::new();
-        for b in &batches {
-            let (at, len) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
-            let (chunk, chunk_at) = (b.column(2).as_string::<i32>(), b.column(3).as_primitive::<Int64Type>());
-            for r in 0..b.num_rows() {
-                // A zero piece has no chunk: its bytes are already zeros.
-                if let Some(h) = chunk.is_valid(r).then(|| parse_hex(chunk.value(r))).flatten() {
-                    pieces.push((at.value(r), len.value(r), h, chunk_at.value(r)));
-                }
-            }
-        }
+        let extents = self.catalog().content_extents(image_id, Some(&[hash.to_string()])).await?;
+        // A zero piece has no chunk: its bytes are already zeros.
+        let pieces: Vec<(i64, i64, ChunkHash, i64)> = (extents.iter())
+            .filter_map(|e| Some((e.content_offset?, e.length, parse_hex(e.chunk_hash.as_deref()?)?, e.chunk_offset)))
+            .collect();
         let hashes: Vec<ChunkHash> = pieces.iter().map(|p| p.2).collect();
-        let locations = self.chunk_locations_of(&hashes).await?;
+        let locations = self.catalog().chunk_locations(&hashes).await?;
         let store = ChunkReader::new(self.root());
         let mut chunks: HashMap<ChunkHash, Vec<u8>> = HashMap::new();
         let outside = |at: i64| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk"));
@@ -189,48 +157,6 @@ impl Library {
         }
         Ok(data)
     }
-
-    /// Where the given chunks live (looked up through the `chunks` table's index).
-    pub async fn chunk_locations_of(&self, hashes: &[ChunkHash]) -> Result<HashMap<ChunkHash, ChunkLocation>> {
-        let mut wanted: Vec<String> = hashes.iter().map(crate::store::hex).collect();
-        wanted.sort();
-        wanted.dedup();
-        // Lookups of 512 hashes at a time, all at once.
-        let lookups = wanted.chunks(512).map(|group| {
-            let list = group.iter().map(|h| quote(h)).collect::<Vec<_>>().join(", ");
-            let filter = format!("chunk_hash IN ({list})");
-            async move {
-                let batches =
-                    self.catalog().scan(ChunkRow::NAME, &crate::checkout::LOCATION_COLUMNS, Some(&filter)).await?;
-                Ok::<_, Error>(crate::checkout::locations(&batches))
-            }
-        });
-        let found = futures::future::try_join_all(lookups).await?;
-        Ok(found.into_iter().flatten().collect())
-    }
-}
-
-type FileHit = (i64, String, String, i64, Option<String>, Option<String>);
-
-fn file_rows(batches: &[RecordBatch]) -> Vec<FileHit> {
-    let mut rows = Vec::new();
-    for b in batches {
-        let (part, path, kind) =
-            (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>());
-        let (size, hash, target) =
-            (b.column(3).as_primitive::<Int64Type>(), b.column(4).as_string::<i32>(), b.column(5).as_string::<i32>());
-        for r in 0..b.num_rows() {
-            rows.push((
-                part.value(r),
-                path.value(r).to_string(),
-                kind.value(r).to_string(),
-                size.value(r),
-                hash.is_valid(r).then(|| hash.value(r).to_string()),
-                target.is_valid(r).then(|| target.value(r).to_string()),
-            ));
-        }
-    }
-    rows
 }
 
 #[cfg(test)]
@@ -241,8 +167,8 @@ mod tests {
     fn links_resolve_like_the_kernel() {
         assert_eq!(normalize("/a/./b//../c/"), "/a/c");
         assert_eq!(normalize("/../.."), "/");
-        assert_eq!(follow("/etc/os-release", "../usr/lib/os-release"), "/usr/lib/os-release");
-        assert_eq!(follow("/lib", "usr/lib"), "/usr/lib");
-        assert_eq!(follow("/etc/alternatives/x", "/usr/bin/y"), "/usr/bin/y");
+        assert_eq!(link_destination("/etc/os-release", "../usr/lib/os-release"), "/usr/lib/os-release");
+        assert_eq!(link_destination("/lib", "usr/lib"), "/usr/lib");
+        assert_eq!(link_destination("/etc/alternatives/x", "/usr/bin/y"), "/usr/bin/y");
     }
 }

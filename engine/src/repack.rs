@@ -15,14 +15,12 @@
 //! A crash anywhere leaves every chunk readable: at worst published packs nobody refers to,
 //! or a `retired` list that the next prune works through.
 
-use crate::catalog::{ChunkRow, Table};
-use crate::checkin::Progress;
+use crate::catalog::ChunkRow;
+use crate::locks::OnlyRepack;
 use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Compression, Frame, PackReader, PackWriter, pack_path};
-use crate::{Error, IoContext, Library, Result, now_ns};
-use arrow::array::AsArray;
+use crate::{Error, IoContext, Library, Progress, PruneSummary, Result, now_ns};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::{self};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
@@ -46,27 +44,13 @@ pub struct RepackSummary {
     pub seconds: f64,
 }
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct PruneSummary {
-    /// Retired packs deleted, and their bytes.
-    pub packs_deleted: usize,
-    pub pack_bytes_freed: u64,
-    /// Superseded catalog files deleted.
-    pub catalog_bytes_freed: u64,
-    /// True when a reader held on, so nothing was deleted: the next prune (after a checkin,
-    /// a repack or `check --reclaim`) does it.
-    pub readers_in_flight: bool,
-}
-
-const RETIRED: &str = "retired";
-
 impl Library {
     /// Rewrites every pack written below [`Compression::REPACK`]'s level, then prunes.
     pub async fn repack(&self, options: RepackOptions) -> Result<RepackSummary> {
         let started = Instant::now();
         let _only = OnlyRepack::take(self.root())?;
         let reading = self.reading()?;
-        let rows = self.chunk_rows().await?;
+        let rows = self.catalog().chunk_rows().await?;
         let mut packs: BTreeMap<String, (i32, std::time::SystemTime, u64)> = BTreeMap::new();
         for (_, at) in &rows {
             if packs.contains_key(&at.pack) {
@@ -119,7 +103,7 @@ impl Library {
             summary.bytes_after =
                 new_packs.iter().map(|id| fs::metadata(pack_path(self.root(), id)).map_or(0, |m| m.len())).sum();
             // New rows first: a chunk always has a row that leads to it.
-            let rows: Vec<ChunkRow> = written.iter().map(crate::checkin::chunk_row).collect();
+            let rows: Vec<ChunkRow> = written.iter().map(ChunkRow::from).collect();
             self.catalog().append(&rows).await?;
             let ids: Vec<&str> = settled.iter().map(|s| s.as_str()).collect();
             self.retire_packs(&ids).await?;
@@ -135,100 +119,6 @@ impl Library {
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(summary)
     }
-
-    /// Deletes, if no reader holds the `readers` lock, the retired packs no `chunks` row
-    /// points into, and the catalog files of superseded table versions.
-    pub async fn prune(&self) -> Result<PruneSummary> {
-        let Some(_no_readers) = self.no_readers()? else {
-            return Ok(PruneSummary { readers_in_flight: true, ..PruneSummary::default() });
-        };
-        let mut summary = PruneSummary::default();
-        {
-            // The list is read and rewritten under the library lock, so that a repack's
-            // additions are never lost.
-            let _lock = self.lock()?;
-            let path = self.root().join(RETIRED);
-            let listed: Vec<String> = match fs::read_to_string(&path) {
-                Ok(text) => text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(Error::Io { context: format!("reading {}", path.display()), error: e }),
-            };
-            if !listed.is_empty() {
-                let list = listed.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
-                let filter = format!("pack IN ({list})");
-                let mut referenced = HashSet::new();
-                for b in self.catalog().scan(ChunkRow::NAME, &["pack"], Some(&filter)).await? {
-                    referenced.extend(b.column(0).as_string::<i32>().iter().flatten().map(str::to_string));
-                }
-                for id in listed.iter().filter(|id| !referenced.contains(*id)) {
-                    let file = pack_path(self.root(), id);
-                    match fs::metadata(&file) {
-                        Ok(meta) => {
-                            fs::remove_file(&file).io_context(|| format!("removing {}", file.display()))?;
-                            summary.packs_deleted += 1;
-                            summary.pack_bytes_freed += meta.len();
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::Io { context: format!("reading {}", file.display()), error: e }),
-                    }
-                }
-                let left: Vec<&String> = listed.iter().filter(|id| referenced.contains(*id)).collect();
-                write_list(&path, &left)?;
-            }
-        }
-        summary.catalog_bytes_freed = self.catalog().cleanup().await?;
-        Ok(summary)
-    }
-
-    /// Retires packs: lists them in `retired` (durably), then deletes their rows. Whatever
-    /// they held that is still needed must have rows in other packs first.
-    pub(crate) async fn retire_packs(&self, ids: &[&str]) -> Result<()> {
-        self.retire(ids)?;
-        let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
-        let mut chunks = self.catalog().dataset(ChunkRow::NAME).await?;
-        chunks
-            .delete(&format!("pack IN ({list})"))
-            .await
-            .map_err(|e| Error::Catalog(format!("deleting the rows of retired packs: {e}")))?;
-        Ok(())
-    }
-
-    /// Adds packs to the `retired` list (durably, before their rows go).
-    fn retire(&self, ids: &[&str]) -> Result<()> {
-        let _lock = self.lock()?;
-        let path = self.root().join(RETIRED);
-        let mut file = File::options()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .io_context(|| format!("opening {}", path.display()))?;
-        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .io_context(|| format!("writing {}", path.display()))
-    }
-
-    /// Every row of `chunks`, copies included.
-    pub(crate) async fn chunk_rows(&self) -> Result<Vec<(ChunkHash, ChunkLocation)>> {
-        let batches = self.catalog().scan(ChunkRow::NAME, &crate::checkout::LOCATION_COLUMNS, None).await?;
-        Ok(crate::checkout::locations(&batches))
-    }
-}
-
-/// Rewrites (replaces, or removes when empty) the retired list.
-fn write_list(path: &std::path::Path, ids: &[&String]) -> Result<()> {
-    if ids.is_empty() {
-        return match fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::Io { context: format!("removing {}", path.display()), error: e })
-            }
-            _ => Ok(()),
-        };
-    }
-    let tmp = path.with_extension("tmp");
-    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    fs::write(&tmp, text).io_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).io_context(|| format!("renaming {}", tmp.display()))
 }
 
 /// Copies `moving` into new packs: one thread reads (each old frame decompressed once), the
@@ -289,25 +179,4 @@ pub(crate) fn copy(
     compressed?;
     let writer = writer.into_inner().map_err(|_| poisoned())?;
     writer.finish().io_context(|| format!("writing packs in {}", root.display()))
-}
-
-/// `tmp/repack.lock`, flock()ed: one repack at a time.
-pub(crate) struct OnlyRepack {
-    path: std::path::PathBuf,
-    _file: File,
-}
-
-impl OnlyRepack {
-    pub(crate) fn take(root: &std::path::Path) -> Result<OnlyRepack> {
-        let path = root.join("tmp").join("repack.lock");
-        let file = File::create(&path).io_context(|| format!("creating {}", path.display()))?;
-        file.try_lock().map_err(|_| Error::User("a repack or gc is running on this library; one at a time".into()))?;
-        Ok(OnlyRepack { path, _file: file })
-    }
-}
-
-impl Drop for OnlyRepack {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }

@@ -5,16 +5,11 @@
 //! catalog's rows. A damaged chunk is reported with the
 //! images and files that use it, so that the user knows what to re-check-in.
 
-use crate::catalog::{ExtentRow, FileRow, Table};
+use crate::catalog::ExtentKind;
 use crate::store::{ChunkHash, ChunkLocation, PackReader, hex, parse_hex};
 use crate::{Error, Library, Result};
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::Int64Type;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-/// Chunks named per catalog filter when looking up who uses the damaged ones.
-const LOOKUP_GROUP: usize = 512;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct VerifyReport {
@@ -46,7 +41,7 @@ pub struct ChunkUse {
     pub image: String,
     pub path: Option<String>,
     pub disk_offset: i64,
-    pub kind: String,
+    pub kind: ExtentKind,
 }
 
 impl Library {
@@ -58,12 +53,12 @@ impl Library {
         let mut report = VerifyReport::default();
         let mut damaged: BTreeMap<ChunkHash, (Option<ChunkLocation>, String)> = BTreeMap::new();
         let chunks = match spec {
-            None => self.chunk_locations().await?,
+            None => self.catalog().chunk_rows().await?.into_iter().collect::<HashMap<_, _>>(),
             Some(spec) => {
                 let image = self.resolve(spec).await?;
                 images.retain(|i| i.image_id == image.image_id);
                 let mut used = BTreeSet::new();
-                for e in self.extents(image.image_id).await? {
+                for e in self.catalog().disk_map(image.image_id, false).await? {
                     let Some(text) = e.chunk_hash else { continue };
                     let hash = parse_hex(&text).ok_or_else(|| {
                         Error::Catalog(format!("{spec}: extent at {} names chunk {text:?}", e.disk_offset))
@@ -71,7 +66,7 @@ impl Library {
                     used.insert(hash);
                 }
                 let used: Vec<ChunkHash> = used.into_iter().collect();
-                let found = self.chunk_locations_of(&used).await?;
+                let found = self.catalog().chunk_locations(&used).await?;
                 for hash in used.iter().filter(|h| !found.contains_key(*h)) {
                     damaged.insert(*hash, (None, "is in no pack: the catalog has no row for it".into()));
                 }
@@ -125,53 +120,26 @@ impl Library {
         // (image, content hash) -> the uses waiting for a path.
         let mut by_content: HashMap<(i64, String), Vec<(ChunkHash, usize)>> = HashMap::new();
         let mut uses: HashMap<ChunkHash, Vec<ChunkUse>> = HashMap::new();
-        for group in hashes.chunks(LOOKUP_GROUP) {
-            let list = group.iter().map(|h| format!("'{}'", hex(h))).collect::<Vec<_>>().join(", ");
-            let columns = ["image_id", "disk_offset", "kind", "chunk_hash", "content_hash"];
-            let filter = format!("chunk_hash IN ({list})");
-            for b in self.catalog().scan(ExtentRow::NAME, &columns, Some(&filter)).await? {
-                let (id, at) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
-                let (kind, chunk, content) =
-                    (b.column(2).as_string::<i32>(), b.column(3).as_string::<i32>(), b.column(4).as_string::<i32>());
-                for r in 0..b.num_rows() {
-                    let (Some(image), Some(hash)) = (names.get(&id.value(r)), parse_hex(chunk.value(r))) else {
-                        continue;
-                    };
-                    let list = uses.entry(hash).or_default();
-                    list.push(ChunkUse {
-                        image: image.clone(),
-                        path: None,
-                        disk_offset: at.value(r),
-                        kind: kind.value(r).to_string(),
-                    });
-                    if content.is_valid(r) {
-                        by_content
-                            .entry((id.value(r), content.value(r).to_string()))
-                            .or_default()
-                            .push((hash, list.len() - 1));
-                    }
-                }
+        for e in self.catalog().extents_in_chunks(&hashes).await? {
+            let (Some(image), Some(hash)) = (names.get(&e.image_id), e.chunk_hash.as_deref().and_then(parse_hex))
+            else {
+                continue;
+            };
+            let list = uses.entry(hash).or_default();
+            list.push(ChunkUse { image: image.clone(), path: None, disk_offset: e.disk_offset, kind: e.kind });
+            if let Some(content) = e.content_hash {
+                by_content.entry((e.image_id, content)).or_default().push((hash, list.len() - 1));
             }
         }
         let contents: Vec<String> =
             by_content.keys().map(|(_, c)| c.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        for group in contents.chunks(LOOKUP_GROUP) {
-            let list = group.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ");
-            let filter = format!("content_hash IN ({list})");
-            for b in self.catalog().scan(FileRow::NAME, &["image_id", "path", "content_hash"], Some(&filter)).await? {
-                let (id, path, content) = (
-                    b.column(0).as_primitive::<Int64Type>(),
-                    b.column(1).as_string::<i32>(),
-                    b.column(2).as_string::<i32>(),
-                );
-                for r in 0..b.num_rows() {
-                    let Some(waiting) = by_content.get(&(id.value(r), content.value(r).to_string())) else { continue };
-                    for (hash, i) in waiting {
-                        if let Some(u) = uses.get_mut(hash).and_then(|l| l.get_mut(*i)) {
-                            // Hard links share a content: the first path names it.
-                            u.path.get_or_insert_with(|| path.value(r).to_string());
-                        }
-                    }
+        for file in self.catalog().files_with_contents(&contents).await? {
+            let Some(content) = file.content_hash else { continue };
+            let Some(waiting) = by_content.get(&(file.image_id, content)) else { continue };
+            for (hash, i) in waiting {
+                if let Some(u) = uses.get_mut(hash).and_then(|l| l.get_mut(*i)) {
+                    // Hard links share a content: the first path names it.
+                    u.path.get_or_insert_with(|| file.path.clone());
                 }
             }
         }

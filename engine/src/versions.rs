@@ -1,12 +1,11 @@
 //! Versions and their provenance: `clone`, and the history of an image (its versions and the
 //! versions they were made from, with the operation that made each).
 
-use crate::catalog::{ImageRow, ProvenanceRow, Table};
-use crate::checkin::Origin;
-use crate::library::InFlight;
+use crate::catalog::{ImageRow, ImageState, ProvenanceRow};
+use crate::library::Origin;
+use crate::locks::InFlight;
 use crate::{Error, Library, Result};
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
-use arrow::datatypes::{Int64Type, TimestampNanosecondType};
+use arrow::array::{Int64Array, RecordBatch};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +39,7 @@ pub struct HistoryRow {
     pub actor: String,
     /// Nanoseconds since the epoch.
     pub at: i64,
-    pub state: String,
+    pub state: ImageState,
 }
 
 impl Library {
@@ -62,11 +61,7 @@ impl Library {
         // Rows of an id in flight are not leftovers to `check --reclaim`.
         let in_flight = InFlight::new(self.root(), image_id)?;
         for table in DISK_TABLES {
-            let dataset = self.catalog().dataset(table).await?;
-            let columns: Vec<String> = dataset.schema().fields.iter().map(|f| f.name.clone()).collect();
-            let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-            let filter = format!("image_id = {}", source.image_id);
-            let batches = self.catalog().scan(table, &columns, Some(&filter)).await?;
+            let batches = self.catalog().rows_of(table, source.image_id).await?;
             let copies = batches.iter().map(|b| with_image_id(b, image_id)).collect::<Result<Vec<_>>>()?;
             self.catalog().append_batches(table, copies).await?;
         }
@@ -77,8 +72,8 @@ impl Library {
             version: 0,
             parent_id: None,
             created_at: crate::now_ns(),
-            created_by: crate::checkin::actor(),
-            state: "active".into(),
+            created_by: crate::library::actor(),
+            state: ImageState::Active,
             stored_bytes_new: 0,
             ..source
         };
@@ -140,31 +135,10 @@ impl Library {
     /// The provenance row of the operation that made each committed version, by image id
     /// (rows of `delete`, `undelete` and `gc`, which change a version's state, are left out).
     pub async fn provenance(&self) -> Result<HashMap<i64, ProvenanceRow>> {
-        let columns = ["image_id", "parent_id", "operation", "arguments", "actor", "at"];
-        let batches = self.catalog().scan(ProvenanceRow::NAME, &columns, None).await?;
-        let mut rows = HashMap::new();
-        for b in &batches {
-            let ids = b.column(0).as_primitive::<Int64Type>();
-            let parents = b.column(1).as_primitive::<Int64Type>();
-            let s = |i: usize| b.column(i).as_string::<i32>();
-            let at = b.column(5).as_primitive::<TimestampNanosecondType>();
-            for r in 0..b.num_rows() {
-                if matches!(s(2).value(r), "delete" | "undelete" | "gc") {
-                    continue;
-                }
-                rows.insert(
-                    ids.value(r),
-                    ProvenanceRow {
-                        image_id: ids.value(r),
-                        parent_id: parents.is_valid(r).then(|| parents.value(r)),
-                        operation: s(2).value(r).to_string(),
-                        arguments: s(3).value(r).to_string(),
-                        actor: s(4).value(r).to_string(),
-                        at: at.value(r),
-                    },
-                );
-            }
-        }
+        let rows = self.catalog().provenance().await?.into_iter();
+        // A version's state changes are not what made it.
+        let made = rows.filter(|p| !matches!(p.operation.as_str(), "delete" | "undelete" | "gc"));
+        let rows = made.map(|p| (p.image_id, p)).collect();
         Ok(rows)
     }
 }
@@ -193,7 +167,7 @@ fn history_row(i: &ImageRow, by_id: &HashMap<i64, &ImageRow>, provenance: &HashM
         arguments: p.map_or_else(|| "{}".into(), |p| p.arguments.clone()),
         actor: i.created_by.clone(),
         at: i.created_at,
-        state: i.state.clone(),
+        state: i.state,
     }
 }
 

@@ -7,7 +7,7 @@
 //! metadata the edit started with that no key names must hash as before, and data may have
 //! appeared in the scratch file's holes only where keys say. Otherwise the edit is refused.
 
-use crate::checkout::{overlaps, within};
+use crate::ranges::{merged, overlaps, within};
 use crate::{Error, IoContext, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -113,9 +113,8 @@ impl Fingerprint {
         let stat = file.metadata().io_context(|| "reading the scratch file".into())?;
         // Holes come in the host file system's blocks.
         let unit = std::os::unix::fs::MetadataExt::blksize(&stat).max(BLOCK);
-        let allowed = crate::checkin::merged(
-            self.data.iter().chain(written).map(|(s, e)| (s / unit * unit, e.div_ceil(unit) * unit)).collect(),
-        );
+        let allowed =
+            merged(self.data.iter().chain(written).map(|(s, e)| (s / unit * unit, e.div_ceil(unit) * unit)).collect());
         let size = stat.len();
         let runs =
             imagelake_connectors::disk::file_map(file, 0, size).io_context(|| "mapping the scratch file".into())?;
@@ -166,7 +165,7 @@ mod tests {
             .expect("script");
         let undo = dir.path().join("undo");
         run(Command::new("debugfs").args(["-w", "-z"]).arg(&undo).arg("-f").arg(&script).arg(&new));
-        let written = crate::checkin::merged(undo_ranges(&undo).expect("undo file"));
+        let written = merged(undo_ranges(&undo).expect("undo file"));
         assert!(written.iter().map(|(a, b)| b - a).sum::<u64>() >= 200_000, "the file's blocks are listed");
 
         let (mut patched, after) = (std::fs::read(&old).expect("old"), std::fs::read(&new).expect("new"));

@@ -38,9 +38,9 @@ impl Session {
     pub async fn open(library: Arc<Library>) -> Result<Session> {
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
-        let snapshot = tables::Snapshot::new(library.clone());
+        let shared = tables::Tables::new(library.clone());
         for table in imagelake_engine::catalog::TABLES {
-            let provider = tables::CatalogTable::new(snapshot.clone(), table).await?;
+            let provider = tables::CatalogTable::new(shared.clone(), table).await?;
             ctx.register_table(TableReference::bare(table), Arc::new(provider))?;
         }
         let commands = Arc::new(Commands::default());

@@ -602,7 +602,11 @@ fn draw_versions(family: &[imagelake_engine::HistoryRow], name: &str) -> String 
         let mark = if r.name == name { "* " } else { "" };
         let when = chrono::DateTime::from_timestamp_nanos(r.at).format("%Y-%m-%d %H:%M:%S");
         let args = if r.arguments == "{}" { String::new() } else { format!(" {}", r.arguments) };
-        let state = if r.state == "active" { String::new() } else { format!("  [{}]", r.state) };
+        let state = if r.state == imagelake_engine::catalog::ImageState::Active {
+            String::new()
+        } else {
+            format!("  [{}]", r.state)
+        };
         format!("{mark}{}@{}  {}{args}  {}  {when}{state}", r.name, r.version, r.operation, r.actor)
     }
     fn walk(

@@ -21,7 +21,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use imagelake_engine::Library;
-use imagelake_engine::gc::{DELETED, PURGED};
+use imagelake_engine::catalog::ImageState;
 use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
 use std::sync::{Arc, Mutex};
@@ -39,16 +39,17 @@ struct Images {
     committed: Expr,
 }
 
-/// The newest version of each dataset, shared by every table of a session.
+/// The catalog's tables as one session reads them, each at its newest table version, and the
+/// committed-rows filter of the newest `images`; shared by every table of the session.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct Tables {
     library: Lib,
     images: Mutex<Option<Arc<Images>>>,
 }
 
-impl Snapshot {
-    pub fn new(library: Arc<Library>) -> Arc<Snapshot> {
-        Arc::new(Snapshot { library: Lib(library), images: Mutex::new(None) })
+impl Tables {
+    pub fn new(library: Arc<Library>) -> Arc<Tables> {
+        Arc::new(Tables { library: Lib(library), images: Mutex::new(None) })
     }
 
     async fn open(&self, table: &str) -> Result<Dataset> {
@@ -75,7 +76,8 @@ impl Snapshot {
             let id = b.column_by_name("image_id").ok_or_else(|| missing("image_id"))?.as_primitive::<Int64Type>();
             let state = b.column_by_name("state").ok_or_else(|| missing("state"))?.as_string::<i32>();
             // Deleted versions (and those gc purged) are hidden, as if never committed.
-            let shown: BooleanArray = state.iter().map(|s| Some(!matches!(s, Some(DELETED | PURGED)))).collect();
+            let shown: BooleanArray =
+                state.iter().map(|s| Some(!s.and_then(ImageState::parse).is_some_and(ImageState::is_hidden))).collect();
             for (r, id) in id.values().iter().enumerate() {
                 ids.push(*id);
                 if !shown.value(r) {
@@ -110,16 +112,16 @@ impl Snapshot {
 /// One catalog table.
 #[derive(Debug)]
 pub struct CatalogTable {
-    snapshot: Arc<Snapshot>,
+    tables: Arc<Tables>,
     table: &'static str,
     schema: SchemaRef,
 }
 
 impl CatalogTable {
-    pub async fn new(snapshot: Arc<Snapshot>, table: &'static str) -> Result<CatalogTable> {
-        let dataset = snapshot.open(table).await?;
+    pub async fn new(tables: Arc<Tables>, table: &'static str) -> Result<CatalogTable> {
+        let dataset = tables.open(table).await?;
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
-        Ok(CatalogTable { snapshot, table, schema })
+        Ok(CatalogTable { tables, table, schema })
     }
 
     /// Tables whose rows belong to an image version (all but `chunks`, which the store owns).
@@ -156,18 +158,18 @@ impl TableProvider for CatalogTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if self.table == "images" {
-            let images = self.snapshot.images().await?;
+            let images = self.tables.images().await?;
             let table = MemTable::try_new(self.schema.clone(), vec![images.batches.clone()])?;
             return table.scan(state, projection, filters, limit).await;
         }
         if !self.per_image() {
-            let provider = LanceTableProvider::new(Arc::new(self.snapshot.open(self.table).await?), false, false);
+            let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
             return provider.scan(state, projection, filters, limit).await;
         }
         // Which images are committed is read before the table: every row of those images was
         // appended before their commit, so the table read next holds them all.
-        let committed = self.snapshot.images().await?.committed.clone();
-        let provider = LanceTableProvider::new(Arc::new(self.snapshot.open(self.table).await?), false, false);
+        let committed = self.tables.images().await?.committed.clone();
+        let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
         // The committed filter runs above the Lance scan, not inside it: inside, Lance would
         // answer `image_id <= newest` from the image_id index, a walk over every row id.
         let image_id = self.schema.index_of("image_id")?;

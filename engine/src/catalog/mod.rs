@@ -5,6 +5,8 @@
 //! committed images (the SQL layer filters on `images`), and the rows of a crashed checkin are
 //! orphans that recovery may delete.
 
+mod columns;
+mod queries;
 mod schema;
 
 pub use schema::*;
@@ -274,7 +276,8 @@ impl Catalog {
     }
 
     /// Reads `columns` of the rows of `table` that match `filter` (a Lance SQL predicate).
-    pub async fn scan(&self, table: &str, columns: &[&str], filter: Option<&str>) -> Result<Vec<RecordBatch>> {
+    /// Only the questions of `queries.rs` call it.
+    async fn scan(&self, table: &str, columns: &[&str], filter: Option<&str>) -> Result<Vec<RecordBatch>> {
         let dataset = self.dataset(table).await?;
         let mut scanner = dataset.scan();
         let err = |e: lance::Error| Error::Catalog(format!("scanning {table}: {e}"));

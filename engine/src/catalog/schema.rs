@@ -2,7 +2,7 @@
 //! (SQL sees them as they are here); ARCHITECTURE.md lists them with their meaning.
 
 use arrow::array::{
-    ArrayRef, BinaryArray, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
     TimestampNanosecondArray,
 };
 use arrow::buffer::OffsetBuffer;
@@ -10,11 +10,20 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use std::sync::Arc;
 
+use super::columns::{Binary, Boolean, Columns, int, opt_int, opt_text, text, time};
+
 /// A catalog table: a name, a schema, and rows that turn into a record batch.
 pub trait Table: Sized {
     const NAME: &'static str;
     fn schema() -> SchemaRef;
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
+}
+
+/// A table whose rows are read back: each column the batch holds is found by its name and
+/// checked for its type; a column the scan did not read takes its default (see
+/// `columns.rs`).
+pub trait Decode: Table {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>>;
 }
 
 /// Every table, in the order a checkin writes them (the `images` row last: the commit point).
@@ -42,6 +51,63 @@ fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field::new(name, data_type, nullable)
 }
 
+/// A text column's values as an enum: the same words in SQL, in JSON and on screen.
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $word:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $word)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word,)+
+                }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// `images.state`: whether names and SQL see a version.
+    ImageState {
+        Active = "active",
+        /// Hidden by `delete`, restorable until `gc`.
+        Deleted = "deleted",
+        /// Its rows removed by `gc`; the `images` row stays, for history.
+        Purged = "purged",
+        /// Made of manifests only, with no disk to check out (the SQL benchmark's fleet).
+        Synthetic = "synthetic",
+    }
+}
+
+impl ImageState {
+    /// Deleted or purged: names and SQL no longer see the version.
+    pub fn is_hidden(self) -> bool {
+        matches!(self, ImageState::Deleted | ImageState::Purged)
+    }
+}
+
+/// `files.kind`: what a path is (the connectors' word for it, shown in SQL as it is).
+pub use imagelake_connectors::fs::FileKind;
+
 /// One committed image version. Written last: its presence is what makes a checkin visible.
 #[derive(Debug, Clone)]
 pub struct ImageRow {
@@ -51,7 +117,7 @@ pub struct ImageRow {
     pub parent_id: Option<i64>,
     pub created_at: i64,
     pub created_by: String,
-    pub state: String,
+    pub state: ImageState,
     pub source_format: String,
     pub virtual_size: i64,
     pub stored_bytes_new: i64,
@@ -101,6 +167,38 @@ impl Table for ImageRow {
                 opt_str_col(rows.iter().map(|r| r.description.as_deref())),
             ],
         )
+    }
+}
+
+impl Decode for ImageRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (image_id, name, version, parent_id) =
+            (c.i64("image_id")?, c.str("name")?, c.i64("version")?, c.i64("parent_id")?);
+        let (created_at, created_by, state) =
+            (c.time("created_at")?, c.str("created_by")?, c.words("state", ImageState::parse)?);
+        let (source_format, virtual_size, stored) =
+            (c.str("source_format")?, c.i64("virtual_size")?, c.i64("stored_bytes_new")?);
+        let (os_name, os_version, hostname, description) =
+            (c.str("os_name")?, c.str("os_version")?, c.str("hostname")?, c.str("description")?);
+        Ok((0..c.rows())
+            .map(|r| ImageRow {
+                image_id: int(image_id, r),
+                name: text(name, r),
+                version: int(version, r),
+                parent_id: opt_int(parent_id, r),
+                created_at: time(created_at, r),
+                created_by: text(created_by, r),
+                state: state.as_ref().map_or(ImageState::Active, |s| s[r]),
+                source_format: text(source_format, r),
+                virtual_size: int(virtual_size, r),
+                stored_bytes_new: int(stored, r),
+                os_name: opt_text(os_name, r),
+                os_version: opt_text(os_version, r),
+                hostname: opt_text(hostname, r),
+                description: opt_text(description, r),
+            })
+            .collect())
     }
 }
 
@@ -158,6 +256,37 @@ impl Table for PartitionRow {
     }
 }
 
+impl Decode for PartitionRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (image_id, partition, scheme, r#type, name) =
+            (c.i64("image_id")?, c.i64("partition")?, c.str("scheme")?, c.str("type")?, c.str("name")?);
+        let (start, size, fs_type, fs_uuid, fs_label, fs_error) = (
+            c.i64("start")?,
+            c.i64("size")?,
+            c.str("fs_type")?,
+            c.str("fs_uuid")?,
+            c.str("fs_label")?,
+            c.str("fs_error")?,
+        );
+        Ok((0..c.rows())
+            .map(|r| PartitionRow {
+                image_id: int(image_id, r),
+                partition: int(partition, r),
+                scheme: text(scheme, r),
+                r#type: text(r#type, r),
+                name: text(name, r),
+                start: int(start, r),
+                size: int(size, r),
+                fs_type: opt_text(fs_type, r),
+                fs_uuid: opt_text(fs_uuid, r),
+                fs_label: opt_text(fs_label, r),
+                fs_error: opt_text(fs_error, r),
+            })
+            .collect())
+    }
+}
+
 /// One piece of a file's physical extent map: `length` bytes of content at `file_offset`
 /// lie at `disk_offset` (absolute, from the start of the disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +304,7 @@ pub struct FileRow {
     pub image_id: i64,
     pub partition: i64,
     pub path: String,
-    pub kind: &'static str,
+    pub kind: FileKind,
     pub mode: i64,
     pub uid: i64,
     pub gid: i64,
@@ -262,7 +391,7 @@ impl Table for FileRow {
                 i64_col(rows.iter().map(|r| r.image_id)),
                 i64_col(rows.iter().map(|r| r.partition)),
                 str_col(rows.iter().map(|r| r.path.as_str())),
-                str_col(rows.iter().map(|r| r.kind)),
+                str_col(rows.iter().map(|r| r.kind.as_str())),
                 i64_col(rows.iter().map(|r| r.mode)),
                 i64_col(rows.iter().map(|r| r.uid)),
                 i64_col(rows.iter().map(|r| r.gid)),
@@ -278,6 +407,64 @@ impl Table for FileRow {
                 extent_map,
             ],
         )
+    }
+}
+
+impl Decode for FileRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (image_id, partition, path, kind) =
+            (c.i64("image_id")?, c.i64("partition")?, c.str("path")?, c.words("kind", FileKind::parse)?);
+        let (mode, uid, gid, size, mtime) =
+            (c.i64("mode")?, c.i64("uid")?, c.i64("gid")?, c.i64("size")?, c.time("mtime")?);
+        let (inode, nlink, link_target) = (c.i64("inode")?, c.i64("nlink")?, c.str("link_target")?);
+        let (dev_major, dev_minor, content_hash) = (c.i64("dev_major")?, c.i64("dev_minor")?, c.str("content_hash")?);
+        let (xattrs, extent_map) = (c.list("xattrs")?, c.list("extent_map")?);
+        let mut rows = Vec::with_capacity(c.rows());
+        for r in 0..c.rows() {
+            let mut row = FileRow {
+                image_id: int(image_id, r),
+                partition: int(partition, r),
+                path: text(path, r),
+                kind: kind.as_ref().map_or(FileKind::File, |k| k[r]),
+                mode: int(mode, r),
+                uid: int(uid, r),
+                gid: int(gid, r),
+                size: int(size, r),
+                mtime: time(mtime, r),
+                inode: int(inode, r),
+                nlink: int(nlink, r),
+                link_target: opt_text(link_target, r),
+                dev_major: opt_int(dev_major, r),
+                dev_minor: opt_int(dev_minor, r),
+                xattrs: Vec::new(),
+                content_hash: opt_text(content_hash, r),
+                extent_map: Vec::new(),
+            };
+            if let Some(list) = xattrs.filter(|l| l.is_valid(r)) {
+                let items = c.items(list, "xattrs", r)?;
+                let names: &StringArray = c.field(&items, "name")?;
+                let values: &Binary = c.field(&items, "value")?;
+                row.xattrs = (0..items.len()).map(|i| (names.value(i).to_string(), values.value(i).to_vec())).collect();
+            }
+            if let Some(list) = extent_map.filter(|l| l.is_valid(r)) {
+                let items = c.items(list, "extent_map", r)?;
+                let number = |name: &str| c.field::<Int64Array>(&items, name);
+                let (file_offset, disk_offset, length) =
+                    (number("file_offset")?, number("disk_offset")?, number("length")?);
+                let unwritten: &Boolean = c.field(&items, "unwritten")?;
+                row.extent_map = (0..items.len())
+                    .map(|i| FileExtent {
+                        file_offset: file_offset.value(i),
+                        disk_offset: disk_offset.value(i),
+                        length: length.value(i),
+                        unwritten: unwritten.value(i),
+                    })
+                    .collect();
+            }
+            rows.push(row);
+        }
+        Ok(rows)
     }
 }
 
@@ -325,32 +512,16 @@ impl Table for PackageRow {
     }
 }
 
-/// What fills a range of a version's disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExtentKind {
-    /// Zeros: stored nowhere.
-    Zero,
-    /// Bytes of a regular file's content (stored as that content's chunks).
-    File,
-    /// Bytes no file owns: filesystem metadata, partition tables, free space, unknown partitions.
-    Raw,
-}
-
-impl ExtentKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExtentKind::Zero => "zero",
-            ExtentKind::File => "file",
-            ExtentKind::Raw => "raw",
-        }
-    }
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "zero" => Some(ExtentKind::Zero),
-            "file" => Some(ExtentKind::File),
-            "raw" => Some(ExtentKind::Raw),
-            _ => None,
-        }
+words! {
+    /// `extents.kind`: what fills a range of a version's disk.
+    ExtentKind {
+        /// Zeros: stored nowhere.
+        Zero = "zero",
+        /// Bytes of a regular file's content (stored as that content's chunks).
+        File = "file",
+        /// Bytes no file owns: filesystem metadata, partition tables, free space, unknown
+        /// partitions.
+        Raw = "raw",
     }
 }
 
@@ -400,6 +571,28 @@ impl Table for ExtentRow {
     }
 }
 
+impl Decode for ExtentRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (image_id, disk_offset, length, kind) =
+            (c.i64("image_id")?, c.i64("disk_offset")?, c.i64("length")?, c.words("kind", ExtentKind::parse)?);
+        let (chunk_hash, chunk_offset, content_hash, content_offset) =
+            (c.str("chunk_hash")?, c.i64("chunk_offset")?, c.str("content_hash")?, c.i64("content_offset")?);
+        Ok((0..c.rows())
+            .map(|r| ExtentRow {
+                image_id: int(image_id, r),
+                disk_offset: int(disk_offset, r),
+                length: int(length, r),
+                kind: kind.as_ref().map_or(ExtentKind::Raw, |k| k[r]),
+                chunk_hash: opt_text(chunk_hash, r),
+                chunk_offset: int(chunk_offset, r),
+                content_hash: opt_text(content_hash, r),
+                content_offset: opt_int(content_offset, r),
+            })
+            .collect())
+    }
+}
+
 /// The store's index: where each chunk lives (`size` bytes at `frame_offset` of the zstd
 /// frame at `pack_offset` of `pack`, `frame_size` bytes there), and its share of the frame's
 /// stored bytes.
@@ -412,6 +605,20 @@ pub struct ChunkRow {
     pub pack_offset: i64,
     pub frame_size: i64,
     pub frame_offset: i64,
+}
+
+impl From<&crate::store::StoredChunk> for ChunkRow {
+    fn from(c: &crate::store::StoredChunk) -> ChunkRow {
+        ChunkRow {
+            chunk_hash: crate::store::hex(&c.hash),
+            size: i64::from(c.location.size),
+            stored_size: i64::from(c.stored_size),
+            pack: c.location.pack.clone(),
+            pack_offset: c.location.offset as i64,
+            frame_size: i64::from(c.location.frame_size),
+            frame_offset: i64::from(c.location.frame_offset),
+        }
+    }
 }
 
 impl Table for ChunkRow {
@@ -440,6 +647,42 @@ impl Table for ChunkRow {
                 i64_col(rows.iter().map(|r| r.frame_offset)),
             ],
         )
+    }
+}
+
+impl Decode for ChunkRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (chunk_hash, size, stored_size, pack) =
+            (c.str("chunk_hash")?, c.i64("size")?, c.i64("stored_size")?, c.str("pack")?);
+        let (pack_offset, frame_size, frame_offset) =
+            (c.i64("pack_offset")?, c.i64("frame_size")?, c.i64("frame_offset")?);
+        Ok((0..c.rows())
+            .map(|r| ChunkRow {
+                chunk_hash: text(chunk_hash, r),
+                size: int(size, r),
+                stored_size: int(stored_size, r),
+                pack: text(pack, r),
+                pack_offset: int(pack_offset, r),
+                frame_size: int(frame_size, r),
+                frame_offset: int(frame_offset, r),
+            })
+            .collect())
+    }
+}
+
+impl ChunkRow {
+    /// The chunk's hash and where its bytes are, if its hash is well formed.
+    pub fn location(&self) -> Option<(crate::store::ChunkHash, crate::store::ChunkLocation)> {
+        let hash = crate::store::parse_hex(&self.chunk_hash)?;
+        let location = crate::store::ChunkLocation {
+            pack: self.pack.clone(),
+            offset: self.pack_offset as u64,
+            frame_size: self.frame_size as u32,
+            frame_offset: self.frame_offset as u32,
+            size: self.size as u32,
+        };
+        Some((hash, location))
     }
 }
 
@@ -479,5 +722,23 @@ impl Table for ProvenanceRow {
                 time_col(rows.iter().map(|r| r.at)),
             ],
         )
+    }
+}
+
+impl Decode for ProvenanceRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (image_id, parent_id, operation) = (c.i64("image_id")?, c.i64("parent_id")?, c.str("operation")?);
+        let (arguments, actor, at) = (c.str("arguments")?, c.str("actor")?, c.time("at")?);
+        Ok((0..c.rows())
+            .map(|r| ProvenanceRow {
+                image_id: int(image_id, r),
+                parent_id: opt_int(parent_id, r),
+                operation: text(operation, r),
+                arguments: text(arguments, r),
+                actor: text(actor, r),
+                at: time(at, r),
+            })
+            .collect())
     }
 }

@@ -50,7 +50,7 @@ pub(super) fn disk_map(
     disk: &Disk,
     image_id: i64,
     mut pieces: Vec<Piece>,
-    base: Option<(&Base, &[(u64, u64)])>,
+    parent_disk: Option<(&ParentDisk, &[(u64, u64)])>,
 ) -> std::io::Result<Vec<ExtentRow>> {
     sink.phase("disk map and raw bytes", disk.size());
     pieces.sort_by_key(|p| p.disk_offset);
@@ -58,9 +58,9 @@ pub(super) fn disk_map(
     let mut raw = RawStream::new(sink, image_id);
     let mut at = 0u64;
     // Between file pieces: raw bytes, or for an edit the parent's extents where it wrote nothing.
-    let gap = |raw: &mut RawStream, from: u64, to: u64, extents: &mut Vec<ExtentRow>| match base {
+    let gap = |raw: &mut RawStream, from: u64, to: u64, extents: &mut Vec<ExtentRow>| match parent_disk {
         None => raw.gap(disk, from, to, extents),
-        Some((base, kept)) => base.fill(disk, raw, kept, from, to, extents),
+        Some((parent_disk, kept)) => parent_disk.fill(disk, raw, kept, from, to, extents),
     };
     for mut p in pieces {
         if p.disk_offset + p.len <= at {

@@ -9,12 +9,13 @@
 //! from the store.
 
 use super::*;
-use crate::checkout::{overlaps, within};
+use crate::ranges::{overlaps, within};
 use crate::store::{ChunkLocation, ChunkReader, parse_hex};
 use std::fs::File;
 
-/// The version an edit started from, and what the edit wrote over it.
-pub(crate) struct Base {
+/// The disk of the version an edit started from (its map and files), and what the edit
+/// wrote over it: what the overlay of an edited disk reads through.
+pub(crate) struct ParentDisk {
     /// The parent's disk map, with contents, in disk order.
     extents: Vec<ExtentRow>,
     /// Disk ranges `[start, end)` the edit wrote, sorted and disjoint.
@@ -23,7 +24,7 @@ pub(crate) struct Base {
     files: HashMap<(i64, u32), (u64, String)>,
 }
 
-impl Base {
+impl ParentDisk {
     /// The parent's content hash of `file` when the edit left it as it was: the same inode
     /// with the same size, every byte of its content where the parent had it, and none of its
     /// blocks written. Anything else (a new or changed file, one whose content lives in its
@@ -137,7 +138,7 @@ impl Base {
 
 /// What a checkin of an edited version is given besides its disk.
 pub(crate) struct Edited {
-    pub(super) base: Arc<Base>,
+    pub(super) parent_disk: Arc<ParentDisk>,
     /// The store's chunks, read under the writers lock the editor holds.
     pub(super) known: HashSet<ChunkHash>,
     /// The scratch file the edit ran on: removed once read.
@@ -147,24 +148,11 @@ pub(crate) struct Edited {
     pub(super) checks: tokio::task::JoinHandle<Result<()>>,
 }
 
-/// Sorts ranges and merges those that touch.
-pub(crate) fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (start, end) in ranges.into_iter().filter(|r| r.0 < r.1) {
-        match out.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => out.push((start, end)),
-        }
-    }
-    out
-}
-
 /// The new disk as a byte source: written ranges and the edited filesystem's raw extents from
 /// the scratch file (which holds the filesystem at `start`), zeros where the parent had zeros,
 /// and the rest from the parent's chunks in the store.
 struct Overlay {
-    base: Arc<Base>,
+    parent_disk: Arc<ParentDisk>,
     scratch: File,
     /// The scratch file's range on the disk.
     start: u64,
@@ -184,7 +172,7 @@ const RECENT_CHUNKS: usize = 16;
 
 impl Overlay {
     fn new(
-        base: Arc<Base>,
+        parent_disk: Arc<ParentDisk>,
         scratch: File,
         start: u64,
         size: u64,
@@ -193,7 +181,7 @@ impl Overlay {
     ) -> std::io::Result<Overlay> {
         let end = start + scratch.metadata()?.len();
         Ok(Overlay {
-            base,
+            parent_disk,
             scratch,
             start,
             end,
@@ -243,8 +231,8 @@ impl ReadAt for Overlay {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let end = offset.checked_add(buf.len() as u64).filter(|e| *e <= self.size);
         let Some(end) = end else { return Err(std::io::Error::other(format!("read past the disk's end at {offset}"))) };
-        let written = &self.base.written;
-        let extents = &self.base.extents;
+        let written = &self.parent_disk.written;
+        let extents = &self.parent_disk.extents;
         let mut at = offset;
         while at < end {
             let into = &mut buf[(at - offset) as usize..];
@@ -298,14 +286,12 @@ impl Library {
         start: u64,
         end: u64,
     ) -> Result<ParentFacts> {
-        use arrow::array::AsArray;
-        let list = root_fs::FILES_READ.iter().map(|p| crate::read::quote(p)).collect::<Vec<_>>().join(", ");
-        let filter = format!("image_id = {parent} AND path IN ({list}) AND content_hash IS NOT NULL");
+        let paths: Vec<String> = root_fs::FILES_READ.iter().map(|p| p.to_string()).collect();
         let (files, read) = tokio::try_join!(
             self.regular_files(parent),
-            self.catalog().scan(FileRow::NAME, &["content_hash"], Some(&filter))
+            self.catalog().files_at(parent, None, &paths, &["content_hash"])
         )?;
-        let read: HashSet<&str> = read.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten()).collect();
+        let read: HashSet<&str> = read.iter().filter_map(|f| f.content_hash.as_deref()).collect();
         let outside = |e: &ExtentRow| (e.disk_offset as u64) < start || (e.disk_offset + e.length) as u64 > end;
         let wanted: Vec<ChunkHash> = extents
             .iter()
@@ -314,7 +300,7 @@ impl Library {
             })
             .filter_map(|e| e.chunk_hash.as_deref().and_then(parse_hex))
             .collect();
-        let locations = self.chunk_locations_of(&wanted).await?;
+        let locations = self.catalog().chunk_locations(&wanted).await?;
         Ok(ParentFacts { files, locations })
     }
 
@@ -339,7 +325,7 @@ impl Library {
         accept: impl FnOnce(&[FileRow]) -> Result<()>,
     ) -> Result<CheckinSummary> {
         let ParentFacts { files, locations } = facts;
-        let base = Arc::new(Base { extents, written, files });
+        let parent_disk = Arc::new(ParentDisk { extents, written, files });
         let file = File::open(scratch).io_context(|| format!("opening {}", scratch.display()))?;
         // Any other chunk is looked up as reads need it, from the blocking threads of the
         // checkin.
@@ -348,35 +334,25 @@ impl Library {
             if let Some(at) = locations.get(hash) {
                 return Ok(at.clone());
             }
-            let found = runtime.block_on(library.chunk_locations_of(&[*hash])).map_err(std::io::Error::other)?;
+            let found = runtime.block_on(library.catalog().chunk_locations(&[*hash])).map_err(std::io::Error::other)?;
             found.get(hash).cloned().ok_or_else(|| std::io::Error::other(format!("chunk {} is in no pack", hex(hash))))
         });
         let size = parent.virtual_size as u64;
-        let overlay = Overlay::new(base.clone(), file, start, size, self.root(), locate)
+        let overlay = Overlay::new(parent_disk.clone(), file, start, size, self.root(), locate)
             .io_context(|| format!("reading {}", scratch.display()))?;
         let label = format!("{}@{}, edited", parent.name, parent.version);
         let open = move || Ok(Disk::from_source("raw", Box::new(overlay)));
-        let edited = Edited { base, known, scratch: scratch.to_path_buf(), checks };
+        let edited = Edited { parent_disk, known, scratch: scratch.to_path_buf(), checks };
         let options = CheckinOptions::default();
         self.checkin_disk(&label, open, Some(edited), &parent.name, options, origin, accept).await
     }
 
     /// The regular files of a version by partition and inode: size and content hash.
     async fn regular_files(&self, image_id: i64) -> Result<HashMap<(i64, u32), (u64, String)>> {
-        use arrow::array::AsArray;
-        use arrow::datatypes::Int64Type;
-        let filter = format!("image_id = {image_id} AND kind = 'file' AND content_hash IS NOT NULL");
-        let columns = ["partition", "inode", "size", "content_hash"];
-        let batches = self.catalog().scan(FileRow::NAME, &columns, Some(&filter)).await?;
-        let mut files = HashMap::new();
-        for b in &batches {
-            let int = |i: usize| b.column(i).as_primitive::<Int64Type>();
-            let (partition, inode, size, hash) = (int(0), int(1), int(2), b.column(3).as_string::<i32>());
-            for r in 0..b.num_rows() {
-                let key = (partition.value(r), inode.value(r) as u32);
-                files.insert(key, (size.value(r) as u64, hash.value(r).to_string()));
-            }
-        }
-        Ok(files)
+        let rows = self.catalog().regular_files(image_id).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|f| Some(((f.partition, f.inode as u32), (f.size as u64, f.content_hash?))))
+            .collect())
     }
 }

@@ -13,9 +13,10 @@
 //! memory does not grow with the image.
 
 use crate::catalog::*;
-use crate::library::InFlight;
+use crate::library::{Origin, actor};
+use crate::locks::InFlight;
 use crate::store::{ChunkHash, Chunker, Compression, PackWriter, StoredChunk, hex};
-use crate::{Error, IoContext, Library, Result, now_ns};
+use crate::{Error, IoContext, Library, Progress, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
 use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat};
@@ -32,8 +33,7 @@ pub(crate) mod root_fs;
 mod survey;
 
 use disk_map::{RawStream, disk_map, file_pieces};
-pub(crate) use edited::merged;
-use edited::{Base, Edited};
+use edited::{Edited, ParentDisk};
 use root_fs::{find_packages, read_small_file};
 use survey::{Survey, survey};
 
@@ -75,14 +75,6 @@ pub struct CheckinOptions {
     /// warning, instead of refusing the image.
     pub raw_on_error: bool,
     pub progress: Option<Arc<dyn Progress>>,
-}
-
-/// Progress of a checkin, phase by phase (each partition's files, then the disk map).
-pub trait Progress: Send + Sync {
-    /// A phase of `total` bytes begins.
-    fn phase(&self, name: &str, total: u64);
-    /// `bytes` more of the current phase are done (called from any thread).
-    fn advance(&self, bytes: u64);
 }
 
 impl Library {
@@ -134,13 +126,17 @@ impl Library {
         // From the moment it learns which chunks exist until its commit: gc waits meanwhile.
         let writing = self.writing().await?;
         let reading = self.reading()?;
-        let (base, known, scratch, checks) = match edited {
-            Some(Edited { base, known, scratch, checks }) => (Some(base), known, Some(scratch), Some(checks)),
-            None => (None, self.known_chunks().await?, None, None),
+        let (parent_disk, known, scratch, checks) = match edited {
+            Some(Edited { parent_disk, known, scratch, checks }) => {
+                (Some(parent_disk), known, Some(scratch), Some(checks))
+            }
+            None => (None, self.catalog().chunk_hashes().await?, None, None),
         };
         let (root, label) = (self.root().to_path_buf(), image.to_string());
         let ingest = tokio::task::spawn_blocking(move || {
-            ingest(&root, &label, open, &options, known, base.as_deref(), || crate::library::allocate_image_id(&root))
+            ingest(&root, &label, open, &options, known, parent_disk.as_deref(), || {
+                crate::library::allocate_image_id(&root)
+            })
         });
         let failed = |e: tokio::task::JoinError| Error::Image {
             image: image.to_string(),
@@ -165,7 +161,7 @@ impl Library {
         }
 
         let catalog = self.catalog();
-        let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(chunk_row).collect();
+        let chunk_rows: Vec<ChunkRow> = ingest.chunks.iter().map(ChunkRow::from).collect();
         // One table each, so at once; none is visible before the images row. An edit's
         // scratch file, read through, goes meanwhile (a sparse file takes a while to free).
         let remove = async {
@@ -194,7 +190,7 @@ impl Library {
             parent_id: None,
             created_at: now_ns(),
             created_by: actor(),
-            state: "active".into(),
+            state: ImageState::Active,
             source_format: ingest.format.clone(),
             virtual_size: ingest.virtual_size as i64,
             stored_bytes_new: stats.stored.load(Relaxed) as i64,
@@ -246,81 +242,6 @@ impl Library {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
-
-    /// Writes provenance and then the images row, holding the library lock so that the
-    /// version number cannot be taken by a concurrent commit.
-    pub(crate) async fn commit(&self, image: &mut ImageRow, origin: Origin) -> Result<()> {
-        let lock = self.lock()?;
-        let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
-        image.version = newest.as_ref().map_or(1, |i| i.version + 1);
-        image.parent_id = origin.parent.or(newest.map(|i| i.image_id));
-        let provenance = ProvenanceRow {
-            image_id: image.image_id,
-            parent_id: image.parent_id,
-            operation: origin.operation,
-            arguments: origin.arguments.to_string(),
-            actor: image.created_by.clone(),
-            at: image.created_at,
-        };
-        self.catalog().append(&[provenance]).await?;
-        self.catalog().append(std::slice::from_ref(image)).await?;
-        drop(lock);
-        Ok(())
-    }
-
-    /// The hashes of every chunk in the store, for deduplication.
-    pub(crate) async fn known_chunks(&self) -> Result<HashSet<ChunkHash>> {
-        let batches = self.catalog().scan(ChunkRow::NAME, &["chunk_hash"], None).await?;
-        let mut known = HashSet::new();
-        for b in &batches {
-            use arrow::array::AsArray;
-            for h in b.column(0).as_string::<i32>().iter().flatten() {
-                if let Some(h) = crate::store::parse_hex(h) {
-                    known.insert(h);
-                }
-            }
-        }
-        Ok(known)
-    }
-}
-
-/// Who runs the operation: $USER or $LOGNAME, else the name of the effective uid (a service or
-/// a container often has neither variable), else the uid.
-pub(crate) fn actor() -> String {
-    if let Ok(name) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        return name;
-    }
-    // SAFETY: geteuid has no preconditions; getpwuid returns NULL or a pointer to a static
-    // entry whose pw_name is a NUL-terminated string, read at once.
-    unsafe {
-        let uid = libc::geteuid();
-        let entry = libc::getpwuid(uid);
-        if entry.is_null() || (*entry).pw_name.is_null() {
-            return format!("uid {uid}");
-        }
-        std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().into_owned()
-    }
-}
-
-pub(crate) fn chunk_row(c: &StoredChunk) -> ChunkRow {
-    ChunkRow {
-        chunk_hash: hex(&c.hash),
-        size: i64::from(c.location.size),
-        stored_size: i64::from(c.stored_size),
-        pack: c.location.pack.clone(),
-        pack_offset: c.location.offset as i64,
-        frame_size: i64::from(c.location.frame_size),
-        frame_offset: i64::from(c.location.frame_offset),
-    }
-}
-
-/// What made a version, for its provenance row.
-pub(crate) struct Origin {
-    /// checkin, replace, import, remove, set_meta, patch, clone.
-    pub operation: String,
-    pub arguments: serde_json::Value,
-    /// The version it was made from; without one, the newest version of its name, if any.
-    pub parent: Option<i64>,
 }
 
 #[derive(Default)]
@@ -439,7 +360,7 @@ fn ingest(
     open: impl FnOnce() -> std::io::Result<Disk>,
     options: &CheckinOptions,
     known: HashSet<ChunkHash>,
-    base: Option<&Base>,
+    parent_disk: Option<&ParentDisk>,
     allocate_image_id: impl FnOnce() -> Result<i64>,
 ) -> Result<Ingest> {
     let image_err = |message: String| Error::Image { image: image.to_string(), message };
@@ -472,8 +393,8 @@ fn ingest(
         let mut seen = HashSet::new();
         let mut work: Vec<&fs::File> =
             ifs.fs.files.iter().filter(|f| f.kind == fs::FileKind::File && seen.insert(f.inode)).collect();
-        if let Some(base) = base {
-            work.retain(|f| match base.unchanged(ifs.partition, &ifs.spans, f) {
+        if let Some(parent_disk) = parent_disk {
+            work.retain(|f| match parent_disk.unchanged(ifs.partition, &ifs.spans, f) {
                 Some(hash) => {
                     unchanged.insert((fs_index, f.inode), hash);
                     false
@@ -551,9 +472,9 @@ fn ingest(
         }
     }
 
-    let kept = edited::merged(kept);
-    let base = base.map(|b| (b, kept.as_slice()));
-    let extents = disk_map(&sink, &disk, image_id, pieces, base).map_err(|e| image_err(e.to_string()))?;
+    let kept = crate::ranges::merged(kept);
+    let parent_disk = parent_disk.map(|b| (b, kept.as_slice()));
+    let extents = disk_map(&sink, &disk, image_id, pieces, parent_disk).map_err(|e| image_err(e.to_string()))?;
     let threads = sink.threads.lock().map_or(0, |t| t.len());
     let Sink { packs, stats, .. } = sink;
     let chunks = packs
@@ -627,7 +548,7 @@ fn file_row(
         image_id,
         partition,
         path: f.path.clone(),
-        kind: f.kind.as_str(),
+        kind: f.kind,
         mode: i64::from(f.mode),
         uid: i64::from(f.uid),
         gid: i64::from(f.gid),

@@ -23,6 +23,24 @@ pub fn hex(hash: &ChunkHash) -> String {
     blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }
 
+/// The id of every pack file of the library at `root`.
+pub fn pack_ids(root: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for fan in std::fs::read_dir(root.join("packs"))? {
+        let fan = fan?;
+        if !fan.file_type()?.is_dir() {
+            continue;
+        }
+        for pack in std::fs::read_dir(fan.path())? {
+            if let Some(id) = pack?.file_name().to_str().and_then(|n| n.strip_suffix(".pack")) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
 /// Parses the catalog's hex form.
 pub fn parse_hex(text: &str) -> Option<ChunkHash> {
     blake3::Hash::from_hex(text).ok().map(|h| *h.as_bytes())

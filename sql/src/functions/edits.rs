@@ -324,7 +324,7 @@ impl TableFunctionImpl for History {
                         TimestampNanosecondArray::from(rows.iter().map(|r| r.at).collect::<Vec<_>>())
                             .with_timezone("UTC"),
                     ) as _,
-                    s(|r| Some(&r.state)),
+                    s(|r| Some(r.state.as_str())),
                 ];
                 Ok(vec![RecordBatch::try_new(out, columns)?])
             })

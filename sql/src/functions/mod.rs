@@ -1,11 +1,14 @@
 //! imagelake's SQL functions.
 //!
 //! - Read functions ([`read`]): `compare`, `ls`, `file_lines`, `image_stats` (table functions)
-//!   and `read_text`, `read_bytes`, `version_cmp` (scalars). Pure: running them twice is harmless.
-//! - Command functions ([`commands`]): `checkin`, `checkout` (table functions) and
-//!   `checkout_to` (a volatile scalar, once per row). They change the library, so each runs
-//!   exactly once per executed statement; `Session::run` enforces the rules DataFusion leaves
-//!   open (see `commands`).
+//!   and `read_text`, `read_bytes`, `version_cmp` (scalars); `history` (a table function, in
+//!   `edits` beside the commands that make versions). Pure: running them twice is harmless.
+//! - Command functions, which change the library: `checkin`, `checkout` (table functions) and
+//!   `checkout_to` (a volatile scalar, once per row) in [`commands`]; `replace_content`,
+//!   `import`, `remove`, `set_meta`, `clone`, `delete`, `undelete` and `patch` (each a table
+//!   function and, under the same name, a volatile scalar) and `gc` (a table function) in
+//!   `edits`. Each runs exactly once per executed statement; `Session::run` enforces the rules
+//!   DataFusion leaves open (see `commands`).
 //!
 //! DataFusion calls a table function while *planning*, synchronously, with its arguments
 //! folded to literals; a column reference arrives unresolved. So a table function here only

@@ -162,7 +162,7 @@ impl TableFunctionImpl for Ls {
                 let select = "SELECT regexp_replace(path, '^.*/', '') AS name, kind, size, mode, uid, gid, mtime, \
                               link_target, content_hash, partition, path FROM files";
                 let scope = format!("image_id = {} AND partition = {}", image.image_id, found.partition);
-                let sql = if found.kind == "dir" {
+                let sql = if found.kind == imagelake_engine::catalog::FileKind::Dir {
                     let prefix = if found.path == "/" { "/".to_string() } else { format!("{}/", found.path) };
                     format!(
                         "{select} WHERE {scope} AND path <> '/' AND starts_with(path, {q}) \

@@ -1,0 +1,243 @@
+//! Every question the engine asks the catalog, in one place: each builds its Lance filter,
+//! reads the columns it needs and answers with typed rows (`Decode`), so that a row filter
+//! (grants) has one door to guard and a schema change one place to look.
+//!
+//! **Architecture Invariant:** outside `catalog/`, the engine reads the catalog only through
+//! these methods; no other module builds a filter or reads a column.
+
+use super::{Catalog, ChunkRow, Decode, ExtentRow, FileRow, ImageRow, PartitionRow, ProvenanceRow, Table};
+use crate::Result;
+use crate::store::{ChunkHash, ChunkLocation, hex, parse_hex};
+use arrow::array::RecordBatch;
+use std::collections::{HashMap, HashSet};
+
+/// Quotes a text for a Lance filter.
+pub(crate) fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `'a', 'b', ...` for an `IN (...)` of a Lance filter.
+fn quoted_list<S: AsRef<str>>(texts: &[S]) -> String {
+    texts.iter().map(|t| quote(t.as_ref())).collect::<Vec<_>>().join(", ")
+}
+
+/// Hashes per lookup of an `IN (...)` list: the index answers each quickly, and many run at once.
+const LOOKUP_GROUP: usize = 512;
+
+impl Catalog {
+    async fn rows<T: Decode>(&self, columns: &[&str], filter: Option<&str>) -> Result<Vec<T>> {
+        let mut rows = Vec::new();
+        for batch in self.scan(T::NAME, columns, filter).await? {
+            rows.extend(T::decode(&batch)?);
+        }
+        Ok(rows)
+    }
+
+    /// Every version's `images` row, deleted and purged ones included.
+    pub async fn images(&self) -> Result<Vec<ImageRow>> {
+        let columns: Vec<String> = ImageRow::schema().fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        self.rows(&columns, None).await
+    }
+
+    /// Every `provenance` row.
+    pub async fn provenance(&self) -> Result<Vec<ProvenanceRow>> {
+        self.rows(&["image_id", "parent_id", "operation", "arguments", "actor", "at"], None).await
+    }
+
+    /// The partitions of a version: number, place on the disk, filesystem type.
+    pub async fn partitions(&self, image_id: i64) -> Result<Vec<PartitionRow>> {
+        let filter = format!("image_id = {image_id}");
+        self.rows(&["partition", "start", "size", "fs_type"], Some(&filter)).await
+    }
+
+    /// The `columns` of every file of a version (of one partition, if given).
+    pub async fn files(&self, image_id: i64, partition: Option<i64>, columns: &[&str]) -> Result<Vec<FileRow>> {
+        let mut filter = format!("image_id = {image_id}");
+        if let Some(p) = partition {
+            filter += &format!(" AND partition = {p}");
+        }
+        self.rows(columns, Some(&filter)).await
+    }
+
+    /// The `columns` of the files of a version at `paths` (on one partition, if given).
+    pub async fn files_at(
+        &self,
+        image_id: i64,
+        partition: Option<i64>,
+        paths: &[String],
+        columns: &[&str],
+    ) -> Result<Vec<FileRow>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut filter = format!("image_id = {image_id} AND path IN ({})", quoted_list(paths));
+        if let Some(p) = partition {
+            filter += &format!(" AND partition = {p}");
+        }
+        self.rows(columns, Some(&filter)).await
+    }
+
+    /// The regular files of a version that have a content: partition, inode, size, content.
+    pub async fn regular_files(&self, image_id: i64) -> Result<Vec<FileRow>> {
+        let filter = format!("image_id = {image_id} AND kind = 'file' AND content_hash IS NOT NULL");
+        self.rows(&["partition", "inode", "size", "content_hash"], Some(&filter)).await
+    }
+
+    /// The files, in any version, whose content is one of `contents`: version, path, content.
+    pub async fn files_with_contents(&self, contents: &[String]) -> Result<Vec<FileRow>> {
+        let mut rows = Vec::new();
+        for group in contents.chunks(LOOKUP_GROUP) {
+            let filter = format!("content_hash IN ({})", quoted_list(group));
+            rows.extend(self.rows(&["image_id", "path", "content_hash"], Some(&filter)).await?);
+        }
+        Ok(rows)
+    }
+
+    /// The disk map of a version, in disk order; `with_contents` also reads which file content
+    /// each extent holds (for an edit, which carries unchanged files over).
+    pub async fn disk_map(&self, image_id: i64, with_contents: bool) -> Result<Vec<ExtentRow>> {
+        let mut columns = vec!["image_id", "disk_offset", "length", "kind", "chunk_hash", "chunk_offset"];
+        if with_contents {
+            columns.extend(["content_hash", "content_offset"]);
+        }
+        let filter = format!("image_id = {image_id}");
+        let mut extents: Vec<ExtentRow> = self.rows(&columns, Some(&filter)).await?;
+        extents.sort_by_key(|e| e.disk_offset);
+        Ok(extents)
+    }
+
+    /// The file extents of a version holding `contents` (all its file extents with None): where
+    /// each content's pieces are stored.
+    pub async fn content_extents(&self, image_id: i64, contents: Option<&[String]>) -> Result<Vec<ExtentRow>> {
+        let columns = ["content_hash", "content_offset", "length", "chunk_hash", "chunk_offset"];
+        // A few contents through the content_hash index; many by one scan.
+        let filter = match contents {
+            Some([]) => return Ok(Vec::new()),
+            Some(list) => format!("image_id = {image_id} AND content_hash IN ({})", quoted_list(list)),
+            None => format!("image_id = {image_id} AND content_hash IS NOT NULL"),
+        };
+        self.rows(&columns, Some(&filter)).await
+    }
+
+    /// The extents, in any version, stored in one of the given chunks.
+    pub async fn extents_in_chunks(&self, hashes: &[ChunkHash]) -> Result<Vec<ExtentRow>> {
+        let mut rows = Vec::new();
+        for group in hashes.chunks(LOOKUP_GROUP) {
+            let list: Vec<String> = group.iter().map(hex).collect();
+            let filter = format!("chunk_hash IN ({})", quoted_list(&list));
+            let columns = ["image_id", "disk_offset", "kind", "chunk_hash", "content_hash"];
+            rows.extend(self.rows(&columns, Some(&filter)).await?);
+        }
+        Ok(rows)
+    }
+
+    /// Every extent of every version (without contents), for `check`.
+    pub async fn all_extents(&self) -> Result<Vec<ExtentRow>> {
+        self.rows(&["image_id", "disk_offset", "length", "kind", "chunk_hash"], None).await
+    }
+
+    /// Every chunk an extent of some version names.
+    pub async fn used_chunks(&self) -> Result<HashSet<ChunkHash>> {
+        let rows: Vec<ExtentRow> = self.rows(&["chunk_hash"], Some("chunk_hash IS NOT NULL")).await?;
+        Ok(rows.iter().filter_map(|e| e.chunk_hash.as_deref().and_then(parse_hex)).collect())
+    }
+
+    /// The hashes of every chunk in the store, for deduplication.
+    pub async fn chunk_hashes(&self) -> Result<HashSet<ChunkHash>> {
+        let rows: Vec<ChunkRow> = self.rows(&["chunk_hash"], None).await?;
+        Ok(rows.iter().filter_map(|c| parse_hex(&c.chunk_hash)).collect())
+    }
+
+    /// Every row of `chunks` (a chunk twice while a repack or gc moves it), as locations.
+    pub async fn chunk_rows(&self) -> Result<Vec<(ChunkHash, ChunkLocation)>> {
+        let rows: Vec<ChunkRow> = self.rows(&LOCATION_COLUMNS, None).await?;
+        Ok(rows.iter().filter_map(ChunkRow::location).collect())
+    }
+
+    /// Where the given chunks live (looked up through the `chunks` table's index, 512 hashes
+    /// a lookup, all at once).
+    pub async fn chunk_locations(&self, hashes: &[ChunkHash]) -> Result<HashMap<ChunkHash, ChunkLocation>> {
+        let mut wanted: Vec<String> = hashes.iter().map(hex).collect();
+        wanted.sort();
+        wanted.dedup();
+        let lookups = wanted.chunks(LOOKUP_GROUP).map(|group| async move {
+            let filter = format!("chunk_hash IN ({})", quoted_list(group));
+            let rows: Vec<ChunkRow> = self.rows(&LOCATION_COLUMNS, Some(&filter)).await?;
+            Ok::<_, crate::Error>(rows)
+        });
+        let found = futures::future::try_join_all(lookups).await?;
+        Ok(found.iter().flatten().filter_map(ChunkRow::location).collect())
+    }
+
+    /// Which of `packs` some `chunks` row still points into.
+    pub async fn packs_in_use(&self, packs: &[String]) -> Result<HashSet<String>> {
+        if packs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let filter = format!("pack IN ({})", quoted_list(packs));
+        let rows: Vec<ChunkRow> = self.rows(&["pack"], Some(&filter)).await?;
+        Ok(rows.into_iter().map(|c| c.pack).collect())
+    }
+
+    /// The image ids with rows in `table`.
+    pub async fn image_ids(&self, table: &str) -> Result<HashSet<i64>> {
+        let mut ids = HashSet::new();
+        for batch in self.scan(table, &["image_id"], None).await? {
+            let column = super::columns::Columns::new(table, &batch).i64("image_id")?;
+            ids.extend(column.iter().flat_map(|c| c.values().iter().copied()));
+        }
+        Ok(ids)
+    }
+
+    /// A version's rows of `table`, every column, as they are stored (for a clone, which
+    /// copies them under a new image id).
+    pub async fn rows_of(&self, table: &str, image_id: i64) -> Result<Vec<RecordBatch>> {
+        let dataset = self.dataset(table).await?;
+        let columns: Vec<String> = dataset.schema().fields.iter().map(|f| f.name.clone()).collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        self.scan(table, &columns, Some(&format!("image_id = {image_id}"))).await
+    }
+
+    /// Deletes the rows of `table` whose image id is one of `ids` (purged versions, leftovers
+    /// of crashed checkins).
+    pub async fn delete_versions(&self, table: &str, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+        let mut dataset = self.dataset(table).await?;
+        let deleted = dataset.delete(&format!("image_id IN ({list})")).await;
+        deleted
+            .map_err(|e| crate::Error::Catalog(format!("deleting the rows of versions {list} from {table}: {e}")))?;
+        Ok(())
+    }
+
+    /// Deletes the `chunks` rows of the given packs.
+    pub async fn delete_pack_rows(&self, packs: &[&str]) -> Result<()> {
+        let mut chunks = self.dataset(ChunkRow::NAME).await?;
+        let deleted = chunks.delete(&format!("pack IN ({})", quoted_list(packs))).await;
+        deleted.map_err(|e| crate::Error::Catalog(format!("deleting the rows of retired packs: {e}")))?;
+        Ok(())
+    }
+
+    /// Sets a version's `images.state` (delete, undelete, gc's purge).
+    pub async fn set_state(&self, image_id: i64, state: super::ImageState, label: &str) -> Result<()> {
+        let dataset = std::sync::Arc::new(self.dataset(ImageRow::NAME).await?);
+        let err = |e: lance::Error| crate::Error::Catalog(format!("marking {label} {state}: {e}"));
+        lance::dataset::UpdateBuilder::new(dataset)
+            .update_where(&format!("image_id = {image_id}"))
+            .map_err(err)?
+            .set("state", &quote(state.as_str()))
+            .map_err(err)?
+            .build()
+            .map_err(err)?
+            .execute()
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// The `chunks` columns that say where a chunk is.
+const LOCATION_COLUMNS: [&str; 6] = ["chunk_hash", "size", "pack", "pack_offset", "frame_size", "frame_offset"];
