@@ -17,9 +17,13 @@ const SECTOR: u64 = 512;
 const MAX_METADATA: u64 = 64 << 20;
 const MAX_DEPTH: usize = 16;
 
-#[derive(Debug, thiserror::Error)]
-#[error("lvm2: {0}")]
-pub struct Error(pub String);
+/// What went wrong, naming the structure: messages start with `lvm2: `. A logical volume of
+/// a layout imagelake does not map (thin pool, RAID...) or lying on a physical volume of
+/// another disk is [`Unsupported`](crate::ErrorKind::Unsupported); a failed read is
+/// [`Io`](crate::ErrorKind::Io) (or `Corrupt` when past the end of the source); the rest is
+/// [`Corrupt`](crate::ErrorKind::Corrupt).
+pub type Error = crate::Error;
+crate::prefixed!("lvm2");
 
 /// A volume group as one physical volume's metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +80,10 @@ fn find_label(src: &dyn ReadAt) -> Option<u64> {
 
 /// Reads the volume group metadata of the physical volume in `src`.
 pub fn read(src: &dyn ReadAt) -> Result<VolumeGroup, Error> {
-    let err = |what: String| Error(what);
+    let err = corrupt;
     let sector = find_label(src).ok_or_else(|| err("no LABELONE label in the first four sectors".into()))?;
     let mut label = [0u8; 512];
-    src.read_exact_at(&mut label, sector * SECTOR).map_err(|e| err(format!("label: {e}")))?;
+    src.read_exact_at(&mut label, sector * SECTOR).map_err(|e| read_failed(&e, format!("label: {e}")))?;
     let header_at = u32::from_le_bytes([label[20], label[21], label[22], label[23]]) as usize;
     let header = label
         .get(header_at..)
@@ -104,7 +108,8 @@ pub fn read(src: &dyn ReadAt) -> Result<VolumeGroup, Error> {
     }
     let (mda_offset, mda_size) = *lists[1].first().ok_or_else(|| err("PV has no metadata area".into()))?;
     let mut mda = [0u8; 512];
-    src.read_exact_at(&mut mda, mda_offset).map_err(|e| err(format!("metadata area header at {mda_offset}: {e}")))?;
+    src.read_exact_at(&mut mda, mda_offset)
+        .map_err(|e| read_failed(&e, format!("metadata area header at {mda_offset}: {e}")))?;
     if &mda[4..20] != MDA_MAGIC {
         return Err(err(format!("metadata area header at {mda_offset}: bad magic")));
     }
@@ -118,10 +123,10 @@ pub fn read(src: &dyn ReadAt) -> Result<VolumeGroup, Error> {
     let mut text = vec![0u8; text_size as usize];
     let first = text_size.min(mda_size - text_offset) as usize;
     src.read_exact_at(&mut text[..first], mda_offset.saturating_add(text_offset))
-        .map_err(|e| err(format!("metadata text: {e}")))?;
+        .map_err(|e| read_failed(&e, format!("metadata text: {e}")))?;
     if first < text.len() {
         src.read_exact_at(&mut text[first..], mda_offset.saturating_add(512))
-            .map_err(|e| err(format!("metadata text: {e}")))?;
+            .map_err(|e| read_failed(&e, format!("metadata text: {e}")))?;
     }
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     let text = String::from_utf8_lossy(&text[..end]);
@@ -179,7 +184,7 @@ impl Value {
 }
 
 fn volume_group(config: &Value, pv_uuid: String) -> Result<VolumeGroup, Error> {
-    let err = |what: &str| Error(what.to_string());
+    let err = |what: &str| corrupt(what.to_string());
     let (name, vg) = config.sections().next().ok_or_else(|| err("metadata has no volume group section"))?;
     let extent_size = vg
         .int("extent_size")
@@ -244,19 +249,18 @@ impl VolumeGroup {
     /// that is not on this disk, or of an unsupported layout, is an error that says so.
     pub fn map(&self, lv: &LogicalVolume, pv_start: &dyn Fn(&str) -> Option<u64>) -> Result<Vec<Span>, Error> {
         if let Some(why) = &lv.unsupported {
-            return Err(Error(format!("{}/{}: {why}", self.name, lv.name)));
+            return Err(unsupported(format!("{}/{}: {why}", self.name, lv.name)));
         }
         // Every number here comes from the image: all arithmetic is checked.
-        let overflow = || Error(format!("{}/{}: segment offsets overflow", self.name, lv.name));
+        let overflow = || corrupt(format!("{}/{}: segment offsets overflow", self.name, lv.name));
         let extent_at = |pe: u64| pe.checked_mul(self.extent_size).ok_or_else(overflow);
         let pv_of = |name: &str, pe: u64| {
-            let pv = self
-                .physical_volumes
-                .iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| Error(format!("{}/{}: names unknown physical volume {name}", self.name, lv.name)))?;
+            let pv =
+                self.physical_volumes.iter().find(|p| p.name == name).ok_or_else(|| {
+                    corrupt(format!("{}/{}: names unknown physical volume {name}", self.name, lv.name))
+                })?;
             let start = pv_start(&pv.uuid).ok_or_else(|| {
-                Error(format!(
+                unsupported(format!(
                     "{}/{}: lies on physical volume {} ({}), which is not on this disk",
                     self.name, lv.name, pv.name, pv.uuid
                 ))
@@ -283,7 +287,7 @@ impl VolumeGroup {
             let chunk = seg.stripe_size.checked_mul(SECTOR).filter(|&c| c > 0).ok_or_else(overflow)?;
             let round = chunk.checked_mul(n).ok_or_else(overflow)?;
             if seg_len % round != 0 || seg_len / chunk > 1 << 24 {
-                return Err(Error(format!(
+                return Err(corrupt(format!(
                     "{}/{}: stripe size {} does not divide the segment",
                     self.name, lv.name, seg.stripe_size
                 )));
@@ -462,5 +466,28 @@ mod tests {
         }
         let elsewhere = |_: &str| None;
         assert!(vg.map(root, &elsewhere).unwrap_err().to_string().contains("not on this disk"));
+    }
+
+    #[test]
+    fn kinds_of_errors() {
+        let text = r#"vg1 {
+            extent_size = 8192
+            physical_volumes { pv0 { id = "P" pe_start = 2048 } pv1 { id = "Q" pe_start = 2048 } }
+            logical_volumes {
+                pool { segment1 { start_extent = 0 extent_count = 1 type = "thin-pool" } }
+                away { segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = [ "pv1", 0 ] } }
+                lost { segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = [ "pv9", 0 ] } }
+            }
+        }"#;
+        let vg = volume_group(&parse(text).unwrap(), "P".into()).unwrap();
+        let at = |uuid: &str| (uuid == "P").then_some(0);
+        let kind = |i: usize| vg.map(&vg.logical_volumes[i], &at).unwrap_err().kind();
+        // A thin pool, and a volume on a physical volume of another disk: valid, not read here.
+        assert_eq!(kind(0), crate::ErrorKind::Unsupported);
+        assert_eq!(kind(1), crate::ErrorKind::Unsupported);
+        // A segment on a physical volume the metadata does not list: corrupt.
+        assert_eq!(kind(2), crate::ErrorKind::Corrupt);
+        // No label at all.
+        assert_eq!(read(&vec![0u8; 4096]).unwrap_err().kind(), crate::ErrorKind::Corrupt);
     }
 }

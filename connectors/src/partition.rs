@@ -24,9 +24,13 @@ pub struct Partition {
     pub size: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("partition table: {0}")]
-pub struct Error(pub String);
+/// What went wrong, naming the table structure: messages start with `partition table: `.
+/// GPT entries larger than 128 bytes (valid, 128 * 2^n) are
+/// [`Unsupported`](crate::ErrorKind::Unsupported); an I/O error under the table parsers keeps
+/// its kind ([`Error::from_io`](crate::Error::from_io)); the rest is
+/// [`Corrupt`](crate::ErrorKind::Corrupt).
+pub type Error = crate::Error;
+crate::prefixed!("partition table");
 
 /// Finds the partitions of `disk`. Errors name the table structure that is wrong.
 pub fn read(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
@@ -51,7 +55,7 @@ pub fn read(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
 /// process down.
 fn guard<T>(table: &str, parse: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse))
-        .unwrap_or_else(|_| Err(Error(format!("{table}: the table is malformed (its parser gave up)"))))
+        .unwrap_or_else(|_| Err(corrupt(format!("{table}: the table is malformed (its parser gave up)"))))
 }
 
 fn whole_disk(size: u64) -> Partition {
@@ -78,9 +82,11 @@ fn check_gpt_headers(disk: &dyn ReadAt) -> Result<(), Error> {
         }
         let size = u32::from_le_bytes(header[84..88].try_into().unwrap_or_default());
         if size != GPT_ENTRY {
-            return Err(Error(format!(
+            // The UEFI spec allows 128 * 2^n: larger entries are valid, other sizes are not.
+            let what = format!(
                 "GPT header at LBA {lba}: partition entries of {size} bytes; only {GPT_ENTRY}-byte entries are read"
-            )));
+            );
+            return Err(if size > GPT_ENTRY && size.is_power_of_two() { unsupported(what) } else { corrupt(what) });
         }
     }
     Ok(())
@@ -90,11 +96,12 @@ fn read_gpt(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
     let lb = gpt::disk::LogicalBlockSize::Lb512;
     check_gpt_headers(disk)?;
     let gpt = guard("GPT", || {
-        gpt::GptConfig::new()
-            .writable(false)
-            .logical_block_size(lb)
-            .open_from_device(Device::new(disk))
-            .map_err(|e| Error(format!("GPT: {e}")))
+        gpt::GptConfig::new().writable(false).logical_block_size(lb).open_from_device(Device::new(disk)).map_err(|e| {
+            match &e {
+                gpt::GptError::Io(io) => read_failed(io, format!("GPT: {e}")),
+                _ => corrupt(format!("GPT: {e}")),
+            }
+        })
     })?;
     let mut out = Vec::new();
     for (&index, p) in gpt.partitions() {
@@ -102,7 +109,7 @@ fn read_gpt(disk: &dyn ReadAt) -> Result<Vec<Partition>, Error> {
             continue;
         }
         let (Ok(start), Ok(size)) = (p.bytes_start(lb), p.bytes_len(lb)) else {
-            return Err(Error(format!("GPT entry {index}: LBAs {}..{} overflow", p.first_lba, p.last_lba)));
+            return Err(corrupt(format!("GPT entry {index}: LBAs {}..{} overflow", p.first_lba, p.last_lba)));
         };
         out.push(Partition {
             index,
@@ -123,11 +130,15 @@ fn read_mbr(disk: &dyn ReadAt, sector0: &[u8; 512]) -> Result<Vec<Partition>, Er
         let entry = &sector0[446 + 16 * slot..446 + 16 * (slot + 1)];
         let start = u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]);
         if entry[4] != 0 && start == 0 {
-            return Err(Error(format!("MBR entry {}: partition starts at sector 0, over the MBR itself", slot + 1)));
+            return Err(corrupt(format!("MBR entry {}: partition starts at sector 0, over the MBR itself", slot + 1)));
         }
     }
-    let mbr =
-        guard("MBR", || mbrman::MBR::read_from(&mut Device::new(disk), 512).map_err(|e| Error(format!("MBR: {e}"))))?;
+    let mbr = guard("MBR", || {
+        mbrman::MBR::read_from(&mut Device::new(disk), 512).map_err(|e| match &e {
+            mbrman::Error::Io(io) => read_failed(io, format!("MBR: {e}")),
+            _ => corrupt(format!("MBR: {e}")),
+        })
+    })?;
     let mut out = Vec::new();
     for (index, p) in mbr.iter() {
         if !p.is_used() || p.is_extended() {
@@ -242,5 +253,12 @@ mod tests {
         let bytes = std::fs::read(dir.join("gpt-entry-size-0.bin")).unwrap();
         let err = read(&bytes).unwrap_err();
         assert!(err.to_string().contains("partition entries of 0 bytes"), "{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        // Entries of 256 bytes are valid (128 * 2^n) but not read: unsupported, same words.
+        let mut bytes = bytes;
+        bytes[512 + 84..512 + 88].copy_from_slice(&256u32.to_le_bytes());
+        let err = read(&bytes).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("partition entries of 256 bytes"), "{err}");
     }
 }

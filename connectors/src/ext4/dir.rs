@@ -3,7 +3,7 @@
 //! A linear scan also covers htree directories: their index blocks present themselves as
 //! entries with inode 0 (or as "." and ".."), which are skipped, as is the metadata_csum tail.
 
-use super::{Error, le16, le32};
+use super::{Error, corrupt, le16, le32};
 
 /// The fixed part of an entry: inode, rec_len, name_len, file_type.
 const HEADER: usize = 8;
@@ -21,7 +21,7 @@ pub(super) fn parse_block(
     where_: &dyn Fn() -> String,
     out: &mut Vec<Entry>,
 ) -> Result<(), Error> {
-    let err = |pos: usize, what: String| Error(format!("{}, entry at {pos}: {what}", where_()));
+    let err = |pos: usize, what: String| corrupt(format!("{}, entry at {pos}: {what}", where_()));
     let mut pos = 0;
     while pos < block.len() {
         let header =

@@ -1,7 +1,7 @@
 //! Inodes and their block maps: ext4 extent trees and ext2/ext3 indirect block maps.
 
 use super::superblock::Superblock;
-use super::{Error, Extent, le16, le32};
+use super::{Error, Extent, corrupt, le16, le32};
 
 pub(super) const ROOT: u32 = 2;
 
@@ -56,7 +56,7 @@ impl Inode {
         if raw.len() > GOOD_OLD_INODE_SIZE {
             extra_isize = usize::from(le16(raw, 0x80));
             if !extra_isize.is_multiple_of(4) || GOOD_OLD_INODE_SIZE + extra_isize > raw.len() {
-                return Err(Error(format!(
+                return Err(corrupt(format!(
                     "inode {ino}: i_extra_isize {extra_isize} is unaligned or exceeds the \
                      inode size {}",
                     raw.len()
@@ -131,7 +131,7 @@ impl Allowance {
 
     fn take(&mut self, blocks: u64) -> Result<(), Error> {
         self.left = self.left.checked_sub(blocks).ok_or_else(|| {
-            Error(if self.by_inode {
+            corrupt(if self.by_inode {
                 format!("inode {}: maps more blocks than its i_blocks accounts for", self.ino)
             } else {
                 format!(
@@ -181,7 +181,7 @@ fn extent_node(
     allowance: &mut Allowance,
     out: &mut Vec<Run>,
 ) -> Result<(), Error> {
-    let err = |what: String| Error(format!("inode {ino}: {what}"));
+    let err = |what: String| corrupt(format!("inode {ino}: {what}"));
     let magic = le16(node, 0);
     let entries = usize::from(le16(node, 2));
     let max = usize::from(le16(node, 4));
@@ -271,13 +271,13 @@ fn indirect(
 fn add_run(sb: &Superblock, ino: u32, run: Run, allowance: &mut Allowance, out: &mut Vec<Run>) -> Result<(), Error> {
     // Logical block numbers are 32 bits wide.
     if run.logical.saturating_add(run.len) > 1 << 32 {
-        return Err(Error(format!(
+        return Err(corrupt(format!(
             "inode {ino}: logical blocks {}+{} reach past logical block 2^32",
             run.logical, run.len
         )));
     }
     if run.physical < sb.first_data_block || !sb.blocks_inside(run.physical, run.len) {
-        return Err(Error(format!(
+        return Err(corrupt(format!(
             "inode {ino}: blocks {}+{} (logical {}) lie outside the filesystem ({} blocks)",
             run.physical, run.len, run.logical, sb.blocks_count
         )));
@@ -301,7 +301,7 @@ fn finish(ino: u32, mut runs: Vec<Run>, sb: &Superblock) -> Result<Vec<Extent>, 
     for run in runs {
         match merged.last_mut() {
             Some(last) if last.logical + last.len > run.logical => {
-                return Err(Error(format!("inode {ino}: extents overlap at logical block {}", run.logical)));
+                return Err(corrupt(format!("inode {ino}: extents overlap at logical block {}", run.logical)));
             }
             Some(last) if continues(last, &run) => last.len += run.len,
             _ => merged.push(run),

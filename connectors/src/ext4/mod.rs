@@ -69,10 +69,13 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     })
 }
 
-/// What went wrong, naming the structure.
-#[derive(Debug, thiserror::Error)]
-#[error("ext4: {0}")]
-pub struct Error(pub String);
+/// What went wrong, naming the structure: messages start with `ext4: `. Unsupported
+/// incompatible features and a listing past [`MAX_LISTING_BYTES`] are
+/// [`Unsupported`](crate::ErrorKind::Unsupported); a failed read is
+/// [`Io`](crate::ErrorKind::Io) (or `Corrupt` when past the end of the source); the rest is
+/// [`Corrupt`](crate::ErrorKind::Corrupt).
+pub type Error = crate::Error;
+crate::prefixed!("ext4");
 
 /// The kind an inode's mode names.
 fn kind_from_mode(mode: u16) -> Option<FileKind> {
@@ -108,9 +111,11 @@ impl BlockSource for Volume<'_> {
         let offset = self
             .sb
             .block_offset(block)
-            .ok_or_else(|| Error(format!("{}: block {block} lies past the end of the filesystem", what())))?;
+            .ok_or_else(|| corrupt(format!("{}: block {block} lies past the end of the filesystem", what())))?;
         let mut buf = vec![0; self.sb.block_size as usize];
-        self.src.read_exact_at(&mut buf, offset).map_err(|e| Error(format!("{}: block {block}: {e}", what())))?;
+        self.src
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| read_failed(&e, format!("{}: block {block}: {e}", what())))?;
         Ok(buf)
     }
 }
@@ -119,7 +124,7 @@ impl Volume<'_> {
     fn inode(&mut self, ino: u32) -> Result<Inode, Error> {
         let sb = &self.sb;
         if ino == 0 || ino > sb.inodes_count {
-            return Err(Error(format!("inode {ino} is outside 1..={} of the filesystem", sb.inodes_count)));
+            return Err(corrupt(format!("inode {ino} is outside 1..={} of the filesystem", sb.inodes_count)));
         }
         let group = (ino - 1) / sb.inodes_per_group;
         let index = (ino - 1) % sb.inodes_per_group;
@@ -134,7 +139,7 @@ impl Volume<'_> {
         // inode_table checked that the whole table lies inside the filesystem.
         let offset = table * u64::from(sb.block_size) + u64::from(index) * u64::from(sb.inode_size);
         let mut raw = vec![0; sb.inode_size as usize];
-        self.src.read_exact_at(&mut raw, offset).map_err(|e| Error(format!("inode {ino}: {e}")))?;
+        self.src.read_exact_at(&mut raw, offset).map_err(|e| read_failed(&e, format!("inode {ino}: {e}")))?;
         Inode::parse(ino, &raw, sb)
     }
 
@@ -149,9 +154,9 @@ impl Volume<'_> {
 
     /// Reads the first `len` bytes of data mapped by `extents`.
     fn read_data(&self, ino: u32, extents: &[Extent], len: u64) -> Result<Vec<u8>, Error> {
-        let err = |e: String| Error(format!("inode {ino}: reading {len} bytes of data: {e}"));
-        let mut buf = vec![0; usize::try_from(len).map_err(|e| err(e.to_string()))?];
-        crate::fs::read_mapped(self.src, extents, 0, &mut buf).map_err(|e| err(e.to_string()))?;
+        let what = |e: &dyn std::fmt::Display| format!("inode {ino}: reading {len} bytes of data: {e}");
+        let mut buf = vec![0; usize::try_from(len).map_err(|e| corrupt(what(&e)))?];
+        crate::fs::read_mapped(self.src, extents, 0, &mut buf).map_err(|e| read_failed(&e, what(&e)))?;
         Ok(buf)
     }
 
@@ -176,7 +181,7 @@ impl Volume<'_> {
 
     /// A value kept in the data of its own inode (EA_INODE).
     fn xattr_inode(&mut self, ino: u32, name: &str, inum: u32, size: u32) -> Result<Vec<u8>, Error> {
-        let err = |what: String| Error(format!("inode {ino}: xattr {name}: value inode {inum} {what}"));
+        let err = |what: String| corrupt(format!("inode {ino}: xattr {name}: value inode {inum} {what}"));
         if size > MAX_XATTR_VALUE {
             return Err(err(format!("holds {size} bytes, more than {MAX_XATTR_VALUE}")));
         }
@@ -237,7 +242,7 @@ impl Walk<'_> {
     fn run(&mut self) -> Result<(), Error> {
         let root = self.visit(inode::ROOT, "/".into())?;
         let Some(root) = root else {
-            return Err(Error(format!("inode {}: the root is not a directory", inode::ROOT)));
+            return Err(corrupt(format!("inode {}: the root is not a directory", inode::ROOT)));
         };
         // An explicit stack, not recursion: depth is bounded only by the number of inodes.
         // Each level holds its directory's path ("" for the root) and its unvisited entries.
@@ -257,10 +262,10 @@ impl Walk<'_> {
 
     /// Lists the file at `path`; returns its entries when it is a directory to descend into.
     fn visit(&mut self, ino: u32, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
-        let at = |e: Error| Error(format!("{} (at {path})", e.0));
+        let at = |e: Error| e.map_message(|m| format!("{m} (at {path})"));
         if let Some(first) = self.first_path.get(&ino).and_then(|&i| self.listing.files.get(i)) {
             if first.kind == FileKind::Dir {
-                return Err(Error(format!(
+                return Err(corrupt(format!(
                     "directory inode {ino} is reached both at {} and at {path} (a directory \
                      hard link or a cycle)",
                     first.path
@@ -277,16 +282,16 @@ impl Walk<'_> {
     }
 
     fn add(&mut self, file: File) -> Result<(), Error> {
-        self.listing.add(file).map_err(Error)
+        self.listing.add(file).map_err(unsupported)
     }
 
     fn decode(&mut self, ino: u32, path: String) -> Result<(File, Option<Vec<dir::Entry>>), Error> {
         let inode = self.vol.inode(ino)?;
         if inode.links == 0 {
-            return Err(Error(format!("inode {ino}: has no links (deleted) but is referenced")));
+            return Err(corrupt(format!("inode {ino}: has no links (deleted) but is referenced")));
         }
         let kind = kind_from_mode(inode.mode)
-            .ok_or_else(|| Error(format!("inode {ino}: mode {:#o} has no known file type", inode.mode)))?;
+            .ok_or_else(|| corrupt(format!("inode {ino}: mode {:#o} has no known file type", inode.mode)))?;
         let mut xattrs = self.vol.xattrs(&inode)?;
         let system_data = xattrs.iter().position(|(name, _)| name == SYSTEM_DATA).map(|i| xattrs.remove(i).1);
         let mut file = File {
@@ -331,7 +336,7 @@ impl Walk<'_> {
         if inode.has_inline_data() {
             let target = inline_data(inode, system_data);
             if (target.len() as u64) < size {
-                return Err(Error(format!(
+                return Err(corrupt(format!(
                     "inode {ino}: symlink target of {size} bytes exceeds its {} inline bytes",
                     target.len()
                 )));
@@ -341,7 +346,7 @@ impl Walk<'_> {
         if !inode.is_fast_symlink(&self.vol.sb) {
             // The kernel refuses targets longer than a block.
             if size > u64::from(self.vol.sb.block_size) {
-                return Err(Error(format!("inode {ino}: symlink target of {size} bytes exceeds the block size")));
+                return Err(corrupt(format!("inode {ino}: symlink target of {size} bytes exceeds the block size")));
             }
             let extents = self.vol.map(inode)?;
             return self.vol.read_data(ino, &extents, size);
@@ -351,7 +356,7 @@ impl Walk<'_> {
             .filter(|&len| len < I_BLOCK_LEN)
             .and_then(|len| inode.i_block.get(..len))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error(format!("inode {ino}: symlink of {size} bytes has no data blocks")))
+            .ok_or_else(|| corrupt(format!("inode {ino}: symlink of {size} bytes has no data blocks")))
     }
 }
 
@@ -394,4 +399,85 @@ fn format_uuid(b: &[u8; 16]) -> String {
         b.get(range).unwrap_or_default().iter().map(|x| format!("{x:02x}")).collect::<String>()
     };
     format!("{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use std::io;
+
+    /// A 64 KiB source holding a superblock of 1 KiB blocks with the magic and `incompat`.
+    fn image(magic: u16, incompat: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 << 10];
+        b[1024 + 0x38..1024 + 0x3A].copy_from_slice(&magic.to_le_bytes());
+        b[1024 + 0x60..1024 + 0x64].copy_from_slice(&incompat.to_le_bytes());
+        b
+    }
+
+    /// A source whose reads fail as a disk's would.
+    struct Failing;
+    impl ReadAt for Failing {
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+    }
+
+    #[test]
+    fn errors_say_what_kind() {
+        // A superblock that fails its checks: corrupt.
+        let err = read(&image(0x1234, 0)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert_eq!(err.to_string(), "ext4: superblock: magic 0x1234 is not 0xef53");
+        // Valid, but compressed (0x1) or encrypted (0x10000): unsupported.
+        for feature in [0x1, 0x10000] {
+            let err = read(&image(MAGIC_FOR_TESTS, feature | 0x2)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+            assert!(err.to_string().starts_with("ext4: superblock: incompatible features"), "{err}");
+        }
+        // A source too short for its superblock: a read past its end, which is what a
+        // truncated image gives, so corrupt.
+        let mut short = image(MAGIC_FOR_TESTS, 0);
+        short.truncate(1500);
+        let err = read(&short).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("lies past the end"), "{err}");
+        // The source itself failing: I/O.
+        let err = read(&Failing).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(err.to_string().starts_with("ext4: superblock: "), "{err}");
+    }
+
+    const MAGIC_FOR_TESTS: u16 = 0xEF53;
+
+    /// The same with images made by e2fsprogs: valid but encrypted is unsupported; cut short
+    /// (the superblock's block count past the source's end) is corrupt.
+    #[test]
+    fn real_images_say_what_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs.img");
+        let run = |cmd: &mut std::process::Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
+        run(std::process::Command::new("mke2fs").args(["-q", "-F", "-t", "ext4"]).arg(&path).arg("8M"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(read(&bytes).is_ok());
+        let err = read(&bytes[..4 << 20].to_vec()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("do not fit"), "{err}");
+        let encrypted = dir.path().join("encrypted.img");
+        run(std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-O", "encrypt"])
+            .arg(&encrypted)
+            .arg("8M"));
+        let err = read(&std::fs::read(&encrypted).unwrap()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    }
+
+    #[test]
+    fn context_keeps_the_kind() {
+        let err = unsupported("x".into()).map_message(|m| format!("{m} (at /a)"));
+        assert_eq!((err.kind(), err.to_string().as_str()), (ErrorKind::Unsupported, "ext4: x (at /a)"));
+    }
 }

@@ -1,6 +1,6 @@
 //! The superblock and the group descriptors.
 
-use super::{Error, le16, le32};
+use super::{Error, corrupt, le16, le32, read_failed, unsupported};
 use crate::ReadAt;
 
 const MAGIC: u16 = 0xEF53;
@@ -81,21 +81,21 @@ pub(super) struct Superblock {
 impl Superblock {
     pub fn read(src: &dyn ReadAt) -> Result<Self, Error> {
         let mut b = [0u8; 1024];
-        src.read_exact_at(&mut b, OFFSET).map_err(|e| Error(format!("superblock: {e}")))?;
+        src.read_exact_at(&mut b, OFFSET).map_err(|e| read_failed(&e, format!("superblock: {e}")))?;
         let magic = le16(&b, 0x38);
         if magic != MAGIC {
-            return Err(Error(format!("superblock: magic {magic:#06x} is not {MAGIC:#06x}")));
+            return Err(corrupt(format!("superblock: magic {magic:#06x} is not {MAGIC:#06x}")));
         }
         let log_block = le32(&b, 0x18);
         if log_block > 6 {
-            return Err(Error(format!("superblock: s_log_block_size {log_block} exceeds 6 (64 KiB blocks)")));
+            return Err(corrupt(format!("superblock: s_log_block_size {log_block} exceeds 6 (64 KiB blocks)")));
         }
         let block_size = 1024u32 << log_block;
         let incompat = le32(&b, 0x60);
-        let unsupported = incompat & !INCOMPAT_SUPPORTED;
-        if unsupported != 0 {
-            return Err(Error(format!(
-                "superblock: incompatible features {unsupported:#x} are not supported \
+        let unknown = incompat & !INCOMPAT_SUPPORTED;
+        if unknown != 0 {
+            return Err(unsupported(format!(
+                "superblock: incompatible features {unknown:#x} are not supported \
                  (0x1 compression, 0x8 journal device, 0x1000 dirdata, 0x10000 encryption)"
             )));
         }
@@ -106,7 +106,9 @@ impl Superblock {
             let log_cluster = le32(&b, 0x1C);
             // The kernel's bound: clusters of at most 1 GiB, never smaller than a block.
             if log_cluster < log_block || log_cluster > 20 {
-                return Err(Error(format!("superblock: s_log_cluster_size {log_cluster} is outside {log_block}..=20")));
+                return Err(corrupt(format!(
+                    "superblock: s_log_cluster_size {log_cluster} is outside {log_block}..=20"
+                )));
             }
             1024u64 << log_cluster
         } else {
@@ -116,13 +118,13 @@ impl Superblock {
         let rev_level = le32(&b, 0x4C);
         let inode_size = if rev_level == 0 { 128 } else { u32::from(le16(&b, 0x58)) };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > block_size {
-            return Err(Error(format!(
+            return Err(corrupt(format!(
                 "superblock: inode size {inode_size} is not a power of two in 128..={block_size}"
             )));
         }
         let desc_size = if is_64bit { u32::from(le16(&b, 0xFE)) } else { 32 };
         if !(32..=1024).contains(&desc_size) || !desc_size.is_power_of_two() {
-            return Err(Error(format!(
+            return Err(corrupt(format!(
                 "superblock: group descriptor size {desc_size} is not a power of two in 32..=1024"
             )));
         }
@@ -138,13 +140,15 @@ impl Superblock {
         let bits = block_size * 8;
         let max_blocks = u64::from(bits) * (cluster_size / u64::from(block_size));
         if blocks_per_group == 0 || u64::from(blocks_per_group) > max_blocks {
-            return Err(Error(format!("superblock: {blocks_per_group} blocks per group is outside 1..={max_blocks}")));
+            return Err(corrupt(format!(
+                "superblock: {blocks_per_group} blocks per group is outside 1..={max_blocks}"
+            )));
         }
         if inodes_per_group == 0 || inodes_per_group > bits {
-            return Err(Error(format!("superblock: {inodes_per_group} inodes per group is outside 1..={bits}")));
+            return Err(corrupt(format!("superblock: {inodes_per_group} inodes per group is outside 1..={bits}")));
         }
         if first_data_block >= blocks_count {
-            return Err(Error(format!(
+            return Err(corrupt(format!(
                 "superblock: first data block {first_data_block} is not below the block count \
                  {blocks_count}"
             )));
@@ -153,7 +157,7 @@ impl Superblock {
         match fs_bytes {
             Some(n) if n <= src.size() => {}
             _ => {
-                return Err(Error(format!(
+                return Err(corrupt(format!(
                     "superblock: {blocks_count} blocks of {block_size} bytes do not fit in the \
                      {} bytes of the source",
                     src.size()
@@ -163,7 +167,7 @@ impl Superblock {
         let groups = (blocks_count - first_data_block).div_ceil(u64::from(blocks_per_group));
         let inode_capacity = groups.saturating_mul(u64::from(inodes_per_group));
         if inodes_count < 2 || u64::from(inodes_count) > inode_capacity {
-            return Err(Error(format!(
+            return Err(corrupt(format!(
                 "superblock: {inodes_count} inodes is outside 2..={inode_capacity} \
                  ({groups} groups of {inodes_per_group})"
             )));
@@ -265,7 +269,7 @@ impl Superblock {
     /// The first block of the inode table of `group`, read from its descriptor and checked to
     /// hold the whole table inside the filesystem.
     pub fn inode_table(&self, src: &dyn ReadAt, group: u32) -> Result<u64, Error> {
-        let at = |what: &str| Error(format!("group descriptor {group}: {what}"));
+        let at = |what: &str| corrupt(format!("group descriptor {group}: {what}"));
         let per_block = self.descs_per_block();
         let index = u64::from(group);
         let block =
@@ -276,7 +280,7 @@ impl Superblock {
         let offset = block_offset + (index % per_block) * u64::from(self.desc_size);
         // Only the first 64 bytes are defined; the high halves exist from 64 bytes on.
         let mut desc = vec![0u8; if self.desc_size >= 64 { 64 } else { 32 }];
-        src.read_exact_at(&mut desc, offset).map_err(|e| at(&e.to_string()))?;
+        src.read_exact_at(&mut desc, offset).map_err(|e| read_failed(&e, format!("group descriptor {group}: {e}")))?;
         let hi = if self.is_64bit() { le32(&desc, BG_INODE_TABLE_HI) } else { 0 };
         let table = u64::from(le32(&desc, BG_INODE_TABLE_LO)) | u64::from(hi) << 32;
         let table_bytes = u64::from(self.inodes_per_group) * u64::from(self.inode_size);

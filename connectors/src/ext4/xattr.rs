@@ -1,6 +1,6 @@
 //! Extended attributes: the in-inode area after `i_extra_isize` and the external block.
 
-use super::{Error, escape, le16, le32};
+use super::{Error, corrupt, escape, le16, le32};
 
 const MAGIC: u32 = 0xEA02_0000;
 /// The external block's header: magic, refcount, blocks, hash, checksum, reserved.
@@ -36,11 +36,11 @@ pub(super) fn in_block(ino: u32, block_nr: u64, block: &[u8]) -> Result<Vec<Xatt
     let what = |what: &str| format!("inode {ino}: xattr block {block_nr}: {what}");
     let magic = le32(block, 0);
     if magic != MAGIC {
-        return Err(Error(what(&format!("magic {magic:#010x} is not {MAGIC:#010x}"))));
+        return Err(corrupt(what(&format!("magic {magic:#010x} is not {MAGIC:#010x}"))));
     }
     let blocks = le32(block, 8);
     if blocks != 1 {
-        return Err(Error(what(&format!("h_blocks is {blocks}, not 1"))));
+        return Err(corrupt(what(&format!("h_blocks is {blocks}, not 1"))));
     }
     // Value offsets count from the start of the block.
     parse(block, BLOCK_HEADER, block, &|w| what(&format!("xattr {w}")))
@@ -57,11 +57,11 @@ fn parse(entries: &[u8], start: usize, values: &[u8], what: &dyn Fn(&str) -> Str
             Some(_) => {}
             // The list may fill its area exactly, leaving no room for the terminator.
             None if pos == entries.len() => return Ok(out),
-            None => return Err(Error(what(&format!("entry at {pos} runs past the end")))),
+            None => return Err(corrupt(what(&format!("entry at {pos} runs past the end")))),
         }
         let header = entries
             .get(pos..pos.saturating_add(ENTRY_HEADER))
-            .ok_or_else(|| Error(what(&format!("entry at {pos} runs past the end"))))?;
+            .ok_or_else(|| corrupt(what(&format!("entry at {pos} runs past the end"))))?;
         let name_len = usize::from(header.first().copied().unwrap_or(0));
         let index = header.get(1).copied().unwrap_or(0);
         let value_offs = usize::from(le16(header, 2));
@@ -70,9 +70,9 @@ fn parse(entries: &[u8], start: usize, values: &[u8], what: &dyn Fn(&str) -> Str
         let name_start = pos + ENTRY_HEADER;
         let name = entries
             .get(name_start..name_start + name_len)
-            .ok_or_else(|| Error(what(&format!("name at {pos} runs past the end"))))?;
-        let prefix =
-            prefix(index).ok_or_else(|| Error(what(&format!("{:?} has unknown name index {index}", escape(name)))))?;
+            .ok_or_else(|| corrupt(what(&format!("name at {pos} runs past the end"))))?;
+        let prefix = prefix(index)
+            .ok_or_else(|| corrupt(what(&format!("{:?} has unknown name index {index}", escape(name)))))?;
         let name = format!("{prefix}{}", escape(name));
         let value = if value_inum != 0 {
             Value::Inode(value_inum, value_size)
@@ -81,7 +81,7 @@ fn parse(entries: &[u8], start: usize, values: &[u8], what: &dyn Fn(&str) -> Str
                 .ok()
                 .and_then(|size| values.get(value_offs..value_offs.checked_add(size)?))
                 .ok_or_else(|| {
-                    Error(what(&format!("{name}: value at {value_offs}+{value_size} lies outside its area")))
+                    corrupt(what(&format!("{name}: value at {value_offs}+{value_size} lies outside its area")))
                 })?;
             Value::Bytes(bytes.to_vec())
         };

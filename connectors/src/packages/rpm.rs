@@ -15,25 +15,36 @@ pub const SQLITE_PATHS: [&str; 2] = ["/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysi
 /// The Berkeley DB database of older releases (RHEL 7 and 8, Fedora before 33).
 pub const BDB_PATHS: [&str; 2] = ["/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/Packages"];
 
-#[derive(Debug, thiserror::Error)]
-#[error("rpm database: {0}")]
-pub struct Error(pub String);
+/// What went wrong: messages start with `rpm database: `. sqlite failing to open or read
+/// the file is [`Io`](crate::ErrorKind::Io); anything else (not a database, no `Packages`
+/// table, a bad header) is [`Corrupt`](crate::ErrorKind::Corrupt).
+pub type Error = crate::Error;
+
+fn sqlite_error(e: &rusqlite::Error, what: String) -> Error {
+    use rusqlite::ErrorCode::{CannotOpen, PermissionDenied, SystemIoFailure};
+    let what = format!("rpm database: {what}");
+    match e.sqlite_error_code() {
+        Some(CannotOpen | PermissionDenied | SystemIoFailure) => Error::new(crate::ErrorKind::Io, what),
+        _ => Error::corrupt(what),
+    }
+}
 
 /// Reads every package of the sqlite database at `db` (with its `-wal` file beside it, if
 /// any: sqlite replays it). The file is opened read-only and never changed.
 pub fn read_sqlite(db: &Path) -> Result<Vec<Package>, Error> {
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = rusqlite::Connection::open_with_flags(db, flags)
-        .map_err(|e| Error(format!("opening {}: {e}", db.display())))?;
-    let mut stmt =
-        conn.prepare("SELECT hnum, blob FROM Packages").map_err(|e| Error(format!("no Packages table: {e}")))?;
+        .map_err(|e| sqlite_error(&e, format!("opening {}: {e}", db.display())))?;
+    let mut stmt = conn
+        .prepare("SELECT hnum, blob FROM Packages")
+        .map_err(|e| sqlite_error(&e, format!("no Packages table: {e}")))?;
     let rows = stmt
         .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
-        .map_err(|e| Error(e.to_string()))?;
+        .map_err(|e| sqlite_error(&e, e.to_string()))?;
     let mut packages = Vec::new();
     for row in rows {
-        let (hnum, blob) = row.map_err(|e| Error(e.to_string()))?;
-        packages.push(parse_header(&blob).map_err(|e| Error(format!("package {hnum}: {e}")))?);
+        let (hnum, blob) = row.map_err(|e| sqlite_error(&e, e.to_string()))?;
+        packages.push(parse_header(&blob).map_err(|e| Error::corrupt(format!("rpm database: package {hnum}: {e}")))?);
     }
     Ok(packages)
 }

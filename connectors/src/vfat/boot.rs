@@ -1,6 +1,6 @@
 //! The boot sector's BIOS parameter block: the volume's geometry, FAT type, serial and label.
 
-use super::{Error, le16, le32};
+use super::{Error, corrupt, le16, le32, read_failed};
 use crate::ReadAt;
 
 /// The BPB lies in the first 512 bytes, whatever the sector size.
@@ -79,9 +79,9 @@ pub(super) fn probe(src: &dyn ReadAt) -> bool {
 
 impl BootSector {
     pub fn read(src: &dyn ReadAt) -> Result<Self, Error> {
-        let err = |what: String| Error(format!("boot sector: {what}"));
+        let err = |what: String| corrupt(format!("boot sector: {what}"));
         let mut b = [0u8; BOOT_SECTOR];
-        src.read_exact_at(&mut b, 0).map_err(|e| err(e.to_string()))?;
+        src.read_exact_at(&mut b, 0).map_err(|e| read_failed(&e, format!("boot sector: {e}")))?;
 
         let bytes_per_sector = le16(&b, 11);
         if !bytes_per_sector.is_power_of_two() || !(512..=4096).contains(&bytes_per_sector) {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use super::boot::Label;
-use super::{Error, le16};
+use super::{Error, corrupt, le16};
 
 pub(super) const ENTRY_LEN: usize = 32;
 pub(super) const ATTR_READ_ONLY: u8 = 0x01;
@@ -88,10 +88,10 @@ pub(super) fn parse(raw: &[u8], fat32: bool, path: &str) -> Result<Listing, Erro
         // that was replaced by a system unaware of long names: the short name holds.
         let name = long.and_then(|l| l.name(checksum(&short))).unwrap_or_else(|| short_name(&short, e[12]));
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
-            return Err(Error(format!("directory {path}, entry {index}: name {name:?} is invalid")));
+            return Err(corrupt(format!("directory {path}, entry {index}: name {name:?} is invalid")));
         }
         if !names.insert(name.clone()) {
-            return Err(Error(format!("directory {path} holds two entries named {name:?}")));
+            return Err(corrupt(format!("directory {path} holds two entries named {name:?}")));
         }
         // The high half is FAT32's; FAT12/16 left the field to other uses (OS/2 EAs).
         let high = if fat32 { u32::from(le16(e, 20)) } else { 0 };

@@ -1,7 +1,7 @@
 //! The file allocation table: one entry per cluster, naming the next cluster of its chain.
 
 use super::boot::{BootSector, FatType};
-use super::{Error, le16, le32};
+use super::{Error, corrupt, le16, le32, read_failed};
 use crate::ReadAt;
 
 /// What a cluster's FAT entry says comes after it.
@@ -36,10 +36,10 @@ impl Fat {
             FatType::Fat16 => entries * 2,
             FatType::Fat32 => entries * 4,
         };
-        let len = usize::try_from(len).map_err(|_| Error(format!("FAT: {len} bytes do not fit in memory")))?;
+        let len = usize::try_from(len).map_err(|_| corrupt(format!("FAT: {len} bytes do not fit in memory")))?;
         let mut table = vec![0; len];
         src.read_exact_at(&mut table, boot.fat_offset)
-            .map_err(|e| Error(format!("FAT at byte {}: {e}", boot.fat_offset)))?;
+            .map_err(|e| read_failed(&e, format!("FAT at byte {}: {e}", boot.fat_offset)))?;
         Ok(Fat { fat_type: boot.fat_type, clusters: boot.clusters, table })
     }
 

@@ -64,7 +64,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     // Cluster numbers run up to clusters + 1.
     let words = (u64::from(boot.clusters) + 2).div_ceil(64);
     let words =
-        usize::try_from(words).map_err(|_| Error(format!("{} clusters do not fit in memory", boot.clusters)))?;
+        usize::try_from(words).map_err(|_| corrupt(format!("{} clusters do not fit in memory", boot.clusters)))?;
     let mut walk = Walk { src, boot, fat, claimed: vec![0; words], chains: Vec::new(), listing: Listing::default() };
     let root_label = walk.run()?;
     let boot = &walk.boot;
@@ -83,10 +83,13 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     })
 }
 
-/// What went wrong, naming the structure.
-#[derive(Debug, thiserror::Error)]
-#[error("vfat: {0}")]
-pub struct Error(pub String);
+/// What went wrong, naming the structure: messages start with `vfat: `. A listing past
+/// [`MAX_LISTING_BYTES`](crate::fs::MAX_LISTING_BYTES) is
+/// [`Unsupported`](crate::ErrorKind::Unsupported); a failed read is
+/// [`Io`](crate::ErrorKind::Io) (or `Corrupt` when past the end of the source); the rest is
+/// [`Corrupt`](crate::ErrorKind::Corrupt).
+pub type Error = crate::Error;
+crate::prefixed!("vfat");
 
 /// Consecutive clusters: the first and how many.
 type Run = (u32, u32);
@@ -121,7 +124,7 @@ impl Walk<'_> {
                 let mut raw = vec![0; entries as usize * dir::ENTRY_LEN];
                 self.src
                     .read_exact_at(&mut raw, offset)
-                    .map_err(|e| Error(format!("root directory at byte {offset}: {e}")))?;
+                    .map_err(|e| read_failed(&e, format!("root directory at byte {offset}: {e}")))?;
                 (0, raw)
             }
             Root::Chain(cluster) => {
@@ -165,7 +168,7 @@ impl Walk<'_> {
         if entry.attr & dir::ATTR_DIRECTORY != 0 {
             // Only ".." may point to the root with cluster 0.
             if entry.cluster == 0 {
-                return Err(Error(format!("directory {path} has no first cluster")));
+                return Err(corrupt(format!("directory {path} has no first cluster")));
             }
             let runs = self.chain(index, &path, entry.cluster, self.dir_want())?;
             let raw = self.read_runs(&path, &runs)?;
@@ -179,7 +182,7 @@ impl Walk<'_> {
         let clusters = entry.size.div_ceil(cluster_size);
         if clusters > 0 {
             if entry.cluster == 0 {
-                return Err(Error(format!("{}: size {} but no first cluster", file.path, entry.size)));
+                return Err(corrupt(format!("{}: size {} but no first cluster", file.path, entry.size)));
             }
             let runs = self.chain(index, &file.path, entry.cluster, Want::Exactly(clusters))?;
             let mut logical = 0;
@@ -199,7 +202,7 @@ impl Walk<'_> {
     /// cluster count.
     fn chain(&mut self, index: usize, path: &str, start: u32, want: Want) -> Result<Vec<Run>, Error> {
         if !self.boot.is_data_cluster(start) {
-            return Err(Error(format!(
+            return Err(corrupt(format!(
                 "{path}: first cluster {start} is outside 2..={}",
                 u64::from(self.boot.clusters) + 1
             )));
@@ -217,7 +220,7 @@ impl Walk<'_> {
             if matches!(want, Want::Exactly(n) if n == count) {
                 break;
             }
-            let err = |what: String| Error(format!("cluster chain of {path} {what}"));
+            let err = |what: String| corrupt(format!("cluster chain of {path} {what}"));
             cluster = match (self.fat.next(cluster), want) {
                 (Next::Cluster(next), Want::ToEnd(max)) if count >= max => {
                     return Err(err(format!(
@@ -260,14 +263,14 @@ impl Walk<'_> {
         let slot = self
             .claimed
             .get_mut(word)
-            .ok_or_else(|| Error(format!("cluster chain of {path}: cluster {cluster} has no bit")))?;
+            .ok_or_else(|| corrupt(format!("cluster chain of {path}: cluster {cluster} has no bit")))?;
         if *slot & bit == 0 {
             *slot |= bit;
             return Ok(());
         }
         let within = |runs: &[Run]| runs.iter().any(|&(first, n)| cluster >= first && cluster - first < n);
         if within(runs) {
-            return Err(Error(format!("cluster chain of {path} loops at cluster {cluster}")));
+            return Err(corrupt(format!("cluster chain of {path} loops at cluster {cluster}")));
         }
         // Chains are recorded only once their file is listed, so the owner is there.
         let owner = self
@@ -276,7 +279,7 @@ impl Walk<'_> {
             .find(|(_, runs)| within(runs))
             .and_then(|&(index, _)| self.listing.files.get(index))
             .map_or("another file", |f| f.path.as_str());
-        Err(Error(format!(
+        Err(corrupt(format!(
             "cluster chain of {path} reaches cluster {cluster}, which {owner} already uses (a \
              directory cycle or cross-linked files)"
         )))
@@ -289,18 +292,18 @@ impl Walk<'_> {
         for &(first, n) in runs {
             // Directory chains stop at MAX_DIR_BYTES, which bounds this.
             let len = usize::try_from(u64::from(n) * cluster_size)
-                .map_err(|_| Error(format!("directory {path}: run too large")))?;
+                .map_err(|_| corrupt(format!("directory {path}: run too large")))?;
             let mut buf = vec![0; len];
             self.src
                 .read_exact_at(&mut buf, self.boot.cluster_offset(first))
-                .map_err(|e| Error(format!("directory {path}: cluster {first}: {e}")))?;
+                .map_err(|e| read_failed(&e, format!("directory {path}: cluster {first}: {e}")))?;
             out.extend_from_slice(&buf);
         }
         Ok(out)
     }
 
     fn add(&mut self, file: File) -> Result<(), Error> {
-        self.listing.add(file).map_err(Error)
+        self.listing.add(file).map_err(unsupported)
     }
 }
 

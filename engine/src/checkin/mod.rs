@@ -114,7 +114,7 @@ impl Library {
     pub(crate) async fn checkin_disk(
         &self,
         image: &str,
-        open: impl FnOnce() -> std::io::Result<Disk> + Send + 'static,
+        open: impl FnOnce() -> std::result::Result<Disk, imagelake_connectors::Error> + Send + 'static,
         edited: Option<Edited>,
         name: &str,
         options: CheckinOptions,
@@ -357,14 +357,19 @@ const READ_BUF: usize = 1 << 20;
 fn ingest(
     root: &Path,
     image: &str,
-    open: impl FnOnce() -> std::io::Result<Disk>,
+    open: impl FnOnce() -> std::result::Result<Disk, imagelake_connectors::Error>,
     options: &CheckinOptions,
     known: HashSet<ChunkHash>,
     parent_disk: Option<&ParentDisk>,
     allocate_image_id: impl FnOnce() -> Result<i64>,
 ) -> Result<Ingest> {
     let image_err = |message: String| Error::Image { image: image.to_string(), message };
-    let disk = open().map_err(|e| image_err(e.to_string()))?;
+    // The image could not be read (rather than read and found wrong): an I/O error, worded
+    // as the image error would be.
+    let disk = open().map_err(|e| match e.kind() {
+        imagelake_connectors::ErrorKind::Io => Error::Io { context: format!("image {image}"), error: e.into() },
+        _ => image_err(e.to_string()),
+    })?;
     let virtual_size = disk.size();
     let Survey { mut partitions, indexed, mut warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
     // The image reads through: from here on the library is written to.
