@@ -30,7 +30,7 @@ pub use edit::{Change, EditSummary, Meta};
 pub use export::{ExportOptions, ExportSummary};
 pub use gc::GcSummary;
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
-pub use patch::{OnConflict, PatchRow, PatchSummary};
+pub use patch::{OnConflict, Outcome, PatchRow, PatchSummary};
 pub use read::FoundFile;
 pub use repack::{PruneSummary, RepackOptions, RepackSummary};
 pub use verify::VerifyReport;
