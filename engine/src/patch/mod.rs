@@ -13,6 +13,9 @@
 //!
 //! Conflicts are resolved by `on_conflict`: `fail` (nothing is written), `ours` (the target's
 //! state is kept) or `theirs` (`to`'s state is applied).
+//!
+//! The decisions and outcomes are worked out without I/O in `decide.rs`; this file reads the
+//! trees, fetches and merges the contents, and runs the edit around them.
 
 mod decide;
 
