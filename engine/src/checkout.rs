@@ -419,34 +419,113 @@ pub(crate) fn write_disk(
 mod tests {
     use super::*;
 
-    fn extent(at: i64, len: i64, chunk: Option<&str>, chunk_at: i64) -> ExtentRow {
+    /// An extent from `"<offset>+<length> zero"` or `"<offset>+<length> raw|file <chunk>@<offset in it>"`.
+    fn extent(spec: &str) -> ExtentRow {
+        let number = |s: &str| s.parse::<i64>().unwrap_or_else(|_| panic!("{spec:?}: {s:?} is not a number"));
+        let words: Vec<&str> = spec.split(' ').collect();
+        let (at, length) = words[0].split_once('+').unwrap_or_else(|| panic!("{spec:?}"));
+        let kind = match words[1] {
+            "zero" => ExtentKind::Zero,
+            "raw" => ExtentKind::Raw,
+            "file" => ExtentKind::File,
+            other => panic!("{spec:?}: {other} is not an extent kind"),
+        };
+        let (chunk, chunk_at) = words.get(2).map_or((None, 0), |c| {
+            let (chunk, at) = c.split_once('@').unwrap_or_else(|| panic!("{spec:?}"));
+            (Some(chunk.to_string()), number(at))
+        });
         ExtentRow {
             image_id: 1,
-            disk_offset: at,
-            length: len,
-            kind: if chunk.is_some() { ExtentKind::Raw } else { ExtentKind::Zero },
-            chunk_hash: chunk.map(str::to_string),
+            disk_offset: number(at),
+            length: number(length),
+            kind,
+            chunk_hash: chunk,
             chunk_offset: chunk_at,
             content_hash: None,
             content_offset: None,
         }
     }
 
+    /// The ranges where the disk maps `a` and `b` may hold different bytes, both ways round.
+    fn check(a: &[&str], b: &[&str], expect: &[(u64, u64)]) {
+        let (a, b): (Vec<ExtentRow>, Vec<ExtentRow>) =
+            (a.iter().map(|s| extent(s)).collect(), b.iter().map(|s| extent(s)).collect());
+        assert_eq!(differing_ranges(&a, &b), expect, "a against b");
+        assert_eq!(differing_ranges(&b, &a), expect, "b against a");
+    }
+
+    const MAP: [&str; 3] = ["0+4096 raw c@0", "4096+4096 file d@0", "8192+4096 zero"];
+
     #[test]
-    fn differing_ranges_follow_bytes_not_extent_boundaries() {
+    fn identical_maps_do_not_differ() {
+        check(&MAP, &MAP, &[]);
+        check(&[], &[], &[]);
+    }
+
+    #[test]
+    fn one_block_differs() {
+        check(&MAP, &["0+4096 raw c@0", "4096+4096 file e@0", "8192+4096 zero"], &[(4096, 8192)]);
+    }
+
+    #[test]
+    fn a_change_across_a_block_boundary_is_one_range() {
+        check(&["0+8192 raw c@0"], &["0+4000 raw c@0", "4000+200 raw x@0", "4200+3992 raw c@4200"], &[(4000, 4200)]);
+    }
+
+    #[test]
+    fn neighbouring_differences_are_one_range() {
+        check(
+            &["0+10 raw c@0", "10+10 raw d@0", "20+10 raw e@0"],
+            &["0+10 raw x@0", "10+10 raw y@0", "20+10 raw e@0"],
+            &[(0, 20)],
+        );
+    }
+
+    #[test]
+    fn the_same_bytes_cut_differently_do_not_differ() {
+        check(&["0+100 raw c@0"], &["0+40 raw c@0", "40+60 raw c@40"], &[]);
+        // Zeros too; and a file's bytes are the same chunk's bytes as raw ones.
+        check(&["0+100 zero"], &["0+30 zero", "30+70 zero"], &[]);
+        check(&["0+100 raw c@0"], &["0+100 file c@0"], &[]);
+    }
+
+    #[test]
+    fn the_same_chunk_at_another_offset_differs() {
+        check(&["0+100 raw c@0"], &["0+100 raw c@1"], &[(0, 100)]);
+        check(&["0+100 raw c@0"], &["0+50 raw c@0", "50+50 raw c@60"], &[(50, 100)]);
+    }
+
+    #[test]
+    fn zeros_against_data_differ() {
+        check(&["0+100 zero"], &["0+100 raw c@0"], &[(0, 100)]);
+        check(&["0+100 zero", "100+100 raw c@100"], &["0+100 raw c@0", "100+100 raw c@100"], &[(0, 100)]);
+    }
+
+    #[test]
+    fn where_one_map_is_longer_the_rest_differs() {
+        check(&["0+100 raw c@0"], &["0+100 raw c@0", "100+50 raw d@0"], &[(100, 150)]);
+        // Even zeros: nothing is known of a disk past its map.
+        check(&["0+100 raw c@0"], &["0+100 raw c@0", "100+50 zero"], &[(100, 150)]);
+    }
+
+    #[test]
+    fn holes_in_both_maps_do_not_differ() {
+        check(&["0+10 raw c@0", "20+10 raw d@0"], &["0+10 raw c@0", "20+10 raw d@0"], &[]);
+        check(&["0+10 raw c@0", "20+10 raw d@0"], &["0+30 raw c@0"], &[(10, 30)]);
+    }
+
+    #[test]
+    fn differences_follow_bytes_not_extent_boundaries() {
         // The same chunk bytes cut differently agree; a shifted offset, another chunk, or
         // zeros against data differ.
-        let a = [extent(0, 100, Some("c"), 0), extent(100, 50, None, 0), extent(150, 50, Some("d"), 0)];
-        let b = [
-            extent(0, 40, Some("c"), 0),
-            extent(40, 60, Some("c"), 40),
-            extent(100, 20, None, 0),
-            extent(120, 30, Some("e"), 0),
-            extent(150, 50, Some("d"), 1),
-        ];
-        assert_eq!(differing_ranges(&a, &b), [(120, 200)]);
-        assert_eq!(differing_ranges(&a, &a), []);
-        assert_eq!(differing_ranges(&a, &a[..2]), [(150, 200)]);
+        let a = ["0+100 raw c@0", "100+50 zero", "150+50 raw d@0"];
+        let b = ["0+40 raw c@0", "40+60 raw c@40", "100+20 zero", "120+30 raw e@0", "150+50 raw d@1"];
+        check(&a, &b, &[(120, 200)]);
+        check(&a, &a[..2], &[(150, 200)]);
+    }
+
+    #[test]
+    fn overlaps_meets_a_range() {
         assert!(overlaps(&[(120, 200)], 100, 121) && !overlaps(&[(120, 200)], 200, 300) && !overlaps(&[], 0, 1));
     }
 }

@@ -763,3 +763,394 @@ fn check_clean(where_: &str, device: &str, which: &str) -> Result<()> {
         message: format!("e2fsck finds {which} unclean: {}; nothing was committed", lines.join("; ")),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A tree from (path, entry) pairs; an entry is `file:<content>` (its size and content
+    /// hash from the content), `dir` or `dir:<octal mode>`, `link:<target>`, or another kind
+    /// (`fifo`). Permissions 0644 (0755 for a directory), owned by root.
+    pub(crate) fn tree(entries: &[(&str, &str)]) -> Tree {
+        entries.iter().map(|(path, spec)| (path.to_string(), entry(spec))).collect()
+    }
+
+    /// One entry of [`tree`].
+    pub(crate) fn entry(spec: &str) -> Entry {
+        let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+        let plain = Entry {
+            kind: FileKind::parse(kind).unwrap_or(FileKind::File),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            content_hash: None,
+            link_target: None,
+            mtime: 0,
+        };
+        match kind {
+            "file" => Entry { size: rest.len() as u64, content_hash: Some(rest.into()), ..plain },
+            "dir" => Entry { mode: u32::from_str_radix(rest, 8).unwrap_or(0o755), ..plain },
+            "link" => Entry {
+                kind: FileKind::Symlink,
+                mode: 0o777,
+                size: rest.len() as u64,
+                link_target: Some(rest.into()),
+                ..plain
+            },
+            _ => plain,
+        }
+    }
+
+    /// Plans `changes` against the tree `before` (see [`tree`]) and compares, line by line,
+    /// with `expect`: the debugfs script (host files as `HOST/<n>`), the room it needs, and
+    /// the paths the intended tree adds (`+`), changes (`~`) or removes (`-`); or the error.
+    /// A change is `write <path> <content>` (a host file holding the content),
+    /// `mkdir <path>`, `symlink <path> <target>`, `remove <path>` or
+    /// `set_meta <path> [mode=<octal>] [uid=<n>] [gid=<n>]`; new entries are root's, 0644
+    /// (0755 for a directory), at time 1.
+    fn check(before: &[(&str, &str)], changes: &[&str], expect: &str) {
+        let host = tempfile::tempdir().expect("a temporary folder");
+        let meta = |mode| Meta { mode, uid: 0, gid: 0, mtime: 1 };
+        let changes: Vec<Change> = changes
+            .iter()
+            .enumerate()
+            .map(|(n, change)| {
+                let words: Vec<&str> = change.splitn(3, ' ').collect();
+                let path = words[1].to_string();
+                match words[0] {
+                    "write" => {
+                        let source = host.path().join(n.to_string());
+                        std::fs::write(&source, words.get(2).unwrap_or(&"")).expect("a host file");
+                        Change::Write { path, source, meta: meta(0o644) }
+                    }
+                    "mkdir" => Change::Mkdir { path, meta: meta(0o755) },
+                    "symlink" => Change::Symlink { path, target: words[2].to_string(), meta: meta(0o777) },
+                    "remove" => Change::Remove { path },
+                    "set_meta" => {
+                        let field = |name: &str, radix| {
+                            let value = words.get(2)?.split(' ').find_map(|w| w.strip_prefix(name))?;
+                            Some(u32::from_str_radix(value, radix).expect("a number"))
+                        };
+                        Change::SetMeta {
+                            path,
+                            mode: field("mode=", 8),
+                            uid: field("uid=", 10),
+                            gid: field("gid=", 10),
+                        }
+                    }
+                    other => panic!("{other}: not a change"),
+                }
+            })
+            .collect();
+        let before = tree(before);
+        let got = match plan("a@1", &before, &changes) {
+            Err(e) => format!("error: {e}"),
+            Ok(Plan { script, tree, need, .. }) => {
+                let mut out = script.replace(&*host.path().to_string_lossy(), "HOST");
+                let _ = writeln!(out, "need: {} KiB, {} inodes", need.kib, need.inodes);
+                for (path, e) in &tree {
+                    match before.get(path) {
+                        None => {
+                            let _ = writeln!(out, "+ {path}");
+                        }
+                        Some(was) if was != e || was.mtime != e.mtime => {
+                            let _ = writeln!(out, "~ {path}");
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for path in before.keys().filter(|p| !tree.contains_key(*p)) {
+                    let _ = writeln!(out, "- {path}");
+                }
+                out
+            }
+        };
+        let expect: Vec<&str> = expect.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        assert_eq!(got.lines().collect::<Vec<_>>(), expect, "\n{got}");
+    }
+
+    const ETC: &[(&str, &str)] = &[("/", "dir"), ("/etc", "dir"), ("/etc/motd", "file:abc")];
+
+    #[test]
+    fn write_a_new_file() {
+        check(
+            ETC,
+            &["write /etc/issue hello"],
+            r#"
+            write "HOST/0" "/etc/issue"
+            sif "/etc/issue" mode 0100644
+            sif "/etc/issue" uid 0
+            sif "/etc/issue" gid 0
+            sif "/etc/issue" mtime @1
+            need: 8 KiB, 1 inodes
+            + /etc/issue"#,
+        );
+    }
+
+    #[test]
+    fn write_over_an_existing_file_removes_it_first() {
+        // What the old file held is freed: its inode, and its 4 KiB against the new 8 KiB.
+        check(
+            ETC,
+            &[&format!("write /etc/motd {}", "x".repeat(5000))],
+            r#"
+            rm "/etc/motd"
+            write "HOST/0" "/etc/motd"
+            sif "/etc/motd" mode 0100644
+            sif "/etc/motd" uid 0
+            sif "/etc/motd" gid 0
+            sif "/etc/motd" mtime @1
+            need: 8 KiB, 0 inodes
+            ~ /etc/motd"#,
+        );
+        // A link there is replaced, not followed.
+        check(
+            &[("/", "dir"), ("/etc", "dir"), ("/etc/motd", "link:issue")],
+            &["write /etc/motd hi"],
+            r#"
+            rm "/etc/motd"
+            write "HOST/0" "/etc/motd"
+            sif "/etc/motd" mode 0100644
+            sif "/etc/motd" uid 0
+            sif "/etc/motd" gid 0
+            sif "/etc/motd" mtime @1
+            need: 8 KiB, 0 inodes
+            ~ /etc/motd"#,
+        );
+    }
+
+    #[test]
+    fn write_is_refused_over_a_directory_or_without_a_parent_directory() {
+        check(ETC, &["write /etc hi"], "error: a@1: /etc: is a directory");
+        check(ETC, &["write /opt/app hi"], "error: a@1: /opt/app: its parent /opt does not exist");
+        check(
+            ETC,
+            &["write /etc/motd/x hi"],
+            "error: a@1: /etc/motd/x: its parent /etc/motd is a file, not a directory",
+        );
+    }
+
+    #[test]
+    fn a_name_debugfs_cannot_take_is_refused() {
+        check(
+            ETC,
+            &[r#"write /etc/a"b hi"#],
+            r#"
+            error: "/etc/a\"b": a name with a double quote, backslash or line break cannot be edited (debugfs cannot take it)"#,
+        );
+        check(
+            ETC,
+            &["mkdir /etc/a\\b"],
+            r#"
+            error: "/etc/a\\b": a name with a double quote, backslash or line break cannot be edited (debugfs cannot take it)"#,
+        );
+    }
+
+    #[test]
+    fn links_among_the_parents_are_followed() {
+        let merged_usr = &[("/", "dir"), ("/usr", "dir"), ("/usr/lib", "dir"), ("/lib", "link:usr/lib")];
+        check(
+            merged_usr,
+            &["write /lib/x.so hi"],
+            r#"
+            write "HOST/0" "/usr/lib/x.so"
+            sif "/usr/lib/x.so" mode 0100644
+            sif "/usr/lib/x.so" uid 0
+            sif "/usr/lib/x.so" gid 0
+            sif "/usr/lib/x.so" mtime @1
+            need: 8 KiB, 1 inodes
+            + /usr/lib/x.so"#,
+        );
+        // The last component is not followed: removing the link removes the link.
+        check(
+            merged_usr,
+            &["remove /lib"],
+            r#"
+            rm "/lib"
+            need: 0 KiB, -1 inodes
+            - /lib"#,
+        );
+    }
+
+    #[test]
+    fn import_makes_the_missing_parents_first() {
+        // The changes `import` gives for a host folder with one file, into /opt/app.
+        check(
+            ETC,
+            &["mkdir /opt", "mkdir /opt/app", "write /opt/app/run hi"],
+            r#"
+            mkdir "/opt"
+            sif "/opt" mode 040755
+            sif "/opt" uid 0
+            sif "/opt" gid 0
+            sif "/opt" mtime @1
+            mkdir "/opt/app"
+            sif "/opt/app" mode 040755
+            sif "/opt/app" uid 0
+            sif "/opt/app" gid 0
+            sif "/opt/app" mtime @1
+            write "HOST/2" "/opt/app/run"
+            sif "/opt/app/run" mode 0100644
+            sif "/opt/app/run" uid 0
+            sif "/opt/app/run" gid 0
+            sif "/opt/app/run" mtime @1
+            need: 16 KiB, 3 inodes
+            + /opt
+            + /opt/app
+            + /opt/app/run"#,
+        );
+    }
+
+    #[test]
+    fn mkdir_of_a_directory_there_only_sets_its_meta() {
+        check(
+            ETC,
+            &["mkdir /etc"],
+            r#"
+            sif "/etc" mode 040755
+            sif "/etc" uid 0
+            sif "/etc" gid 0
+            sif "/etc" mtime @1
+            need: 0 KiB, 0 inodes
+            ~ /etc"#,
+        );
+        check(ETC, &["mkdir /etc/motd"], "error: a@1: /etc/motd: is a file, not a directory");
+        check(ETC, &["mkdir /opt/app"], "error: a@1: /opt/app: its parent /opt does not exist");
+    }
+
+    #[test]
+    fn symlink_made_or_replacing_a_file() {
+        check(
+            ETC,
+            &["symlink /etc/motd issue"],
+            r#"
+            rm "/etc/motd"
+            symlink "/etc/motd" "issue"
+            sif "/etc/motd" mode 0120777
+            sif "/etc/motd" uid 0
+            sif "/etc/motd" gid 0
+            sif "/etc/motd" mtime @1
+            need: 0 KiB, 0 inodes
+            ~ /etc/motd"#,
+        );
+        check(
+            ETC,
+            &["symlink /etc/localtime /usr/share/zoneinfo/UTC"],
+            r#"
+            symlink "/etc/localtime" "/usr/share/zoneinfo/UTC"
+            sif "/etc/localtime" mode 0120777
+            sif "/etc/localtime" uid 0
+            sif "/etc/localtime" gid 0
+            sif "/etc/localtime" mtime @1
+            need: 4 KiB, 1 inodes
+            + /etc/localtime"#,
+        );
+        check(ETC, &["symlink /etc x"], "error: a@1: /etc: is a directory");
+    }
+
+    #[test]
+    fn remove_a_file() {
+        check(
+            ETC,
+            &["remove /etc/motd"],
+            r#"
+            rm "/etc/motd"
+            need: -4 KiB, -1 inodes
+            - /etc/motd"#,
+        );
+    }
+
+    #[test]
+    fn remove_a_directory_with_everything_under_it_deepest_first() {
+        let before = &[
+            ("/", "dir"),
+            ("/etc", "dir"),
+            ("/etc/motd", "file:abc"),
+            ("/etc/ssh", "dir"),
+            ("/etc/ssh/sshd_config", "file:x"),
+            ("/etcetera", "file:y"),
+        ];
+        check(
+            before,
+            &["remove /etc"],
+            r#"
+            rm "/etc/ssh/sshd_config"
+            rmdir "/etc/ssh"
+            rm "/etc/motd"
+            rmdir "/etc"
+            need: -8 KiB, -4 inodes
+            - /etc
+            - /etc/motd
+            - /etc/ssh
+            - /etc/ssh/sshd_config"#,
+        );
+    }
+
+    #[test]
+    fn remove_is_refused_for_a_missing_path_or_the_root() {
+        check(ETC, &["remove /etc/issue"], "error: a@1: /etc/issue: does not exist");
+        check(ETC, &["remove /"], "error: a@1: /: the root directory cannot be removed");
+    }
+
+    #[test]
+    fn set_meta_changes_only_what_it_is_given() {
+        check(
+            ETC,
+            &["set_meta /etc/motd mode=600"],
+            r#"
+            sif "/etc/motd" mode 0100600
+            need: 0 KiB, 0 inodes
+            ~ /etc/motd"#,
+        );
+        check(
+            ETC,
+            &["set_meta /etc uid=5 gid=7"],
+            r#"
+            sif "/etc" uid 5
+            sif "/etc" gid 7
+            need: 0 KiB, 0 inodes
+            ~ /etc"#,
+        );
+        check(
+            ETC,
+            &["set_meta /etc mode=1777"],
+            r#"
+            sif "/etc" mode 041777
+            need: 0 KiB, 0 inodes
+            ~ /etc"#,
+        );
+        check(ETC, &["set_meta /etc/issue mode=600"], "error: a@1: /etc/issue: does not exist");
+    }
+
+    #[test]
+    fn changes_are_worked_out_in_order() {
+        // A file written then removed in one edit; a directory made then filled.
+        check(
+            ETC,
+            &["write /etc/issue hi", "remove /etc/issue", "mkdir /srv", "symlink /srv/www /var/www"],
+            r#"
+            write "HOST/0" "/etc/issue"
+            sif "/etc/issue" mode 0100644
+            sif "/etc/issue" uid 0
+            sif "/etc/issue" gid 0
+            sif "/etc/issue" mtime @1
+            rm "/etc/issue"
+            mkdir "/srv"
+            sif "/srv" mode 040755
+            sif "/srv" uid 0
+            sif "/srv" gid 0
+            sif "/srv" mtime @1
+            symlink "/srv/www" "/var/www"
+            sif "/srv/www" mode 0120777
+            sif "/srv/www" uid 0
+            sif "/srv/www" gid 0
+            sif "/srv/www" mtime @1
+            need: 12 KiB, 2 inodes
+            + /srv
+            + /srv/www"#,
+        );
+        // A refusal anywhere refuses the whole edit.
+        check(ETC, &["write /etc/issue hi", "remove /etc/nothing"], "error: a@1: /etc/nothing: does not exist");
+    }
+}

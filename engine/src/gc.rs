@@ -103,44 +103,8 @@ impl Library {
         // Live: what the extents of the remaining versions use.
         let live = self.catalog().used_chunks().await?;
         let rows = self.catalog().chunk_rows().await?;
-        // Per pack: (live stored bytes, all stored bytes), by the rows' frame shares.
-        let mut packs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        let mut dead_chunks = HashSet::new();
-        for (hash, at) in &rows {
-            let share = u64::from(at.size);
-            let entry = packs.entry(at.pack.clone()).or_default();
-            entry.1 += share;
-            if live.contains(hash) {
-                entry.0 += share;
-            } else {
-                dead_chunks.insert(*hash);
-            }
-        }
-        summary.chunks_freed = dead_chunks.len() as u64;
-        let mut retire: BTreeSet<String> =
-            packs.iter().filter(|(_, (l, _))| *l == 0).map(|(id, _)| id.clone()).collect();
-        // Pack files no row names at all.
-        retire.extend(self.pack_ids()?.into_iter().filter(|id| !packs.contains_key(id)));
-        let rewrite: BTreeSet<String> = packs
-            .iter()
-            .filter(|(_, (l, all))| *l > 0 && (*all - *l) as f64 >= REWRITE_DEAD * *all as f64)
-            .map(|(id, _)| id.clone())
-            .collect();
-        // Live chunks of rewritten packs move, each once, unless a kept pack has them too.
-        let kept: HashSet<ChunkHash> = rows
-            .iter()
-            .filter(|(_, at)| !rewrite.contains(&at.pack) && !retire.contains(&at.pack))
-            .map(|(h, _)| *h)
-            .collect();
-        let mut moving: Vec<(ChunkHash, ChunkLocation)> = Vec::new();
-        let mut chosen = HashSet::new();
-        for (hash, at) in &rows {
-            if rewrite.contains(&at.pack) && live.contains(hash) && !kept.contains(hash) && chosen.insert(*hash) {
-                moving.push((*hash, at.clone()));
-            }
-        }
-        moving
-            .sort_by(|a, b| (&a.1.pack, a.1.offset, a.1.frame_offset).cmp(&(&b.1.pack, b.1.offset, b.1.frame_offset)));
+        let Choice { mut retire, rewrite, moving, chunks_freed } = choose(&rows, &live, &self.pack_ids()?);
+        summary.chunks_freed = chunks_freed;
         if !moving.is_empty() {
             let root = self.root().to_path_buf();
             let reading = self.reading()?;
@@ -184,5 +148,250 @@ impl Library {
             .filter_map(|id| std::fs::metadata(pack_path(self.root(), id)).ok())
             .map(|m| m.len())
             .sum())
+    }
+}
+
+/// The packs gc frees, and how (see the module docs).
+#[derive(Debug)]
+struct Choice {
+    /// Packs retired as they are: no live chunk, or no row at all.
+    retire: BTreeSet<String>,
+    /// Packs at least `REWRITE_DEAD` dead: retired once their live chunks moved.
+    rewrite: BTreeSet<String>,
+    /// The live chunks of rewritten packs no kept pack holds, each once, in store order.
+    moving: Vec<(ChunkHash, ChunkLocation)>,
+    /// Chunks no version uses any more.
+    chunks_freed: u64,
+}
+
+/// Chooses, from the `chunks` rows, the `live` chunks (those the remaining versions' extents
+/// use) and the ids of the pack files there are, what gc retires and rewrites.
+fn choose(rows: &[(ChunkHash, ChunkLocation)], live: &HashSet<ChunkHash>, pack_files: &[String]) -> Choice {
+    // Per pack: (live stored bytes, all stored bytes), by the rows' frame shares.
+    let mut packs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut dead_chunks = HashSet::new();
+    for (hash, at) in rows {
+        let share = u64::from(at.size);
+        let entry = packs.entry(at.pack.clone()).or_default();
+        entry.1 += share;
+        if live.contains(hash) {
+            entry.0 += share;
+        } else {
+            dead_chunks.insert(*hash);
+        }
+    }
+    let mut retire: BTreeSet<String> = packs.iter().filter(|(_, (l, _))| *l == 0).map(|(id, _)| id.clone()).collect();
+    // Pack files no row names at all.
+    retire.extend(pack_files.iter().filter(|id| !packs.contains_key(*id)).cloned());
+    let rewrite: BTreeSet<String> = packs
+        .iter()
+        .filter(|(_, (l, all))| *l > 0 && (*all - *l) as f64 >= REWRITE_DEAD * *all as f64)
+        .map(|(id, _)| id.clone())
+        .collect();
+    // Live chunks of rewritten packs move, each once, unless a kept pack has them too.
+    let kept: HashSet<ChunkHash> = rows
+        .iter()
+        .filter(|(_, at)| !rewrite.contains(&at.pack) && !retire.contains(&at.pack))
+        .map(|(h, _)| *h)
+        .collect();
+    let mut moving: Vec<(ChunkHash, ChunkLocation)> = Vec::new();
+    let mut chosen = HashSet::new();
+    for (hash, at) in rows {
+        if rewrite.contains(&at.pack) && live.contains(hash) && !kept.contains(hash) && chosen.insert(*hash) {
+            moving.push((*hash, at.clone()));
+        }
+    }
+    moving.sort_by(|a, b| (&a.1.pack, a.1.offset, a.1.frame_offset).cmp(&(&b.1.pack, b.1.offset, b.1.frame_offset)));
+    Choice { retire, rewrite, moving, chunks_freed: dead_chunks.len() as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `choose` over `rows` (`"<chunk> <pack>@<offset> <stored bytes>"`, the chunk a
+    /// number), the `live` chunks and the pack files there are, and compares what it chose
+    /// with `expect`, line by line: `retire`, `rewrite`, `moving` (`<chunk> <pack>@<offset>`)
+    /// and `freed`.
+    fn check(rows: &[&str], live: &[u8], pack_files: &[&str], expect: &str) {
+        let hash = |n: u8| -> ChunkHash { [n; 32] };
+        let rows: Vec<(ChunkHash, ChunkLocation)> = rows
+            .iter()
+            .map(|row| {
+                let parse = |s: &str| s.parse::<u64>().unwrap_or_else(|_| panic!("{row:?}: {s:?} is not a number"));
+                let [chunk, at, size] = row.split(' ').collect::<Vec<_>>()[..] else { panic!("{row:?}") };
+                let (pack, offset) = at.split_once('@').unwrap_or_else(|| panic!("{row:?}"));
+                let location = ChunkLocation {
+                    pack: pack.to_string(),
+                    offset: parse(offset),
+                    frame_size: 0,
+                    frame_offset: 0,
+                    size: parse(size) as u32,
+                };
+                (hash(parse(chunk) as u8), location)
+            })
+            .collect();
+        let live: HashSet<ChunkHash> = live.iter().map(|n| hash(*n)).collect();
+        let pack_files: Vec<String> = pack_files.iter().map(|p| p.to_string()).collect();
+        let Choice { retire, rewrite, moving, chunks_freed } = choose(&rows, &live, &pack_files);
+        let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(" ");
+        let moving: Vec<String> = moving.iter().map(|(h, at)| format!("{} {}@{}", h[0], at.pack, at.offset)).collect();
+        let got = format!(
+            "retire: {}\nrewrite: {}\nmoving: {}\nfreed: {chunks_freed}",
+            list(&retire),
+            list(&rewrite),
+            moving.join(", ")
+        );
+        let got: Vec<&str> = got.lines().map(str::trim_end).collect();
+        let expect: Vec<&str> = expect.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        assert_eq!(got, expect, "\n{}", got.join("\n"));
+    }
+
+    #[test]
+    fn nothing_to_do_without_dead_chunks() {
+        check(&[], &[], &[], "retire:\nrewrite:\nmoving:\nfreed: 0");
+        check(
+            &["1 a@0 100", "2 a@100 100"],
+            &[1, 2],
+            &["a"],
+            "
+            retire:
+            rewrite:
+            moving:
+            freed: 0",
+        );
+    }
+
+    #[test]
+    fn a_wholly_dead_pack_is_retired() {
+        check(
+            &["1 a@0 100", "2 a@100 100", "3 b@0 100"],
+            &[3],
+            &["a", "b"],
+            "
+            retire: a
+            rewrite:
+            moving:
+            freed: 2",
+        );
+    }
+
+    #[test]
+    fn a_pack_no_row_names_is_retired() {
+        check(
+            &["1 a@0 100"],
+            &[1],
+            &["a", "left-by-a-killed-repack"],
+            "
+            retire: left-by-a-killed-repack
+            rewrite:
+            moving:
+            freed: 0",
+        );
+    }
+
+    #[test]
+    fn a_mostly_dead_pack_is_rewritten_and_its_live_chunks_move() {
+        check(
+            &["1 a@0 100", "2 a@100 300", "3 a@400 100"],
+            &[1, 3],
+            &["a"],
+            "
+            retire:
+            rewrite: a
+            moving: 1 a@0, 3 a@400
+            freed: 1",
+        );
+    }
+
+    #[test]
+    fn a_little_dead_pack_is_kept() {
+        check(
+            &["1 a@0 301", "2 a@301 100"],
+            &[1],
+            &["a"],
+            "
+            retire:
+            rewrite:
+            moving:
+            freed: 1",
+        );
+    }
+
+    #[test]
+    fn a_quarter_dead_is_rewritten() {
+        // By stored bytes, not chunks: 100 of 400 is exactly the quarter.
+        check(
+            &["1 a@0 300", "2 a@300 100"],
+            &[1],
+            &["a"],
+            "
+            retire:
+            rewrite: a
+            moving: 1 a@0
+            freed: 1",
+        );
+        check(
+            &["1 a@0 100", "2 a@100 100", "3 a@200 100", "4 a@300 100"],
+            &[1, 2, 3],
+            &["a"],
+            "
+            retire:
+            rewrite: a
+            moving: 1 a@0, 2 a@100, 3 a@200
+            freed: 1",
+        );
+        check(
+            &["1 a@0 100", "2 a@100 100", "3 a@200 100", "4 a@300 99"],
+            &[1, 2, 3],
+            &["a"],
+            "
+            retire:
+            rewrite:
+            moving:
+            freed: 1",
+        );
+    }
+
+    #[test]
+    fn a_live_chunk_a_kept_pack_holds_does_not_move() {
+        check(
+            &["1 a@0 100", "1 b@0 100", "2 b@100 100", "3 b@200 100"],
+            &[1, 3],
+            &["a", "b"],
+            "
+            retire:
+            rewrite: b
+            moving: 3 b@200
+            freed: 1",
+        );
+    }
+
+    #[test]
+    fn a_live_chunk_of_two_rewritten_packs_moves_once() {
+        check(
+            &["1 b@0 100", "2 b@100 100", "1 a@0 100", "3 a@100 100"],
+            &[1],
+            &["a", "b"],
+            "
+            retire:
+            rewrite: a b
+            moving: 1 b@0
+            freed: 2",
+        );
+    }
+
+    #[test]
+    fn moving_chunks_go_in_store_order() {
+        check(
+            &["4 b@300 10", "3 a@900 10", "2 b@0 10", "1 a@100 10", "9 a@0 30", "9 b@10 30"],
+            &[1, 2, 3, 4],
+            &["a", "b"],
+            "
+            retire:
+            rewrite: a b
+            moving: 1 a@100, 3 a@900, 2 b@0, 4 b@300
+            freed: 1",
+        );
     }
 }

@@ -37,7 +37,7 @@ pub use export::{ExportOptions, ExportSummary};
 pub use gc::GcSummary;
 pub use library::{FORMAT_VERSION, ImageSpec, Library};
 pub use locks::ReadGuard;
-pub use patch::{OnConflict, PatchRow, PatchSummary};
+pub use patch::{OnConflict, Outcome, PatchRow, PatchSummary};
 pub use prune::PruneSummary;
 pub use read::FoundFile;
 pub use rebuild::RebuildSummary;

@@ -549,7 +549,7 @@ fn print_patch(out: &mut dyn Write, s: &imagelake_engine::PatchSummary) -> std::
     let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for r in &s.rows {
         *counts.entry(r.outcome.as_str()).or_default() += 1;
-        if r.outcome != "applied" && r.outcome != "same" {
+        if !matches!(r.outcome, imagelake_engine::Outcome::Applied | imagelake_engine::Outcome::Same) {
             writeln!(out, "  {:<8} {:?}: {}", r.outcome, r.path, r.detail)?;
         }
     }

@@ -372,7 +372,7 @@ impl TableFunctionImpl for PatchTable {
             };
             let columns = vec![
                 column(|r| &r.path),
-                column(|r| &r.outcome),
+                column(|r| r.outcome.as_str()),
                 column(|r| &r.detail),
                 Arc::new(StringArray::from(vec![made.as_deref(); s.rows.len()])) as _,
             ];

@@ -13,13 +13,21 @@
 //!
 //! Conflicts are resolved by `on_conflict`: `fail` (nothing is written), `ours` (the target's
 //! state is kept) or `theirs` (`to`'s state is applied).
+//!
+//! The decisions and outcomes are worked out without I/O in `decide.rs`; this file reads the
+//! trees, fetches and merges the contents, and runs the edit around them.
+
+mod decide;
+
+pub use decide::Outcome;
 
 use crate::catalog::FileKind;
 use crate::edit::{Change, EditSummary};
 use crate::locks::Scratch;
 use crate::merge;
-use crate::tree::{Entry, Meta, Tree};
+use crate::tree::{Entry, Tree};
 use crate::{Error, Library, Result};
+use decide::{Decision, Resolution, State, Take, decide, resolve};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -52,9 +60,7 @@ impl std::str::FromStr for OnConflict {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PatchRow {
     pub path: String,
-    /// applied, same, merged, rebuilt, dropped, kept, conflict, ours (a conflict resolved by
-    /// keeping the target's), theirs (resolved by applying the patch's).
-    pub outcome: String,
+    pub outcome: Outcome,
     pub detail: String,
 }
 
@@ -69,38 +75,6 @@ pub struct PatchSummary {
     pub rows: Vec<PatchRow>,
     pub conflicts: usize,
     pub seconds: f64,
-}
-
-/// Caches their tool rebuilds when they are missing: dropped when both sides changed them.
-const CACHES: [&str; 3] =
-    ["/var/cache/apt/pkgcache.bin", "/var/cache/apt/srcpkgcache.bin", "/var/cache/ldconfig/aux-cache"];
-
-/// Copies of a previous state, and a compressed log of the last run only: the target's are
-/// kept when both sides changed them.
-const BACKUPS: [&str; 9] = [
-    "/var/lib/dpkg/status-old",
-    "/var/cache/debconf/config.dat-old",
-    "/var/cache/debconf/templates.dat-old",
-    "/var/cache/debconf/passwords.dat-old",
-    "/etc/passwd-",
-    "/etc/group-",
-    "/etc/shadow-",
-    "/etc/gshadow-",
-    "/var/log/apt/eipp.log.xz",
-];
-
-/// A path's entry in one tree, if it has one.
-type State<'a> = Option<&'a Entry>;
-
-/// A three-way decision, before contents are read.
-enum Plan {
-    Same,
-    Apply,
-    Merge(merge::Kind),
-    Drop,
-    Keep,
-    Rebuild,
-    Conflict(String),
 }
 
 impl Library {
@@ -126,41 +100,21 @@ impl Library {
         let mut paths: Vec<&String> = base.keys().chain(theirs.keys()).collect();
         paths.sort();
         paths.dedup();
-        let mut rows = Vec::new();
         // Per path: the decision, and the states in from, to and the target.
-        let mut decided: BTreeMap<String, (Plan, State, State, State)> = BTreeMap::new();
+        let mut decided: BTreeMap<String, (Decision, State, State, State)> = BTreeMap::new();
         for path in paths {
-            let (b, th, ou) = (base.get(path), theirs.get(path), ours.get(path));
-            if same(b, th) {
-                continue;
+            if let Some(decision) = decide(path, base, theirs, ours) {
+                decided.insert(path.clone(), (decision, base.get(path), theirs.get(path), ours.get(path)));
             }
-            let plan = if same(ou, th) {
-                Plan::Same
-            } else if same(ou, b) {
-                Plan::Apply
-            } else if let (Some(kind), true) = (merge::kind_of(path), [b, th, ou].iter().all(|e| is_file(*e))) {
-                Plan::Merge(kind)
-            } else if CACHES.contains(&path.as_str()) {
-                Plan::Drop
-            } else if BACKUPS.contains(&path.as_str()) {
-                Plan::Keep
-            } else if path == crate::derived::LD_CACHE && ou.is_some() && th.is_some() {
-                Plan::Rebuild
-            } else if th.is_none() && ou.is_some_and(|e| e.kind == FileKind::Dir) && added_under(path, base, ours) {
-                Plan::Conflict("the patch removes the directory, and the target added entries under it".into())
-            } else {
-                Plan::Conflict(format!("the target has {}, the patch changes {} to {}", state(ou), state(b), state(th)))
-            };
-            decided.insert(path.clone(), (plan, b, th, ou));
         }
 
         // Contents: every file the patch brings, and all three sides of every merge.
         let scratch = Scratch::new(self.root(), "patch")?;
         let mut wanted: [Vec<(String, u64)>; 3] = Default::default();
-        for (plan, b, th, ou) in decided.values() {
-            let sides = match plan {
-                Plan::Apply | Plan::Conflict(_) => [None, None, *th],
-                Plan::Merge(_) => [*ou, *b, *th],
+        for (decision, b, th, ou) in decided.values() {
+            let sides = match decision {
+                Decision::Apply | Decision::Conflict(_) => [None, None, *th],
+                Decision::Merge(_) => [*ou, *b, *th],
                 _ => [None, None, None],
             };
             for (side, e) in sides.into_iter().enumerate() {
@@ -168,7 +122,7 @@ impl Library {
             }
         }
         // A rebuilt ld.so.cache reads the target's libraries: fetched with the rest.
-        let rebuild = decided.values().any(|d| matches!(d.0, Plan::Rebuild));
+        let rebuild = decided.values().any(|d| matches!(d.0, Decision::Rebuild));
         if rebuild {
             wanted[0].extend(crate::derived::known_inputs(ours));
         }
@@ -195,29 +149,14 @@ impl Library {
         };
 
         let mut changes = Vec::new();
-        let mut conflicts = 0;
+        let mut rows = Vec::new();
         let merged_dir = scratch.dir.join("merged");
         std::fs::create_dir(&merged_dir)
             .map_err(|e| Error::Io { context: "creating the merge folder".into(), error: e })?;
-        for (path, (plan, b, th, ou)) in &decided {
-            let row = |outcome: &str, detail: String| PatchRow { path: path.clone(), outcome: outcome.into(), detail };
-            match plan {
-                Plan::Same => rows.push(row("same", "the target has the patch's state already".into())),
-                Plan::Apply => {
-                    changes.extend(to_state(path, *th, ours, &|e| file_of(2, e))?);
-                    rows.push(row("applied", state(*th)));
-                }
-                Plan::Drop => {
-                    changes.extend(ou.map(|_| Change::Remove { path: path.clone() }));
-                    rows.push(row("dropped", "a cache both sides changed: its tool rebuilds it when missing".into()));
-                }
-                Plan::Keep => {
-                    rows.push(row("kept", "a backup or last-run log both sides changed: the target's is kept".into()))
-                }
-                Plan::Rebuild => {
-                    rows.push(row("rebuilt", "made anew by ldconfig from the libraries of the result".into()));
-                }
-                Plan::Merge(kind) => {
+        for (path, (decision, b, th, ou)) in &decided {
+            // A merge reads its three sides.
+            let merged = match decision {
+                Decision::Merge(kind) => {
                     let read = |side: usize, e: &Option<&Entry>| {
                         e.map(|e| {
                             std::fs::read(file_of(side, e))
@@ -227,42 +166,27 @@ impl Library {
                         .map(Option::unwrap_or_default)
                     };
                     let (bb, tt, oo) = (read(1, b)?, read(2, th)?, read(0, ou)?);
-                    match merge::merge(*kind, &bb, &tt, &oo) {
-                        Ok(bytes) => {
-                            let file = merged_dir.join(path.trim_start_matches('/').replace('/', "_"));
-                            std::fs::write(&file, bytes)
-                                .map_err(|e| Error::Io { context: format!("writing the merge of {path}"), error: e })?;
-                            let mut meta = ou.map(|e| e.meta()).unwrap_or_else(|| {
-                                th.map(|e| e.meta()).unwrap_or(Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 })
-                            });
-                            meta.mtime = th.map_or(meta.mtime, |e| e.mtime).max(meta.mtime);
-                            changes.push(Change::Write { path: path.clone(), source: file, meta });
-                            rows.push(row("merged", describe(*kind)));
-                        }
-                        Err(units) => {
-                            conflicts += units.len();
-                            for unit in &units {
-                                rows.push(row("conflict", unit.clone()));
-                            }
-                            if on_conflict == OnConflict::Theirs {
-                                changes.extend(to_state(path, *th, ours, &|e| file_of(2, e))?);
-                            }
-                        }
-                    }
+                    merge::merge(*kind, &bb, &tt, &oo)
                 }
-                Plan::Conflict(why) => {
-                    conflicts += 1;
-                    match on_conflict {
-                        OnConflict::Fail => rows.push(row("conflict", why.clone())),
-                        OnConflict::Ours => rows.push(row("ours", why.clone())),
-                        OnConflict::Theirs => {
-                            changes.extend(to_state(path, *th, ours, &|e| file_of(2, e))?);
-                            rows.push(row("theirs", why.clone()));
-                        }
-                    }
+                _ => Ok(Vec::new()),
+            };
+            let merge = merged.as_ref().map(|_| ()).map_err(Vec::as_slice);
+            let Resolution { rows: outcomes, take } = resolve(decision, *th, merge, on_conflict);
+            rows.extend(outcomes.into_iter().map(|(outcome, detail)| PatchRow { path: path.clone(), outcome, detail }));
+            match take {
+                Take::Nothing => {}
+                Take::Theirs => changes.extend(to_state(path, *th, ours, &|e| file_of(2, e))?),
+                Take::Removal => changes.extend(to_state(path, None, ours, &|e| file_of(2, e))?),
+                Take::Merged => {
+                    let file = merged_dir.join(path.trim_start_matches('/').replace('/', "_"));
+                    std::fs::write(&file, merged.as_deref().unwrap_or_default())
+                        .map_err(|e| Error::Io { context: format!("writing the merge of {path}"), error: e })?;
+                    let meta = decide::merged_meta(*ou, *th);
+                    changes.push(Change::Write { path: path.clone(), source: file, meta });
                 }
             }
         }
+        let conflicts = rows.iter().filter(|r| r.outcome.is_conflict()).count();
         let summary = |made: Option<EditSummary>, rows: Vec<PatchRow>| PatchSummary {
             target: label(&t),
             from: label(&f),
@@ -289,47 +213,8 @@ impl Library {
     }
 }
 
-fn describe(kind: merge::Kind) -> String {
-    match kind {
-        merge::Kind::Stanzas(fields) => format!("merged stanza by stanza (by {})", fields.join(" and ")),
-        merge::Kind::Entries { .. } => "merged entry by entry (by name)".into(),
-        merge::Kind::Log => "merged by appending what the patch logged".into(),
-    }
-}
-
-/// True when `ours` has an entry under directory `path` that `base` does not.
-fn added_under(path: &str, base: &Tree, ours: &Tree) -> bool {
-    let prefix = format!("{path}/");
-    ours.range(prefix.clone()..).take_while(|(p, _)| p.starts_with(&prefix)).any(|(p, _)| !base.contains_key(p))
-}
-
-fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.same(b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-fn is_file(e: Option<&Entry>) -> bool {
-    e.is_none_or(|e| e.kind == FileKind::File)
-}
-
 fn content(e: &Entry) -> Option<(String, u64)> {
     (e.kind == FileKind::File).then(|| e.content_hash.clone().map(|h| (h, e.size))).flatten()
-}
-
-/// A state, for a person: "absent", "a file of 120 bytes", "a directory", ...
-fn state(e: Option<&Entry>) -> String {
-    match e {
-        None => "absent".into(),
-        Some(e) if e.kind == FileKind::File => {
-            format!("a file of {} bytes ({:o}, {}:{})", e.size, e.mode, e.uid, e.gid)
-        }
-        Some(e) if e.kind == FileKind::Symlink => format!("a link to {}", e.link_target.as_deref().unwrap_or("?")),
-        Some(e) if e.kind == FileKind::Dir => format!("a directory ({:o}, {}:{})", e.mode, e.uid, e.gid),
-        Some(e) => format!("a {}", e.kind),
-    }
 }
 
 /// The changes that give `path` the state `to` in a target whose tree is `ours`.
