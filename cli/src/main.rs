@@ -5,7 +5,7 @@ use imagelake_engine::{
     CheckinOptions, CheckinSummary, CheckoutOptions, CheckoutSummary, ExportOptions, ExportSummary, Library,
     RepackOptions, RepackSummary,
 };
-use imagelake_sql::output::Format;
+use output::Format;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod output;
 mod progress;
 mod repl;
 

@@ -17,7 +17,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::parser::ParserError;
 use imagelake_sql::Session;
-use imagelake_sql::output::{self, Format};
+use crate::output::{self, Format};
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
