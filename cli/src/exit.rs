@@ -54,18 +54,18 @@ pub struct Error {
 }
 
 impl Error {
-    pub fn new(kind: Kind, message: impl Into<String>) -> anyhow::Error {
+    pub fn of(kind: Kind, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Error { kind, message: message.into() })
     }
 
     /// The command ran and found something wrong (status 1).
     pub fn problem(message: impl Into<String>) -> anyhow::Error {
-        Error::new(Kind::Problem, message)
+        Error::of(Kind::Problem, message)
     }
 
     /// A bad request on the command line (status 2).
     pub fn usage(message: impl Into<String>) -> anyhow::Error {
-        Error::new(Kind::Usage, message)
+        Error::of(Kind::Usage, message)
     }
 }
 
@@ -235,5 +235,14 @@ mod tests {
         let pipe = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
         assert!(pipe.chain().any(is_broken_pipe));
         assert!(!not_found.chain().any(is_broken_pipe));
+    }
+
+    #[test]
+    fn a_panic_is_an_internal_error() {
+        use futures::FutureExt;
+        let caught = futures::executor::block_on(std::panic::AssertUnwindSafe(async { panic!("boom") }).catch_unwind());
+        let payload = caught.expect_err("the panic is caught");
+        assert_eq!(panic_message(payload.as_ref()), "boom");
+        assert_eq!(panicked(payload), 70);
     }
 }

@@ -45,7 +45,7 @@ pub async fn run(
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
-                .map_err(|e| exit::Error::new(Kind::Environment, format!("cannot read stdin: {e}")))?;
+                .map_err(|e| exit::Error::of(Kind::Environment, format!("cannot read stdin: {e}")))?;
             shell.script(&text, None).await
         }
         Input::Terminal => shell.interact(library).await,
@@ -404,7 +404,7 @@ fn script_error(name: Option<&str>, failure: Failure) -> anyhow::Error {
         Failure::Error { line, column, message, kind } => {
             let file = name.map(|n| format!("{n}, ")).unwrap_or_default();
             let column = column.map(|c| format!(", column {c}")).unwrap_or_default();
-            exit::Error::new(kind, format!("{file}line {line}{column}: {message}"))
+            exit::Error::of(kind, format!("{file}line {line}{column}: {message}"))
         }
     }
 }
