@@ -12,7 +12,9 @@
 //!
 //! The kind of an error is that of the first error of a known kind in its chain: the anyhow
 //! chain, and inside DataFusion's `External`, `Context` and `Shared` wrappers (SQL wraps the
-//! engine's errors in them).
+//! engine's errors in them). A failed SQL statement is the script's problem (1, as in sqlite3)
+//! whatever lies under it (`sql -c "SELECT * FROM ls('nosuch', '/')"` exits 1), unless it is
+//! a bug (70).
 
 use datafusion::error::DataFusionError;
 use std::any::Any;

@@ -2,15 +2,10 @@
 //! usage or user error, 3 a bad input image, 1 a problem the command reports), and a closed
 //! standard output (`| head -1`) as a quiet success.
 
-use imagelake_tests::{Library, mkfs_ext, run};
+use imagelake_tests::{Library, attempt, mkfs_ext, run};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// Runs an `imagelake` command whatever its exit status.
-fn attempt(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
