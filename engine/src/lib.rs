@@ -68,7 +68,8 @@ pub enum Error {
     Catalog(String),
     #[error("catalog rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// A bug, not the user's doing: a task that panicked or was cancelled.
+    /// A bug in imagelake (a task that panicked, a state that cannot be): not the user's,
+    /// the image's or the environment's fault.
     #[error("internal error: {0}")]
     Internal(String),
 }

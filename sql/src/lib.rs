@@ -11,7 +11,6 @@ use imagelake_engine::Library;
 use std::sync::Arc;
 
 pub mod functions;
-pub mod output;
 mod plans;
 pub mod tables;
 

@@ -5,8 +5,8 @@
 
 use super::OnConflict;
 use crate::catalog::FileKind;
-use crate::tree::{Entry, Meta, Tree};
 use crate::merge;
+use crate::tree::{Entry, Meta, Tree};
 
 /// Caches their tool rebuilds when they are missing: dropped when both sides changed them.
 const CACHES: [&str; 3] =
@@ -228,7 +228,9 @@ fn is_file(e: Option<&Entry>) -> bool {
 fn state(e: Option<&Entry>) -> String {
     match e {
         None => "absent".into(),
-        Some(e) if e.kind == FileKind::File => format!("a file of {} bytes ({:o}, {}:{})", e.size, e.mode, e.uid, e.gid),
+        Some(e) if e.kind == FileKind::File => {
+            format!("a file of {} bytes ({:o}, {}:{})", e.size, e.mode, e.uid, e.gid)
+        }
         Some(e) if e.kind == FileKind::Symlink => format!("a link to {}", e.link_target.as_deref().unwrap_or("?")),
         Some(e) if e.kind == FileKind::Dir => format!("a directory ({:o}, {}:{})", e.mode, e.uid, e.gid),
         Some(e) => format!("a {}", e.kind),

@@ -1,0 +1,191 @@
+//! The command line: the global options and one variant per command, as clap parses them.
+//! The doc comments are the `--help` text.
+
+use crate::output::Format;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "imagelake", version, about = "A VM image library: images as structured data")]
+pub struct Cli {
+    /// The library directory (created on first use).
+    #[arg(short = 'L', long, env = "IMAGELAKE_LIBRARY", default_value = "imagelake-library", global = true)]
+    pub library: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check a disk image (raw or qcow2) in as the next version of NAME.
+    Checkin {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Store what has a bad structure (a filesystem that does not parse, a partition past
+        /// the end of the disk, no partition table and no filesystem) as raw bytes, with a
+        /// warning, instead of refusing the image.
+        #[arg(long)]
+        raw_on_error: bool,
+        /// Print the summary as JSON (and no progress bar).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the disk of an image version (NAME, NAME@VERSION or an image id) to OUT.
+    Checkout {
+        image: String,
+        out: PathBuf,
+        /// raw, qcow2 (both written natively), or vmdk, vdi, vhdx, vpc (through qemu-img).
+        #[arg(long, default_value = "raw")]
+        format: String,
+        /// Replace OUT even if it is not an earlier checkout of this library.
+        #[arg(long)]
+        force: bool,
+        /// Delta deployment: OUT is a raw disk of the same size (an earlier checkout of another
+        /// version); rewrite only its 4 KiB blocks that differ, in place.
+        #[arg(long)]
+        update: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the library's consistency and list what crashed operations left behind
+    /// (exit status 1 on damage).
+    Check {
+        /// Delete the leftovers (rows of checkins that never committed, stale tmp/ files).
+        #[arg(long)]
+        reclaim: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite the packs checkins wrote (zstd 3, 4 MiB frames) at zstd 19 in 32 MiB frames,
+    /// compact the catalog, and delete what no reader needs any more. Queries, checkouts and
+    /// checkins may run meanwhile.
+    Repack {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read back every chunk of the store (or of the chunks one image uses), check each
+    /// against its hash and the packs against the catalog, and list the damaged chunks with
+    /// the images and files that use them (exit status 1 on damage).
+    Verify {
+        /// NAME, NAME@VERSION or an image id; the whole library without it.
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the file tree of one filesystem of an image version into DIR (new or empty), with
+    /// owners (as root), modes, times, extended attributes, hard links, symbolic links and
+    /// device nodes. Entries whose names or link targets would leave DIR are refused and
+    /// listed (exit status 1), never followed.
+    Export {
+        image: String,
+        dir: PathBuf,
+        /// The partition number (as in the `partitions` table) when the image has several
+        /// filesystems.
+        #[arg(long)]
+        partition: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image with the file at PATH taking the content of
+    /// HOST_FILE (its owner and permissions kept; a new file is root's, 0644).
+    Replace {
+        image: String,
+        path: String,
+        host_file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image with the tree of HOST_DIR copied into TARGET_DIR
+    /// (made when absent), as root's, with the host's permissions and times.
+    Import {
+        image: String,
+        host_dir: PathBuf,
+        target_dir: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image without PATH (a directory goes with everything under it).
+    Remove {
+        image: String,
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next version of an image with new permissions or owners of PATH.
+    SetMeta {
+        image: String,
+        path: String,
+        /// Permissions in octal, as chmod takes them (755, 4755).
+        #[arg(long, value_parser = octal)]
+        mode: Option<u32>,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make version 1 of a new image NEW_NAME whose disk is IMAGE's (no byte is stored again).
+    Clone {
+        image: String,
+        new_name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Carry diff(FROM, TO) onto TARGET, three-way, making TARGET's next version: a path the
+    /// target still has as FROM had it takes TO's state; dpkg's status, debconf's databases,
+    /// the account files and logs are merged unit by unit; anything else both changed is a
+    /// conflict (exit status 1 under --on-conflict fail, and nothing is written).
+    Patch {
+        target: String,
+        from: String,
+        to: String,
+        /// fail (write nothing), ours (keep the target's state) or theirs (take TO's).
+        #[arg(long, default_value = "fail")]
+        on_conflict: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hide an image version: names and SQL no longer see it; undelete brings it back, until gc.
+    Delete { image: String },
+    /// Bring back a version delete hid (not once gc has purged it).
+    Undelete { image: String },
+    /// Purge deleted versions and free the chunks no remaining version uses (packs that are
+    /// mostly dead rewritten, wholly dead ones deleted once no reader needs them). Checkins,
+    /// edits and readers may run meanwhile.
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the tree of versions NAME belongs to: what made each version, who and when.
+    Log {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one file of an image version (NAME, NAME@VERSION or an image id) to standard
+    /// output. Symbolic links are followed inside the image, never out of it.
+    Cat { image: String, path: String },
+    /// Run SQL over the catalog: the statements of -c, of a script FILE, or of standard
+    /// input; on a terminal without either, an interactive shell (.help lists its commands).
+    Sql {
+        /// The statement(s) to run, separated by ';'.
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        /// A script: SQL statements ended by ';', '--' comments, meta-commands such as
+        /// `.mode csv` on lines of their own. It stops at the first error (exit status 1).
+        #[arg(conflicts_with = "command")]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// `--mode`: permissions in octal, as chmod takes them.
+fn octal(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{text:?} is not a mode in octal (at most 7777)"))
+}

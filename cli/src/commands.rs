@@ -1,0 +1,161 @@
+//! One function per command's dispatch: open the library, call the engine, print the summary,
+//! and turn what the command found wrong (damage, conflicts, refused entries) into a
+//! [`exit::Error::problem`] (exit status 1).
+
+use crate::args::{Cli, Command};
+use crate::exit::{self, Stdout};
+use crate::print::{self, report};
+use crate::progress;
+use crate::repl;
+use imagelake_engine::{CheckinOptions, CheckoutOptions, ExportOptions, Library, RepackOptions};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+/// Runs the command `cli` names, printing on standard output.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let library = Arc::new(Library::open(&cli.library).await?);
+    let mut stdout = Stdout::lock();
+    match cli.command {
+        Command::Checkin { file, name, raw_on_error, json } => {
+            let progress = progress_bar(json);
+            let options = CheckinOptions { raw_on_error, progress: progress.clone() };
+            let summary = library.checkin(&file, &name, options).await;
+            drop(progress);
+            report(&mut stdout, json, &summary?, |out, s| print::print_checkin(out, &file, s))?;
+        }
+        Command::Checkout { image, out, format, force, update, json } => {
+            let progress = progress_bar(json);
+            let options = CheckoutOptions { format: Some(format), force, update, progress: progress.clone() };
+            let summary = library.checkout(&image, &out, &options).await;
+            drop((progress, options));
+            report(&mut stdout, json, &summary?, print::print_checkout)?;
+        }
+        Command::Check { reclaim, json } => {
+            let report = library.check().await?;
+            let reclaimed = if reclaim { Some(library.reclaim().await?) } else { None };
+            if json {
+                let value = match &reclaimed {
+                    Some(r) => serde_json::json!({ "check": report, "reclaimed": r }),
+                    None => serde_json::to_value(&report)?,
+                };
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                print::print_check(&mut stdout, &report)?;
+                if let Some(r) = &reclaimed {
+                    print::print_reclaimed(&mut stdout, r)?;
+                }
+            }
+            if !report.problems.is_empty() {
+                return Err(exit::Error::problem(format!(
+                    "the library is damaged: {} problems",
+                    report.problems.len()
+                )));
+            }
+        }
+        Command::Repack { json } => {
+            let progress = progress_bar(json);
+            let summary = library.repack(RepackOptions { progress: progress.clone() }).await;
+            drop(progress);
+            report(&mut stdout, json, &summary?, print::print_repack)?;
+        }
+        Command::Verify { image, json } => {
+            let verified = library.verify(image.as_deref()).await?;
+            report(&mut stdout, json, &verified, print::print_verify)?;
+            if !verified.damaged.is_empty() || !verified.damaged_packs.is_empty() {
+                return Err(exit::Error::problem(format!(
+                    "the store is damaged: {} chunks, {} pack indexes",
+                    verified.damaged.len(),
+                    verified.damaged_packs.len()
+                )));
+            }
+        }
+        Command::Export { image, dir, partition, json } => {
+            let progress = progress_bar(json);
+            let options = ExportOptions { partition, progress: progress.clone() };
+            let summary = library.export(&image, &dir, &options).await;
+            drop((progress, options));
+            let summary = summary?;
+            report(&mut stdout, json, &summary, print::print_export)?;
+            if !summary.refused.is_empty() || !summary.failed.is_empty() {
+                return Err(exit::Error::problem(format!(
+                    "{} entries refused, {} not written completely",
+                    summary.refused.len(),
+                    summary.failed.len()
+                )));
+            }
+        }
+        Command::Replace { image, path, host_file, json } => {
+            let summary = library.replace_content(&image, &path, &host_file).await?;
+            report(&mut stdout, json, &summary, print::print_edit)?;
+        }
+        Command::Import { image, host_dir, target_dir, json } => {
+            let summary = library.import(&image, &host_dir, &target_dir).await?;
+            report(&mut stdout, json, &summary, print::print_edit)?;
+        }
+        Command::Remove { image, path, json } => {
+            let summary = library.remove(&image, &path).await?;
+            report(&mut stdout, json, &summary, print::print_edit)?;
+        }
+        Command::SetMeta { image, path, mode, uid, gid, json } => {
+            if mode.is_none() && uid.is_none() && gid.is_none() {
+                return Err(exit::Error::usage("set-meta: give --mode, --uid or --gid"));
+            }
+            let summary = library.set_meta(&image, &path, mode, uid, gid).await?;
+            report(&mut stdout, json, &summary, print::print_edit)?;
+        }
+        Command::Patch { target, from, to, on_conflict, json } => {
+            let s = library.patch(&target, &from, &to, on_conflict.parse()?).await?;
+            report(&mut stdout, json, &s, print::print_patch)?;
+            if s.made.is_none() && s.conflicts > 0 {
+                return Err(exit::Error::problem(format!("{} conflicts: nothing was written", s.conflicts)));
+            }
+        }
+        Command::Delete { image } => {
+            let i = library.delete(&image).await?;
+            writeln!(stdout, "deleted {}@{} (undelete restores it until gc)", i.name, i.version)?;
+        }
+        Command::Undelete { image } => {
+            let i = library.undelete(&image).await?;
+            writeln!(stdout, "restored {}@{}", i.name, i.version)?;
+        }
+        Command::Gc { json } => {
+            let s = library.gc().await?;
+            report(&mut stdout, json, &s, print::print_gc)?;
+        }
+        Command::Clone { image, new_name, json } => {
+            let s = library.clone_image(&image, &new_name).await?;
+            report(&mut stdout, json, &s, print::print_clone)?;
+        }
+        Command::Log { name, json } => {
+            let family = library.family(&name).await?;
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&family)?)?;
+            } else {
+                write!(stdout, "{}", print::draw_versions(&family, &name))?;
+            }
+        }
+        Command::Cat { image, path } => {
+            let data = library.read_file(&image, &path).await?;
+            stdout.write_all(&data)?;
+        }
+        Command::Sql { command, file, format } => {
+            let session = Arc::new(imagelake_sql::Session::open(library.clone()).await?);
+            let input = match (command, file) {
+                (Some(command), _) => repl::Input::Command(command),
+                (None, Some(file)) => repl::Input::File(file),
+                (None, None) if std::io::stdin().is_terminal() => repl::Input::Terminal,
+                (None, None) => repl::Input::Stdin,
+            };
+            repl::run(session, input, format, &cli.library, &mut stdout).await?;
+        }
+    }
+    // Buffered output reaches the pipe now, so that a closed one is seen as such.
+    stdout.flush()?;
+    Ok(())
+}
+
+/// A progress bar on standard error, when that is a terminal and the summary is not JSON.
+fn progress_bar(json: bool) -> Option<Arc<dyn imagelake_engine::Progress>> {
+    (!json && std::io::stderr().is_terminal())
+        .then(|| Arc::new(progress::Bar::default()) as Arc<dyn imagelake_engine::Progress>)
+}

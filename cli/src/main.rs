@@ -1,0 +1,45 @@
+//! The `imagelake` command: checkin, checkout, edits and SQL over a library.
+//!
+//! This crate is the program and nothing else: the command line ([`args`]), one dispatch per
+//! command ([`commands`]), summaries for a person ([`print`]), query results ([`output`]), the
+//! progress bar ([`progress`]), the SQL shell and scripts ([`repl`]), and the exit status of
+//! each kind of failure ([`exit`]): 0 success (a closed standard output included), 1 the
+//! command ran and reports a problem, 2 a usage or user error, 3 a bad input image, 4 the
+//! environment failed, 70 an internal error (a bug). The library is `imagelake-engine`,
+//! SQL is `imagelake-sql`.
+
+use clap::Parser;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+
+// As datafusion-cli does: planning a question allocates many small objects, and mimalloc
+// serves them faster than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod args;
+mod commands;
+mod exit;
+mod output;
+mod print;
+mod progress;
+mod repl;
+
+#[tokio::main]
+async fn main() {
+    imagelake_engine::trace::phase("started");
+    // No transparent huge pages in this process (nor in the tools it runs): mimalloc asks
+    // for them on its arenas, and a command that touches its memory once then pays the
+    // kernel to clear each 2 MiB page whole (half a patch's CPU time and twice its peak
+    // memory; BENCHMARKS.md). SAFETY: this prctl only sets a flag of the process.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    // Usage errors exit with clap's status, 2.
+    let cli = args::Cli::parse();
+    let status = match AssertUnwindSafe(commands::run(cli)).catch_unwind().await {
+        Ok(result) => exit::status(result),
+        Err(panic) => exit::panicked(panic),
+    };
+    if status != 0 {
+        std::process::exit(status);
+    }
+}
