@@ -54,6 +54,10 @@ pub enum Command {
         /// Delete the leftovers (rows of checkins that never committed, stale tmp/ files).
         #[arg(long)]
         reclaim: bool,
+        /// First add a `chunks` row for every chunk a pack's own index lists and the catalog
+        /// lacks (a damaged or lost `chunks` table made whole from the packs alone).
+        #[arg(long)]
+        rebuild_chunks: bool,
         #[arg(long)]
         json: bool,
     },
@@ -88,8 +92,10 @@ pub enum Command {
         json: bool,
     },
     /// Make the next version of an image with the file at PATH taking the content of
-    /// HOST_FILE (its owner and permissions kept; a new file is root's, 0644).
-    Replace {
+    /// HOST_FILE (its owner and permissions kept; a new file is root's, 0644). `replace` is
+    /// an alias, kept for scripts.
+    #[command(alias = "replace")]
+    ReplaceContent {
         image: String,
         path: String,
         host_file: PathBuf,

@@ -30,16 +30,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             drop((progress, options));
             report(&mut stdout, json, &summary?, print::print_checkout)?;
         }
-        Command::Check { reclaim, json } => {
+        Command::Check { reclaim, rebuild_chunks, json } => {
+            // Rows rebuilt from the packs first, so that the check sees them.
+            let rebuilt = if rebuild_chunks { Some(library.rebuild_chunks().await?) } else { None };
             let report = library.check().await?;
             let reclaimed = if reclaim { Some(library.reclaim().await?) } else { None };
             if json {
-                let value = match &reclaimed {
-                    Some(r) => serde_json::json!({ "check": report, "reclaimed": r }),
-                    None => serde_json::to_value(&report)?,
+                let value = match (&reclaimed, &rebuilt) {
+                    (None, None) => serde_json::to_value(&report)?,
+                    _ => {
+                        let mut value = serde_json::json!({ "check": report });
+                        if let Some(r) = &reclaimed {
+                            value["reclaimed"] = serde_json::to_value(r)?;
+                        }
+                        if let Some(r) = &rebuilt {
+                            value["rebuilt"] = serde_json::to_value(r)?;
+                        }
+                        value
+                    }
                 };
                 writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
+                if let Some(r) = &rebuilt {
+                    print::print_rebuilt(&mut stdout, r)?;
+                }
                 print::print_check(&mut stdout, &report)?;
                 if let Some(r) = &reclaimed {
                     print::print_reclaimed(&mut stdout, r)?;
@@ -84,7 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )));
             }
         }
-        Command::Replace { image, path, host_file, json } => {
+        Command::ReplaceContent { image, path, host_file, json } => {
             let summary = library.replace_content(&image, &path, &host_file).await?;
             report(&mut stdout, json, &summary, print::print_edit)?;
         }

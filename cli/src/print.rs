@@ -80,6 +80,18 @@ pub fn print_reclaimed(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<
     writeln!(out, "reclaimed {} uncommitted image ids and {} tmp/ files", r.orphan_image_ids.len(), r.stale_files.len())
 }
 
+pub fn print_rebuilt(out: &mut dyn Write, r: &imagelake_engine::RebuildSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "rebuilt chunks: {} rows added from the indexes of {} packs ({} chunks listed) in {:.2} s",
+        r.rows_added, r.packs, r.chunks_listed, r.seconds
+    )?;
+    for why in &r.unreadable {
+        writeln!(out, "  unreadable index: {why}")?;
+    }
+    Ok(())
+}
+
 pub fn print_export(out: &mut dyn Write, s: &ExportSummary) -> std::io::Result<()> {
     writeln!(out, "exported {} (partition {}) to {}", s.image, s.partition, s.dir.display())?;
     writeln!(
@@ -211,7 +223,7 @@ pub fn print_edit(out: &mut dyn Write, s: &EditSummary) -> std::io::Result<()> {
 ///
 /// ```text
 /// * base@1  checkin  alice  2026-11-26 03:12
-/// ├── * base@2  replace {"path":"/etc/motd"}  alice  2026-11-26 03:20
+/// ├── * base@2  replace_content {"path":"/etc/motd"}  alice  2026-11-26 03:20
 /// └── web@1  clone  bob  2026-11-26 03:25
 /// ```
 pub fn draw_versions(family: &[HistoryRow], name: &str) -> String {

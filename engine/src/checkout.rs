@@ -162,7 +162,7 @@ impl Library {
             Ok((written, zero, unexpected))
         })
         .await
-        .map_err(|e| Error::User(format!("checkout failed: {e}")))??;
+        .map_err(crate::task_failed("checking out"))??;
         if !options.update && format != "raw" && format != "qcow2" {
             let converted = tokio::process::Command::new("qemu-img")
                 .args(["convert", "-f", "raw", "-O", &format])

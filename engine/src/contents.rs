@@ -74,7 +74,7 @@ impl Library {
             }
         })
         .await
-        .map_err(|e| Error::User(format!("reading contents failed: {e}")))?
+        .map_err(crate::task_failed("reading contents"))?
     }
 
     /// The stored pieces of each wanted content, from the image's file extents.

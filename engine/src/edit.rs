@@ -132,7 +132,7 @@ impl Library {
             Ok((file, before, free_room(&where_, &device)?))
         })
         .await
-        .map_err(|e| Error::User(format!("preparing the edit failed: {e}")))??;
+        .map_err(crate::task_failed("preparing the edit"))??;
         crate::trace::phase("edit: metadata in a scratch file, found clean");
         Ok(Prepared { started, scratch, file, before, free, writing, reading })
     }
@@ -178,7 +178,7 @@ impl Library {
         });
         let facts = self.parent_facts(parent.image_id, &extents, start, start + size);
         let (ld_cache, changes, known, facts) = tokio::join!(ld_cache, changes, self.catalog().chunk_hashes(), facts);
-        let failed = |e: tokio::task::JoinError| Error::User(format!("{label}: the edit failed: {e}"));
+        let failed = |e: tokio::task::JoinError| crate::task_failed(format!("{label}: the edit"))(e);
         let (device, mut written) = changes.map_err(failed)??;
         let (ld_cache, known, facts, work, at) = (ld_cache?, known?, facts?, scratch.dir.clone(), where_.clone());
         let (expected, written, device) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -261,7 +261,8 @@ impl Library {
         let source = std::path::absolute(host_file).io_context(|| format!("finding {}", host_file.display()))?;
         let arguments = serde_json::json!({ "path": path, "host_file": source.display().to_string() });
         let prepared = self.prepare_edit(&target).await?;
-        self.edit_with(target, prepared, &[Change::Write { path, source, meta }], "replace", arguments, None).await
+        self.edit_with(target, prepared, &[Change::Write { path, source, meta }], "replace_content", arguments, None)
+            .await
     }
 
     /// `import(image, host_dir, target_dir)`: copies the tree of `host_dir` into `target_dir`
@@ -355,7 +356,7 @@ impl Library {
             ))
         })
         .await
-        .map_err(|e| Error::User(format!("writing the filesystem's metadata failed: {e}")))?
+        .map_err(crate::task_failed("writing the filesystem's metadata"))?
     }
 }
 

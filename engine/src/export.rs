@@ -166,7 +166,7 @@ impl Library {
             Ok(summary)
         })
         .await
-        .map_err(|e| Error::User(format!("export failed: {e}")))??;
+        .map_err(crate::task_failed("exporting"))??;
         Ok(ExportSummary { seconds: started.elapsed().as_secs_f64(), ..summary })
     }
 

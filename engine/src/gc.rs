@@ -111,7 +111,7 @@ impl Library {
             let written =
                 tokio::task::spawn_blocking(move || crate::repack::copy(&root, &moving, Compression::CHECKIN, None))
                     .await
-                    .map_err(|e| Error::User(format!("gc failed: {e}")))??;
+                    .map_err(crate::task_failed("gc, copying live chunks"))??;
             drop(reading);
             let rows: Vec<ChunkRow> = written.iter().map(ChunkRow::from).collect();
             self.catalog().append(&rows).await?;

@@ -95,6 +95,12 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+/// For a blocking task that panicked or was cancelled: a bug in imagelake, never the user's
+/// or the image's fault. `doing` says what the task was for.
+pub(crate) fn task_failed(doing: impl std::fmt::Display) -> impl FnOnce(tokio::task::JoinError) -> Error {
+    move |e| Error::Internal(format!("{doing}: {e}"))
+}
+
 /// Nanoseconds since the Unix epoch, now.
 pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()

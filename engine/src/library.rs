@@ -218,7 +218,7 @@ pub(crate) fn allocate_image_id(root: &Path) -> Result<i64> {
 
 /// What made a version, for its provenance row.
 pub(crate) struct Origin {
-    /// checkin, replace, import, remove, set_meta, patch, clone.
+    /// checkin, replace_content, import, remove, set_meta, patch, clone.
     pub operation: String,
     pub arguments: serde_json::Value,
     /// The version it was made from; without one, the newest version of its name, if any.

@@ -72,7 +72,7 @@ pub(crate) async fn writers(root: &Path, exclusive: bool) -> Result<File> {
         Ok(file)
     })
     .await
-    .map_err(|e| Error::Internal(format!("waiting for the writers lock: {e}")))?
+    .map_err(crate::task_failed("waiting for the writers lock"))?
 }
 
 /// `tmp/repack.lock`, flock()ed: one repack or gc at a time.

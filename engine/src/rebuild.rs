@@ -56,8 +56,7 @@ impl Library {
             }
             (summary, missing)
         });
-        let (mut summary, missing) =
-            read.await.map_err(|e| crate::Error::Internal(format!("reading the packs' indexes: {e}")))?;
+        let (mut summary, missing) = read.await.map_err(crate::task_failed("reading the packs' indexes"))?;
         let rows: Vec<ChunkRow> = missing.iter().map(ChunkRow::from).collect();
         summary.rows_added = rows.len();
         if !rows.is_empty() {

@@ -97,7 +97,7 @@ impl Library {
             let written =
                 tokio::task::spawn_blocking(move || copy(&root, &moving, Compression::REPACK, progress.as_deref()))
                     .await
-                    .map_err(|e| Error::User(format!("repack failed: {e}")))??;
+                    .map_err(crate::task_failed("repacking"))??;
             let new_packs: BTreeSet<&str> = written.iter().map(|c| c.location.pack.as_str()).collect();
             summary.packs_written = new_packs.len();
             summary.bytes_after =

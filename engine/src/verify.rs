@@ -86,7 +86,7 @@ impl Library {
             by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&root, &pack, &mut wanted)).collect()
         })
         .await
-        .map_err(|e| Error::User(format!("verify failed: {e}")))?;
+        .map_err(crate::task_failed("verifying"))?;
         for result in results {
             report.bytes_read += result.bytes;
             report.damaged_packs.extend(result.index_damage);

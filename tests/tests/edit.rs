@@ -1,4 +1,4 @@
-//! Offline edits (`replace`, `import`, `remove`, `set-meta`), `clone`, provenance and the
+//! Offline edits (`replace-content`, `import`, `remove`, `set-meta`), `clone`, provenance and the
 //! version tree, on a GPT disk made by sgdisk, mke2fs -d and mkfs.vfat. Oracles: e2fsck -fn,
 //! debugfs, a read-only loop mount by the kernel, and the bytes of the checkouts.
 
@@ -98,7 +98,13 @@ fn edits_make_new_versions_in_place_and_clean() {
     let motd = f.path("motd");
     std::fs::write(&motd, "Patched offline\n").expect("write");
     run(Command::new("chmod").arg("755").arg(f.dir.path()));
-    let out = run(f.lib.command_unprivileged().args(["replace", "a@1", "/etc/motd", motd.to_str().unwrap(), "--json"]));
+    let out = run(f.lib.command_unprivileged().args([
+        "replace-content",
+        "a@1",
+        "/etc/motd",
+        motd.to_str().unwrap(),
+        "--json",
+    ]));
     let s: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!((s["name"].as_str(), s["version"].as_i64(), s["parent"].as_str()), (Some("a"), Some(2), Some("a@1")));
     let (a2, dev2) = f.checkout("a@2");
@@ -184,7 +190,7 @@ fn edits_make_new_versions_in_place_and_clean() {
     // Provenance: the history, in SQL, and the tree `log` draws.
     let history = f.lib.sql("SELECT version, parent, operation, arguments FROM history('a') ORDER BY version");
     let ops: Vec<_> = history.iter().map(|r| r["operation"].as_str().unwrap_or_default().to_string()).collect();
-    assert_eq!(ops, ["checkin", "replace", "import", "remove", "remove", "set_meta"]);
+    assert_eq!(ops, ["checkin", "replace_content", "import", "remove", "remove", "set_meta"]);
     let parents: Vec<_> =
         history.iter().map(|r| r.get("parent").and_then(|p| p.as_str()).map(str::to_string)).collect();
     assert_eq!(parents[0], None);
@@ -195,7 +201,7 @@ fn edits_make_new_versions_in_place_and_clean() {
     assert!(history[2]["arguments"].as_str().unwrap_or_default().contains("/lib/modules/6.1.0-test"));
     let log = run(f.lib.command().args(["log", "a"]));
     assert!(log.lines().next().unwrap_or_default().starts_with("* a@1  checkin"), "{log}");
-    assert!(log.contains("└── * a@2  replace"), "{log}");
+    assert!(log.contains("└── * a@2  replace_content"), "{log}");
     assert_eq!(log.lines().count(), 6, "{log}");
 
     assert_eq!(run(f.lib.command().args(["verify"])).lines().next().map(|l| l.ends_with("intact")), Some(true));

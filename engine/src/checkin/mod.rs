@@ -138,10 +138,7 @@ impl Library {
                 crate::library::allocate_image_id(&root)
             })
         });
-        let failed = |e: tokio::task::JoinError| Error::Image {
-            image: image.to_string(),
-            message: format!("checkin failed: {e}"),
-        };
+        let failed = |e: tokio::task::JoinError| crate::task_failed(format!("checking in {image}"))(e);
         let checked = async {
             match checks {
                 Some(checks) => checks.await.map_err(failed)?,

@@ -260,7 +260,8 @@ impl TableFunctionImpl for ImageStats {
                 .await?;
                 let freed = freed
                     .first()
-                    .and_then(|b| datafusion::arrow::compute::cast(b.column(0), &DataType::Int64).ok())
+                    .and_then(|b| b.column_by_name("freed"))
+                    .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Int64).ok())
                     .map_or(0, |c| {
                         use datafusion::arrow::array::AsArray;
                         c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
