@@ -185,6 +185,19 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(package).parent().expect("repo root").to_path_buf()
 }
 
+/// A new library holding one small ext4 image (`/etc/motd` and little else) as `name@1`;
+/// `dir` holds its tree and image.
+pub fn small_library(dir: &Path, name: &str) -> Library {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/motd"), "hi\n").unwrap();
+    let img = dir.join("small.img");
+    mkfs_ext(&tree, &img, "ext4", "8M", &[]);
+    let lib = Library::new();
+    lib.checkin(&img, name);
+    lib
+}
+
 /// Makes an ext2/3/4 filesystem image of `size` from `tree` with `mke2fs -d`.
 pub fn mkfs_ext(tree: &Path, out: &Path, fs_type: &str, size: &str, extra: &[&str]) {
     run(Command::new("mke2fs").args(["-q", "-F", "-t", fs_type]).args(extra).arg("-d").arg(tree).arg(out).arg(size));

@@ -2,25 +2,13 @@
 //! usage or user error, 3 a bad input image, 1 a problem the command reports), and a closed
 //! standard output (`| head -1`) as a quiet success.
 
-use imagelake_tests::{Library, attempt, mkfs_ext, run};
+use imagelake_tests::{Library, attempt, run, small_library};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A library holding one small ext4 image, `small@1`.
-fn library(dir: &Path) -> Library {
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/motd"), "hi\n").unwrap();
-    let img = dir.join("small.img");
-    mkfs_ext(&tree, &img, "ext4", "8M", &[]);
-    let lib = Library::new();
-    lib.checkin(&img, "small");
-    lib
 }
 
 #[test]
@@ -60,7 +48,7 @@ fn noise(path: &Path) {
 #[test]
 fn a_bad_image_exits_3_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "small");
     let random = dir.path().join("random.img");
     noise(&random);
     let out = attempt(lib.command().arg("checkin").arg(&random).args(["--name", "random"]));
@@ -83,7 +71,7 @@ fn a_bad_image_exits_3_and_changes_nothing() {
 #[test]
 fn a_problem_the_command_reports_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "small");
     // A failed statement is the script's problem, whatever failed under it.
     let out = attempt(lib.command().args(["sql", "-c", "SELECT * FROM ls('nosuch', '/')"]));
     assert_eq!(out.status.code(), Some(1), "{out:?}");

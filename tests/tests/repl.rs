@@ -2,7 +2,7 @@
 //! completion, history across restarts, Ctrl-C during a long query, errors that keep the
 //! shell, `.mode` and `.output`), and scripts from a file, `-c` and standard input.
 
-use imagelake_tests::{Library, mkfs_ext};
+use imagelake_tests::{Library, small_library};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -17,18 +17,6 @@ const UP: &str = "\x1b[A";
 const TAB: &str = "\t";
 const CTRL_C: &str = "\x03";
 const CTRL_D: &str = "\x04";
-
-/// A library holding one small ext4 image, `webserver@1`.
-fn library(dir: &Path) -> Library {
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/motd"), "hi\n").unwrap();
-    let img = dir.join("small.img");
-    mkfs_ext(&tree, &img, "ext4", "8M", &[]);
-    let lib = Library::new();
-    lib.checkin(&img, "webserver");
-    lib
-}
 
 /// A process on the slave side of a pseudo-terminal, and what it has written so far.
 struct Terminal {
@@ -186,7 +174,7 @@ fn clean(bytes: &[u8]) -> String {
 #[test]
 fn typing_completion_and_errors_in_the_shell() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "webserver");
     let mut term = Terminal::shell(&lib, &dir.path().join("history"));
     term.expect(".help");
 
@@ -250,7 +238,7 @@ fn typing_completion_and_errors_in_the_shell() {
 #[test]
 fn history_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "webserver");
     let history = dir.path().join("history");
     let mut term = Terminal::shell(&lib, &history);
     term.line("SELECT 6 * 7");
@@ -288,7 +276,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn ctrl_c_cancels_a_running_query_and_clears_a_line() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "webserver");
     let mut term = Terminal::shell(&lib, &dir.path().join("history"));
     // Ten trillion rows: hours, not seconds.
     term.line("SELECT count(*) AS n FROM range(0, 10000000000000) WHERE value % 7 = 3;");
@@ -326,7 +314,7 @@ fn ctrl_c_cancels_a_running_query_and_clears_a_line() {
 #[test]
 fn modes_output_file_timer_and_meta_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "webserver");
     let mut term = Terminal::shell(&lib, &dir.path().join("history"));
     term.line(".mode csv");
     term.line("SELECT 1 AS a, 'x' AS b;");
@@ -384,7 +372,7 @@ fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn scripts_from_a_file_command_line_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "webserver");
     let script = write_script(
         dir.path(),
         "good.sql",
@@ -430,7 +418,7 @@ fn scripts_from_a_file_command_line_and_stdin() {
 #[test]
 fn a_script_stops_at_its_first_error_with_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = library(dir.path());
+    let lib = small_library(dir.path(), "webserver");
     let bad =
         write_script(dir.path(), "bad.sql", "SELECT 1 AS fine;\n\nSELECT nope\n  FROM images;\nSELECT 2 AS never;\n");
     let out = lib.command().arg("sql").arg(&bad).output().unwrap();
