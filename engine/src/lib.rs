@@ -1,8 +1,9 @@
 //! The library: a content-addressed store of chunks in packs ([`store`]), a catalog of Lance
-//! tables ([`catalog`]), and the operations over them ([`checkin`], [`checkout`]).
+//! tables ([`catalog`]), and the operations over them ([`checkin`], [`checkout`], ...).
+//! ARCHITECTURE.md draws the modules' layers; `scripts/modules.sh` keeps them free of cycles.
 //!
 //! **Architecture Invariant:** the engine knows nothing of SQL or DataFusion; it reads the
-//! catalog through Lance directly and is driven by `sql/`.
+//! catalog only through `catalog/`'s questions, and is driven by `sql/` and `cli/`.
 
 pub mod catalog;
 pub mod check;

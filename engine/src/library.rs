@@ -1,13 +1,13 @@
-//! A library is a directory: its format marker, the lock, the packs and the catalog.
+//! A library is a directory: its format marker, the locks, the packs and the catalog.
 //!
 //! ```text
 //! LIBRARY/
 //!   imagelake.json    format marker and version, checked on every open
-//!   lock, readers, writers   flock()ed (see locks.rs)
-//!   retired           packs a repack has emptied, deleted once no reader is left
+//!   lock              flock()ed (locks.rs), as are readers, writers and what tmp/ holds
+//!   retired           packs a repack or gc has emptied, deleted once no reader is left
 //!   next-image-id     the next image id to hand out
 //!   packs/ab/*.pack   published packs (store/FORMAT.md)
-//!   tmp/              packs being written; leftovers of a crash are safe to delete
+//!   tmp/              packs being written, scratch folders; leftovers of a crash are safe to delete
 //!   catalog/*.lance   one Lance dataset per table
 //! ```
 

@@ -5,10 +5,7 @@
 //! from the column next to it.
 
 use crate::{Error, Result};
-use arrow::array::{
-    Array, BinaryArray, BooleanArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
-    TimestampNanosecondArray,
-};
+use arrow::array::{Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray, TimestampNanosecondArray};
 
 /// The columns of one record batch of `table`, by name.
 #[derive(Clone, Copy)]
@@ -99,7 +96,3 @@ pub(crate) fn opt_int(column: Option<&Int64Array>, row: usize) -> Option<i64> {
 pub(crate) fn opt_text(column: Option<&StringArray>, row: usize) -> Option<String> {
     column.and_then(|c| c.is_valid(row).then(|| c.value(row).to_string()))
 }
-
-/// The struct field types decoders read, named once.
-pub(crate) type Binary = BinaryArray;
-pub(crate) type Boolean = BooleanArray;

@@ -5,6 +5,7 @@
 //! **Architecture Invariant:** outside `catalog/`, the engine reads the catalog only through
 //! these methods; no other module builds a filter or reads a column.
 
+use super::columns::Columns;
 use super::{Catalog, ChunkRow, Decode, ExtentRow, FileRow, ImageRow, PartitionRow, ProvenanceRow, Table};
 use crate::Result;
 use crate::store::{ChunkHash, ChunkLocation, hex, parse_hex};
@@ -137,16 +138,25 @@ impl Catalog {
         self.rows(&["image_id", "disk_offset", "length", "kind", "chunk_hash"], None).await
     }
 
+    /// The chunk hashes of a table's rows, straight into a set (they can be millions: no row is
+    /// made for each).
+    async fn hashes(&self, table: &str, filter: Option<&str>) -> Result<HashSet<ChunkHash>> {
+        let mut hashes = HashSet::new();
+        for batch in self.scan(table, &["chunk_hash"], filter).await? {
+            let column = Columns::new(table, &batch).str("chunk_hash")?;
+            hashes.extend(column.iter().flat_map(|c| c.iter().flatten().filter_map(parse_hex)));
+        }
+        Ok(hashes)
+    }
+
     /// Every chunk an extent of some version names.
     pub async fn used_chunks(&self) -> Result<HashSet<ChunkHash>> {
-        let rows: Vec<ExtentRow> = self.rows(&["chunk_hash"], Some("chunk_hash IS NOT NULL")).await?;
-        Ok(rows.iter().filter_map(|e| e.chunk_hash.as_deref().and_then(parse_hex)).collect())
+        self.hashes(ExtentRow::NAME, Some("chunk_hash IS NOT NULL")).await
     }
 
     /// The hashes of every chunk in the store, for deduplication.
     pub async fn chunk_hashes(&self) -> Result<HashSet<ChunkHash>> {
-        let rows: Vec<ChunkRow> = self.rows(&["chunk_hash"], None).await?;
-        Ok(rows.iter().filter_map(|c| parse_hex(&c.chunk_hash)).collect())
+        self.hashes(ChunkRow::NAME, None).await
     }
 
     /// Every row of `chunks` (a chunk twice while a repack or gc moves it), as locations.
@@ -184,7 +194,7 @@ impl Catalog {
     pub async fn image_ids(&self, table: &str) -> Result<HashSet<i64>> {
         let mut ids = HashSet::new();
         for batch in self.scan(table, &["image_id"], None).await? {
-            let column = super::columns::Columns::new(table, &batch).i64("image_id")?;
+            let column = Columns::new(table, &batch).i64("image_id")?;
             ids.extend(column.iter().flat_map(|c| c.values().iter().copied()));
         }
         Ok(ids)

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use std::sync::Arc;
 
-use super::columns::{Binary, Boolean, Columns, int, opt_int, opt_text, text, time};
+use super::columns::{Columns, int, opt_int, opt_text, text, time};
 
 /// A catalog table: a name, a schema, and rows that turn into a record batch.
 pub trait Table: Sized {
@@ -61,8 +61,6 @@ macro_rules! words {
         }
 
         impl $name {
-            pub const ALL: &[$name] = &[$($name::$variant,)+];
-
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $word,)+
@@ -444,7 +442,7 @@ impl Decode for FileRow {
             if let Some(list) = xattrs.filter(|l| l.is_valid(r)) {
                 let items = c.items(list, "xattrs", r)?;
                 let names: &StringArray = c.field(&items, "name")?;
-                let values: &Binary = c.field(&items, "value")?;
+                let values: &BinaryArray = c.field(&items, "value")?;
                 row.xattrs = (0..items.len()).map(|i| (names.value(i).to_string(), values.value(i).to_vec())).collect();
             }
             if let Some(list) = extent_map.filter(|l| l.is_valid(r)) {
@@ -452,7 +450,7 @@ impl Decode for FileRow {
                 let number = |name: &str| c.field::<Int64Array>(&items, name);
                 let (file_offset, disk_offset, length) =
                     (number("file_offset")?, number("disk_offset")?, number("length")?);
-                let unwritten: &Boolean = c.field(&items, "unwritten")?;
+                let unwritten: &BooleanArray = c.field(&items, "unwritten")?;
                 row.extent_map = (0..items.len())
                     .map(|i| FileExtent {
                         file_offset: file_offset.value(i),
