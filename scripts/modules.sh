@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lists the engine's module dependencies ("checkout -> catalog": checkout names
-# crate::catalog) and fails if they form a cycle. The test command runs it.
+# crate::catalog) and fails if they form a cycle, or if Lance is used outside catalog/ (and,
+# in sql/, outside tables.rs). The test command runs it.
 #
 # A module is a top-level file or folder of engine/src; a name re-exported by lib.rs
 # (crate::Library) counts as its module. lib.rs itself (Error, Result) belongs to no module.
@@ -72,3 +73,12 @@ if ! order=$(echo "$edges" | tsort 2>/tmp/modules-cycle.$$); then
 fi
 rm -f /tmp/modules-cycle.$$
 echo "no cycles; from the top: $(echo "$order" | tr '\n' ' ')"
+
+# Only catalog/ opens Lance; sql/ reads the same datasets in tables.rs alone.
+outside=$( (grep -rlE '\blance(_index)?::' --include='*.rs' . | grep -v '^\./catalog/' || true;
+            grep -rlE '\blance(_index)?::' --include='*.rs' ../../sql/src | grep -v '/tables\.rs$' || true) )
+if [ -n "$outside" ]; then
+  echo "Lance is used outside engine/src/catalog/ and sql/src/tables.rs:" >&2
+  echo "$outside" | sed 's/^/  /' >&2
+  exit 1
+fi
