@@ -56,7 +56,7 @@ impl Entry {
 /// A filesystem tree by path ("/" is the root).
 pub(crate) type Tree = BTreeMap<String, Entry>;
 
-/// The tree of file rows just read from a disk.
+/// The tree of file rows, from the catalog or just read from a disk.
 pub(crate) fn tree_of<'a>(files: impl Iterator<Item = &'a FileRow>) -> Tree {
     files
         .map(|f| {
