@@ -16,8 +16,8 @@
 
 use crate::catalog::{ChunkRow, ImageRow, ImageState, ProvenanceRow};
 use crate::locks::{self, OnlyRepack};
-use crate::store::{ChunkHash, ChunkLocation, Compression, pack_path};
-use crate::{Error, IoContext, Library, PruneSummary, Result};
+use crate::store::{ChunkHash, ChunkLocation, Compression};
+use crate::{Error, Library, PruneSummary, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Instant;
 
@@ -133,21 +133,6 @@ impl Library {
         summary.bytes_freed = summary.pack_bytes_before as i64 - summary.pack_bytes_after as i64;
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(summary)
-    }
-
-    /// Every pack file's id.
-    fn pack_ids(&self) -> Result<Vec<String>> {
-        let packs = self.root().join("packs");
-        crate::store::pack_ids(self.root()).io_context(|| format!("reading {}", packs.display()))
-    }
-
-    fn pack_bytes(&self) -> Result<u64> {
-        Ok(self
-            .pack_ids()?
-            .iter()
-            .filter_map(|id| std::fs::metadata(pack_path(self.root(), id)).ok())
-            .map(|m| m.len())
-            .sum())
     }
 }
 

@@ -28,6 +28,22 @@ pub struct PruneSummary {
 }
 
 impl Library {
+    /// Every pack file's id.
+    pub(crate) fn pack_ids(&self) -> Result<Vec<String>> {
+        let packs = self.root().join("packs");
+        crate::store::pack_ids(self.root()).io_context(|| format!("reading {}", packs.display()))
+    }
+
+    /// The bytes of every pack file.
+    pub(crate) fn pack_bytes(&self) -> Result<u64> {
+        Ok(self
+            .pack_ids()?
+            .iter()
+            .filter_map(|id| std::fs::metadata(pack_path(self.root(), id)).ok())
+            .map(|m| m.len())
+            .sum())
+    }
+
     /// Deletes, if no reader holds the `readers` lock, the retired packs no `chunks` row
     /// points into, and the catalog files of superseded table versions.
     pub async fn prune(&self) -> Result<PruneSummary> {

@@ -6,8 +6,8 @@
 
 use crate::catalog::ChunkRow;
 use crate::locks::{self, OnlyRepack};
-use crate::store::{ChunkHash, ChunkLocation, PackReader, StoredChunk};
-use crate::{IoContext, Library, Result};
+use crate::store::{ChunkHash, ChunkLocation, PackReader, StoredChunk, frame_share};
+use crate::{Library, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
@@ -33,8 +33,7 @@ impl Library {
         let _writers = locks::writers(self.root(), true).await?;
         let known = self.catalog().chunk_hashes().await?;
         let retired: HashSet<String> = crate::prune::retired(self.root())?.into_iter().collect();
-        let packs = self.root().join("packs");
-        let ids = crate::store::pack_ids(self.root()).io_context(|| format!("reading {}", packs.display()))?;
+        let ids = self.pack_ids()?;
         let root = self.root().to_path_buf();
         let read = tokio::task::spawn_blocking(move || {
             let mut summary = RebuildSummary::default();
@@ -79,9 +78,12 @@ fn stored_chunks(index: &[(ChunkHash, ChunkLocation)]) -> Vec<StoredChunk> {
     }
     (index.iter())
         .map(|(hash, at)| {
-            let frame_raw = raw.get(&at.offset).copied().unwrap_or(1).max(1);
-            let share = u64::from(at.frame_size) * u64::from(at.size) / frame_raw;
-            StoredChunk { hash: *hash, location: at.clone(), stored_size: share as u32 }
+            let frame_raw = raw.get(&at.offset).copied().unwrap_or(0);
+            StoredChunk {
+                hash: *hash,
+                location: at.clone(),
+                stored_size: frame_share(at.frame_size, at.size, frame_raw),
+            }
         })
         .collect()
 }

@@ -481,7 +481,8 @@ fn ingest(
     let Sink { packs, stats, .. } = sink;
     let chunks = packs
         .into_inner()
-        .map_err(|_| image_err("a checkin worker failed".into()))?
+        // Poisoned only by a worker that panicked while writing: a bug, not the image's fault.
+        .map_err(|_| Error::Internal(format!("checking in {image}: a worker panicked while writing packs")))?
         .finish()
         .io_context(|| format!("writing packs in {}", root.display()))?;
     let frames: HashSet<(&str, u64, u32)> =

@@ -12,7 +12,9 @@ mod pack;
 mod reader;
 
 pub use chunker::{CHUNK_MAX, Chunker};
-pub use pack::{ChunkLocation, CompressedFrame, Compression, Frame, PackReader, PackWriter, StoredChunk, pack_path};
+pub use pack::{
+    ChunkLocation, CompressedFrame, Compression, Frame, PackReader, PackWriter, StoredChunk, frame_share, pack_path,
+};
 pub use reader::ChunkReader;
 
 /// A chunk's id: blake3 of its uncompressed bytes.

@@ -181,11 +181,11 @@ impl PackWriter {
             pack.index.extend_from_slice(&frame_offset.to_le_bytes());
             pack.index.extend_from_slice(&size.to_le_bytes());
             pack.entries += 1;
-            let share = u64::from(frame_size) * u64::from(size) / frame.raw_len.max(1) as u64;
+            let share = frame_share(frame_size, size, frame.raw_len as u64);
             self.written.push(StoredChunk {
                 hash,
                 location: ChunkLocation { pack: pack.id.clone(), offset: pack.offset, frame_size, frame_offset, size },
-                stored_size: share as u32,
+                stored_size: share,
             });
         }
         pack.offset += u64::from(frame_size);
@@ -244,6 +244,12 @@ impl Drop for PackWriter {
             let _ = fs::remove_file(&pack.tmp);
         }
     }
+}
+
+/// A chunk's share of its frame's stored bytes: the frame's size in proportion to the chunk's
+/// part of the frame's raw bytes (`raw_len`, the sum of its chunks' sizes).
+pub fn frame_share(frame_size: u32, size: u32, raw_len: u64) -> u32 {
+    (u64::from(frame_size) * u64::from(size) / raw_len.max(1)) as u32
 }
 
 /// One pack file, opened: its header, its frames and its own index.
