@@ -5,6 +5,7 @@
 //! **Architecture Invariant:** the engine knows nothing of SQL or DataFusion; it reads the
 //! catalog only through `catalog/`'s questions, and is driven by `sql/` and `cli/`.
 
+pub mod access;
 pub mod catalog;
 pub mod check;
 pub mod checkin;
