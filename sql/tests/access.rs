@@ -224,6 +224,9 @@ async fn a_writer_changes_only_the_names_granted_from_the_data_roots() {
     assert!(made.contains("| web  | 3 "), "{made}");
     let made = text(&writer, "SELECT name, version FROM clone('web@1', 'webcopy')").await;
     assert!(made.contains("webcopy"), "{made}");
+    // What a server user makes names them, not the user the server runs as.
+    let actors = text(&f.owner, "SELECT DISTINCT i.created_by, p.actor FROM images i JOIN provenance p USING (image_id) WHERE i.name = 'webcopy' OR i.version = 3").await;
+    assert!(actors.contains("| bo         | bo    |") && actors.lines().count() == 5, "{actors}");
     let out = f.dir.path().join("out.raw");
     text(&writer, &format!("SELECT * FROM checkout('db@1', '{}')", out.display())).await;
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(f.dir.path().join("db.img")).unwrap());

@@ -68,7 +68,7 @@ impl Commands {
     }
 }
 
-pub(super) type Job = BoxFuture<'static, Result<RecordBatch>>;
+pub(crate) type Job = BoxFuture<'static, Result<RecordBatch>>;
 
 /// One planned command: its work, not started, and once run, its result.
 pub struct Command {
@@ -140,14 +140,6 @@ pub(super) fn command_table(
     Ok(Arc::new(StreamingTable::try_new(schema, vec![stream])?))
 }
 
-/// Runs `job` as its own task: a cancelled statement stops waiting, but a checkin or checkout
-/// already under way finishes (each commits with one rename or one row; see the engine).
-pub(super) fn detached(job: impl Future<Output = Result<RecordBatch>> + Send + 'static) -> Job {
-    Box::pin(async move {
-        tokio::spawn(job).await.map_err(|e| DataFusionError::Execution(format!("the command failed: {e}")))?
-    })
-}
-
 pub(super) fn fields(fields: &[(&str, DataType)]) -> SchemaRef {
     Arc::new(Schema::new(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)).collect::<Vec<_>>()))
 }
@@ -193,7 +185,7 @@ impl TableFunctionImpl for Checkin {
         ]);
         let (lib, out) = (self.lib.clone(), schema.clone());
         let label = format!("checkin({}, {name})", path.display());
-        let job = detached(async move {
+        let job = self.lib.detached(async move {
             let options = CheckinOptions::default();
             let s = lib.library.checkin(&path, &name, options).await.map_err(engine_err)?;
             let columns = vec![
@@ -260,7 +252,7 @@ impl TableFunctionImpl for Checkout {
         let (lib, schema) = (self.lib.clone(), checkout_schema());
         let label = format!("checkout({image}, {})", out.display());
         let for_job = schema.clone();
-        let job = detached(async move { checkout(&lib, &image, &out, for_job).await });
+        let job = self.lib.detached(async move { checkout(&lib, &image, &out, for_job).await });
         command_table(args.session(), schema, Command::new(label, job))
     }
 }

@@ -10,7 +10,7 @@
 //!   version as `name@version`, so that one statement maintains every image a query finds:
 //!   `SELECT import(name, '/srv/kmod', '/lib/modules/6.1.0') FROM images WHERE ...`.
 
-use super::commands::{Command, command_table, detached, fields, int, seconds, text};
+use super::commands::{Command, command_table, fields, int, seconds, text};
 use super::{Deferred, Lib, arity, block_on, engine_err, text_arg, text_rows};
 use crate::access;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -260,7 +260,7 @@ impl TableFunctionImpl for EditTable {
             values.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect::<Vec<_>>().join(", ")
         );
         let out = schema.clone();
-        let job = detached(async move {
+        let job = self.lib.detached(async move {
             let m = op.run(&lib, &values).await?;
             let columns = vec![
                 int(m.image_id),
@@ -305,7 +305,7 @@ impl ScalarUDFImpl for EditScalar {
                 out.push(None);
                 continue;
             }
-            let m = block_on(op.run(&self.lib, &values))??;
+            let m = block_on(self.lib.acting(op.run(&self.lib, &values)))??;
             out.push(Some(format!("{}@{}", m.name, m.version)));
         }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
@@ -410,7 +410,7 @@ impl TableFunctionImpl for PatchTable {
         ]);
         let (lib, out) = (self.lib.clone(), schema.clone());
         let label = format!("patch({})", values.join(", "));
-        let job = detached(async move {
+        let job = self.lib.detached(async move {
             check_patch(&lib, &values).await?;
             let s = lib.library.patch(&values[0], &values[1], &values[2], on_conflict).await.map_err(engine_err)?;
             let made = s.made.as_ref().map(|m| format!("{}@{}", m.name, m.version));
@@ -459,7 +459,7 @@ impl ScalarUDFImpl for PatchScalar {
                 .map_or(Ok(OnConflict::Fail), |v| v.parse())
                 .map_err(|e| DataFusionError::Execution(e.to_string()))?;
             block_on(check_patch(&self.lib, &values))??;
-            let s = block_on(self.lib.library.patch(&values[0], &values[1], &values[2], on_conflict))?
+            let s = block_on(self.lib.acting(self.lib.library.patch(&values[0], &values[1], &values[2], on_conflict)))?
                 .map_err(engine_err)?;
             out.push(match (&s.made, s.conflicts) {
                 (Some(m), _) => Some(format!("{}@{}", m.name, m.version)),
@@ -499,7 +499,7 @@ impl TableFunctionImpl for Gc {
             ("seconds", DataType::Float64),
         ]);
         let (lib, out) = (self.lib.clone(), schema.clone());
-        let job = detached(async move {
+        let job = self.lib.detached(async move {
             let s = lib.library.gc().await.map_err(engine_err)?;
             let columns = vec![
                 text(s.purged.join(", ")),

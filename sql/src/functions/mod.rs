@@ -74,6 +74,29 @@ impl Lib {
         access::resolve(&self.library, &self.access, spec, right, false).await
     }
 
+    /// Runs `work` for the session's principal: a version it commits names the server user
+    /// as its actor.
+    pub(crate) fn acting<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        let user = self.access.principal.user_name().map(str::to_string);
+        imagelake_engine::acting_for(user, work)
+    }
+
+    /// Runs a command's `job` as its own task, for the session's principal: a cancelled
+    /// statement stops waiting, but a checkin or checkout already under way finishes (each
+    /// commits with one rename or one row; see the engine).
+    pub(crate) fn detached(
+        &self,
+        job: impl std::future::Future<Output = Result<datafusion::arrow::array::RecordBatch>> + Send + 'static,
+    ) -> commands::Job {
+        let job = self.acting(job);
+        Box::pin(async move {
+            tokio::spawn(job).await.map_err(|e| DataFusionError::Execution(format!("the command failed: {e}")))?
+        })
+    }
+
     /// True when `spec` names an image the session may not read, which must then fail as a
     /// missing one would.
     pub(crate) async fn hidden(&self, spec: &str) -> bool {
