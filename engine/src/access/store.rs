@@ -116,10 +116,7 @@ fn parse(bytes: &[u8]) -> std::result::Result<Access, String> {
         return Err(format!("its format is {:?}, not {FORMAT:?}", disk.format));
     }
     if disk.format_version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {}; this imagelake reads version {FORMAT_VERSION}",
-            disk.format_version
-        ));
+        return Err(format!("format version {}; this imagelake reads version {FORMAT_VERSION}", disk.format_version));
     }
     let mut access = Access::default();
     let mut names = HashSet::new();
@@ -336,9 +333,13 @@ mod tests {
 
         let cases = [
             (r#""format_version": 1"#, r#""format_version": 2"#, "format version 2"),
-            (r#""user": "ana",
-      "right""#, r#""user": "bob",
-      "right""#, "no user \"bob\""),
+            (
+                r#""user": "ana",
+      "right""#,
+                r#""user": "bob",
+      "right""#,
+                "no user \"bob\"",
+            ),
             (r#""right": "write""#, r#""right": "root""#, "no right"),
             (r#""pattern": "web*""#, r#""pattern": "a b""#, "not an image pattern"),
             ("0707", "07zz", "64 hex digits"),

@@ -270,7 +270,10 @@ mod tests {
         lib.add_user("bob", "hunter2", false).unwrap();
         lib.add_user("ana", "correct horse", true).unwrap();
         let users = lib.users().unwrap();
-        assert_eq!(users.iter().map(|u| (u.name.as_str(), u.admin)).collect::<Vec<_>>(), [("ana", true), ("bob", false)]);
+        assert_eq!(
+            users.iter().map(|u| (u.name.as_str(), u.admin)).collect::<Vec<_>>(),
+            [("ana", true), ("bob", false)]
+        );
         assert!(users[0].created_at > 1_700_000_000);
         assert!(matches!(lib.add_user("ana", "x", false), Err(Error::User(m)) if m.contains("ana already exists")));
 
@@ -403,9 +406,19 @@ mod tests {
         let (_dir, lib) = library().await;
         lib.add_user("ana", "one", false).unwrap();
         let path = lib.root().join("access.json");
-        for text in ["{ not json", "{}", "[]", "", r#"{"format": "imagelake-access", "format_version": 9, "users": [], "grants": [], "tokens": []}"#] {
+        for text in [
+            "{ not json",
+            "{}",
+            "[]",
+            "",
+            r#"{"format": "imagelake-access", "format_version": 9, "users": [], "grants": [], "tokens": []}"#,
+        ] {
             std::fs::write(&path, text).unwrap();
-            for error in [lib.users().unwrap_err(), lib.add_user("bob", "two", false).unwrap_err(), lib.principal("x").unwrap_err()] {
+            for error in [
+                lib.users().unwrap_err(),
+                lib.add_user("bob", "two", false).unwrap_err(),
+                lib.principal("x").unwrap_err(),
+            ] {
                 assert!(matches!(error, Error::Library { .. }), "{error:?}");
                 assert!(error.to_string().contains("access.json"), "{error}");
             }
@@ -446,8 +459,9 @@ mod tests {
                 access.users = vec![StoredUser {
                     name: name.clone(),
                     admin: false,
-                    password: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
-                        .into(),
+                    password:
+                        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+                            .into(),
                     created_at: 0,
                 }];
                 Ok(())
