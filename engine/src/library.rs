@@ -9,6 +9,7 @@
 //!   packs/ab/*.pack   published packs (store/FORMAT.md)
 //!   tmp/              packs being written, scratch folders; leftovers of a crash are safe to delete
 //!   catalog/*.lance   one Lance dataset per table
+//!   access.json       users, grants and token hashes (access/store.rs), when there are users
 //! ```
 
 use crate::catalog::{Catalog, ImageRow, ImageState, ProvenanceRow};
