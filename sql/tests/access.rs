@@ -273,3 +273,45 @@ async fn statements_planned_at_once_keep_their_own_commands_and_parameters() {
     assert_eq!(stream.schema(), announced);
     assert_eq!(announced.field(0).name(), "name");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn administrators_manage_users_and_grants_from_sql() {
+    let f = fixture().await;
+    let admin = f.session(user("root", true, &[])).await;
+    let reader = f.session(user("ana", false, &[(Right::Read, "*")])).await;
+
+    text(&admin, "SELECT * FROM user_add('ana', 'correct horse')").await;
+    text(&admin, "SELECT * FROM user_add('bo', 'battery staple', true)").await;
+    text(&admin, "SELECT * FROM grant('ana', 'read', 'web*')").await;
+    text(&admin, "SELECT * FROM grant('ana', 'write', 'webapp')").await;
+    let users = text(&admin, "SELECT name, admin FROM users() ORDER BY name").await;
+    assert!(users.contains("| ana  | false |") && users.contains("| bo   | true  |"), "{users}");
+    let grants = text(&admin, "SELECT * FROM grants() ORDER BY \"right\"").await;
+    assert!(grants.contains("| ana  | read  | web*    |") && grants.contains("| ana  | write | webapp  |"), "{grants}");
+    let principal = f.library.principal_for("ana").unwrap().unwrap();
+    assert!(
+        principal.may(Right::Write, "webapp") && principal.may(Right::Read, "web") && !principal.may(Right::Read, "db")
+    );
+
+    // A password set from SQL signs in; a revoked grant is gone.
+    assert!(f.library.login("ana", "correct horse", std::time::Duration::from_secs(60)).unwrap().is_some());
+    text(&admin, "SELECT * FROM revoke('ana', 'write', 'webapp')").await;
+    text(&admin, "SELECT * FROM user_passwd('ana', 'new one')").await;
+    assert!(f.library.login("ana", "correct horse", std::time::Duration::from_secs(60)).unwrap().is_none());
+    assert!(!f.library.principal_for("ana").unwrap().unwrap().may(Right::Write, "webapp"));
+
+    // Nobody else may, and bad arguments are refused while planning, before anything runs.
+    for sql in [
+        "SELECT * FROM users()",
+        "SELECT * FROM grants()",
+        "SELECT * FROM user_add('eve', 'x')",
+        "SELECT * FROM grant('ana', 'admin', '*')",
+        "SELECT * FROM user_remove('bo')",
+    ] {
+        assert_eq!(error(&reader, sql).await.0, ErrorKind::Denied, "{sql}");
+    }
+    for sql in ["SELECT * FROM grant('ana', 'own', 'web')", "SELECT * FROM grant('ana', 'read', 'a b')"] {
+        assert_eq!(error(&admin, sql).await.0, ErrorKind::Invalid, "{sql}");
+    }
+    assert_eq!(f.library.users().unwrap().len(), 2);
+}

@@ -18,6 +18,7 @@
 pub mod commands;
 mod edits;
 pub mod read;
+mod users;
 mod version;
 
 use crate::access::{self, Access};
@@ -110,6 +111,7 @@ pub fn register(ctx: &SessionContext, lib: &Lib) {
     read::register(ctx, lib);
     commands::register(ctx, lib);
     edits::register(ctx, lib);
+    users::register(ctx, lib);
     ctx.register_udf(version::version_cmp());
 }
 
