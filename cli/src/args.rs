@@ -173,6 +173,32 @@ pub enum Command {
     /// Write one file of an image version (NAME, NAME@VERSION or an image id) to standard
     /// output. Symbolic links are followed inside the image, never out of it.
     Cat { image: String, path: String },
+    /// Manage the users of the library's server (`imagelake user add ana`): their passwords
+    /// are asked at the terminal without echo, or read as the first line of standard input.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+    /// Give USER a RIGHT on the images PATTERN matches: `imagelake grant ana read on 'web*'`.
+    /// RIGHT is read, write (includes read) or admin (includes both); PATTERN is an image
+    /// name, a glob ('*' any run of characters, '?' one character) or '*' for every image.
+    /// Quote a glob, or the shell expands it.
+    Grant {
+        user: String,
+        right: String,
+        /// The word `on`.
+        on: String,
+        pattern: String,
+    },
+    /// Take back a grant exactly as it was given: `imagelake revoke ana read on 'web*'`
+    /// (exit status 1 when USER has no such grant).
+    Revoke {
+        user: String,
+        right: String,
+        /// The word `on`.
+        on: String,
+        pattern: String,
+    },
     /// Run SQL over the catalog: the statements of -c, of a script FILE, or of standard
     /// input; on a terminal without either, an interactive shell (.help lists its commands).
     Sql {
@@ -244,6 +270,31 @@ mod tests {
             assert!(super::duration(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `imagelake user ...`: the users of the library's server, kept in its `access.json`.
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user; their password is asked twice at the terminal, or read as the first line of
+    /// standard input when that is not a terminal.
+    Add {
+        name: String,
+        /// The user also administers the library over the server (users, grants, gc,
+        /// repack), yet sees only the images their grants name.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a user, with their grants and tokens.
+    Remove { name: String },
+    /// List the users: name, admin, when added, and their grants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's password (asked as for `user add`); every token of theirs is revoked.
+    Passwd { name: String },
+    /// Revoke every token of a user: their sessions end and they must log in again.
+    RevokeTokens { name: String },
 }
 
 /// `--mode`: permissions in octal, as chmod takes them.

@@ -2,11 +2,13 @@
 //! and turn what the command found wrong (damage, conflicts, refused entries) into a
 //! [`exit::Error::problem`] (exit status 1).
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, UserCommand};
 use crate::exit::{self, Stdout};
+use crate::password;
 use crate::print::{self, report};
 use crate::progress;
 use crate::repl;
+use imagelake_engine::access::{Pattern, Right};
 use imagelake_engine::{CheckinOptions, CheckoutOptions, ExportOptions, Library, RepackOptions};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -152,6 +154,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let data = library.read_file(&image, &path).await?;
             stdout.write_all(&data)?;
         }
+        Command::User { action } => user(&library, action, &mut stdout)?,
+        Command::Grant { user, right, on, pattern } => {
+            let (right, pattern) = grant_words(&right, &on, &pattern)?;
+            library.grant(&user, right, &pattern)?;
+            writeln!(stdout, "granted {user} {right} on '{pattern}'")?;
+        }
+        Command::Revoke { user, right, on, pattern } => {
+            let (right, pattern) = grant_words(&right, &on, &pattern)?;
+            if !library.revoke(&user, right, &pattern)? {
+                let theirs: Vec<String> = library
+                    .grants()?
+                    .iter()
+                    .filter(|g| g.user == user)
+                    .map(|g| format!("{} on '{}'", g.right, g.pattern))
+                    .collect();
+                let theirs = if theirs.is_empty() { "none".to_string() } else { theirs.join(", ") };
+                return Err(exit::Error::problem(format!(
+                    "{user} has no grant of {right} on '{pattern}' to revoke (their grants: {theirs})"
+                )));
+            }
+            writeln!(stdout, "revoked {user} {right} on '{pattern}'")?;
+        }
         Command::Sql { command, file, format } => {
             let session = Arc::new(imagelake_sql::Session::open(library.clone()).await?);
             let input = match (command, file) {
@@ -178,6 +202,78 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Buffered output reaches the pipe now, so that a closed one is seen as such.
     stdout.flush()?;
     Ok(())
+}
+
+/// `imagelake user ...`.
+fn user(library: &Library, action: UserCommand, stdout: &mut Stdout) -> anyhow::Result<()> {
+    match action {
+        UserCommand::Add { name, admin } => {
+            // A bad name is refused before the password is asked for.
+            imagelake_engine::access::check_user_name(&name)?;
+            if library.users()?.iter().any(|u| u.name == name) {
+                return Err(exit::Error::usage(format!("user {name} already exists")));
+            }
+            let password = password::new_password(&name)?;
+            library.add_user(&name, &password, admin)?;
+            writeln!(stdout, "added user {name}{}", if admin { " (admin)" } else { "" })?;
+        }
+        UserCommand::Remove { name } => {
+            library.remove_user(&name)?;
+            writeln!(stdout, "removed user {name}, with their grants and tokens")?;
+        }
+        UserCommand::List { json } => {
+            let (users, grants) = (library.users()?, library.grants()?);
+            if json {
+                #[derive(serde::Serialize)]
+                struct Listed<'a> {
+                    name: &'a str,
+                    admin: bool,
+                    created_at: i64,
+                    grants: Vec<serde_json::Value>,
+                }
+                let users: Vec<Listed> = users
+                    .iter()
+                    .map(|u| Listed {
+                        name: &u.name,
+                        admin: u.admin,
+                        created_at: u.created_at,
+                        grants: grants
+                            .iter()
+                            .filter(|g| g.user == u.name)
+                            .map(|g| serde_json::json!({ "right": g.right.to_string(), "pattern": g.pattern.as_str() }))
+                            .collect(),
+                    })
+                    .collect();
+                writeln!(stdout, "{}", serde_json::to_string_pretty(&users)?)?;
+            } else {
+                print::print_users(stdout, &users, &grants)?;
+            }
+        }
+        UserCommand::Passwd { name } => {
+            imagelake_engine::access::check_user_name(&name)?;
+            if !library.users()?.iter().any(|u| u.name == name) {
+                return Err(exit::Error::usage(format!("no user {name:?} in the library")));
+            }
+            let password = password::new_password(&name)?;
+            library.set_password(&name, &password)?;
+            writeln!(stdout, "set the password of {name}; their tokens are revoked")?;
+        }
+        UserCommand::RevokeTokens { name } => {
+            let n = library.revoke_tokens(&name)?;
+            writeln!(stdout, "revoked {n} tokens of {name}")?;
+        }
+    }
+    Ok(())
+}
+
+/// RIGHT ON PATTERN of `grant` and `revoke`.
+fn grant_words(right: &str, on: &str, pattern: &str) -> anyhow::Result<(Right, Pattern)> {
+    if !on.eq_ignore_ascii_case("on") {
+        return Err(exit::Error::usage(format!(
+            "expected the word 'on' after the right, not {on:?}: grant USER RIGHT on PATTERN"
+        )));
+    }
+    Ok((Right::parse(right)?, Pattern::parse(pattern)?))
 }
 
 /// A progress bar on standard error, when that is a terminal and the summary is not JSON.

@@ -2,11 +2,11 @@
 //!
 //! This crate is the program and nothing else: the command line ([`args`]), one dispatch per
 //! command ([`commands`]), summaries for a person ([`print`]), query results ([`output`]), the
-//! progress bar ([`progress`]), the SQL shell and scripts ([`repl`]), and the exit status of
-//! each kind of failure ([`exit`]): 0 success (a closed standard output included), 1 the
-//! command ran and reports a problem, 2 a usage or user error, 3 a bad input image, 4 the
-//! environment failed, 70 an internal error (a bug). The library is `imagelake-engine`,
-//! SQL is `imagelake-sql`.
+//! progress bar ([`progress`]), passwords typed for `user add` ([`password`]), the SQL shell
+//! and scripts ([`repl`]), and the exit status of each kind of failure ([`exit`]): 0 success
+//! (a closed standard output included), 1 the command ran and reports a problem, 2 a usage or
+//! user error, 3 a bad input image, 4 the environment failed, 70 an internal error (a bug).
+//! The library is `imagelake-engine`, SQL is `imagelake-sql`.
 
 use clap::Parser;
 use futures::FutureExt;
@@ -21,6 +21,7 @@ mod args;
 mod commands;
 mod exit;
 mod output;
+mod password;
 mod print;
 mod progress;
 mod repl;

@@ -331,3 +331,26 @@ pub fn print_gc(out: &mut dyn Write, s: &GcSummary) -> std::io::Result<()> {
 pub fn print_clone(out: &mut dyn Write, s: &CloneSummary) -> std::io::Result<()> {
     writeln!(out, "cloned {} as {}@{} (image {}) in {:.2} s", s.parent, s.name, s.version, s.image_id, s.seconds)
 }
+
+/// `user list`: one line per user, their grants last.
+pub fn print_users(
+    out: &mut dyn Write,
+    users: &[imagelake_engine::access::UserInfo],
+    grants: &[imagelake_engine::access::Grant],
+) -> std::io::Result<()> {
+    if users.is_empty() {
+        return writeln!(out, "no users (imagelake user add NAME adds one)");
+    }
+    let width = users.iter().map(|u| u.name.len()).max().unwrap_or(0).max(4);
+    writeln!(out, "{:<width$}  ADMIN  ADDED                GRANTS", "NAME")?;
+    for u in users {
+        let added = chrono::DateTime::from_timestamp(u.created_at, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| u.created_at.to_string());
+        let theirs: Vec<String> =
+            grants.iter().filter(|g| g.user == u.name).map(|g| format!("{} on '{}'", g.right, g.pattern)).collect();
+        let theirs = if theirs.is_empty() { "-".to_string() } else { theirs.join(", ") };
+        writeln!(out, "{:<width$}  {:<5}  {added:<19}  {theirs}", u.name, if u.admin { "yes" } else { "no" })?;
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 //!                           for, to delete files a reader may need
 //! writers                   shared by every operation that uses chunks it did not store
 //!                           (checkin, edit, clone) until it commits; exclusive for gc
+//! access.lock               exclusive, briefly: change access.json (users, grants, tokens)
 //! tmp/repack.lock           one repack or gc at a time
 //! tmp/checkin-<id>.lock     a checkin (or clone) in flight holds its image id
 //! tmp/<what>-<pid>-<ns>/    a scratch folder (edits, patches), held while it exists
@@ -34,6 +35,15 @@ fn open(path: &Path) -> Result<File> {
 /// dropped (or the process dies).
 pub(crate) fn library(root: &Path) -> Result<File> {
     let path = root.join("lock");
+    let lock = open(&path)?;
+    lock.lock().io_context(|| format!("locking {}", path.display()))?;
+    Ok(lock)
+}
+
+/// Takes the `access.lock` flock, exclusively: one writer of `access.json` at a time, from
+/// its read to its rename. Readers of `access.json` take no lock.
+pub(crate) fn access(root: &Path) -> Result<File> {
+    let path = root.join("access.lock");
     let lock = open(&path)?;
     lock.lock().io_context(|| format!("locking {}", path.display()))?;
     Ok(lock)

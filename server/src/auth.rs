@@ -7,7 +7,6 @@
 //! wrong (no user, wrong password, unknown, expired or revoked token), so that an answer tells
 //! nothing about which names exist.
 
-use crate::standin::LibraryAccess;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use imagelake_engine::Library;

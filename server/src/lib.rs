@@ -15,7 +15,6 @@ mod auth;
 mod metadata;
 mod results;
 mod service;
-mod standin;
 mod tickets;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -69,7 +68,7 @@ pub async fn bind(library: Arc<Library>, options: Options) -> Result<Bound> {
     let addr = listener
         .local_addr()
         .map_err(|error| Error::Io { context: format!("listening on {}", options.listen), error })?;
-    let service = service::Service::new(library, options.data_roots, options.token_ttl);
+    let service = service::Service::new(library, options.data_roots, options.token_ttl)?;
     Ok(Bound { listener, addr, tls, service })
 }
 

@@ -2,7 +2,6 @@
 //! share, batches streamed (never collected) through the Flight encoder, cancellation, and the
 //! memo that answers a second DoGet of a command's ticket without running it again.
 
-use crate::standin::{ErrorKind, error_kind};
 use arrow_flight::FlightData;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -12,6 +11,7 @@ use datafusion::common::DataFusionError;
 use futures::stream::BoxStream;
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt, TryStreamExt};
+use imagelake_sql::{ErrorKind, error_kind};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,6 @@ pub fn status(e: &DataFusionError) -> Status {
     match error_kind(e) {
         ErrorKind::Invalid => Status::invalid_argument(message),
         ErrorKind::Denied => Status::permission_denied(message),
-        ErrorKind::NotFound => Status::not_found(message),
         ErrorKind::Unsupported => Status::unimplemented(message),
         ErrorKind::Internal => internal(&message),
     }

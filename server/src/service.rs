@@ -11,7 +11,6 @@
 use crate::auth::{Auth, Caller};
 use crate::metadata;
 use crate::results::{self, BatchStream, FlightStream, Kept, Memo, Running, status, wire_schema};
-use crate::standin::{Access, Planned, SessionPlanning};
 use crate::tickets::{Body, Kind, Signer, decode_params, encode_params};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -35,7 +34,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use futures::{Stream, StreamExt, TryStreamExt};
 use imagelake_engine::Library;
 use imagelake_engine::access::Principal;
-use imagelake_sql::Session;
+use imagelake_sql::{Access, Planned, Session};
 use prost::Message;
 use prost::bytes::Bytes;
 use std::collections::HashMap;
@@ -63,17 +62,22 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(library: Arc<Library>, data_roots: Vec<PathBuf>, token_ttl: Duration) -> Service {
-        Service {
+    pub fn new(
+        library: Arc<Library>,
+        data_roots: Vec<PathBuf>,
+        token_ttl: Duration,
+    ) -> imagelake_engine::Result<Service> {
+        let signer = Signer::new().map_err(|e| imagelake_engine::Error::Internal(format!("no random numbers: {e}")))?;
+        Ok(Service {
             auth: Auth::new(library.clone(), token_ttl),
             library,
-            signer: Signer::default(),
+            signer,
             sessions: Mutex::new(HashMap::new()),
             data_roots,
             running: Arc::default(),
             memo: Memo::default(),
             bound: Kept::default(),
-        }
+        })
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -129,7 +133,7 @@ impl Service {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = wire_schema(planned.schema());
-        let body = Body::new(Kind::Statement, &caller.name, sql, params);
+        let body = Body::new(Kind::Statement, &caller.name, sql, params)?;
         let ticket = TicketStatementQuery { statement_handle: self.signer.sign(&body) };
         Ok(Response::new(self.flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)?))
     }
@@ -383,7 +387,7 @@ impl FlightSqlService for Service {
         no_transactions(&query.transaction_id)?;
         let session = self.session(&caller).await?;
         let (dataset, parameters) = session.describe(&query.query).await.map_err(|e| status(&e))?;
-        let handle = Body::new(Kind::Prepared, &caller.name, &query.query, None);
+        let handle = Body::new(Kind::Prepared, &caller.name, &query.query, None)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: self.signer.sign(&handle),
             dataset_schema: schema_bytes(&wire_schema(dataset))?,

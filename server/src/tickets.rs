@@ -46,9 +46,10 @@ pub struct Body {
 
 impl Body {
     /// A new body with a fresh random id.
-    pub fn new(kind: Kind, user: &str, sql: &str, params: Option<Vec<u8>>) -> Body {
-        let id: [u8; 16] = rand::random();
-        Body { kind: kind as u32, id: id.to_vec(), user: user.to_string(), sql: sql.to_string(), params }
+    pub fn new(kind: Kind, user: &str, sql: &str, params: Option<Vec<u8>>) -> Result<Body, Status> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| Status::internal(format!("no random numbers: {e}")))?;
+        Ok(Body { kind: kind as u32, id: id.to_vec(), user: user.to_string(), sql: sql.to_string(), params })
     }
 }
 
@@ -57,13 +58,14 @@ pub struct Signer {
     key: [u8; 32],
 }
 
-impl Default for Signer {
-    fn default() -> Self {
-        Signer { key: rand::random() }
-    }
-}
-
 impl Signer {
+    /// A signer with a new random key: tickets of an earlier run of the server are void.
+    pub fn new() -> Result<Signer, getrandom::Error> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key)?;
+        Ok(Signer { key })
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // A 32-byte key is valid for HMAC (any length is).
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!())
@@ -130,14 +132,14 @@ mod tests {
 
     #[test]
     fn tickets_are_tied_to_their_signer_kind_and_user() {
-        let signer = Signer::default();
-        let body = Body::new(Kind::Statement, "ana", "SELECT 1", None);
+        let signer = Signer::new().unwrap();
+        let body = Body::new(Kind::Statement, "ana", "SELECT 1", None).unwrap();
         let ticket = signer.sign(&body);
         assert_eq!(signer.open(&ticket, Kind::Statement, "ana").unwrap(), body);
         let code = |r: Result<Body, Status>| r.unwrap_err().code();
         assert_eq!(code(signer.open(&ticket, Kind::Statement, "bob")), tonic::Code::PermissionDenied);
         assert_eq!(code(signer.open(&ticket, Kind::Prepared, "ana")), tonic::Code::InvalidArgument);
-        assert_eq!(code(Signer::default().open(&ticket, Kind::Statement, "ana")), tonic::Code::InvalidArgument);
+        assert_eq!(code(Signer::new().unwrap().open(&ticket, Kind::Statement, "ana")), tonic::Code::InvalidArgument);
         for i in 0..ticket.len() {
             let mut tampered = ticket.to_vec();
             tampered[i] ^= 1;

@@ -17,14 +17,22 @@ use arrow_flight::{
 use futures::TryStreamExt;
 use imagelake_tests::{Library, small_library};
 use prost::Message;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-const USERS: &str = "ana:secret;bob:hunter2";
+/// Users through the command line: ana writes every image, bob reads them.
+fn add_users(lib: &Library) {
+    for (name, password, right) in [("ana", "secret", "write"), ("bob", "hunter2", "read")] {
+        let mut child = lib.command().args(["user", "add", name]).stdin(Stdio::piped()).spawn().expect("user add");
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "user add {name}");
+        imagelake_tests::run(lib.command().args(["grant", name, right, "on", "*"]));
+    }
+}
 
 /// A running `imagelake serve`, stopped (SIGTERM) when dropped.
 struct Server {
@@ -35,11 +43,11 @@ struct Server {
 
 impl Server {
     fn start(lib: &Library, args: &[&str]) -> Server {
+        add_users(lib);
         let mut child = lib
             .command()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
-            .env("IMAGELAKE_SERVE_STANDIN_USERS", USERS)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start imagelake serve");

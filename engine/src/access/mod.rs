@@ -4,6 +4,15 @@
 //! every right. A user of the server has exactly the rights their grants give, on the image
 //! names their patterns match; a user made `--admin` also administers the library (users,
 //! grants, gc, repack), yet still sees only the images their grants name.
+//!
+//! Users, grants and tokens are kept in one file at the library's root, `access.json`
+//! (`store.rs`; its format is in `store/FORMAT.md`); `users.rs` is what the command line and
+//! the server ask of it: `Library::add_user`, `grant`, `login`, `principal` and the rest.
+//! A password is kept only as an Argon2id PHC string, a token only as the SHA-256 of its
+//! secret, which is shown once, when `login` hands it out.
+
+mod store;
+mod users;
 
 use crate::{Error, Result};
 
@@ -158,6 +167,62 @@ impl Principal {
             Principal::User(user) => Some(&user.name),
         }
     }
+}
+
+/// A user as `Library::users` lists them (never their password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub admin: bool,
+    /// When the user was added, in seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// A bearer token, as `Library::login` hands it out. The library keeps only the SHA-256 of
+/// `secret`, so this is the one time it is seen.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// 256 random bits, URL-safe base64 without padding (43 characters).
+    pub secret: String,
+    pub user: String,
+    /// Seconds since the Unix epoch; the token stands for nobody from then on.
+    pub expires_at: i64,
+}
+
+/// Leaves the secret out, so that a token logged by mistake gives nothing away.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("secret", &"<hidden>")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// The longest password taken, in bytes (Argon2 reads all of it; a bound keeps a request cheap).
+pub const PASSWORD_MAX: usize = 1024;
+
+/// User names: 1 to 64 of letters, digits, '_', '.' and '-'.
+pub fn check_user_name(name: &str) -> Result<()> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(fine) {
+        return Err(Error::User(format!(
+            "{name:?} is not a valid user name: 1 to 64 letters, digits, '_', '.' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Passwords: not empty, at most [`PASSWORD_MAX`] bytes.
+pub fn check_password(password: &str) -> Result<()> {
+    if password.is_empty() {
+        return Err(Error::User("the password is empty".into()));
+    }
+    if password.len() > PASSWORD_MAX {
+        return Err(Error::User(format!("the password is longer than {PASSWORD_MAX} bytes")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
