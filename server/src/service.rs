@@ -522,6 +522,17 @@ impl FlightSqlService for Service {
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
     }
 
+    /// Every ticket this server issues is a statement's or a metadata command's: anything else
+    /// was made up or altered.
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        _message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        caller(&request)?;
+        Err(Status::invalid_argument("not a ticket this server issued"))
+    }
+
     async fn do_put_error_callback(
         &self,
         _request: Request<PeekableFlightDataStream>,

@@ -257,6 +257,10 @@ async fn serve_answers_flight_sql_clients() {
     inner.statement_handle = handle.into();
     let tampered = Ticket::new(inner.as_any().encode_to_vec());
     assert_eq!(raw.do_get(authed(tampered, &token)).await.unwrap_err().code(), Code::InvalidArgument);
+    for garbage in [&b""[..], b"\x00garbage", b"anything"] {
+        let err = raw.do_get(authed(Ticket::new(garbage.to_vec()), &token)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{garbage:?}");
+    }
 
     // A statement that runs a command runs once per ticket: a second DoGet replays it.
     let info = ana.execute("SELECT * FROM clone('small', 'copy')".into(), None).await.expect("plan clone");
