@@ -167,11 +167,11 @@ impl Service {
         let plans = plan_rows(&session, sql, params.as_ref()).await?;
         let mut total = None;
         for planned in plans {
-            let schema = planned.schema();
+            let (schema, returns_rows) = (planned.schema(), planned.returns_rows());
             let batches = results::batches(planned.execute().await.map_err(|e| status(&e))?);
             let count =
                 batches.try_fold(0i64, |n, batch| futures::future::ready(Ok(n + records(&schema, &batch)))).await?;
-            if !schema.fields().is_empty() {
+            if returns_rows {
                 total = Some(total.unwrap_or(0) + count);
             }
         }
