@@ -40,7 +40,8 @@ def test_queries(admin):
     names = {r["name"] for r in table(admin, "SELECT * FROM ls('webapp@1', '/etc')").to_pylist()}
     assert {"app", "hostname", "motd", "os-release"} <= names
     # pandas, as a notebook reads it.
-    df = admin.cursor().execute("SELECT name, count(*) AS n FROM images GROUP BY name ORDER BY name").fetch_df()
+    with admin.cursor() as cur:
+        df = cur.execute("SELECT name, count(*) AS n FROM images GROUP BY name ORDER BY name").fetch_df()
     assert df.set_index("name").loc["web", "n"] == 2
 
 
@@ -104,7 +105,7 @@ def test_prepared_statements(admin):
 def test_metadata(admin, reader):
     info = admin.adbc_get_info()
     assert info.get("vendor_name") and "imagelake" in info["vendor_name"].lower(), info
-    assert info.get("vendor_version") and info.get("vendor_arrow_version"), info
+    assert info.get("vendor_version"), info
     types = admin.adbc_get_table_types()
     assert types and all(isinstance(t, str) for t in types), types
 
