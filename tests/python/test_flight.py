@@ -187,7 +187,7 @@ def test_eight_clients_at_once(report):
         ("admin", "SELECT image_id, count(*), sum(size) FROM files GROUP BY image_id ORDER BY image_id"),
         ("reader", "SELECT name, version FROM images ORDER BY 1, 2"),
         ("reader", "SELECT path, size FROM files WHERE path LIKE '/etc/%' ORDER BY path, size"),
-        ("reader", "SELECT * FROM compare('web@1', 'web@2') ORDER BY 1, 2"),
+        ("reader", "SELECT * FROM compare('web@1', 'web@2') ORDER BY entry, path, package"),
         ("admin", "SELECT p.name, count(*) FROM packages p GROUP BY 1 ORDER BY 1"),
     ]
 
