@@ -37,7 +37,7 @@ pub use checkout::{CheckoutOptions, CheckoutSummary};
 pub use edit::{Change, EditSummary, Meta};
 pub use export::{ExportOptions, ExportSummary};
 pub use gc::GcSummary;
-pub use library::{FORMAT_VERSION, ImageSpec, Library};
+pub use library::{FORMAT_VERSION, ImageSpec, Library, acting_for};
 pub use locks::ReadGuard;
 pub use patch::{OnConflict, Outcome, PatchRow, PatchSummary};
 pub use prune::PruneSummary;

@@ -225,9 +225,26 @@ pub(crate) struct Origin {
     pub parent: Option<i64>,
 }
 
-/// Who runs the operation: $USER or $LOGNAME, else the name of the effective uid (a service or
-/// a container often has neither variable), else the uid.
+tokio::task_local! {
+    /// The server user an operation runs for (see [`acting_for`]).
+    static ACTING_FOR: String;
+}
+
+/// Runs `work` for `user`, a user of the server: what it commits records them as its actor,
+/// not the local user the server runs as. `None` runs it as the local user.
+pub async fn acting_for<F: std::future::Future>(user: Option<String>, work: F) -> F::Output {
+    match user {
+        Some(user) => ACTING_FOR.scope(user, work).await,
+        None => work.await,
+    }
+}
+
+/// Who runs the operation: the server user it runs for, else $USER or $LOGNAME, else the name
+/// of the effective uid (a service or a container often has neither variable), else the uid.
 pub(crate) fn actor() -> String {
+    if let Ok(user) = ACTING_FOR.try_with(String::clone) {
+        return user;
+    }
     if let Ok(name) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
         return name;
     }

@@ -1,20 +1,29 @@
 //! SQL over the library: a DataFusion session whose tables are the catalog's Lance tables
-//! ([`tables`]) and whose functions read images and run commands ([`functions`]).
+//! ([`tables`]) and whose functions read images and run commands ([`functions`]), seen by one
+//! principal through one door ([`access`]).
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, ParamValues, Result};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::TableReference;
+use futures::{StreamExt, TryStreamExt};
 use imagelake_engine::Library;
 use std::sync::Arc;
 
+pub mod access;
 pub mod functions;
+mod placeholders;
 mod plans;
 pub mod tables;
+mod visible;
 
+pub use access::{Access, Denied, ErrorKind, error_kind};
 use functions::Commands;
+use functions::commands::Command;
 
 /// What a statement returned: its columns (none for statements such as `CREATE VIEW` or
 /// `SET`, which return nothing) and its rows.
@@ -24,96 +33,207 @@ pub struct Answer {
     pub batches: Vec<RecordBatch>,
 }
 
-/// A SQL session over one library. Tables are read at their newest version by every
-/// statement, so a session sees what other processes (and its own commands) commit.
+/// A SQL session over one library, as one principal sees it. Tables are read at their newest
+/// version by every statement, so a session sees what other processes (and its own commands)
+/// commit. Statements may be planned and run at once from many tasks (a server's clients):
+/// each plans in a state of its own.
 pub struct Session {
     library: Arc<Library>,
+    access: Arc<Access>,
     ctx: SessionContext,
-    commands: Arc<Commands>,
     plans: plans::Plans,
 }
 
+/// One statement, planned and checked, ready to run once.
+pub struct Planned {
+    library: Arc<Library>,
+    /// The session's context, for statements that change it (`SET`, `CREATE VIEW`).
+    ctx: SessionContext,
+    /// The statement's own state: the session's, with the statement's own `Commands`.
+    state: SessionState,
+    plan: LogicalPlan,
+    /// A query or `EXPLAIN`, run from its plan; anything else runs on the session's context.
+    query: bool,
+    schema: SchemaRef,
+    commands: Vec<Arc<Command>>,
+}
+
 impl Session {
+    /// A session of the library's owner (the local command line).
     pub async fn open(library: Arc<Library>) -> Result<Session> {
-        let config = SessionConfig::new().with_information_schema(true);
+        Session::open_as(library, Access::owner()).await
+    }
+
+    pub async fn open_as(library: Arc<Library>, access: Access) -> Result<Session> {
+        let access = Arc::new(access);
+        let config =
+            SessionConfig::new().with_information_schema(true).with_extension(Arc::new(Commands::discarding()));
         let ctx = SessionContext::new_with_config(config);
-        let shared = tables::Tables::new(library.clone());
+        let shared = tables::Tables::new(library.clone(), access.clone());
         for table in imagelake_engine::catalog::TABLES {
             let provider = tables::CatalogTable::new(shared.clone(), table).await?;
             ctx.register_table(TableReference::bare(table), Arc::new(provider))?;
         }
-        let commands = Arc::new(Commands::default());
-        functions::register(&ctx, &library, &commands);
-        Ok(Session { library, ctx, commands, plans: plans::Plans::default() })
+        let lib = functions::Lib { library: library.clone(), access: access.clone() };
+        functions::register(&ctx, &lib);
+        Ok(Session { library, access, ctx, plans: plans::Plans::default() })
     }
 
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
 
-    /// Plans and runs one statement, and runs every command it planned exactly once (see
-    /// `functions::commands`).
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// Plans, runs and collects one statement (the REPL's and the tests' way).
     pub async fn run(&self, sql: &str) -> Result<Answer> {
-        // Held while the statement runs: files it may read are not deleted under it.
-        let _reading = self.library.reading().map_err(|e| DataFusionError::External(Box::new(e)))?;
-        if let Some(optimized) = self.plans.get(sql) {
-            let schema = Some(Arc::new(optimized.schema().as_arrow().clone()));
-            return Ok(Answer { schema, batches: self.execute_optimized(&optimized).await? });
-        }
-        self.commands.take();
-        let plan = match self.ctx.state().create_logical_plan(sql).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.commands.take();
-                return Err(e);
-            }
-        };
-        if matches!(plan, LogicalPlan::Explain(_)) {
-            // EXPLAIN plans only: what it planned never runs.
-            self.commands.take();
-            let schema = Some(Arc::new(plan.schema().as_arrow().clone()));
-            return Ok(Answer { schema, batches: self.ctx.execute_logical_plan(plan).await?.collect().await? });
-        }
-        if matches!(plan, LogicalPlan::Ddl(_)) && !self.commands.take().is_empty() {
-            return Err(DataFusionError::Plan(
-                "checkin() and checkout() are commands: they cannot be part of a view or a table definition".into(),
-            ));
-        }
-        let schema = match &plan {
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => None,
-            plan => Some(Arc::new(plan.schema().as_arrow().clone())),
-        };
-        let batches = match schema {
-            // A query: optimized here, so that its optimized plan can be kept for next time.
-            Some(_) => match self.ctx.state().optimize(&plan) {
-                Ok(optimized) => {
-                    self.plans.keep(sql, &plan, &optimized);
-                    self.execute_optimized(&optimized).await
-                }
-                Err(e) => Err(e),
-            },
-            // Anything else may change what the text of a query means.
-            None => {
-                self.plans.forget();
-                match self.ctx.execute_logical_plan(plan).await {
-                    Ok(frame) => frame.collect().await,
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let planned = self.commands.take();
-        let batches = batches?;
-        // Commands the optimizer cut out of the plan (LIMIT 0, WHERE false) still run.
-        for command in planned.iter().filter(|c| !c.has_run()) {
-            command.run().await?;
-        }
+        let planned = self.plan(sql, None).await?;
+        let schema = planned.returns_rows().then(|| planned.schema());
+        let batches = planned.execute().await?.try_collect().await?;
         Ok(Answer { schema, batches })
     }
 
-    /// Plans `optimized` physically (reading every table at its newest version) and runs it.
-    async fn execute_optimized(&self, optimized: &LogicalPlan) -> Result<Vec<RecordBatch>> {
-        let state = self.ctx.state();
-        let plan = state.query_planner().create_physical_plan(optimized, &state).await?;
-        datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await
+    /// A state of the session's own for one statement: what it plans is its own.
+    fn statement_state(&self) -> SessionState {
+        let mut state = self.ctx.state();
+        state.config_mut().set_extension(Arc::new(Commands::default()));
+        state
+    }
+
+    /// Parses and plans one statement, checks it against the session's access, and binds
+    /// `params` to its placeholders (`$1`, `$2`, ... or `?`); nothing runs yet.
+    pub async fn plan(&self, sql: &str, params: Option<ParamValues>) -> Result<Planned> {
+        let state = self.statement_state();
+        let planned = |plan: LogicalPlan, query: bool, state: SessionState, commands| {
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let (library, ctx) = (self.library.clone(), self.ctx.clone());
+            Planned { library, ctx, state, plan, query, schema, commands }
+        };
+        if params.is_none()
+            && let Some(optimized) = self.plans.get(sql)
+        {
+            return Ok(planned(optimized, true, state, Vec::new()));
+        }
+        let text = placeholders::numbered(sql);
+        let plan = state.create_logical_plan(&text).await?;
+        let commands = commands_of(&state);
+        self.access.check_statement(&plan)?;
+        let plan = match params {
+            Some(params) => plan.with_param_values(params)?,
+            None => plan,
+        };
+        match &plan {
+            // EXPLAIN plans only: what it planned never runs.
+            LogicalPlan::Explain(_) => Ok(planned(state.optimize(&plan)?, true, state, Vec::new())),
+            LogicalPlan::Ddl(_) if !commands.is_empty() => Err(DataFusionError::Plan(
+                "checkin() and checkout() are commands: they cannot be part of a view or a table definition".into(),
+            )),
+            // They change the session, and may change what the text of a query means.
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
+                self.plans.forget();
+                Ok(planned(plan, false, state, commands))
+            }
+            // A query (or COPY): optimized here, so that its optimized plan can be kept.
+            _ => {
+                let optimized = state.optimize(&plan)?;
+                if commands.is_empty() {
+                    self.plans.keep(sql, &plan, &optimized);
+                }
+                Ok(planned(optimized, true, state, commands))
+            }
+        }
+    }
+
+    /// The result schema of a statement with placeholders, and one field per placeholder
+    /// (`$1`, `$2`, ...; type Null where the statement does not tell), for prepared statements.
+    pub async fn describe(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let state = self.statement_state();
+        let plan = state.create_logical_plan(&placeholders::numbered(sql)).await?;
+        self.access.check_statement(&plan)?;
+        let result = match &plan {
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => Arc::new(Schema::empty()),
+            plan => Arc::new(plan.schema().as_arrow().clone()),
+        };
+        let mut parameters: Vec<(usize, Field)> = plan
+            .get_parameter_fields()?
+            .into_iter()
+            .map(|(id, field)| {
+                let position = id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX);
+                let field = match field {
+                    Some(f) => f.as_ref().clone().with_name(id).with_nullable(true),
+                    None => Field::new(id, datafusion::arrow::datatypes::DataType::Null, true),
+                };
+                (position, field)
+            })
+            .collect();
+        parameters.sort_by_key(|(position, _)| *position);
+        let parameters = Schema::new(parameters.into_iter().map(|(_, f)| f).collect::<Vec<_>>());
+        Ok((result, Arc::new(parameters)))
+    }
+}
+
+/// The commands planning registered in `state`.
+fn commands_of(state: &SessionState) -> Vec<Arc<Command>> {
+    state.config().get_extension::<Commands>().map(|c| c.take()).unwrap_or_default()
+}
+
+impl Planned {
+    /// The schema every batch of [`Planned::execute`] has (no columns for statements that
+    /// return no rows).
+    pub fn schema(&self) -> SchemaRef {
+        if self.returns_rows() { self.schema.clone() } else { Arc::new(Schema::empty()) }
+    }
+
+    /// False for statements such as `CREATE VIEW` or `SET`.
+    pub fn returns_rows(&self) -> bool {
+        self.query
+    }
+
+    /// True when running the statement changes the library (it planned a command).
+    pub fn runs_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
+    /// Runs the statement, streaming its rows; every command it planned runs exactly once
+    /// (those the optimizer cut out of the plan, `LIMIT 0` or `WHERE false`, after the rows).
+    /// Dropping the stream stops the work.
+    pub async fn execute(self) -> Result<SendableRecordBatchStream> {
+        // Held while the statement runs: files it may read are not deleted under it.
+        let reading = self.library.reading().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let schema = self.schema();
+        let rows = if self.query {
+            let plan = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+            datafusion::physical_plan::execute_stream(plan, Arc::new(TaskContext::from(&self.state)))?
+        } else {
+            self.ctx.execute_logical_plan(self.plan).await?.execute_stream().await?
+        };
+        let commands = self.commands;
+        let leftovers = futures::stream::once(async move {
+            for command in commands.iter().filter(|c| !c.has_run()) {
+                command.run().await?;
+            }
+            drop(reading);
+            Ok::<_, DataFusionError>(())
+        })
+        .filter_map(|done| async move { done.err().map(Err) });
+        // Every batch carries the schema announced when planning: a physical plan may differ
+        // from it in nullability or metadata, and clients hold them to be equal. Statements
+        // without rows (SET, CREATE VIEW) report none.
+        let announced = schema.clone();
+        let query = self.query;
+        let rows = rows.filter_map(move |batch| {
+            let conformed = match batch {
+                Ok(_) if !query => None,
+                Ok(batch) if batch.schema() == announced => Some(Ok(batch)),
+                Ok(batch) => {
+                    Some(RecordBatch::try_new(announced.clone(), batch.columns().to_vec()).map_err(Into::into))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            async move { conformed }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows.chain(leftovers))))
     }
 }

@@ -8,8 +8,18 @@
 //! a range and a short list checked on the rows the Lance scan returns, instead of a join
 //! against `images` that would read every row first. Deleted versions are hidden the same way,
 //! from `images` and every other table, until `undelete`.
+//!
+//! A session that may not read every image (see `access.rs`) sees the rows of the images it
+//! may read and no others: `images` holds only those, and every other table's scan is wrapped
+//! in [`Visible`], which drops the rest before anything the statement computes sees a row.
+//! Only filters that cannot fail on a row (comparisons of columns with constants, `IN`,
+//! `LIKE`, `IS NULL`, and those joined by `AND`/`OR`/`NOT`) are pushed into the Lance scan
+//! below it, so that a hidden row never raises an error; the rest run above it. `Visible`
+//! reports no statistics and passes no filter down, so counts are never answered from
+//! metadata that counts hidden rows.
 
-use crate::functions::Lib;
+use crate::access::Access;
+use crate::visible;
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
@@ -24,6 +34,7 @@ use imagelake_engine::Library;
 use imagelake_engine::catalog::ImageState;
 use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
@@ -37,23 +48,32 @@ struct Images {
     version: u64,
     batches: Vec<RecordBatch>,
     committed: Expr,
+    /// For a session that may not read every image: the ids of those it may read (committed
+    /// and not deleted), the only rows it sees in any table.
+    visible: Option<Arc<HashSet<i64>>>,
 }
 
 /// The catalog's tables as one session reads them, each at its newest table version, and the
 /// committed-rows filter of the newest `images`; shared by every table of the session.
-#[derive(Debug)]
 pub struct Tables {
-    library: Lib,
+    library: Arc<Library>,
+    access: Arc<Access>,
     images: Mutex<Option<Arc<Images>>>,
 }
 
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tables({})", self.library.root().display())
+    }
+}
+
 impl Tables {
-    pub fn new(library: Arc<Library>) -> Arc<Tables> {
-        Arc::new(Tables { library: Lib(library), images: Mutex::new(None) })
+    pub fn new(library: Arc<Library>, access: Arc<Access>) -> Arc<Tables> {
+        Arc::new(Tables { library, access, images: Mutex::new(None) })
     }
 
     async fn open(&self, table: &str) -> Result<Dataset> {
-        self.library.0.catalog().dataset(table).await.map_err(external)
+        self.library.catalog().dataset(table).await.map_err(external)
     }
 
     /// The `images` rows at the table's newest version, read again only when it changed.
@@ -71,22 +91,38 @@ impl Tables {
                 .await
                 .map_err(external)?;
         let missing = |name: &str| DataFusionError::Internal(format!("the images table has no {name} column"));
-        let (mut ids, mut hidden, mut visible) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut hidden, mut shown_batches) = (Vec::new(), Vec::new(), Vec::new());
+        let restricted = self.access.restricted();
+        let mut readable = HashSet::new();
         for b in &batches {
             let id = b.column_by_name("image_id").ok_or_else(|| missing("image_id"))?.as_primitive::<Int64Type>();
             let state = b.column_by_name("state").ok_or_else(|| missing("state"))?.as_string::<i32>();
-            // Deleted versions (and those gc purged) are hidden, as if never committed.
-            let shown: BooleanArray =
-                state.iter().map(|s| Some(!s.and_then(ImageState::parse).is_some_and(ImageState::is_hidden))).collect();
+            let name = b.column_by_name("name").ok_or_else(|| missing("name"))?.as_string::<i32>();
+            // Deleted versions (and those gc purged) are hidden, as if never committed; so are
+            // images the session may not read.
+            let shown: BooleanArray = state
+                .iter()
+                .zip(name.iter())
+                .map(|(s, n)| {
+                    let deleted = s.and_then(ImageState::parse).is_some_and(ImageState::is_hidden);
+                    Some(!deleted && (!restricted || n.is_some_and(|n| self.access.may_read(n))))
+                })
+                .collect();
             for (r, id) in id.values().iter().enumerate() {
                 ids.push(*id);
-                if !shown.value(r) {
+                if shown.value(r) {
+                    readable.insert(*id);
+                } else {
                     hidden.push(*id);
                 }
             }
-            visible.push(filter_record_batch(b, &shown)?);
+            shown_batches.push(filter_record_batch(b, &shown)?);
         }
-        let batches = visible;
+        let visible = restricted.then(|| Arc::new(readable));
+        let batches = match &visible {
+            Some(visible) => shown_batches.iter().map(|b| hide_parents(b, visible)).collect::<Result<_>>()?,
+            None => shown_batches,
+        };
         ids.sort_unstable();
         let newest = ids.last().copied().unwrap_or(0);
         // Ids at or below the newest that never committed (crashed or in-flight checkins), and
@@ -101,7 +137,7 @@ impl Tables {
         if !gaps.is_empty() {
             committed = committed.and(col("image_id").in_list(gaps, true));
         }
-        let images = Arc::new(Images { version, batches, committed });
+        let images = Arc::new(Images { version, batches, committed, visible });
         if let Ok(mut guard) = self.images.lock() {
             *guard = Some(images.clone());
         }
@@ -128,6 +164,43 @@ impl CatalogTable {
     fn per_image(&self) -> bool {
         self.table != "chunks" && self.table != "images"
     }
+
+    /// The scan of a session that may not read every image: the rows of `readable` images;
+    /// for `chunks`, the chunks their extents use.
+    async fn scan_visible(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        readable: &Arc<HashSet<i64>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let wanted = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let key = if self.per_image() { "image_id" } else { "chunk_hash" };
+        let key_index = self.schema.index_of(key)?;
+        let mut columns = wanted.clone();
+        if !columns.contains(&key_index) {
+            columns.push(key_index);
+        }
+        let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
+        let scan = provider.scan(state, Some(&columns), filters, None).await?;
+        if self.per_image() {
+            return visible::Visible::over(scan, readable.clone(), (0..wanted.len()).collect());
+        }
+        // chunks: those the readable images' extents use (a semi join on chunk_hash).
+        let extents = Arc::new(self.tables.open("extents").await?);
+        let extents_schema = Arc::new(datafusion::arrow::datatypes::Schema::from(extents.schema()));
+        let used = vec![extents_schema.index_of("chunk_hash")?, extents_schema.index_of("image_id")?];
+        let provider = LanceTableProvider::new(extents, false, false);
+        let used =
+            visible::Visible::over(provider.scan(state, Some(&used), &[], None).await?, readable.clone(), vec![0])?;
+        visible::semi_join(used, scan, (0..wanted.len()).collect())
+    }
+}
+
+/// `batch` (rows of `images`) with each parent the session may not read shown as NULL, as if
+/// the version had none.
+fn hide_parents(batch: &RecordBatch, readable: &HashSet<i64>) -> Result<RecordBatch> {
+    visible::hide_column(batch, "parent_id", readable)
 }
 
 #[async_trait]
@@ -142,12 +215,17 @@ impl TableProvider for CatalogTable {
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         // Lance evaluates any DataFusion expression inside its scan; `images` is read from
-        // memory, and DataFusion filters it.
-        let pushdown = match self.table {
-            "images" => TableProviderFilterPushDown::Unsupported,
-            _ => TableProviderFilterPushDown::Exact,
-        };
-        Ok(vec![pushdown; filters.len()])
+        // memory, and DataFusion filters it. A restricted session pushes only filters that
+        // cannot fail, since Lance evaluates them on hidden rows too.
+        let restricted = self.tables.access.restricted();
+        Ok(filters
+            .iter()
+            .map(|f| match self.table {
+                "images" => TableProviderFilterPushDown::Unsupported,
+                _ if restricted && !visible::cannot_fail(f) => TableProviderFilterPushDown::Unsupported,
+                _ => TableProviderFilterPushDown::Exact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -162,13 +240,17 @@ impl TableProvider for CatalogTable {
             let table = MemTable::try_new(self.schema.clone(), vec![images.batches.clone()])?;
             return table.scan(state, projection, filters, limit).await;
         }
+        // Which images are committed is read before the table: every row of those images was
+        // appended before their commit, so the table read next holds them all.
+        let images = self.tables.images().await?;
+        if let Some(readable) = &images.visible {
+            return self.scan_visible(state, projection, filters, readable).await;
+        }
         if !self.per_image() {
             let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
             return provider.scan(state, projection, filters, limit).await;
         }
-        // Which images are committed is read before the table: every row of those images was
-        // appended before their commit, so the table read next holds them all.
-        let committed = self.tables.images().await?.committed.clone();
+        let committed = images.committed.clone();
         let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
         // The committed filter runs above the Lance scan, not inside it: inside, Lance would
         // answer `image_id <= newest` from the image_id index, a walk over every row id.

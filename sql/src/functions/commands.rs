@@ -16,6 +16,7 @@
 use super::{Lib, arity, block_on, engine_err, text_arg, text_rows};
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{DataFusionError, Result, exec_err};
@@ -26,44 +27,54 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
-use imagelake_engine::{CheckinOptions, Library};
+use imagelake_engine::CheckinOptions;
+use imagelake_engine::access::Right;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
-    let lib = Lib(library.clone());
-    ctx.register_udtf("checkin", Arc::new(Checkin { lib: lib.clone(), commands: commands.clone() }));
-    ctx.register_udtf("checkout", Arc::new(Checkout { lib: lib.clone(), commands: commands.clone() }));
+pub fn register(ctx: &SessionContext, lib: &Lib) {
+    ctx.register_udtf("checkin", Arc::new(Checkin { lib: lib.clone() }));
+    ctx.register_udtf("checkout", Arc::new(Checkout { lib: lib.clone() }));
     let signature = Signature::any(2, Volatility::Volatile);
-    ctx.register_udf(ScalarUDF::from(CheckoutTo { lib, signature }));
+    ctx.register_udf(ScalarUDF::from(CheckoutTo { lib: lib.clone(), signature }));
 }
 
-/// The commands planned by the statement being run.
+/// The commands planned by one statement. Each statement plans in a state of its own that
+/// carries a fresh `Commands` (a `SessionConfig` extension), so statements planned at once on
+/// one session (a server's clients) never take each other's commands. The session's own
+/// context carries one that keeps nothing: what is planned outside a statement never runs.
 #[derive(Debug, Default)]
 pub struct Commands {
     planned: Mutex<Vec<Arc<Command>>>,
+    discard: bool,
 }
 
 impl Commands {
+    pub fn discarding() -> Commands {
+        Commands { planned: Mutex::default(), discard: true }
+    }
+
     fn add(&self, command: Arc<Command>) {
-        if let Ok(mut planned) = self.planned.lock() {
+        if !self.discard
+            && let Ok(mut planned) = self.planned.lock()
+        {
             planned.push(command);
         }
     }
 
-    /// Forgets what earlier statements planned and returns it.
+    /// Forgets what was planned so far and returns it.
     pub fn take(&self) -> Vec<Arc<Command>> {
         self.planned.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
     }
 }
 
-pub(super) type Job = BoxFuture<'static, Result<RecordBatch>>;
+pub(crate) type Job = BoxFuture<'static, Result<RecordBatch>>;
 
 /// One planned command: its work, not started, and once run, its result.
 pub struct Command {
     pub label: String,
     job: Mutex<Option<Job>>,
-    result: tokio::sync::OnceCell<std::result::Result<RecordBatch, String>>,
+    result: tokio::sync::OnceCell<std::result::Result<RecordBatch, Arc<DataFusionError>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -84,12 +95,12 @@ impl Command {
             .get_or_init(|| async {
                 let job = self.job.lock().ok().and_then(|mut j| j.take());
                 match job {
-                    Some(job) => job.await.map_err(|e| e.to_string()),
-                    None => Err(format!("{} was interrupted", self.label)),
+                    Some(job) => job.await.map_err(Arc::new),
+                    None => Err(Arc::new(DataFusionError::Execution(format!("{} was interrupted", self.label)))),
                 }
             })
             .await;
-        result.clone().map_err(DataFusionError::Execution)
+        result.clone().map_err(DataFusionError::Shared)
     }
 
     pub fn has_run(&self) -> bool {
@@ -118,21 +129,15 @@ impl PartitionStream for CommandStream {
 }
 
 pub(super) fn command_table(
-    commands: &Commands,
+    session: &dyn Session,
     schema: SchemaRef,
     command: Arc<Command>,
 ) -> Result<Arc<dyn TableProvider>> {
-    commands.add(command.clone());
+    if let Some(commands) = session.config().get_extension::<Commands>() {
+        commands.add(command.clone());
+    }
     let stream = Arc::new(CommandStream { schema: schema.clone(), command });
     Ok(Arc::new(StreamingTable::try_new(schema, vec![stream])?))
-}
-
-/// Runs `job` as its own task: a cancelled statement stops waiting, but a checkin or checkout
-/// already under way finishes (each commits with one rename or one row; see the engine).
-pub(super) fn detached(job: impl Future<Output = Result<RecordBatch>> + Send + 'static) -> Job {
-    Box::pin(async move {
-        tokio::spawn(job).await.map_err(|e| DataFusionError::Execution(format!("the command failed: {e}")))?
-    })
 }
 
 pub(super) fn fields(fields: &[(&str, DataType)]) -> SchemaRef {
@@ -152,7 +157,6 @@ pub(super) fn seconds(v: f64) -> ArrayRef {
 #[derive(Debug)]
 struct Checkin {
     lib: Lib,
-    commands: Arc<Commands>,
 }
 
 const CHECKIN_USAGE: &str = "checkin(path, name), e.g. checkin('/srv/images/web.qcow2', 'web')";
@@ -163,6 +167,8 @@ impl TableFunctionImpl for Checkin {
         arity("checkin", CHECKIN_USAGE, exprs, 2)?;
         let path = PathBuf::from(text_arg("checkin", CHECKIN_USAGE, exprs, 0, "path")?);
         let name = text_arg("checkin", CHECKIN_USAGE, exprs, 1, "name")?;
+        self.lib.access.check_write(Right::Write, &name, "checkin")?;
+        let path = self.lib.access.host_path("checkin source", &path)?;
         let schema = fields(&[
             ("image_id", DataType::Int64),
             ("name", DataType::Utf8),
@@ -179,9 +185,9 @@ impl TableFunctionImpl for Checkin {
         ]);
         let (lib, out) = (self.lib.clone(), schema.clone());
         let label = format!("checkin({}, {name})", path.display());
-        let job = detached(async move {
+        let job = self.lib.detached(async move {
             let options = CheckinOptions::default();
-            let s = lib.0.checkin(&path, &name, options).await.map_err(engine_err)?;
+            let s = lib.library.checkin(&path, &name, options).await.map_err(engine_err)?;
             let columns = vec![
                 int(s.image_id),
                 text(s.name),
@@ -198,14 +204,13 @@ impl TableFunctionImpl for Checkin {
             ];
             Ok(RecordBatch::try_new(out, columns)?)
         });
-        command_table(&self.commands, schema, Command::new(label, job))
+        command_table(args.session(), schema, Command::new(label, job))
     }
 }
 
 #[derive(Debug)]
 struct Checkout {
     lib: Lib,
-    commands: Arc<Commands>,
 }
 
 const CHECKOUT_USAGE: &str = "checkout(image, path), e.g. checkout('web@2', '/srv/out/web.raw')";
@@ -222,8 +227,9 @@ fn checkout_schema() -> SchemaRef {
     ])
 }
 
-async fn checkout(lib: &Library, image: &str, out: &std::path::Path, schema: SchemaRef) -> Result<RecordBatch> {
-    let s = lib.checkout(image, out, &Default::default()).await.map_err(engine_err)?;
+async fn checkout(lib: &Lib, image: &str, out: &std::path::Path, schema: SchemaRef) -> Result<RecordBatch> {
+    lib.image(image, Right::Read).await?;
+    let s = lib.library.checkout(image, out, &Default::default()).await.map_err(engine_err)?;
     let columns = vec![
         int(s.image_id),
         text(s.name),
@@ -242,11 +248,12 @@ impl TableFunctionImpl for Checkout {
         arity("checkout", CHECKOUT_USAGE, exprs, 2)?;
         let image = text_arg("checkout", CHECKOUT_USAGE, exprs, 0, "image")?;
         let out = PathBuf::from(text_arg("checkout", CHECKOUT_USAGE, exprs, 1, "path")?);
+        let out = self.lib.access.host_path("checkout target", &out)?;
         let (lib, schema) = (self.lib.clone(), checkout_schema());
         let label = format!("checkout({image}, {})", out.display());
         let for_job = schema.clone();
-        let job = detached(async move { checkout(&lib.0, &image, &out, for_job).await });
-        command_table(&self.commands, schema, Command::new(label, job))
+        let job = self.lib.detached(async move { checkout(&lib, &image, &out, for_job).await });
+        command_table(args.session(), schema, Command::new(label, job))
     }
 }
 
@@ -277,8 +284,9 @@ impl ScalarUDFImpl for CheckoutTo {
                 out.push(None);
                 continue;
             };
-            let path = PathBuf::from(path);
-            let s = block_on(self.lib.0.checkout(image, &path, &Default::default()))?
+            let path = self.lib.access.host_path("checkout target", &PathBuf::from(path))?;
+            block_on(self.lib.image(image, Right::Read))??;
+            let s = block_on(self.lib.library.checkout(image, &path, &Default::default()))?
                 .map_err(|e| DataFusionError::Execution(format!("checkout_to({image}, {}): {e}", path.display())))?;
             out.push(Some(format!("{}@{} -> {}", s.name, s.version, s.output.display())));
         }

@@ -10,8 +10,9 @@
 //!   version as `name@version`, so that one statement maintains every image a query finds:
 //!   `SELECT import(name, '/srv/kmod', '/lib/modules/6.1.0') FROM images WHERE ...`.
 
-use super::commands::{Command, Commands, command_table, detached, fields, int, seconds, text};
+use super::commands::{Command, command_table, fields, int, seconds, text};
 use super::{Deferred, Lib, arity, block_on, engine_err, text_arg, text_rows};
+use crate::access;
 use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
@@ -21,24 +22,25 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use imagelake_engine::{Library, OnConflict};
+use imagelake_engine::OnConflict;
+use imagelake_engine::access::Right;
 use std::path::Path;
 use std::sync::Arc;
 
-pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
-    let lib = Lib(library.clone());
+pub fn register(ctx: &SessionContext, lib: &Lib) {
+    let lib = lib.clone();
     for op in Op::ALL {
-        ctx.register_udtf(op.name(), Arc::new(EditTable { op, lib: lib.clone(), commands: commands.clone() }));
+        ctx.register_udtf(op.name(), Arc::new(EditTable { op, lib: lib.clone() }));
         let signature = Signature::any(op.arity(), Volatility::Volatile);
         ctx.register_udf(ScalarUDF::from(EditScalar { op, lib: lib.clone(), signature }));
     }
-    ctx.register_udtf("patch", Arc::new(PatchTable { lib: lib.clone(), commands: commands.clone() }));
+    ctx.register_udtf("patch", Arc::new(PatchTable { lib: lib.clone() }));
     let arities = vec![TypeSignature::Any(3), TypeSignature::Any(4)];
     ctx.register_udf(ScalarUDF::from(PatchScalar {
         lib: lib.clone(),
         signature: Signature::one_of(arities, Volatility::Volatile),
     }));
-    ctx.register_udtf("gc", Arc::new(Gc { lib: lib.clone(), commands: commands.clone() }));
+    ctx.register_udtf("gc", Arc::new(Gc { lib: lib.clone() }));
     ctx.register_udtf("history", Arc::new(History(lib)));
 }
 
@@ -114,18 +116,50 @@ impl Op {
         }
     }
 
-    /// Runs the operation; `args` has `arity()` values, None only where `optional`.
-    async fn run(self, lib: &Library, args: &[Option<String>]) -> std::result::Result<Made, String> {
+    /// Refuses the operation unless the session may do it: a new version needs write on its
+    /// name (admin to delete or undelete it), the image it starts from read, and host paths
+    /// must lie under the data roots.
+    async fn check(self, lib: &Lib, args: &[Option<String>]) -> Result<Vec<String>> {
         let arg = |i: usize| args.get(i).cloned().flatten().unwrap_or_default();
-        let number = |i: usize, radix: u32| -> std::result::Result<Option<u32>, String> {
+        let (right, deleted) = match self {
+            Op::Clone => (Right::Read, false),
+            Op::Delete => (Right::Admin, false),
+            Op::Undelete => (Right::Admin, true),
+            _ => (Right::Write, false),
+        };
+        access::resolve(&lib.library, &lib.access, &arg(0), right, deleted).await?;
+        let mut paths = Vec::new();
+        match self {
+            Op::Clone => lib.access.check_write(Right::Write, &arg(1), self.name())?,
+            Op::Replace => paths.push(lib.access.host_path("host file", Path::new(&arg(2)))?),
+            Op::Import => paths.push(lib.access.host_path("host folder", Path::new(&arg(1)))?),
+            _ => {}
+        }
+        Ok(paths.into_iter().map(|p| p.display().to_string()).collect())
+    }
+
+    /// Runs the operation, once the session may; `args` has `arity()` values, None only
+    /// where `optional`.
+    async fn run(self, lib: &Lib, args: &[Option<String>]) -> Result<Made> {
+        let checked = self.check(lib, args).await?;
+        let mut args = args.to_vec();
+        // The host path as checked (links resolved), so that what runs is what was allowed.
+        match (self, checked.first()) {
+            (Op::Replace, Some(path)) => args[2] = Some(path.clone()),
+            (Op::Import, Some(path)) => args[1] = Some(path.clone()),
+            _ => {}
+        }
+        let lib = &lib.library;
+        let arg = |i: usize| args.get(i).cloned().flatten().unwrap_or_default();
+        let number = |i: usize, radix: u32| -> Result<Option<u32>> {
             args.get(i).cloned().flatten().map(|v| u32::from_str_radix(v.trim(), radix)).transpose().map_err(|_| {
-                format!(
+                DataFusionError::Execution(format!(
                     "{}(): the {} {:?} is not a number{}",
                     self.name(),
                     self.what(i),
                     arg(i),
                     if radix == 8 { " in octal" } else { "" }
-                )
+                ))
             })
         };
         let edited = match self {
@@ -138,7 +172,7 @@ impl Op {
             }
             Op::Delete | Op::Undelete => {
                 let done = if self == Op::Delete { lib.delete(&arg(0)).await } else { lib.undelete(&arg(0)).await };
-                let i = done.map_err(|e| e.to_string())?;
+                let i = done.map_err(engine_err)?;
                 let parent = i.parent_id.map(|p| p.to_string()).unwrap_or_default();
                 return Ok(Made {
                     image_id: i.image_id,
@@ -151,7 +185,7 @@ impl Op {
                 });
             }
             Op::Clone => {
-                let s = lib.clone_image(&arg(0), &arg(1)).await.map_err(|e| e.to_string())?;
+                let s = lib.clone_image(&arg(0), &arg(1)).await.map_err(engine_err)?;
                 return Ok(Made {
                     image_id: s.image_id,
                     name: s.name,
@@ -163,7 +197,7 @@ impl Op {
                 });
             }
         };
-        let s = edited.map_err(|e| e.to_string())?;
+        let s = edited.map_err(engine_err)?;
         Ok(Made {
             image_id: s.image_id,
             name: s.name,
@@ -204,7 +238,6 @@ fn made_schema() -> SchemaRef {
 struct EditTable {
     op: Op,
     lib: Lib,
-    commands: Arc<Commands>,
 }
 
 impl TableFunctionImpl for EditTable {
@@ -227,8 +260,8 @@ impl TableFunctionImpl for EditTable {
             values.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect::<Vec<_>>().join(", ")
         );
         let out = schema.clone();
-        let job = detached(async move {
-            let m = op.run(&lib.0, &values).await.map_err(DataFusionError::Execution)?;
+        let job = self.lib.detached(async move {
+            let m = op.run(&lib, &values).await?;
             let columns = vec![
                 int(m.image_id),
                 text(m.name),
@@ -241,7 +274,7 @@ impl TableFunctionImpl for EditTable {
             ];
             Ok(RecordBatch::try_new(out, columns)?)
         });
-        command_table(&self.commands, schema, Command::new(label, job))
+        command_table(args.session(), schema, Command::new(label, job))
     }
 }
 
@@ -272,7 +305,7 @@ impl ScalarUDFImpl for EditScalar {
                 out.push(None);
                 continue;
             }
-            let m = block_on(op.run(&self.lib.0, &values))?.map_err(DataFusionError::Execution)?;
+            let m = block_on(self.lib.acting(op.run(&self.lib, &values)))??;
             out.push(Some(format!("{}@{}", m.name, m.version)));
         }
         Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
@@ -307,7 +340,21 @@ impl TableFunctionImpl for History {
         Ok(Deferred::new(schema, move |_| {
             let (lib, name, out) = (lib.clone(), name.clone(), out.clone());
             Box::pin(async move {
-                let rows = lib.0.history(&name).await.map_err(engine_err)?;
+                // A name the session may not read has no history; versions it came from under
+                // such names are left out, and so is a parent the session may not read.
+                if !lib.access.may_read(&name) {
+                    return Err(DataFusionError::Execution(format!("no image {name} in the library")));
+                }
+                let mut rows = lib.library.history(&name).await.map_err(engine_err)?;
+                if lib.access.restricted() {
+                    rows.retain(|r| lib.access.may_read(&r.name));
+                    for r in &mut rows {
+                        let parent_name = r.parent.as_deref().and_then(|p| p.rsplit_once('@')).map(|(n, _)| n);
+                        if parent_name.is_some_and(|n| !lib.access.may_read(n)) {
+                            (r.parent, r.parent_id) = (None, None);
+                        }
+                    }
+                }
                 let s = |f: fn(&imagelake_engine::HistoryRow) -> Option<&str>| {
                     Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as _
                 };
@@ -339,7 +386,6 @@ const PATCH_USAGE: &str = "patch(target, from, to [, on_conflict]), on_conflict 
 #[derive(Debug)]
 struct PatchTable {
     lib: Lib,
-    commands: Arc<Commands>,
 }
 
 impl TableFunctionImpl for PatchTable {
@@ -364,8 +410,9 @@ impl TableFunctionImpl for PatchTable {
         ]);
         let (lib, out) = (self.lib.clone(), schema.clone());
         let label = format!("patch({})", values.join(", "));
-        let job = detached(async move {
-            let s = lib.0.patch(&values[0], &values[1], &values[2], on_conflict).await.map_err(engine_err)?;
+        let job = self.lib.detached(async move {
+            check_patch(&lib, &values).await?;
+            let s = lib.library.patch(&values[0], &values[1], &values[2], on_conflict).await.map_err(engine_err)?;
             let made = s.made.as_ref().map(|m| format!("{}@{}", m.name, m.version));
             let column = |f: fn(&imagelake_engine::PatchRow) -> &str| {
                 Arc::new(StringArray::from(s.rows.iter().map(f).collect::<Vec<_>>())) as _
@@ -378,7 +425,7 @@ impl TableFunctionImpl for PatchTable {
             ];
             Ok(RecordBatch::try_new(out, columns)?)
         });
-        command_table(&self.commands, schema, Command::new(label, job))
+        command_table(args.session(), schema, Command::new(label, job))
     }
 }
 
@@ -411,7 +458,9 @@ impl ScalarUDFImpl for PatchScalar {
                 .get(3)
                 .map_or(Ok(OnConflict::Fail), |v| v.parse())
                 .map_err(|e| DataFusionError::Execution(e.to_string()))?;
-            let s = block_on(self.lib.0.patch(&values[0], &values[1], &values[2], on_conflict))?.map_err(engine_err)?;
+            block_on(check_patch(&self.lib, &values))??;
+            let s = block_on(self.lib.acting(self.lib.library.patch(&values[0], &values[1], &values[2], on_conflict)))?
+                .map_err(engine_err)?;
             out.push(match (&s.made, s.conflicts) {
                 (Some(m), _) => Some(format!("{}@{}", m.name, m.version)),
                 (None, 0) => None,
@@ -422,16 +471,25 @@ impl ScalarUDFImpl for PatchScalar {
     }
 }
 
+/// A patch writes a new version of its target and reads the two versions whose difference
+/// it applies.
+async fn check_patch(lib: &Lib, values: &[String]) -> Result<()> {
+    lib.image(&values[0], Right::Write).await?;
+    lib.image(&values[1], Right::Read).await?;
+    lib.image(&values[2], Right::Read).await?;
+    Ok(())
+}
+
 /// `gc()`: purges deleted versions and frees what no version uses; one summary row.
 #[derive(Debug)]
 struct Gc {
     lib: Lib,
-    commands: Arc<Commands>,
 }
 
 impl TableFunctionImpl for Gc {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         arity("gc", "gc()", args.exprs(), 0)?;
+        self.lib.access.check_admin("gc()")?;
         let schema = fields(&[
             ("purged", DataType::Utf8),
             ("chunks_freed", DataType::Int64),
@@ -441,8 +499,8 @@ impl TableFunctionImpl for Gc {
             ("seconds", DataType::Float64),
         ]);
         let (lib, out) = (self.lib.clone(), schema.clone());
-        let job = detached(async move {
-            let s = lib.0.gc().await.map_err(engine_err)?;
+        let job = self.lib.detached(async move {
+            let s = lib.library.gc().await.map_err(engine_err)?;
             let columns = vec![
                 text(s.purged.join(", ")),
                 int(s.chunks_freed as i64),
@@ -453,6 +511,6 @@ impl TableFunctionImpl for Gc {
             ];
             Ok(RecordBatch::try_new(out, columns)?)
         });
-        command_table(&self.commands, schema, Command::new("gc()".into(), job))
+        command_table(args.session(), schema, Command::new("gc()".into(), job))
     }
 }

@@ -20,6 +20,7 @@ mod edits;
 pub mod read;
 mod version;
 
+use crate::access::{self, Access};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -33,38 +34,82 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use imagelake_engine::Library;
+use imagelake_engine::access::Right;
+use imagelake_engine::catalog::ImageRow;
 use std::sync::Arc;
 
 pub use commands::Commands;
 pub use version::compare_versions;
 
-/// The library, shared by every function of a session. Functions must be `Eq` and `Hash` for
-/// DataFusion; two handles are equal when they are the same library.
+/// The library and who the session runs as, shared by every function of a session.
+/// Functions must be `Eq` and `Hash` for DataFusion; two handles are equal when they are the
+/// same library seen by the same session.
 #[derive(Clone)]
-pub struct Lib(pub Arc<Library>);
+pub struct Lib {
+    pub library: Arc<Library>,
+    pub access: Arc<Access>,
+}
 
 impl std::fmt::Debug for Lib {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Library({})", self.0.root().display())
+        write!(f, "Library({})", self.library.root().display())
     }
 }
 impl PartialEq for Lib {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.library, &other.library) && Arc::ptr_eq(&self.access, &other.access)
     }
 }
 impl Eq for Lib {}
 impl std::hash::Hash for Lib {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.0).hash(state)
+        Arc::as_ptr(&self.library).hash(state);
+        Arc::as_ptr(&self.access).hash(state);
+    }
+}
+
+impl Lib {
+    /// The image version `spec` names, if the session may use it so (see `access::resolve`).
+    pub(crate) async fn image(&self, spec: &str, right: Right) -> Result<ImageRow> {
+        access::resolve(&self.library, &self.access, spec, right, false).await
+    }
+
+    /// Runs `work` for the session's principal: a version it commits names the server user
+    /// as its actor.
+    pub(crate) fn acting<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        let user = self.access.principal.user_name().map(str::to_string);
+        imagelake_engine::acting_for(user, work)
+    }
+
+    /// Runs a command's `job` as its own task, for the session's principal: a cancelled
+    /// statement stops waiting, but a checkin or checkout already under way finishes (each
+    /// commits with one rename or one row; see the engine).
+    pub(crate) fn detached(
+        &self,
+        job: impl std::future::Future<Output = Result<datafusion::arrow::array::RecordBatch>> + Send + 'static,
+    ) -> commands::Job {
+        let job = self.acting(job);
+        Box::pin(async move {
+            tokio::spawn(job).await.map_err(|e| DataFusionError::Execution(format!("the command failed: {e}")))?
+        })
+    }
+
+    /// True when `spec` names an image the session may not read, which must then fail as a
+    /// missing one would.
+    pub(crate) async fn hidden(&self, spec: &str) -> bool {
+        self.access.restricted()
+            && self.library.resolve_any(spec).await.is_ok_and(|row| !self.access.may_read(&row.name))
     }
 }
 
 /// Registers every function on `ctx`.
-pub fn register(ctx: &SessionContext, library: &Arc<Library>, commands: &Arc<Commands>) {
-    read::register(ctx, library);
-    commands::register(ctx, library, commands);
-    edits::register(ctx, library, commands);
+pub fn register(ctx: &SessionContext, lib: &Lib) {
+    read::register(ctx, lib);
+    commands::register(ctx, lib);
+    edits::register(ctx, lib);
     ctx.register_udf(version::version_cmp());
 }
 

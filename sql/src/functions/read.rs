@@ -9,11 +9,12 @@ use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::datasource::TableProvider;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
-use imagelake_engine::{Error as EngineError, Library};
+use imagelake_engine::Error as EngineError;
+use imagelake_engine::access::Right;
 use std::sync::Arc;
 
-pub fn register(ctx: &SessionContext, library: &Arc<Library>) {
-    let lib = Lib(library.clone());
+pub fn register(ctx: &SessionContext, lib: &Lib) {
+    let lib = lib.clone();
     ctx.register_udtf("compare", Arc::new(Compare(lib.clone())));
     ctx.register_udtf("ls", Arc::new(Ls(lib.clone())));
     ctx.register_udtf("file_lines", Arc::new(FileLines(lib.clone())));
@@ -75,8 +76,8 @@ impl TableFunctionImpl for Compare {
         Ok(Deferred::new(schema, move |ctx| {
             let (lib, old, new) = (lib.clone(), old.clone(), new.clone());
             Box::pin(async move {
-                let a = lib.0.resolve(&old).await.map_err(engine_err)?.image_id;
-                let b = lib.0.resolve(&new).await.map_err(engine_err)?.image_id;
+                let a = lib.image(&old, Right::Read).await?.image_id;
+                let b = lib.image(&new, Right::Read).await?.image_id;
                 query(&ctx, compare_sql(a, b)).await
             })
         }))
@@ -157,8 +158,8 @@ impl TableFunctionImpl for Ls {
         Ok(Deferred::new(schema, move |ctx| {
             let (lib, spec, dir) = (lib.clone(), spec.clone(), dir.clone());
             Box::pin(async move {
-                let image = lib.0.resolve(&spec).await.map_err(engine_err)?;
-                let found = lib.0.find_file(&spec, image.image_id, &dir).await.map_err(engine_err)?;
+                let image = lib.image(&spec, Right::Read).await?;
+                let found = lib.library.find_file(&spec, image.image_id, &dir).await.map_err(engine_err)?;
                 let select = "SELECT regexp_replace(path, '^.*/', '') AS name, kind, size, mode, uid, gid, mtime, \
                               link_target, content_hash, partition, path FROM files";
                 let scope = format!("image_id = {} AND partition = {}", image.image_id, found.partition);
@@ -197,7 +198,8 @@ impl TableFunctionImpl for FileLines {
         Ok(Deferred::new(schema, move |_| {
             let (lib, spec, path, schema) = (lib.clone(), spec.clone(), path.clone(), out.clone());
             Box::pin(async move {
-                let data = lib.0.read_file(&spec, &path).await.map_err(engine_err)?;
+                lib.image(&spec, Right::Read).await?;
+                let data = lib.library.read_file(&spec, &path).await.map_err(engine_err)?;
                 let text = String::from_utf8_lossy(&data);
                 let lines: Vec<&str> = text.lines().collect();
                 let numbers: ArrayRef = Arc::new(Int64Array::from_iter_values(1..=lines.len() as i64));
@@ -242,7 +244,7 @@ impl TableFunctionImpl for ImageStats {
             Box::pin(async move {
                 let mut ids = Vec::new();
                 for spec in &specs {
-                    ids.push(lib.0.resolve(spec).await.map_err(engine_err)?.image_id);
+                    ids.push(lib.image(spec, Right::Read).await?.image_id);
                 }
                 ids.dedup();
                 let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
@@ -330,7 +332,13 @@ impl ScalarUDFImpl for ReadFile {
                 contents.push(None);
                 continue;
             }
-            match block_on(self.lib.0.read_file(images.value(i), paths.value(i)))? {
+            let (image, path) = (images.value(i), paths.value(i));
+            // An image the session may not read fails as a missing one does.
+            let read = match block_on(self.lib.hidden(image))? {
+                true => Err(EngineError::User(format!("no image {image} in the library"))),
+                false => block_on(self.lib.library.read_file(image, path))?,
+            };
+            match read {
                 Ok(data) => contents.push(Some(data)),
                 Err(EngineError::NotFound(_)) => contents.push(None),
                 Err(e) => return exec_err!("{}: {e}", self.name()),
