@@ -30,6 +30,7 @@ pub fn status(e: &DataFusionError) -> Status {
     let message = e.to_string();
     match error_kind(e) {
         ErrorKind::Invalid => Status::invalid_argument(message),
+        ErrorKind::NotFound => Status::not_found(message),
         ErrorKind::Denied => Status::permission_denied(message),
         ErrorKind::Unsupported => Status::unimplemented(message),
         ErrorKind::Internal => internal(&message),

@@ -45,11 +45,35 @@ pub(crate) fn denied(why: impl Into<String>) -> DataFusionError {
     DataFusionError::External(Box::new(Denied(why.into())))
 }
 
+/// An image that is not in the library, or that the principal may not read: the two answer
+/// alike, text and kind.
+#[derive(Debug)]
+pub struct Missing(pub String);
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Missing {}
+
+pub(crate) fn missing(message: impl Into<String>) -> DataFusionError {
+    DataFusionError::External(Box::new(Missing(message.into())))
+}
+
+/// True for the engine's "no image SPEC in the library" (`Library::resolve_any`, `history`).
+pub(crate) fn is_missing_image(e: &imagelake_engine::Error) -> bool {
+    matches!(e, imagelake_engine::Error::User(m) if m.starts_with("no image ") && m.ends_with(" in the library"))
+}
+
 /// What kind of failure an error is, for a server's status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// A statement, a parameter or an argument is wrong (or names an image that is not there).
+    /// A statement, a parameter or an argument is wrong.
     Invalid,
+    /// An image that is not there, or that the principal may not read.
+    NotFound,
     /// The principal lacks a right.
     Denied,
     /// The statement asks for something the SQL engine does not do.
@@ -62,6 +86,7 @@ pub enum ErrorKind {
 pub fn error_kind(e: &DataFusionError) -> ErrorKind {
     match e {
         DataFusionError::External(inner) if inner.downcast_ref::<Denied>().is_some() => ErrorKind::Denied,
+        DataFusionError::External(inner) if inner.downcast_ref::<Missing>().is_some() => ErrorKind::NotFound,
         DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
             Some(e) => error_kind(e),
             None => ErrorKind::Internal,
@@ -147,15 +172,19 @@ impl Access {
 
     /// Refuses statements the principal may not run: for non-administrators anything that
     /// reaches outside the catalog or changes the session (DDL, DML, `COPY`, `SET`,
-    /// `PREPARE`); for a principal who may not see every image, `EXPLAIN ANALYZE`, whose
-    /// metrics count the rows of every image; and, for everyone on the server, paths outside
-    /// the data roots.
+    /// `PREPARE`); for a principal who may not see every image, `EXPLAIN ANALYZE` and
+    /// `EXPLAIN VERBOSE`, whose metrics and statistics count the rows of every image (plain
+    /// `EXPLAIN` runs with statistics off, see `Session::plan`); and, for everyone on the
+    /// server, paths outside the data roots.
     pub(crate) fn check_statement(&self, plan: &LogicalPlan) -> Result<()> {
         let mut refusal = None;
         plan.apply_with_subqueries(|node| {
             let why = match node {
                 LogicalPlan::Analyze(_) if self.restricted() => {
                     Some(denied("EXPLAIN ANALYZE counts rows of images you may not read"))
+                }
+                LogicalPlan::Explain(explain) if explain.verbose && self.restricted() => {
+                    Some(denied("EXPLAIN VERBOSE shows statistics of images you may not read"))
                 }
                 LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)
                     if !self.principal.is_admin() =>
@@ -199,15 +228,15 @@ pub(crate) async fn resolve(
     right: Right,
     deleted: bool,
 ) -> Result<ImageRow> {
-    let missing = || DataFusionError::Execution(format!("no image {spec} in the library"));
+    let absent = || missing(format!("no image {spec} in the library"));
     let found = if deleted { library.resolve_any(spec).await } else { library.resolve(spec).await };
     match found {
         Ok(row) if access.principal.may(right, &row.name) => Ok(row),
         Ok(row) if access.may_read(&row.name) => Err(denied(format!("needs {right} on {}", row.name))),
-        Ok(_) => Err(missing()),
+        Ok(_) => Err(absent()),
         // A deleted version says so, but only to those who may read its name.
         Err(e) => match library.resolve_any(spec).await {
-            Ok(row) if !access.may_read(&row.name) => Err(missing()),
+            Ok(row) if !access.may_read(&row.name) => Err(absent()),
             _ => Err(crate::functions::engine_err(e)),
         },
     }

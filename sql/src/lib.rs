@@ -21,7 +21,7 @@ mod plans;
 pub mod tables;
 mod visible;
 
-pub use access::{Access, Denied, ErrorKind, error_kind};
+pub use access::{Access, Denied, ErrorKind, Missing, error_kind};
 use functions::Commands;
 use functions::commands::Command;
 
@@ -99,6 +99,10 @@ impl Session {
     fn statement_state(&self) -> SessionState {
         let mut state = self.ctx.state();
         state.config_mut().set_extension(Arc::new(Commands::default()));
+        if self.access.restricted() {
+            // Table statistics count the rows of every image: never shown to whom some are hidden.
+            state.config_mut().options_mut().explain.show_statistics = false;
+        }
         state
     }
 

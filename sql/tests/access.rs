@@ -165,6 +165,7 @@ async fn a_reader_sees_only_the_images_granted() {
         let (hidden_name, missing_name) =
             if hidden.contains(&format!("'{db}'")) { (db.as_str(), "999") } else { ("db", "nosuch") };
         assert_eq!((kind, message.replace(hidden_name, missing_name)), (missing_kind, missing_message), "{hidden}");
+        assert_eq!(kind, ErrorKind::NotFound, "{hidden}: {message}");
     }
     // ... and the granted ones answer.
     assert!(text(&reader, "SELECT * FROM compare('web@1', 'web@2')").await.contains("/srv/index.html"));
@@ -179,6 +180,7 @@ async fn a_reader_sees_only_the_images_granted() {
         ("CREATE VIEW v AS SELECT 1", "CREATE"),
         (&format!("COPY (SELECT 1) TO '{}/out.csv'", f.dir.path().display()) as &str, "COPY"),
         ("EXPLAIN ANALYZE SELECT count(*) FROM files", "EXPLAIN ANALYZE"),
+        ("EXPLAIN VERBOSE SELECT count(*) FROM files", "EXPLAIN VERBOSE"),
         (&format!("SELECT * FROM checkin('{}/web1.img', 'web')", f.dir.path().display()) as &str, "checkin"),
         ("SELECT * FROM gc()", "gc"),
         ("SELECT * FROM clone('web@1', 'web9')", "clone"),

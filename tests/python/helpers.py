@@ -11,6 +11,7 @@ import re
 import subprocess
 import time
 
+import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager as adbc
 import pyarrow as pa
@@ -46,11 +47,13 @@ def connect(user, password=None, uri=None, **db_kwargs):
 
 
 def with_token(header, uri=None):
-    """An ADBC connection that sends `header` (b'Bearer ...') and never logs in itself."""
+    """An ADBC connection that sends `header` (the (b'authorization', b'Bearer ...') pair
+    pyarrow.flight's handshake gives, or its value) and never logs in itself."""
+    if isinstance(header, tuple):
+        header = header[1]
     value = header.decode() if isinstance(header, bytes) else header
-    return flightsql.connect(
-        uri or URI, db_kwargs={flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value: value}, autocommit=True
-    )
+    option = adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value
+    return flightsql.connect(uri or URI, db_kwargs={option: value}, autocommit=True)
 
 
 def table(conn, sql, params=None):

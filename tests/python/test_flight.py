@@ -7,6 +7,7 @@ bulk2..bulk10 (100,102 files each); users admin (admin on *), reader (read on we
 """
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 
@@ -138,7 +139,9 @@ def test_metadata(admin, reader):
         streamed = table(admin, f"SELECT * FROM {name} LIMIT 0").schema
         assert schema.names == streamed.names == columns_of[name], name
         assert [f.type for f in schema] == [f.type for f in streamed], name
-    fails(("NOT_FOUND", "INVALID_ARGUMENT"), admin.adbc_get_table_schema, "nosuch")
+    # The driver answers this one itself, from GetTables, without a status of the server's.
+    with pytest.raises(Exception, match="(?i)nosuch|no table"):
+        admin.adbc_get_table_schema("nosuch")
 
     only = admin.adbc_get_objects(depth="columns", table_name_filter="fil%", column_name_filter="path").read_all().to_pylist()
     found = [(t["table_name"], [c["column_name"] for c in t["table_columns"]])
@@ -260,7 +263,8 @@ def test_a_cancelled_stream_stops_the_work(report):
 
     # 2. pyarrow.flight: the client reads the first batch and cancels the stream; the rest of
     # the answer (a long aggregate) is never needed.
-    stream = f"SELECT 1 AS x UNION ALL SELECT count(*) FROM ({BUSY})"
+    # (Not count(*) over BUSY: the count of a one-row aggregate is known without running it.)
+    stream = f"SELECT 1 AS x UNION ALL {BUSY}"
 
     def read_one_then_cancel():
         info = client.get_flight_info(statement(stream), options)
@@ -293,8 +297,13 @@ def test_a_cancelled_stream_stops_the_work(report):
         info = client.get_flight_info(statement(BUSY), options)
 
         def wait():
+            # Chunk by chunk: pyarrow's read_all() answers a CANCELLED stream by raising
+            # KeyboardInterrupt in the main thread, as if the user had pressed Ctrl-C.
             try:
-                client.do_get(info.endpoints[0].ticket, options).read_all()
+                reader = client.do_get(info.endpoints[0].ticket, options)
+                with contextlib.suppress(StopIteration):
+                    while True:
+                        reader.read_chunk()
                 waited.append("answered")
             except Exception as exc:  # noqa: BLE001
                 waited.append(exc)

@@ -124,10 +124,7 @@ fn build_library(work: &Path, data: &Path) -> Library {
             ("etc/hostname", "db\n".into()),
             ("etc/motd", "welcome to db\n".into()),
             ("etc/mysql/secret.cnf", "[client]\npassword = hunter2-db-secret\n".into()),
-            (
-                "var/lib/dpkg/status",
-                dpkg_status(&[("libc6", "2.36-9"), ("mariadb-server", "1:10.11.6-0+deb12u1")]),
-            ),
+            ("var/lib/dpkg/status", dpkg_status(&[("libc6", "2.36-9"), ("mariadb-server", "1:10.11.6-0+deb12u1")])),
         ],
     );
     let images = work.join("images");
@@ -278,7 +275,7 @@ fn python_clients_over_flight_sql() {
     std::os::unix::fs::symlink(&outside, data.join("escape")).unwrap();
     add_users(&lib);
 
-    let server = Server::start(&lib, &data, "30s", work.path().join("serve.log"));
+    let server = Server::start(&lib, &data, "1h", work.path().join("serve.log"));
     // A second server on the same library whose tokens expire at once, for the expiry test.
     let short = Server::start(&lib, &data, "2s", work.path().join("serve-short.log"));
     let users: serde_json::Map<String, serde_json::Value> =

@@ -341,6 +341,9 @@ impl ScalarUDFImpl for ReadFile {
             match read {
                 Ok(data) => contents.push(Some(data)),
                 Err(EngineError::NotFound(_)) => contents.push(None),
+                Err(e) if crate::access::is_missing_image(&e) => {
+                    return Err(crate::access::missing(format!("{}: {e}", self.name())));
+                }
                 Err(e) => return exec_err!("{}: {e}", self.name()),
             }
         }
