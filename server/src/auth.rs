@@ -1,4 +1,7 @@
-//! Authentication: the Basic -> Bearer handshake, and the bearer check every other call makes.
+//! Authentication: the Basic -> Bearer handshake, and the bearer check every other call makes
+//! before anything reads its request ([`Authenticated`], a layer around the whole service: an
+//! anonymous call with a malformed body is UNAUTHENTICATED, not INVALID_ARGUMENT, and no
+//! handler can forget the check).
 //!
 //! A client sends `authorization: Basic base64(user:password)` on Handshake (padded or not:
 //! ADBC's Go client has sent both) and gets the token back in the `authorization: Bearer`
@@ -11,10 +14,18 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use imagelake_engine::Library;
 use imagelake_engine::access::Principal;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
 use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::{Request, Status};
+
+/// The one call that needs no token.
+const HANDSHAKE: &str = "/arrow.flight.protocol.FlightService/Handshake";
 
 /// Standard base64 that accepts input with or without its padding.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -32,7 +43,9 @@ pub struct Auth {
     ttl: Duration,
 }
 
-/// Who a request runs as: their principal and the name tickets are tied to.
+/// Who a request runs as: their principal and the name tickets are tied to. [`Authenticated`]
+/// puts it in the request's extensions.
+#[derive(Clone)]
 pub struct Caller {
     pub principal: Principal,
     pub name: String,
@@ -55,9 +68,9 @@ impl Auth {
         token.map(|t| t.secret).ok_or_else(unauthenticated)
     }
 
-    /// The caller a request's `authorization: Bearer` header names.
-    pub fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let header = metadata.get("authorization").ok_or_else(unauthenticated)?;
+    /// The caller an `authorization: Bearer` header names.
+    fn caller(&self, header: Option<&http::HeaderValue>) -> Result<Caller, Status> {
+        let header = header.ok_or_else(unauthenticated)?;
         let header = header.to_str().map_err(|_| unauthenticated())?;
         let secret = strip_scheme(header, "Bearer").ok_or_else(unauthenticated)?;
         let principal = self
@@ -69,6 +82,58 @@ impl Auth {
         let name = principal.user_name().ok_or_else(unauthenticated)?.to_string();
         Ok(Caller { principal, name })
     }
+}
+
+/// The caller [`Authenticated`] found for `request`.
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request.extensions().get::<Caller>().cloned().ok_or_else(unauthenticated)
+}
+
+/// The service behind a bearer check: every call but Handshake carries a valid token, or is
+/// answered UNAUTHENTICATED here.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Arc<Auth>,
+}
+
+impl<S> Authenticated<S> {
+    pub fn new(inner: S, auth: Arc<Auth>) -> Self {
+        Authenticated { inner, auth }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for Authenticated<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<http::Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != HANDSHAKE {
+            match self.auth.caller(request.headers().get("authorization")) {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                }
+                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            }
+        }
+        // The service polled ready is the one to call; a fresh clone waits for the next call.
+        let fresh = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(ready.call(request))
+    }
+}
+
+impl<S: NamedService> NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 /// `Scheme credentials`, the scheme matched without regard to case (RFC 9110).

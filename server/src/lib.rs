@@ -105,9 +105,11 @@ impl Bound {
         if let Some(tls) = self.tls {
             builder = builder.tls_config(tls).map_err(|e| Error::User(format!("TLS: {e}")))?;
         }
+        let auth = self.service.auth();
         let service = FlightServiceServer::new(self.service)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
+        let service = auth::Authenticated::new(service, auth);
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = builder.add_service(service).serve_with_incoming_shutdown(incoming, async {

@@ -8,7 +8,7 @@
 //! statement once per row (executemany). What Flight SQL has and imagelake does not
 //! (Substrait, transactions, savepoints, bulk ingest, keys) answers UNIMPLEMENTED.
 
-use crate::auth::{Auth, Caller};
+use crate::auth::{Auth, Caller, caller};
 use crate::metadata;
 use crate::results::{self, BatchStream, FlightStream, Kept, Memo, Running, status, wire_schema};
 use crate::tickets::{Body, Kind, Signer, decode_params, encode_params};
@@ -28,6 +28,7 @@ use arrow_flight::{
     FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::CastOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::{ParamValues, ScalarValue};
@@ -49,7 +50,7 @@ const MAX_PARAMS_BYTES: usize = 64 << 20;
 
 pub struct Service {
     library: Arc<Library>,
-    auth: Auth,
+    auth: Arc<Auth>,
     signer: Signer,
     /// One session per user, kept while their principal (grants, admin flag) stays the same.
     sessions: Mutex<HashMap<String, (Principal, Arc<Session>)>>,
@@ -69,7 +70,7 @@ impl Service {
     ) -> imagelake_engine::Result<Service> {
         let signer = Signer::new().map_err(|e| imagelake_engine::Error::Internal(format!("no random numbers: {e}")))?;
         Ok(Service {
-            auth: Auth::new(library.clone(), token_ttl),
+            auth: Arc::new(Auth::new(library.clone(), token_ttl)),
             library,
             signer,
             sessions: Mutex::new(HashMap::new()),
@@ -80,8 +81,9 @@ impl Service {
         })
     }
 
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        self.auth.caller(request.metadata())
+    /// The bearer check every call but Handshake must pass, for [`crate::auth::Authenticated`].
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
     }
 
     /// The caller's session: the one kept for them, or a new one when their rights changed.
@@ -165,11 +167,11 @@ impl Service {
         let plans = plan_rows(&session, sql, params.as_ref()).await?;
         let mut total = None;
         for planned in plans {
-            let schema = planned.schema();
+            let (schema, returns_rows) = (planned.schema(), planned.returns_rows());
             let batches = results::batches(planned.execute().await.map_err(|e| status(&e))?);
             let count =
                 batches.try_fold(0i64, |n, batch| futures::future::ready(Ok(n + records(&schema, &batch)))).await?;
-            if !schema.fields().is_empty() {
+            if returns_rows {
                 total = Some(total.unwrap_or(0) + count);
             }
         }
@@ -281,8 +283,13 @@ fn cast_params(batch: RecordBatch, parameters: &Schema) -> Result<RecordBatch, S
         let column = match want.data_type() {
             DataType::Null => column.clone(),
             t if t == column.data_type() => column.clone(),
-            t => datafusion::arrow::compute::cast(column, t)
-                .map_err(|e| Status::invalid_argument(format!("parameter {}: {e}", want.name())))?,
+            // Strict: a value that does not convert is an error, not a NULL.
+            t => datafusion::arrow::compute::cast_with_options(
+                column,
+                t,
+                &CastOptions { safe: false, ..Default::default() },
+            )
+            .map_err(|e| Status::invalid_argument(format!("parameter {}: {e}", want.name())))?,
         };
         fields.push(Field::new(want.name(), column.data_type().clone(), true));
         columns.push(column);
@@ -348,7 +355,7 @@ impl FlightSqlService for Service {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         no_transactions(&query.transaction_id)?;
         let session = self.session(&caller).await?;
         let planned = session.plan(&query.query, None).await.map_err(|e| status(&e))?;
@@ -360,7 +367,7 @@ impl FlightSqlService for Service {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let body = self.signer.open(&ticket.statement_handle, Kind::Statement, &caller.name)?;
         let params = body.params.as_deref().map(decode_params).transpose()?;
         Ok(Response::new(self.results(&caller, body, params).await?))
@@ -371,7 +378,7 @@ impl FlightSqlService for Service {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         no_transactions(&command.transaction_id)?;
         self.update(&caller, &command.query, None).await
     }
@@ -383,7 +390,7 @@ impl FlightSqlService for Service {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         no_transactions(&query.transaction_id)?;
         let session = self.session(&caller).await?;
         let (dataset, parameters) = session.describe(&query.query).await.map_err(|e| status(&e))?;
@@ -400,7 +407,7 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let handle = self.signer.open(&query.prepared_statement_handle, Kind::Prepared, &caller.name)?;
         let session = self.session(&caller).await?;
         let params = match read_params(request.into_inner()).await? {
@@ -423,7 +430,7 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let handle = self.signer.open(&query.prepared_statement_handle, Kind::Prepared, &caller.name)?;
         let params = self.params_of(&handle)?;
         let session = self.session(&caller).await?;
@@ -442,7 +449,7 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let handle = self.signer.open(&query.prepared_statement_handle, Kind::Prepared, &caller.name)?;
         let params = self.params_of(&handle)?;
         Ok(Response::new(self.results(&caller, handle, params).await?))
@@ -453,7 +460,7 @@ impl FlightSqlService for Service {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let handle = self.signer.open(&query.prepared_statement_handle, Kind::Prepared, &caller.name)?;
         // ADBC sends the parameter rows with the update; arrow-rs binds them first.
         let params = match read_params(request.into_inner()).await? {
@@ -472,7 +479,7 @@ impl FlightSqlService for Service {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let handle = self.signer.open(&query.prepared_statement_handle, Kind::Prepared, &caller.name)?;
         self.bound.remove(&handle.id);
         Ok(())
@@ -486,7 +493,7 @@ impl FlightSqlService for Service {
         request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
         // ActionCancelQueryResult.CancelResult (its module is not exported): CANCELLED, NOT_CANCELLABLE.
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let info = FlightInfo::decode(query.info).map_err(|_| Status::invalid_argument("not a FlightInfo"))?;
         let result = match self.cancel(&caller, &info)? {
             true => 1,
@@ -502,7 +509,7 @@ impl FlightSqlService for Service {
         if request.get_ref().r#type != "CancelFlightInfo" {
             return Err(Status::unimplemented(format!("no action {:?} in imagelake", request.get_ref().r#type)));
         }
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let cancel = CancelFlightInfoRequest::decode(request.get_ref().body.clone())
             .map_err(|_| Status::invalid_argument("not a CancelFlightInfoRequest"))?;
         let info = cancel.info.ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
@@ -513,6 +520,17 @@ impl FlightSqlService for Service {
         let result = CancelFlightInfoResult { status: status as i32 };
         let body = arrow_flight::Result { body: result.encode_to_vec().into() };
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
+    }
+
+    /// Every ticket this server issues is a statement's or a metadata command's: anything else
+    /// was made up or altered.
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        _message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        caller(&request)?;
+        Err(Status::invalid_argument("not a ticket this server issued"))
     }
 
     async fn do_put_error_callback(
@@ -530,7 +548,7 @@ impl FlightSqlService for Service {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let schema = wire_schema(query.clone().into_builder().schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -540,7 +558,7 @@ impl FlightSqlService for Service {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let session = self.session(&caller).await?;
         Ok(Self::one_batch(metadata::catalogs(session.context(), query)?))
     }
@@ -550,7 +568,7 @@ impl FlightSqlService for Service {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let schema = wire_schema(query.clone().into_builder().schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -560,7 +578,7 @@ impl FlightSqlService for Service {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let session = self.session(&caller).await?;
         Ok(Self::one_batch(metadata::db_schemas(session.context(), query)?))
     }
@@ -570,7 +588,7 @@ impl FlightSqlService for Service {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let schema = wire_schema(query.clone().into_builder().schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -580,7 +598,7 @@ impl FlightSqlService for Service {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = caller(&request)?;
         let session = self.session(&caller).await?;
         Ok(Self::one_batch(metadata::tables(session.context(), query).await?))
     }
@@ -590,7 +608,7 @@ impl FlightSqlService for Service {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let schema = wire_schema(query.clone().into_builder().schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -600,7 +618,7 @@ impl FlightSqlService for Service {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let mut builder = query.into_builder();
         for table_type in metadata::TABLE_TYPES {
             builder.append(table_type);
@@ -613,7 +631,7 @@ impl FlightSqlService for Service {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let schema = wire_schema(query.clone().into_builder(metadata::sql_info()?).schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -623,7 +641,7 @@ impl FlightSqlService for Service {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let batch = query.into_builder(metadata::sql_info()?).build();
         Ok(Self::one_batch(batch.map_err(|e| Status::internal(format!("SqlInfo: {e}")))?))
     }
@@ -633,7 +651,7 @@ impl FlightSqlService for Service {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let schema = wire_schema(query.clone().into_builder(metadata::xdbc()?).schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
@@ -643,7 +661,7 @@ impl FlightSqlService for Service {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.caller(&request)?;
+        caller(&request)?;
         let batch = query.into_builder(metadata::xdbc()?).build();
         Ok(Self::one_batch(batch.map_err(|e| Status::internal(format!("XdbcTypeInfo: {e}")))?))
     }

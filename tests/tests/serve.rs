@@ -181,6 +181,13 @@ async fn serve_answers_flight_sql_clients() {
         assert_eq!(strings(&fetch(&mut ana, &info).await, "name"), expected);
     }
     prepared.close().await.expect("close");
+    // A parameter that does not convert to the placeholder's type is refused, not NULL.
+    let mut typed = ana.prepare("SELECT name FROM images WHERE version = $1".into(), None).await.unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("$1", DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["one"]))]).unwrap();
+    typed.set_parameters(batch).unwrap();
+    let refused = typed.execute().await.expect_err("a text where a number goes");
+    assert!(refused.to_string().contains("invalid argument"), "{refused}");
 
     // Metadata: tables with their schemas, and the rest of what get_objects and BI tools ask.
     let tables = CommandGetTables {
@@ -218,6 +225,9 @@ async fn serve_answers_flight_sql_clients() {
     assert_eq!(err.code(), Code::Unauthenticated);
     let err = raw.get_flight_info(Request::new(statement("SELECT 1"))).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+    // Checked before the request is read: a garbage ticket without a token is UNAUTHENTICATED.
+    let err = raw.do_get(Request::new(Ticket::new(b"anything".to_vec()))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
 
     // Statuses by kind; what imagelake lacks is UNIMPLEMENTED, never INTERNAL.
     let err = raw.get_flight_info(authed(statement("SELECT * FROM nosuch"), &token)).await.unwrap_err();
@@ -247,6 +257,10 @@ async fn serve_answers_flight_sql_clients() {
     inner.statement_handle = handle.into();
     let tampered = Ticket::new(inner.as_any().encode_to_vec());
     assert_eq!(raw.do_get(authed(tampered, &token)).await.unwrap_err().code(), Code::InvalidArgument);
+    for garbage in [&b""[..], b"\x00garbage", b"anything"] {
+        let err = raw.do_get(authed(Ticket::new(garbage.to_vec()), &token)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{garbage:?}");
+    }
 
     // A statement that runs a command runs once per ticket: a second DoGet replays it.
     let info = ana.execute("SELECT * FROM clone('small', 'copy')".into(), None).await.expect("plan clone");
