@@ -7,6 +7,7 @@
 pub mod corrupt;
 pub mod debugfs;
 pub mod manifest;
+pub mod server;
 pub mod tree;
 
 pub use manifest::assert_files_match;

@@ -9,14 +9,14 @@
 //! `web*` reader must never see), and `bulk@1` with nine clones `bulk2`..`bulk10`, 100,102
 //! files each: a million real `files` rows for the streaming test.
 
+use imagelake_tests::server::{Server, User, add_users, dpkg_status, os_release, tree};
 use imagelake_tests::{Library, gpt_disk, mkfs_ext, mkfs_vfat, repo_root, run, venv_python};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 /// Users, their passwords, whether `--admin`, and their grants.
-const USERS: &[(&str, &str, bool, &[(&str, &str)])] = &[
+const USERS: &[User] = &[
     ("admin", "admin-pw-5c1e", true, &[("admin", "*")]),
     ("reader", "reader-pw-93ab", false, &[("read", "web*")]),
     ("writer", "writer-pw-0d7f", false, &[("write", "web*")]),
@@ -29,34 +29,6 @@ const USERS: &[(&str, &str, bool, &[(&str, &str)])] = &[
 const BULK_DIRS: usize = 100;
 const BULK_FILES: usize = 1000;
 const BULK_COPIES: usize = 10;
-
-/// A `dpkg` status database in its documented format.
-fn dpkg_status(packages: &[(&str, &str)]) -> String {
-    packages
-        .iter()
-        .map(|(name, version)| {
-            format!(
-                "Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: misc\n\
-                 Installed-Size: 100\nMaintainer: Debian <debian@example.org>\nArchitecture: amd64\n\
-                 Version: {version}\nDescription: {name}\n the {name} package\n"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Writes `files` (path, content) under `root`.
-fn tree(root: &Path, files: &[(&str, String)]) {
-    for (path, content) in files {
-        let at = root.join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(at, content).unwrap();
-    }
-}
-
-fn os_release() -> String {
-    "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".into()
-}
 
 /// The images, checked in; copies of their disks are left in `data` (the server's data root).
 fn build_library(work: &Path, data: &Path) -> Library {
@@ -168,100 +140,6 @@ fn build_library(work: &Path, data: &Path) -> Library {
     lib
 }
 
-fn add_users(lib: &Library) {
-    for (name, password, admin, grants) in USERS {
-        let mut cmd = lib.command();
-        cmd.args(["user", "add", name]);
-        if *admin {
-            cmd.arg("--admin");
-        }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "user add {name}: {out:?}");
-        for (right, pattern) in *grants {
-            run(lib.command().args(["grant", name, right, "ON", pattern]));
-        }
-    }
-}
-
-/// A running `imagelake serve`, killed when dropped (a test that panics leaves no server).
-struct Server {
-    child: Child,
-    uri: String,
-    stderr: PathBuf,
-}
-
-impl Server {
-    fn start(lib: &Library, data: &Path, ttl: &str, log: PathBuf) -> Server {
-        let err = std::fs::File::create(&log).unwrap();
-        let mut child = lib
-            .command()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-root"])
-            .arg(data)
-            .args(["--token-ttl", ttl])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("imagelake serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The first line says where it listens; the rest is drained so the server never blocks.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let mut server = Server { child, uri: String::new(), stderr: log };
-        let first = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Some(Ok(line))) => line,
-            other => panic!("serve printed no first line ({other:?}); stderr:\n{}", server.stderr_text()),
-        };
-        let uri = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}"));
-        assert!(uri.starts_with("grpc://127.0.0.1:") && !uri.ends_with(":0"), "first line: {first:?}");
-        server.uri = uri.to_string();
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// SIGTERM; the server must exit 0 within a few seconds.
-    fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let asked = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert_eq!(status.code(), Some(0), "serve after SIGTERM: {status}; stderr:\n{}", self.stderr_text());
-                break;
-            }
-            assert!(
-                asked.elapsed() < Duration::from_secs(10),
-                "serve still running 10 s after SIGTERM; stderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let took = asked.elapsed();
-        assert!(took < Duration::from_secs(5), "serve took {took:?} to stop after SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn python_clients_over_flight_sql() {
     let python = venv_python();
@@ -273,11 +151,11 @@ fn python_clients_over_flight_sql() {
     // A disk outside the data root, and a link inside it that leads out.
     std::fs::copy(work.path().join("images/db.img"), outside.join("db.img")).unwrap();
     std::os::unix::fs::symlink(&outside, data.join("escape")).unwrap();
-    add_users(&lib);
+    add_users(&lib, USERS);
 
-    let server = Server::start(&lib, &data, "1h", work.path().join("serve.log"));
+    let server = Server::start(&lib, &data, Some("1h"), work.path().join("serve.log"));
     // A second server on the same library whose tokens expire at once, for the expiry test.
-    let short = Server::start(&lib, &data, "2s", work.path().join("serve-short.log"));
+    let short = Server::start(&lib, &data, Some("2s"), work.path().join("serve-short.log"));
     let users: serde_json::Map<String, serde_json::Value> =
         USERS.iter().map(|(name, password, ..)| (name.to_string(), (*password).into())).collect();
     let started = Instant::now();
