@@ -1,4 +1,5 @@
-//! What the tests that talk to `imagelake serve` share (tests/flight.rs, tests/notebooks.rs):
+//! What the tests that talk to `imagelake serve` share (tests/serve.rs, tests/flight.rs,
+//! tests/notebooks.rs):
 //! trees written from (path, content) lists, a `dpkg` status database, users and grants made
 //! with the command line, and the server itself, started on a free port and stopped with
 //! SIGTERM.
@@ -72,12 +73,19 @@ impl Server {
     /// `imagelake serve --listen 127.0.0.1:0 --data-root DATA [--token-ttl TTL]`, its standard
     /// error into `log`; returns once it printed where it listens.
     pub fn start(lib: &Library, data: &Path, ttl: Option<&str>, log: PathBuf) -> Server {
+        let mut args = vec!["--data-root".into(), data.as_os_str().to_owned()];
+        if let Some(ttl) = ttl {
+            args.extend(["--token-ttl".into(), ttl.into()]);
+        }
+        Server::with_args(lib, &args, log)
+    }
+
+    /// `imagelake serve --listen 127.0.0.1:0 ARGS...`, its standard error into `log`; returns
+    /// once it printed where it listens (`grpc://` or, with TLS, `grpc+tls://`).
+    pub fn with_args(lib: &Library, args: &[std::ffi::OsString], log: PathBuf) -> Server {
         let err = std::fs::File::create(&log).unwrap();
         let mut cmd = lib.command();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-root"]).arg(data);
-        if let Some(ttl) = ttl {
-            cmd.args(["--token-ttl", ttl]);
-        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err).spawn().expect("imagelake serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -93,7 +101,8 @@ impl Server {
             other => panic!("serve printed no first line ({other:?}); stderr:\n{}", server.stderr_text()),
         };
         let uri = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}"));
-        assert!(uri.starts_with("grpc://127.0.0.1:") && !uri.ends_with(":0"), "first line: {first:?}");
+        let address = uri.strip_prefix("grpc://").or_else(|| uri.strip_prefix("grpc+tls://"));
+        assert!(address.is_some_and(|a| a.starts_with("127.0.0.1:") && !a.ends_with(":0")), "first line: {first:?}");
         server.uri = uri.to_string();
         server
     }

@@ -15,95 +15,49 @@ use arrow_flight::{
     Action, CancelFlightInfoRequest, FlightDescriptor, FlightInfo, HandshakeRequest, IpcMessage, Ticket,
 };
 use futures::TryStreamExt;
+use imagelake_tests::server::{Server, User, add_users};
 use imagelake_tests::{Library, small_library};
 use prost::Message;
-use std::io::{BufRead, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 /// Users through the command line: ana writes every image, bob reads them.
-fn add_users(lib: &Library) {
-    for (name, password, right) in [("ana", "secret", "write"), ("bob", "hunter2", "read")] {
-        let mut child = lib.command().args(["user", "add", name]).stdin(Stdio::piped()).spawn().expect("user add");
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success(), "user add {name}");
-        imagelake_tests::run(lib.command().args(["grant", name, right, "on", "*"]));
+const USERS: &[User] = &[("ana", "secret", false, &[("write", "*")]), ("bob", "hunter2", false, &[("read", "*")])];
+
+/// `imagelake serve ARGS...` on a free port, with ana and bob.
+fn start(lib: &Library, args: &[&str]) -> Server {
+    add_users(lib, USERS);
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    Server::with_args(lib, &args, lib.dir.path().join("serve.log"))
+}
+
+/// The address tonic connects to: `http://` for `grpc://`, and for TLS the name the test
+/// certificate is made for.
+fn url(server: &Server) -> String {
+    match server.uri.split_once("://") {
+        Some(("grpc", address)) => format!("http://{address}"),
+        Some(("grpc+tls", address)) => format!("https://localhost:{}", address.rsplit(':').next().unwrap()),
+        _ => panic!("not a server address: {}", server.uri),
     }
 }
 
-/// A running `imagelake serve`, stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    /// The `listening on` address, as a URL tonic connects to.
-    url: String,
+async fn channel(server: &Server) -> Channel {
+    tonic::transport::Endpoint::new(url(server)).unwrap().connect().await.expect("connect")
 }
 
-impl Server {
-    fn start(lib: &Library, args: &[&str]) -> Server {
-        add_users(lib);
-        let mut child = lib
-            .command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start imagelake serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-        let (scheme, address) = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.split_once("://"))
-            .unwrap_or_else(|| panic!("not a listening line: {line:?}"));
-        assert!(address.starts_with("127.0.0.1:") && !address.ends_with(":0"), "{line}");
-        let url = match scheme {
-            "grpc" => format!("http://{address}"),
-            "grpc+tls" => format!("https://localhost:{}", address.rsplit(':').next().unwrap()),
-            other => panic!("scheme {other}"),
-        };
-        Server { child, url }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(&mut self) -> ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::new(self.url.clone()).unwrap().connect().await.expect("connect")
-    }
-
-    /// A Flight SQL client logged in as `user`.
-    async fn login(&self, user: &str, password: &str) -> FlightSqlServiceClient<Channel> {
-        let mut client = FlightSqlServiceClient::new(self.channel().await);
-        let payload = client.handshake(user, password).await.expect("handshake");
-        assert_eq!(client.token().map(|t| t.as_bytes()), Some(payload.as_ref()), "token in header and payload");
-        client
-    }
-
-    async fn raw(&self) -> FlightServiceClient<Channel> {
-        FlightServiceClient::new(self.channel().await)
-    }
+/// A Flight SQL client logged in as `user`.
+async fn login(server: &Server, user: &str, password: &str) -> FlightSqlServiceClient<Channel> {
+    let mut client = FlightSqlServiceClient::new(channel(server).await);
+    let payload = client.handshake(user, password).await.expect("handshake");
+    assert_eq!(client.token().map(|t| t.as_bytes()), Some(payload.as_ref()), "token in header and payload");
+    client
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+async fn raw(server: &Server) -> FlightServiceClient<Channel> {
+    FlightServiceClient::new(channel(server).await)
 }
 
 /// Every batch of `info`'s endpoints; asserts that each stream's schema is exactly the
@@ -157,8 +111,8 @@ fn statement(sql: &str) -> FlightDescriptor {
 async fn serve_answers_flight_sql_clients() {
     let dir = tempfile::tempdir().unwrap();
     let lib = small_library(dir.path(), "small");
-    let mut server = Server::start(&lib, &[]);
-    let mut ana = server.login("ana", "secret").await;
+    let server = start(&lib, &[]);
+    let mut ana = login(&server, "ana", "secret").await;
     let token = ana.token().cloned().unwrap();
 
     // Queries, also empty ones and aggregates, stream exactly their FlightInfo's schema.
@@ -215,7 +169,7 @@ async fn serve_answers_flight_sql_clients() {
     let _ = (CommandGetCatalogs {}, CommandGetTableTypes {}, CommandGetSqlInfo::default());
 
     // Bad credentials and tokens: UNAUTHENTICATED, all alike.
-    let mut raw = server.raw().await;
+    let mut raw = raw(&server).await;
     for basic in ["Basic YW5hOndyb25n", "Basic bm9ib2R5OnNlY3JldA", "Basic ???"] {
         let mut request = Request::new(futures::stream::iter([HandshakeRequest::default()]));
         request.metadata_mut().insert("authorization", basic.parse().unwrap());
@@ -246,7 +200,7 @@ async fn serve_answers_flight_sql_clients() {
     // Tickets belong to their user and cannot be altered.
     let info = ana.execute("SELECT name FROM images".into(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let bob = server.login("bob", "hunter2").await;
+    let bob = login(&server, "bob", "hunter2").await;
     let bob_token = bob.token().cloned().unwrap();
     assert_eq!(raw.do_get(authed(ticket.clone(), &bob_token)).await.unwrap_err().code(), Code::PermissionDenied);
     let any = arrow_flight::sql::Any::decode(&*ticket.ticket).unwrap();
@@ -282,15 +236,15 @@ async fn serve_answers_flight_sql_clients() {
     };
     assert!(failed, "a second clone to the same name must fail");
 
-    assert!(server.stop().success(), "SIGTERM ends the server with status 0");
+    server.stop(); // SIGTERM ends it with status 0
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_flight_info_stops_a_running_query() {
     let dir = tempfile::tempdir().unwrap();
     let lib = small_library(dir.path(), "small");
-    let mut server = Server::start(&lib, &[]);
-    let mut ana = server.login("ana", "secret").await;
+    let server = start(&lib, &[]);
+    let mut ana = login(&server, "ana", "secret").await;
     let sql = "SELECT count(*) AS n FROM generate_series(1, 1000000000000) t(v) WHERE v % 7 = 3";
     let info = ana.execute(sql.into(), None).await.expect("plan");
     let ticket = info.endpoint[0].ticket.clone().unwrap();
@@ -309,7 +263,7 @@ async fn cancel_flight_info_stops_a_running_query() {
     let result = cancel.await.unwrap();
     let status = arrow_flight::CancelFlightInfoResult::decode(&*result[0].body).unwrap();
     assert_eq!(status.status, arrow_flight::CancelStatus::Cancelled as i32);
-    assert!(server.stop().success());
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,12 +285,12 @@ async fn tls_with_client_certificates() {
     let path = |f: &str| pki.join(f).to_string_lossy().into_owned();
     let args =
         ["--tls-cert", &path("server.pem"), "--tls-key", &path("server.key"), "--tls-client-ca", &path("ca.pem")];
-    let mut server = Server::start(&lib, &args);
-    assert!(server.url.starts_with("https://"));
+    let server = start(&lib, &args);
+    assert!(server.uri.starts_with("grpc+tls://"));
     let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
     let ca = tonic::transport::Certificate::from_pem(read("ca.pem"));
     let identity = tonic::transport::Identity::from_pem(read("client.pem"), read("client.key"));
-    let endpoint = tonic::transport::Endpoint::new(server.url.clone()).unwrap();
+    let endpoint = tonic::transport::Endpoint::new(url(&server)).unwrap();
 
     let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("localhost");
     let refused = match endpoint.clone().tls_config(tls.clone()).unwrap().connect().await {
@@ -349,5 +303,5 @@ async fn tls_with_client_certificates() {
     let mut ana = FlightSqlServiceClient::new(channel);
     ana.handshake("ana", "secret").await.expect("handshake over TLS");
     assert_eq!(strings(&query(&mut ana, "SELECT name FROM images").await, "name"), ["small"]);
-    assert!(server.stop().success());
+    server.stop();
 }
