@@ -292,12 +292,25 @@ async fn tls_with_client_certificates() {
     let identity = tonic::transport::Identity::from_pem(read("client.pem"), read("client.key"));
     let endpoint = tonic::transport::Endpoint::new(url(&server)).unwrap();
 
-    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("localhost");
-    let refused = match endpoint.clone().tls_config(tls.clone()).unwrap().connect().await {
-        Err(_) => true,
-        Ok(channel) => FlightSqlServiceClient::new(channel).handshake("ana", "secret").await.is_err(),
+    let refused = |endpoint: tonic::transport::Endpoint| async move {
+        match endpoint.connect().await {
+            Err(_) => true,
+            Ok(channel) => FlightSqlServiceClient::new(channel).handshake("ana", "secret").await.is_err(),
+        }
     };
-    assert!(refused, "a client without a certificate is refused");
+    let address = server.uri.trim_start_matches("grpc+tls://");
+    let plaintext = tonic::transport::Endpoint::new(format!("http://{address}")).unwrap();
+    assert!(refused(plaintext).await, "a plaintext client gets nowhere with a TLS server");
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.pem -days 2 -subj /CN=other-ca 2>/dev/null",
+    );
+    let other = tonic::transport::Certificate::from_pem(read("other.pem"));
+    let wrong = tonic::transport::ClientTlsConfig::new().ca_certificate(other).domain_name("localhost");
+    let wrong = endpoint.clone().tls_config(wrong.identity(identity.clone())).unwrap();
+    assert!(refused(wrong).await, "a client trusting another CA does not trust the server");
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(ca.clone()).domain_name("localhost");
+    let without = endpoint.clone().tls_config(tls.clone()).unwrap();
+    assert!(refused(without).await, "a client without a certificate is refused");
 
     let channel = endpoint.tls_config(tls.identity(identity)).unwrap().connect().await.expect("connect with TLS");
     let mut ana = FlightSqlServiceClient::new(channel);
