@@ -15,6 +15,7 @@ packages=(
   debootstrap         # Debian trees for the end-to-end test
   attr                # setfattr: xattrs in test trees
   zstd
+  openssl             # certificates made by the TLS tests of imagelake serve
   borgbackup casync ostree  # the peers the benchmarks run beside imagelake
 )
 missing=()
