@@ -144,11 +144,15 @@ pub fn sql_info() -> Result<&'static SqlInfoData, Status> {
     SQL_INFO.as_ref().map_err(|e| Status::internal(format!("SqlInfo: {e}")))
 }
 
+/// One SQL type for GetXdbcTypeInfo: its name, XDBC type, precision, literal quote, whether
+/// case sensitive, and the radix of its precision.
+type XdbcType = (&'static str, XdbcDataType, Option<i32>, Option<&'static str>, bool, Option<i32>);
+
 /// The SQL types DataFusion takes, for GetXdbcTypeInfo.
 pub static XDBC: LazyLock<Result<XdbcTypeInfoData, String>> = LazyLock::new(|| {
     use XdbcDataType as X;
     let mut b = XdbcTypeInfoDataBuilder::new();
-    let types: [(&str, X, Option<i32>, Option<&str>, bool, Option<i32>); 14] = [
+    let types: [XdbcType; 14] = [
         ("BOOLEAN", X::XdbcBit, Some(1), None, false, None),
         ("TINYINT", X::XdbcTinyint, Some(3), None, false, Some(10)),
         ("SMALLINT", X::XdbcSmallint, Some(5), None, false, Some(10)),

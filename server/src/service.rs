@@ -549,7 +549,7 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         caller(&request)?;
-        let schema = wire_schema(query.clone().into_builder().schema());
+        let schema = wire_schema(query.into_builder().schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
 
@@ -609,7 +609,7 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         caller(&request)?;
-        let schema = wire_schema(query.clone().into_builder().schema());
+        let schema = wire_schema(query.into_builder().schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
 
@@ -652,7 +652,7 @@ impl FlightSqlService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         caller(&request)?;
-        let schema = wire_schema(query.clone().into_builder(metadata::xdbc()?).schema());
+        let schema = wire_schema(query.into_builder(metadata::xdbc()?).schema());
         Ok(Response::new(self.flight_info(&schema, query.as_any().encode_to_vec(), request.into_inner())?))
     }
 
