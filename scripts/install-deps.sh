@@ -30,5 +30,6 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: imagelake needs a Rust toolchain" >&2; exit 1; }
 # cargo-fuzz, for the fuzz targets in fuzz/ (CI runs each briefly).
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
-# DuckDB (the Python package), the peer the SQL benchmark runs beside imagelake.
-python3 -c 'import duckdb' 2>/dev/null || pip install --quiet --root-user-action=ignore duckdb==2.0.1
+# The Python environment (tests/python/requirements.txt in a venv outside the clone): the
+# Flight SQL clients of the tests and notebooks, and DuckDB, the SQL benchmark's peer.
+bash "$(dirname "$0")/python-env.sh"

@@ -2,7 +2,8 @@
 Parquet (a view per table), answering one query per input line with its rows and the time it
 took, measured here so that the pipe between the processes is not counted.
 
-Usage: python3 session.py PARQUET_DIR   (reads JSON strings, writes JSON objects, one per line)
+Usage: $VENV/bin/python session.py PARQUET_DIR   (reads JSON strings, writes JSON objects, one
+per line; the venv is scripts/python-env.sh's)
 """
 import json
 import pathlib

@@ -22,7 +22,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use imagelake_engine::Library;
 use imagelake_sql::Session;
-use imagelake_tests::{cache_dir, debian_tree, imagelake_bin, mkfs_ext, repo_root, run, sh};
+use imagelake_tests::{cache_dir, debian_tree, imagelake_bin, mkfs_ext, repo_root, run, sh, venv_python};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -104,13 +104,13 @@ struct DuckDb {
 
 impl DuckDb {
     fn start(parquet: &Path) -> DuckDb {
-        let mut child = Command::new("python3")
+        let mut child = Command::new(venv_python())
             .arg(repo_root().join("bench/duckdb/session.py"))
             .arg(parquet)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 with duckdb (scripts/install-deps.sh installs it)");
+            .expect("the venv's python with duckdb (scripts/python-env.sh installs it)");
         let input = child.stdin.take().expect("stdin");
         let mut output = BufReader::new(child.stdout.take().expect("stdout"));
         let mut hello = String::new();

@@ -212,6 +212,64 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Serve the library over Arrow Flight SQL (ADBC, JDBC, arrow-flight clients) until
+    /// SIGINT or SIGTERM. Users log in with a user name and password (Basic auth in the
+    /// handshake) and get a bearer token. Prints `listening on grpc://HOST:PORT` (or
+    /// `grpc+tls://`) once it accepts connections.
+    Serve {
+        /// HOST:PORT to listen on; port 0 lets the system choose (the printed line names it).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// A directory whose files SQL may read (checkin from a path); repeat for several.
+        /// Without one, SQL reads no host files.
+        #[arg(long = "data-root", value_name = "DIR")]
+        data_roots: Vec<PathBuf>,
+        /// The server's certificate chain (PEM): serve TLS. Needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The server's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// How long a login's token stays valid: 30s, 15m, 12h, 7d.
+        #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = duration)]
+        token_ttl: std::time::Duration,
+    },
+}
+
+/// `--token-ttl`: a whole number with a unit, s, m, h or d.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration: write a number and a unit, such as 30s, 15m, 12h or 7d");
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+    match n.checked_mul(seconds) {
+        Some(s) if s > 0 => Ok(std::time::Duration::from_secs(s)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(super::duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(super::duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(super::duration("12h"), Ok(Duration::from_secs(43200)));
+        assert_eq!(super::duration("7d"), Ok(Duration::from_secs(604800)));
+        for bad in ["", "h", "12", "0s", "-1h", "1.5h", "12 h", "99999999999999999999d"] {
+            assert!(super::duration(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 /// `imagelake user ...`: the users of the library's server, kept in its `access.json`.

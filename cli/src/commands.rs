@@ -186,6 +186,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             repl::run(session, input, format, &cli.library, &mut stdout).await?;
         }
+        Command::Serve { listen, data_roots, tls_cert, tls_key, tls_client_ca, token_ttl } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(imagelake_server::Tls { cert, key, client_ca: tls_client_ca }),
+                _ => None,
+            };
+            let options = imagelake_server::Options { listen, data_roots, tls, token_ttl };
+            let server = imagelake_server::bind(library.clone(), options).await?;
+            // The one line a supervisor or a test waits for, out before the first request.
+            writeln!(stdout, "listening on {}", server.url())?;
+            stdout.flush()?;
+            server.run().await?;
+        }
     }
     // Buffered output reaches the pipe now, so that a closed one is seen as such.
     stdout.flush()?;

@@ -492,3 +492,19 @@ pub fn assert_same_tree(
         differences.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// The Python of the project's virtual environment (`$IMAGELAKE_VENV`, default
+/// `~/.cache/imagelake-venv`), which `scripts/python-env.sh` fills from
+/// `tests/python/requirements.txt`: the Flight SQL clients, pytest, DuckDB.
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("IMAGELAKE_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/imagelake-venv")
+    });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run `bash scripts/python-env.sh` (scripts/install-deps.sh does)",
+        python.display()
+    );
+    python
+}
