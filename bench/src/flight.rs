@@ -343,7 +343,7 @@ async fn main() {
         }
         for _ in 0..SCANS {
             let mut got = Vec::new();
-            for case in 0..4 {
+            for (case, times) in scans.iter_mut().enumerate() {
                 let (seconds, n) = match case {
                     0 => scan_in_process(&session, false).await,
                     1 => scan_in_process(&session, true).await,
@@ -358,7 +358,7 @@ async fn main() {
                     }
                     _ => scan_remote(&mut client, "duckdb"),
                 };
-                scans[case].push(seconds);
+                times.push(seconds);
                 got.push(n);
             }
             assert!(got.iter().all(|n| *n == got[0]), "row counts differ: {got:?}");
