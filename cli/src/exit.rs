@@ -5,7 +5,7 @@
 //! |--------|---------|
 //! | 0  | success (also when standard output's reader closed it early) |
 //! | 1  | the command ran and reports a problem: damage found by check or verify, patch conflicts, export refusals, a failed SQL statement |
-//! | 2  | a usage or user error: bad arguments (clap's own status), an unknown image, a refused request ([`imagelake_engine::Error::User`], `NotFound`) |
+//! | 2  | a usage or user error: bad arguments (clap's own status), an unknown image, a refused request ([`imagelake_engine::Error::User`], `NoImage`, `NotFound`) |
 //! | 3  | an input image refused as bad ([`imagelake_engine::Error::Image`]) |
 //! | 4  | the environment failed: I/O, the library directory, the catalog (`Io`, `Library`, `Catalog`, `Arrow`) |
 //! | 70 | an internal error, a bug in imagelake: a panic, [`imagelake_engine::Error::Internal`] |
@@ -108,7 +108,7 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     }
     if let Some(e) = cause.downcast_ref::<Engine>() {
         return Some(match e {
-            Engine::User(_) | Engine::NotFound(_) => Kind::Usage,
+            Engine::User(_) | Engine::NoImage(_) | Engine::NotFound(_) => Kind::Usage,
             Engine::Image { .. } => Kind::Image,
             Engine::Library { .. } | Engine::Io { .. } | Engine::Catalog(_) | Engine::Arrow(_) => Kind::Environment,
             Engine::Internal(_) => Kind::Internal,

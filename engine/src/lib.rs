@@ -53,6 +53,9 @@ pub enum Error {
     /// The caller asked for something that does not exist or cannot be: the user's to fix.
     #[error("{0}")]
     User(String),
+    /// No image version answers to this spec (a name, `name@version` or an id).
+    #[error("no image {0} in the library")]
+    NoImage(String),
     /// The image version exists but has no such file (SQL reads it as NULL).
     #[error("{0}")]
     NotFound(String),

@@ -194,7 +194,7 @@ impl Library {
             ImageSpec::Version(name, v) => images.into_iter().find(|i| &i.name == name && i.version == *v),
             ImageSpec::Newest(name) => images.into_iter().filter(|i| &i.name == name).max_by_key(|i| i.version),
         };
-        found.ok_or_else(|| Error::User(format!("no image {spec} in the library")))
+        found.ok_or_else(|| Error::NoImage(spec.to_string()))
     }
 }
 

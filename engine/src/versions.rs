@@ -98,7 +98,7 @@ impl Library {
     pub async fn history(&self, name: &str) -> Result<Vec<HistoryRow>> {
         let images = self.images().await?;
         if !images.iter().any(|i| i.name == name) {
-            return Err(Error::User(format!("no image {name} in the library")));
+            return Err(Error::NoImage(name.to_string()));
         }
         let by_id: HashMap<i64, &ImageRow> = images.iter().map(|i| (i.image_id, i)).collect();
         let provenance = self.provenance().await?;
@@ -123,7 +123,7 @@ impl Library {
     pub async fn family(&self, name: &str) -> Result<Vec<HistoryRow>> {
         let images = self.images().await?;
         if !images.iter().any(|i| i.name == name) {
-            return Err(Error::User(format!("no image {name} in the library")));
+            return Err(Error::NoImage(name.to_string()));
         }
         let by_id: HashMap<i64, &ImageRow> = images.iter().map(|i| (i.image_id, i)).collect();
         let root_of = |i: &ImageRow| root(i.image_id, &by_id);

@@ -42,6 +42,7 @@ pub fn engine_status(e: &imagelake_engine::Error) -> Status {
     use imagelake_engine::Error as E;
     match e {
         E::User(m) => Status::invalid_argument(m.clone()),
+        E::NoImage(_) => Status::not_found(e.to_string()),
         E::NotFound(m) => Status::not_found(m.clone()),
         e => internal(&e.to_string()),
     }

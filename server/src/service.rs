@@ -209,7 +209,7 @@ fn records(schema: &SchemaRef, batch: &RecordBatch) -> i64 {
         && field.data_type().is_integer()
     {
         return (0..batch.num_rows())
-            .filter_map(|row| ScalarValue::try_from_array(batch.column(0), row).ok())
+            .filter_map(|row| ScalarValue::try_from_array(batch.column_by_name("count")?, row).ok())
             .filter_map(|v| match v.cast_to(&DataType::Int64) {
                 Ok(ScalarValue::Int64(Some(n))) => Some(n),
                 _ => None,

@@ -62,9 +62,10 @@ pub(crate) fn missing(message: impl Into<String>) -> DataFusionError {
     DataFusionError::External(Box::new(Missing(message.into())))
 }
 
-/// True for the engine's "no image SPEC in the library" (`Library::resolve_any`, `history`).
-pub(crate) fn is_missing_image(e: &imagelake_engine::Error) -> bool {
-    matches!(e, imagelake_engine::Error::User(m) if m.starts_with("no image ") && m.ends_with(" in the library"))
+/// The answer for an image `spec` that is not there, or that the principal may not read: the
+/// engine's own words for a missing image.
+pub(crate) fn missing_image(spec: &str) -> DataFusionError {
+    missing(imagelake_engine::Error::NoImage(spec.to_string()).to_string())
 }
 
 /// What kind of failure an error is, for a server's status codes.
@@ -228,7 +229,7 @@ pub(crate) async fn resolve(
     right: Right,
     deleted: bool,
 ) -> Result<ImageRow> {
-    let absent = || missing(format!("no image {spec} in the library"));
+    let absent = || missing_image(spec);
     let found = if deleted { library.resolve_any(spec).await } else { library.resolve(spec).await };
     match found {
         Ok(row) if access.principal.may(right, &row.name) => Ok(row),

@@ -343,7 +343,7 @@ impl TableFunctionImpl for History {
                 // A name the session may not read has no history; versions it came from under
                 // such names are left out, and so is a parent the session may not read.
                 if !lib.access.may_read(&name) {
-                    return Err(crate::access::missing(format!("no image {name} in the library")));
+                    return Err(crate::access::missing_image(&name));
                 }
                 let mut rows = lib.library.history(&name).await.map_err(engine_err)?;
                 if lib.access.restricted() {

@@ -196,8 +196,8 @@ pub(crate) fn text_rows(args: &datafusion::logical_expr::ScalarFunctionArgs) -> 
 /// An engine error as SQL reports it; an image that is not there is `access::Missing`, the
 /// same error an image the session may not read gives.
 pub(crate) fn engine_err(e: imagelake_engine::Error) -> DataFusionError {
-    if access::is_missing_image(&e) {
-        return access::missing(e.to_string());
+    if let imagelake_engine::Error::NoImage(spec) = &e {
+        return access::missing_image(spec);
     }
     DataFusionError::Execution(e.to_string())
 }

@@ -335,13 +335,13 @@ impl ScalarUDFImpl for ReadFile {
             let (image, path) = (images.value(i), paths.value(i));
             // An image the session may not read fails as a missing one does.
             let read = match block_on(self.lib.hidden(image))? {
-                true => Err(EngineError::User(format!("no image {image} in the library"))),
+                true => Err(EngineError::NoImage(image.to_string())),
                 false => block_on(self.lib.library.read_file(image, path))?,
             };
             match read {
                 Ok(data) => contents.push(Some(data)),
                 Err(EngineError::NotFound(_)) => contents.push(None),
-                Err(e) if crate::access::is_missing_image(&e) => {
+                Err(e @ EngineError::NoImage(_)) => {
                     return Err(crate::access::missing(format!("{}: {e}", self.name())));
                 }
                 Err(e) => return exec_err!("{}: {e}", self.name()),
