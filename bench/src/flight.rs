@@ -21,7 +21,8 @@
 
 mod library;
 
-use futures::StreamExt;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::{StreamExt, TryStreamExt};
 use imagelake_engine::Library;
 use imagelake_sql::Session;
 use imagelake_tests::{imagelake_bin, repo_root, venv_python};
@@ -215,6 +216,75 @@ async fn in_process(session: &Arc<Session>, questions: &[String], clients: usize
     pooled
 }
 
+async fn rust_login(uri: &str) -> FlightSqlServiceClient<tonic::transport::Channel> {
+    let address = uri.replace("grpc://", "http://");
+    // HTTP/2's default 64 KiB receive window would hold a large stream to a window update
+    // per 64 KiB; grpc-go (ADBC's driver) grows its window as it measures the link.
+    let channel = tonic::transport::Endpoint::new(address)
+        .expect("uri")
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(16 << 20)
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.handshake(USER, PASSWORD).await.expect("handshake");
+    client
+}
+
+/// The whole scan read by the Rust client, batch by batch (nothing kept); (seconds, rows).
+async fn scan_rust(client: &mut FlightSqlServiceClient<tonic::transport::Channel>) -> (f64, usize) {
+    let started = Instant::now();
+    let info = client.execute(SCAN.to_string(), None).await.expect("GetFlightInfo");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stream = client.do_get(ticket).await.expect("DoGet");
+    let mut rows = 0;
+    while let Some(batch) = stream.try_next().await.expect("batch") {
+        rows += batch.num_rows();
+    }
+    (started.elapsed().as_secs_f64(), rows)
+}
+
+/// User and system CPU time of this process so far.
+fn own_cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// One Rust arrow-flight client (`FlightSqlServiceClient` over one tonic channel) asking each
+/// question `RUNS` times on a statement it prepared once, as ADBC does: GetFlightInfo, then
+/// DoGet read to the end. Per question the times of [GetFlightInfo, DoGet, both]: the
+/// server's and the loopback's share of a statement, without Python and the Go driver.
+async fn rust_client(uri: &str, questions: &[String]) -> Vec<[Vec<f64>; 3]> {
+    let mut client = rust_login(uri).await;
+    let mut all = Vec::new();
+    for sql in questions {
+        let mut prepared = client.prepare(sql.clone(), None).await.expect("prepare");
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..RUNS {
+            let started = Instant::now();
+            let info = prepared.execute().await.expect("GetFlightInfo");
+            let informed = started.elapsed().as_secs_f64();
+            let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+            let mut stream = client.do_get(ticket).await.expect("DoGet");
+            let mut rows = 0;
+            while let Some(batch) = stream.try_next().await.expect("batch") {
+                rows += batch.num_rows();
+            }
+            let both = started.elapsed().as_secs_f64();
+            assert!(rows > 0, "no rows over Flight for\n{sql}");
+            times[0].push(informed);
+            times[1].push(both - informed);
+            times[2].push(both);
+        }
+        prepared.close().await.expect("close");
+        all.push(times);
+    }
+    all
+}
+
 fn over_flight(
     client: &mut Client,
     questions: &[String],
@@ -299,11 +369,12 @@ async fn main() {
             .batches,
     );
     let labels = [
+        "the floor: `SELECT 1` (no table, nothing to read)",
         "which images ship mariadb-server",
         "1. which images ship MySQL or MariaDB",
         "2. which images contain file hash H (/usr/bin/less)",
     ];
-    let questions = vec![SHIP_MARIADB.to_string(), readme_question(1), readme_question(2).replace("<hash>", &h[0][0])];
+    let questions = vec!["SELECT 1".to_string(), SHIP_MARIADB.to_string(), readme_question(1), readme_question(2).replace("<hash>", &h[0][0])];
     let expected: Vec<_> = {
         let mut v = Vec::new();
         for sql in &questions {
@@ -320,9 +391,14 @@ async fn main() {
 
     // Per question: [in-process 1, in-process 8, Flight 1, Flight 8, Flight 1 on one cursor].
     let mut points = vec![vec![Vec::new(); 5]; questions.len()];
+    // Per question: the Rust client's [GetFlightInfo, DoGet, both].
+    let mut rust = vec![[Vec::new(), Vec::new(), Vec::new()]; questions.len()];
     let mut walls = [0.0f64; 5];
-    // [in-process streamed, in-process collected, Flight, DuckDB]: seconds of each scan.
-    let mut scans = vec![Vec::new(); 4];
+    // [in-process streamed, in-process collected, Flight, DuckDB, Flight to the Rust client]:
+    // seconds of each scan.
+    let mut scans = vec![Vec::new(); 5];
+    let mut own_cpu = Vec::new();
+    let mut scanner = rust_login(&server.uri).await;
     let mut total_rows = None;
     let mut peak = 0u64;
     let mut before = 0u64;
@@ -341,11 +417,21 @@ async fn main() {
                 points[q][case].extend(t);
             }
         }
+        for (q, times) in rust_client(&server.uri, &questions).await.into_iter().enumerate() {
+            for (kept, t) in rust[q].iter_mut().zip(times) {
+                kept.extend(t);
+            }
+        }
         for _ in 0..SCANS {
             let mut got = Vec::new();
             for (case, times) in scans.iter_mut().enumerate() {
                 let (seconds, n) = match case {
-                    0 => scan_in_process(&session, false).await,
+                    0 => {
+                        let cpu = own_cpu_seconds();
+                        let r = scan_in_process(&session, false).await;
+                        own_cpu.push(own_cpu_seconds() - cpu);
+                        r
+                    }
                     1 => scan_in_process(&session, true).await,
                     2 => {
                         before = before.max(server.status("VmRSS:"));
@@ -356,7 +442,8 @@ async fn main() {
                         peak = peak.max(server.status("VmHWM:"));
                         r
                     }
-                    _ => scan_remote(&mut client, "duckdb"),
+                    3 => scan_remote(&mut client, "duckdb"),
+                    _ => scan_rust(&mut scanner).await,
                 };
                 times.push(seconds);
                 got.push(n);
@@ -402,6 +489,13 @@ async fn main() {
     for (label, t) in labels.iter().zip(&points) {
         println!("- {label}: {} ({})", ms(&t[4]), ratio(&t[0], &t[4]));
     }
+    println!(
+        "\nFlight, 1 Rust arrow-flight client, a prepared statement per question; p50 / p99 of \
+         GetFlightInfo, DoGet, and both (ratio to in-process, 1):\n"
+    );
+    for ((label, t), p) in labels.iter().zip(&rust).zip(&points) {
+        println!("- {label}: {}; {}; {} ({})", ms(&t[0]), ms(&t[1]), ms(&t[2]), ratio(&p[0], &t[2]));
+    }
     let answered = (RUNS * questions.len() * rounds) as f64;
     println!(
         "\nThroughput (statements/s, wall time of each case): in-process 1: {:.0}, {CLIENTS}: {:.0}; Flight 1: {:.0}, {CLIENTS}: {:.0}\n",
@@ -419,6 +513,7 @@ async fn main() {
         "in-process, collected",
         "Flight SQL, ADBC `fetch_arrow_table`",
         "DuckDB `fetch_arrow_table` over Parquet",
+        "Flight SQL, Rust arrow-flight client, batch by batch",
     ]
     .iter()
     .zip(&scans)
@@ -427,10 +522,12 @@ async fn main() {
         println!("| {name} | {:.1} ms | {:.0} | {:.2}x |", median(s) * 1e3, rate, rate / base);
     }
     println!(
-        "\nServer RSS before a scan {:.0} MiB, peak during it {:.0} MiB; server CPU time per Flight scan {:.1} ms (median).",
+        "\nServer RSS before a scan {:.0} MiB, peak during it {:.0} MiB; server CPU time per Flight scan {:.1} ms, \
+         this process's per in-process streamed scan {:.1} ms (medians).",
         before as f64 / 1048576.0,
         peak as f64 / 1048576.0,
-        median(&server_cpu) * 1e3
+        median(&server_cpu) * 1e3,
+        median(&own_cpu) * 1e3
     );
     drop(client);
     drop(server);
