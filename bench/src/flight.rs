@@ -6,9 +6,13 @@
 //!   connection and a cursor reused, `execute` + `fetch_arrow_table`), each with 1 client and
 //!   with 8 at once (in-process: 8 tokio tasks sharing the session; Flight: 8 client
 //!   processes, each with its own connection, against one server); p50 and p99.
+//! - `SELECT 1` asked the same ways, as the floor: what a statement costs around its work.
+//! - The same questions from a Rust arrow-flight client, GetFlightInfo and DoGet timed apart:
+//!   the server's share, without Python and the Go driver.
 //! - `SELECT * FROM files` whole: rows/s in-process (streamed batch by batch, and collected),
-//!   over Flight SQL into one Arrow table, and DuckDB's `fetch_arrow_table` over the same rows
-//!   exported to Parquet; the server's peak RSS while it streams.
+//!   over Flight SQL into one Arrow table (ADBC) and batch by batch (the Rust client), and
+//!   DuckDB's `fetch_arrow_table` over the same rows exported to Parquet; the server's peak
+//!   RSS and CPU while it streams.
 //!
 //! The server is the release `imagelake serve` beside this binary, with an administrator
 //! granted read on '*' (every image: no row filtering).
@@ -374,7 +378,12 @@ async fn main() {
         "1. which images ship MySQL or MariaDB",
         "2. which images contain file hash H (/usr/bin/less)",
     ];
-    let questions = vec!["SELECT 1".to_string(), SHIP_MARIADB.to_string(), readme_question(1), readme_question(2).replace("<hash>", &h[0][0])];
+    let questions = vec![
+        "SELECT 1".to_string(),
+        SHIP_MARIADB.to_string(),
+        readme_question(1),
+        readme_question(2).replace("<hash>", &h[0][0]),
+    ];
     let expected: Vec<_> = {
         let mut v = Vec::new();
         for sql in &questions {
