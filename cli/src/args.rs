@@ -173,6 +173,21 @@ pub enum Command {
     /// Write one file of an image version (NAME, NAME@VERSION or an image id) to standard
     /// output. Symbolic links are followed inside the image, never out of it.
     Cat { image: String, path: String },
+    /// Mount the file tree of one filesystem of an image version (the only one, or
+    /// --partition's) on DIR, read-only, served by FUSE from the catalog and the store: no disk
+    /// is rebuilt. Returns once the mount is ready and goes on serving in the background
+    /// (--foreground stays attached); `imagelake unmount DIR` or `umount DIR` ends it.
+    Mount {
+        image: String,
+        dir: PathBuf,
+        #[arg(long)]
+        partition: Option<i64>,
+        /// Serve from this process until unmounted, instead of in the background.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// End a mount made by `imagelake mount`.
+    Unmount { dir: PathBuf },
     /// Manage the users of the library's server (`imagelake user add ana`): their passwords
     /// are asked at the terminal without echo, or read as the first line of standard input.
     User {

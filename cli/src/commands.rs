@@ -4,6 +4,7 @@
 
 use crate::args::{Cli, Command, UserCommand};
 use crate::exit::{self, Stdout};
+use crate::mount;
 use crate::password;
 use crate::print::{self, report};
 use crate::progress;
@@ -153,6 +154,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cat { image, path } => {
             let data = library.read_file(&image, &path).await?;
             stdout.write_all(&data)?;
+        }
+        Command::Mount { image, dir, partition, foreground } => match foreground {
+            true => mount::foreground(library.clone(), &image, &dir, partition, &mut stdout).await?,
+            false => writeln!(stdout, "{}", mount::background(&cli.library, &image, &dir, partition)?)?,
+        },
+        Command::Unmount { dir } => {
+            imagelake_mount::unmount(&dir)?;
+            writeln!(stdout, "unmounted {}", dir.display())?;
         }
         Command::User { action } => user(&library, action, &mut stdout)?,
         Command::Grant { user, right, on, pattern } => {

@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod args;
 mod commands;
 mod exit;
+mod mount;
 mod output;
 mod password;
 mod print;

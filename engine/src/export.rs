@@ -86,26 +86,7 @@ impl Library {
         let image = self.resolve(spec).await?;
         let what = format!("{}@{}", image.name, image.version);
         let mut entries = self.export_entries(image.image_id).await?;
-        let mut partitions: Vec<i64> = entries.iter().map(|e| e.0).collect();
-        partitions.sort_unstable();
-        partitions.dedup();
-        let partition = match (options.partition, partitions.as_slice()) {
-            (Some(p), _) if partitions.contains(&p) => p,
-            (Some(p), _) => {
-                return Err(Error::User(format!(
-                    "{what} has no indexed filesystem on partition {p}{}",
-                    listed(&partitions)
-                )));
-            }
-            (None, [p]) => *p,
-            (None, []) => return Err(Error::User(format!("{what} has no indexed filesystem to export"))),
-            (None, _) => {
-                return Err(Error::User(format!(
-                    "{what} has several filesystems{}; name one with --partition",
-                    listed(&partitions)
-                )));
-            }
-        };
+        let partition = one_filesystem(&what, entries.iter().map(|e| e.0), options.partition)?;
         entries.retain(|e| e.0 == partition);
         let mut entries: Vec<FileToWrite> = entries.into_iter().map(|e| e.1).collect();
         // Parents before children (a parent's path is a prefix of its children's); a stable
@@ -194,6 +175,26 @@ impl Library {
             Error::Catalog(format!("files of image {image_id}: {path} has an owner, mode or size out of range"))
         };
         rows.into_iter().map(|f| Ok((f.partition, FileToWrite::of(f).map_err(|path| bad(&path))?))).collect()
+    }
+}
+
+/// The partition whose filesystem to use, of those `partitions` holds files on: `wanted`, or
+/// the only one. Export and mount take one filesystem at a time.
+pub fn one_filesystem(what: &str, partitions: impl Iterator<Item = i64>, wanted: Option<i64>) -> Result<i64> {
+    let mut partitions: Vec<i64> = partitions.collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    match (wanted, partitions.as_slice()) {
+        (Some(p), _) if partitions.contains(&p) => Ok(p),
+        (Some(p), _) => {
+            Err(Error::User(format!("{what} has no indexed filesystem on partition {p}{}", listed(&partitions))))
+        }
+        (None, [p]) => Ok(*p),
+        (None, []) => Err(Error::User(format!("{what} has no indexed filesystem"))),
+        (None, _) => Err(Error::User(format!(
+            "{what} has several filesystems{}; name one with --partition",
+            listed(&partitions)
+        ))),
     }
 }
 

@@ -509,3 +509,23 @@ pub fn venv_python() -> PathBuf {
     );
     python
 }
+
+/// Whether `dir` is a mount point now.
+pub fn is_mount_point(dir: &Path) -> bool {
+    let dir = std::fs::canonicalize(dir).unwrap();
+    std::fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == dir.to_str())
+}
+
+/// What `find`, `sha256sum` and `getfattr` see of a mounted tree: every entry's path, kind,
+/// permissions, owners, size, nanosecond mtime, link count, link target and inode number (so
+/// hard-link groups too); a sha256 of every regular file; every extended attribute.
+pub fn kernel_listing(dir: &Path) -> (String, String, String) {
+    let d = dir.display();
+    let find = sh(&format!("cd '{d}' && find . -printf '%p %y %m %U %G %s %T@ %n %l %i\\n' | LC_ALL=C sort"));
+    let sums = sh(&format!("cd '{d}' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum"));
+    // In path order, whatever order the filesystem lists a folder in.
+    let xattrs = sh(&format!(
+        "cd '{d}' && find . -print0 | LC_ALL=C sort -z | xargs -0 getfattr -h -d -m - --absolute-names 2>/dev/null || true"
+    ));
+    (find, sums, xattrs)
+}

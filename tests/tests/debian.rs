@@ -4,7 +4,7 @@
 
 use imagelake_tests::{
     Library, assert_qcow2_checkout, assert_same_bytes, assert_same_tree, cache_dir, debian_tree, dpkg_query, gpt_disk,
-    mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
+    kernel_listing, mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
 };
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -124,6 +124,24 @@ fn debian_mariadb_image_end_to_end() {
     let second = lib.checkin(&disk2, "web");
     eprintln!("checkin of web@2: {second:#}\nless's installed files, tar | zstd -3: {package_compressed} bytes");
     assert_eq!(second["version"], 2);
+    // web@2 mounted by imagelake shows what the kernel's mount of its disk (disk2, byte-equal)
+    // shows, entry by entry.
+    let (fuse, kernel) = (path("fuse"), path("kernel"));
+    std::fs::create_dir(&fuse).expect("mkdir");
+    std::fs::create_dir(&kernel).expect("mkdir");
+    run(lib.command().args(["mount", "web@2"]).arg(&fuse).args(["--partition", &root]));
+    run(Command::new("mount").arg("-o").arg(format!("loop,ro,offset={root_start}")).arg(&disk2).arg(&kernel));
+    let (ours, theirs) = (kernel_listing(&fuse), kernel_listing(&kernel));
+    run(Command::new("umount").arg(&kernel));
+    run(lib.command().arg("unmount").arg(&fuse));
+    assert_eq!(ours.0, theirs.0, "find -printf of every entry of web@2's root");
+    assert_eq!(ours.1, theirs.1, "sha256 of every regular file of web@2's root");
+    assert_eq!(ours.2, theirs.2, "getfattr of every entry of web@2's root");
+    assert!(
+        ours.0.lines().count() > 10_000 && ours.0.contains("./usr/bin/less f "),
+        "{} entries",
+        ours.0.lines().count()
+    );
     assert_eq!(second["parent_id"].as_i64(), Some(image_id));
     let stored = second["bytes_stored"].as_u64().expect("stored");
     assert!(

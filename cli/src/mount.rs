@@ -1,0 +1,97 @@
+//! `imagelake mount` and `unmount`. Without `--foreground`, the command starts itself again
+//! with it, in a session of its own, and returns once that process says the mount is ready (as
+//! sshfs and guestmount do); its errors reach the same standard error.
+
+use crate::exit::{self, Stdout};
+use imagelake_engine::Library;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+/// The line a mount prints once it is ready: what the background start waits for.
+const READY: &str = "mounted ";
+/// Set for the mount started in the background: once ready, it lets go of the starting
+/// command's output, so that whoever reads that output sees it end (as fuse's daemonize does).
+const DETACHED: &str = "IMAGELAKE_MOUNT_DETACHED";
+
+fn detach() {
+    // SAFETY: plain system calls on this process's own descriptors.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::close(null);
+        }
+    }
+}
+
+/// Serves the mount from this process until it is unmounted.
+pub async fn foreground(
+    library: Arc<Library>,
+    image: &str,
+    dir: &Path,
+    partition: Option<i64>,
+    stdout: &mut Stdout,
+) -> anyhow::Result<()> {
+    let loaded = imagelake_mount::load(&library, image, partition).await?;
+    let line = format!(
+        "{READY}{} (partition {}, {} inodes) on {}",
+        loaded.image,
+        loaded.partition,
+        loaded.inodes,
+        dir.display()
+    );
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let dir = dir.to_path_buf();
+    let (ready, mounted) = tokio::sync::oneshot::channel();
+    let served = tokio::task::spawn_blocking(move || {
+        imagelake_mount::serve(loaded, &dir, threads, || {
+            let _ = ready.send(());
+        })
+    });
+    if mounted.await.is_ok() {
+        // Whoever waits for this line may be gone by the time the mount ends: not an error.
+        let _ = writeln!(stdout, "{line}").and_then(|_| stdout.flush());
+        if std::env::var_os(DETACHED).is_some() {
+            detach();
+        }
+    }
+    served.await??;
+    Ok(())
+}
+
+/// Starts the mount in a process of its own and returns once it is ready.
+pub fn background(library: &Path, image: &str, dir: &Path, partition: Option<i64>) -> anyhow::Result<String> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("-L").arg(library).arg("mount").arg(image).arg(dir).arg("--foreground");
+    if let Some(p) = partition {
+        command.arg("--partition").arg(p.to_string());
+    }
+    command.env(DETACHED, "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    // SAFETY: setsid is async-signal-safe; the mount outlives this command and its terminal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
+    if first.starts_with(READY) {
+        return Ok(first.trim_end().to_string());
+    }
+    // It ended without mounting, and said why on standard error: its status is this one's.
+    let status = child.wait()?;
+    let kind = match status.code() {
+        Some(2) => exit::Kind::Usage,
+        Some(3) => exit::Kind::Image,
+        Some(4) => exit::Kind::Environment,
+        Some(70) => exit::Kind::Internal,
+        _ => exit::Kind::Problem,
+    };
+    Err(exit::Error::of(kind, format!("the mount of {image} on {} failed", dir.display())))
+}

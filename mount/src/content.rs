@@ -1,0 +1,130 @@
+//! File contents: where each content's bytes lie in the store (read from the disk map once, at
+//! mount), and reads of any range of them through the store's shared frame cache.
+
+use imagelake_engine::catalog::ExtentRow;
+use imagelake_engine::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Bytes `at..at + len` of a content are bytes `chunk_at..` of `chunk`.
+struct Piece {
+    at: u64,
+    len: u64,
+    chunk: ChunkHash,
+    chunk_at: u64,
+}
+
+pub struct Contents {
+    /// Each content's stored pieces, sorted by offset. Zeros have none.
+    pieces: HashMap<String, Vec<Piece>>,
+    /// Contents the disk map has any extent of, zero ones included.
+    mapped: HashSet<String>,
+    locations: HashMap<ChunkHash, ChunkLocation>,
+    store: ChunkReader,
+    /// Contents without extents (holes only, or kept inside the inode), checked once: whether
+    /// zeros are what they hold.
+    all_zeros: Mutex<HashMap<String, bool>>,
+}
+
+/// Why a read failed; the mount answers EIO and says why on its standard error.
+pub type Failure = String;
+
+impl Contents {
+    /// The pieces of every content in `extents` (a disk map with contents).
+    pub fn new(
+        root: &Path,
+        extents: &[ExtentRow],
+        locations: HashMap<ChunkHash, ChunkLocation>,
+    ) -> Result<Contents, Failure> {
+        let mut pieces: HashMap<String, Vec<Piece>> = HashMap::new();
+        let mut mapped = HashSet::new();
+        for e in extents {
+            let (Some(content), Some(at)) = (&e.content_hash, e.content_offset) else { continue };
+            mapped.insert(content.clone());
+            let Some(chunk) = e.chunk_hash.as_deref().and_then(parse_hex) else { continue };
+            let number =
+                |v: i64| u64::try_from(v).map_err(|_| format!("content {content}: a negative offset or length"));
+            let piece = Piece { at: number(at)?, len: number(e.length)?, chunk, chunk_at: number(e.chunk_offset)? };
+            pieces.entry(content.clone()).or_default().push(piece);
+        }
+        for list in pieces.values_mut() {
+            list.sort_by_key(|p| p.at);
+        }
+        Ok(Contents { pieces, mapped, locations, store: ChunkReader::new(root), all_zeros: Mutex::default() })
+    }
+
+    /// The chunks the pieces use, for their locations.
+    pub fn chunks(extents: &[ExtentRow]) -> Vec<ChunkHash> {
+        let mut chunks: Vec<ChunkHash> = extents
+            .iter()
+            .filter(|e| e.content_hash.is_some())
+            .filter_map(|e| e.chunk_hash.as_deref().and_then(parse_hex))
+            .collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        chunks
+    }
+
+    /// Bytes `offset..offset + len` of `content` (of `size` bytes), short at its end.
+    pub fn read(&self, content: &str, size: u64, offset: u64, len: u32) -> Result<Vec<u8>, Failure> {
+        let end = size.min(offset.saturating_add(u64::from(len)));
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        if !self.mapped.contains(content) {
+            self.check_zeros(content, size)?;
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let pieces = self.pieces.get(content).map(Vec::as_slice).unwrap_or_default();
+        // The first piece that ends after `offset`.
+        let first = pieces.partition_point(|p| p.at + p.len <= offset);
+        for piece in pieces[first..].iter().take_while(|p| p.at < end) {
+            let location = self
+                .locations
+                .get(&piece.chunk)
+                .ok_or_else(|| format!("content {content}: chunk {} is in no pack", hex(&piece.chunk)))?;
+            let chunk = self.store.read(&piece.chunk, location).map_err(|e| format!("content {content}: {e}"))?;
+            // The overlap of the piece and the range, in content offsets.
+            let (from, to) = (piece.at.max(offset), (piece.at + piece.len).min(end));
+            let start = piece.chunk_at + (from - piece.at);
+            let bytes = usize::try_from(start)
+                .ok()
+                .and_then(|s| chunk.get(s..s + (to - from) as usize))
+                .ok_or_else(|| format!("content {content}: a piece at {} lies outside its chunk", piece.at))?;
+            out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(bytes);
+        }
+        Ok(out)
+    }
+
+    /// A content the disk map has no extent of reads as zeros only if zeros are what it is;
+    /// otherwise its bytes are kept inside the inode (ext4 inline data), where this mount does
+    /// not read yet, and reading it fails rather than lie.
+    fn check_zeros(&self, content: &str, size: u64) -> Result<(), Failure> {
+        let known = self.all_zeros.lock().ok().and_then(|m| m.get(content).copied());
+        let zeros = match known {
+            Some(z) => z,
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                let block = [0u8; 1 << 16];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(block.len() as u64) as usize;
+                    hasher.update(&block[..n]);
+                    left -= n as u64;
+                }
+                let z = hasher.finalize().to_hex().as_str() == content;
+                if let Ok(mut m) = self.all_zeros.lock() {
+                    m.insert(content.to_string(), z);
+                }
+                z
+            }
+        };
+        match zeros {
+            true => Ok(()),
+            false => Err(format!(
+                "content {content} is kept inside its inode (inline data), which this mount cannot read yet"
+            )),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `imagelake mount`: one indexed filesystem of an image version as a file tree, served by FUSE
+//! straight from the catalog and the store. No disk is rebuilt and nothing is materialized:
+//! the tree comes from the version's `files` rows, each read from the chunks that hold it.
+//!
+//! - [`tree`]: the inodes, built once from the `files` rows (hard links share one).
+//! - [`content`]: where each content's bytes lie in the store, and reads of any range.
+//! - [`fs`]: the FUSE requests, answered by several threads at once.
+//!
+//! Read-only for now: writable mounts (changes kept as the next version) are to come.
+
+mod content;
+mod fs;
+mod tree;
+
+use content::Contents;
+use imagelake_engine::catalog::FileRow;
+use imagelake_engine::{Error, Library, ReadGuard, Result};
+use std::path::Path;
+
+/// A version loaded and ready to serve: its tree and where its contents lie.
+pub struct Loaded {
+    fs: fs::ImageFs,
+    /// Held while mounted: gc and repack keep every pack a reader may need.
+    _reading: ReadGuard,
+    /// `name@version`.
+    pub image: String,
+    pub partition: i64,
+    /// Inodes in the tree.
+    pub inodes: usize,
+}
+
+/// Loads the tree of one filesystem of `spec` (its only one, or `partition`'s).
+pub async fn load(library: &Library, spec: &str, partition: Option<i64>) -> Result<Loaded> {
+    let reading = library.reading()?;
+    let image = library.resolve(spec).await?;
+    let what = format!("{}@{}", image.name, image.version);
+    // Everything but the extent maps: contents are found through the disk map instead.
+    let columns = [
+        "partition",
+        "path",
+        "kind",
+        "mode",
+        "uid",
+        "gid",
+        "size",
+        "mtime",
+        "inode",
+        "nlink",
+        "link_target",
+        "dev_major",
+        "dev_minor",
+        "xattrs",
+        "content_hash",
+    ];
+    let rows = library.catalog().files(image.image_id, None, &columns).await?;
+    let partition = imagelake_engine::export::one_filesystem(&what, rows.iter().map(|r| r.partition), partition)?;
+    let rows: Vec<FileRow> = rows.into_iter().filter(|r| r.partition == partition).collect();
+    let tree =
+        tree::Tree::build(rows).map_err(|why| Error::Catalog(format!("{what}, partition {partition}: {why}")))?;
+    let extents = library.catalog().content_extents(image.image_id, None).await?;
+    let locations = library.catalog().chunk_locations(&Contents::chunks(&extents)).await?;
+    let contents =
+        Contents::new(library.root(), &extents, locations).map_err(|why| Error::Catalog(format!("{what}: {why}")))?;
+    let inodes = tree.len();
+    let fs = fs::ImageFs { tree, contents, image: what.clone() };
+    Ok(Loaded { fs, _reading: reading, image: what, partition, inodes })
+}
+
+/// Mounts `loaded` on `dir` and serves it until it is unmounted. `ready` runs once the mount is
+/// in place, before the first request is answered.
+pub fn serve(loaded: Loaded, dir: &Path, threads: usize, ready: impl FnOnce()) -> Result<()> {
+    use fuser::MountOption as O;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        O::RO,
+        O::FSName(format!("imagelake:{}", loaded.image)),
+        O::Subtype("imagelake".into()),
+        // The kernel checks permissions against the image's modes and owners, as it would on
+        // a mount of the disk; devices and set-id bits of an image mean nothing on the host.
+        O::DefaultPermissions,
+        O::NoDev,
+        O::NoSuid,
+    ];
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+    let mount_error =
+        |e: std::io::Error| Error::User(format!("cannot mount {} on {}: {e}", loaded.image, dir.display()));
+    let Loaded { fs, _reading, .. } = loaded;
+    let session = fuser::Session::new(fs, dir, &config).map_err(mount_error)?;
+    ready();
+    let served = session.run();
+    drop(_reading);
+    served.map_err(|error| Error::Io { context: format!("serving the mount on {}", dir.display()), error })
+}
+
+/// Unmounts the mount on `dir`: the serving process then ends.
+pub fn unmount(dir: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::User(format!("{}: a path with a NUL byte", dir.display())))?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    // Not root: fuse3's helper unmounts what the user mounted.
+    if error.raw_os_error() == Some(libc::EPERM)
+        && let Ok(status) = std::process::Command::new("fusermount3").arg("-u").arg(dir).status()
+        && status.success()
+    {
+        return Ok(());
+    }
+    Err(Error::User(format!("cannot unmount {}: {error}", dir.display())))
+}

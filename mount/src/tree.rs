@@ -1,0 +1,234 @@
+//! The file tree of one filesystem of an image version, built once from its `files` rows: one
+//! node per inode (hard links share it), under the numbers the kernel will know them by.
+
+use fuser::{FileAttr, FileType, INodeNo};
+use imagelake_engine::catalog::{FileKind, FileRow};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One inode: what `stat` shows, and what it holds.
+pub struct Node {
+    pub attr: FileAttr,
+    /// Symbolic links: the target, as stored (never resolved here).
+    pub link_target: Option<String>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Regular files: the content's hash.
+    pub content: Option<String>,
+    /// Directories: their entries, sorted by name, and their parent.
+    pub entries: Vec<(OsString, INodeNo)>,
+    pub parent: INodeNo,
+}
+
+pub struct Tree {
+    nodes: HashMap<INodeNo, Node>,
+    /// Bytes of the regular files, each inode once (for statfs).
+    pub bytes: u64,
+}
+
+/// FUSE calls the root 1. The filesystem's own root number (2 on ext4) takes its place, and an
+/// inode that is numbered 1 (none is, on ext4) takes the root's: the numbers stay the
+/// filesystem's and stay unique.
+fn node_number(inode: u64, root: u64) -> INodeNo {
+    match inode {
+        i if i == root => INodeNo::ROOT,
+        1 => INodeNo(root),
+        i => INodeNo(i),
+    }
+}
+
+fn kind(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Char => FileType::CharDevice,
+        FileKind::Block => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+/// A device number as FUSE carries it: the kernel's `new_encode_dev`.
+fn device(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+fn time(ns: i64) -> SystemTime {
+    match u64::try_from(ns) {
+        Ok(after) => UNIX_EPOCH + Duration::from_nanos(after),
+        Err(_) => UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs()),
+    }
+}
+
+/// Path components: "/a/b" has parent "/a" and name "b"; "/a" has parent "/".
+fn split(path: &str) -> Option<(&str, &str)> {
+    let (parent, name) = path.rsplit_once('/')?;
+    Some((if parent.is_empty() { "/" } else { parent }, name))
+}
+
+impl Tree {
+    /// The tree of `rows` (one filesystem's); an error names the row that does not fit.
+    pub fn build(rows: Vec<FileRow>) -> Result<Tree, String> {
+        let root = rows.iter().find(|r| r.path == "/").ok_or("the filesystem has no root directory")?;
+        let root = u64::try_from(root.inode).map_err(|_| "the root has a negative inode number")?;
+        let mut nodes: HashMap<INodeNo, Node> = HashMap::with_capacity(rows.len());
+        let mut numbers: HashMap<String, INodeNo> = HashMap::with_capacity(rows.len());
+        let mut bytes = 0u64;
+        let mut linked = Vec::with_capacity(rows.len());
+        for row in rows {
+            let out_of_range = || format!("{}: an inode, owner, mode or size out of range", row.path);
+            let inode = u64::try_from(row.inode).map_err(|_| out_of_range())?;
+            let number = node_number(inode, root);
+            numbers.insert(row.path.clone(), number);
+            if row.path != "/" {
+                linked.push((row.path.clone(), number, row.kind == FileKind::Dir));
+            }
+            if nodes.contains_key(&number) {
+                // Another name of an inode already seen: a hard link.
+                continue;
+            }
+            let size = u64::try_from(row.size).map_err(|_| out_of_range())?;
+            let (uid, gid) = (
+                u32::try_from(row.uid).map_err(|_| out_of_range())?,
+                u32::try_from(row.gid).map_err(|_| out_of_range())?,
+            );
+            let rdev = match (row.dev_major, row.dev_minor) {
+                (Some(major), Some(minor)) => device(
+                    u32::try_from(major).map_err(|_| out_of_range())?,
+                    u32::try_from(minor).map_err(|_| out_of_range())?,
+                ),
+                _ => 0,
+            };
+            let mtime = time(row.mtime);
+            let attr = FileAttr {
+                // The number requests use (the kernel takes an entry's number from here), but
+                // the root's own, which only getattr shows.
+                ino: if number == INodeNo::ROOT { INodeNo(inode) } else { number },
+                size,
+                blocks: size.div_ceil(512),
+                atime: mtime,
+                mtime,
+                ctime: mtime,
+                crtime: mtime,
+                kind: kind(row.kind),
+                perm: (row.mode & 0o7777) as u16,
+                nlink: u32::try_from(row.nlink).map_err(|_| out_of_range())?,
+                uid,
+                gid,
+                rdev,
+                blksize: 4096,
+                flags: 0,
+            };
+            if row.kind == FileKind::File {
+                bytes += size;
+            }
+            let node = Node {
+                attr,
+                link_target: row.link_target,
+                xattrs: row.xattrs,
+                content: row.content_hash.filter(|_| row.kind == FileKind::File),
+                entries: Vec::new(),
+                parent: INodeNo::ROOT,
+            };
+            nodes.insert(number, node);
+        }
+        for (path, number, is_dir) in linked {
+            let (parent_path, name) = split(&path).ok_or_else(|| format!("{path}: not an absolute path"))?;
+            let parent = *numbers.get(parent_path).ok_or_else(|| format!("{path}: no folder {parent_path}"))?;
+            let folder = nodes.get_mut(&parent).ok_or_else(|| format!("{path}: no folder {parent_path}"))?;
+            if folder.attr.kind != FileType::Directory {
+                return Err(format!("{path}: {parent_path} is not a folder"));
+            }
+            folder.entries.push((OsString::from(name), number));
+            if is_dir && let Some(node) = nodes.get_mut(&number) {
+                node.parent = parent;
+            }
+        }
+        for node in nodes.values_mut() {
+            node.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(Tree { nodes, bytes })
+    }
+
+    pub fn node(&self, number: INodeNo) -> Option<&Node> {
+        self.nodes.get(&number)
+    }
+
+    /// The entry `name` of folder `parent`.
+    pub fn lookup(&self, parent: INodeNo, name: &std::ffi::OsStr) -> Option<(INodeNo, &Node)> {
+        let folder = self.nodes.get(&parent)?;
+        let at = folder.entries.binary_search_by(|(n, _)| n.as_os_str().cmp(name)).ok()?;
+        let number = folder.entries[at].1;
+        Some((number, self.nodes.get(&number)?))
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, kind: FileKind, inode: i64) -> FileRow {
+        FileRow {
+            image_id: 1,
+            partition: 1,
+            path: path.into(),
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            mtime: 1_500_000_000_123_456_789,
+            inode,
+            nlink: 1,
+            link_target: None,
+            dev_major: None,
+            dev_minor: None,
+            xattrs: Vec::new(),
+            content_hash: None,
+            extent_map: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn hard_links_share_a_node_and_the_root_is_one() {
+        let tree = Tree::build(vec![
+            row("/", FileKind::Dir, 2),
+            row("/etc", FileKind::Dir, 12),
+            row("/etc/a", FileKind::File, 13),
+            row("/b", FileKind::File, 13),
+        ])
+        .unwrap();
+        assert_eq!(tree.len(), 3);
+        let (etc, node) = tree.lookup(INodeNo::ROOT, "etc".as_ref()).unwrap();
+        assert_eq!((etc, node.parent, node.attr.ino), (INodeNo(12), INodeNo::ROOT, INodeNo(12)));
+        assert_eq!(tree.lookup(etc, "a".as_ref()).unwrap().0, tree.lookup(INodeNo::ROOT, "b".as_ref()).unwrap().0);
+        assert_eq!(tree.node(INodeNo::ROOT).unwrap().attr.ino, INodeNo(2), "stat shows the filesystem's number");
+        assert!(tree.lookup(INodeNo::ROOT, "c".as_ref()).is_none());
+        assert_eq!(tree.bytes, 3, "a hard-linked file counted once");
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_named() {
+        let orphan = Tree::build(vec![row("/", FileKind::Dir, 2), row("/x/y", FileKind::File, 13)]);
+        assert_eq!(orphan.err().unwrap(), "/x/y: no folder /x");
+        let under_file = Tree::build(vec![
+            row("/", FileKind::Dir, 2),
+            row("/f", FileKind::File, 12),
+            row("/f/g", FileKind::File, 13),
+        ]);
+        assert_eq!(under_file.err().unwrap(), "/f/g: /f is not a folder");
+        assert!(Tree::build(vec![row("/etc", FileKind::Dir, 12)]).is_err());
+    }
+
+    #[test]
+    fn devices_and_times_as_the_kernel_encodes_them() {
+        assert_eq!(device(8, 1), 0x801);
+        assert_eq!(device(259, 300), (300 & 0xff) | (259 << 8) | ((300 & !0xff) << 12));
+        assert_eq!(time(-1_000_000_001), UNIX_EPOCH - Duration::new(1, 1));
+    }
+}
