@@ -16,6 +16,7 @@
 //!
 //! Refused entries are reported (and make the command fail), never followed.
 
+use crate::catalog::TREE_COLUMNS;
 use crate::catalog::{FileKind, FileRow};
 pub use crate::contents::Problem;
 use crate::contents::{check_contents, write_contents};
@@ -153,24 +154,7 @@ impl Library {
 
     /// Every `files` row of image version `image_id`, with its partition.
     async fn export_entries(&self, image_id: i64) -> Result<Vec<(i64, FileToWrite)>> {
-        let columns = [
-            "partition",
-            "path",
-            "kind",
-            "mode",
-            "uid",
-            "gid",
-            "size",
-            "mtime",
-            "inode",
-            "nlink",
-            "link_target",
-            "dev_major",
-            "dev_minor",
-            "xattrs",
-            "content_hash",
-        ];
-        let rows = self.catalog().files(image_id, None, &columns).await?;
+        let rows = self.catalog().files(image_id, None, &TREE_COLUMNS).await?;
         let bad = |path: &str| {
             Error::Catalog(format!("files of image {image_id}: {path} has an owner, mode or size out of range"))
         };

@@ -13,7 +13,7 @@ mod fs;
 mod tree;
 
 use content::Contents;
-use imagelake_engine::catalog::FileRow;
+use imagelake_engine::catalog::{FileRow, TREE_COLUMNS};
 use imagelake_engine::{Error, Library, ReadGuard, Result};
 use std::path::Path;
 
@@ -34,25 +34,7 @@ pub async fn load(library: &Library, spec: &str, partition: Option<i64>) -> Resu
     let reading = library.reading()?;
     let image = library.resolve(spec).await?;
     let what = format!("{}@{}", image.name, image.version);
-    // Everything but the extent maps: contents are found through the disk map instead.
-    let columns = [
-        "partition",
-        "path",
-        "kind",
-        "mode",
-        "uid",
-        "gid",
-        "size",
-        "mtime",
-        "inode",
-        "nlink",
-        "link_target",
-        "dev_major",
-        "dev_minor",
-        "xattrs",
-        "content_hash",
-    ];
-    let rows = library.catalog().files(image.image_id, None, &columns).await?;
+    let rows = library.catalog().files(image.image_id, None, &TREE_COLUMNS).await?;
     let partition = imagelake_engine::export::one_filesystem(&what, rows.iter().map(|r| r.partition), partition)?;
     let rows: Vec<FileRow> = rows.into_iter().filter(|r| r.partition == partition).collect();
     let tree =

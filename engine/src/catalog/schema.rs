@@ -296,6 +296,26 @@ pub struct FileExtent {
     pub unwritten: bool,
 }
 
+/// Every `files` column a tree needs: all but the extent map (export and mount read contents
+/// through the disk map instead).
+pub const TREE_COLUMNS: [&str; 15] = [
+    "partition",
+    "path",
+    "kind",
+    "mode",
+    "uid",
+    "gid",
+    "size",
+    "mtime",
+    "inode",
+    "nlink",
+    "link_target",
+    "dev_major",
+    "dev_minor",
+    "xattrs",
+    "content_hash",
+];
+
 /// The filesystem manifest: one row per path.
 #[derive(Debug, Clone)]
 pub struct FileRow {
