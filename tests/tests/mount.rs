@@ -1,8 +1,23 @@
 //! `imagelake mount`: the FUSE tree of a version against the kernel's own read-only loop mount
 //! of the same version's checked-out filesystem, entry by entry.
 
-use imagelake_tests::{Library, attempt, is_mount_point, kernel_listing, mkfs_ext, run, sh};
+use imagelake_tests::{Library, attempt, frame_of, is_mount_point, kernel_listing, mkfs_ext, run, sh, unique_bytes};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::process::Command;
+
+/// A library holding `files` (path, content) in an ext4 image of `size` as `t@1`, and the
+/// tree it was made from.
+fn checked_in(files: &[(String, Vec<u8>)], size: &str) -> (Library, PathBuf) {
+    let lib = Library::new();
+    let tree = lib.dir.path().join("tree");
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+    imagelake_tests::server::tree(&tree, &files);
+    let image = lib.dir.path().join("disk.raw");
+    mkfs_ext(&tree, &image, "ext4", size, &[]);
+    lib.checkin(&image, "t");
+    (lib, tree)
+}
 
 #[test]
 fn a_mount_shows_what_the_kernels_mount_of_the_checkout_shows() {
@@ -67,14 +82,8 @@ fn a_mount_shows_what_the_kernels_mount_of_the_checkout_shows() {
 
 #[test]
 fn a_mount_that_cannot_be_made_says_why() {
-    let lib = Library::new();
+    let (lib, _) = checked_in(&[("/etc/motd".into(), b"hi\n".to_vec())], "8M");
     let work = lib.dir.path();
-    let tree = work.join("tree");
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/motd"), "hi\n").unwrap();
-    let image = work.join("disk.raw");
-    mkfs_ext(&tree, &image, "ext4", "8M", &[]);
-    lib.checkin(&image, "t");
     let missing = attempt(lib.command().arg("mount").arg("nosuch").arg(work));
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no image nosuch"), "{missing:?}");
@@ -87,3 +96,71 @@ fn a_mount_that_cannot_be_made_says_why() {
         "{partition:?}"
     );
 }
+
+#[test]
+fn eight_readers_agree_and_a_damaged_pack_is_eio_for_its_files_only() {
+    let mut files = vec![
+        ("/etc/motd".to_string(), b"hello\n".to_vec()),
+        ("/etc/config".to_string(), unique_bytes("config", 300_000)),
+    ];
+    files.extend((0..40).map(|i| (format!("/data/{i}"), unique_bytes(&i.to_string(), 50_000 + i * 997))));
+    let (lib, tree) = checked_in(&files, "32M");
+    let work = lib.dir.path();
+    let fuse = work.join("fuse");
+    std::fs::create_dir_all(&fuse).unwrap();
+    run(lib.command().arg("mount").arg("t").arg(&fuse));
+
+    // 8 readers at once (tar, sha256sum, find), each the same answer as one reader alone.
+    let f = fuse.display();
+    let reading = [
+        format!("cd '{f}' && tar cf - --sort=name . | sha256sum"),
+        format!("cd '{f}' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum"),
+        format!("cd '{f}' && find . -printf '%p %s %i\\n' | LC_ALL=C sort | sha256sum"),
+    ];
+    let alone: Vec<String> = reading.iter().map(|r| sh(r)).collect();
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let script = reading[i % reading.len()].clone();
+            std::thread::spawn(move || (i % 3, sh(&script)))
+        })
+        .collect();
+    for reader in readers {
+        let (which, got) = reader.join().unwrap();
+        assert_eq!(got, alone[which], "reader {which} at once and alone");
+    }
+    run(lib.command().arg("unmount").arg(&fuse));
+
+    // A byte flipped in the frame that holds /etc/config's first chunk. Through a new mount,
+    // exactly the files whose chunks verify finds damaged read as I/O errors; every other file
+    // reads as it was, and the mount goes on serving.
+    let (pack, offset, length) = frame_of(&lib, "t", "/etc/config");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
+    let at = offset + length / 2;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    let verify = attempt(lib.command().args(["verify", "--json"]));
+    assert!(!verify.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    let damaged: std::collections::BTreeSet<String> = report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["used_by"].as_array().unwrap().iter().filter_map(|u| u["path"].as_str().map(String::from)))
+        .collect();
+    assert!(!damaged.is_empty(), "{report}");
+    run(lib.command().arg("mount").arg("t").arg(&fuse));
+    for path in files.iter().map(|(path, _)| path) {
+        let read = std::fs::read(fuse.join(&path[1..]));
+        if damaged.contains(path) {
+            assert_eq!(read.map(|b| b.len()).map_err(|e| e.raw_os_error()), Err(Some(EIO)), "{path} is damaged");
+        } else {
+            let expected = std::fs::read(tree.join(&path[1..])).unwrap();
+            assert!(read.is_ok_and(|b| b == expected), "{path} reads as it was");
+        }
+    }
+    run(lib.command().arg("unmount").arg(&fuse));
+}
+
+/// An I/O error, as the kernel passes the mount's answer on.
+const EIO: i32 = 5;

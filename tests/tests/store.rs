@@ -1,43 +1,15 @@
 //! The store proves itself: `verify` reads every chunk back and names the images and files a
 //! damaged one belongs to; `cat` reads one file of an image.
 
-use imagelake_tests::{Library, mkfs_ext};
+use imagelake_tests::{Library, frame_of, mkfs_ext, unique_bytes};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::process::Output;
-
-/// Bytes no other file shares, so that they get chunks of their own.
-fn unique_bytes(seed: &str, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut block = *blake3::hash(seed.as_bytes()).as_bytes();
-    while out.len() < len {
-        out.extend_from_slice(&block);
-        block = *blake3::hash(&block).as_bytes();
-    }
-    out.truncate(len);
-    out
-}
 
 fn verify(lib: &Library, image: Option<&str>) -> (Output, serde_json::Value) {
     let out = lib.command().arg("verify").args(image).arg("--json").output().expect("imagelake verify");
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("verify output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     (out, report)
-}
-
-/// Where the first chunk of `path` in the newest `image` lives: its pack file, and the offset
-/// and length of its frame there.
-fn frame_of(lib: &Library, image: &str, path: &str) -> (PathBuf, u64, u64) {
-    let rows = lib.sql(&format!(
-        "SELECT c.pack, c.pack_offset, c.frame_size FROM files f \
-         JOIN images i USING (image_id) \
-         JOIN extents e ON e.image_id = f.image_id AND e.content_hash = f.content_hash \
-         JOIN chunks c ON c.chunk_hash = e.chunk_hash \
-         WHERE i.name = '{image}' AND f.path = '{path}' ORDER BY e.content_offset LIMIT 1"
-    ));
-    let pack = rows[0]["pack"].as_str().unwrap();
-    let file = lib.path().join("packs").join(&pack[..2]).join(format!("{pack}.pack"));
-    (file, rows[0]["pack_offset"].as_u64().unwrap(), rows[0]["frame_size"].as_u64().unwrap())
 }
 
 fn damaged_uses(report: &serde_json::Value) -> Vec<(String, String)> {
