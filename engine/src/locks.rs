@@ -4,8 +4,8 @@
 //! lock                      exclusive, briefly: hand out an image id, commit a version,
 //!                           maintain the catalog, retire packs
 //! readers                   shared by every reader (checkout, export, cat, verify, check,
-//!                           a checkin's reads, each SQL statement); exclusive, never waited
-//!                           for, to delete files a reader may need
+//!                           a checkin's reads, each SQL statement, a mount while it is up);
+//!                           exclusive, never waited for, to delete files a reader may need
 //! writers                   shared by every operation that uses chunks it did not store
 //!                           (checkin, edit, clone) until it commits; exclusive for gc
 //! access.lock               exclusive, briefly: change access.json (users, grants, tokens)
