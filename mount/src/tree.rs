@@ -103,8 +103,9 @@ impl Tree {
             let mtime = time(row.mtime);
             let attr = FileAttr {
                 // The number requests use (the kernel takes an entry's number from here), but
-                // the root's own, which only getattr shows.
-                ino: if number == INodeNo::ROOT { INodeNo(inode) } else { number },
+                // the root's own, which only getattr and readdir show (unless it is 0, as
+                // vfat's: a directory entry numbered 0 reads as a deleted one).
+                ino: if number == INodeNo::ROOT && inode != 0 { INodeNo(inode) } else { number },
                 size,
                 blocks: size.div_ceil(512),
                 atime: mtime,
@@ -210,6 +211,13 @@ mod tests {
         assert_eq!(tree.node(INodeNo::ROOT).unwrap().attr.ino, INodeNo(2), "stat shows the filesystem's number");
         assert!(tree.lookup(INodeNo::ROOT, "c".as_ref()).is_none());
         assert_eq!(tree.bytes, 3, "a hard-linked file counted once");
+    }
+
+    #[test]
+    fn a_root_numbered_zero_shows_as_one() {
+        let tree = Tree::build(vec![row("/", FileKind::Dir, 0), row("/EFI", FileKind::Dir, 2)]).unwrap();
+        assert_eq!(tree.node(INodeNo::ROOT).unwrap().attr.ino, INodeNo::ROOT);
+        assert_eq!(tree.lookup(INodeNo::ROOT, "EFI".as_ref()).unwrap().0, INodeNo(2));
     }
 
     #[test]

@@ -164,3 +164,40 @@ fn eight_readers_agree_and_a_damaged_pack_is_eio_for_its_files_only() {
 
 /// An I/O error, as the kernel passes the mount's answer on.
 const EIO: i32 = 5;
+
+#[test]
+fn a_vfat_mount_shows_what_mtools_shows() {
+    let lib = Library::new();
+    let work = lib.dir.path();
+    let esp = work.join("esp.img");
+    let (big, small) = (work.join("big.bin"), work.join("small.efi"));
+    std::fs::write(&big, unique_bytes("esp", 200_000)).unwrap();
+    std::fs::write(&small, "bootx\n").unwrap();
+    run(Command::new("mkfs.vfat").arg("-C").arg(&esp).arg("8192"));
+    let image = format!("{}", esp.display());
+    run(Command::new("mmd").args(["-i", &image, "::/EFI", "::/EFI/debian"]));
+    run(Command::new("mcopy").args(["-i", &image]).arg(&small).arg("::/EFI/debian/grubx64.efi"));
+    run(Command::new("mcopy").args(["-i", &image]).arg(&big).arg("::/EFI/A Long File Name.bin"));
+    lib.checkin(&esp, "esp");
+    let fuse = work.join("fuse");
+    std::fs::create_dir_all(&fuse).unwrap();
+    run(lib.command().arg("mount").arg("esp").arg(&fuse));
+
+    // Every path mtools lists (folders end in '/'), and nothing else; each file's bytes as
+    // mtools copies them out.
+    let listed = run(Command::new("mdir").args(["-i", &image, "-/", "-b", "::/"]));
+    let mut theirs: Vec<String> = listed.lines().map(|l| l.trim_start_matches("::").to_string()).collect();
+    theirs.sort();
+    let ours =
+        sh(&format!("cd '{}' && find . -mindepth 1 -type d -printf '/%P/\\n' -o -printf '/%P\\n'", fuse.display()));
+    let mut ours: Vec<String> = ours.lines().map(String::from).collect();
+    ours.sort();
+    assert_eq!(ours, theirs);
+    for path in theirs.iter().filter(|p| !p.ends_with('/')) {
+        let copied = work.join("copied");
+        run(Command::new("mcopy").args(["-o", "-i", &image]).arg(format!("::{path}")).arg(&copied));
+        let read = std::fs::read(fuse.join(&path[1..])).unwrap();
+        assert!(read == std::fs::read(&copied).unwrap(), "{path} reads as mtools copies it");
+    }
+    run(lib.command().arg("unmount").arg(&fuse));
+}
