@@ -5,14 +5,17 @@
 use crate::content::Contents;
 use crate::tree::{Node, Tree};
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr,
-    ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request,
 };
 use std::ffi::OsStr;
 use std::time::Duration;
 
 /// How long the kernel may keep what it was told: the tree never changes under it.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The read-ahead asked for (the kernel may allow less).
+const READ_AHEAD: u32 = 1 << 20;
 
 pub struct ImageFs {
     pub tree: Tree,
@@ -24,6 +27,18 @@ pub struct ImageFs {
 impl ImageFs {
     fn node(&self, number: INodeNo) -> Result<&Node, Errno> {
         self.tree.node(number).ok_or(Errno::ENOENT)
+    }
+
+    /// The entries of folder `ino` in listing order: "." and ".." (offsets 0 and 1), then its
+    /// entries by name; each with its number and node.
+    fn listing(&self, ino: INodeNo) -> Result<impl Iterator<Item = (&OsStr, INodeNo, &Node)>, Errno> {
+        let folder = self.node(ino)?;
+        if folder.attr.kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let dots = [(OsStr::new("."), ino), (OsStr::new(".."), folder.parent)];
+        let entries = dots.into_iter().chain(folder.entries.iter().map(|(name, number)| (name.as_os_str(), *number)));
+        Ok(entries.filter_map(|(name, number)| Some((name, number, self.tree.node(number)?))))
     }
 
     /// Answers an xattr request's size probe (`size` 0), or the bytes if they fit.
@@ -95,21 +110,39 @@ impl Filesystem for ImageFs {
         }
     }
 
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Listings with each entry's attributes in one request (`ls -l`, `find`), and a large
+        // read-ahead: a version is read whole more often than not.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        if let Err(most) = config.set_max_readahead(READ_AHEAD) {
+            let _ = config.set_max_readahead(most);
+        }
+        Ok(())
+    }
+
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let node = match self.node(ino) {
-            Ok(node) => node,
+        let entries = match self.listing(ino) {
+            Ok(entries) => entries,
             Err(e) => return reply.error(e),
         };
-        if node.attr.kind != FileType::Directory {
-            return reply.error(Errno::ENOTDIR);
+        for (at, (name, _, node)) in entries.enumerate().skip(offset as usize) {
+            if reply.add(node.attr.ino, at as u64 + 1, node.attr.kind, name) {
+                break;
+            }
         }
-        // Offsets: 0 and 1 are "." and "..", then the entries in name order.
-        let dots = [(OsStr::new("."), ino), (OsStr::new(".."), node.parent)];
-        let entries = dots.into_iter().chain(node.entries.iter().map(|(name, number)| (name.as_os_str(), *number)));
-        for (at, (name, number)) in entries.enumerate().skip(offset as usize) {
-            let kind = self.tree.node(number).map_or(FileType::Directory, |n| n.attr.kind);
-            let shown = self.tree.node(number).map_or(number, |n| n.attr.ino);
-            if reply.add(shown, at as u64 + 1, kind, name) {
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.listing(ino) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(e),
+        };
+        for (at, (name, number, node)) in entries.enumerate().skip(offset as usize) {
+            // The kernel looks up every entry but "." and ".." by this number; those two show
+            // it as their inode number, so they show their own, as readdir does.
+            let number = if at < 2 { node.attr.ino } else { number };
+            if reply.add(number, at as u64 + 1, name, &TTL, &node.attr, Generation(0)) {
                 break;
             }
         }
