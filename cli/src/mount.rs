@@ -36,7 +36,10 @@ pub async fn foreground(
     partition: Option<i64>,
     stdout: &mut Stdout,
 ) -> anyhow::Result<()> {
-    let loaded = imagelake_mount::load(&library, image, partition).await?;
+    let mut loaded = imagelake_mount::load(library, image, partition).await?;
+    if let Some(pending) = loaded.contents() {
+        tokio::spawn(pending.read());
+    }
     let line = format!(
         "{READY}{} (partition {}, {} inodes) on {}",
         loaded.image,

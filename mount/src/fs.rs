@@ -10,6 +10,7 @@ use fuser::{
     ReplyXattr, Request,
 };
 use std::ffi::OsStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long the kernel may keep what it was told: the tree never changes under it.
@@ -19,7 +20,8 @@ const READ_AHEAD: u32 = 1 << 20;
 
 pub struct ImageFs {
     pub tree: Tree,
-    pub contents: Contents,
+    /// Set once the disk map is read, soon after the mount is ready; reads wait for it.
+    pub contents: Arc<OnceLock<Result<Contents, String>>>,
     /// `name@version`, for messages.
     pub image: String,
 }
@@ -101,7 +103,11 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::EISDIR);
         }
         let Some(content) = &node.content else { return reply.data(&[]) };
-        match self.contents.read(content, node.attr.size, offset, size) {
+        let read = match self.contents.wait() {
+            Ok(contents) => contents.read(content, node.attr.size, offset, size),
+            Err(why) => Err(why.clone()),
+        };
+        match read {
             Ok(bytes) => reply.data(&bytes),
             Err(why) => {
                 eprintln!("imagelake mount {}: inode {}: {why}", self.image, node.attr.ino.0);

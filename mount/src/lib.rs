@@ -16,10 +16,12 @@ use content::Contents;
 use imagelake_engine::catalog::{FileRow, TREE_COLUMNS};
 use imagelake_engine::{Error, Library, ReadGuard, Result};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// A version loaded and ready to serve: its tree and where its contents lie.
 pub struct Loaded {
     fs: fs::ImageFs,
+    pending: Option<Pending>,
     /// Held while mounted: gc and repack keep every pack a reader may need.
     _reading: ReadGuard,
     /// `name@version`.
@@ -29,8 +31,9 @@ pub struct Loaded {
     pub inodes: usize,
 }
 
-/// Loads the tree of one filesystem of `spec` (its only one, or `partition`'s).
-pub async fn load(library: &Library, spec: &str, partition: Option<i64>) -> Result<Loaded> {
+/// Loads the tree of one filesystem of `spec` (its only one, or `partition`'s): enough to
+/// mount. Where the contents lie is read by [`Loaded::contents`], meanwhile.
+pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>) -> Result<Loaded> {
     let reading = library.reading()?;
     let image = library.resolve(spec).await?;
     let what = format!("{}@{}", image.name, image.version);
@@ -39,13 +42,48 @@ pub async fn load(library: &Library, spec: &str, partition: Option<i64>) -> Resu
     let rows: Vec<FileRow> = rows.into_iter().filter(|r| r.partition == partition).collect();
     let tree =
         tree::Tree::build(rows).map_err(|why| Error::Catalog(format!("{what}, partition {partition}: {why}")))?;
-    let extents = library.catalog().content_extents(image.image_id, None).await?;
-    let locations = library.catalog().chunk_locations(&Contents::chunks(&extents)).await?;
-    let contents =
-        Contents::new(library.root(), &extents, locations).map_err(|why| Error::Catalog(format!("{what}: {why}")))?;
     let inodes = tree.len();
+    let contents = Arc::new(OnceLock::new());
+    let pending = Pending { library, image_id: image.image_id, image: what.clone(), contents: contents.clone() };
     let fs = fs::ImageFs { tree, contents, image: what.clone() };
-    Ok(Loaded { fs, _reading: reading, image: what, partition, inodes })
+    Ok(Loaded { fs, pending: Some(pending), _reading: reading, image: what, partition, inodes })
+}
+
+/// Where the contents of a loaded version lie, still to be read from the catalog.
+pub struct Pending {
+    library: Arc<Library>,
+    image_id: i64,
+    image: String,
+    contents: Arc<OnceLock<Result<Contents, String>>>,
+}
+
+impl Pending {
+    /// Reads the version's disk map and its chunks' locations; reads wait for this, listings
+    /// do not.
+    pub async fn read(self) {
+        let catalog = self.library.catalog();
+        let found = async {
+            let extents = catalog.content_extents(self.image_id, None).await.map_err(|e| e.to_string())?;
+            let locations = catalog.chunk_locations(&Contents::chunks(&extents)).await.map_err(|e| e.to_string())?;
+            Contents::new(self.library.root(), &extents, locations)
+        };
+        let contents = found.await.map_err(|why| format!("{}: reading where its contents lie: {why}", self.image));
+        let _ = self.contents.set(contents);
+    }
+}
+
+/// Reads never wait forever: a reading that failed halfway, or never ran, leaves an error.
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let _ = self.contents.set(Err(format!("{}: where its contents lie could not be read", self.image)));
+    }
+}
+
+impl Loaded {
+    /// What is left to read before files can be: run it beside [`serve`].
+    pub fn contents(&mut self) -> Option<Pending> {
+        self.pending.take()
+    }
 }
 
 /// Mounts `loaded` on `dir` and serves it until it is unmounted. `ready` runs once the mount is
