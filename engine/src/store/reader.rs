@@ -32,8 +32,9 @@ pub struct ChunkReader {
     frames: Mutex<FrameCache>,
 }
 
-#[derive(Default)]
 struct FrameCache {
+    /// The budget: past it, the oldest frames go.
+    limit: usize,
     slots: HashMap<(String, u64), FrameSlot>,
     /// Oldest first, with the bytes each holds once read.
     order: VecDeque<((String, u64), usize)>,
@@ -42,7 +43,14 @@ struct FrameCache {
 
 impl ChunkReader {
     pub fn new(root: &Path) -> ChunkReader {
-        ChunkReader { root: root.to_path_buf(), packs: Mutex::default(), frames: Mutex::default() }
+        ChunkReader::with_cache(root, CACHE_BYTES)
+    }
+
+    /// A reader keeping at most about `bytes` of decompressed frames (a long-lived reader, such
+    /// as a mount, keeps less than a checkout).
+    pub fn with_cache(root: &Path, bytes: usize) -> ChunkReader {
+        let frames = FrameCache { limit: bytes, slots: HashMap::new(), order: VecDeque::new(), bytes: 0 };
+        ChunkReader { root: root.to_path_buf(), packs: Mutex::default(), frames: Mutex::new(frames) }
     }
 
     /// Reads, decompresses and checks one chunk.
@@ -133,7 +141,7 @@ impl FrameCache {
     fn charge(&mut self, key: (String, u64), len: usize) {
         self.order.push_back((key, len));
         self.bytes += len;
-        while self.bytes > CACHE_BYTES && self.order.len() > 1 {
+        while self.bytes > self.limit && self.order.len() > 1 {
             let Some((old, len)) = self.order.pop_front() else { break };
             self.bytes -= len;
             self.slots.remove(&old);
