@@ -18,7 +18,7 @@ use imagelake_engine::{Error, Library, ReadGuard, Result};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-/// A version loaded and ready to serve: its tree and where its contents lie.
+/// A version loaded and ready to mount: its tree, and where its contents lie once read.
 pub struct Loaded {
     fs: fs::ImageFs,
     pending: Option<Pending>,
@@ -105,11 +105,11 @@ pub fn serve(loaded: Loaded, dir: &Path, threads: usize, ready: impl FnOnce()) -
     config.clone_fd = true;
     let mount_error =
         |e: std::io::Error| Error::User(format!("cannot mount {} on {}: {e}", loaded.image, dir.display()));
-    let Loaded { fs, _reading, .. } = loaded;
+    let Loaded { fs, _reading: reading, .. } = loaded;
     let session = fuser::Session::new(fs, dir, &config).map_err(mount_error)?;
     ready();
     let served = session.run();
-    drop(_reading);
+    drop(reading);
     served.map_err(|error| Error::Io { context: format!("serving the mount on {}", dir.display()), error })
 }
 
