@@ -512,8 +512,32 @@ pub fn venv_python() -> PathBuf {
 
 /// Whether `dir` is a mount point now.
 pub fn is_mount_point(dir: &Path) -> bool {
-    let dir = std::fs::canonicalize(dir).unwrap();
-    std::fs::read_to_string("/proc/self/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == dir.to_str())
+    let (Ok(dir), Ok(mounts)) = (std::fs::canonicalize(dir), std::fs::read_to_string("/proc/self/mounts")) else {
+        return false;
+    };
+    mounts.lines().any(|l| l.split(' ').nth(1) == dir.to_str())
+}
+
+/// A mount made by `imagelake mount IMAGE DIR ARGS...`, with the line it printed; unmounted
+/// when dropped if it still is, so that a failing test leaves no mount behind.
+pub struct Mounted {
+    pub dir: PathBuf,
+    pub said: String,
+}
+
+impl Mounted {
+    pub fn new(lib: &Library, image: &str, dir: &Path, args: &[&str]) -> Mounted {
+        let said = run(lib.command().arg("mount").arg(image).arg(dir).args(args));
+        Mounted { dir: dir.to_path_buf(), said }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mount_point(&self.dir) {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
 }
 
 /// What `find`, `sha256sum` and `getfattr` see of a mounted tree: every entry's path, kind,

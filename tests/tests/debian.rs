@@ -3,8 +3,8 @@
 //! really change: the disk copied, its root loop-mounted and given one more package in place.
 
 use imagelake_tests::{
-    Library, assert_qcow2_checkout, assert_same_bytes, assert_same_tree, cache_dir, debian_tree, dpkg_query, gpt_disk,
-    kernel_listing, mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
+    Library, Mounted, assert_qcow2_checkout, assert_same_bytes, assert_same_tree, cache_dir, debian_tree, dpkg_query,
+    gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
 };
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -129,7 +129,7 @@ fn debian_mariadb_image_end_to_end() {
     let (fuse, kernel) = (path("fuse"), path("kernel"));
     std::fs::create_dir(&fuse).expect("mkdir");
     std::fs::create_dir(&kernel).expect("mkdir");
-    run(lib.command().args(["mount", "web@2"]).arg(&fuse).args(["--partition", &root]));
+    let _mounted = Mounted::new(&lib, "web@2", &fuse, &["--partition", &root]);
     run(Command::new("mount").arg("-o").arg(format!("loop,ro,offset={root_start}")).arg(&disk2).arg(&kernel));
     let (ours, theirs) = (kernel_listing(&fuse), kernel_listing(&kernel));
     run(Command::new("umount").arg(&kernel));

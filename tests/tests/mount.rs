@@ -1,7 +1,9 @@
 //! `imagelake mount`: the FUSE tree of a version against the kernel's own read-only loop mount
 //! of the same version's checked-out filesystem, entry by entry.
 
-use imagelake_tests::{Library, attempt, frame_of, is_mount_point, kernel_listing, mkfs_ext, run, sh, unique_bytes};
+use imagelake_tests::{
+    Library, Mounted, attempt, frame_of, is_mount_point, kernel_listing, mkfs_ext, run, sh, unique_bytes,
+};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -53,7 +55,8 @@ fn a_mount_shows_what_the_kernels_mount_of_the_checkout_shows() {
     let (fuse, kernel) = (work.join("fuse"), work.join("kernel"));
     std::fs::create_dir_all(&fuse).unwrap();
     std::fs::create_dir_all(&kernel).unwrap();
-    let said = run(lib.command().arg("mount").arg("t").arg(&fuse));
+    let mounted = Mounted::new(&lib, "t", &fuse, &[]);
+    let said = &mounted.said;
     assert!(said.starts_with("mounted t@1 (partition 1,"), "{said}");
     assert!(is_mount_point(&fuse), "the command returns once the mount is ready");
 
@@ -108,7 +111,7 @@ fn eight_readers_agree_and_a_damaged_pack_is_eio_for_its_files_only() {
     let work = lib.dir.path();
     let fuse = work.join("fuse");
     std::fs::create_dir_all(&fuse).unwrap();
-    run(lib.command().arg("mount").arg("t").arg(&fuse));
+    let _mounted = Mounted::new(&lib, "t", &fuse, &[]);
 
     // 8 readers at once (tar, sha256sum, find), each the same answer as one reader alone.
     let f = fuse.display();
@@ -149,7 +152,7 @@ fn eight_readers_agree_and_a_damaged_pack_is_eio_for_its_files_only() {
         .flat_map(|d| d["used_by"].as_array().unwrap().iter().filter_map(|u| u["path"].as_str().map(String::from)))
         .collect();
     assert!(!damaged.is_empty(), "{report}");
-    run(lib.command().arg("mount").arg("t").arg(&fuse));
+    let _remounted = Mounted::new(&lib, "t", &fuse, &[]);
     for path in files.iter().map(|(path, _)| path) {
         let read = std::fs::read(fuse.join(&path[1..]));
         if damaged.contains(path) {
@@ -181,7 +184,7 @@ fn a_vfat_mount_shows_what_mtools_shows() {
     lib.checkin(&esp, "esp");
     let fuse = work.join("fuse");
     std::fs::create_dir_all(&fuse).unwrap();
-    run(lib.command().arg("mount").arg("esp").arg(&fuse));
+    let _mounted = Mounted::new(&lib, "esp", &fuse, &[]);
 
     // Every path mtools lists (folders end in '/'), and nothing else; each file's bytes as
     // mtools copies them out.
