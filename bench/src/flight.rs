@@ -129,16 +129,21 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let asked = Instant::now();
-        while asked.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end_within(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// Waits up to `time` for `child`, asked to end, to exit; then kills it.
+fn end_within(child: &mut Child, time: Duration) {
+    let asked = Instant::now();
+    while asked.elapsed() < time {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// bench/flight/client.py: the Flight clients and DuckDB.
@@ -180,15 +185,7 @@ impl Drop for Client {
     /// End of input: the client stops its Flight clients (they close their statements).
     fn drop(&mut self) {
         drop(self.input.take());
-        let asked = Instant::now();
-        while asked.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end_within(&mut self.child, Duration::from_secs(15));
     }
 }
 
