@@ -14,9 +14,11 @@ packages=(
   xfsprogs btrfs-progs  # filesystems imagelake stores raw and lists by type, in tests
   debootstrap         # Debian trees for the end-to-end test
   attr                # setfattr: xattrs in test trees
+  libacl1-dev acl     # pjdfstest (cargo install) links libacl: the writable mount's POSIX suite
   zstd
   openssl             # certificates made by the TLS tests of imagelake serve
   borgbackup casync ostree  # the peers the benchmarks run beside imagelake
+  python3-llfuse restic fuse  # borg mount and restic mount (its fusermount): the mount benchmark's peers
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -31,6 +33,9 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: imagelake needs a Rust toolchain" >&2; exit 1; }
 # cargo-fuzz, for the fuzz targets in fuzz/ (CI runs each briefly).
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+# fsx and pjdfstest, the file system exercisers the writable mount's tests run.
+command -v fsx >/dev/null || cargo install fsx --locked --quiet
+command -v pjdfstest >/dev/null || cargo install pjdfstest --locked --quiet
 # The Python environment (tests/python/requirements.txt in a venv outside the clone): the
 # Flight SQL clients of the tests and notebooks, and DuckDB, the SQL benchmark's peer.
 bash "$(dirname "$0")/python-env.sh"

@@ -174,20 +174,37 @@ pub enum Command {
     /// output. Symbolic links are followed inside the image, never out of it.
     Cat { image: String, path: String },
     /// Mount the file tree of one filesystem of an image version (the only one, or
-    /// --partition's) on DIR, read-only, served by FUSE from the catalog and the store: no disk
-    /// is rebuilt. Returns once the mount is ready and goes on serving in the background
+    /// --partition's) on DIR, served by FUSE from the catalog and the store: no disk is
+    /// rebuilt. Returns once the mount is ready and goes on serving in the background
     /// (--foreground stays attached); `imagelake unmount DIR` or `umount DIR` ends it.
     Mount {
         image: String,
         dir: PathBuf,
         #[arg(long)]
         partition: Option<i64>,
+        /// Changes made in the mount are kept in a scratch area of the library, and become
+        /// the next version of the image at `imagelake commit DIR` and when the mount ends.
+        #[arg(long)]
+        writable: bool,
+        /// Let other users use the mount too (FUSE's allow_other; the kernel still checks
+        /// each request against the image's permissions). Needs root or `user_allow_other` in
+        /// /etc/fuse.conf.
+        #[arg(long)]
+        allow_other: bool,
         /// Serve from this process until unmounted, instead of in the background.
         #[arg(long)]
         foreground: bool,
     },
-    /// End a mount made by `imagelake mount`.
-    Unmount { dir: PathBuf },
+    /// Make the changes in the writable mount on DIR the next version of its image; the mount
+    /// goes on serving that version.
+    Commit { dir: PathBuf },
+    /// End a mount made by `imagelake mount`; a writable one commits its changes first.
+    Unmount {
+        dir: PathBuf,
+        /// Drop a writable mount's changes instead of committing them.
+        #[arg(long)]
+        discard: bool,
+    },
     /// Manage the users of the library's server (`imagelake user add ana`): their passwords
     /// are asked at the terminal without echo, or read as the first line of standard input.
     User {

@@ -155,11 +155,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let data = library.read_file(&image, &path).await?;
             stdout.write_all(&data)?;
         }
-        Command::Mount { image, dir, partition, foreground } => match foreground {
-            true => mount::foreground(library.clone(), &image, &dir, partition, &mut stdout).await?,
-            false => writeln!(stdout, "{}", mount::background(&cli.library, &image, &dir, partition)?)?,
+        Command::Mount { image, dir, partition, writable, allow_other, foreground } => {
+            let how = mount::How { partition, writable, allow_other };
+            match foreground {
+                true => mount::foreground(library.clone(), &image, &dir, how, &mut stdout).await?,
+                false => writeln!(stdout, "{}", mount::background(&cli.library, &image, &dir, how)?)?,
+            }
+        }
+        Command::Commit { dir } => match imagelake_mount::ask(library.root(), &dir, imagelake_mount::Ask::Commit)? {
+            Some(answer) => writeln!(stdout, "{answer}")?,
+            None => {
+                return Err(exit::Error::usage(format!(
+                    "{} holds no writable mount of this library (imagelake mount --writable)",
+                    dir.display()
+                )));
+            }
         },
-        Command::Unmount { dir } => {
+        Command::Unmount { dir, discard } => {
+            let ask = if discard { imagelake_mount::Ask::Discard } else { imagelake_mount::Ask::Commit };
+            if let Some(answer) = imagelake_mount::ask(library.root(), &dir, ask)? {
+                writeln!(stdout, "{answer}")?;
+            }
             imagelake_mount::unmount(&dir)?;
             writeln!(stdout, "unmounted {}", dir.display())?;
         }

@@ -28,30 +28,42 @@ fn detach() {
     }
 }
 
+/// How to mount: `--partition`, `--writable`, `--allow-other`.
+#[derive(Debug, Clone, Copy)]
+pub struct How {
+    pub partition: Option<i64>,
+    pub writable: bool,
+    pub allow_other: bool,
+}
+
 /// Serves the mount from this process until it is unmounted.
 pub async fn foreground(
     library: Arc<Library>,
     image: &str,
     dir: &Path,
-    partition: Option<i64>,
+    how: How,
     stdout: &mut Stdout,
 ) -> anyhow::Result<()> {
-    let mut loaded = imagelake_mount::load(library, image, partition).await?;
+    let How { partition, writable, allow_other } = how;
+    let mut loaded = imagelake_mount::load(library, image, partition, writable).await?;
+    loaded.allow_other = allow_other;
     if let Some(pending) = loaded.contents() {
         tokio::spawn(pending.read());
     }
     let line = format!(
-        "{READY}{} (partition {}, {} inodes) on {}",
+        "{READY}{} (partition {}, {} inodes{}) on {}",
         loaded.image,
         loaded.partition,
         loaded.inodes,
+        if writable { ", writable" } else { "" },
         dir.display()
     );
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let dir = dir.to_path_buf();
     let (ready, mounted) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
     let served = tokio::task::spawn_blocking(move || {
-        imagelake_mount::serve(loaded, &dir, threads, || {
+        imagelake_mount::serve(loaded, &dir, threads, runtime, || {
             let _ = ready.send(());
         })
     });
@@ -62,16 +74,24 @@ pub async fn foreground(
             detach();
         }
     }
-    served.await??;
+    // A writable mount commits what changed since its last commit as it ends.
+    if let Some(s) = served.await?? {
+        let _ = writeln!(stdout, "committed {}@{} from {} as the mount ended", s.name, s.version, s.parent);
+    }
     Ok(())
 }
 
 /// Starts the mount in a process of its own and returns once it is ready.
-pub fn background(library: &Path, image: &str, dir: &Path, partition: Option<i64>) -> anyhow::Result<String> {
+pub fn background(library: &Path, image: &str, dir: &Path, how: How) -> anyhow::Result<String> {
     let mut command = Command::new(std::env::current_exe()?);
     command.arg("-L").arg(library).arg("mount").arg(image).arg(dir).arg("--foreground");
-    if let Some(p) = partition {
+    if let Some(p) = how.partition {
         command.arg("--partition").arg(p.to_string());
+    }
+    for (set, flag) in [(how.writable, "--writable"), (how.allow_other, "--allow-other")] {
+        if set {
+            command.arg(flag);
+        }
     }
     command.env(DETACHED, "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     // SAFETY: setsid is async-signal-safe; the mount outlives this command and its terminal.

@@ -568,6 +568,12 @@ fn check_variant(src: &Path, variant: &Variant) {
     if variant.mke2fs.contains(&"inline_data") {
         assert!(get("/small/f00.txt").inline_data.is_some(), "{v}");
     }
+    // One inode read alone gives what the listing found inside it, and nothing for the rest.
+    for f in fs.files.iter().filter(|f| f.kind == FileKind::File) {
+        let alone = ext4::inline_content(&file, f.inode).unwrap_or_else(|e| panic!("{v}: {}: {e}", f.path));
+        assert_eq!(alone.as_ref().map(|(data, _)| data), f.inline_data.as_ref(), "{v}: {}", f.path);
+        assert!(alone.is_none_or(|(_, size)| size == f.size), "{v}: {}", f.path);
+    }
     println!("{v}: {} files checked, {checked_content} contents, inodes up to {max_inode}", fs.files.len());
 }
 

@@ -25,6 +25,7 @@ pub mod read;
 pub mod rebuild;
 pub mod repack;
 pub mod store;
+mod stored_disk;
 pub mod trace;
 mod tree;
 pub mod verify;
@@ -38,12 +39,13 @@ pub use edit::{Change, EditSummary, Meta};
 pub use export::{ExportOptions, ExportSummary};
 pub use gc::GcSummary;
 pub use library::{FORMAT_VERSION, ImageSpec, Library, acting_for};
-pub use locks::ReadGuard;
+pub use locks::{ReadGuard, Scratch};
 pub use patch::{OnConflict, Outcome, PatchRow, PatchSummary};
 pub use prune::PruneSummary;
 pub use read::FoundFile;
 pub use rebuild::RebuildSummary;
 pub use repack::{RepackOptions, RepackSummary};
+pub use stored_disk::padded_hash;
 pub use verify::VerifyReport;
 pub use versions::{CloneSummary, HistoryRow};
 
@@ -90,7 +92,7 @@ pub trait Progress: Send + Sync {
 }
 
 /// Adds context to I/O errors: `.io_context(|| format!("reading {path}"))`.
-pub(crate) trait IoContext<T> {
+pub trait IoContext<T> {
     fn io_context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 

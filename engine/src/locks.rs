@@ -148,7 +148,7 @@ pub(crate) fn held(path: &Path) -> bool {
 /// A scratch folder in the library's `tmp/` (the filesystem being edited, a patch's
 /// contents), flocked so that `check --reclaim` leaves it alone, and removed with its
 /// contents when dropped.
-pub(crate) struct Scratch {
+pub struct Scratch {
     pub dir: PathBuf,
     /// `dir/filesystem.raw`, for the filesystem being edited.
     pub path: PathBuf,
@@ -157,7 +157,7 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     /// `tmp/<what>-<pid>-<ns>/`.
-    pub(crate) fn new(root: &Path, what: &str) -> Result<Scratch> {
+    pub fn new(root: &Path, what: &str) -> Result<Scratch> {
         let dir = root.join("tmp").join(format!("{what}-{}-{}", std::process::id(), crate::now_ns()));
         fs::create_dir(&dir).io_context(|| format!("creating {}", dir.display()))?;
         let held = File::open(&dir).io_context(|| format!("opening {}", dir.display()))?;

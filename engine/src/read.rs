@@ -22,6 +22,8 @@ pub struct FoundFile {
     pub kind: FileKind,
     pub size: i64,
     pub content_hash: Option<String>,
+    /// Its inode number in its filesystem.
+    pub inode: i64,
 }
 
 /// Where a link found at `link_path` points: its target, relative to the link's directory.
@@ -56,7 +58,7 @@ impl Library {
                 candidates.push(parent.to_string());
                 at = parent;
             }
-            let columns = ["partition", "path", "kind", "size", "content_hash", "link_target"];
+            let columns = ["partition", "path", "kind", "size", "content_hash", "link_target", "inode"];
             let rows = self.catalog().files_at(image_id, partition, &candidates, &columns).await?;
             let Some(best) = rows.iter().map(|r| r.path.len()).max() else { return Err(not_found(&path)) };
             let hits: Vec<&FileRow> = rows.iter().filter(|r| r.path.len() == best).collect();
@@ -68,7 +70,7 @@ impl Library {
                     parts.first().map_or("1", |p| p.as_str())
                 )));
             }
-            let Some(FileRow { partition: p, path: found, kind, size, content_hash: hash, link_target, .. }) =
+            let Some(FileRow { partition: p, path: found, kind, size, content_hash: hash, link_target, inode, .. }) =
                 hits.first().map(|h| (*h).clone())
             else {
                 return Err(not_found(&path));
@@ -80,7 +82,7 @@ impl Library {
                     path = normalize(&format!("{}{rest}", link_destination(&found, &target)));
                 }
                 (true, _, _) => {
-                    return Ok(FoundFile { image_id, partition: p, path, kind, size, content_hash: hash });
+                    return Ok(FoundFile { image_id, partition: p, path, kind, size, content_hash: hash, inode });
                 }
                 // An ancestor that exists but is not a link: the rest of the path does not.
                 (false, _, _) => return Err(not_found(&path)),
@@ -111,12 +113,18 @@ impl Library {
         }
         let hash = file.content_hash.clone().ok_or_else(|| Error::Catalog(format!("{what} has no content hash")))?;
         let data = self.content(image.image_id, &hash, size).await?;
-        if blake3::hash(&data).to_hex().as_str() != hash {
-            return Err(Error::Catalog(format!(
-                "{what}: its content could not be rebuilt from the disk map (content kept inside the \
-                 inode, such as ext4 inline data, has no extents)"
-            )));
+        if blake3::hash(&data).to_hex().as_str() == hash {
+            return Ok(data);
         }
+        // No extents rebuild it: ext4 may keep it inside the inode.
+        let inode = u32::try_from(file.inode).unwrap_or(0);
+        let mut inline = self.inline_contents(image.image_id, file.partition, vec![(inode, hash.clone())]).await?;
+        let mut data = inline.remove(&hash).ok_or_else(|| {
+            Error::Catalog(format!(
+                "{what}: its content could not be rebuilt from the disk map, nor read from inside its inode"
+            ))
+        })?;
+        data.resize(size as usize, 0);
         Ok(data)
     }
 

@@ -27,8 +27,10 @@ pub struct Contents {
     mapped: HashSet<String>,
     locations: HashMap<ChunkHash, ChunkLocation>,
     store: ChunkReader,
-    /// Contents without extents (holes only, or kept inside the inode), checked once: whether
-    /// zeros are what they hold.
+    /// Contents ext4 keeps inside their inode (inline data), read from it at mount.
+    inline: HashMap<String, Vec<u8>>,
+    /// Other contents without extents (holes only), checked once: whether zeros are what
+    /// they hold.
     all_zeros: Mutex<HashMap<String, bool>>,
 }
 
@@ -61,8 +63,19 @@ impl Contents {
             mapped,
             locations,
             store: ChunkReader::with_cache(root, CACHE_BYTES),
+            inline: HashMap::new(),
             all_zeros: Mutex::default(),
         })
+    }
+
+    /// Whether the disk map has any extent of `content`.
+    pub fn is_mapped(&self, content: &str) -> bool {
+        self.mapped.contains(content)
+    }
+
+    /// Serves these contents (by hash) from memory: they live inside their inodes.
+    pub fn keep_inline(&mut self, inline: HashMap<String, Vec<u8>>) {
+        self.inline = inline;
     }
 
     /// The chunks the pieces use, for their locations.
@@ -84,6 +97,13 @@ impl Contents {
             return Ok(Vec::new());
         }
         if !self.mapped.contains(content) {
+            if let Some(data) = self.inline.get(content) {
+                let data = data.get(offset as usize..(end as usize).min(data.len())).unwrap_or_default();
+                // Past the inline bytes, up to the size, the content is zeros, as in the kernel.
+                let mut out = data.to_vec();
+                out.resize((end - offset) as usize, 0);
+                return Ok(out);
+            }
             self.check_zeros(content, size)?;
         }
         let mut out = vec![0u8; (end - offset) as usize];
@@ -108,23 +128,14 @@ impl Contents {
         Ok(out)
     }
 
-    /// A content the disk map has no extent of reads as zeros only if zeros are what it is;
-    /// otherwise its bytes are kept inside the inode (ext4 inline data), where this mount does
-    /// not read yet, and reading it fails rather than lie.
+    /// A content the disk map has no extent of, and no inode holds, reads as zeros only if
+    /// zeros are what it is; otherwise reading it fails rather than lie.
     fn check_zeros(&self, content: &str, size: u64) -> Result<(), Failure> {
         let known = self.all_zeros.lock().ok().and_then(|m| m.get(content).copied());
         let zeros = match known {
             Some(z) => z,
             None => {
-                let mut hasher = blake3::Hasher::new();
-                let block = [0u8; 1 << 16];
-                let mut left = size;
-                while left > 0 {
-                    let n = left.min(block.len() as u64) as usize;
-                    hasher.update(&block[..n]);
-                    left -= n as u64;
-                }
-                let z = hasher.finalize().to_hex().as_str() == content;
+                let z = imagelake_engine::padded_hash(&[], size) == content;
                 if let Ok(mut m) = self.all_zeros.lock() {
                     m.insert(content.to_string(), z);
                 }
@@ -134,7 +145,7 @@ impl Contents {
         match zeros {
             true => Ok(()),
             false => Err(format!(
-                "content {content} is kept inside its inode (inline data), which this mount cannot read yet"
+                "content {content} has no extent and could not be read from inside its inode (inline data)"
             )),
         }
     }

@@ -5,23 +5,31 @@
 //! - [`tree`]: the inodes, built once from the `files` rows (hard links share one).
 //! - [`content`]: where each content's bytes lie in the store, and reads of any range.
 //! - [`fs`]: the FUSE requests, answered by several threads at once.
-//!
-//! Read-only for now: writable mounts (changes kept as the next version) are to come.
+//! - [`write`]: a writable mount's changes, made in the tree; [`commit`] makes them the next
+//!   version, when asked through [`control`] and when the mount ends.
 
+mod commit;
 mod content;
+mod control;
 mod fs;
 mod tree;
+mod write;
 
 use content::Contents;
-use imagelake_engine::catalog::{FileRow, TREE_COLUMNS};
-use imagelake_engine::{Error, Library, ReadGuard, Result};
+pub use control::{Ask, ask};
+use imagelake_engine::catalog::{FileKind, FileRow, TREE_COLUMNS};
+use imagelake_engine::{EditSummary, Error, Library, ReadGuard, Result, Scratch};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// A version loaded and ready to mount: its tree, and where its contents lie once read.
 pub struct Loaded {
     fs: fs::ImageFs,
     pending: Option<Pending>,
+    library: Arc<Library>,
+    /// A writable mount's scratch area, flocked while it lives: `check` lists one a crash left.
+    scratch: Option<Scratch>,
     /// Held while mounted: gc and repack keep every pack a reader may need.
     _reading: ReadGuard,
     /// `name@version`.
@@ -29,24 +37,42 @@ pub struct Loaded {
     pub partition: i64,
     /// Inodes in the tree.
     pub inodes: usize,
+    /// Other users may use the mount too (`allow_other`; the kernel still checks every
+    /// request against the image's modes and owners).
+    pub allow_other: bool,
 }
 
 /// Loads the tree of one filesystem of `spec` (its only one, or `partition`'s): enough to
-/// mount. Where the contents lie is read by [`Loaded::contents`], meanwhile.
-pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>) -> Result<Loaded> {
+/// mount. Where the contents lie is read by [`Loaded::contents`], meanwhile. A `writable` one
+/// must be the filesystem edits change, and gets a scratch area.
+pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, writable: bool) -> Result<Loaded> {
     let reading = library.reading()?;
     let image = library.resolve(spec).await?;
     let what = format!("{}@{}", image.name, image.version);
     let rows = library.catalog().files(image.image_id, None, &TREE_COLUMNS).await?;
     let partition = imagelake_engine::export::one_filesystem(&what, rows.iter().map(|r| r.partition), partition)?;
+    let scratch = match writable {
+        true => {
+            library.check_editable(&what, partition).await?;
+            Some(Scratch::new(library.root(), "mount")?)
+        }
+        false => None,
+    };
     let rows: Vec<FileRow> = rows.into_iter().filter(|r| r.partition == partition).collect();
+    let contents = Arc::new(OnceLock::new());
+    let pending = Pending::new(&library, image.image_id, &what, partition, &rows, &contents);
     let tree =
         tree::Tree::build(rows).map_err(|why| Error::Catalog(format!("{what}, partition {partition}: {why}")))?;
     let inodes = tree.len();
-    let contents = Arc::new(OnceLock::new());
-    let pending = Pending { library, image_id: image.image_id, image: what.clone(), contents: contents.clone() };
-    let fs = fs::ImageFs { tree, contents, image: what.clone() };
-    Ok(Loaded { fs, pending: Some(pending), _reading: reading, image: what, partition, inodes })
+    let fs = fs::ImageFs {
+        tree: Arc::new(RwLock::new(tree)),
+        contents: Arc::new(RwLock::new(contents)),
+        image: Arc::new(RwLock::new(what.clone())),
+        scratch: scratch.as_ref().map(|s| s.dir.clone()),
+        changed: Arc::new(AtomicBool::new(false)),
+    };
+    let pending = Some(pending);
+    Ok(Loaded { fs, pending, library, scratch, _reading: reading, image: what, partition, inodes, allow_other: false })
 }
 
 /// Where the contents of a loaded version lie, still to be read from the catalog.
@@ -54,18 +80,47 @@ pub struct Pending {
     library: Arc<Library>,
     image_id: i64,
     image: String,
-    contents: Arc<OnceLock<Result<Contents, String>>>,
+    partition: i64,
+    /// A file with each content of the filesystem (inode number, content hash): those the
+    /// disk map has no extent of may be kept inside their inode.
+    files: Vec<(u32, String)>,
+    contents: fs::Located,
 }
 
 impl Pending {
-    /// Reads the version's disk map and its chunks' locations; reads wait for this, listings
-    /// do not.
-    pub async fn read(self) {
+    fn new(
+        library: &Arc<Library>,
+        image_id: i64,
+        image: &str,
+        partition: i64,
+        rows: &[FileRow],
+        contents: &fs::Located,
+    ) -> Pending {
+        let mut seen = std::collections::HashSet::new();
+        let files = (rows.iter())
+            .filter(|r| r.kind == FileKind::File && r.size > 0)
+            .filter_map(|r| Some((u32::try_from(r.inode).ok()?, r.content_hash.clone()?)))
+            .filter(|(_, hash)| seen.insert(hash.clone()))
+            .collect();
+        let (library, image, contents) = (library.clone(), image.to_string(), contents.clone());
+        Pending { library, image_id, image, partition, files, contents }
+    }
+
+    /// Reads the version's disk map and its chunks' locations, and the contents kept inside
+    /// inodes; reads wait for this, listings do not.
+    pub async fn read(mut self) {
         let catalog = self.library.catalog();
         let found = async {
             let extents = catalog.content_extents(self.image_id, None).await.map_err(|e| e.to_string())?;
             let locations = catalog.chunk_locations(&Contents::chunks(&extents)).await.map_err(|e| e.to_string())?;
-            Contents::new(self.library.root(), &extents, locations)
+            let mut contents = Contents::new(self.library.root(), &extents, locations)?;
+            let unmapped: Vec<(u32, String)> =
+                std::mem::take(&mut self.files).into_iter().filter(|(_, hash)| !contents.is_mapped(hash)).collect();
+            if !unmapped.is_empty() {
+                let inline = self.library.inline_contents(self.image_id, self.partition, unmapped).await;
+                contents.keep_inline(inline.map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(contents)
         };
         let contents = found.await.map_err(|why| format!("{}: reading where its contents lie: {why}", self.image));
         let _ = self.contents.set(contents);
@@ -87,12 +142,21 @@ impl Loaded {
 }
 
 /// Mounts `loaded` on `dir` and serves it until it is unmounted. `ready` runs once the mount is
-/// in place, before the first request is answered.
-pub fn serve(loaded: Loaded, dir: &Path, threads: usize, ready: impl FnOnce()) -> Result<()> {
+/// in place, before the first request is answered. A writable mount answers `ask`s meanwhile,
+/// and commits what changed since its last commit when it ends, unless told to discard it;
+/// its async work runs on `runtime`. Returns what that last commit made.
+pub fn serve(
+    loaded: Loaded,
+    dir: &Path,
+    threads: usize,
+    runtime: tokio::runtime::Handle,
+    ready: impl FnOnce(),
+) -> Result<Option<EditSummary>> {
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
+    let access = if loaded.scratch.is_some() { O::RW } else { O::RO };
     config.mount_options = vec![
-        O::RO,
+        access,
         O::FSName(format!("imagelake:{}", loaded.image)),
         O::Subtype("imagelake".into()),
         // The kernel checks permissions against the image's modes and owners, as it would on
@@ -101,16 +165,33 @@ pub fn serve(loaded: Loaded, dir: &Path, threads: usize, ready: impl FnOnce()) -
         O::NoDev,
         O::NoSuid,
     ];
+    if loaded.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
     let mount_error =
         |e: std::io::Error| Error::User(format!("cannot mount {} on {}: {e}", loaded.image, dir.display()));
-    let Loaded { fs, _reading: reading, .. } = loaded;
+    let Loaded { fs, library, scratch, _reading: reading, partition, .. } = loaded;
+    let committer = Arc::new(commit::Committer { fs: fs.clone(), library, partition, dir: dir.display().to_string() });
+    let discarded = Arc::new(AtomicBool::new(false));
     let session = fuser::Session::new(fs, dir, &config).map_err(mount_error)?;
+    if let Some(scratch) = &scratch {
+        control::listen(&scratch.dir, dir, committer.clone(), discarded.clone(), runtime.clone())?;
+    }
     ready();
     let served = session.run();
+    served.map_err(|error| Error::Io { context: format!("serving the mount on {}", dir.display()), error })?;
+    let last = match scratch.is_some() && !discarded.load(std::sync::atomic::Ordering::SeqCst) {
+        true => runtime.block_on(committer.commit()),
+        false => Ok(None),
+    };
+    if last.is_err() {
+        // What was written stays in the scratch area, which `check` then lists.
+        std::mem::forget(scratch);
+    }
     drop(reading);
-    served.map_err(|error| Error::Io { context: format!("serving the mount on {}", dir.display()), error })
+    last
 }
 
 /// Unmounts the mount on `dir`: the serving process then ends.

@@ -1,10 +1,14 @@
-//! The file tree of one filesystem of an image version, built once from its `files` rows: one
-//! node per inode (hard links share it), under the numbers the kernel will know them by.
+//! The file tree of one filesystem of an image version, built from its `files` rows: one node
+//! per inode (hard links share it), under the numbers the kernel will know them by. A writable
+//! mount changes it in place; a node made there takes a number above every other.
 
 use fuser::{FileAttr, FileType, INodeNo};
 use imagelake_engine::catalog::{FileKind, FileRow};
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One inode: what `stat` shows, and what it holds.
@@ -13,17 +17,29 @@ pub struct Node {
     /// Symbolic links: the target, as stored (never resolved here).
     pub link_target: Option<String>,
     pub xattrs: Vec<(String, Vec<u8>)>,
-    /// Regular files: the content's hash.
-    pub content: Option<String>,
+    /// Regular files: their bytes.
+    pub data: Option<Data>,
     /// Directories: their entries, sorted by name, and their parent.
     pub entries: Vec<(OsString, INodeNo)>,
     pub parent: INodeNo,
+    /// The version's own inode this node is; None for one made in a writable mount.
+    pub inode: Option<u64>,
+}
+
+/// Where a regular file's bytes are.
+pub enum Data {
+    /// In the store: the content with this hash.
+    Stored(String),
+    /// In a file of the writable mount's scratch area, since it was written.
+    Scratch { path: PathBuf, file: Arc<File> },
 }
 
 pub struct Tree {
     nodes: HashMap<INodeNo, Node>,
     /// Bytes of the regular files, each inode once (for statfs).
     pub bytes: u64,
+    /// The number the next node made takes.
+    next: u64,
 }
 
 /// FUSE calls the root 1. The filesystem's own root number (2 on ext4) takes its place, and an
@@ -128,9 +144,10 @@ impl Tree {
                 attr,
                 link_target: row.link_target,
                 xattrs: row.xattrs,
-                content: row.content_hash.filter(|_| row.kind == FileKind::File),
+                data: row.content_hash.filter(|_| row.kind == FileKind::File).map(Data::Stored),
                 entries: Vec::new(),
                 parent: INodeNo::ROOT,
+                inode: Some(inode),
             };
             nodes.insert(number, node);
         }
@@ -149,11 +166,62 @@ impl Tree {
         for node in nodes.values_mut() {
             node.entries.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        Ok(Tree { nodes, bytes })
+        let next = nodes.keys().map(|n| n.0).chain([root]).max().unwrap_or(1) + 1;
+        Ok(Tree { nodes, bytes, next })
     }
 
     pub fn node(&self, number: INodeNo) -> Option<&Node> {
         self.nodes.get(&number)
+    }
+
+    pub fn node_mut(&mut self, number: INodeNo) -> Option<&mut Node> {
+        self.nodes.get_mut(&number)
+    }
+
+    /// Adds `node` under a new number, named `name` in folder `parent`; returns the number.
+    pub fn add(&mut self, parent: INodeNo, name: &OsStr, mut node: Node) -> INodeNo {
+        let number = INodeNo(self.next);
+        self.next += 1;
+        node.attr.ino = number;
+        node.parent = parent;
+        self.nodes.insert(number, node);
+        self.link(parent, name, number);
+        number
+    }
+
+    /// Names node `number` `name` in folder `parent` (which has no such entry).
+    pub fn link(&mut self, parent: INodeNo, name: &OsStr, number: INodeNo) {
+        if let Some(folder) = self.nodes.get_mut(&parent)
+            && let Err(at) = folder.entries.binary_search_by(|(n, _)| n.as_os_str().cmp(name))
+        {
+            folder.entries.insert(at, (name.to_os_string(), number));
+        }
+    }
+
+    /// Removes the entry `name` of folder `parent`; returns the number it named. The node
+    /// stays (a file still open reads on); one no name reaches is left out of a commit.
+    pub fn unlink(&mut self, parent: INodeNo, name: &OsStr) -> Option<INodeNo> {
+        let folder = self.nodes.get_mut(&parent)?;
+        let at = folder.entries.binary_search_by(|(n, _)| n.as_os_str().cmp(name)).ok()?;
+        Some(folder.entries.remove(at).1)
+    }
+
+    /// Every name of every node reached from the root, as absolute paths, parents first.
+    pub fn paths(&self) -> Vec<(String, INodeNo)> {
+        let mut out = vec![("/".to_string(), INodeNo::ROOT)];
+        let mut at = 0;
+        while at < out.len() {
+            let (path, number) = out[at].clone();
+            at += 1;
+            let Some(node) = self.nodes.get(&number) else { continue };
+            for (name, child) in &node.entries {
+                let name = name.to_string_lossy();
+                let child_path = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
+                // A directory is reached once, by its one name.
+                out.push((child_path, *child));
+            }
+        }
+        out
     }
 
     /// The entry `name` of folder `parent`.

@@ -554,6 +554,22 @@ pub fn kernel_listing(dir: &Path) -> (String, String, String) {
     (find, sums, xattrs)
 }
 
+/// What the kernel shows of a mounted tree, for comparing a writable mount with the kernel's
+/// mount of its commit: every entry's path, kind, permissions, owners, size (a folder's
+/// follows its blocks, which only the commit lays out), nanosecond mtime, link count and link
+/// target; the hard-link groups by path; a sha256 of every regular file; every xattr.
+pub fn edited_listing(dir: &Path) -> (String, String, String, String) {
+    let d = dir.display();
+    let find = sh(&format!(
+        "cd '{d}' && find . -type d -printf '%p %y %m %U %G - %T@ %n\\n' -o -printf '%p %y %m %U %G %s %T@ %n %l\\n' | LC_ALL=C sort"
+    ));
+    let groups = sh(&format!(
+        "cd '{d}' && find . ! -type d -links +1 -printf '%i %p\\n' | LC_ALL=C sort -k2 | awk '{{g[$1] = g[$1] \" \" $2}} END {{for (i in g) print g[i]}}' | LC_ALL=C sort"
+    ));
+    let (_, sums, xattrs) = kernel_listing(dir);
+    (find, groups, sums, xattrs)
+}
+
 /// Bytes no other file shares, so that they get chunks of their own.
 pub fn unique_bytes(seed: &str, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);

@@ -3,8 +3,8 @@
 //! really change: the disk copied, its root loop-mounted and given one more package in place.
 
 use imagelake_tests::{
-    Library, Mounted, assert_qcow2_checkout, assert_same_bytes, assert_same_tree, cache_dir, debian_tree, dpkg_query,
-    gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
+    Library, Mounted, assert_qcow2_checkout, assert_same_bytes, assert_same_tree, attempt, cache_dir, debian_tree,
+    dpkg_query, edited_listing, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, run_measured, sh, tree_nodes,
 };
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -199,4 +199,74 @@ fn debian_mariadb_image_end_to_end() {
         "{again}"
     );
     assert_same_bytes(&disk2, &web1);
+    std::fs::remove_file(&web1).expect("rm");
+
+    // web@3: the edits of Mirage's Xen-to-KVM conversion, made in a writable mount of web@2's
+    // root and committed. compare lists exactly them, e2fsck finds the new root clean, and the
+    // kernel's mount of its checkout shows what the mount showed.
+    let kernel_file = path("vmlinuz");
+    std::fs::write(&kernel_file, imagelake_tests::unique_bytes("kvm kernel", 8 << 20)).expect("kernel");
+    let writable = Mounted::new(&lib, "web@2", &fuse, &["--partition", &root, "--writable"]);
+    let moved = sh(&format!("cd '{}' && find etc/mysql/conf.d | LC_ALL=C sort", fuse.display()));
+    sh(&format!(
+        "set -e; cd '{}'
+         sed -i s/imagelake-test/imagelake-kvm/ etc/hostname
+         cp '{}' boot/vmlinuz
+         rm etc/motd
+         mkdir -p opt/kvm/lib
+         chmod 600 etc/mysql/my.cnf.fallback
+         setfattr -n user.origin -v kvm etc/issue
+         ln etc/issue etc/issue.kvm
+         mv etc/mysql/conf.d etc/mysql/conf.d.kvm
+         mkfifo run/kvm.fifo",
+        fuse.display(),
+        kernel_file.display()
+    ));
+    let seen = edited_listing(&fuse);
+    let said = run(lib.command().arg("commit").arg(&fuse));
+    assert!(said.starts_with("committed web@3 from web@2"), "{said}");
+    let mut expected: BTreeSet<String> = [
+        "metadata /boot",
+        "added /boot/vmlinuz",
+        "metadata /etc",
+        "modified /etc/hostname",
+        "metadata /etc/issue",
+        "added /etc/issue.kvm",
+        "removed /etc/motd",
+        "metadata /etc/mysql",
+        "metadata /etc/mysql/my.cnf.fallback",
+        "metadata /opt",
+        "added /opt/kvm",
+        "added /opt/kvm/lib",
+        "metadata /run",
+        "added /run/kvm.fifo",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    for old in moved.lines() {
+        expected.insert(format!("removed /{old}"));
+        expected.insert(format!("added /{}", old.replacen("conf.d", "conf.d.kvm", 1)));
+    }
+    let rows = lib.sql("SELECT change, path FROM compare('web@2', 'web@3') WHERE entry = 'file'");
+    let changes: BTreeSet<String> =
+        rows.iter().map(|r| format!("{} {}", r["change"].as_str().unwrap(), r["path"].as_str().unwrap())).collect();
+    assert_eq!(changes, expected, "compare(web@2, web@3)");
+    let web3 = path("web3.raw");
+    lib.checkout("web@3", &web3);
+    let fsck = attempt(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={root_start}", web3.display())));
+    assert!(fsck.status.success(), "e2fsck -fn of web@3's root: {}", String::from_utf8_lossy(&fsck.stdout));
+    run(Command::new("mount").arg("-o").arg(format!("loop,ro,offset={root_start}")).arg(&web3).arg(&kernel));
+    let theirs = edited_listing(&kernel);
+    run(Command::new("umount").arg(&kernel));
+    assert_eq!(seen.0, theirs.0, "find -printf of every entry of web@3's root");
+    assert_eq!(seen.1, theirs.1, "hard-link groups of web@3's root");
+    assert_eq!(seen.2, theirs.2, "sha256 of every regular file of web@3's root");
+    assert_eq!(seen.3, theirs.3, "getfattr of every entry of web@3's root");
+    assert_eq!(
+        lib.sql("SELECT hostname FROM images WHERE name = 'web' AND version = 3")[0]["hostname"],
+        "imagelake-kvm"
+    );
+    let said = run(lib.command().arg("unmount").arg(&writable.dir));
+    assert!(said.contains("nothing to commit"), "{said}");
 }

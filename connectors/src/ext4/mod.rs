@@ -69,6 +69,20 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     })
 }
 
+/// The content of regular file `ino` when ext4 keeps it inside the inode (inline data), and
+/// the file's size (zeros follow those bytes up to it); None when it does not keep it there.
+/// For readers that have the filesystem's bytes but not its listing.
+pub fn inline_content(src: &dyn ReadAt, ino: u32) -> Result<Option<(Vec<u8>, u64)>, Error> {
+    let sb = Superblock::read(src)?;
+    let mut vol = Volume { src, blocks_left: sb.blocks_count, sb, inode_tables: HashMap::new() };
+    let inode = vol.inode(ino)?;
+    if kind_from_mode(inode.mode) != Some(FileKind::File) || !inode.has_inline_data() {
+        return Ok(None);
+    }
+    let system_data = vol.xattrs(&inode)?.into_iter().find(|(name, _)| name == SYSTEM_DATA).map(|(_, value)| value);
+    Ok(Some((inline_data(&inode, system_data.as_deref()), inode.size)))
+}
+
 /// What went wrong, naming the structure: messages start with `ext4: `. Unsupported
 /// incompatible features and a listing past [`MAX_LISTING_BYTES`] are
 /// [`Unsupported`](crate::ErrorKind::Unsupported); a failed read is

@@ -10,7 +10,8 @@
 
 use super::*;
 use crate::ranges::{overlaps, within};
-use crate::store::{ChunkLocation, ChunkReader, parse_hex};
+use crate::store::{ChunkLocation, parse_hex};
+use crate::stored_disk::{Locate, StoredChunks};
 use std::fs::File;
 
 /// The disk of the version an edit started from (its map and files), and what the edit
@@ -149,8 +150,8 @@ pub(crate) struct Edited {
 }
 
 /// The new disk as a byte source: written ranges and the edited filesystem's raw extents from
-/// the scratch file (which holds the filesystem at `start`), zeros where the parent had zeros,
-/// and the rest from the parent's chunks in the store.
+/// the scratch file (which holds the filesystem at `start`), and the rest as the parent's disk
+/// map and the store hold it.
 struct Overlay {
     parent_disk: Arc<ParentDisk>,
     scratch: File,
@@ -158,17 +159,8 @@ struct Overlay {
     start: u64,
     end: u64,
     size: u64,
-    store: ChunkReader,
-    /// Chunk locations, looked up as reads need them.
-    locate: Locate,
-    /// The chunks read last, for the many small reads of one file.
-    recent: Mutex<VecDeque<(ChunkHash, Arc<Vec<u8>>)>>,
+    chunks: StoredChunks,
 }
-
-/// Where a chunk lies in the store.
-type Locate = Box<dyn Fn(&ChunkHash) -> std::io::Result<ChunkLocation> + Send + Sync>;
-
-const RECENT_CHUNKS: usize = 16;
 
 impl Overlay {
     fn new(
@@ -176,54 +168,18 @@ impl Overlay {
         scratch: File,
         start: u64,
         size: u64,
-        root: &Path,
-        locate: Locate,
+        chunks: StoredChunks,
     ) -> std::io::Result<Overlay> {
         let end = start + scratch.metadata()?.len();
-        Ok(Overlay {
-            parent_disk,
-            scratch,
-            start,
-            end,
-            size,
-            store: ChunkReader::new(root),
-            locate,
-            recent: Mutex::new(VecDeque::new()),
-        })
-    }
-
-    fn chunk(&self, hash: &ChunkHash) -> std::io::Result<Arc<Vec<u8>>> {
-        let mut recent = self.recent.lock().map_err(|_| poisoned())?;
-        if let Some((_, data)) = recent.iter().find(|(h, _)| h == hash) {
-            return Ok(data.clone());
-        }
-        let data = Arc::new(self.store.read(hash, &(self.locate)(hash)?)?);
-        if recent.len() == RECENT_CHUNKS {
-            recent.pop_front();
-        }
-        recent.push_back((*hash, data.clone()));
-        Ok(data)
+        Ok(Overlay { parent_disk, scratch, start, end, size, chunks })
     }
 
     /// Fills `buf` from disk offset `at`, which lies in one parent extent `e`, not written.
     fn read_parent(&self, e: &ExtentRow, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-        if e.kind == ExtentKind::Zero {
-            buf.fill(0);
-            return Ok(());
-        }
         if e.kind == ExtentKind::Raw && at >= self.start && at + buf.len() as u64 <= self.end {
             return self.scratch.read_exact_at(buf, at - self.start);
         }
-        let hash = e.chunk_hash.as_deref().and_then(parse_hex).ok_or_else(|| {
-            std::io::Error::other(format!("the parent's extent at {} has no valid chunk", e.disk_offset))
-        })?;
-        let chunk = self.chunk(&hash)?;
-        let from = (e.chunk_offset as u64 + (at - e.disk_offset as u64)) as usize;
-        let bytes = from.checked_add(buf.len()).and_then(|to| chunk.get(from..to)).ok_or_else(|| {
-            std::io::Error::other(format!("the parent's extent at {} reaches past its chunk", e.disk_offset))
-        })?;
-        buf.copy_from_slice(bytes);
-        Ok(())
+        self.chunks.fill(e, buf, at)
     }
 }
 
@@ -330,7 +286,7 @@ impl Library {
         // Any other chunk is looked up as reads need it, from the blocking threads of the
         // checkin.
         let (library, runtime) = (self.clone(), tokio::runtime::Handle::current());
-        let locate = Box::new(move |hash: &ChunkHash| -> std::io::Result<ChunkLocation> {
+        let locate: Locate = Box::new(move |hash: &ChunkHash| -> std::io::Result<ChunkLocation> {
             if let Some(at) = locations.get(hash) {
                 return Ok(at.clone());
             }
@@ -338,7 +294,7 @@ impl Library {
             found.get(hash).cloned().ok_or_else(|| std::io::Error::other(format!("chunk {} is in no pack", hex(hash))))
         });
         let size = parent.virtual_size as u64;
-        let overlay = Overlay::new(parent_disk.clone(), file, start, size, self.root(), locate)
+        let overlay = Overlay::new(parent_disk.clone(), file, start, size, StoredChunks::new(self.root(), locate))
             .io_context(|| format!("reading {}", scratch.display()))?;
         let label = format!("{}@{}, edited", parent.name, parent.version);
         let open = move || Ok(Disk::from_source("raw", Box::new(overlay)));

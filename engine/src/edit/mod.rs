@@ -13,6 +13,8 @@
 //! Not enough free blocks or inodes is found before anything is written, from the
 //! superblock's counts.
 
+pub mod target;
+
 use crate::catalog::FileRow;
 use crate::catalog::{ExtentKind, ExtentRow, FileKind, ImageState};
 use crate::library::Origin;
@@ -82,6 +84,8 @@ pub(crate) struct Prepared {
     file: File,
     before: crate::written::Fingerprint,
     free: Room,
+    /// Bytes per inode: above 128, an inode keeps nanoseconds of its times.
+    inode_size: u32,
     /// The new version reuses the parent's chunks: gc waits until it is committed; and no
     /// pack is deleted while they are read (the checkin takes its own guard).
     writing: File,
@@ -124,17 +128,18 @@ impl Library {
         let scratch = Scratch::new(self.root(), "edit")?;
         let metadata = self.write_metadata(&target.extents, target.start, target.size, &scratch.path).await?;
         let device = scratch.path.clone();
-        let (file, before, free) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (file, before, free, inode_size) = tokio::task::spawn_blocking(move || -> Result<_> {
             let file = File::open(&device).io_context(|| format!("opening {}", device.display()))?;
             let before = crate::written::Fingerprint::take(&file, metadata)?;
             let device = device.to_string_lossy();
             check_clean(&where_, &device, "the filesystem to edit")?;
-            Ok((file, before, free_room(&where_, &device)?))
+            let (free, inode_size) = free_room(&where_, &device)?;
+            Ok((file, before, free, inode_size))
         })
         .await
         .map_err(crate::task_failed("preparing the edit"))??;
         crate::trace::phase("edit: metadata in a scratch file, found clean");
-        Ok(Prepared { started, scratch, file, before, free, writing, reading })
+        Ok(Prepared { started, scratch, file, before, free, inode_size, writing, reading })
     }
 
     /// `edit` from a target already read and prepared, and with `rebuild_ld_cache`
@@ -150,11 +155,25 @@ impl Library {
         arguments: serde_json::Value,
         rebuild_ld_cache: Option<&Path>,
     ) -> Result<EditSummary> {
-        let Parent { image: parent, partition, start, size, tree: before, extents } = target;
+        let plan = plan(&format!("{}@{}", target.image.name, target.image.version), &target.tree, changes)?;
+        self.edit_planned(target, prepared, plan, operation, arguments, rebuild_ld_cache).await
+    }
+
+    /// `edit_with` with the changes already worked out into `plan`.
+    pub(crate) async fn edit_planned(
+        &self,
+        target: Parent,
+        prepared: Prepared,
+        plan: Plan,
+        operation: &str,
+        arguments: serde_json::Value,
+        rebuild_ld_cache: Option<&Path>,
+    ) -> Result<EditSummary> {
+        let Parent { image: parent, partition, start, size, tree: _, extents } = target;
         let label = format!("{}@{}", parent.name, parent.version);
-        let Plan { script, tree: mut expected, sources, need, entries_changed } = plan(&label, &before, changes)?;
+        let Plan { script, tree: mut expected, sources, need, entries_changed } = plan;
         let where_ = where_as(&label, partition);
-        let Prepared { started, scratch, file, before: fingerprint, free, writing: _writing, reading } = prepared;
+        let Prepared { started, scratch, file, before: fingerprint, free, writing: _writing, reading, .. } = prepared;
         check_room(&where_, free, need)?;
         // ldconfig's inputs come from the store while debugfs makes the changes.
         let ld_cache = async {
@@ -388,7 +407,7 @@ fn compare(where_: &str, expected: &Tree, got: &Tree) -> Result<()> {
 
 /// An edit worked out against the parent's tree: the debugfs script, the tree it must give,
 /// and the room it needs.
-struct Plan {
+pub(crate) struct Plan {
     script: String,
     tree: Tree,
     /// The host file each regular file the edit writes takes its content from, by path.
@@ -399,7 +418,7 @@ struct Plan {
 
 /// Blocks (of 1 KiB, the smallest ext block) and inodes an edit needs, net of what it frees.
 #[derive(Debug, Clone, Copy, Default)]
-struct Room {
+pub(crate) struct Room {
     kib: i64,
     inodes: i64,
 }
@@ -673,20 +692,21 @@ fn e2fsprogs(tool: &str, args: &[&str]) -> Result<std::process::Output> {
         .io_context(|| format!("running {tool} (e2fsprogs; scripts/install-deps.sh installs it)"))
 }
 
-/// The free blocks (in KiB) and inodes of the filesystem in `device`, from its superblock.
-fn free_room(where_: &str, device: &str) -> Result<Room> {
+/// The free blocks (in KiB) and inodes of the filesystem in `device`, and its inode size, from
+/// its superblock.
+fn free_room(where_: &str, device: &str) -> Result<(Room, u32)> {
     let out = e2fsprogs("dumpe2fs", &["-h", device])?;
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> Option<i64> { text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()) };
-    let (Some(blocks), Some(inodes), Some(block_size)) =
-        (field("Free blocks:"), field("Free inodes:"), field("Block size:"))
+    let (Some(blocks), Some(inodes), Some(block_size), Some(inode_size)) =
+        (field("Free blocks:"), field("Free inodes:"), field("Block size:"), field("Inode size:"))
     else {
         return Err(Error::Image {
             image: where_.to_string(),
             message: format!("dumpe2fs cannot read the superblock: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     };
-    Ok(Room { kib: blocks * block_size / 1024, inodes })
+    Ok((Room { kib: blocks * block_size / 1024, inodes }, inode_size as u32))
 }
 
 /// Refuses an edit that needs more blocks or inodes than the filesystem has free.

@@ -1,0 +1,100 @@
+//! How `imagelake commit` and `unmount` reach the process serving a writable mount: a Unix
+//! socket in its scratch area, beside `mount.json`, which names the mounted directory. One
+//! request per connection, one line each way.
+
+use crate::commit::Committer;
+use imagelake_engine::{Error, IoContext, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What a writable mount is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask {
+    /// Make the changes so far the next version, and go on serving it.
+    Commit,
+    /// Drop the changes when the mount ends, instead of committing them.
+    Discard,
+}
+
+/// Answers asks on `scratch/control` from a thread of its own, for as long as the process runs.
+pub fn listen(
+    scratch: &Path,
+    dir: &Path,
+    committer: Arc<Committer>,
+    discarded: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
+) -> Result<()> {
+    let socket = scratch.join("control");
+    let listener = UnixListener::bind(&socket).io_context(|| format!("listening on {}", socket.display()))?;
+    let dir = std::path::absolute(dir).io_context(|| format!("finding {}", dir.display()))?;
+    let about = serde_json::json!({ "dir": dir.display().to_string() });
+    let file = scratch.join("mount.json");
+    std::fs::write(&file, about.to_string()).io_context(|| format!("writing {}", file.display()))?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = answer(stream, &committer, &discarded, &runtime);
+        }
+    });
+    Ok(())
+}
+
+fn answer(
+    stream: UnixStream,
+    committer: &Committer,
+    discarded: &AtomicBool,
+    runtime: &tokio::runtime::Handle,
+) -> std::io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    let reply = match line.trim() {
+        "commit" => match runtime.block_on(committer.commit()) {
+            Ok(Some(s)) => format!(
+                "ok committed {}@{} from {}: {} entries changed, {} bytes new, {} stored, {:.1} s",
+                s.name, s.version, s.parent, s.entries_changed, s.bytes_new, s.bytes_stored, s.seconds
+            ),
+            Ok(None) => "ok nothing to commit".to_string(),
+            Err(e) => format!("error {}", e.to_string().replace('\n', " ")),
+        },
+        "discard" => {
+            discarded.store(true, Ordering::SeqCst);
+            "ok the changes will be dropped when the mount ends".to_string()
+        }
+        other => format!("error {other:?}: not a request (commit, discard)"),
+    };
+    (&stream).write_all(format!("{reply}\n").as_bytes())
+}
+
+/// The control socket of the writable mount on `dir` made from the library at `root`, if there
+/// is one.
+fn control(root: &Path, dir: &Path) -> Option<PathBuf> {
+    let dir = std::path::absolute(dir).ok()?.display().to_string();
+    let tmp = std::fs::read_dir(root.join("tmp")).ok()?;
+    tmp.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("mount-")).find_map(|e| {
+        let about: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path().join("mount.json")).ok()?).ok()?;
+        (about["dir"].as_str() == Some(&dir)).then(|| e.path().join("control"))
+    })
+}
+
+/// Asks the writable mount on `dir` (of the library at `root`); returns its answer, or None
+/// when `dir` holds no writable mount of this library that is still served.
+pub fn ask(root: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
+    let Some(socket) = control(root, dir) else { return Ok(None) };
+    let Ok(mut stream) = UnixStream::connect(&socket) else { return Ok(None) };
+    let request = match what {
+        Ask::Commit => "commit\n",
+        Ask::Discard => "discard\n",
+    };
+    let context = || format!("asking the mount on {}", dir.display());
+    stream.write_all(request.as_bytes()).io_context(context)?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).io_context(context)?;
+    match line.trim_end().split_once(' ') {
+        Some(("ok", answer)) => Ok(Some(answer.to_string())),
+        Some(("error", why)) => Err(Error::User(format!("the mount on {}: {why}", dir.display()))),
+        _ => Err(Error::User(format!("the mount on {} ended before it answered", dir.display()))),
+    }
+}
