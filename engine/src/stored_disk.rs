@@ -90,19 +90,12 @@ impl ReadAt for StoredDisk {
 }
 
 impl Library {
-    /// The contents that ext4 keeps inside the inodes `wanted` (inode number, content hash) of
-    /// one filesystem of version `image_id`, by hash: those the inode does keep, whose bytes
-    /// (zeros follow them up to the file's size) match the hash. The disk map has no extent of such a content, so it is read from the
-    /// inode itself, out of the version's stored metadata.
-    pub async fn inline_contents(
-        &self,
-        image_id: i64,
-        partition: i64,
-        wanted: Vec<(u32, String)>,
-    ) -> Result<HashMap<String, Vec<u8>>> {
+    /// One ext2/3/4 filesystem of version `image_id` as a byte source; None when the
+    /// partition holds none.
+    async fn stored_filesystem(&self, image_id: i64, partition: i64) -> Result<Option<Window<StoredDisk>>> {
         let partitions = self.catalog().partitions(image_id).await?;
         let found = partitions.iter().find(|p| p.partition == partition && p.fs_type.as_deref().is_some_and(is_ext));
-        let (Some(found), false) = (found, wanted.is_empty()) else { return Ok(HashMap::new()) };
+        let Some(found) = found else { return Ok(None) };
         let (start, size) = (found.start as u64, found.size as u64);
         let extents = self.catalog().disk_map(image_id, false).await?;
         let inside = |e: &ExtentRow| (e.disk_offset as u64) < start + size && (e.disk_offset + e.length) as u64 > start;
@@ -114,8 +107,25 @@ impl Library {
         });
         let disk_size = extents.last().map_or(0, |e| (e.disk_offset + e.length) as u64);
         let disk = StoredDisk { extents, chunks: StoredChunks::new(self.root(), locate), size: disk_size };
+        Ok(Window::new(disk, start, size).ok())
+    }
+
+    /// The contents that ext4 keeps inside the inodes `wanted` (inode number, content hash) of
+    /// one filesystem of version `image_id`, by hash: those the inode does keep, whose bytes
+    /// (zeros follow them up to the file's size) match the hash. The disk map has no extent of
+    /// such a content, so it is read from the inode itself, out of the version's stored
+    /// metadata.
+    pub async fn inline_contents(
+        &self,
+        image_id: i64,
+        partition: i64,
+        wanted: Vec<(u32, String)>,
+    ) -> Result<HashMap<String, Vec<u8>>> {
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let Some(filesystem) = self.stored_filesystem(image_id, partition).await? else { return Ok(HashMap::new()) };
         let read = move || {
-            let Ok(filesystem) = Window::new(disk, start, size) else { return HashMap::new() };
             (wanted.into_iter())
                 .filter_map(|(inode, hash)| {
                     let (data, size) = ext4::inline_content(&filesystem, inode).ok()??;
@@ -124,6 +134,14 @@ impl Library {
                 .collect()
         };
         tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading inline contents"))
+    }
+
+    /// The size and room of one ext2/3/4 filesystem of version `image_id`, from its superblock;
+    /// None when the partition holds none, or its superblock cannot be read.
+    pub async fn filesystem_room(&self, image_id: i64, partition: i64) -> Result<Option<ext4::Room>> {
+        let Some(filesystem) = self.stored_filesystem(image_id, partition).await? else { return Ok(None) };
+        let read = move || ext4::room(&filesystem).ok();
+        tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading a superblock"))
     }
 }
 

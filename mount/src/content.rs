@@ -1,6 +1,7 @@
 //! File contents: where each content's bytes lie in the store (read from the disk map once, at
 //! mount), and reads of any range of them through the store's shared frame cache.
 
+use imagelake_connectors::ext4::Room;
 use imagelake_engine::catalog::ExtentRow;
 use imagelake_engine::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
 use std::collections::{HashMap, HashSet};
@@ -27,6 +28,8 @@ pub struct Contents {
     mapped: HashSet<String>,
     locations: HashMap<ChunkHash, ChunkLocation>,
     store: ChunkReader,
+    /// The filesystem's size and room, from its superblock, for statfs.
+    pub room: Option<Room>,
     /// Contents ext4 keeps inside their inode (inline data), read from it at mount.
     inline: HashMap<String, Vec<u8>>,
     /// Other contents without extents (holes only), checked once: whether zeros are what
@@ -63,6 +66,7 @@ impl Contents {
             mapped,
             locations,
             store: ChunkReader::with_cache(root, CACHE_BYTES),
+            room: None,
             inline: HashMap::new(),
             all_zeros: Mutex::default(),
         })

@@ -217,9 +217,23 @@ impl Filesystem for ImageFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        // The tree's size; nothing free (a writable mount learns the room left at commit).
         let tree = read(&self.tree);
-        reply.statfs(tree.bytes.div_ceil(4096), 0, 0, tree.len() as u64, 0, 4096, 255, 4096);
+        let contents = read(&self.contents).clone();
+        let room = contents.get().and_then(|c| c.as_ref().ok()).and_then(|c| c.room);
+        match room {
+            // The filesystem's own counts, less what a writable mount made since: the blocks
+            // of the files it wrote and its new inodes (a commit checks the real room).
+            Some(r) => {
+                let (written, made) = tree.uncommitted();
+                let free = r.free_blocks.saturating_sub(written.div_ceil(u64::from(r.block_size)));
+                let available = free.saturating_sub(r.reserved_blocks);
+                let free_inodes = u64::from(r.free_inodes).saturating_sub(made);
+                let size = r.block_size;
+                reply.statfs(r.blocks, free, available, u64::from(r.inodes), free_inodes, size, 255, size);
+            }
+            // Not known (yet, or not ext4): the tree's size, nothing free.
+            None => reply.statfs(tree.bytes.div_ceil(4096), 0, 0, tree.len() as u64, 0, 4096, 255, 4096),
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

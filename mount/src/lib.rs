@@ -120,6 +120,8 @@ impl Pending {
                 let inline = self.library.inline_contents(self.image_id, self.partition, unmapped).await;
                 contents.keep_inline(inline.map_err(|e| e.to_string())?);
             }
+            contents.room =
+                self.library.filesystem_room(self.image_id, self.partition).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(contents)
         };
         let contents = found.await.map_err(|why| format!("{}: reading where its contents lie: {why}", self.image));

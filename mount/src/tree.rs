@@ -84,6 +84,14 @@ fn split(path: &str) -> Option<(&str, &str)> {
 }
 
 impl Tree {
+    /// What a writable mount made since its last commit: the bytes of the files it wrote, and
+    /// how many nodes it made.
+    pub fn uncommitted(&self) -> (u64, u64) {
+        let written =
+            (self.nodes.values()).filter(|n| matches!(n.data, Some(Data::Scratch { .. }))).map(|n| n.attr.size).sum();
+        (written, self.nodes.values().filter(|n| n.inode.is_none()).count() as u64)
+    }
+
     /// The tree of `rows` (one filesystem's); an error names the row that does not fit.
     pub fn build(rows: Vec<FileRow>) -> Result<Tree, String> {
         let root = rows.iter().find(|r| r.path == "/").ok_or("the filesystem has no root directory")?;

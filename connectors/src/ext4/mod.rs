@@ -83,6 +83,33 @@ pub fn inline_content(src: &dyn ReadAt, ino: u32) -> Result<Option<(Vec<u8>, u64
     Ok(Some((inline_data(&inode, system_data.as_deref()), inode.size)))
 }
 
+/// A filesystem's size and room, as `statfs` tells them: from the superblock, whose free counts
+/// are the kernel's as of its last unmount (never more than the totals here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    /// Free blocks only root may take.
+    pub reserved_blocks: u64,
+    pub inodes: u32,
+    pub free_inodes: u32,
+}
+
+/// The size and room of the filesystem in `src`.
+pub fn room(src: &dyn ReadAt) -> Result<Room, Error> {
+    let sb = Superblock::read(src)?;
+    let free_blocks = sb.free_blocks.min(sb.blocks_count);
+    Ok(Room {
+        block_size: sb.block_size,
+        blocks: sb.blocks_count,
+        free_blocks,
+        reserved_blocks: sb.reserved_blocks.min(free_blocks),
+        inodes: sb.inodes_count,
+        free_inodes: sb.free_inodes.min(sb.inodes_count),
+    })
+}
+
 /// What went wrong, naming the structure: messages start with `ext4: `. Unsupported
 /// incompatible features and a listing past [`MAX_LISTING_BYTES`] are
 /// [`Unsupported`](crate::ErrorKind::Unsupported); a failed read is
