@@ -87,7 +87,8 @@ impl Library {
         let image = self.resolve(spec).await?;
         let what = format!("{}@{}", image.name, image.version);
         let mut entries = self.export_entries(image.image_id).await?;
-        let partition = one_filesystem(&what, entries.iter().map(|e| e.0), options.partition)?;
+        let files = entries.iter().map(|e| (e.0, is_etc(&e.1.path, e.1.kind)));
+        let partition = one_filesystem(&what, files, options.partition)?;
         entries.retain(|e| e.0 == partition);
         let mut entries: Vec<FileToWrite> = entries.into_iter().map(|e| e.1).collect();
         // Parents before children (a parent's path is a prefix of its children's); a stable
@@ -162,24 +163,36 @@ impl Library {
     }
 }
 
-/// The partition whose filesystem to use, of those `partitions` holds files on: `wanted`, or
-/// the only one. Export and mount take one filesystem at a time.
-pub fn one_filesystem(what: &str, partitions: impl Iterator<Item = i64>, wanted: Option<i64>) -> Result<i64> {
-    let mut partitions: Vec<i64> = partitions.collect();
+/// The partition whose filesystem to use, of those holding `files` (each as its partition
+/// and whether it is the `/etc` folder): `wanted`, or the only one, or else the root
+/// filesystem (the one with `/etc`). Export and mount take one filesystem at a time.
+pub fn one_filesystem(what: &str, files: impl Iterator<Item = (i64, bool)>, wanted: Option<i64>) -> Result<i64> {
+    let (mut partitions, mut roots) = (Vec::new(), Vec::new());
+    for (partition, etc) in files {
+        partitions.push(partition);
+        if etc {
+            roots.push(partition);
+        }
+    }
     partitions.sort_unstable();
     partitions.dedup();
-    match (wanted, partitions.as_slice()) {
-        (Some(p), _) if partitions.contains(&p) => Ok(p),
-        (Some(p), _) => {
+    match (wanted, partitions.as_slice(), roots.as_slice()) {
+        (Some(p), _, _) if partitions.contains(&p) => Ok(p),
+        (Some(p), _, _) => {
             Err(Error::User(format!("{what} has no indexed filesystem on partition {p}{}", listed(&partitions))))
         }
-        (None, [p]) => Ok(*p),
-        (None, []) => Err(Error::User(format!("{what} has no indexed filesystem"))),
-        (None, _) => Err(Error::User(format!(
-            "{what} has several filesystems{}; name one with --partition",
+        (None, [p], _) | (None, _, [p]) => Ok(*p),
+        (None, [], _) => Err(Error::User(format!("{what} has no indexed filesystem"))),
+        (None, _, _) => Err(Error::User(format!(
+            "{what} has several filesystems{} and not one root filesystem (with /etc); name one with --partition",
             listed(&partitions)
         ))),
     }
+}
+
+/// Whether a file is the `/etc` folder, which marks a root filesystem.
+pub fn is_etc(path: &str, kind: FileKind) -> bool {
+    path == "/etc" && kind == FileKind::Dir
 }
 
 fn listed(partitions: &[i64]) -> String {

@@ -50,7 +50,8 @@ pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, wri
     let image = library.resolve(spec).await?;
     let what = format!("{}@{}", image.name, image.version);
     let rows = library.catalog().files(image.image_id, None, &TREE_COLUMNS).await?;
-    let partition = imagelake_engine::export::one_filesystem(&what, rows.iter().map(|r| r.partition), partition)?;
+    let files = rows.iter().map(|r| (r.partition, imagelake_engine::export::is_etc(&r.path, r.kind)));
+    let partition = imagelake_engine::export::one_filesystem(&what, files, partition)?;
     let scratch = match writable {
         true => {
             library.check_editable(&what, partition).await?;

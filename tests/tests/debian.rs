@@ -206,7 +206,9 @@ fn debian_mariadb_image_end_to_end() {
     // kernel's mount of its checkout shows what the mount showed.
     let kernel_file = path("vmlinuz");
     std::fs::write(&kernel_file, imagelake_tests::unique_bytes("kvm kernel", 8 << 20)).expect("kernel");
-    let writable = Mounted::new(&lib, "web@2", &fuse, &["--partition", &root, "--writable"]);
+    // The root filesystem by default, of the disk's two (EFI's vfat and the ext4 root).
+    let writable = Mounted::new(&lib, "web@2", &fuse, &["--writable"]);
+    assert!(writable.said.contains(&format!("(partition {root},")), "{}", writable.said);
     let moved = sh(&format!("cd '{}' && find etc/mysql/conf.d | LC_ALL=C sort", fuse.display()));
     sh(&format!(
         "set -e; cd '{}'

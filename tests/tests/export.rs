@@ -58,11 +58,19 @@ fn export_reproduces_every_kind_of_entry_and_its_metadata() {
     lib.checkin(&path("disk.img"), "host");
     let root = lib.sql("SELECT partition FROM partitions WHERE name = 'root'")[0]["partition"].as_i64().expect("root");
 
-    // Two filesystems: the user must say which, and is told which there are.
-    let out = export(&lib, &["host", path("x").to_str().unwrap()]);
+    // Two filesystems: the root one (with /etc) unless the user names another; a partition
+    // with no filesystem is refused, and the user told which there are.
+    let out = export(&lib, &["host", path("x").to_str().unwrap(), "--partition", "9"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("--partition") && stderr.contains(&root.to_string()), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("partitions with files") && stderr.contains(&root.to_string()),
+        "{stderr}"
+    );
     assert!(!path("x").exists(), "a refused export creates nothing");
+    let out = export(&lib, &["host", path("x").to_str().unwrap(), "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["partition"].as_i64(), Some(root), "the root filesystem by default");
+    std::fs::remove_dir_all(path("x")).unwrap();
 
     let to = path("export");
     let out = export(&lib, &["host", to.to_str().unwrap(), "--partition", &root.to_string(), "--json"]);
