@@ -272,3 +272,38 @@ fn debian_mariadb_image_end_to_end() {
     let said = run(lib.command().arg("unmount").arg(&writable.dir));
     assert!(said.contains("nothing to commit"), "{said}");
 }
+
+/// The other two Debian systems of the mount's equivalence (minbase, and minbase +
+/// postgresql), each in an ext4 image: the mount of the checked-in version shows what the
+/// kernel's read-only mount of the same image shows, entry by entry.
+#[test]
+fn minbase_and_postgresql_mounts_show_what_the_kernel_shows() {
+    let debian = debian_tree();
+    let cache = debian.parent().expect("cache").to_path_buf();
+    for variant in ["minbase", "postgresql"] {
+        let tree = cache.join(format!("bookworm-{variant}"));
+        let work = tempfile::tempdir().expect("tempdir");
+        let path = |n: &str| work.path().join(n);
+        let used: u64 = sh(&format!("du -sm '{}' | cut -f1", tree.display())).trim().parse().expect("size");
+        mkfs_ext(&tree, &path("root.img"), "ext4", &format!("{}M", used + used / 4 + 64), &[]);
+        let lib = Library::new();
+        lib.checkin(&path("root.img"), variant);
+        let (fuse, kernel) = (path("fuse"), path("kernel"));
+        std::fs::create_dir(&fuse).expect("mkdir");
+        std::fs::create_dir(&kernel).expect("mkdir");
+        let mounted = Mounted::new(&lib, variant, &fuse, &[]);
+        run(Command::new("mount").args(["-o", "loop,ro"]).arg(path("root.img")).arg(&kernel));
+        let (ours, theirs) = (kernel_listing(&fuse), kernel_listing(&kernel));
+        run(Command::new("umount").arg(&kernel));
+        run(lib.command().arg("unmount").arg(&mounted.dir));
+        assert_eq!(ours.0, theirs.0, "{variant}: find -printf of every entry");
+        assert_eq!(ours.1, theirs.1, "{variant}: sha256 of every regular file");
+        assert_eq!(ours.2, theirs.2, "{variant}: getfattr of every entry");
+        let entries = ours.0.lines().count();
+        eprintln!("{variant}: {entries} entries the same");
+        assert!(entries > 4_000, "{variant}: {entries} entries");
+        if variant == "postgresql" {
+            assert!(ours.0.contains("/usr/lib/postgresql/15/bin/postgres f "), "postgres is there");
+        }
+    }
+}
