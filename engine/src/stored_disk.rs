@@ -52,8 +52,9 @@ impl StoredChunks {
         let hash = (e.chunk_hash.as_deref().and_then(parse_hex))
             .ok_or_else(|| io::Error::other(format!("the extent at {} has no valid chunk", e.disk_offset)))?;
         let chunk = self.chunk(&hash)?;
-        let from = (e.chunk_offset as u64 + (at - e.disk_offset as u64)) as usize;
-        let bytes = (from.checked_add(buf.len()).and_then(|to| chunk.get(from..to)))
+        // A catalog row is trusted no further than a checked slice: no overflow, no panic.
+        let from = (e.chunk_offset as u64).checked_add(at - e.disk_offset as u64).map(|f| f as usize);
+        let bytes = (from.and_then(|from| Some(from..from.checked_add(buf.len())?)).and_then(|range| chunk.get(range)))
             .ok_or_else(|| io::Error::other(format!("the extent at {} reaches past its chunk", e.disk_offset)))?;
         buf.copy_from_slice(bytes);
         Ok(())
