@@ -196,9 +196,11 @@ pub enum Command {
         foreground: bool,
     },
     /// Make the changes in the writable mount on DIR the next version of its image; the mount
-    /// goes on serving that version.
+    /// goes on serving that version. A writable mount on DIR that ended without committing
+    /// (killed) left its changes in the library: they are committed instead.
     Commit { dir: PathBuf },
-    /// End a mount made by `imagelake mount`; a writable one commits its changes first.
+    /// End a mount made by `imagelake mount`; a writable one commits its changes first (or
+    /// those a writable mount on DIR that ended without committing left).
     Unmount {
         dir: PathBuf,
         /// Drop a writable mount's changes instead of committing them.

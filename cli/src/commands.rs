@@ -58,8 +58,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     print::print_rebuilt(&mut stdout, r)?;
                 }
                 print::print_check(&mut stdout, &report)?;
-                if let Some(r) = &reclaimed {
-                    print::print_reclaimed(&mut stdout, r)?;
+                match &reclaimed {
+                    Some(r) => print::print_reclaimed(&mut stdout, r)?,
+                    None => {
+                        for area in imagelake_mount::areas(library.root(), None, false) {
+                            writeln!(
+                                stdout,
+                                "  unsaved   the writable mount on {0} ended without committing: `imagelake commit {0}` keeps its changes",
+                                area.dir
+                            )?;
+                        }
+                    }
                 }
             }
             if !report.problems.is_empty() {
@@ -165,18 +174,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Commit { dir } => match imagelake_mount::ask(library.root(), &dir, imagelake_mount::Ask::Commit)? {
             Some(answer) => writeln!(stdout, "{answer}")?,
             None => {
-                return Err(exit::Error::usage(format!(
-                    "{} holds no writable mount of this library (imagelake mount --writable)",
-                    dir.display()
-                )));
+                if mount::unsaved(&library, &dir, false, &mut stdout).await? == 0 {
+                    return Err(exit::Error::usage(format!(
+                        "{} holds no writable mount of this library (imagelake mount --writable), nor did one that ended without committing",
+                        dir.display()
+                    )));
+                }
             }
         },
         Command::Unmount { dir, discard } => {
             let ask = if discard { imagelake_mount::Ask::Discard } else { imagelake_mount::Ask::Commit };
-            if let Some(answer) = imagelake_mount::ask(library.root(), &dir, ask)? {
-                writeln!(stdout, "{answer}")?;
-            }
-            imagelake_mount::unmount(&dir)?;
+            let unmounted = match imagelake_mount::ask(library.root(), &dir, ask)? {
+                Some(answer) => {
+                    writeln!(stdout, "{answer}")?;
+                    imagelake_mount::unmount(&dir)
+                }
+                None => match mount::unsaved(&library, &dir, discard, &mut stdout).await? {
+                    0 => imagelake_mount::unmount(&dir),
+                    // The mount that ended may have been unmounted already.
+                    _ => {
+                        let _ = imagelake_mount::unmount(&dir);
+                        Ok(())
+                    }
+                },
+            };
+            unmounted?;
             writeln!(stdout, "unmounted {}", dir.display())?;
         }
         Command::User { action } => user(&library, action, &mut stdout)?,

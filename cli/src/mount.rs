@@ -118,3 +118,25 @@ pub fn background(library: &Path, image: &str, dir: &Path, how: How) -> anyhow::
     };
     Err(exit::Error::of(kind, format!("the mount of {image} on {} failed", dir.display())))
 }
+
+/// `imagelake commit DIR` and `unmount DIR` when no live mount is on DIR: commits (or with
+/// `discard`, drops) what writable mounts on DIR that ended without committing left, oldest
+/// first. Returns how many there were.
+pub async fn unsaved(library: &Library, dir: &Path, discard: bool, stdout: &mut Stdout) -> anyhow::Result<usize> {
+    let unsaved = imagelake_mount::areas(library.root(), Some(dir), false);
+    for area in &unsaved {
+        let said = match discard {
+            true => {
+                drop(imagelake_engine::Scratch::adopt(&area.area)?);
+                "dropped the changes".to_string()
+            }
+            false => match imagelake_mount::recover(library, &area.area).await? {
+                imagelake_mount::Recovered::Committed(s) => imagelake_mount::committed(&s),
+                imagelake_mount::Recovered::Already(version) => format!("committed already as {version}"),
+                imagelake_mount::Recovered::Nothing => "nothing to commit".to_string(),
+            },
+        };
+        writeln!(stdout, "{said} (the mount on {} ended without committing)", area.dir)?;
+    }
+    Ok(unsaved.len())
+}

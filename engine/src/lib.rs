@@ -39,7 +39,7 @@ pub use edit::{Change, EditSummary, Meta};
 pub use export::{ExportOptions, ExportSummary};
 pub use gc::GcSummary;
 pub use library::{FORMAT_VERSION, ImageSpec, Library, acting_for};
-pub use locks::{ReadGuard, Scratch};
+pub use locks::{ReadGuard, Scratch, held};
 pub use patch::{OnConflict, Outcome, PatchRow, PatchSummary};
 pub use prune::PruneSummary;
 pub use read::FoundFile;

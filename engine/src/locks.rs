@@ -138,7 +138,7 @@ impl Drop for InFlight {
 }
 
 /// Whether another process holds a flock on `path` (a missing file is held by nobody).
-pub(crate) fn held(path: &Path) -> bool {
+pub fn held(path: &Path) -> bool {
     match File::open(path) {
         Ok(file) => file.try_lock_shared().is_err(),
         Err(_) => false,
@@ -166,6 +166,14 @@ impl Scratch {
             message: format!("{} is locked by another process: {e}", dir.display()),
         })?;
         Ok(Scratch { path: dir.join("filesystem.raw"), dir, _held: held })
+    }
+
+    /// Takes over the scratch folder `dir` that a process left when it ended (a writable
+    /// mount's, to commit what it holds); refused while a live process still holds it.
+    pub fn adopt(dir: &Path) -> Result<Scratch> {
+        let held = File::open(dir).io_context(|| format!("opening {}", dir.display()))?;
+        held.try_lock().map_err(|_| Error::User(format!("{} is in use by a live process", dir.display())))?;
+        Ok(Scratch { path: dir.join("filesystem.raw"), dir: dir.to_path_buf(), _held: held })
     }
 }
 

@@ -5,15 +5,15 @@
 //! files go.
 
 use crate::fs::{ImageFs, Located, read, write};
-use crate::tree::{Data, Tree};
+use crate::journal;
+use crate::tree::{Data, Tree, file_kind, nanoseconds};
 use fuser::{FileType, INodeNo};
-use imagelake_engine::catalog::{FileKind, FileRow, TREE_COLUMNS};
+use imagelake_engine::catalog::{FileRow, TREE_COLUMNS};
 use imagelake_engine::edit::target::Node;
-use imagelake_engine::{EditSummary, Error, Library, Result};
+use imagelake_engine::{EditSummary, Error, IoContext, Library, Result};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::UNIX_EPOCH;
 
 pub struct Committer {
     pub fs: ImageFs,
@@ -23,28 +23,9 @@ pub struct Committer {
     pub dir: String,
 }
 
-fn kind(kind: FileType) -> FileKind {
-    match kind {
-        FileType::RegularFile => FileKind::File,
-        FileType::Directory => FileKind::Dir,
-        FileType::Symlink => FileKind::Symlink,
-        FileType::CharDevice => FileKind::Char,
-        FileType::BlockDevice => FileKind::Block,
-        FileType::NamedPipe => FileKind::Fifo,
-        FileType::Socket => FileKind::Socket,
-    }
-}
-
 /// The kernel's `new_decode_dev`.
 fn device(rdev: u32) -> (u32, u32) {
     ((rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00))
-}
-
-fn nanoseconds(t: std::time::SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(after) => after.as_nanos() as i64,
-        Err(before) => -(before.duration().as_nanos() as i64),
-    }
 }
 
 /// The tree as the edit takes it: each node reached from the root, with its names.
@@ -61,7 +42,7 @@ pub fn nodes(tree: &Tree) -> Vec<Node> {
         let devices = matches!(n.attr.kind, FileType::CharDevice | FileType::BlockDevice);
         out.push(Node {
             inode: n.inode,
-            kind: kind(n.attr.kind),
+            kind: file_kind(n.attr.kind),
             mode: u32::from(n.attr.perm),
             uid: n.attr.uid,
             gid: n.attr.gid,
@@ -90,11 +71,46 @@ impl Committer {
         }
         let mut tree = write(&self.fs.tree);
         let image = read(&self.fs.image).clone();
-        let arguments = serde_json::json!({ "mount": self.dir });
+        let Some(base) = tree.journal.as_ref().map(|j| j.base.clone()) else {
+            return Err(Error::User(format!("the mount of {image} on {} is not writable", self.dir)));
+        };
+        // The provenance row names the journal it commits, so that one is never committed twice.
+        let session = (self.fs.scratch.as_ref().and_then(|s| s.file_name())).map(|s| s.to_string_lossy().into_owned());
+        let arguments = serde_json::json!({ "mount": self.dir, "session": session, "generation": base.generation });
         let made = self.library.edit_to(&image, self.partition, &nodes(&tree), "mount", arguments).await?;
         self.fs.changed.store(false, Ordering::SeqCst);
-        let Some(summary) = made else { return Ok(None) };
-        // Serve the new version: where its contents lie first, then its inodes and contents.
+        let served = match &made {
+            Some(summary) => self.serve(&mut tree, summary).await,
+            None => Ok(()),
+        };
+        // The next changes go to a new journal, on the version now served.
+        let next = journal::Base {
+            image: read(&self.fs.image).clone(),
+            generation: base.generation + 1,
+            renumber: tree.renumbered(),
+            ..base
+        };
+        let restarted = served.and_then(|()| {
+            let dir = self.fs.scratch.as_ref().expect("a writable mount has a scratch area");
+            journal::Journal::start(dir, next).io_context(|| format!("starting a journal in {}", dir.display()))
+        });
+        match restarted {
+            Ok(journal) => tree.journal = Some(journal),
+            Err(e) => {
+                // The commit is made; changes from here on could not be kept, so none are taken.
+                let why = format!("the mount cannot take changes after its last commit: {e}");
+                if let Some(journal) = &mut tree.journal {
+                    journal.broken(why.clone());
+                }
+                return Err(Error::User(why));
+            }
+        }
+        Ok(made)
+    }
+
+    /// After `summary` is committed: the mount serves it, its nodes keeping their numbers.
+    async fn serve(&self, tree: &mut Tree, summary: &EditSummary) -> Result<()> {
+        // Where its contents lie first, then its inodes and contents.
         let rows = self.library.catalog().files(summary.image_id, Some(self.partition), &TREE_COLUMNS).await?;
         let located: Located = Arc::new(OnceLock::new());
         let image = format!("{}@{}", summary.name, summary.version);
@@ -113,7 +129,6 @@ impl Committer {
         }
         *write(&self.fs.contents) = located;
         *write(&self.fs.image) = image;
-        drop(tree);
-        Ok(Some(summary))
+        Ok(())
     }
 }

@@ -119,7 +119,7 @@ impl Contents {
                 .locations
                 .get(&piece.chunk)
                 .ok_or_else(|| format!("content {content}: chunk {} is in no pack", hex(&piece.chunk)))?;
-            let chunk = self.store.read(&piece.chunk, location).map_err(|e| format!("content {content}: {e}"))?;
+            let chunk = self.store.chunk(&piece.chunk, location).map_err(|e| format!("content {content}: {e}"))?;
             // The overlap of the piece and the range, in content offsets.
             let (from, to) = (piece.at.max(offset), (piece.at + piece.len).min(end));
             let start = piece.chunk_at + (from - piece.at);

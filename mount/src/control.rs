@@ -3,7 +3,7 @@
 //! request per connection, one line each way.
 
 use crate::commit::Committer;
-use imagelake_engine::{Error, IoContext, Result};
+use imagelake_engine::{EditSummary, Error, IoContext, Result, held};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,7 @@ fn answer(
     BufReader::new(&stream).read_line(&mut line)?;
     let reply = match line.trim() {
         "commit" => match runtime.block_on(committer.commit()) {
-            Ok(Some(s)) => format!(
-                "ok committed {}@{} from {}: {} entries changed, {} bytes new, {} stored, {:.1} s",
-                s.name, s.version, s.parent, s.entries_changed, s.bytes_new, s.bytes_stored, s.seconds
-            ),
+            Ok(Some(s)) => format!("ok {}", committed(&s)),
             Ok(None) => "ok nothing to commit".to_string(),
             Err(e) => format!("error {}", e.to_string().replace('\n', " ")),
         },
@@ -67,23 +64,54 @@ fn answer(
     (&stream).write_all(format!("{reply}\n").as_bytes())
 }
 
-/// The control socket of the writable mount on `dir` made from the library at `root`, if there
-/// is one.
-fn control(root: &Path, dir: &Path) -> Option<PathBuf> {
-    let dir = std::path::absolute(dir).ok()?.display().to_string();
-    let tmp = std::fs::read_dir(root.join("tmp")).ok()?;
-    tmp.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("mount-")).find_map(|e| {
-        let about: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(e.path().join("mount.json")).ok()?).ok()?;
-        (about["dir"].as_str() == Some(&dir)).then(|| e.path().join("control"))
-    })
+/// What a commit made, in a line.
+pub fn committed(s: &EditSummary) -> String {
+    format!(
+        "committed {}@{} from {}: {} entries changed, {} bytes new, {} stored, {:.1} s",
+        s.name, s.version, s.parent, s.entries_changed, s.bytes_new, s.bytes_stored, s.seconds
+    )
+}
+
+/// A writable mount's scratch area.
+pub struct Area {
+    pub area: PathBuf,
+    /// The directory it was mounted on.
+    pub dir: String,
+}
+
+/// What `mount.json` of `area` says (the mounted directory).
+pub fn about(area: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(area.join("mount.json")).ok()?).ok()
+}
+
+/// The scratch areas of writable mounts of the library at `root` on `dir` (any, if None),
+/// oldest first: live ones if `live`, else those no process holds.
+pub fn areas(root: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
+    let dir = dir.and_then(|d| std::path::absolute(d).ok()).map(|d| d.display().to_string());
+    let Ok(tmp) = std::fs::read_dir(root.join("tmp")) else { return Vec::new() };
+    let mut found: Vec<(u128, Area)> = (tmp.flatten())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // mount-<pid>-<nanoseconds>
+            let made: u128 = name.strip_prefix("mount-")?.rsplit('-').next()?.parse().ok()?;
+            let on = about(&entry.path())?["dir"].as_str()?.to_string();
+            if dir.as_ref().is_some_and(|d| *d != on) || held(&entry.path()) != live {
+                return None;
+            }
+            Some((made, Area { area: entry.path(), dir: on }))
+        })
+        .collect();
+    found.sort_by_key(|(made, _)| *made);
+    found.into_iter().map(|(_, area)| area).collect()
 }
 
 /// Asks the writable mount on `dir` (of the library at `root`); returns its answer, or None
 /// when `dir` holds no writable mount of this library that is still served.
 pub fn ask(root: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
-    let Some(socket) = control(root, dir) else { return Ok(None) };
-    let Ok(mut stream) = UnixStream::connect(&socket) else { return Ok(None) };
+    let live = areas(root, Some(dir), true).into_iter();
+    let Some(mut stream) = live.filter_map(|a| UnixStream::connect(a.area.join("control")).ok()).next() else {
+        return Ok(None);
+    };
     let request = match what {
         Ask::Commit => "commit\n",
         Ask::Discard => "discard\n",

@@ -22,6 +22,9 @@ const TTL: Duration = Duration::from_secs(24 * 3600);
 /// The read-ahead asked for (the kernel may allow less).
 const READ_AHEAD: u32 = 1 << 20;
 
+/// Read-ahead requests the kernel may have in flight (its default is 12).
+const MAX_BACKGROUND: u16 = 64;
+
 /// Where a version's contents lie, set once its disk map is read; reads wait for it.
 pub type Located = Arc<OnceLock<Result<Contents, String>>>;
 
@@ -150,6 +153,11 @@ impl Filesystem for ImageFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // A read-only mount has nothing to do at open or close: ENOSYS tells the kernel to stop
+        // asking (no open, flush or release per file, the pages kept across opens).
+        if self.scratch.is_none() {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.attr(ino) {
             // Content changes only through the kernel, which keeps its pages current: pages
             // read once stay good for every open.
@@ -179,10 +187,22 @@ impl Filesystem for ImageFs {
         // Listings with each entry's attributes in one request (`ls -l`, `find`), and a large
         // read-ahead: a version is read whole more often than not.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Lookups and listings of one folder at once, and symbolic links' targets kept.
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_CACHE_SYMLINKS);
+        // Read-ahead of many files in flight at once, as `tar` and `find -exec` go.
+        let _ = config.set_max_background(MAX_BACKGROUND);
         if let Err(most) = config.set_max_readahead(READ_AHEAD) {
             let _ = config.set_max_readahead(most);
         }
         Ok(())
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // As for files; the kernel then keeps each folder's listing in its cache too.
+        match self.scratch.is_none() {
+            true => reply.error(Errno::ENOSYS),
+            false => reply.opened(FileHandle(0), FopenFlags::empty()),
+        }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -357,12 +377,16 @@ impl Filesystem for ImageFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to do at close: written bytes are in the scratch file, changes journaled.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // Bytes are safe once committed; until then a crash keeps the scratch area, not them.
-        reply.ok();
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        empty(self.sync(ino), reply)
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        empty(self.sync(ino), reply)
     }
 
     fn setxattr(

@@ -5,20 +5,24 @@
 //! - [`tree`]: the inodes, built once from the `files` rows (hard links share one).
 //! - [`content`]: where each content's bytes lie in the store, and reads of any range.
 //! - [`fs`]: the FUSE requests, answered by several threads at once.
-//! - [`write`]: a writable mount's changes, made in the tree; [`commit`] makes them the next
-//!   version, when asked through [`control`] and when the mount ends.
+//! - [`write`]: a writable mount's changes, made in the tree and kept in its [`journal`];
+//!   [`commit`] makes them the next version, when asked through [`control`] and when the mount
+//!   ends; [`recover`] commits what a mount that ended without committing left.
 
 mod commit;
 mod content;
 mod control;
 mod fs;
+mod journal;
+mod recover;
 mod tree;
 mod write;
 
 use content::Contents;
-pub use control::{Ask, ask};
+pub use control::{Area, Ask, areas, ask, committed};
 use imagelake_engine::catalog::{FileKind, FileRow, TREE_COLUMNS};
-use imagelake_engine::{EditSummary, Error, Library, ReadGuard, Result, Scratch};
+use imagelake_engine::{EditSummary, Error, IoContext, Library, ReadGuard, Result, Scratch};
+pub use recover::{Recovered, recover};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -62,8 +66,13 @@ pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, wri
     let rows: Vec<FileRow> = rows.into_iter().filter(|r| r.partition == partition).collect();
     let contents = Arc::new(OnceLock::new());
     let pending = Pending::new(&library, image.image_id, &what, partition, &rows, &contents);
-    let tree =
+    let mut tree =
         tree::Tree::build(rows).map_err(|why| Error::Catalog(format!("{what}, partition {partition}: {why}")))?;
+    if let Some(scratch) = &scratch {
+        let base = journal::Base { image: what.clone(), partition, generation: 0, renumber: Vec::new() };
+        let started = journal::Journal::start(&scratch.dir, base);
+        tree.journal = Some(started.io_context(|| format!("starting a journal in {}", scratch.dir.display()))?);
+    }
     let inodes = tree.len();
     let fs = fs::ImageFs {
         tree: Arc::new(RwLock::new(tree)),

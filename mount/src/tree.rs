@@ -1,7 +1,9 @@
 //! The file tree of one filesystem of an image version, built from its `files` rows: one node
 //! per inode (hard links share it), under the numbers the kernel will know them by. A writable
-//! mount changes it in place; a node made there takes a number above every other.
+//! mount changes it in place, each change journaled; a node made there takes a number above
+//! every other.
 
+use crate::journal::Journal;
 use fuser::{FileAttr, FileType, INodeNo};
 use imagelake_engine::catalog::{FileKind, FileRow};
 use std::collections::HashMap;
@@ -40,6 +42,10 @@ pub struct Tree {
     pub bytes: u64,
     /// The number the next node made takes.
     next: u64,
+    /// The root's inode number in the filesystem.
+    root: u64,
+    /// A writable mount's journal, told of every change.
+    pub journal: Option<Journal>,
 }
 
 /// FUSE calls the root 1. The filesystem's own root number (2 on ext4) takes its place, and an
@@ -53,7 +59,7 @@ fn node_number(inode: u64, root: u64) -> INodeNo {
     }
 }
 
-fn kind(kind: FileKind) -> FileType {
+pub fn file_type(kind: FileKind) -> FileType {
     match kind {
         FileKind::File => FileType::RegularFile,
         FileKind::Dir => FileType::Directory,
@@ -65,15 +71,34 @@ fn kind(kind: FileKind) -> FileType {
     }
 }
 
+pub fn file_kind(kind: FileType) -> FileKind {
+    match kind {
+        FileType::RegularFile => FileKind::File,
+        FileType::Directory => FileKind::Dir,
+        FileType::Symlink => FileKind::Symlink,
+        FileType::CharDevice => FileKind::Char,
+        FileType::BlockDevice => FileKind::Block,
+        FileType::NamedPipe => FileKind::Fifo,
+        FileType::Socket => FileKind::Socket,
+    }
+}
+
 /// A device number as FUSE carries it: the kernel's `new_encode_dev`.
 fn device(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
 }
 
-fn time(ns: i64) -> SystemTime {
+pub fn time(ns: i64) -> SystemTime {
     match u64::try_from(ns) {
         Ok(after) => UNIX_EPOCH + Duration::from_nanos(after),
         Err(_) => UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs()),
+    }
+}
+
+pub fn nanoseconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_nanos() as i64,
+        Err(before) => -(before.duration().as_nanos() as i64),
     }
 }
 
@@ -94,6 +119,14 @@ impl Tree {
 
     /// The tree of `rows` (one filesystem's); an error names the row that does not fit.
     pub fn build(rows: Vec<FileRow>) -> Result<Tree, String> {
+        Tree::build_numbered(rows, &[])
+    }
+
+    /// [`Tree::build`], each node numbered after its inode unless `renumber` (number, inode)
+    /// says otherwise.
+    pub fn build_numbered(rows: Vec<FileRow>, renumber: &[(u64, u64)]) -> Result<Tree, String> {
+        let renumber: HashMap<u64, INodeNo> =
+            renumber.iter().map(|&(number, inode)| (inode, INodeNo(number))).collect();
         let root = rows.iter().find(|r| r.path == "/").ok_or("the filesystem has no root directory")?;
         let root = u64::try_from(root.inode).map_err(|_| "the root has a negative inode number")?;
         let mut nodes: HashMap<INodeNo, Node> = HashMap::with_capacity(rows.len());
@@ -103,7 +136,7 @@ impl Tree {
         for row in rows {
             let out_of_range = || format!("{}: an inode, owner, mode or size out of range", row.path);
             let inode = u64::try_from(row.inode).map_err(|_| out_of_range())?;
-            let number = node_number(inode, root);
+            let number = renumber.get(&inode).copied().unwrap_or_else(|| node_number(inode, root));
             numbers.insert(row.path.clone(), number);
             if row.path != "/" {
                 linked.push((row.path.clone(), number, row.kind == FileKind::Dir));
@@ -136,7 +169,7 @@ impl Tree {
                 mtime,
                 ctime: mtime,
                 crtime: mtime,
-                kind: kind(row.kind),
+                kind: file_type(row.kind),
                 perm: (row.mode & 0o7777) as u16,
                 nlink: u32::try_from(row.nlink).map_err(|_| out_of_range())?,
                 uid,
@@ -175,15 +208,48 @@ impl Tree {
             node.entries.sort_by(|a, b| a.0.cmp(&b.0));
         }
         let next = nodes.keys().map(|n| n.0).chain([root]).max().unwrap_or(1) + 1;
-        Ok(Tree { nodes, bytes, next })
+        Ok(Tree { nodes, bytes, next, root, journal: None })
     }
 
     pub fn node(&self, number: INodeNo) -> Option<&Node> {
         self.nodes.get(&number)
     }
 
+    /// Node `number`, to change: the journal is told.
     pub fn node_mut(&mut self, number: INodeNo) -> Option<&mut Node> {
+        if let Some(journal) = &mut self.journal {
+            journal.changed(number);
+        }
         self.nodes.get_mut(&number)
+    }
+
+    /// Sets node `number` as a journal had it, keeping the entries it has.
+    pub fn put(&mut self, number: INodeNo, mut node: Node) {
+        if let Some(old) = self.nodes.remove(&number) {
+            node.entries = old.entries;
+        }
+        self.next = self.next.max(number.0 + 1);
+        self.nodes.insert(number, node);
+    }
+
+    /// Appends the changes since the last call to the journal.
+    pub fn save(&mut self) -> std::io::Result<()> {
+        let Some(mut journal) = self.journal.take() else { return Ok(()) };
+        let written = journal.write(self);
+        self.journal = Some(journal);
+        written
+    }
+
+    /// The nodes reached from the root whose number is not their inode's: (number, inode).
+    /// (One no name reaches may have an inode a reached one has now.)
+    pub fn renumbered(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = (self.paths().into_iter())
+            .filter_map(|(_, number)| Some((number.0, self.nodes.get(&number)?.inode?)))
+            .filter(|&(number, inode)| INodeNo(number) != node_number(inode, self.root))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Adds `node` under a new number, named `name` in folder `parent`; returns the number.
@@ -193,6 +259,9 @@ impl Tree {
         node.attr.ino = number;
         node.parent = parent;
         self.nodes.insert(number, node);
+        if let Some(journal) = &mut self.journal {
+            journal.changed(number);
+        }
         self.link(parent, name, number);
         number
     }
@@ -203,6 +272,9 @@ impl Tree {
             && let Err(at) = folder.entries.binary_search_by(|(n, _)| n.as_os_str().cmp(name))
         {
             folder.entries.insert(at, (name.to_os_string(), number));
+            if let Some(journal) = &mut self.journal {
+                journal.linked(parent, name, number);
+            }
         }
     }
 
@@ -211,7 +283,11 @@ impl Tree {
     pub fn unlink(&mut self, parent: INodeNo, name: &OsStr) -> Option<INodeNo> {
         let folder = self.nodes.get_mut(&parent)?;
         let at = folder.entries.binary_search_by(|(n, _)| n.as_os_str().cmp(name)).ok()?;
-        Some(folder.entries.remove(at).1)
+        let number = folder.entries.remove(at).1;
+        if let Some(journal) = &mut self.journal {
+            journal.unlinked(parent, name);
+        }
+        Some(number)
     }
 
     /// Every name of every node reached from the root, as absolute paths, parents first.

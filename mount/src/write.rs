@@ -6,7 +6,7 @@
 //! what is left here is what a filesystem decides: names that exist or not, folders that are
 //! empty or not, a folder moved into itself, link counts, set-group-id folders, times.
 
-use crate::fs::{ImageFs, write};
+use crate::fs::{ImageFs, read, write};
 use crate::tree::{Data, Node, Tree};
 use fuser::{Errno, FileAttr, FileType, INodeNo, RenameFlags, Request, TimeOrNow};
 use std::ffi::OsStr;
@@ -74,12 +74,21 @@ fn entries_changed(tree: &mut Tree, folder: INodeNo, subfolders: i64) {
 }
 
 impl ImageFs {
-    fn changing(&self) -> Result<(), Errno> {
+    /// Makes a change to the tree with `made`, then journals what it changed.
+    fn change<T>(&self, made: impl FnOnce(&mut Tree) -> Result<T, Errno>) -> Result<T, Errno> {
         if self.scratch.is_none() {
             return Err(Errno::EROFS);
         }
         self.changed.store(true, Ordering::SeqCst);
-        Ok(())
+        let mut tree = write(&self.tree);
+        let done = made(&mut tree);
+        match tree.save() {
+            Ok(()) => done,
+            Err(e) => {
+                eprintln!("imagelake mount {}: journaling a change: {e}", read(&self.image));
+                Err(Errno::EIO)
+            }
+        }
     }
 
     /// A new, empty file in the scratch area.
@@ -140,74 +149,74 @@ impl ImageFs {
         rdev: u32,
         target: Option<&str>,
     ) -> Result<FileAttr, Errno> {
-        self.changing()?;
         valid(name)?;
-        let mut tree = write(&self.tree);
-        let folder = tree.node(parent).ok_or(Errno::ENOENT)?.attr;
-        if folder.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        if tree.lookup(parent, name).is_some() {
-            return Err(Errno::EEXIST);
-        }
-        // In a set-group-id folder, entries take its group, and folders its set-group-id bit.
-        let inherit = folder.perm & 0o2000 != 0;
-        let gid = if inherit { folder.gid } else { req.gid() };
-        let mut perm = (mode & 0o7777) as u16;
-        if inherit && kind == FileType::Directory {
-            perm |= 0o2000;
-        }
-        let data = if kind == FileType::RegularFile { Some(self.scratch_file()?) } else { None };
-        let now = SystemTime::now();
-        let attr = FileAttr {
-            ino: INodeNo(0),
-            size: target.map_or(0, |t| t.len() as u64),
-            blocks: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: req.uid(),
-            gid,
-            rdev: if matches!(kind, FileType::CharDevice | FileType::BlockDevice) { rdev } else { 0 },
-            blksize: 4096,
-            flags: 0,
-        };
-        let made = Node {
-            attr,
-            link_target: target.map(str::to_string),
-            xattrs: Vec::new(),
-            data,
-            entries: Vec::new(),
-            parent,
-            inode: None,
-        };
-        let number = tree.add(parent, name, made);
-        entries_changed(&mut tree, parent, i64::from(kind == FileType::Directory));
-        Ok(node(&mut tree, number)?.attr)
+        self.change(|mut tree: &mut Tree| {
+            let folder = tree.node(parent).ok_or(Errno::ENOENT)?.attr;
+            if folder.kind != FileType::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            if tree.lookup(parent, name).is_some() {
+                return Err(Errno::EEXIST);
+            }
+            // In a set-group-id folder, entries take its group, and folders its set-group-id bit.
+            let inherit = folder.perm & 0o2000 != 0;
+            let gid = if inherit { folder.gid } else { req.gid() };
+            let mut perm = (mode & 0o7777) as u16;
+            if inherit && kind == FileType::Directory {
+                perm |= 0o2000;
+            }
+            let data = if kind == FileType::RegularFile { Some(self.scratch_file()?) } else { None };
+            let now = SystemTime::now();
+            let attr = FileAttr {
+                ino: INodeNo(0),
+                size: target.map_or(0, |t| t.len() as u64),
+                blocks: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                kind,
+                perm,
+                nlink: if kind == FileType::Directory { 2 } else { 1 },
+                uid: req.uid(),
+                gid,
+                rdev: if matches!(kind, FileType::CharDevice | FileType::BlockDevice) { rdev } else { 0 },
+                blksize: 4096,
+                flags: 0,
+            };
+            let made = Node {
+                attr,
+                link_target: target.map(str::to_string),
+                xattrs: Vec::new(),
+                data,
+                entries: Vec::new(),
+                parent,
+                inode: None,
+            };
+            let number = tree.add(parent, name, made);
+            entries_changed(&mut tree, parent, i64::from(kind == FileType::Directory));
+            Ok(node(&mut tree, number)?.attr)
+        })
     }
 
     /// Removes `name` from folder `parent`: a folder (`folder`, only when empty) or anything else.
     pub fn remove(&self, parent: INodeNo, name: &OsStr, folder: bool) -> Result<(), Errno> {
-        self.changing()?;
-        let mut tree = write(&self.tree);
-        let (number, gone) = tree.lookup(parent, name).map(|(n, node)| (n, node.attr)).ok_or(Errno::ENOENT)?;
-        let is_folder = gone.kind == FileType::Directory;
-        match (folder, is_folder) {
-            (true, false) => return Err(Errno::ENOTDIR),
-            (false, true) => return Err(Errno::EISDIR),
-            (true, true) if !node(&mut tree, number)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
-            _ => {}
-        }
-        tree.unlink(parent, name);
-        let gone = node(&mut tree, number)?;
-        gone.attr.nlink = if is_folder { 0 } else { gone.attr.nlink.saturating_sub(1) };
-        gone.attr.ctime = SystemTime::now();
-        entries_changed(&mut tree, parent, -i64::from(is_folder));
-        Ok(())
+        self.change(|mut tree: &mut Tree| {
+            let (number, gone) = tree.lookup(parent, name).map(|(n, node)| (n, node.attr)).ok_or(Errno::ENOENT)?;
+            let is_folder = gone.kind == FileType::Directory;
+            match (folder, is_folder) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (true, true) if !node(&mut tree, number)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
+                _ => {}
+            }
+            tree.unlink(parent, name);
+            let gone = node(&mut tree, number)?;
+            gone.attr.nlink = if is_folder { 0 } else { gone.attr.nlink.saturating_sub(1) };
+            gone.attr.ctime = SystemTime::now();
+            entries_changed(&mut tree, parent, -i64::from(is_folder));
+            Ok(())
+        })
     }
 
     /// rename(2): `name` of `parent` becomes `newname` of `newparent`, replacing what is there
@@ -220,182 +229,196 @@ impl ImageFs {
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Errno> {
-        self.changing()?;
         valid(newname)?;
-        let mut tree = write(&self.tree);
-        let (moved, kind) = tree.lookup(parent, name).map(|(n, node)| (n, node.attr.kind)).ok_or(Errno::ENOENT)?;
-        if tree.node(newparent).ok_or(Errno::ENOENT)?.attr.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        let there = tree.lookup(newparent, newname).map(|(n, node)| (n, node.attr.kind));
-        // A folder cannot go into itself or below it.
-        let inside = |tree: &Tree, folder: INodeNo, of: INodeNo| {
-            let mut at = folder;
-            loop {
-                if at == of {
-                    return true;
+        self.change(|mut tree: &mut Tree| {
+            let (moved, kind) = tree.lookup(parent, name).map(|(n, node)| (n, node.attr.kind)).ok_or(Errno::ENOENT)?;
+            if tree.node(newparent).ok_or(Errno::ENOENT)?.attr.kind != FileType::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            let there = tree.lookup(newparent, newname).map(|(n, node)| (n, node.attr.kind));
+            // A folder cannot go into itself or below it.
+            let inside = |tree: &Tree, folder: INodeNo, of: INodeNo| {
+                let mut at = folder;
+                loop {
+                    if at == of {
+                        return true;
+                    }
+                    match tree.node(at) {
+                        Some(n) if at != INodeNo::ROOT => at = n.parent,
+                        _ => return false,
+                    }
                 }
-                match tree.node(at) {
-                    Some(n) if at != INodeNo::ROOT => at = n.parent,
-                    _ => return false,
+            };
+            if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+                let (other, other_kind) = there.ok_or(Errno::ENOENT)?;
+                if (kind == FileType::Directory && inside(&tree, newparent, moved))
+                    || (other_kind == FileType::Directory && inside(&tree, parent, other))
+                {
+                    return Err(Errno::EINVAL);
                 }
-            }
-        };
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
-            let (other, other_kind) = there.ok_or(Errno::ENOENT)?;
-            if (kind == FileType::Directory && inside(&tree, newparent, moved))
-                || (other_kind == FileType::Directory && inside(&tree, parent, other))
-            {
-                return Err(Errno::EINVAL);
-            }
-            tree.unlink(parent, name);
-            tree.unlink(newparent, newname);
-            tree.link(parent, name, other);
-            tree.link(newparent, newname, moved);
-            let (a, b) = (i64::from(kind == FileType::Directory), i64::from(other_kind == FileType::Directory));
-            for (number, folder) in [(moved, newparent), (other, parent)] {
-                let n = node(&mut tree, number)?;
-                n.attr.ctime = SystemTime::now();
-                if n.attr.kind == FileType::Directory {
-                    n.parent = folder;
+                tree.unlink(parent, name);
+                tree.unlink(newparent, newname);
+                tree.link(parent, name, other);
+                tree.link(newparent, newname, moved);
+                let (a, b) = (i64::from(kind == FileType::Directory), i64::from(other_kind == FileType::Directory));
+                for (number, folder) in [(moved, newparent), (other, parent)] {
+                    let n = node(&mut tree, number)?;
+                    n.attr.ctime = SystemTime::now();
+                    if n.attr.kind == FileType::Directory {
+                        n.parent = folder;
+                    }
                 }
-            }
-            entries_changed(&mut tree, parent, b - a);
-            entries_changed(&mut tree, newparent, a - b);
-            return Ok(());
-        }
-        if kind == FileType::Directory && inside(&tree, newparent, moved) {
-            return Err(Errno::EINVAL);
-        }
-        if let Some((replaced, replaced_kind)) = there {
-            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
-                return Err(Errno::EEXIST);
-            }
-            if replaced == moved {
+                entries_changed(&mut tree, parent, b - a);
+                entries_changed(&mut tree, newparent, a - b);
                 return Ok(());
             }
-            match (kind == FileType::Directory, replaced_kind == FileType::Directory) {
-                (false, true) => return Err(Errno::EISDIR),
-                (true, false) => return Err(Errno::ENOTDIR),
-                (true, true) if !node(&mut tree, replaced)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
-                _ => {}
+            if kind == FileType::Directory && inside(&tree, newparent, moved) {
+                return Err(Errno::EINVAL);
             }
-            tree.unlink(newparent, newname);
-            let gone = node(&mut tree, replaced)?;
-            gone.attr.nlink = if replaced_kind == FileType::Directory { 0 } else { gone.attr.nlink.saturating_sub(1) };
-            gone.attr.ctime = SystemTime::now();
-            entries_changed(&mut tree, newparent, -i64::from(replaced_kind == FileType::Directory));
-        }
-        tree.unlink(parent, name);
-        tree.link(newparent, newname, moved);
-        let is_folder = i64::from(kind == FileType::Directory);
-        let n = node(&mut tree, moved)?;
-        n.attr.ctime = SystemTime::now();
-        if kind == FileType::Directory {
-            n.parent = newparent;
-        }
-        entries_changed(&mut tree, parent, -is_folder);
-        entries_changed(&mut tree, newparent, is_folder);
-        Ok(())
+            if let Some((replaced, replaced_kind)) = there {
+                if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                    return Err(Errno::EEXIST);
+                }
+                if replaced == moved {
+                    return Ok(());
+                }
+                match (kind == FileType::Directory, replaced_kind == FileType::Directory) {
+                    (false, true) => return Err(Errno::EISDIR),
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (true, true) if !node(&mut tree, replaced)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
+                    _ => {}
+                }
+                tree.unlink(newparent, newname);
+                let gone = node(&mut tree, replaced)?;
+                gone.attr.nlink =
+                    if replaced_kind == FileType::Directory { 0 } else { gone.attr.nlink.saturating_sub(1) };
+                gone.attr.ctime = SystemTime::now();
+                entries_changed(&mut tree, newparent, -i64::from(replaced_kind == FileType::Directory));
+            }
+            tree.unlink(parent, name);
+            tree.link(newparent, newname, moved);
+            let is_folder = i64::from(kind == FileType::Directory);
+            let n = node(&mut tree, moved)?;
+            n.attr.ctime = SystemTime::now();
+            if kind == FileType::Directory {
+                n.parent = newparent;
+            }
+            entries_changed(&mut tree, parent, -is_folder);
+            entries_changed(&mut tree, newparent, is_folder);
+            Ok(())
+        })
     }
 
     /// link(2): another name for `number`.
     pub fn hard_link(&self, number: INodeNo, newparent: INodeNo, newname: &OsStr) -> Result<FileAttr, Errno> {
-        self.changing()?;
         valid(newname)?;
-        let mut tree = write(&self.tree);
-        if tree.node(number).ok_or(Errno::ENOENT)?.attr.kind == FileType::Directory {
-            return Err(Errno::EPERM);
-        }
-        if tree.node(newparent).ok_or(Errno::ENOENT)?.attr.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        if tree.lookup(newparent, newname).is_some() {
-            return Err(Errno::EEXIST);
-        }
-        tree.link(newparent, newname, number);
-        entries_changed(&mut tree, newparent, 0);
-        let n = node(&mut tree, number)?;
-        n.attr.nlink += 1;
-        n.attr.ctime = SystemTime::now();
-        Ok(n.attr)
+        self.change(|mut tree: &mut Tree| {
+            if tree.node(number).ok_or(Errno::ENOENT)?.attr.kind == FileType::Directory {
+                return Err(Errno::EPERM);
+            }
+            if tree.node(newparent).ok_or(Errno::ENOENT)?.attr.kind != FileType::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            if tree.lookup(newparent, newname).is_some() {
+                return Err(Errno::EEXIST);
+            }
+            tree.link(newparent, newname, number);
+            entries_changed(&mut tree, newparent, 0);
+            let n = node(&mut tree, number)?;
+            n.attr.nlink += 1;
+            n.attr.ctime = SystemTime::now();
+            Ok(n.attr)
+        })
     }
 
     /// chmod, chown, truncate and utimes.
     pub fn set_attributes(&self, number: INodeNo, change: Attributes) -> Result<FileAttr, Errno> {
-        self.changing()?;
-        let mut tree = write(&self.tree);
-        if let Some(size) = change.size {
-            let n = node(&mut tree, number)?;
-            if n.attr.kind != FileType::RegularFile {
-                return Err(Errno::EINVAL);
+        self.change(|mut tree: &mut Tree| {
+            if let Some(size) = change.size {
+                let n = node(&mut tree, number)?;
+                if n.attr.kind != FileType::RegularFile {
+                    return Err(Errno::EINVAL);
+                }
+                let file = self.own(&mut tree, number, size)?;
+                file.set_len(size).map_err(Errno::from)?;
+                let n = node(&mut tree, number)?;
+                n.attr.size = size;
+                n.attr.blocks = size.div_ceil(512);
+                n.attr.mtime = SystemTime::now();
             }
-            let file = self.own(&mut tree, number, size)?;
-            file.set_len(size).map_err(Errno::from)?;
             let n = node(&mut tree, number)?;
-            n.attr.size = size;
-            n.attr.blocks = size.div_ceil(512);
-            n.attr.mtime = SystemTime::now();
-        }
-        let n = node(&mut tree, number)?;
-        if let Some(mode) = change.mode {
-            n.attr.perm = (mode & 0o7777) as u16;
-            // chmod by someone outside the file's group drops set-group-id, as the kernel's own
-            // filesystems do (supplementary groups are not known here).
-            let (uid, gid) = change.by;
-            if uid != 0 && gid != n.attr.gid {
-                n.attr.perm &= !0o2000;
+            if let Some(mode) = change.mode {
+                n.attr.perm = (mode & 0o7777) as u16;
+                // chmod by someone outside the file's group drops set-group-id, as the kernel's own
+                // filesystems do (supplementary groups are not known here).
+                let (uid, gid) = change.by;
+                if uid != 0 && gid != n.attr.gid {
+                    n.attr.perm &= !0o2000;
+                }
             }
+            if let Some(uid) = change.uid {
+                n.attr.uid = uid;
+            }
+            if let Some(gid) = change.gid {
+                n.attr.gid = gid;
+            }
+            if let Some(at) = change.atime {
+                n.attr.atime = time(at);
+            }
+            if let Some(at) = change.mtime {
+                n.attr.mtime = time(at);
+            }
+            n.attr.ctime = SystemTime::now();
+            Ok(n.attr)
+        })
+    }
+
+    /// fsync(2): the journal, and file `number`'s written bytes, made durable. A read-only
+    /// mount has nothing to make so.
+    pub fn sync(&self, number: INodeNo) -> Result<(), Errno> {
+        let tree = read(&self.tree);
+        if let Some(journal) = &tree.journal {
+            journal.sync().map_err(Errno::from)?;
         }
-        if let Some(uid) = change.uid {
-            n.attr.uid = uid;
+        if let Some(Data::Scratch { file, .. }) = tree.node(number).and_then(|n| n.data.as_ref()) {
+            file.sync_data().map_err(Errno::from)?;
         }
-        if let Some(gid) = change.gid {
-            n.attr.gid = gid;
-        }
-        if let Some(at) = change.atime {
-            n.attr.atime = time(at);
-        }
-        if let Some(at) = change.mtime {
-            n.attr.mtime = time(at);
-        }
-        n.attr.ctime = SystemTime::now();
-        Ok(n.attr)
+        Ok(())
     }
 
     /// Writes `data` at `offset` of file `number`.
     pub fn write_bytes(&self, number: INodeNo, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        self.changing()?;
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
-        let mut tree = write(&self.tree);
-        let file = self.own(&mut tree, number, u64::MAX)?;
-        file.write_all_at(data, offset).map_err(Errno::from)?;
-        let n = node(&mut tree, number)?;
-        n.attr.size = n.attr.size.max(end);
-        n.attr.blocks = n.attr.size.div_ceil(512);
-        let now = SystemTime::now();
-        (n.attr.mtime, n.attr.ctime) = (now, now);
-        Ok(())
+        self.change(|mut tree: &mut Tree| {
+            let file = self.own(&mut tree, number, u64::MAX)?;
+            file.write_all_at(data, offset).map_err(Errno::from)?;
+            let n = node(&mut tree, number)?;
+            n.attr.size = n.attr.size.max(end);
+            n.attr.blocks = n.attr.size.div_ceil(512);
+            let now = SystemTime::now();
+            (n.attr.mtime, n.attr.ctime) = (now, now);
+            Ok(())
+        })
     }
 
     /// setxattr (`value`, with XATTR_CREATE or XATTR_REPLACE in `flags`) or removexattr.
     pub fn set_xattr(&self, number: INodeNo, name: &OsStr, value: Option<&[u8]>, flags: i32) -> Result<(), Errno> {
-        self.changing()?;
         let name = valid(name)?;
-        let mut tree = write(&self.tree);
-        let n = node(&mut tree, number)?;
-        let at = n.xattrs.iter().position(|(have, _)| have == name);
-        match (value, at) {
-            (None, None) => return Err(Errno::NO_XATTR),
-            (None, Some(i)) => {
-                n.xattrs.remove(i);
+        self.change(|mut tree: &mut Tree| {
+            let n = node(&mut tree, number)?;
+            let at = n.xattrs.iter().position(|(have, _)| have == name);
+            match (value, at) {
+                (None, None) => return Err(Errno::NO_XATTR),
+                (None, Some(i)) => {
+                    n.xattrs.remove(i);
+                }
+                (Some(_), Some(_)) if flags & libc::XATTR_CREATE != 0 => return Err(Errno::EEXIST),
+                (Some(_), None) if flags & libc::XATTR_REPLACE != 0 => return Err(Errno::NO_XATTR),
+                (Some(v), Some(i)) => n.xattrs[i].1 = v.to_vec(),
+                (Some(v), None) => n.xattrs.push((name.to_string(), v.to_vec())),
             }
-            (Some(_), Some(_)) if flags & libc::XATTR_CREATE != 0 => return Err(Errno::EEXIST),
-            (Some(_), None) if flags & libc::XATTR_REPLACE != 0 => return Err(Errno::NO_XATTR),
-            (Some(v), Some(i)) => n.xattrs[i].1 = v.to_vec(),
-            (Some(v), None) => n.xattrs.push((name.to_string(), v.to_vec())),
-        }
-        n.attr.ctime = SystemTime::now();
-        Ok(())
+            n.attr.ctime = SystemTime::now();
+            Ok(())
+        })
     }
 }

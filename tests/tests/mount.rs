@@ -445,6 +445,102 @@ fn a_writable_mount_killed_while_writing_leaves_the_library_clean() {
     assert_eq!(report["stale_files"], serde_json::json!([]), "reclaimed: {report}");
 }
 
+#[test]
+fn a_killed_writable_mount_keeps_every_change_it_acknowledged_for_commit_to_make_a_version() {
+    let (lib, _) = checked_in(
+        &[
+            ("/etc/motd".into(), b"hi\n".to_vec()),
+            ("/etc/hosts".into(), b"127.0.0.1 localhost\n".to_vec()),
+            ("/srv/old/a".into(), b"a\n".to_vec()),
+        ],
+        "32M",
+    );
+    let work = lib.dir.path();
+    let fuse = work.join("fuse");
+    std::fs::create_dir_all(&fuse).unwrap();
+    std::fs::write(work.join("big"), unique_bytes("written before the kill", 3_000_000)).unwrap();
+    let _mounted = Mounted::new(&lib, "t", &fuse, &["--writable"]);
+    // Changes, a commit (nodes made before it keep their numbers after it), more changes to
+    // what the commit made and to the rest; then the process is killed, nothing synced.
+    sh(&format!(
+        "set -e; cd '{}'
+         mkdir -p opt/app
+         echo one > opt/app/first
+         ln -s ../etc/hosts opt/app/hosts-link",
+        fuse.display()
+    ));
+    assert!(run(lib.command().arg("commit").arg(&fuse)).starts_with("committed t@2 from t@1"));
+    sh(&format!(
+        "set -e; cd '{}'
+         echo two >> opt/app/first
+         ln opt/app/first opt/app/first.hard
+         mv opt/app opt/renamed
+         cp '{}' opt/renamed/big
+         truncate -s 1000000 opt/renamed/big
+         rm etc/motd
+         chmod 640 etc/hosts
+         chown 7:8 etc/hosts
+         setfattr -n user.origin -v journal etc/hosts
+         touch -d '2021-02-03 04:05:06.7' srv/old/a
+         mv srv/old srv/new
+         mkfifo srv/fifo
+         mknod srv/null c 1 3",
+        fuse.display(),
+        work.join("big").display()
+    ));
+    let seen = edited_listing(&fuse);
+    let big = std::fs::read(fuse.join("opt/renamed/big")).unwrap();
+    run(Command::new("kill").arg("-9").arg(server_of(&fuse)));
+    let _ = Command::new("umount").arg("-l").arg(&fuse).status();
+
+    let said = run(lib.command().arg("check"));
+    assert!(said.contains(&format!("the writable mount on {} ended without committing", fuse.display())), "{said}");
+    let said = run(lib.command().arg("commit").arg(&fuse));
+    assert!(said.starts_with("committed t@3 from t@2"), "{said}");
+    assert!(said.ends_with(&format!("(the mount on {} ended without committing)\n", fuse.display())), "{said}");
+
+    // t@3 is the tree the mount showed when it was killed: its checkout clean, and the kernel's
+    // mount of it shows the same entries, times, links, contents and xattrs.
+    let checkout = work.join("t3.raw");
+    lib.checkout("t@3", &checkout);
+    run(Command::new("e2fsck").arg("-fn").arg(&checkout));
+    let kernel = work.join("kernel");
+    std::fs::create_dir_all(&kernel).unwrap();
+    run(Command::new("mount").args(["-o", "loop,ro"]).arg(&checkout).arg(&kernel));
+    let theirs = edited_listing(&kernel);
+    let their_big = std::fs::read(kernel.join("opt/renamed/big")).unwrap();
+    run(Command::new("umount").arg(&kernel));
+    assert_eq!(seen.0, theirs.0, "find -printf of every entry");
+    assert_eq!(seen.1, theirs.1, "hard-link groups");
+    assert_eq!(seen.2, theirs.2, "sha256 of every regular file");
+    assert_eq!(seen.3, theirs.3, "getfattr of every entry");
+    assert!(big.len() == 1_000_000 && big == their_big, "the truncated copy");
+    let arguments = lib.sql(
+        "SELECT p.arguments FROM provenance p JOIN images i USING (image_id) WHERE i.name = 't' AND i.version = 3",
+    );
+    let arguments: serde_json::Value = serde_json::from_str(arguments[0]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(arguments["recovered"], true, "{arguments}");
+
+    // Committed once: the scratch area is gone, and there is nothing left to commit.
+    let report: serde_json::Value = serde_json::from_str(&run(lib.command().args(["check", "--json"]))).unwrap();
+    assert_eq!(report["stale_files"], serde_json::json!([]), "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    let again = attempt(lib.command().arg("commit").arg(&fuse));
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds no writable mount"), "{again:?}");
+
+    // A killed mount's changes can be dropped instead: `unmount --discard`.
+    let _again = Mounted::new(&lib, "t", &fuse, &["--writable"]);
+    std::fs::write(fuse.join("etc/dropped"), "x").unwrap();
+    run(Command::new("kill").arg("-9").arg(server_of(&fuse)));
+    let said = run(lib.command().args(["unmount", "--discard"]).arg(&fuse));
+    assert!(said.starts_with("dropped the changes (the mount on"), "{said}");
+    assert!(!is_mount_point(&fuse));
+    let report: serde_json::Value = serde_json::from_str(&run(lib.command().args(["check", "--json"]))).unwrap();
+    assert_eq!(report["stale_files"], serde_json::json!([]), "{report}");
+    assert_eq!(lib.sql("SELECT max(version) AS v FROM images WHERE name = 't'")[0]["v"], 3);
+}
+
 /// The pid of the process serving `dir` for image `t`.
 fn server_of(dir: &std::path::Path) -> String {
     // ([m] keeps pgrep from matching the shell that runs it.)
@@ -452,7 +548,7 @@ fn server_of(dir: &std::path::Path) -> String {
 }
 
 #[test]
-fn a_writable_mount_killed_while_it_commits_leaves_the_old_version_or_the_new_one_whole() {
+fn a_writable_mount_killed_while_it_commits_leaves_the_old_version_or_the_new_one_whole_and_commit_finishes() {
     use std::io::BufRead;
     let (lib, _) = checked_in(&[("/etc/motd".into(), b"hi\n".to_vec())], "64M");
     let work = lib.dir.path();
@@ -485,13 +581,24 @@ fn a_writable_mount_killed_while_it_commits_leaves_the_old_version_or_the_new_on
         assert!(said.starts_with("mounted "), "{said}");
         let _mounted = Mounted { dir: fuse.clone(), said };
         let name = format!("etc/big-{round}");
+        // Every round's file is committed in the end: the last round's goes, to leave room.
+        if round > 0 {
+            std::fs::remove_file(fuse.join(format!("etc/big-{}", round - 1))).unwrap();
+        }
         std::fs::write(fuse.join(&name), &content).unwrap();
-        let commit = lib.command().arg("commit").arg(&fuse).stdout(std::process::Stdio::null()).spawn().unwrap();
-        let reached = std::io::BufReader::new(server.stderr.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.ends_with(phase));
-        assert!(reached, "round {round}: the commit never reached {phase:?}");
+        let mut commit = lib.command().arg("commit").arg(&fuse).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let stderr = server.stderr.take().unwrap();
+        let reached = std::thread::spawn(move || {
+            std::io::BufReader::new(stderr).lines().map_while(Result::ok).any(|line| line.ends_with(phase))
+        });
+        // A commit that fails never reaches the phase, and the mount goes on serving.
+        while !reached.is_finished() {
+            if let Some(status) = commit.try_wait().unwrap() {
+                assert!(status.success() || reached.is_finished(), "round {round}: the commit failed: {status}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(reached.join().unwrap(), "round {round}: the commit never reached {phase:?}");
         server.kill().unwrap();
         server.wait().unwrap();
         let _ = commit.wait_with_output();
@@ -500,26 +607,37 @@ fn a_writable_mount_killed_while_it_commits_leaves_the_old_version_or_the_new_on
         let check = attempt(lib.command().args(["check", "--json"]));
         let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
         assert_eq!(report["problems"], serde_json::json!([]), "round {round}: {report}");
-        run(lib.command().args(["check", "--reclaim"]));
         // The new version, whole, only once the commit is made; the old one until then.
-        let latest = lib.sql("SELECT max(version) AS v FROM images WHERE name = 't'")[0]["v"].as_i64().unwrap();
-        let spec = format!("t@{latest}");
-        let has = lib.sql(&format!(
-            "SELECT count(*) AS n FROM files f JOIN images i USING (image_id) \
-             WHERE i.name = 't' AND i.version = {latest} AND f.path = '/{name}'"
-        ));
-        let committed = has[0]["n"].as_i64() == Some(1);
-        eprintln!("round {round}, killed after {phase:?}: {spec}, committed: {committed}");
+        let latest = || lib.sql("SELECT max(version) AS v FROM images WHERE name = 't'")[0]["v"].as_i64().unwrap();
+        let has = |version: i64| {
+            let rows = lib.sql(&format!(
+                "SELECT count(*) AS n FROM files f JOIN images i USING (image_id) \
+                 WHERE i.name = 't' AND i.version = {version} AND f.path = '/{name}'"
+            ));
+            rows[0]["n"].as_i64() == Some(1)
+        };
+        let killed_at = latest();
+        let committed = has(killed_at);
+        eprintln!("round {round}, killed after {phase:?}: t@{killed_at}, committed: {committed}");
         assert!(committed || round < phases.len() - 1, "the commit was made before the kill");
         assert!(!committed || round >= phases.len() - 2, "a version from a commit killed before it was made");
+        // `commit` then makes the version the kill prevented, and never one made already.
+        let said = run(lib.command().arg("commit").arg(&fuse));
+        let expected = match committed {
+            true => format!("committed already as t@{killed_at}"),
+            false => format!("committed t@{} from t@{killed_at}", killed_at + 1),
+        };
+        assert!(said.starts_with(&expected), "round {round}: {said}");
+        let spec = format!("t@{}", latest());
+        assert_eq!(latest(), round as i64 + 2, "one version a round");
+        assert!(has(latest()), "round {round}: {spec} has the file");
+        run(lib.command().args(["check", "--reclaim"]));
         let checkout = work.join("latest.raw");
         lib.checkout(&spec, &checkout);
         run(Command::new("e2fsck").arg("-fn").arg(&checkout));
         std::fs::remove_file(&checkout).unwrap();
-        if committed {
-            let read = lib.command().args(["cat", &spec, &format!("/{name}")]).output().unwrap();
-            assert!(read.stdout == content, "round {round}: {spec} holds the file whole");
-        }
+        let read = lib.command().args(["cat", &spec, &format!("/{name}")]).output().unwrap();
+        assert!(read.stdout == content, "round {round}: {spec} holds the file whole");
     }
     let report: serde_json::Value = serde_json::from_str(&run(lib.command().args(["check", "--json"]))).unwrap();
     assert_eq!(report["stale_files"], serde_json::json!([]), "reclaimed: {report}");

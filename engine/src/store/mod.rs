@@ -15,7 +15,7 @@ pub use chunker::{CHUNK_MAX, Chunker};
 pub use pack::{
     ChunkLocation, CompressedFrame, Compression, Frame, PackReader, PackWriter, StoredChunk, frame_share, pack_path,
 };
-pub use reader::ChunkReader;
+pub use reader::{Chunk, ChunkReader};
 
 /// A chunk's id: blake3 of its uncompressed bytes.
 pub type ChunkHash = [u8; 32];

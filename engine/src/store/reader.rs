@@ -2,7 +2,7 @@
 
 use super::ChunkHash;
 use super::pack::{ChunkLocation, PackReader};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,7 +17,28 @@ thread_local! {
 }
 
 /// A frame once read: its bytes, or what was wrong with it (damage, or an I/O error).
-type FrameSlot = Arc<OnceLock<Result<Arc<Vec<u8>>, FrameError>>>;
+type FrameSlot = Arc<OnceLock<Result<Arc<Frame>, FrameError>>>;
+
+/// A decompressed frame, and the chunks of it found to match their hashes: a chunk read again
+/// while its frame is cached is not hashed again.
+struct Frame {
+    data: Vec<u8>,
+    checked: Mutex<HashSet<(u32, ChunkHash)>>,
+}
+
+/// A checked chunk, read through the cache: a view of its frame, which it keeps alive.
+pub struct Chunk {
+    frame: Arc<Frame>,
+    start: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.frame.data[self.start..self.start + self.len]
+    }
+}
 
 #[derive(Clone)]
 enum FrameError {
@@ -55,12 +76,11 @@ impl ChunkReader {
 
     /// Reads, decompresses and checks one chunk.
     pub fn read(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Vec<u8>> {
-        self.read_checked(hash, at)?.map_err(|why| PackReader::damaged(&at.pack, hash, at, &why))
+        self.chunk(hash, at).map(|chunk| chunk.to_vec())
     }
 
-    /// Reads, decompresses and checks one chunk: an I/O error, or the chunk, or what is wrong
-    /// with the bytes read (damage).
-    pub fn read_checked(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Result<Vec<u8>, String>> {
+    /// Reads, decompresses and checks one chunk, without copying it out of its frame.
+    pub fn chunk(&self, hash: &ChunkHash, at: &ChunkLocation) -> io::Result<Chunk> {
         let pack = self.pack(&at.pack)?;
         let key = (at.pack.clone(), at.offset);
         let slot = {
@@ -72,20 +92,28 @@ impl ChunkReader {
         let frame = slot.get_or_init(|| {
             fresh = true;
             match pack.read_frame(at.offset, at.frame_size) {
-                Ok(Ok(data)) => Ok(Arc::new(data)),
+                Ok(Ok(data)) => Ok(Arc::new(Frame { data, checked: Mutex::default() })),
                 Ok(Err(why)) => Err(FrameError::Damaged(why)),
                 Err(e) => Err(FrameError::Io(e.kind(), e.to_string())),
             }
         });
         if fresh {
-            let len = frame.as_ref().map_or(0, |d| d.len());
+            let len = frame.as_ref().map_or(0, |f| f.data.len());
             self.frames.lock().map_err(|_| poisoned())?.charge(key, len);
         }
-        match frame {
-            Ok(data) => Ok(PackReader::chunk_of(data, hash, at).map(<[u8]>::to_vec)),
-            Err(FrameError::Damaged(why)) => Ok(Err(why.clone())),
-            Err(FrameError::Io(kind, what)) => Err(io::Error::new(*kind, what.clone())),
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(FrameError::Damaged(why)) => return Err(PackReader::damaged(&at.pack, hash, at, why)),
+            Err(FrameError::Io(kind, what)) => return Err(io::Error::new(*kind, what.clone())),
+        };
+        let chunk = Chunk { frame: frame.clone(), start: at.frame_offset as usize, len: at.size as usize };
+        let id = (at.frame_offset, *hash);
+        if frame.checked.lock().map_err(|_| poisoned())?.contains(&id) {
+            return Ok(chunk);
         }
+        PackReader::chunk_of(&frame.data, hash, at).map_err(|why| PackReader::damaged(&at.pack, hash, at, &why))?;
+        frame.checked.lock().map_err(|_| poisoned())?.insert(id);
+        Ok(chunk)
     }
 
     /// Hands every chunk of `wanted` to `each`, checked against its hash, reading frame by
