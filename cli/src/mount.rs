@@ -16,6 +16,10 @@ const READY: &str = "mounted ";
 /// command's output, so that whoever reads that output sees it end (as fuse's daemonize does).
 const DETACHED: &str = "IMAGELAKE_MOUNT_DETACHED";
 
+/// mimalloc's setting of how long freed memory is kept before it is given back, read as the
+/// process starts.
+const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+
 fn detach() {
     // SAFETY: plain system calls on this process's own descriptors.
     unsafe {
@@ -92,6 +96,11 @@ pub fn background(library: &Path, image: &str, dir: &Path, how: How) -> anyhow::
         if set {
             command.arg(flag);
         }
+    }
+    // A mount lives long and its frames come and go: memory freed goes back to the system at
+    // once (mimalloc's default waits, and a thread that frees little may keep it for long).
+    if std::env::var_os(PURGE_DELAY).is_none() {
+        command.env(PURGE_DELAY, "0");
     }
     command.env(DETACHED, "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     // SAFETY: setsid is async-signal-safe; the mount outlives this command and its terminal.
