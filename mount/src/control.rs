@@ -106,23 +106,40 @@ pub fn areas(root: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
 }
 
 /// Asks the writable mount on `dir` (of the library at `root`); returns its answer, or None
-/// when `dir` holds no writable mount of this library that is still served.
+/// when `dir` holds no writable mount of this library that is still served. A mount that
+/// ends as it is asked (killed just then) is not asked to discard: once its process is gone,
+/// None says to drop its changes as any ended mount's; a commit it may or may not have made
+/// is an error, and `commit` then finishes it from the journal.
 pub fn ask(root: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
-    let live = areas(root, Some(dir), true).into_iter();
-    let Some(mut stream) = live.filter_map(|a| UnixStream::connect(a.area.join("control")).ok()).next() else {
+    let live = areas(root, Some(dir), true);
+    let Some((area, mut stream)) =
+        live.iter().find_map(|a| Some((a, UnixStream::connect(a.area.join("control")).ok()?)))
+    else {
         return Ok(None);
     };
     let request = match what {
         Ask::Commit => "commit\n",
         Ask::Discard => "discard\n",
     };
-    let context = || format!("asking the mount on {}", dir.display());
-    stream.write_all(request.as_bytes()).io_context(context)?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).io_context(context)?;
+    // A mount killed meanwhile resets the connection or closes it unanswered: the same end.
+    let _ = stream.write_all(request.as_bytes()).and_then(|_| BufReader::new(&stream).read_line(&mut line));
     match line.trim_end().split_once(' ') {
         Some(("ok", answer)) => Ok(Some(answer.to_string())),
         Some(("error", why)) => Err(Error::User(format!("the mount on {}: {why}", dir.display()))),
+        _ if matches!(what, Ask::Discard) && ended(&area.area) => Ok(None),
         _ => Err(Error::User(format!("the mount on {} ended before it answered", dir.display()))),
     }
+}
+
+/// Waits a little for the process holding the scratch area `area` to be gone.
+fn ended(area: &Path) -> bool {
+    let started = std::time::Instant::now();
+    while held(area) {
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
 }

@@ -54,6 +54,7 @@ pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, wri
     let image = library.resolve(spec).await?;
     let what = format!("{}@{}", image.name, image.version);
     let rows = library.catalog().files(image.image_id, None, &TREE_COLUMNS).await?;
+    imagelake_engine::trace::phase("mount: files read");
     let files = rows.iter().map(|r| (r.partition, imagelake_engine::export::is_etc(&r.path, r.kind)));
     let partition = imagelake_engine::export::one_filesystem(&what, files, partition)?;
     let scratch = match writable {
@@ -73,6 +74,7 @@ pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, wri
         let started = journal::Journal::start(&scratch.dir, base);
         tree.journal = Some(started.io_context(|| format!("starting a journal in {}", scratch.dir.display()))?);
     }
+    imagelake_engine::trace::phase("mount: tree built");
     let inodes = tree.len();
     let fs = fs::ImageFs {
         tree: Arc::new(RwLock::new(tree)),
@@ -124,6 +126,7 @@ impl Pending {
             let extents = catalog.content_extents(self.image_id, None).await.map_err(|e| e.to_string())?;
             let locations = catalog.chunk_locations(&Contents::chunks(&extents)).await.map_err(|e| e.to_string())?;
             let mut contents = Contents::new(self.library.root(), &extents, locations)?;
+            drop(extents);
             let unmapped: Vec<(u32, String)> =
                 std::mem::take(&mut self.files).into_iter().filter(|(_, hash)| !contents.is_mapped(hash)).collect();
             if !unmapped.is_empty() {
@@ -136,6 +139,7 @@ impl Pending {
         };
         let contents = found.await.map_err(|why| format!("{}: reading where its contents lie: {why}", self.image));
         let _ = self.contents.set(contents);
+        imagelake_engine::trace::phase("mount: contents located");
     }
 }
 
@@ -191,6 +195,7 @@ pub fn serve(
     if let Some(scratch) = &scratch {
         control::listen(&scratch.dir, dir, committer.clone(), discarded.clone(), runtime.clone())?;
     }
+    imagelake_engine::trace::phase("mount: mounted");
     ready();
     let served = session.run();
     served.map_err(|error| Error::Io { context: format!("serving the mount on {}", dir.display()), error })?;

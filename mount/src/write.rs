@@ -150,7 +150,7 @@ impl ImageFs {
         target: Option<&str>,
     ) -> Result<FileAttr, Errno> {
         valid(name)?;
-        self.change(|mut tree: &mut Tree| {
+        self.change(|tree: &mut Tree| {
             let folder = tree.node(parent).ok_or(Errno::ENOENT)?.attr;
             if folder.kind != FileType::Directory {
                 return Err(Errno::ENOTDIR);
@@ -194,27 +194,27 @@ impl ImageFs {
                 inode: None,
             };
             let number = tree.add(parent, name, made);
-            entries_changed(&mut tree, parent, i64::from(kind == FileType::Directory));
-            Ok(node(&mut tree, number)?.attr)
+            entries_changed(tree, parent, i64::from(kind == FileType::Directory));
+            Ok(node(tree, number)?.attr)
         })
     }
 
     /// Removes `name` from folder `parent`: a folder (`folder`, only when empty) or anything else.
     pub fn remove(&self, parent: INodeNo, name: &OsStr, folder: bool) -> Result<(), Errno> {
-        self.change(|mut tree: &mut Tree| {
+        self.change(|tree: &mut Tree| {
             let (number, gone) = tree.lookup(parent, name).map(|(n, node)| (n, node.attr)).ok_or(Errno::ENOENT)?;
             let is_folder = gone.kind == FileType::Directory;
             match (folder, is_folder) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !node(&mut tree, number)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
+                (true, true) if !node(tree, number)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
             tree.unlink(parent, name);
-            let gone = node(&mut tree, number)?;
+            let gone = node(tree, number)?;
             gone.attr.nlink = if is_folder { 0 } else { gone.attr.nlink.saturating_sub(1) };
             gone.attr.ctime = SystemTime::now();
-            entries_changed(&mut tree, parent, -i64::from(is_folder));
+            entries_changed(tree, parent, -i64::from(is_folder));
             Ok(())
         })
     }
@@ -230,7 +230,7 @@ impl ImageFs {
         flags: RenameFlags,
     ) -> Result<(), Errno> {
         valid(newname)?;
-        self.change(|mut tree: &mut Tree| {
+        self.change(|tree: &mut Tree| {
             let (moved, kind) = tree.lookup(parent, name).map(|(n, node)| (n, node.attr.kind)).ok_or(Errno::ENOENT)?;
             if tree.node(newparent).ok_or(Errno::ENOENT)?.attr.kind != FileType::Directory {
                 return Err(Errno::ENOTDIR);
@@ -251,8 +251,8 @@ impl ImageFs {
             };
             if flags.contains(RenameFlags::RENAME_EXCHANGE) {
                 let (other, other_kind) = there.ok_or(Errno::ENOENT)?;
-                if (kind == FileType::Directory && inside(&tree, newparent, moved))
-                    || (other_kind == FileType::Directory && inside(&tree, parent, other))
+                if (kind == FileType::Directory && inside(tree, newparent, moved))
+                    || (other_kind == FileType::Directory && inside(tree, parent, other))
                 {
                     return Err(Errno::EINVAL);
                 }
@@ -262,17 +262,17 @@ impl ImageFs {
                 tree.link(newparent, newname, moved);
                 let (a, b) = (i64::from(kind == FileType::Directory), i64::from(other_kind == FileType::Directory));
                 for (number, folder) in [(moved, newparent), (other, parent)] {
-                    let n = node(&mut tree, number)?;
+                    let n = node(tree, number)?;
                     n.attr.ctime = SystemTime::now();
                     if n.attr.kind == FileType::Directory {
                         n.parent = folder;
                     }
                 }
-                entries_changed(&mut tree, parent, b - a);
-                entries_changed(&mut tree, newparent, a - b);
+                entries_changed(tree, parent, b - a);
+                entries_changed(tree, newparent, a - b);
                 return Ok(());
             }
-            if kind == FileType::Directory && inside(&tree, newparent, moved) {
+            if kind == FileType::Directory && inside(tree, newparent, moved) {
                 return Err(Errno::EINVAL);
             }
             if let Some((replaced, replaced_kind)) = there {
@@ -285,26 +285,26 @@ impl ImageFs {
                 match (kind == FileType::Directory, replaced_kind == FileType::Directory) {
                     (false, true) => return Err(Errno::EISDIR),
                     (true, false) => return Err(Errno::ENOTDIR),
-                    (true, true) if !node(&mut tree, replaced)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
+                    (true, true) if !node(tree, replaced)?.entries.is_empty() => return Err(Errno::ENOTEMPTY),
                     _ => {}
                 }
                 tree.unlink(newparent, newname);
-                let gone = node(&mut tree, replaced)?;
+                let gone = node(tree, replaced)?;
                 gone.attr.nlink =
                     if replaced_kind == FileType::Directory { 0 } else { gone.attr.nlink.saturating_sub(1) };
                 gone.attr.ctime = SystemTime::now();
-                entries_changed(&mut tree, newparent, -i64::from(replaced_kind == FileType::Directory));
+                entries_changed(tree, newparent, -i64::from(replaced_kind == FileType::Directory));
             }
             tree.unlink(parent, name);
             tree.link(newparent, newname, moved);
             let is_folder = i64::from(kind == FileType::Directory);
-            let n = node(&mut tree, moved)?;
+            let n = node(tree, moved)?;
             n.attr.ctime = SystemTime::now();
             if kind == FileType::Directory {
                 n.parent = newparent;
             }
-            entries_changed(&mut tree, parent, -is_folder);
-            entries_changed(&mut tree, newparent, is_folder);
+            entries_changed(tree, parent, -is_folder);
+            entries_changed(tree, newparent, is_folder);
             Ok(())
         })
     }
@@ -312,7 +312,7 @@ impl ImageFs {
     /// link(2): another name for `number`.
     pub fn hard_link(&self, number: INodeNo, newparent: INodeNo, newname: &OsStr) -> Result<FileAttr, Errno> {
         valid(newname)?;
-        self.change(|mut tree: &mut Tree| {
+        self.change(|tree: &mut Tree| {
             if tree.node(number).ok_or(Errno::ENOENT)?.attr.kind == FileType::Directory {
                 return Err(Errno::EPERM);
             }
@@ -323,8 +323,8 @@ impl ImageFs {
                 return Err(Errno::EEXIST);
             }
             tree.link(newparent, newname, number);
-            entries_changed(&mut tree, newparent, 0);
-            let n = node(&mut tree, number)?;
+            entries_changed(tree, newparent, 0);
+            let n = node(tree, number)?;
             n.attr.nlink += 1;
             n.attr.ctime = SystemTime::now();
             Ok(n.attr)
@@ -333,20 +333,20 @@ impl ImageFs {
 
     /// chmod, chown, truncate and utimes.
     pub fn set_attributes(&self, number: INodeNo, change: Attributes) -> Result<FileAttr, Errno> {
-        self.change(|mut tree: &mut Tree| {
+        self.change(|tree: &mut Tree| {
             if let Some(size) = change.size {
-                let n = node(&mut tree, number)?;
+                let n = node(tree, number)?;
                 if n.attr.kind != FileType::RegularFile {
                     return Err(Errno::EINVAL);
                 }
-                let file = self.own(&mut tree, number, size)?;
+                let file = self.own(tree, number, size)?;
                 file.set_len(size).map_err(Errno::from)?;
-                let n = node(&mut tree, number)?;
+                let n = node(tree, number)?;
                 n.attr.size = size;
                 n.attr.blocks = size.div_ceil(512);
                 n.attr.mtime = SystemTime::now();
             }
-            let n = node(&mut tree, number)?;
+            let n = node(tree, number)?;
             if let Some(mode) = change.mode {
                 n.attr.perm = (mode & 0o7777) as u16;
                 // chmod by someone outside the file's group drops set-group-id, as the kernel's own
@@ -389,10 +389,10 @@ impl ImageFs {
     /// Writes `data` at `offset` of file `number`.
     pub fn write_bytes(&self, number: INodeNo, offset: u64, data: &[u8]) -> Result<(), Errno> {
         let end = offset.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
-        self.change(|mut tree: &mut Tree| {
-            let file = self.own(&mut tree, number, u64::MAX)?;
+        self.change(|tree: &mut Tree| {
+            let file = self.own(tree, number, u64::MAX)?;
             file.write_all_at(data, offset).map_err(Errno::from)?;
-            let n = node(&mut tree, number)?;
+            let n = node(tree, number)?;
             n.attr.size = n.attr.size.max(end);
             n.attr.blocks = n.attr.size.div_ceil(512);
             let now = SystemTime::now();
@@ -404,8 +404,8 @@ impl ImageFs {
     /// setxattr (`value`, with XATTR_CREATE or XATTR_REPLACE in `flags`) or removexattr.
     pub fn set_xattr(&self, number: INodeNo, name: &OsStr, value: Option<&[u8]>, flags: i32) -> Result<(), Errno> {
         let name = valid(name)?;
-        self.change(|mut tree: &mut Tree| {
-            let n = node(&mut tree, number)?;
+        self.change(|tree: &mut Tree| {
+            let n = node(tree, number)?;
             let at = n.xattrs.iter().position(|(have, _)| have == name);
             match (value, at) {
                 (None, None) => return Err(Errno::NO_XATTR),

@@ -275,9 +275,16 @@ impl Catalog {
         Ok(dataset)
     }
 
-    /// Reads `columns` of the rows of `table` that match `filter` (a Lance SQL predicate).
-    /// Only the questions of `queries.rs` call it.
-    async fn scan(&self, table: &str, columns: &[&str], filter: Option<&str>) -> Result<Vec<RecordBatch>> {
+    /// Reads `columns` of the rows of `table` that match `filter` (a Lance SQL predicate),
+    /// handing each batch to `each` as it comes, so that a caller keeping a little of each
+    /// never holds the whole answer. Only the questions of `queries.rs` call it.
+    async fn scan_each(
+        &self,
+        table: &str,
+        columns: &[&str],
+        filter: Option<&str>,
+        mut each: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let dataset = self.dataset(table).await?;
         let mut scanner = dataset.scan();
         let err = |e: lance::Error| Error::Catalog(format!("scanning {table}: {e}"));
@@ -285,7 +292,21 @@ impl Catalog {
         if let Some(filter) = filter {
             scanner.filter(filter).map_err(err)?;
         }
-        let stream = scanner.try_into_stream().await.map_err(err)?;
-        stream.try_collect().await.map_err(err)
+        let mut stream = scanner.try_into_stream().await.map_err(err)?;
+        while let Some(batch) = stream.try_next().await.map_err(err)? {
+            each(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Every batch [`Catalog::scan_each`] reads.
+    async fn scan(&self, table: &str, columns: &[&str], filter: Option<&str>) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        self.scan_each(table, columns, filter, |batch| {
+            batches.push(batch);
+            Ok(())
+        })
+        .await?;
+        Ok(batches)
     }
 }

@@ -10,6 +10,7 @@ use super::{Catalog, ChunkRow, Decode, ExtentRow, FileRow, ImageRow, PartitionRo
 use crate::Result;
 use crate::store::{ChunkHash, ChunkLocation, hex, parse_hex};
 use arrow::array::RecordBatch;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
 
 /// Quotes a text for a Lance filter.
@@ -22,15 +23,22 @@ fn quoted_list<S: AsRef<str>>(texts: &[S]) -> String {
     texts.iter().map(|t| quote(t.as_ref())).collect::<Vec<_>>().join(", ")
 }
 
-/// Hashes per lookup of an `IN (...)` list: the index answers each quickly, and many run at once.
+/// Hashes per lookup of an `IN (...)` list: the index answers each quickly.
 const LOOKUP_GROUP: usize = 512;
+/// Index lookups in flight at once: each holds its own scan's buffers.
+const LOOKUPS_AT_ONCE: usize = 4;
+/// Wanting one chunk in this many of the table's rows makes a whole scan the cheaper way to
+/// find them.
+const SCAN_SHARE: usize = 8;
 
 impl Catalog {
     async fn rows<T: Decode>(&self, columns: &[&str], filter: Option<&str>) -> Result<Vec<T>> {
         let mut rows = Vec::new();
-        for batch in self.scan(T::NAME, columns, filter).await? {
+        self.scan_each(T::NAME, columns, filter, |batch| {
             rows.extend(T::decode(&batch)?);
-        }
+            Ok(())
+        })
+        .await?;
         Ok(rows)
     }
 
@@ -142,10 +150,12 @@ impl Catalog {
     /// made for each).
     async fn hashes(&self, table: &str, filter: Option<&str>) -> Result<HashSet<ChunkHash>> {
         let mut hashes = HashSet::new();
-        for batch in self.scan(table, &["chunk_hash"], filter).await? {
+        self.scan_each(table, &["chunk_hash"], filter, |batch| {
             let column = Columns::new(table, &batch).str("chunk_hash")?;
             hashes.extend(column.iter().flat_map(|c| c.iter().flatten().filter_map(parse_hex)));
-        }
+            Ok(())
+        })
+        .await?;
         Ok(hashes)
     }
 
@@ -165,19 +175,34 @@ impl Catalog {
         Ok(rows.iter().filter_map(ChunkRow::location).collect())
     }
 
-    /// Where the given chunks live (looked up through the `chunks` table's index, 512 hashes
-    /// a lookup, all at once).
+    /// Where the given chunks live. A few are looked up through the `chunks` table's index,
+    /// 512 hashes a lookup, a few lookups at a time; when they are a large share of the table
+    /// (a mount or checkout of most of a library), one scan keeping the wanted rows costs less
+    /// and holds less at once than lookups by the dozen.
     pub async fn chunk_locations(&self, hashes: &[ChunkHash]) -> Result<HashMap<ChunkHash, ChunkLocation>> {
-        let mut wanted: Vec<String> = hashes.iter().map(hex).collect();
-        wanted.sort();
-        wanted.dedup();
-        let lookups = wanted.chunks(LOOKUP_GROUP).map(|group| async move {
-            let filter = format!("chunk_hash IN ({})", quoted_list(group));
+        let wanted: HashSet<ChunkHash> = hashes.iter().copied().collect();
+        let stored = self.dataset(ChunkRow::NAME).await?.count_rows(None).await;
+        let stored = stored.map_err(|e| crate::Error::Catalog(format!("counting {}: {e}", ChunkRow::NAME)))?;
+        if wanted.len().saturating_mul(SCAN_SHARE) >= stored {
+            let mut found = HashMap::with_capacity(wanted.len());
+            self.scan_each(ChunkRow::NAME, &LOCATION_COLUMNS, None, |batch| {
+                let rows = ChunkRow::decode(&batch)?;
+                found.extend(rows.iter().filter_map(ChunkRow::location).filter(|(hash, _)| wanted.contains(hash)));
+                Ok(())
+            })
+            .await?;
+            return Ok(found);
+        }
+        let mut wanted: Vec<String> = wanted.iter().map(hex).collect();
+        wanted.sort_unstable();
+        let filters: Vec<String> =
+            wanted.chunks(LOOKUP_GROUP).map(|group| format!("chunk_hash IN ({})", quoted_list(group))).collect();
+        let lookups = futures::stream::iter(filters).map(|filter| async move {
             let rows: Vec<ChunkRow> = self.rows(&LOCATION_COLUMNS, Some(&filter)).await?;
-            Ok::<_, crate::Error>(rows)
+            Ok::<_, crate::Error>(rows.iter().filter_map(ChunkRow::location).collect::<Vec<_>>())
         });
-        let found = futures::future::try_join_all(lookups).await?;
-        Ok(found.iter().flatten().filter_map(ChunkRow::location).collect())
+        let found: Vec<Vec<_>> = lookups.buffer_unordered(LOOKUPS_AT_ONCE).try_collect().await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Which of `packs` some `chunks` row still points into.
@@ -193,10 +218,12 @@ impl Catalog {
     /// The image ids with rows in `table`.
     pub async fn image_ids(&self, table: &str) -> Result<HashSet<i64>> {
         let mut ids = HashSet::new();
-        for batch in self.scan(table, &["image_id"], None).await? {
+        self.scan_each(table, &["image_id"], None, |batch| {
             let column = Columns::new(table, &batch).i64("image_id")?;
             ids.extend(column.iter().flat_map(|c| c.values().iter().copied()));
-        }
+            Ok(())
+        })
+        .await?;
         Ok(ids)
     }
 
@@ -251,3 +278,41 @@ impl Catalog {
 
 /// The `chunks` columns that say where a chunk is.
 const LOCATION_COLUMNS: [&str; 6] = ["chunk_hash", "size", "pack", "pack_offset", "frame_size", "frame_offset"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: u8) -> ChunkRow {
+        ChunkRow {
+            chunk_hash: hex(&[n; 32]),
+            size: 100 + i64::from(n),
+            stored_size: 50,
+            pack: format!("pack-{}", n % 3),
+            pack_offset: 1000 * i64::from(n),
+            frame_size: 4096,
+            frame_offset: i64::from(n),
+        }
+    }
+
+    /// A few chunks come through the index, most of the table through one scan: both ways
+    /// answer exactly the stored ones of those asked, where they are.
+    #[tokio::test]
+    async fn chunk_locations_answer_the_same_by_index_and_by_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).await.unwrap();
+        let rows: Vec<ChunkRow> = (1..=200).map(row).collect();
+        catalog.append(&rows).await.unwrap();
+        catalog.maintain(crate::catalog::Maintenance::FULL).await.unwrap();
+        let unknown = [255u8; 32];
+        for asked in [vec![3u8, 77, 150], (1..=120).collect()] {
+            let mut hashes: Vec<ChunkHash> = asked.iter().map(|n| [*n; 32]).collect();
+            hashes.push(unknown);
+            let found = catalog.chunk_locations(&hashes).await.unwrap();
+            assert_eq!(found.len(), asked.len(), "asked for {} chunks and one unknown", asked.len());
+            for n in asked {
+                assert_eq!(found[&[n; 32]], row(n).location().unwrap().1, "chunk {n}");
+            }
+        }
+    }
+}
