@@ -106,10 +106,10 @@ pub fn areas(root: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
 }
 
 /// Asks the writable mount on `dir` (of the library at `root`); returns its answer, or None
-/// when `dir` holds no writable mount of this library that is still served. A mount that
-/// ends as it is asked (killed just then) is not asked to discard: once its process is gone,
-/// None says to drop its changes as any ended mount's; a commit it may or may not have made
-/// is an error, and `commit` then finishes it from the journal.
+/// when `dir` holds no writable mount of this library that is still served. If the mount
+/// ends as it is asked (killed just then): for a discard, None once its process is gone, so
+/// that its changes are dropped as any ended mount's are; for a commit, which it may or may
+/// not have made, an error, and `commit` then finishes it from the journal.
 pub fn ask(root: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
     let live = areas(root, Some(dir), true);
     let Some((area, mut stream)) =
