@@ -23,7 +23,9 @@ type FrameSlot = Arc<OnceLock<Result<Arc<Frame>, FrameError>>>;
 /// while its frame is cached is not hashed again.
 struct Frame {
     data: Vec<u8>,
-    checked: Mutex<HashSet<(u32, ChunkHash)>>,
+    /// Each by its place in the frame (offset, size) and hash: a row naming the same chunk
+    /// with another size is checked anew.
+    checked: Mutex<HashSet<(u32, u32, ChunkHash)>>,
 }
 
 /// A checked chunk, read through the cache: a view of its frame, which it keeps alive.
@@ -107,7 +109,7 @@ impl ChunkReader {
             Err(FrameError::Io(kind, what)) => return Err(io::Error::new(*kind, what.clone())),
         };
         let chunk = Chunk { frame: frame.clone(), start: at.frame_offset as usize, len: at.size as usize };
-        let id = (at.frame_offset, *hash);
+        let id = (at.frame_offset, at.size, *hash);
         if frame.checked.lock().map_err(|_| poisoned())?.contains(&id) {
             return Ok(chunk);
         }
