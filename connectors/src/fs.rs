@@ -3,6 +3,7 @@
 //! apart from the disk and the disk still rebuilt byte for byte.
 
 use crate::ReadAt;
+use std::fmt::Write as _;
 use std::io;
 
 /// The most memory a listing may take (paths, extents, xattrs, targets, inline data), so that
@@ -117,7 +118,8 @@ pub struct File {
     pub mtime: i64,
     /// From `i_mtime_extra` when the inode has it, else 0.
     pub mtime_nsec: u32,
-    pub inode: u32,
+    /// The filesystem's own inode number (XFS numbers need 64 bits).
+    pub inode: u64,
     pub nlink: u32,
     /// Symlinks only: fast (in `i_block`), inline or slow (in a data block).
     pub link_target: Option<Vec<u8>>,
@@ -206,4 +208,39 @@ pub(crate) fn read_mapped(src: &dyn ReadAt, extents: &[Extent], offset: u64, buf
         src.read_exact_at(dst, e.physical.saturating_add(from - e.logical))?;
     }
     Ok(())
+}
+
+/// The kind a Unix mode's file-type bits name (ext and XFS inodes share them).
+pub(crate) fn kind_from_mode(mode: u16) -> Option<FileKind> {
+    Some(match mode & 0o170000 {
+        0o100000 => FileKind::File,
+        0o040000 => FileKind::Dir,
+        0o120000 => FileKind::Symlink,
+        0o020000 => FileKind::Char,
+        0o060000 => FileKind::Block,
+        0o010000 => FileKind::Fifo,
+        0o140000 => FileKind::Socket,
+        _ => return None,
+    })
+}
+
+/// A name as UTF-8, with bytes that are not rendered as `\xNN`.
+pub(crate) fn escape(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+/// A 16-byte UUID as 8-4-4-4-12 lowercase hex.
+pub(crate) fn format_uuid(b: &[u8; 16]) -> String {
+    let hex = |range: std::ops::Range<usize>| {
+        b.get(range).unwrap_or_default().iter().map(|x| format!("{x:02x}")).collect::<String>()
+    };
+    format!("{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
 }

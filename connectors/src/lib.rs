@@ -23,6 +23,7 @@ pub mod os;
 pub mod packages;
 pub mod partition;
 pub mod vfat;
+pub mod xfs;
 
 mod bytes;
 mod read_at;

@@ -460,7 +460,7 @@ fn check_variant(src: &Path, variant: &Variant) {
         if variant.index_dirs && p == "/big_dir" {
             assert!(stat.flags & 0x1000 != 0, "{v}: {p} is not an htree directory");
         }
-        assert_eq!(f.inode, stat.inode, "{v}: {p}: inode");
+        assert_eq!(f.inode, u64::from(stat.inode), "{v}: {p}: inode");
         assert_eq!(f.kind, debugfs_kind(&stat.kind), "{v}: {p}: kind");
         assert_eq!(f.mode, stat.mode, "{v}: {p}: mode");
         assert_eq!((f.uid, f.gid), (stat.uid, stat.gid), "{v}: {p}: owner");
@@ -570,7 +570,8 @@ fn check_variant(src: &Path, variant: &Variant) {
     }
     // One inode read alone gives what the listing found inside it, and nothing for the rest.
     for f in fs.files.iter().filter(|f| f.kind == FileKind::File) {
-        let alone = ext4::inline_content(&file, f.inode).unwrap_or_else(|e| panic!("{v}: {}: {e}", f.path));
+        let alone = ext4::inline_content(&file, u32::try_from(f.inode).expect("an ext4 inode number"))
+            .unwrap_or_else(|e| panic!("{v}: {}: {e}", f.path));
         assert_eq!(alone.as_ref().map(|(data, _)| data), f.inline_data.as_ref(), "{v}: {}", f.path);
         assert!(alone.is_none_or(|(_, size)| size == f.size), "{v}: {}", f.path);
     }
@@ -590,7 +591,7 @@ fn compare_content(src: &fs::File, f: &ext4::File, real: &Path) {
         offset += n as u64;
     }
     // Unaligned reads, crossing block and extent boundaries.
-    let mut rng = Xorshift(u64::from(f.inode) * 0x9E37_79B9 + 1);
+    let mut rng = Xorshift(f.inode * 0x9E37_79B9 + 1);
     for _ in 0..if f.size > 0 { 8 } else { 0 } {
         let offset = rng.next() % f.size;
         let n = (rng.next() % 70_000).min(f.size - offset) as usize;

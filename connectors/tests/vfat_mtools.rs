@@ -424,7 +424,7 @@ fn check_variant(variant: &Variant) {
         let is_dir = dirs.contains(p);
         if p == "/" {
             assert_eq!(f.kind, FileKind::Dir);
-            assert_eq!(f.inode, geo.root_cluster.unwrap_or(0), "{v}: / inode");
+            assert_eq!(f.inode, u64::from(geo.root_cluster.unwrap_or(0)), "{v}: / inode");
             assert_eq!(f.mtime, 0, "{v}: / has no time");
             continue;
         }
@@ -432,7 +432,7 @@ fn check_variant(variant: &Variant) {
         if is_dir {
             assert_eq!(f.kind, FileKind::Dir, "{v}: {p}: kind");
             assert_eq!((f.size, f.extents.len()), (0, 0), "{v}: {p}");
-            assert_eq!(f.inode, chain[0], "{v}: {p}: inode is the first cluster");
+            assert_eq!(f.inode, u64::from(chain[0]), "{v}: {p}: inode is the first cluster");
             // mmd stamps directories with the time it ran.
             assert!(
                 (built.made.0 - 2..=built.made.1 + 2).contains(&f.mtime),
@@ -456,7 +456,7 @@ fn check_variant(variant: &Variant) {
         let needed = f.size.div_ceil(cs) as usize;
         assert!(chain.len() >= needed, "{v}: {p}: mshowfat chain {chain:?}");
         assert_eq!(f.extents, to_extents(&chain[..needed], geo), "{v}: {p}: extents");
-        assert_eq!(f.inode, chain.first().copied().unwrap_or(0), "{v}: {p}: inode");
+        assert_eq!(f.inode, u64::from(chain.first().copied().unwrap_or(0)), "{v}: {p}: inode");
         let mut logical = 0;
         for e in &f.extents {
             assert_eq!(e.logical, logical, "{v}: {p}: extents tile the file");

@@ -27,14 +27,12 @@ mod inode;
 mod superblock;
 mod xattr;
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
-use crate::fs::Listing;
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
+use crate::fs::{Listing, escape, format_uuid, kind_from_mode};
 use inode::{Allowance, BlockSource, I_BLOCK_LEN, Inode};
+use std::collections::HashMap;
 use superblock::Superblock;
 
 pub use crate::fs::MAX_LISTING_BYTES;
@@ -117,20 +115,6 @@ pub fn room(src: &dyn ReadAt) -> Result<Room, Error> {
 /// [`Corrupt`](crate::ErrorKind::Corrupt).
 pub type Error = crate::Error;
 crate::prefixed!("ext4");
-
-/// The kind an inode's mode names.
-fn kind_from_mode(mode: u16) -> Option<FileKind> {
-    Some(match mode & 0o170000 {
-        0o100000 => FileKind::File,
-        0o040000 => FileKind::Dir,
-        0o120000 => FileKind::Symlink,
-        0o020000 => FileKind::Char,
-        0o060000 => FileKind::Block,
-        0o010000 => FileKind::Fifo,
-        0o140000 => FileKind::Socket,
-        _ => return None,
-    })
-}
 
 /// The filesystem being read: the source, its superblock and what has been claimed so far.
 struct Volume<'a> {
@@ -344,7 +328,7 @@ impl Walk<'_> {
             size: inode.size,
             mtime: inode.mtime,
             mtime_nsec: inode.mtime_nsec,
-            inode: ino,
+            inode: u64::from(ino),
             nlink: u32::from(inode.links),
             link_target: None,
             rdev: None,
@@ -420,26 +404,6 @@ fn device(i_block: &[u8]) -> (u32, u32) {
     }
     let new = le32(i_block, 4);
     ((new & 0xF_FF00) >> 8, (new & 0xFF) | ((new >> 12) & 0xF_FF00))
-}
-
-/// A name as UTF-8, with bytes that are not rendered as `\xNN`.
-fn escape(name: &[u8]) -> String {
-    let mut out = String::with_capacity(name.len());
-    for chunk in name.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for byte in chunk.invalid() {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "\\x{byte:02x}");
-        }
-    }
-    out
-}
-
-fn format_uuid(b: &[u8; 16]) -> String {
-    let hex = |range: std::ops::Range<usize>| {
-        b.get(range).unwrap_or_default().iter().map(|x| format!("{x:02x}")).collect::<String>()
-    };
-    format!("{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ impl Walk<'_> {
             }
         };
         let root = dir::parse(&raw, self.fat32(), "/")?;
-        self.add(File { inode, ..new_file("/".into(), FileKind::Dir, 0o755) })?;
+        self.add(File { inode: u64::from(inode), ..new_file("/".into(), FileKind::Dir, 0o755) })?;
         // An explicit stack, not recursion: depth is bounded only by the cluster count.
         // Each level holds its directory's path ("" for the root) and its unvisited entries.
         let mut stack = vec![(String::new(), root.entries.into_iter())];
@@ -173,7 +173,7 @@ impl Walk<'_> {
             let runs = self.chain(index, &path, entry.cluster, self.dir_want())?;
             let raw = self.read_runs(&path, &runs)?;
             let listing = dir::parse(&raw, self.fat32(), &path)?;
-            self.add(File { mtime, inode: entry.cluster, ..new_file(path, FileKind::Dir, 0o755) })?;
+            self.add(File { mtime, inode: u64::from(entry.cluster), ..new_file(path, FileKind::Dir, 0o755) })?;
             return Ok(Some(listing.entries));
         }
         let mode = if entry.attr & dir::ATTR_READ_ONLY != 0 { 0o444 } else { 0o644 };
@@ -191,7 +191,7 @@ impl Walk<'_> {
                 file.extents.push(Extent { logical, physical: self.boot.cluster_offset(first), len, unwritten: false });
                 logical += len;
             }
-            file.inode = entry.cluster;
+            file.inode = u64::from(entry.cluster);
         }
         self.add(file)?;
         Ok(None)

@@ -22,7 +22,7 @@ pub(crate) struct ParentDisk {
     /// Disk ranges `[start, end)` the edit wrote, sorted and disjoint.
     written: Vec<(u64, u64)>,
     /// The parent's regular files by partition and inode: size and content hash.
-    files: HashMap<(i64, u32), (u64, String)>,
+    files: HashMap<(i64, u64), (u64, String)>,
 }
 
 impl ParentDisk {
@@ -225,7 +225,7 @@ impl ReadAt for Overlay {
 /// read while the edit runs.
 pub(crate) struct ParentFacts {
     /// Its regular files by partition and inode: size and content hash.
-    files: HashMap<(i64, u32), (u64, String)>,
+    files: HashMap<(i64, u64), (u64, String)>,
     /// Where the chunks lie that a checkin surely reads from the store: the raw bytes outside
     /// the edited filesystem (partition table, other filesystems' metadata) and the small
     /// files a checkin reads by path.
@@ -304,11 +304,11 @@ impl Library {
     }
 
     /// The regular files of a version by partition and inode: size and content hash.
-    async fn regular_files(&self, image_id: i64) -> Result<HashMap<(i64, u32), (u64, String)>> {
+    async fn regular_files(&self, image_id: i64) -> Result<HashMap<(i64, u64), (u64, String)>> {
         let rows = self.catalog().regular_files(image_id).await?;
         Ok(rows
             .into_iter()
-            .filter_map(|f| Some(((f.partition, f.inode as u32), (f.size as u64, f.content_hash?))))
+            .filter_map(|f| Some(((f.partition, f.inode as u64), (f.size as u64, f.content_hash?))))
             .collect())
     }
 }

@@ -19,7 +19,7 @@ use crate::store::{ChunkHash, Chunker, Compression, PackWriter, StoredChunk, hex
 use crate::{Error, IoContext, Library, Progress, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
-use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat};
+use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat, xfs};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -389,8 +389,8 @@ fn ingest(
 
     // Regular file contents, each inode once, a filesystem at a time, on every core; an
     // edit's unchanged files keep their parent's content, unread.
-    let mut contents: HashMap<(usize, u32), Content> = HashMap::new();
-    let mut unchanged: HashMap<(usize, u32), String> = HashMap::new();
+    let mut contents: HashMap<(usize, u64), Content> = HashMap::new();
+    let mut unchanged: HashMap<(usize, u64), String> = HashMap::new();
     for (fs_index, ifs) in indexed.iter().enumerate() {
         let mut seen = HashSet::new();
         let mut work: Vec<&fs::File> =
@@ -409,7 +409,7 @@ fn ingest(
         let p = ifs.partition;
         sink.phase(&format!("partition {p} ({}) files", ifs.fs.fs_type), work.iter().map(|f| f.size).sum());
         let volume = ifs.source(&disk).map_err(|e| image_err(format!("partition {p}: {e}")))?;
-        let chunked: Vec<(u32, Content)> = work
+        let chunked: Vec<(u64, Content)> = work
             .par_iter()
             .map(|file| {
                 let content = chunk_content(&sink, &volume, file)
@@ -557,7 +557,8 @@ fn file_row(
         gid: i64::from(f.gid),
         size: f.size as i64,
         mtime: f.mtime.saturating_mul(1_000_000_000).saturating_add(i64::from(f.mtime_nsec)),
-        inode: i64::from(f.inode),
+        // Readers give inode numbers below 2^63.
+        inode: i64::try_from(f.inode).unwrap_or(i64::MAX),
         nlink: i64::from(f.nlink),
         link_target: f.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
         dev_major,

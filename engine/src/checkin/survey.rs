@@ -126,6 +126,7 @@ fn index_volume(volume: &dyn ReadAt, row: &mut PartitionRow) -> Option<fs::Files
     let read = match row.fs_type.as_deref() {
         Some("ext4") => ext4::read(volume).map_err(|e| e.to_string()),
         Some("vfat") => vfat::read(volume).map_err(|e| e.to_string()),
+        Some("xfs") => xfs::read(volume).map_err(|e| e.to_string()),
         _ => return None,
     };
     match read {
