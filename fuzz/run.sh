@@ -11,7 +11,7 @@ fixtures=../../shared/fixtures/ext4-corrupt
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-/work/target-fuzz}
 
 seed() {
-  mkdir -p corpus/ext4 corpus/partition corpus/packages corpus/os corpus/vfat
+  mkdir -p corpus/ext4 corpus/partition corpus/packages corpus/os corpus/vfat corpus/xfs
   if [ -d "$fixtures" ] && [ -z "$(ls corpus/ext4)" ]; then
     # The first 4 MiB of each (libFuzzer's -max_len below); head closing the pipe early is fine.
     for f in "$fixtures"/*.img.gz; do { gzip -dc "$f" || true; } | head -c 4194304 > "corpus/ext4/$(basename "$f" .img.gz)"; done
@@ -46,6 +46,25 @@ seed() {
       mmd -i "corpus/vfat/fat$fat" ::/EFI ::/EFI/BOOT && mcopy -i "corpus/vfat/fat$fat" /etc/os-release ::/EFI/BOOT/BOOTX64.EFI
     done
   fi
+  if [ -z "$(ls corpus/xfs)" ]; then
+    # The smallest XFS mkfs.xfs makes (16 MiB; the test variables lift its 300 MB floor),
+    # filled through a loop mount: its first 4 MiB hold the metadata. Version 4 too, empty.
+    local t; t=$(mktemp -d)
+    truncate -s 16M "$t/v5" "$t/v4"
+    export TEST_DIR=1 TEST_DEV=1 QA_CHECK_FS=1
+    mkfs.xfs -q -f "$t/v5" && mkfs.xfs -q -f -m crc=0 "$t/v4" 2>/dev/null
+    unset TEST_DIR TEST_DEV QA_CHECK_FS
+    mkdir "$t/m"
+    if mount -o loop "$t/v5" "$t/m" 2>/dev/null; then
+      mkdir -p "$t/m/etc/many" && cp /etc/os-release /etc/passwd "$t/m/etc/"
+      for i in $(seq 1 120); do : > "$t/m/etc/many/entry-$i"; done
+      for i in $(seq 1 30); do setfattr -n "user.a$i" -v "value $i" "$t/m/etc/passwd"; done
+      ln -s os-release "$t/m/etc/link" && ln "$t/m/etc/passwd" "$t/m/etc/hard"
+      umount "$t/m"
+    fi
+    head -c 4194304 "$t/v5" > corpus/xfs/v5; head -c 4194304 "$t/v4" > corpus/xfs/v4
+    rm -rf "$t"
+  fi
 }
 
 seed
@@ -61,7 +80,7 @@ run() {
 mkdir -p logs
 status=0
 # Two at a time: one per core.
-read -ra targets <<< "${FUZZ_TARGETS:-ext4 partition packages os vfat}"
+read -ra targets <<< "${FUZZ_TARGETS:-ext4 partition packages os vfat xfs}"
 for ((i = 0; i < ${#targets[@]}; i += 2)); do
   pids=()
   for t in "${targets[@]:i:2}"; do run "$t" & pids+=($!); done
