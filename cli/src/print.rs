@@ -43,6 +43,12 @@ pub fn print_checkin(out: &mut dyn Write, file: &Path, s: &CheckinSummary) -> st
         s.chunks_new,
         bytes(s.bytes_stored)
     )?;
+    writeln!(
+        out,
+        "                {} of file contents, {} of metadata and free space",
+        bytes(s.bytes_new_content),
+        bytes(s.bytes_new.saturating_sub(s.bytes_new_content))
+    )?;
     writeln!(out, "  deduplicated  {}", bytes(s.bytes_deduplicated))?;
     let rate = s.bytes_read as f64 / s.seconds.max(1e-9);
     writeln!(out, "  time          {:.2} s ({}/s)", s.seconds, bytes(rate as u64))?;

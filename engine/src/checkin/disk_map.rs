@@ -248,7 +248,7 @@ impl<'a> RawStream<'a> {
     fn flush(&mut self, out: &mut Vec<ExtentRow>) -> std::io::Result<()> {
         let pending = std::mem::take(&mut self.pending);
         let hashes: Vec<ChunkHash> =
-            pending.par_iter().map(|(_, c)| self.sink.put(c)).collect::<std::io::Result<_>>()?;
+            pending.par_iter().map(|(_, c)| self.sink.put(c, false)).collect::<std::io::Result<_>>()?;
         for ((stream_off, chunk), hash) in pending.iter().zip(hashes) {
             let chunk_end = stream_off + chunk.len() as u64;
             while let Some(&(s_off, d_off, len)) = self.segments.front() {

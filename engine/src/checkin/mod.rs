@@ -52,6 +52,8 @@ pub struct CheckinSummary {
     pub bytes_zero: u64,
     /// Uncompressed bytes of chunks this checkin added to the store.
     pub bytes_new: u64,
+    /// Of those, file contents; the rest is metadata and free space (the raw stream).
+    pub bytes_new_content: u64,
     /// What those chunks take in packs (compressed).
     pub bytes_stored: u64,
     /// Bytes of chunks the store already held (from any image, or earlier in this one).
@@ -227,6 +229,7 @@ impl Library {
             bytes_read: stats.read.load(Relaxed),
             bytes_zero: stats.zero.load(Relaxed),
             bytes_new: stats.new.load(Relaxed),
+            bytes_new_content: stats.new_content.load(Relaxed),
             bytes_stored: stats.stored.load(Relaxed),
             bytes_deduplicated: stats.dedup.load(Relaxed),
             chunks_new: ingest.chunks.len() as u64,
@@ -246,6 +249,7 @@ struct Stats {
     read: AtomicU64,
     zero: AtomicU64,
     new: AtomicU64,
+    new_content: AtomicU64,
     stored: AtomicU64,
     dedup: AtomicU64,
 }
@@ -291,13 +295,17 @@ struct Sink {
 }
 
 impl Sink {
-    /// Stores `data` unless the store has it; returns its hash.
-    fn put(&self, data: &[u8]) -> std::io::Result<ChunkHash> {
+    /// Stores `data` (file content, or bytes of the raw stream) unless the store has it;
+    /// returns its hash.
+    fn put(&self, data: &[u8], content: bool) -> std::io::Result<ChunkHash> {
         let hash = *blake3::hash(data).as_bytes();
         self.threads.lock().map_err(|_| poisoned())?.insert(std::thread::current().id());
         let fresh = self.known.lock().map_err(|_| poisoned())?.insert(hash);
         if fresh {
             self.stats.new.fetch_add(data.len() as u64, Relaxed);
+            if content {
+                self.stats.new_content.fetch_add(data.len() as u64, Relaxed);
+            }
             let full = self.packs.lock().map_err(|_| poisoned())?.add(hash, data);
             if let Some(frame) = full {
                 // Compressed outside the lock, so that every worker compresses at once.
@@ -512,7 +520,7 @@ fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Res
     let mut chunker = Chunker::new();
     let mut chunks = Vec::new();
     let mut emit = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
-        let hash = if is_zero(bytes) { None } else { Some(sink.put(bytes)?) };
+        let hash = if is_zero(bytes) { None } else { Some(sink.put(bytes, true)?) };
         chunks.push((offset, bytes.len() as u64, hash));
         Ok(())
     };
