@@ -150,6 +150,9 @@ fn tree(vol: &Volume, ino: u64, map: &[Record], out: &mut Vec<(u8, Vec<u8>, Vec<
         }
         let block = lookup(map, logical).ok_or_else(|| corrupt(format!("{}: not mapped", at())))?;
         let b = vol.block(block, &at)?;
+        if v5 {
+            super::checksum(&b, 12, &at)?;
+        }
         let magic = be16(&b, 8);
         match (v5, magic) {
             (false, LEAF_V4) | (true, LEAF_V5) => leaf(vol, ino, map, &b, logical, out)?,
@@ -230,6 +233,7 @@ fn remote(vol: &Volume, ino: u64, map: &[Record], first: u64, len: usize) -> Res
             if be32(&b, 0) != RMT_MAGIC || be64(&b, 32) != ino || offset != value.len() {
                 return Err(bad(format!("block {logical} is not the next part of this inode's value")));
             }
+            super::checksum(&b, 12, &|| format!("inode {ino}: remote attribute value block {logical}"))?;
             b.get(RMT_HDR..RMT_HDR.saturating_add(bytes))
                 .ok_or_else(|| bad(format!("block {logical} says {bytes} bytes")))?
         } else {

@@ -9,6 +9,8 @@ const MAGIC: u16 = 0x494E; // "IN"
 /// Where the forks start: after the version 3 core, or at `di_crc` in versions 1 and 2.
 const CORE_V3: usize = 176;
 const CORE_V2: usize = 100;
+/// Where a version 3 inode keeps its checksum.
+pub(super) const CRC_AT: usize = 100;
 
 /// `di_format` / `di_aformat`.
 pub(super) const FMT_DEV: u8 = 0;
@@ -186,6 +188,9 @@ pub(super) fn records(vol: &dyn Blocks, inode: &Inode, fork: Fork) -> Result<Vec
                     .ok_or_else(|| bad(format!("B+tree block {ptr} lies outside the filesystem")))?;
                 let what = || format!("inode {ino}: {}: B+tree block {ptr}", fork.name());
                 let b = vol.block(block, &what)?;
+                if vol.sb().v5 {
+                    super::checksum(&b, 64, &what)?;
+                }
                 let (magic, hdr) = if vol.sb().v5 { (BMA3_MAGIC, BTREE_HDR_V5) } else { (BMAP_MAGIC, BTREE_HDR_V4) };
                 let n = usize::from(be16(&b, 6));
                 if be32(&b, 0) != magic || be16(&b, 4) != level {

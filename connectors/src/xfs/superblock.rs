@@ -78,6 +78,10 @@ impl Superblock {
         if b.get(..4) != Some(MAGIC.as_slice()) {
             return Err(bad("magic is not XFSB".into()));
         }
+        let sector = usize::from(be16(&b, 102));
+        if !(512..=32768).contains(&sector) || !sector.is_power_of_two() {
+            return Err(bad(format!("sector size {sector} is not a power of two of 512 to 32 KiB")));
+        }
         let versionnum = be16(&b, 100);
         let version = versionnum & VERSION_NUMBITS;
         let block_size = be32(&b, 4);
@@ -149,6 +153,12 @@ impl Superblock {
                 "superblock: incompatible features {:#x} are not read",
                 incompat & !INCOMPAT_SUPPORTED
             )));
+        }
+        if v5 {
+            // The checksum covers the whole sector the superblock fills.
+            let mut whole = vec![0; sector];
+            src.read_exact_at(&mut whole, 0).map_err(|e| read_failed(&e, format!("superblock: {e}")))?;
+            super::checksum(&whole, 224, &|| "superblock".to_string())?;
         }
         let mut uuid = [0; 16];
         uuid.copy_from_slice(&b[32..48]);
