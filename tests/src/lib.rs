@@ -6,6 +6,7 @@
 
 pub mod corrupt;
 pub mod debugfs;
+pub mod lvm;
 pub mod manifest;
 pub mod server;
 pub mod tree;

@@ -1,11 +1,14 @@
-//! XFS roots as structure, as RHEL, Rocky and Alma lay them out: made by `mkfs.xfs`, filled
-//! through the kernel's loop mount from a real Debian tree, with what a real root holds
+//! XFS roots as structure, as RHEL, Rocky and Alma lay them out (in a partition, and in a
+//! logical volume): made by `mkfs.xfs`, filled through the kernel's loop mount from a real
+//! Debian tree, with what a real root holds
 //! besides (xattrs and ACLs, hard links, sparse and preallocated files, folders big enough for
 //! every directory form, long symbolic links, device nodes). The kernel's read-only mount is
 //! the oracle for every row; `dpkg-query` for the packages; `cmp` for the checkout.
 
+use imagelake_tests::lvm::lvm_disk;
 use imagelake_tests::{
     Library, Mounted, debian_tree, dpkg_query, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh, unique_bytes,
+    write_at,
 };
 use std::path::Path;
 use std::process::Command;
@@ -157,6 +160,27 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
     // The disk comes back byte for byte.
     lib.checkout("rocky", &path("out.img"));
     run(Command::new("cmp").arg(path("disk.img")).arg(path("out.img")));
+    std::fs::remove_file(path("out.img")).expect("rm");
+
+    // The same root as a logical volume: the same rows, and the disk back byte for byte.
+    let root_mb = std::fs::metadata(path("root.img")).expect("root").len().div_ceil(1 << 20);
+    let vg = format!("ilxfs{}", std::process::id());
+    let placed = lvm_disk(&path("lvm.img"), root_mb + 16, &[None], &vg, &[("root", root_mb, 0)]);
+    write_at(&path("lvm.img"), &path("root.img"), placed[0].1);
+    lib.checkin(&path("lvm.img"), "rocky-lvm");
+    let rows = |image: &str, scheme: &str| {
+        lib.sql(&format!(
+            "SELECT f.path, f.kind, f.mode, f.uid, f.gid, f.size, f.mtime, f.inode, f.nlink, f.link_target, \
+             f.dev_major, f.dev_minor, f.content_hash, f.xattrs FROM files f JOIN images i USING (image_id) \
+             JOIN partitions p ON p.image_id = f.image_id AND p.partition = f.partition \
+             WHERE i.name = '{image}' AND p.scheme = '{scheme}' AND p.fs_type = 'xfs' ORDER BY f.path"
+        ))
+    };
+    let (in_lvm, in_gpt) = (rows("rocky-lvm", "lvm"), rows("rocky", "gpt"));
+    assert_eq!(in_lvm.len(), entries, "the logical volume's rows");
+    assert!(in_lvm == in_gpt, "the XFS root reads the same in a logical volume as in a partition");
+    lib.checkout("rocky-lvm", &path("out.img"));
+    run(Command::new("cmp").arg(path("lvm.img")).arg(path("out.img")));
 }
 
 /// A `mkfs.xfs -p` protofile of the tree under `root`: folders, regular files, symbolic

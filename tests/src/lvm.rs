@@ -1,0 +1,87 @@
+//! LVM2 disks as installers lay them out, made by the real LVM tools without device-mapper
+//! (`--driverloaded n`): a GPT disk whose partitions are the physical volumes of one volume
+//! group, and linear logical volumes on them. Filesystems are then written where `pvs` and
+//! `lvs` say each volume's extents are.
+
+use crate::run;
+use std::path::Path;
+use std::process::Command;
+
+const NO_BACKUP: &str = "backup { backup = 0 archive = 0 }";
+
+fn lvm(args: &[&str]) -> String {
+    run(Command::new(args[0]).args(&args[1..]).args(["--config", NO_BACKUP]))
+}
+
+/// Makes `out`, `size_mb` MiB: a BIOS boot partition, then one physical volume per entry of
+/// `pv_mb` (its size in MiB; None takes the rest of the disk), all in volume group `vg`, with
+/// the logical volumes `lvs` (name, MiB, index of the physical volume that holds it). Returns
+/// each logical volume's byte offset in the disk, sorted by name.
+pub fn lvm_disk(
+    out: &Path,
+    size_mb: u64,
+    pv_mb: &[Option<u64>],
+    vg: &str,
+    lvs: &[(&str, u64, usize)],
+) -> Vec<(String, u64)> {
+    run(Command::new("truncate").arg(format!("-s{size_mb}M")).arg(out));
+    let mut sgdisk = Command::new("sgdisk");
+    sgdisk.args(["-n1:2048:+1M", "-t1:ef02"]);
+    for (i, mb) in pv_mb.iter().enumerate() {
+        let n = i + 2;
+        sgdisk
+            .arg(format!("-n{n}:0:{}", mb.map_or("0".to_string(), |mb| format!("+{mb}M"))))
+            .arg(format!("-t{n}:8e00"));
+    }
+    run(sgdisk.arg(out));
+    let sectors = |field: &str, n: usize| -> u64 {
+        let info = run(Command::new("sgdisk").arg(format!("-i{n}")).arg(out));
+        let line = info.lines().find(|l| l.starts_with(field)).expect("sgdisk field");
+        line.split(':').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // The physical volumes, on loop devices over their partitions.
+    let mut loops = Vec::new();
+    for n in 2..2 + pv_mb.len() {
+        let (first, last) = (sectors("First sector", n), sectors("Last sector", n));
+        let dev = run(Command::new("losetup")
+            .arg("--offset")
+            .arg((first * 512).to_string())
+            .arg("--sizelimit")
+            .arg(((last - first + 1) * 512).to_string())
+            .args(["-f", "--show"])
+            .arg(out));
+        loops.push((dev.trim().to_string(), first * 512));
+    }
+    let result = std::panic::catch_unwind(|| {
+        for (dev, _) in &loops {
+            lvm(&["pvcreate", "-y", dev]);
+        }
+        let devs: Vec<&str> = loops.iter().map(|(d, _)| d.as_str()).collect();
+        lvm(&[&["vgcreate", vg][..], &devs].concat());
+        for (name, mb, pv) in lvs {
+            let size = format!("{mb}M");
+            lvm(&["lvcreate", "--driverloaded", "n", "-an", "-Zn", "-L", &size, "-n", name, vg, &loops[*pv].0]);
+        }
+        let extent = lvm(&["vgs", "--driverloaded", "n", "--noheadings", "--units", "b", "-o", "vg_extent_size", vg]);
+        let extent: u64 = extent.trim().trim_end_matches('B').parse().unwrap();
+        let ranges = lvm(&["lvs", "--driverloaded", "n", "--noheadings", "-o", "lv_name,seg_pe_ranges", vg]);
+        let mut placed = Vec::new();
+        for line in ranges.lines() {
+            let mut f = line.split_whitespace();
+            let (name, range) = (f.next().unwrap(), f.next().unwrap());
+            let (dev, pes) = range.rsplit_once(':').unwrap();
+            let first_pe: u64 = pes.split('-').next().unwrap().parse().unwrap();
+            let (_, part_offset) = loops.iter().find(|(d, _)| d == dev).unwrap();
+            let pe_start = lvm(&["pvs", "--driverloaded", "n", "--noheadings", "--units", "b", "-o", "pe_start", dev]);
+            let pe_start: u64 = pe_start.trim().trim_end_matches('B').parse().unwrap();
+            placed.push((name.to_string(), part_offset + pe_start + first_pe * extent));
+        }
+        placed
+    });
+    for (dev, _) in &loops {
+        let _ = Command::new("losetup").arg("-d").arg(dev).status();
+    }
+    let mut placed = result.expect("LVM tools");
+    placed.sort();
+    placed
+}
