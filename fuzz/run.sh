@@ -38,6 +38,13 @@ seed() {
     rm -rf "$t"
   fi
   [ -n "$(ls corpus/packages)" ] || head -c 65536 /var/lib/dpkg/status > corpus/packages/status
+  if [ ! -e corpus/packages/bdb ] && command -v db5.3_load >/dev/null; then
+    # A Berkeley DB hash database of small pages, some values on overflow pages.
+    for i in $(seq 1 12); do printf 'key%s
+%s
+' "$i" "$(head -c $((i * 150)) /dev/zero | tr '\0' v)"; done \
+      | db5.3_load -T -t hash -c db_pagesize=512 corpus/packages/bdb
+  fi
   [ -n "$(ls corpus/os)" ] || cp /etc/os-release corpus/os/os-release
   if [ -z "$(ls corpus/vfat)" ]; then
     # FAT12 and FAT16 fit -max_len whole; FAT32's minimum size does not (the tests cover it).

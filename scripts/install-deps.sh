@@ -10,11 +10,13 @@ packages=(
   dosfstools mtools   # mkfs.vfat, mcopy: EFI system partitions in tests
   qemu-utils          # qemu-img: qcow2 test images, convert oracle
   rpm                 # rpmbuild and rpm: real rpm databases in tests
+  db5.3-util          # db5.3_load: Berkeley DB rpm databases made by the Berkeley DB library
   lvm2                # pvcreate, vgcreate, lvcreate: LVM metadata in tests
-  xfsprogs btrfs-progs  # filesystems imagelake stores raw and lists by type, in tests
+  xfsprogs            # mkfs.xfs, xfs_db: XFS roots in tests, and their oracle
+  btrfs-progs         # mkfs.btrfs: a filesystem imagelake stores raw and lists by type, in tests
   debootstrap         # Debian trees for the end-to-end test
   attr                # setfattr: xattrs in test trees
-  libacl1-dev acl     # pjdfstest (cargo install) links libacl: the writable mount's POSIX suite
+  libacl1-dev acl     # setfacl: ACLs in test trees; pjdfstest (cargo install) links libacl
   zstd
   openssl             # certificates made by the TLS tests of imagelake serve
   borgbackup casync ostree  # the peers the benchmarks run beside imagelake

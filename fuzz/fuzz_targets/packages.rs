@@ -1,4 +1,5 @@
-//! The package database parsers over arbitrary bytes: dpkg status, apk installed, rpm headers.
+//! The package database parsers over arbitrary bytes: dpkg status, apk installed, rpm headers
+//! and rpm's Berkeley DB database.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,4 +10,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = dpkg::parse_status(&text);
     let _ = apk::parse_installed(&text);
     let _ = rpm::parse_header(data);
+    let _ = rpm::read_bdb(data);
 });

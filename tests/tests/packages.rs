@@ -20,16 +20,16 @@ fn package_rows(lib: &Library, id: i64, manager: &str) -> Rows {
         .collect()
 }
 
-#[test]
-fn rpm_sqlite_database_made_by_rpm() {
-    let work = tempfile::tempdir().unwrap();
-    let p = |n: &str| work.path().join(n);
-    // Two real packages from rpmbuild, one with an epoch, installed by rpm into a tree.
-    for (name, epoch) in [("hello", "Epoch: 3\n"), ("tiny-tool", "")] {
+/// Real packages from rpmbuild (name, epoch line, number of files), installed by rpm into
+/// `work/tree` (its sqlite database); returns what `rpm -qa` lists.
+fn rpm_tree(work: &std::path::Path, packages: &[(&str, &str, usize)]) -> Rows {
+    let p = |n: &str| work.join(n);
+    for (name, epoch, files) in packages {
         let spec = format!(
             "Name: {name}\nVersion: 1.2\nRelease: 4\n{epoch}Summary: t\nLicense: MIT\nBuildArch: noarch\n%description\nt\n\
-             %install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho hi > %{{buildroot}}/usr/share/{name}/greeting\n\
-             %files\n/usr/share/{name}/greeting\n"
+             %install\nmkdir -p %{{buildroot}}/usr/share/{name}\n\
+             for i in $(seq 1 {files}); do echo hi > %{{buildroot}}/usr/share/{name}/greeting-$i; done\n\
+             %files\n/usr/share/{name}\n"
         );
         std::fs::write(p(&format!("{name}.spec")), spec).unwrap();
         run(Command::new("rpmbuild")
@@ -46,21 +46,33 @@ fn rpm_sqlite_database_made_by_rpm() {
         .arg(p("tree"))
         .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"])
         .args(&rpms));
-    let listed = run(Command::new("rpm").arg("--root").arg(p("tree")).args([
-        "--dbpath",
-        "/var/lib/rpm",
-        "-qa",
-        "--qf",
-        "%{NAME}\\t%{EVR}\\t%{ARCH}\\n",
-    ]));
-    let expected: Rows = listed
+    rpm_qa(&p("tree/var/lib/rpm"), "sqlite")
+}
+
+/// What `rpm -qa` lists of the database in `dbpath` with `backend` (sqlite, bdb_ro).
+fn rpm_qa(dbpath: &std::path::Path, backend: &str) -> Rows {
+    let listed = run(Command::new("rpm")
+        .arg("--dbpath")
+        .arg(dbpath)
+        .arg("--define")
+        .arg(format!("_db_backend {backend}"))
+        .args(["-qa", "--qf", "%{NAME}\\t%{EVR}\\t%{ARCH}\\n"]));
+    listed
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             (f[0].into(), f[1].into(), f[2].into())
         })
-        .collect();
-    assert_eq!(expected.len(), 2, "{listed}");
+        .collect()
+}
+
+#[test]
+fn rpm_sqlite_database_made_by_rpm() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n);
+    // Two real packages, one with an epoch.
+    let expected = rpm_tree(work.path(), &[("hello", "Epoch: 3\n", 1), ("tiny-tool", "", 1)]);
+    assert_eq!(expected.len(), 2, "{expected:?}");
 
     mkfs_ext(&p("tree"), &p("fedora.img"), "ext4", "16M", &[]);
     let lib = Library::new();
@@ -81,6 +93,69 @@ fn rpm_sqlite_database_made_by_rpm() {
     let summary = lib.checkin(&p("rhel7.img"), "rhel7");
     assert_eq!(summary["packages"], 0);
     assert!(summary["warnings"].to_string().contains("Berkeley DB"), "{summary}");
+}
+
+/// RHEL 7 and 8 keep rpm's database in Berkeley DB: the same headers rpm wrote, loaded into
+/// a hash database by the Berkeley DB library's own `db_load`, read by rpm's `bdb_ro` backend
+/// as the oracle, in an XFS root as RHEL lays it out.
+#[test]
+fn rpm_berkeley_db_database_made_by_db_load() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n);
+    // A package of 600 files: its header spans several overflow pages.
+    let installed = rpm_tree(work.path(), &[("hello", "Epoch: 3\n", 1), ("tiny-tool", "", 1), ("many-files", "", 600)]);
+    let rpmdb = p("tree/var/lib/rpm");
+    // db_load's text format: a key line and a value line per record, bytes outside printable
+    // ASCII as \xx; keys are package numbers in the machine's byte order.
+    let dump = r#"
+import sqlite3, sys
+esc = lambda b: ''.join(chr(x) if 32 <= x < 127 and x != 92 else '\\%02x' % x for x in b)
+for hnum, blob in sqlite3.connect(sys.argv[1]).execute('SELECT hnum, blob FROM Packages'):
+    print(esc(hnum.to_bytes(4, sys.byteorder)))
+    print(esc(blob))
+"#;
+    let records = run(Command::new("python3").arg("-c").arg(dump).arg(rpmdb.join("rpmdb.sqlite")));
+    for f in std::fs::read_dir(&rpmdb).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    std::fs::write(p("records"), records).unwrap();
+    run(Command::new("sh").arg("-c").arg(format!(
+        "db5.3_load -T -t hash '{}' < '{}'",
+        rpmdb.join("Packages").display(),
+        p("records").display()
+    )));
+    let expected = rpm_qa(&rpmdb, "bdb_ro");
+    assert_eq!(expected, installed, "rpm reads the Berkeley DB database as it read its own");
+    // Every header lies on overflow pages, the big one on more than one.
+    let stat = run(Command::new("db5.3_stat").arg("-d").arg(rpmdb.join("Packages")));
+    let count = |what: &str| -> u64 {
+        let line = stat.lines().find(|l| l.ends_with(what)).unwrap_or_else(|| panic!("{what}: {stat}"));
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(count("Number of overflow pages") > 3, "{stat}");
+
+    // In an XFS root.
+    run(Command::new("truncate").arg("-s320M").arg(p("rhel.img")));
+    run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(p("rhel.img")));
+    std::fs::create_dir(p("mnt")).unwrap();
+    run(Command::new("mount").arg("-o").arg("loop").arg(p("rhel.img")).arg(p("mnt")));
+    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", p("tree").display())).arg(p("mnt")).status();
+    run(Command::new("umount").arg(p("mnt")));
+    assert!(copied.unwrap().success());
+    let lib = Library::new();
+    let summary = lib.checkin(&p("rhel.img"), "rhel8");
+    let id = summary["image_id"].as_i64().unwrap();
+    assert_eq!(summary["warnings"], serde_json::json!([]), "{summary}");
+    assert_eq!(package_rows(&lib, id, "rpm"), expected);
+    assert!(expected.contains(&("many-files".into(), "1.2-4".into(), "noarch".into())));
+
+    // Cut short, the database is not misread: the checkin says why it is not indexed.
+    let db = std::fs::read(rpmdb.join("Packages")).unwrap();
+    std::fs::write(rpmdb.join("Packages"), &db[..db.len() / 2]).unwrap();
+    mkfs_ext(&p("tree"), &p("cut.img"), "ext4", "16M", &[]);
+    let summary = lib.checkin(&p("cut.img"), "cut");
+    assert_eq!(summary["packages"], 0);
+    assert!(summary["warnings"].to_string().contains("Berkeley DB: the file holds"), "{summary}");
 }
 
 #[test]

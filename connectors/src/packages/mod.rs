@@ -3,6 +3,7 @@
 //! filesystem is each module's `*_PATH`.
 
 pub mod apk;
+mod bdb;
 pub mod dpkg;
 pub mod rpm;
 

@@ -2,9 +2,8 @@
 //! openSUSE), whose `Packages` table holds one rpm header blob per installed package.
 //!
 //! Headers are parsed here (a small, bounded format: an index of tagged entries and a data
-//! store); sqlite does the rest. The older Berkeley DB `Packages` file is refused with a
-//! message saying so: no maintained Rust crate reads it, and current distributions no longer
-//! write it.
+//! store); sqlite does the rest. The older Berkeley DB `Packages` file (RHEL 7 and 8, Fedora
+//! before 33) holds the same headers in a hash database, read by [`super::bdb`].
 
 use super::Package;
 use std::path::Path;
@@ -49,6 +48,24 @@ pub fn read_sqlite(db: &Path) -> Result<Vec<Package>, Error> {
     Ok(packages)
 }
 
+/// Reads every package of a Berkeley DB `Packages` file: a hash database whose keys are
+/// package numbers and whose values are header blobs. Key 0 holds rpm's next number, not a
+/// package.
+pub fn read_bdb(file: &[u8]) -> Result<Vec<Package>, Error> {
+    let records =
+        super::bdb::read(file, MAX_BLOB).map_err(|e| Error::corrupt(format!("rpm database: Berkeley DB: {e}")))?;
+    let mut packages = Vec::new();
+    for (key, blob) in records {
+        let number = key.get(..4).map(|k| [k[0], k[1], k[2], k[3]]);
+        if number.is_none_or(|n| n == [0; 4]) {
+            continue;
+        }
+        let hnum = u32::from_ne_bytes(number.unwrap_or_default());
+        packages.push(parse_header(&blob).map_err(|e| Error::corrupt(format!("rpm database: package {hnum}: {e}")))?);
+    }
+    Ok(packages)
+}
+
 const NAME: u32 = 1000;
 const VERSION: u32 = 1001;
 const RELEASE: u32 = 1002;
@@ -66,6 +83,8 @@ const TYPE_I18NSTRING: u32 = 9;
 /// rpm's own limits on a header: at most this many entries and this much data.
 const MAX_ENTRIES: usize = 0xffff;
 const MAX_DATA: usize = 256 << 20;
+/// The largest blob such a header makes.
+const MAX_BLOB: usize = 8 + MAX_ENTRIES * 16 + MAX_DATA;
 
 /// Parses one header blob (as stored in the database: no lead, no magic).
 pub fn parse_header(blob: &[u8]) -> Result<Package, String> {

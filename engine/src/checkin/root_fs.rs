@@ -4,11 +4,13 @@
 use super::*;
 
 /// The files a checkin reads by path (links at these paths are followed too).
-pub(crate) const FILES_READ: [&str; 9] = [
+pub(crate) const FILES_READ: [&str; 11] = [
     dpkg::STATUS_PATH,
     apk::INSTALLED_PATH,
     rpm::SQLITE_PATHS[0],
     rpm::SQLITE_PATHS[1],
+    rpm::BDB_PATHS[0],
+    rpm::BDB_PATHS[1],
     "/var/lib/rpm/rpmdb.sqlite-wal",
     "/usr/lib/sysimage/rpm/rpmdb.sqlite-wal",
     os::OS_RELEASE_PATHS[0],
@@ -39,10 +41,17 @@ pub(super) fn find_packages(
             }
         }
     }
-    if let Some(path) = rpm::BDB_PATHS.iter().find(|p| resolve(by_path, p).is_some()) {
-        warnings.push(format!(
-            "{path} is a Berkeley DB rpm database (RHEL 7/8, Fedora before 33), which imagelake does not read; packages not indexed"
-        ));
+    // The Berkeley DB database of RHEL 7 and 8, read whole: such files hold tens of MiB.
+    const BDB_LIMIT: u64 = 1 << 30;
+    for path in rpm::BDB_PATHS {
+        if let Some(db) = resolve(by_path, path) {
+            let read =
+                read_whole(db, src, BDB_LIMIT).and_then(|bytes| rpm::read_bdb(&bytes).map_err(std::io::Error::from));
+            match read {
+                Ok(found) => return Some(("rpm", found)),
+                Err(e) => warnings.push(format!("{path}: {e}; packages not indexed")),
+            }
+        }
     }
     None
 }
@@ -87,11 +96,17 @@ fn copy_out(file: &fs::File, src: &dyn ReadAt, dest: &Path) -> std::io::Result<(
 
 /// Reads a small configuration file by path, following symlinks within the filesystem.
 pub(super) fn read_small_file(by_path: &HashMap<&str, &fs::File>, src: &dyn ReadAt, path: &str) -> Option<Vec<u8>> {
-    const LIMIT: u64 = 64 << 20;
-    let f = resolve(by_path, path).filter(|f| f.size <= LIMIT)?;
+    read_whole(resolve(by_path, path)?, src, 64 << 20).ok()
+}
+
+/// A regular file's whole content, if it is at most `limit` bytes.
+fn read_whole(f: &fs::File, src: &dyn ReadAt, limit: u64) -> std::io::Result<Vec<u8>> {
+    if f.size > limit {
+        return Err(std::io::Error::other(format!("{} bytes, more than the {limit} read", f.size)));
+    }
     let mut buf = vec![0u8; f.size as usize];
-    f.read_content(src, 0, &mut buf).ok()?;
-    Some(buf)
+    f.read_content(src, 0, &mut buf)?;
+    Ok(buf)
 }
 
 /// The regular file a path names, following symlinks (at most 8) within the filesystem.
