@@ -210,6 +210,65 @@ pub(crate) fn read_mapped(src: &dyn ReadAt, extents: &[Extent], offset: u64, buf
     Ok(())
 }
 
+/// A directory entry a reader found: a name and the inode it links to.
+pub(crate) struct Entry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+}
+
+/// What a reader says of one inode: the file, and its entries when it is a directory.
+pub(crate) type Decoded = (File, Option<Vec<Entry>>);
+
+/// Lists the tree under inode `root` depth first, each directory's entries in the order
+/// `decode` gives them, into `listing`. `decode` reads an inode (named by its first path);
+/// later hard links to it copy that first file with their own path, and a directory reached
+/// twice (a directory hard link or a cycle) is refused with `corrupt`, so that each directory
+/// is read once. A full listing is refused with `unsupported`. Errors of `decode` say the path.
+pub(crate) fn walk(
+    root: u64,
+    listing: &mut Listing,
+    mut decode: impl FnMut(u64, &str) -> Result<Decoded, crate::Error>,
+    corrupt: fn(String) -> crate::Error,
+    unsupported: fn(String) -> crate::Error,
+) -> Result<(), crate::Error> {
+    // Inode number to the index in the listing of its first path.
+    let mut first_path: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut visit = |ino: u64, path: String, listing: &mut Listing| -> Result<Option<Vec<Entry>>, crate::Error> {
+        if let Some(first) = first_path.get(&ino).and_then(|&i| listing.files.get(i)) {
+            if first.kind == FileKind::Dir {
+                return Err(corrupt(format!(
+                    "directory inode {ino} is reached both at {} and at {path} (a directory hard link or a cycle)",
+                    first.path
+                )));
+            }
+            let file = File { path, ..first.clone() };
+            listing.add(file).map_err(unsupported)?;
+            return Ok(None);
+        }
+        let (file, children) = decode(ino, &path).map_err(|e| e.map_message(|m| format!("{m} (at {path})")))?;
+        first_path.insert(ino, listing.files.len());
+        listing.add(file).map_err(unsupported)?;
+        Ok(children)
+    };
+    let Some(entries) = visit(root, "/".into(), listing)? else {
+        return Err(corrupt(format!("inode {root}: the root is not a directory")));
+    };
+    // An explicit stack, not recursion: depth is bounded only by the number of inodes. Each
+    // level holds its directory's path ("" for the root) and its unvisited entries.
+    let mut stack = vec![(String::new(), entries.into_iter())];
+    while let Some((parent, entries)) = stack.last_mut() {
+        let Some(entry) = entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let path = format!("{parent}/{}", escape(&entry.name));
+        if let Some(children) = visit(entry.ino, path.clone(), listing)? {
+            stack.push((path, children.into_iter()));
+        }
+    }
+    Ok(())
+}
+
 /// The kind a Unix mode's file-type bits name (ext and XFS inodes share them).
 pub(crate) fn kind_from_mode(mode: u16) -> Option<FileKind> {
     Some(match mode & 0o170000 {

@@ -4,14 +4,10 @@
 //! entries with inode 0 (or as "." and ".."), which are skipped, as is the metadata_csum tail.
 
 use super::{Error, corrupt, le16, le32};
+use crate::fs::Entry;
 
 /// The fixed part of an entry: inode, rec_len, name_len, file_type.
 const HEADER: usize = 8;
-
-pub(super) struct Entry {
-    pub name: Vec<u8>,
-    pub inode: u32,
-}
 
 /// Appends the live entries of one directory block (or inline-data area) to `out`.
 /// `inodes_count` bounds entry inode numbers; `where_` names the block in errors.
@@ -44,7 +40,7 @@ pub(super) fn parse_block(
                 return Err(err(pos, format!("inode {inode} exceeds the {inodes_count} inodes")));
             }
             if name != b"." && name != b".." {
-                out.push(Entry { name: name.to_vec(), inode });
+                out.push(Entry { name: name.to_vec(), ino: u64::from(inode) });
             }
         }
         pos += rec_len;

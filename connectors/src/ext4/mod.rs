@@ -29,8 +29,8 @@ mod xattr;
 
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
+use crate::fs::{Decoded, Entry, Listing, escape, format_uuid, kind_from_mode};
 pub use crate::fs::{Extent, File, FileKind, Filesystem};
-use crate::fs::{Listing, escape, format_uuid, kind_from_mode};
 use inode::{Allowance, BlockSource, I_BLOCK_LEN, Inode};
 use std::collections::HashMap;
 use superblock::Superblock;
@@ -49,13 +49,11 @@ pub fn probe(src: &dyn ReadAt) -> bool {
 /// Reads the filesystem in `src` and lists every file reachable from the root.
 pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     let sb = Superblock::read(src)?;
-    let mut walk = Walk {
-        vol: Volume { src, blocks_left: sb.blocks_count, sb, inode_tables: HashMap::new() },
-        listing: Listing::default(),
-        first_path: HashMap::new(),
-    };
-    walk.run()?;
-    let sb = &walk.vol.sb;
+    let mut vol = Volume { src, blocks_left: sb.blocks_count, sb, inode_tables: HashMap::new() };
+    let mut listing = Listing::default();
+    let root = u64::from(inode::ROOT);
+    crate::fs::walk(root, &mut listing, |ino, path| vol.decode(ino, path), corrupt, unsupported)?;
+    let sb = &vol.sb;
     let name = &sb.volume_name;
     let name_end = name.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     Ok(Filesystem {
@@ -63,7 +61,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         label: String::from_utf8_lossy(name.get(..name_end).unwrap_or_default()).into_owned(),
         uuid: format_uuid(&sb.uuid),
         block_size: sb.block_size,
-        files: walk.listing.files,
+        files: listing.files,
     })
 }
 
@@ -223,7 +221,7 @@ impl Volume<'_> {
 
     /// The entries of directory `inode`, in on-disk order. `system_data` is the inline-data
     /// continuation, if any.
-    fn dir_entries(&mut self, inode: &Inode, system_data: Option<&[u8]>) -> Result<Vec<dir::Entry>, Error> {
+    fn dir_entries(&mut self, inode: &Inode, system_data: Option<&[u8]>) -> Result<Vec<Entry>, Error> {
         let ino = inode.ino;
         let inodes_count = self.sb.inodes_count;
         let mut out = Vec::new();
@@ -255,72 +253,21 @@ impl Volume<'_> {
     }
 }
 
-/// The depth-first walk over the tree.
-struct Walk<'a> {
-    vol: Volume<'a>,
-    listing: Listing,
-    /// Inode number to the index in `files` of its first path: further hard links copy it.
-    first_path: HashMap<u32, usize>,
-}
-
-impl Walk<'_> {
-    fn run(&mut self) -> Result<(), Error> {
-        let root = self.visit(inode::ROOT, "/".into())?;
-        let Some(root) = root else {
-            return Err(corrupt(format!("inode {}: the root is not a directory", inode::ROOT)));
-        };
-        // An explicit stack, not recursion: depth is bounded only by the number of inodes.
-        // Each level holds its directory's path ("" for the root) and its unvisited entries.
-        let mut stack = vec![(String::new(), root.into_iter())];
-        while let Some((parent, entries)) = stack.last_mut() {
-            let Some(entry) = entries.next() else {
-                stack.pop();
-                continue;
-            };
-            let path = format!("{parent}/{}", escape(&entry.name));
-            if let Some(children) = self.visit(entry.inode, path.clone())? {
-                stack.push((path, children.into_iter()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Lists the file at `path`; returns its entries when it is a directory to descend into.
-    fn visit(&mut self, ino: u32, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
-        let at = |e: Error| e.map_message(|m| format!("{m} (at {path})"));
-        if let Some(first) = self.first_path.get(&ino).and_then(|&i| self.listing.files.get(i)) {
-            if first.kind == FileKind::Dir {
-                return Err(corrupt(format!(
-                    "directory inode {ino} is reached both at {} and at {path} (a directory \
-                     hard link or a cycle)",
-                    first.path
-                )));
-            }
-            let file = File { path, ..first.clone() };
-            self.add(file)?;
-            return Ok(None);
-        }
-        let (file, children) = self.decode(ino, path.clone()).map_err(at)?;
-        self.first_path.insert(ino, self.listing.files.len());
-        self.add(file)?;
-        Ok(children)
-    }
-
-    fn add(&mut self, file: File) -> Result<(), Error> {
-        self.listing.add(file).map_err(unsupported)
-    }
-
-    fn decode(&mut self, ino: u32, path: String) -> Result<(File, Option<Vec<dir::Entry>>), Error> {
-        let inode = self.vol.inode(ino)?;
+/// Reads one inode for the walk: the file at `path`, and its entries when it is a directory.
+impl Volume<'_> {
+    fn decode(&mut self, ino: u64, path: &str) -> Result<Decoded, Error> {
+        // Entries carry 32-bit numbers; only a corrupt walk could ask for more.
+        let ino = u32::try_from(ino).map_err(|_| corrupt(format!("inode {ino} is not an ext4 inode number")))?;
+        let inode = self.inode(ino)?;
         if inode.links == 0 {
             return Err(corrupt(format!("inode {ino}: has no links (deleted) but is referenced")));
         }
         let kind = kind_from_mode(inode.mode)
             .ok_or_else(|| corrupt(format!("inode {ino}: mode {:#o} has no known file type", inode.mode)))?;
-        let mut xattrs = self.vol.xattrs(&inode)?;
+        let mut xattrs = self.xattrs(&inode)?;
         let system_data = xattrs.iter().position(|(name, _)| name == SYSTEM_DATA).map(|i| xattrs.remove(i).1);
         let mut file = File {
-            path,
+            path: path.to_string(),
             kind,
             mode: u32::from(inode.mode & 0o7777),
             uid: inode.uid,
@@ -341,9 +288,9 @@ impl Walk<'_> {
             FileKind::File if inode.has_inline_data() => {
                 file.inline_data = Some(inline_data(&inode, system_data.as_deref()));
             }
-            FileKind::File => file.extents = self.vol.map(&inode)?,
+            FileKind::File => file.extents = self.map(&inode)?,
             FileKind::Dir => {
-                children = Some(self.vol.dir_entries(&inode, system_data.as_deref())?);
+                children = Some(self.dir_entries(&inode, system_data.as_deref())?);
             }
             FileKind::Symlink => {
                 file.link_target = Some(self.link_target(&inode, system_data.as_deref())?);
@@ -368,13 +315,13 @@ impl Walk<'_> {
             }
             return Ok(target);
         }
-        if !inode.is_fast_symlink(&self.vol.sb) {
+        if !inode.is_fast_symlink(&self.sb) {
             // The kernel refuses targets longer than a block.
-            if size > u64::from(self.vol.sb.block_size) {
+            if size > u64::from(self.sb.block_size) {
                 return Err(corrupt(format!("inode {ino}: symlink target of {size} bytes exceeds the block size")));
             }
-            let extents = self.vol.map(inode)?;
-            return self.vol.read_data(ino, &extents, size);
+            let extents = self.map(inode)?;
+            return self.read_data(ino, &extents, size);
         }
         usize::try_from(size)
             .ok()

@@ -9,6 +9,7 @@
 use super::superblock::Superblock;
 use super::{Error, corrupt};
 use crate::bytes::{be16, be32, be64};
+use crate::fs::Entry;
 
 /// Data block magics: block form (one block) and data form, versions 4 and 5.
 const XD2B: u32 = 0x5844_3242;
@@ -23,11 +24,6 @@ const DATA_HDR_V5: usize = 64;
 const FREE_TAG: u16 = 0xFFFF;
 /// Where leaf blocks begin in a directory's address space: data blocks lie below.
 pub(super) const LEAF_OFFSET: u64 = 32 << 30;
-
-pub(super) struct Entry {
-    pub name: Vec<u8>,
-    pub ino: u64,
-}
 
 /// The entries of a short-form directory: a count, whether inode numbers take 8 bytes, the
 /// parent, then each entry's name length, offset hint, name, file type and inode number.

@@ -31,12 +31,10 @@ mod dir;
 mod inode;
 mod superblock;
 
-use std::collections::HashMap;
-
 use crate::ReadAt;
 use crate::bytes::be32;
+use crate::fs::{Decoded, Entry, Listing, format_uuid, kind_from_mode};
 pub use crate::fs::{Extent, File, FileKind, Filesystem, MAX_LISTING_BYTES};
-use crate::fs::{Listing, escape, format_uuid, kind_from_mode};
 use inode::{FMT_BTREE, FMT_EXTENTS, FMT_LOCAL, Fork, Inode, Record};
 use superblock::Superblock;
 
@@ -86,13 +84,10 @@ pub fn probe(src: &dyn ReadAt) -> bool {
 pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     let sb = Superblock::read(src)?;
     let claims = if sb.reflink { sb.dblocks.saturating_mul(SHARED_CLAIMS) } else { sb.dblocks };
-    let mut walk = Walk {
-        vol: Volume { src, sb, blocks_left: std::cell::Cell::new(claims) },
-        listing: Listing::default(),
-        first_path: HashMap::new(),
-    };
-    walk.run()?;
-    let sb = &walk.vol.sb;
+    let vol = Volume { src, sb, blocks_left: std::cell::Cell::new(claims) };
+    let mut listing = Listing::default();
+    crate::fs::walk(vol.sb.root_ino, &mut listing, |ino, path| vol.decode(ino, path), corrupt, unsupported)?;
+    let sb = &vol.sb;
     let label = &sb.label;
     let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
     Ok(Filesystem {
@@ -100,7 +95,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         label: String::from_utf8_lossy(label.get(..end).unwrap_or_default()).into_owned(),
         uuid: format_uuid(&sb.uuid),
         block_size: sb.block_size,
-        files: walk.listing.files,
+        files: listing.files,
     })
 }
 
@@ -174,7 +169,7 @@ impl Volume<'_> {
     }
 
     /// The entries of directory `inode`, in the order the kernel lists them.
-    fn dir_entries(&self, inode: &Inode) -> Result<Vec<dir::Entry>, Error> {
+    fn dir_entries(&self, inode: &Inode) -> Result<Vec<Entry>, Error> {
         let ino = inode.ino;
         match inode.format {
             FMT_LOCAL => {
@@ -254,57 +249,10 @@ impl Volume<'_> {
     }
 }
 
-/// The depth-first walk over the tree.
-struct Walk<'a> {
-    vol: Volume<'a>,
-    listing: Listing,
-    /// Inode number to the index in `files` of its first path: further hard links copy it.
-    first_path: HashMap<u64, usize>,
-}
-
-impl Walk<'_> {
-    fn run(&mut self) -> Result<(), Error> {
-        let root_ino = self.vol.sb.root_ino;
-        let Some(root) = self.visit(root_ino, "/".into())? else {
-            return Err(corrupt(format!("inode {root_ino}: the root is not a directory")));
-        };
-        // An explicit stack, not recursion: depth is bounded only by the number of inodes.
-        let mut stack = vec![(String::new(), root.into_iter())];
-        while let Some((parent, entries)) = stack.last_mut() {
-            let Some(entry) = entries.next() else {
-                stack.pop();
-                continue;
-            };
-            let path = format!("{parent}/{}", escape(&entry.name));
-            if let Some(children) = self.visit(entry.ino, path.clone())? {
-                stack.push((path, children.into_iter()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Lists the file at `path`; returns its entries when it is a directory to descend into.
-    fn visit(&mut self, ino: u64, path: String) -> Result<Option<Vec<dir::Entry>>, Error> {
-        let at = |e: Error| e.map_message(|m| format!("{m} (at {path})"));
-        if let Some(first) = self.first_path.get(&ino).and_then(|&i| self.listing.files.get(i)) {
-            if first.kind == FileKind::Dir {
-                return Err(corrupt(format!(
-                    "directory inode {ino} is reached both at {} and at {path} (a directory hard link or a cycle)",
-                    first.path
-                )));
-            }
-            let file = File { path, ..first.clone() };
-            self.listing.add(file).map_err(unsupported)?;
-            return Ok(None);
-        }
-        let (file, children) = self.decode(ino, path.clone()).map_err(at)?;
-        self.first_path.insert(ino, self.listing.files.len());
-        self.listing.add(file).map_err(unsupported)?;
-        Ok(children)
-    }
-
-    fn decode(&mut self, ino: u64, path: String) -> Result<(File, Option<Vec<dir::Entry>>), Error> {
-        let vol = &self.vol;
+/// Reads one inode for the walk: the file at `path`, and its entries when it is a directory.
+impl Volume<'_> {
+    fn decode(&self, ino: u64, path: &str) -> Result<Decoded, Error> {
+        let vol = self;
         let inode = vol.inode(ino)?;
         if inode.nlink == 0 {
             return Err(corrupt(format!("inode {ino}: has no links (free) but is referenced")));
@@ -312,7 +260,7 @@ impl Walk<'_> {
         let kind = kind_from_mode(inode.mode)
             .ok_or_else(|| corrupt(format!("inode {ino}: mode {:#o} has no known file type", inode.mode)))?;
         let mut file = File {
-            path,
+            path: path.to_string(),
             kind,
             mode: u32::from(inode.mode & 0o7777),
             uid: inode.uid,
