@@ -56,6 +56,19 @@ pub struct Filesystem {
     pub files: Vec<File>,
 }
 
+/// A filesystem's size and room, as `statfs` tells them: from the superblock, whose free counts
+/// are the kernel's as of its last unmount (never more than the totals here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    /// Free blocks only root may take.
+    pub reserved_blocks: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
+}
+
 /// What a path of a filesystem is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Copy)]
 pub enum FileKind {

@@ -6,7 +6,7 @@
 use crate::catalog::{ExtentKind, ExtentRow};
 use crate::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
 use crate::{Library, Result};
-use imagelake_connectors::{ReadAt, Window, ext4};
+use imagelake_connectors::{ReadAt, Window, ext4, fs, xfs};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::Path;
@@ -93,10 +93,16 @@ impl ReadAt for StoredDisk {
 impl Library {
     /// One ext2/3/4 filesystem of version `image_id` as a byte source; None when the
     /// partition holds none.
-    async fn stored_filesystem(&self, image_id: i64, partition: i64) -> Result<Option<Window<StoredDisk>>> {
+    async fn stored_filesystem(
+        &self,
+        image_id: i64,
+        partition: i64,
+        wanted: fn(&str) -> bool,
+    ) -> Result<Option<(String, Window<StoredDisk>)>> {
         let partitions = self.catalog().partitions(image_id).await?;
-        let found = partitions.iter().find(|p| p.partition == partition && p.fs_type.as_deref().is_some_and(is_ext));
+        let found = partitions.iter().find(|p| p.partition == partition && p.fs_type.as_deref().is_some_and(wanted));
         let Some(found) = found else { return Ok(None) };
+        let fs_type = found.fs_type.clone().unwrap_or_default();
         let (start, size) = (found.start as u64, found.size as u64);
         let extents = self.catalog().disk_map(image_id, false).await?;
         let inside = |e: &ExtentRow| (e.disk_offset as u64) < start + size && (e.disk_offset + e.length) as u64 > start;
@@ -108,7 +114,7 @@ impl Library {
         });
         let disk_size = extents.last().map_or(0, |e| (e.disk_offset + e.length) as u64);
         let disk = StoredDisk { extents, chunks: StoredChunks::new(self.root(), locate), size: disk_size };
-        Ok(Window::new(disk, start, size).ok())
+        Ok(Window::new(disk, start, size).ok().map(|w| (fs_type, w)))
     }
 
     /// The contents that ext4 keeps inside the inodes `wanted` (inode number, content hash) of
@@ -125,7 +131,9 @@ impl Library {
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
-        let Some(filesystem) = self.stored_filesystem(image_id, partition).await? else { return Ok(HashMap::new()) };
+        let Some((_, filesystem)) = self.stored_filesystem(image_id, partition, is_ext).await? else {
+            return Ok(HashMap::new());
+        };
         let read = move || {
             (wanted.into_iter())
                 .filter_map(|(inode, hash)| {
@@ -137,11 +145,17 @@ impl Library {
         tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading inline contents"))
     }
 
-    /// The size and room of one ext2/3/4 filesystem of version `image_id`, from its superblock;
-    /// None when the partition holds none, or its superblock cannot be read.
-    pub async fn filesystem_room(&self, image_id: i64, partition: i64) -> Result<Option<ext4::Room>> {
-        let Some(filesystem) = self.stored_filesystem(image_id, partition).await? else { return Ok(None) };
-        let read = move || ext4::room(&filesystem).ok();
+    /// The size and room of one ext2/3/4 or XFS filesystem of version `image_id`, from its
+    /// superblock; None when the partition holds neither, or its superblock cannot be read.
+    pub async fn filesystem_room(&self, image_id: i64, partition: i64) -> Result<Option<fs::Room>> {
+        let has_room = |fs_type: &str| is_ext(fs_type) || fs_type == "xfs";
+        let Some((fs_type, filesystem)) = self.stored_filesystem(image_id, partition, has_room).await? else {
+            return Ok(None);
+        };
+        let read = move || match fs_type.as_str() {
+            "xfs" => xfs::room(&filesystem).ok(),
+            _ => ext4::room(&filesystem).ok(),
+        };
         tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading a superblock"))
     }
 }

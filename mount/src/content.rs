@@ -1,7 +1,7 @@
 //! File contents: where each content's bytes lie in the store (read from the disk map once, at
 //! mount), and reads of any range of them through the store's shared frame cache.
 
-use imagelake_connectors::ext4::Room;
+use imagelake_connectors::fs::Room;
 use imagelake_engine::catalog::ExtentRow;
 use imagelake_engine::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
 use std::collections::{HashMap, HashSet};

@@ -247,11 +247,11 @@ impl Filesystem for ImageFs {
                 let (written, made) = tree.uncommitted();
                 let free = r.free_blocks.saturating_sub(written.div_ceil(u64::from(r.block_size)));
                 let available = free.saturating_sub(r.reserved_blocks);
-                let free_inodes = u64::from(r.free_inodes).saturating_sub(made);
+                let free_inodes = r.free_inodes.saturating_sub(made);
                 let size = r.block_size;
-                reply.statfs(r.blocks, free, available, u64::from(r.inodes), free_inodes, size, 255, size);
+                reply.statfs(r.blocks, free, available, r.inodes, free_inodes, size, 255, size);
             }
-            // Not known (yet, or not ext4): the tree's size, nothing free.
+            // Not known (yet, or neither ext nor XFS): the tree's size, nothing free.
             None => reply.statfs(tree.bytes.div_ceil(4096), 0, 0, tree.len() as u64, 0, 4096, 255, 4096),
         }
     }

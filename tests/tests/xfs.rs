@@ -118,6 +118,12 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
         .collect();
     let theirs = kernel_listing(&kernel);
     let packages = dpkg_query(&kernel.join("var/lib/dpkg"));
+    // statfs: block size, blocks, free blocks, inodes, free inodes.
+    let statfs = |dir: &Path| -> Vec<u64> {
+        let out = run(Command::new("stat").args(["-f", "-c", "%S %b %f %c %d"]).arg(dir));
+        out.split_whitespace().map(|n| n.parse().expect("number")).collect()
+    };
+    let kernel_room = statfs(&kernel);
     run(Command::new("umount").arg(&kernel));
     eprintln!("data fork formats: {forms:?}");
     assert!(forms[3].ends_with("3 (btree)"), "the big folder's block map is a B+tree: {forms:?}");
@@ -125,6 +131,11 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
 
     let mounted = Mounted::new(&lib, "rocky", &fuse, &[]);
     let ours = kernel_listing(&fuse);
+    // The mount's statfs, from the stored superblock, once it has read where contents lie
+    // (the listing read every file): the kernel's, but for the few blocks it sets aside.
+    let room = statfs(&fuse);
+    assert_eq!((room[0], room[1], room[3], room[4]), (kernel_room[0], kernel_room[1], kernel_room[3], kernel_room[4]));
+    assert!(room[2] >= kernel_room[2] && room[2] - kernel_room[2] < 256, "free blocks {room:?} {kernel_room:?}");
     run(lib.command().arg("unmount").arg(&mounted.dir));
     assert_eq!(ours.0, theirs.0, "find -printf of every entry (inode numbers too)");
     assert_eq!(ours.1, theirs.1, "sha256 of every regular file");

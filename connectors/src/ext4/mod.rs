@@ -30,7 +30,7 @@ mod xattr;
 use crate::ReadAt;
 use crate::bytes::{le16, le32};
 use crate::fs::{Decoded, Entry, Listing, escape, format_uuid, kind_from_mode};
-pub use crate::fs::{Extent, File, FileKind, Filesystem};
+pub use crate::fs::{Extent, File, FileKind, Filesystem, Room};
 use inode::{Allowance, BlockSource, I_BLOCK_LEN, Inode};
 use std::collections::HashMap;
 use superblock::Superblock;
@@ -79,19 +79,6 @@ pub fn inline_content(src: &dyn ReadAt, ino: u32) -> Result<Option<(Vec<u8>, u64
     Ok(Some((inline_data(&inode, system_data.as_deref()), inode.size)))
 }
 
-/// A filesystem's size and room, as `statfs` tells them: from the superblock, whose free counts
-/// are the kernel's as of its last unmount (never more than the totals here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Room {
-    pub block_size: u32,
-    pub blocks: u64,
-    pub free_blocks: u64,
-    /// Free blocks only root may take.
-    pub reserved_blocks: u64,
-    pub inodes: u32,
-    pub free_inodes: u32,
-}
-
 /// The size and room of the filesystem in `src`.
 pub fn room(src: &dyn ReadAt) -> Result<Room, Error> {
     let sb = Superblock::read(src)?;
@@ -101,8 +88,8 @@ pub fn room(src: &dyn ReadAt) -> Result<Room, Error> {
         blocks: sb.blocks_count,
         free_blocks,
         reserved_blocks: sb.reserved_blocks.min(free_blocks),
-        inodes: sb.inodes_count,
-        free_inodes: sb.free_inodes.min(sb.inodes_count),
+        inodes: u64::from(sb.inodes_count),
+        free_inodes: u64::from(sb.free_inodes.min(sb.inodes_count)),
     })
 }
 

@@ -34,7 +34,7 @@ mod superblock;
 use crate::ReadAt;
 use crate::bytes::be32;
 use crate::fs::{Decoded, Entry, Listing, format_uuid, kind_from_mode};
-pub use crate::fs::{Extent, File, FileKind, Filesystem, MAX_LISTING_BYTES};
+pub use crate::fs::{Extent, File, FileKind, Filesystem, MAX_LISTING_BYTES, Room};
 use inode::{FMT_BTREE, FMT_EXTENTS, FMT_LOCAL, Fork, Inode, Record};
 use superblock::Superblock;
 
@@ -97,6 +97,27 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         block_size: sb.block_size,
         files: listing.files,
     })
+}
+
+/// The size and room of the filesystem in `src`, as the kernel's statfs counts them: blocks
+/// less the internal log's; inodes are made as needed, so their total is those allocated plus
+/// as many as the free blocks could hold, within the share of the blocks inodes may take. XFS
+/// keeps no blocks for root alone.
+pub fn room(src: &dyn ReadAt) -> Result<Room, Error> {
+    let sb = Superblock::read(src)?;
+    let blocks = sb.dblocks.saturating_sub(sb.log_blocks);
+    let free_blocks = sb.fdblocks.min(blocks);
+    let per_block = 1u64 << sb.inopb_log;
+    let mut inodes = sb.icount.saturating_add(free_blocks.saturating_mul(per_block));
+    if sb.imax_pct > 0 {
+        // In whole inode chunks (64 inodes), as the kernel rounds it.
+        let chunk = (64 / per_block).max(1);
+        let most = sb.dblocks.saturating_mul(u64::from(sb.imax_pct)) / 100 / chunk * chunk;
+        inodes = inodes.min(most.saturating_mul(per_block));
+    }
+    let inodes = inodes.max(sb.icount);
+    let used = sb.icount - sb.ifree.min(sb.icount);
+    Ok(Room { block_size: sb.block_size, blocks, free_blocks, reserved_blocks: 0, inodes, free_inodes: inodes - used })
 }
 
 /// The filesystem being read.

@@ -63,6 +63,13 @@ pub(super) struct Superblock {
     pub nrext64: bool,
     /// Files may share extents (reflink).
     pub reflink: bool,
+    /// Counts as of the last unmount: inodes allocated and free among them, free blocks; the
+    /// internal log's blocks (none for an external log); the share of blocks inodes may take.
+    pub icount: u64,
+    pub ifree: u64,
+    pub fdblocks: u64,
+    pub log_blocks: u64,
+    pub imax_pct: u8,
 }
 
 pub(super) fn probe(src: &dyn ReadAt) -> bool {
@@ -181,6 +188,11 @@ impl Superblock {
             ftype: if v5 { incompat & INCOMPAT_FTYPE != 0 } else { features2 & FEATURES2_FTYPE != 0 },
             nrext64: v5 && incompat & INCOMPAT_NREXT64 != 0,
             reflink: v5 && ro_compat & RO_COMPAT_REFLINK != 0,
+            icount: be64(&b, 128),
+            ifree: be64(&b, 136),
+            fdblocks: be64(&b, 144),
+            log_blocks: if be64(&b, 48) != 0 { u64::from(be32(&b, 96)) } else { 0 },
+            imax_pct: b[127],
         })
     }
 
