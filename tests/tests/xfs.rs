@@ -7,8 +7,8 @@
 
 use imagelake_tests::lvm::lvm_disk;
 use imagelake_tests::{
-    Library, Mounted, debian_tree, dpkg_query, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh, unique_bytes,
-    write_at,
+    Library, Mounted, debian_tree, dpkg_query, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh, tree_nodes,
+    unique_bytes, write_at,
 };
 use std::path::Path;
 use std::process::Command;
@@ -309,7 +309,17 @@ fn xfs_version_4_reads_as_the_version_5_made_from_the_same_protofile() {
     std::fs::create_dir(&kernel).expect("mkdir");
     run(Command::new("mount").args(["-o", "loop,ro"]).arg(path("v5.img")).arg(&kernel));
     let theirs = kernel_listing(&kernel);
+    let kernel_nodes = tree_nodes(&kernel, &["/"]);
     run(Command::new("umount").arg(&kernel));
+    // `export` and `cat` of the version 4 filesystem: the same tree and bytes.
+    run(lib.command().args(["export", "v4"]).arg(path("export")));
+    let exported = tree_nodes(&path("export"), &["/"]);
+    let strip = |nodes: &std::collections::BTreeMap<String, imagelake_tests::Node>| -> Vec<(String, u32, u32, u32, Option<String>)> {
+        nodes.iter().map(|(p, n)| (p.clone(), n.mode, n.uid, n.gid, n.content.clone())).collect()
+    };
+    assert_eq!(strip(&exported), strip(&kernel_nodes), "export of version 4 against the kernel's mount of version 5");
+    let passwd = run(lib.command().args(["cat", "v4", "/etc/passwd"]));
+    assert_eq!(passwd.as_bytes(), std::fs::read(tree.join("etc/passwd")).expect("passwd"));
     let mounted = Mounted::new(&lib, "v5", &fuse, &[]);
     let ours = kernel_listing(&fuse);
     run(lib.command().arg("unmount").arg(&mounted.dir));
