@@ -88,6 +88,13 @@ fn damaged_xfs_images_are_read_or_refused_by_name_never_panic() {
         err.to_string(),
         format!("xfs: inode {root}: magic 0xb64e is not IN (the inode number points at no inode) (at /)")
     );
+    // Geometry logs too big to shift by are refused, not overflowed.
+    for (at, log) in [(120, 40u8), (123, 200u8)] {
+        let mut bad = pristine.clone();
+        bad[at] = log;
+        let err = xfs::read(&bad).unwrap_err();
+        assert!(err.to_string().starts_with("xfs: superblock: "), "{err}");
+    }
     // Version 5 only features past what the reader knows are refused as unsupported.
     let mut future = pristine.clone();
     future[216] |= 0x80; // sb_features_incompat, a bit not assigned yet

@@ -109,7 +109,10 @@ impl Superblock {
             1..=3 => return Err(unsupported(format!("superblock: version {version} (before IRIX 6.2) is not read"))),
             _ => return Err(bad(format!("version {version} is not 4 or 5"))),
         };
-        if !(512..=65536).contains(&block_size) || !block_size.is_power_of_two() || 1u32 << block_log != block_size {
+        if !(512..=65536).contains(&block_size)
+            || !block_size.is_power_of_two()
+            || 1u32.checked_shl(u32::from(block_log)) != Some(block_size)
+        {
             return Err(bad(format!(
                 "block size {block_size} (log {block_log}) is not a power of two of 512 to 64 KiB"
             )));
@@ -119,7 +122,7 @@ impl Superblock {
             || (v5 && inode_size < 512)
             || inode_size > block_size
             || inopblock != block_size / inode_size
-            || 1u32 << inopb_log != inopblock
+            || 1u32.checked_shl(u32::from(inopb_log)) != Some(inopblock)
         {
             return Err(bad(format!(
                 "inode size {inode_size} with {inopblock} inodes (log {inopb_log}) per {block_size}-byte block is inconsistent"
