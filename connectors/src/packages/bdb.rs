@@ -62,7 +62,8 @@ pub fn read(file: &[u8], max_value: usize) -> Result<Vec<Record>, String> {
     if pages > file.len() / page_size {
         return Err(format!("the file holds {} bytes, its meta page counts {pages} pages of {page_size}", file.len()));
     }
-    let page = |n: usize| file.get(n * page_size..(n + 1) * page_size);
+    // Pages past the meta page's count are not the database's (a file may be longer).
+    let page = |n: usize| file.get(n * page_size..(n + 1) * page_size).filter(|_| n < pages);
     let mut used_overflow = vec![false; pages];
     let mut out = Vec::new();
     for n in 1..pages {
@@ -177,6 +178,16 @@ mod tests {
             let err = read(&file[..file.len() - 512], 1 << 20).unwrap_err();
             assert!(err.starts_with("the file holds"), "{err}");
         }
+    }
+
+    /// Fuzzing regression: an overflow chain pointing at a page the file holds but the meta
+    /// page does not count (it once indexed past the chain bookkeeping).
+    #[test]
+    fn overflow_pages_past_the_count_are_refused() {
+        let package = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let path = std::path::Path::new(&package).join("tests/regressions/bdb-overflow-page-past-the-count.bin");
+        let err = read(&std::fs::read(path).unwrap(), 1 << 20).unwrap_err();
+        assert!(err.contains("lies outside the file"), "{err}");
     }
 
     #[test]
