@@ -54,6 +54,9 @@ pub struct Filesystem {
     /// "/" first, then depth first, each directory's entries in on-disk order; "." and ".."
     /// omitted. A file with several hard links appears once per path.
     pub files: Vec<File>,
+    /// The folder of `files` that an operating system installed here mounts at `/`: "/" but
+    /// on btrfs, whose root may be a subvolume ("/root", "/@").
+    pub os_root: String,
 }
 
 /// A filesystem's size and room, as `statfs` tells them: from the superblock, whose free counts
@@ -160,6 +163,29 @@ pub struct Extent {
     pub len: u64,
     /// Allocated but never written (ext4 uninitialized extents): reads as zeros through the file.
     pub unwritten: bool,
+    /// Kept compressed (btrfs): the bytes at `physical` are not the file's but decode to them.
+    pub encoded: Option<Encoded>,
+}
+
+/// How an extent kept compressed turns into the file's bytes: the `stored_len` bytes at its
+/// `physical` offset decode to `decoded_len` bytes, and the extent's `len` bytes of file begin
+/// `skip` bytes into those (a file may use part of an extent another file or snapshot shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    pub compression: Compression,
+    pub stored_len: u64,
+    pub decoded_len: u64,
+    pub skip: u64,
+    /// The filesystem's sector size, which frames lzo segments.
+    pub sector: u32,
+}
+
+/// The compressions btrfs writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zlib,
+    Lzo,
+    Zstd,
 }
 
 impl File {
@@ -196,7 +222,8 @@ impl File {
     }
 }
 
-/// Reads `buf.len()` bytes at logical `offset` through `extents`; unmapped bytes are zeros.
+/// Reads `buf.len()` bytes at logical `offset` through `extents`; unmapped bytes are zeros, and
+/// compressed extents are decoded.
 pub(crate) fn read_mapped(src: &dyn ReadAt, extents: &[Extent], offset: u64, buf: &mut [u8]) -> io::Result<()> {
     buf.fill(0);
     let end = offset.saturating_add(buf.len() as u64);
@@ -218,9 +245,36 @@ pub(crate) fn read_mapped(src: &dyn ReadAt, extents: &[Extent], offset: u64, buf
         let dst = range
             .and_then(|(a, b)| buf.get_mut(a..b))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "extent outside the read range"))?;
-        src.read_exact_at(dst, e.physical.saturating_add(from - e.logical))?;
+        match &e.encoded {
+            None => src.read_exact_at(dst, e.physical.saturating_add(from - e.logical))?,
+            Some(encoded) => {
+                let decoded = decode(src, e, encoded)?;
+                let start = encoded.skip.saturating_add(from - e.logical);
+                let part =
+                    usize::try_from(start).ok().and_then(|s| decoded.get(s..s.checked_add(dst.len())?)).ok_or_else(
+                        || invalid_data(format!("a compressed extent at {} is shorter than its file", e.physical)),
+                    )?;
+                dst.copy_from_slice(part);
+            }
+        }
     }
     Ok(())
+}
+
+/// The decoded bytes of compressed extent `e`.
+fn decode(src: &dyn ReadAt, e: &Extent, encoded: &Encoded) -> io::Result<Vec<u8>> {
+    let too_big = |n: u64| n > crate::compressed::MAX_DECODED;
+    if too_big(encoded.stored_len) || too_big(encoded.decoded_len) {
+        return Err(invalid_data(format!("a compressed extent at {} is bigger than btrfs writes", e.physical)));
+    }
+    let mut stored = vec![0; encoded.stored_len as usize];
+    src.read_exact_at(&mut stored, e.physical)?;
+    crate::compressed::decode(encoded.compression, &stored, encoded.decoded_len as usize, encoded.sector as usize)
+        .map_err(|why| invalid_data(format!("the compressed extent at {}: {why}", e.physical)))
+}
+
+fn invalid_data(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
 /// A directory entry a reader found: a name and the inode it links to.

@@ -13,6 +13,8 @@
 //! (`Corrupt`), valid but not read here (`Unsupported`), or the source could not be read
 //! (`Io`); its message names the structure.
 
+pub mod btrfs;
+mod compressed;
 pub mod disk;
 mod error;
 

@@ -315,7 +315,7 @@ fn to_extents(map: &[(u64, u64, u64, bool)], bs: u64) -> Vec<Extent> {
     runs.sort();
     let mut out: Vec<Extent> = Vec::new();
     for (l, p, n, u) in runs {
-        let e = Extent { logical: l * bs, physical: p * bs, len: n * bs, unwritten: u };
+        let e = Extent { logical: l * bs, physical: p * bs, len: n * bs, unwritten: u, encoded: None };
         match out.last_mut() {
             Some(last)
                 if last.unwritten == e.unwritten

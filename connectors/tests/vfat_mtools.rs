@@ -360,7 +360,7 @@ fn to_extents(chain: &[u32], geo: &Geometry) -> Vec<Extent> {
         let physical = geo.cluster_offset(c);
         match out.last_mut() {
             Some(last) if last.physical + last.len == physical => last.len += cs,
-            _ => out.push(Extent { logical: i as u64 * cs, physical, len: cs, unwritten: false }),
+            _ => out.push(Extent { logical: i as u64 * cs, physical, len: cs, unwritten: false, encoded: None }),
         }
     }
     out

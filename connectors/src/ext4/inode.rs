@@ -311,6 +311,12 @@ fn finish(ino: u32, mut runs: Vec<Run>, sb: &Superblock) -> Result<Vec<Extent>, 
     let bs = u64::from(sb.block_size);
     Ok(merged
         .into_iter()
-        .map(|r| Extent { logical: r.logical * bs, physical: r.physical * bs, len: r.len * bs, unwritten: r.unwritten })
+        .map(|r| Extent {
+            logical: r.logical * bs,
+            physical: r.physical * bs,
+            len: r.len * bs,
+            unwritten: r.unwritten,
+            encoded: None,
+        })
         .collect())
 }

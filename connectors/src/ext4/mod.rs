@@ -62,6 +62,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         uuid: format_uuid(&sb.uuid),
         block_size: sb.block_size,
         files: listing.files,
+        os_root: "/".into(),
     })
 }
 

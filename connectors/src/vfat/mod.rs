@@ -80,6 +80,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         uuid: format!("{:04X}-{:04X}", boot.serial >> 16, boot.serial & 0xFFFF),
         block_size: boot.cluster_size,
         files: walk.listing.files,
+        os_root: "/".into(),
     })
 }
 
@@ -188,7 +189,13 @@ impl Walk<'_> {
             let mut logical = 0;
             for &(first, n) in &runs {
                 let len = u64::from(n) * u64::from(cluster_size);
-                file.extents.push(Extent { logical, physical: self.boot.cluster_offset(first), len, unwritten: false });
+                file.extents.push(Extent {
+                    logical,
+                    physical: self.boot.cluster_offset(first),
+                    len,
+                    unwritten: false,
+                    encoded: None,
+                });
                 logical += len;
             }
             file.inode = u64::from(entry.cluster);

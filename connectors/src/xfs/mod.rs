@@ -96,6 +96,7 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
         uuid: format_uuid(&sb.uuid),
         block_size: sb.block_size,
         files: listing.files,
+        os_root: "/".into(),
     })
 }
 
@@ -322,6 +323,7 @@ fn extents(records: &[Record], block_log: u8) -> Vec<Extent> {
             physical: r.block << block_log,
             len: r.len << block_log,
             unwritten: r.unwritten,
+            encoded: None,
         };
         match out.last_mut() {
             Some(last)

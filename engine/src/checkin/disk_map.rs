@@ -14,9 +14,10 @@ pub(super) struct Piece {
 }
 
 /// The disk ranges a file's content fills: its written extents, up to its size (the rest of
-/// the last block is slack and stays raw), cut at chunk boundaries.
+/// the last block is slack and stays raw), cut at chunk boundaries. Extents kept compressed
+/// hold other bytes than the content's: they stay raw.
 pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, out: &mut Vec<Piece>) {
-    for e in file.extents.iter().filter(|e| !e.unwritten) {
+    for e in file.extents.iter().filter(|e| lies_as_is(e)) {
         let end = e.logical.saturating_add(e.len).min(file.size);
         let mut at = e.logical;
         // Chunks are sorted by offset: find the first one that overlaps.
@@ -41,6 +42,11 @@ pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, ou
             i += 1;
         }
     }
+}
+
+/// Whether a file extent holds the file's bytes as they are (written, not compressed).
+pub(super) fn lies_as_is(e: &fs::Extent) -> bool {
+    !e.unwritten && e.encoded.is_none()
 }
 
 /// Builds the extents that tile the disk: file pieces where files own the bytes, and for

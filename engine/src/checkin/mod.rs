@@ -19,7 +19,7 @@ use crate::store::{ChunkHash, Chunker, Compression, PackWriter, StoredChunk, hex
 use crate::{Error, IoContext, Library, Progress, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
-use imagelake_connectors::{Mapped, ReadAt, Span, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat, xfs};
+use imagelake_connectors::{Mapped, ReadAt, Span, btrfs, ext4, fs, is_zero, lvm, os, partition, to_disk, vfat, xfs};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ mod edited;
 pub(crate) mod root_fs;
 mod survey;
 
-use disk_map::{RawStream, disk_map, file_pieces};
+use disk_map::{RawStream, disk_map, file_pieces, lies_as_is};
 use edited::{Edited, ParentDisk};
 use root_fs::{find_packages, read_small_file};
 use survey::{Survey, survey};
@@ -453,7 +453,7 @@ fn ingest(
         }
         // Packages and OS facts come from the first filesystem that has them.
         let window = ifs.source(&disk).map_err(|e| image_err(format!("partition {}: {e}", ifs.partition)))?;
-        let by_path: HashMap<&str, &fs::File> = ifs.fs.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let by_path = os_paths(&ifs.fs);
         let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
             && let Some((manager, found)) = find_packages(&by_path, &window, &root.join("tmp"), &mut warnings)
@@ -514,13 +514,29 @@ fn ingest(
     })
 }
 
-/// Reads a regular file's content through its extents, chunks and stores it.
+/// The files of `fs` by their path as the operating system installed there sees them (a
+/// btrfs root may be a subvolume): for its packages and facts.
+fn os_paths(fs: &fs::Filesystem) -> HashMap<&str, &fs::File> {
+    let root = fs.os_root.trim_end_matches('/');
+    (fs.files.iter())
+        .filter_map(|f| match f.path.strip_prefix(root) {
+            Some("") => Some(("/", f)),
+            Some(path) if path.starts_with('/') => Some((path, f)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads a regular file's content through its extents, chunks it and stores the chunks that
+/// a disk range will name: a content no written extent holds as it is (kept inside its inode,
+/// or compressed) is read back through its filesystem, so it is only hashed.
 fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Result<Content> {
     let mut hasher = blake3::Hasher::new();
     let mut chunker = Chunker::new();
     let mut chunks = Vec::new();
+    let stored = file.inline_data.is_none() && file.extents.iter().any(lies_as_is);
     let mut emit = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
-        let hash = if is_zero(bytes) { None } else { Some(sink.put(bytes, true)?) };
+        let hash = if is_zero(bytes) || !stored { None } else { Some(sink.put(bytes, true)?) };
         chunks.push((offset, bytes.len() as u64, hash));
         Ok(())
     };
@@ -578,9 +594,11 @@ fn file_row(
             (fs::FileKind::File, None) => Some(blake3::hash(b"").to_hex().to_string()),
             _ => None,
         },
+        // Where the file's bytes lie as they are: compressed extents hold other bytes.
         extent_map: f
             .extents
             .iter()
+            .filter(|e| e.encoded.is_none())
             .flat_map(|e| {
                 let mut file_offset = e.logical;
                 to_disk(spans, e.physical, e.len).map(move |(disk_offset, len)| {

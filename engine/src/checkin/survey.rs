@@ -127,6 +127,7 @@ fn index_volume(volume: &dyn ReadAt, row: &mut PartitionRow) -> Option<fs::Files
         Some("ext4") => ext4::read(volume).map_err(|e| e.to_string()),
         Some("vfat") => vfat::read(volume).map_err(|e| e.to_string()),
         Some("xfs") => xfs::read(volume).map_err(|e| e.to_string()),
+        Some("btrfs") => btrfs::read(volume).map_err(|e| e.to_string()),
         _ => return None,
     };
     match read {
