@@ -4,7 +4,7 @@
 
 use crate::catalog::ExtentRow;
 use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
-use crate::{Error, IoContext, Library, Progress, Result};
+use crate::{Error, IoContext, Library, Progress, Result, UnmappedContents};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -156,10 +156,7 @@ pub(crate) fn write_contents(
                         .open(to)
                         .and_then(|f| f.write_all_at(piece, at));
                     if let Err(err) = written {
-                        let path = to
-                            .strip_prefix(dir)
-                            .map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
-                        let problem = Problem { path, why: format!("writing its content: {err}") };
+                        let problem = problem(dir, to, format!("writing its content: {err}"));
                         failed.lock().map_err(|_| Error::Catalog("a writer thread failed".into()))?.push(problem);
                     }
                 }
@@ -176,15 +173,64 @@ pub(crate) fn write_contents(
     Ok((bytes.into_inner(), failed.into_inner().unwrap_or_default()))
 }
 
+/// Fills the files whose contents no disk range holds as they are (kept inside their inode, or
+/// compressed), of the `sizes` given, through their filesystem's reader: a megabyte at a time,
+/// contents in parallel.
+pub(crate) fn write_unmapped(
+    dir: &Path,
+    targets: &HashMap<&str, Vec<PathBuf>>,
+    unmapped: &UnmappedContents,
+    sizes: &HashMap<String, u64>,
+) -> (u64, Vec<Problem>) {
+    let held: Vec<(&str, &Vec<PathBuf>, u64)> = (targets.iter())
+        .filter(|(hash, _)| unmapped.holds(hash))
+        .filter_map(|(hash, files)| Some((*hash, files, *sizes.get(*hash)?)))
+        .collect();
+    let outcomes: Vec<(u64, Vec<Problem>)> = held
+        .par_iter()
+        .map(|&(hash, files, size)| {
+            let mut problems = Vec::new();
+            let mut buf = vec![0u8; size.min(1 << 20) as usize];
+            let mut at = 0;
+            while at < size && problems.is_empty() {
+                let n = (size - at).min(buf.len() as u64) as usize;
+                let piece = &mut buf[..n];
+                if let Err(e) = unmapped.read(hash, at, piece) {
+                    problems.extend(files.iter().map(|to| problem(dir, to, format!("reading its content: {e}"))));
+                    break;
+                }
+                for to in files {
+                    let written = File::options()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(to)
+                        .and_then(|f| f.write_all_at(piece, at));
+                    if let Err(e) = written {
+                        problems.push(problem(dir, to, format!("writing its content: {e}")));
+                    }
+                }
+                at += n as u64;
+            }
+            (at * files.len() as u64, problems)
+        })
+        .collect();
+    let bytes = outcomes.iter().map(|o| o.0).sum();
+    (bytes, outcomes.into_iter().flat_map(|o| o.1).collect())
+}
+
+/// A problem with the file `to` written under `dir`, named by its path in the image.
+fn problem(dir: &Path, to: &Path, why: String) -> Problem {
+    let path = to.strip_prefix(dir).map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
+    Problem { path, why }
+}
+
 /// Reads every filled file back and checks it against its content hash: a file whose content
-/// the catalog cannot rebuild (kept inside the inode, as ext4 inline data) is reported, not
-/// left looking whole.
+/// could not be rebuilt is reported, not left looking whole.
 pub(crate) fn check_contents(dir: &Path, targets: &HashMap<&str, Vec<PathBuf>>) -> Vec<Problem> {
     targets
         .par_iter()
         .flat_map_iter(|(hash, paths)| paths.iter().map(move |p| (*hash, p)))
         .filter_map(|(hash, to)| {
-            let path = to.strip_prefix(dir).map_or_else(|_| to.display().to_string(), |p| format!("/{}", p.display()));
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1 << 16];
             let read = File::open(to).and_then(|mut f| {
@@ -198,13 +244,10 @@ pub(crate) fn check_contents(dir: &Path, targets: &HashMap<&str, Vec<PathBuf>>) 
                 }
             });
             match read {
-                Err(err) => Some(Problem { path, why: format!("reading it back: {err}") }),
-                Ok(()) if hasher.finalize().to_hex().as_str() != hash => Some(Problem {
-                    path,
-                    why: "its content could not be rebuilt from the store (content kept inside the inode, \
-                          such as ext4 inline data, has no extents)"
-                        .into(),
-                }),
+                Err(err) => Some(problem(dir, to, format!("reading it back: {err}"))),
+                Ok(()) if hasher.finalize().to_hex().as_str() != hash => {
+                    Some(problem(dir, to, "its content could not be rebuilt from the store".into()))
+                }
                 Ok(()) => None,
             }
         })

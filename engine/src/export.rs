@@ -19,7 +19,7 @@
 use crate::catalog::TREE_COLUMNS;
 use crate::catalog::{FileKind, FileRow};
 pub use crate::contents::Problem;
-use crate::contents::{check_contents, write_contents};
+use crate::contents::{check_contents, write_contents, write_unmapped};
 use crate::store::ChunkHash;
 use crate::{Error, IoContext, Library, Progress, Result};
 use std::collections::{HashMap, HashSet};
@@ -114,6 +114,17 @@ impl Library {
         let pieces = self.content_pieces(image.image_id, &wanted).await?;
         let hashes: Vec<ChunkHash> = pieces.values().flatten().map(|p| p.2).collect();
         let locations = self.catalog().chunk_locations(&hashes).await?;
+        // Contents no stored piece holds: zeros, or kept inside their inode, or compressed.
+        let mut sizes: HashMap<String, u64> = HashMap::new();
+        let mut unpieced = Vec::new();
+        for e in entries.iter().filter(|e| e.size > 0) {
+            if let Some(hash) = e.content_hash.as_ref().filter(|h| !pieces.contains_key(*h))
+                && sizes.insert(hash.clone(), e.size).is_none()
+            {
+                unpieced.push((u64::try_from(e.inode).unwrap_or(0), hash.clone()));
+            }
+        }
+        let unmapped = self.unmapped_contents(image.image_id, partition, unpieced).await?;
 
         let mut summary = ExportSummary {
             image: what,
@@ -141,6 +152,9 @@ impl Library {
                 p.phase("writing file contents", total);
             }
             let (bytes, failed) = write_contents(&root, &dir, &targets, &pieces, &locations, progress.as_deref())?;
+            tree.summary.bytes += bytes;
+            tree.summary.failed.extend(failed);
+            let (bytes, failed) = write_unmapped(&dir, &targets, &unmapped, &sizes);
             tree.summary.bytes += bytes;
             tree.summary.failed.extend(failed);
             tree.summary.failed.extend(check_contents(&dir, &targets));

@@ -45,7 +45,7 @@ pub use prune::PruneSummary;
 pub use read::FoundFile;
 pub use rebuild::RebuildSummary;
 pub use repack::{RepackOptions, RepackSummary};
-pub use stored_disk::padded_hash;
+pub use stored_disk::{UnmappedContents, padded_hash};
 pub use verify::VerifyReport;
 pub use versions::{CloneSummary, HistoryRow};
 

@@ -116,16 +116,24 @@ impl Library {
         if blake3::hash(&data).to_hex().as_str() == hash {
             return Ok(data);
         }
-        // No extents rebuild it: ext4 may keep it inside the inode.
-        let inode = u32::try_from(file.inode).unwrap_or(0);
-        let mut inline = self.inline_contents(image.image_id, file.partition, vec![(inode, hash.clone())]).await?;
-        let mut data = inline.remove(&hash).ok_or_else(|| {
-            Error::Catalog(format!(
-                "{what}: its content could not be rebuilt from the disk map, nor read from inside its inode"
-            ))
-        })?;
-        data.resize(size as usize, 0);
-        Ok(data)
+        // No extents rebuild it: it is kept inside its inode, or compressed.
+        let inode = u64::try_from(file.inode).unwrap_or(0);
+        let unmapped = self.unmapped_contents(image.image_id, file.partition, vec![(inode, hash.clone())]).await?;
+        let cannot = |why: String| {
+            Error::Catalog(format!("{what}: its content could not be rebuilt from the disk map, nor read {why}"))
+        };
+        if !unmapped.holds(&hash) {
+            return Err(cannot("from inside its inode or its compressed extents".into()));
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let mut data = vec![0; size as usize];
+            unmapped.read(&hash, 0, &mut data).map(|()| (blake3::hash(&data).to_hex().as_str() == hash, data))
+        });
+        match read.await.map_err(crate::task_failed("reading a file"))? {
+            Ok((true, data)) => Ok(data),
+            Ok((false, _)) => Err(cannot("through its filesystem: what it holds differs from its hash".into())),
+            Err(e) => Err(cannot(format!("through its filesystem: {e}"))),
+        }
     }
 
     /// Bytes `0..size` of the content `hash` as image `image_id` lays it out; holes read as zeros.

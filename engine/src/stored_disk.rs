@@ -1,12 +1,12 @@
 //! A version's disk read back from its disk map and the store, for what the catalog does not
-//! index: the checkin of an edit reads its parent's bytes through [`StoredChunks`], and a
-//! reader of a file that ext4 keeps inside its inode (inline data) reads that inode through a
-//! [`StoredDisk`].
+//! index: the checkin of an edit reads its parent's bytes through [`StoredChunks`], and
+//! readers of contents no disk range holds as they are (kept inside their inode, or compressed
+//! by btrfs) read them through a [`StoredDisk`].
 
 use crate::catalog::{ExtentKind, ExtentRow};
 use crate::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
 use crate::{Library, Result};
-use imagelake_connectors::{ReadAt, Window, ext4, fs, xfs};
+use imagelake_connectors::{ReadAt, Window, btrfs, ext4, fs, xfs};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::path::Path;
@@ -117,32 +117,49 @@ impl Library {
         Ok(Window::new(disk, start, size).ok().map(|w| (fs_type, w)))
     }
 
-    /// The contents that ext4 keeps inside the inodes `wanted` (inode number, content hash) of
-    /// one filesystem of version `image_id`, by hash: those the inode does keep, whose bytes
-    /// (zeros follow them up to the file's size) match the hash. The disk map has no extent of
-    /// such a content, so it is read from the inode itself, out of the version's stored
-    /// metadata.
-    pub async fn inline_contents(
+    /// The contents of one filesystem of version `image_id` that no disk range holds as they
+    /// are, by hash, for the files `wanted` (inode number, content hash) that have them: those
+    /// kept inside their inode (ext4 inline data, btrfs inline extents) and those btrfs keeps
+    /// compressed. They are read through the filesystem's own reader, over the version's stored
+    /// disk; a wanted file whose content is neither is left out.
+    pub async fn unmapped_contents(
         &self,
         image_id: i64,
         partition: i64,
-        wanted: Vec<(u32, String)>,
-    ) -> Result<HashMap<String, Vec<u8>>> {
-        if wanted.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let Some((_, filesystem)) = self.stored_filesystem(image_id, partition, is_ext).await? else {
-            return Ok(HashMap::new());
+        wanted: Vec<(u64, String)>,
+    ) -> Result<UnmappedContents> {
+        let found = match wanted.is_empty() {
+            true => None,
+            false => self.stored_filesystem(image_id, partition, |t| is_ext(t) || t == "btrfs").await?,
         };
-        let read = move || {
-            (wanted.into_iter())
-                .filter_map(|(inode, hash)| {
-                    let (data, size) = ext4::inline_content(&filesystem, inode).ok()??;
-                    (padded_hash(&data, size) == hash).then_some((hash, data))
-                })
-                .collect()
+        let Some((fs_type, source)) = found else { return Ok(UnmappedContents::default()) };
+        let read = move || -> Result<UnmappedContents> {
+            let mut files = HashMap::new();
+            if fs_type == "btrfs" {
+                let what = |e: btrfs::Error| crate::Error::Catalog(format!("partition {partition}: {e}"));
+                let mut by_inode: HashMap<u64, String> = wanted.into_iter().collect();
+                for file in btrfs::read(&source).map_err(what)?.files {
+                    let unmapped = file.inline_data.is_some() || file.extents.iter().any(|e| e.encoded.is_some());
+                    if let Some(hash) = by_inode.remove(&file.inode).filter(|_| unmapped) {
+                        files.insert(hash, file);
+                    }
+                }
+            } else {
+                // ext4 reads just the inodes asked for; those it keeps inline are small.
+                for (inode, hash) in wanted {
+                    let Some((data, size)) =
+                        u32::try_from(inode).ok().and_then(|i| ext4::inline_content(&source, i).ok()?)
+                    else {
+                        continue;
+                    };
+                    if padded_hash(&data, size) == hash {
+                        files.insert(hash, inline_file(inode, data, size));
+                    }
+                }
+            }
+            Ok(UnmappedContents { source: Some(source), files })
         };
-        tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading inline contents"))
+        tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading unmapped contents"))?
     }
 
     /// The size and room of one ext2/3/4 or XFS filesystem of version `image_id`, from its
@@ -157,6 +174,50 @@ impl Library {
             _ => ext4::room(&filesystem).ok(),
         };
         tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading a superblock"))
+    }
+}
+
+/// Contents no disk range holds as they are, read through their filesystem's reader over a
+/// version's stored disk: see [`Library::unmapped_contents`].
+#[derive(Default)]
+pub struct UnmappedContents {
+    source: Option<Window<StoredDisk>>,
+    /// By content hash: a file that has it, as its filesystem's reader lists it.
+    files: HashMap<String, fs::File>,
+}
+
+impl UnmappedContents {
+    /// Whether `hash` is one of these contents.
+    pub fn holds(&self, hash: &str) -> bool {
+        self.files.contains_key(hash)
+    }
+
+    /// Bytes `offset..offset + buf.len()` of content `hash`, which these contents hold.
+    pub fn read(&self, hash: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let file = self.files.get(hash).ok_or_else(|| io::Error::other(format!("content {hash} is not held here")))?;
+        let source = self.source.as_ref().ok_or_else(|| io::Error::other("no filesystem to read from"))?;
+        file.read_content(source, offset, buf)
+    }
+}
+
+/// A regular file that is its inline data, for reading that content.
+fn inline_file(inode: u64, data: Vec<u8>, size: u64) -> fs::File {
+    fs::File {
+        path: format!("<inode {inode}>"),
+        kind: fs::FileKind::File,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size,
+        mtime: 0,
+        mtime_nsec: 0,
+        inode,
+        nlink: 1,
+        link_target: None,
+        rdev: None,
+        xattrs: Vec::new(),
+        extents: Vec::new(),
+        inline_data: Some(data),
     }
 }
 

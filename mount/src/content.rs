@@ -2,6 +2,7 @@
 //! mount), and reads of any range of them through the store's shared frame cache.
 
 use imagelake_connectors::fs::Room;
+use imagelake_engine::UnmappedContents;
 use imagelake_engine::catalog::ExtentRow;
 use imagelake_engine::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
 use std::collections::{HashMap, HashSet};
@@ -30,8 +31,8 @@ pub struct Contents {
     store: ChunkReader,
     /// The filesystem's size and room, from its superblock, for statfs.
     pub room: Option<Room>,
-    /// Contents ext4 keeps inside their inode (inline data), read from it at mount.
-    inline: HashMap<String, Vec<u8>>,
+    /// Contents kept inside their inode or compressed, read through their filesystem.
+    unmapped: UnmappedContents,
     /// Other contents without extents (holes only), checked once: whether zeros are what
     /// they hold.
     all_zeros: Mutex<HashMap<String, bool>>,
@@ -67,7 +68,7 @@ impl Contents {
             locations,
             store: ChunkReader::with_cache(root, CACHE_BYTES),
             room: None,
-            inline: HashMap::new(),
+            unmapped: UnmappedContents::default(),
             all_zeros: Mutex::default(),
         })
     }
@@ -77,9 +78,10 @@ impl Contents {
         self.mapped.contains(content)
     }
 
-    /// Serves these contents (by hash) from memory: they live inside their inodes.
-    pub fn keep_inline(&mut self, inline: HashMap<String, Vec<u8>>) {
-        self.inline = inline;
+    /// Serves these contents through their filesystem: the disk map holds none of them as
+    /// they are.
+    pub fn keep_unmapped(&mut self, unmapped: UnmappedContents) {
+        self.unmapped = unmapped;
     }
 
     /// The chunks the pieces use, for their locations.
@@ -101,11 +103,9 @@ impl Contents {
             return Ok(Vec::new());
         }
         if !self.mapped.contains(content) {
-            if let Some(data) = self.inline.get(content) {
-                let data = data.get(offset as usize..(end as usize).min(data.len())).unwrap_or_default();
-                // Past the inline bytes, up to the size, the content is zeros, as in the kernel.
-                let mut out = data.to_vec();
-                out.resize((end - offset) as usize, 0);
+            if self.unmapped.holds(content) {
+                let mut out = vec![0; (end - offset) as usize];
+                self.unmapped.read(content, offset, &mut out).map_err(|e| format!("content {content}: {e}"))?;
                 return Ok(out);
             }
             self.check_zeros(content, size)?;
@@ -149,7 +149,7 @@ impl Contents {
         match zeros {
             true => Ok(()),
             false => Err(format!(
-                "content {content} has no extent and could not be read from inside its inode (inline data)"
+                "content {content} has no extent and could not be read from inside its inode or its compressed extents"
             )),
         }
     }

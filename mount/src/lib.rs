@@ -94,8 +94,8 @@ pub struct Pending {
     image: String,
     partition: i64,
     /// A file with each content of the filesystem (inode number, content hash): those the
-    /// disk map has no extent of may be kept inside their inode.
-    files: Vec<(u32, String)>,
+    /// disk map has no extent of may be kept inside their inode, or compressed.
+    files: Vec<(u64, String)>,
     contents: fs::Located,
 }
 
@@ -111,15 +111,15 @@ impl Pending {
         let mut seen = std::collections::HashSet::new();
         let files = (rows.iter())
             .filter(|r| r.kind == FileKind::File && r.size > 0)
-            .filter_map(|r| Some((u32::try_from(r.inode).ok()?, r.content_hash.clone()?)))
+            .filter_map(|r| Some((u64::try_from(r.inode).ok()?, r.content_hash.clone()?)))
             .filter(|(_, hash)| seen.insert(hash.clone()))
             .collect();
         let (library, image, contents) = (library.clone(), image.to_string(), contents.clone());
         Pending { library, image_id, image, partition, files, contents }
     }
 
-    /// Reads the version's disk map and its chunks' locations, and the contents kept inside
-    /// inodes; reads wait for this, listings do not.
+    /// Reads the version's disk map and its chunks' locations, and finds the contents kept
+    /// inside inodes or compressed; reads wait for this, listings do not.
     pub async fn read(mut self) {
         let catalog = self.library.catalog();
         let found = async {
@@ -127,12 +127,10 @@ impl Pending {
             let locations = catalog.chunk_locations(&Contents::chunks(&extents)).await.map_err(|e| e.to_string())?;
             let mut contents = Contents::new(self.library.root(), &extents, locations)?;
             drop(extents);
-            let unmapped: Vec<(u32, String)> =
+            let unmapped: Vec<(u64, String)> =
                 std::mem::take(&mut self.files).into_iter().filter(|(_, hash)| !contents.is_mapped(hash)).collect();
-            if !unmapped.is_empty() {
-                let inline = self.library.inline_contents(self.image_id, self.partition, unmapped).await;
-                contents.keep_inline(inline.map_err(|e| e.to_string())?);
-            }
+            let unmapped = self.library.unmapped_contents(self.image_id, self.partition, unmapped).await;
+            contents.keep_unmapped(unmapped.map_err(|e| e.to_string())?);
             contents.room =
                 self.library.filesystem_room(self.image_id, self.partition).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(contents)

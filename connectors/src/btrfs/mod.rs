@@ -181,13 +181,7 @@ impl Volume<'_> {
         Ok(node)
     }
 
-    fn visit(
-        &self,
-        root: Root,
-        range: (Key, Key),
-        what: &str,
-        each: &mut tree::Each,
-    ) -> Result<(), Error> {
+    fn visit(&self, root: Root, range: (Key, Key), what: &str, each: &mut tree::Each) -> Result<(), Error> {
         tree::visit(&|bytenr, level| self.node(bytenr, level), root, range, what, each)
     }
 
