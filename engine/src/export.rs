@@ -87,7 +87,7 @@ impl Library {
         let image = self.resolve(spec).await?;
         let what = format!("{}@{}", image.name, image.version);
         let mut entries = self.export_entries(image.image_id).await?;
-        let files = entries.iter().map(|e| (e.0, is_etc(&e.1.path, e.1.kind)));
+        let files = entries.iter().map(|e| (e.0, is_etc(&e.1.path, e.1.kind, e.1.inode)));
         let partition = one_filesystem(&what, files, options.partition)?;
         entries.retain(|e| e.0 == partition);
         let mut entries: Vec<FileToWrite> = entries.into_iter().map(|e| e.1).collect();
@@ -204,9 +204,12 @@ pub fn one_filesystem(what: &str, files: impl Iterator<Item = (i64, bool)>, want
     }
 }
 
-/// Whether a file is the `/etc` folder, which marks a root filesystem.
-pub fn is_etc(path: &str, kind: FileKind) -> bool {
-    path == "/etc" && kind == FileKind::Dir
+/// Whether a file is the `/etc` folder, which marks a root filesystem: at the top, or (btrfs)
+/// at the top of a subvolume, such as `/root/etc` (a subvolume's inode numbers carry its id
+/// above bit 40).
+pub fn is_etc(path: &str, kind: FileKind, inode: i64) -> bool {
+    let in_subvolume = || inode >> 40 != 0 && path.strip_suffix("/etc").is_some_and(|p| p.rfind('/') == Some(0));
+    kind == FileKind::Dir && (path == "/etc" || in_subvolume())
 }
 
 fn listed(partitions: &[i64]) -> String {
@@ -512,6 +515,16 @@ fn mknod(to: &Path, e: &FileToWrite) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etc_of_a_root_is_at_the_top_or_at_a_subvolume_top() {
+        let subvolume = 256 << 40 | 300;
+        assert!(is_etc("/etc", FileKind::Dir, 12));
+        assert!(is_etc("/root/etc", FileKind::Dir, subvolume));
+        assert!(!is_etc("/root/etc", FileKind::Dir, 300), "a folder of the top level");
+        assert!(!is_etc("/snapshots/1/etc", FileKind::Dir, subvolume), "deeper than a subvolume's top");
+        assert!(!is_etc("/etc", FileKind::File, 12));
+    }
 
     #[test]
     fn only_ordinary_names_are_placed() {

@@ -541,6 +541,44 @@ impl Drop for Mounted {
     }
 }
 
+/// Fills a mounted root filesystem: the tree, then the structures a copy alone would not make
+/// (written as a real root holds them), and 3 MiB of bytes unique to `seed` at `/unique`.
+pub fn fill_root(mnt: &Path, tree: &Path, seed: &str) {
+    let m = mnt.display();
+    run(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(mnt));
+    sh(&format!(
+        "set -e; cd '{m}'
+         # Folders of every size (XFS's every form: short form, block, leaf, node, and one whose
+         # block map is a B+tree, its blocks interleaved with a file's, so they fragment).
+         mkdir -p forms/block forms/leaf forms/node forms/btree
+         for i in $(seq 1 20); do : > forms/block/f$i; done
+         for i in $(seq 1 200); do : > forms/leaf/entry-$i; done
+         for i in $(seq 1 1500); do : > forms/node/a-longer-entry-name-$i; done
+         for i in $(seq 1 3000); do echo $i > forms/btree/a-long-name-to-fill-blocks-$i; \
+           head -c 4096 /dev/urandom >> forms/interleaved; done
+         # Attributes: short form, a leaf, a tree of leaves, a remote value, an ACL, security.
+         setfattr -n user.short -v hello etc/hostname
+         for i in $(seq 1 40); do setfattr -n user.leaf$i -v value-$i-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy etc/fstab; done
+         for i in $(seq 1 300); do setfattr -n user.node$i -v value-$i-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz etc/passwd; done
+         setfattr -n user.remote -v \"$(head -c 5000 /dev/zero | tr '\\0' r)\" etc/group
+         setfacl -m u:1000:rw,g:1000:r etc/shadow
+         setfacl -d -m u:1000:rwx srv
+         setfattr -n security.label -v system_u:object_r:etc_t:s0 etc/os-release
+         # Hard links, holes, unwritten extents, links inside the inode and in a block.
+         ln etc/passwd etc/passwd.hard
+         ln usr/bin/bash usr/bin/bash.hard
+         dd if=/dev/urandom of=sparse bs=1M count=1 seek=50 status=none
+         fallocate -l 8M preallocated
+         printf 'written head' > prealloc-beyond-eof && fallocate -n -o 0 -l 4M prealloc-beyond-eof
+         ln -s \"$(head -c 900 /dev/zero | tr '\\0' a)\" long-link
+         ln -s etc/passwd short-link
+         mkfifo fifo; mknod char-dev c 4 5; mknod block-dev b 8 1
+         touch -d '2100-01-01 00:00:00.123456789' far-future
+         touch -d '1960-01-01 00:00:00' before-epoch"
+    ));
+    std::fs::write(mnt.join("unique"), unique_bytes(seed, 3 << 20)).expect("write");
+}
+
 /// What `find`, `sha256sum` and `getfattr` see of a mounted tree: every entry's path, kind,
 /// permissions, owners, size, nanosecond mtime, link count, link target and inode number (so
 /// hard-link groups too); a sha256 of every regular file; every extended attribute.

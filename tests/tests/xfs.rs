@@ -7,48 +7,11 @@
 
 use imagelake_tests::lvm::lvm_disk;
 use imagelake_tests::{
-    Library, Mounted, debian_tree, dpkg_query, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh, tree_nodes,
-    unique_bytes, write_at,
+    Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh,
+    tree_nodes, unique_bytes, write_at,
 };
 use std::path::Path;
 use std::process::Command;
-
-/// Fills a mounted XFS filesystem: the tree, then the structures a copy alone would not make.
-fn fill(mnt: &Path, tree: &Path) {
-    let m = mnt.display();
-    run(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(mnt));
-    sh(&format!(
-        "set -e; cd '{m}'
-         # Folders of every form: short form, block, leaf, node, and one whose block map is a
-         # B+tree (its blocks interleaved with a file's, so they fragment).
-         mkdir -p forms/block forms/leaf forms/node forms/btree
-         for i in $(seq 1 20); do : > forms/block/f$i; done
-         for i in $(seq 1 200); do : > forms/leaf/entry-$i; done
-         for i in $(seq 1 1500); do : > forms/node/a-longer-entry-name-$i; done
-         for i in $(seq 1 3000); do echo $i > forms/btree/a-long-name-to-fill-blocks-$i; \
-           head -c 4096 /dev/urandom >> forms/interleaved; done
-         # Attributes: short form, a leaf, a tree of leaves, a remote value, an ACL, security.
-         setfattr -n user.short -v hello etc/hostname
-         for i in $(seq 1 40); do setfattr -n user.leaf$i -v value-$i-yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy etc/fstab; done
-         for i in $(seq 1 300); do setfattr -n user.node$i -v value-$i-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz etc/passwd; done
-         setfattr -n user.remote -v \"$(head -c 5000 /dev/zero | tr '\\0' r)\" etc/group
-         setfacl -m u:1000:rw,g:1000:r etc/shadow
-         setfacl -d -m u:1000:rwx srv
-         setfattr -n security.label -v system_u:object_r:etc_t:s0 etc/os-release
-         # Hard links, holes, unwritten extents, links inside the inode and in a block.
-         ln etc/passwd etc/passwd.hard
-         ln usr/bin/bash usr/bin/bash.hard
-         dd if=/dev/urandom of=sparse bs=1M count=1 seek=50 status=none
-         fallocate -l 8M preallocated
-         printf 'written head' > prealloc-beyond-eof && fallocate -n -o 0 -l 4M prealloc-beyond-eof
-         ln -s \"$(head -c 900 /dev/zero | tr '\\0' a)\" long-link
-         ln -s etc/passwd short-link
-         mkfifo fifo; mknod char-dev c 4 5; mknod block-dev b 8 1
-         touch -d '2100-01-01 00:00:00.123456789' far-future
-         touch -d '1960-01-01 00:00:00' before-epoch"
-    ));
-    std::fs::write(mnt.join("unique"), unique_bytes("xfs", 3 << 20)).expect("write");
-}
 
 /// An XFS root filled from `tree`, `size_mb` big, made with `mkfs_args`.
 fn xfs_image(out: &Path, tree: &Path, size_mb: u64, mkfs_args: &[&str]) {
@@ -57,7 +20,7 @@ fn xfs_image(out: &Path, tree: &Path, size_mb: u64, mkfs_args: &[&str]) {
     let mnt = out.with_extension("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
     run(Command::new("mount").arg("-o").arg("loop").arg(out).arg(&mnt));
-    let filled = std::panic::catch_unwind(|| fill(&mnt, tree));
+    let filled = std::panic::catch_unwind(|| fill_root(&mnt, tree, "xfs"));
     run(Command::new("umount").arg(&mnt));
     filled.expect("filling the XFS root");
 }
@@ -85,7 +48,7 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
     gpt_disk(&path("disk.img"), &path("root.img"), &path("esp.img"));
 
     // The same Debian tree on ext4 first: the XFS disk then adds as file contents only what
-    // `fill` wrote besides the tree (12 MB interleaved, 3 MB unique, 1 MB of the sparse file,
+    // `fill_root` wrote besides the tree (12 MB interleaved, 3 MB unique, 1 MB of the sparse file,
     // a few bytes in each of 3,000 small files).
     let lib = Library::new();
     mkfs_ext(&tree, &path("ext4.img"), "ext4", &format!("{}M", used + used / 4 + 64), &[]);

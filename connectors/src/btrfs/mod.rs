@@ -434,8 +434,10 @@ impl Volume<'_> {
                 }
             }
         }
-        if inline.is_some() && !extents.is_empty() {
-            return Err(unsupported(format!("{}: inline data followed by other extents", what())));
+        // Inline data is the whole content; extents beside it may only be preallocated (past
+        // the end of the file, where `fallocate --keep-size` puts them).
+        if inline.is_some() && extents.iter().any(|e| !e.unwritten) {
+            return Err(unsupported(format!("{}: inline data followed by written extents", what())));
         }
         Ok((extents, inline))
     }

@@ -14,10 +14,13 @@ pub(super) struct Piece {
 }
 
 /// The disk ranges a file's content fills: its written extents, up to its size (the rest of
-/// the last block is slack and stays raw), cut at chunk boundaries. Extents kept compressed
-/// hold other bytes than the content's: they stay raw.
+/// the last block is slack and stays raw), cut at chunk boundaries. None for a content the
+/// disk does not hold wholly as it is.
 pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, out: &mut Vec<Piece>) {
-    for e in file.extents.iter().filter(|e| lies_as_is(e)) {
+    if !held_as_is(file) {
+        return;
+    }
+    for e in file.extents.iter().filter(|e| !e.unwritten) {
         let end = e.logical.saturating_add(e.len).min(file.size);
         let mut at = e.logical;
         // Chunks are sorted by offset: find the first one that overlaps.
@@ -44,9 +47,11 @@ pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, ou
     }
 }
 
-/// Whether a file extent holds the file's bytes as they are (written, not compressed).
-pub(super) fn lies_as_is(e: &fs::Extent) -> bool {
-    !e.unwritten && e.encoded.is_none()
+/// Whether the disk holds a file's content as it is, in its extents: not inside its inode,
+/// and no part of it compressed. Readers of any other content read it through its
+/// filesystem, wholly, so the disk map gives it no file pieces at all.
+pub(super) fn held_as_is(file: &fs::File) -> bool {
+    file.inline_data.is_none() && file.extents.iter().all(|e| e.encoded.is_none())
 }
 
 /// Builds the extents that tile the disk: file pieces where files own the bytes, and for

@@ -32,7 +32,7 @@ mod edited;
 pub(crate) mod root_fs;
 mod survey;
 
-use disk_map::{RawStream, disk_map, file_pieces, lies_as_is};
+use disk_map::{RawStream, disk_map, file_pieces, held_as_is};
 use edited::{Edited, ParentDisk};
 use root_fs::{find_packages, read_small_file};
 use survey::{Survey, survey};
@@ -528,13 +528,13 @@ fn os_paths(fs: &fs::Filesystem) -> HashMap<&str, &fs::File> {
 }
 
 /// Reads a regular file's content through its extents, chunks it and stores the chunks that
-/// a disk range will name: a content no written extent holds as it is (kept inside its inode,
+/// a disk range will name: a content the disk does not hold as it is (kept inside its inode,
 /// or compressed) is read back through its filesystem, so it is only hashed.
 fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Result<Content> {
     let mut hasher = blake3::Hasher::new();
     let mut chunker = Chunker::new();
     let mut chunks = Vec::new();
-    let stored = file.inline_data.is_none() && file.extents.iter().any(lies_as_is);
+    let stored = held_as_is(file) && file.extents.iter().any(|e| !e.unwritten);
     let mut emit = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
         let hash = if is_zero(bytes) || !stored { None } else { Some(sink.put(bytes, true)?) };
         chunks.push((offset, bytes.len() as u64, hash));
