@@ -11,7 +11,7 @@ fixtures=../../shared/fixtures/ext4-corrupt
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-/work/target-fuzz}
 
 seed() {
-  mkdir -p corpus/ext4 corpus/partition corpus/packages corpus/os corpus/vfat corpus/xfs
+  mkdir -p corpus/ext4 corpus/partition corpus/packages corpus/os corpus/vfat corpus/xfs corpus/btrfs
   if [ -d "$fixtures" ] && [ -z "$(ls corpus/ext4)" ]; then
     # The first 4 MiB of each (libFuzzer's -max_len below); head closing the pipe early is fine.
     for f in "$fixtures"/*.img.gz; do { gzip -dc "$f" || true; } | head -c 4194304 > "corpus/ext4/$(basename "$f" .img.gz)"; done
@@ -72,6 +72,29 @@ seed() {
     head -c 4194304 "$t/v5" > corpus/xfs/v5; head -c 4194304 "$t/v4" > corpus/xfs/v4
     rm -rf "$t"
   fi
+  if [ -z "$(ls corpus/btrfs)" ]; then
+    # A 64 MiB btrfs of mixed block groups (metadata and data together, single copies), whose
+    # first 6 MiB hold all it has: a subvolume, a snapshot, attributes, links, and files
+    # compressed with zstd, lzo and zlib, inline and in extents.
+    local t; t=$(mktemp -d)
+    truncate -s 64M "$t/v" && mkfs.btrfs -q -f -M "$t/v" >/dev/null 2>&1
+    mkdir "$t/m"
+    if mount -o loop "$t/v" "$t/m" 2>/dev/null; then
+      mkdir -p "$t/m/etc/many" && cp /etc/os-release /etc/passwd "$t/m/etc/"
+      for i in $(seq 1 120); do : > "$t/m/etc/many/entry-$i"; done
+      for i in $(seq 1 30); do setfattr -n "user.a$i" -v "value $i" "$t/m/etc/passwd"; done
+      ln -s os-release "$t/m/etc/link" && ln "$t/m/etc/passwd" "$t/m/etc/hard"
+      btrfs subvolume create "$t/m/home" >/dev/null
+      for c in zstd lzo zlib; do
+        mount -o "remount,compress=$c" "$t/m"
+        cp /etc/services "$t/m/home/services.$c" && cp /etc/os-release "$t/m/home/os-release.$c"
+      done
+      btrfs subvolume snapshot "$t/m/home" "$t/m/snapshot" >/dev/null
+      umount "$t/m"
+    fi
+    head -c 6291456 "$t/v" > corpus/btrfs/mixed
+    rm -rf "$t"
+  fi
 }
 
 seed
@@ -79,7 +102,9 @@ seed
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build --release >/dev/null
 run() {
-  cargo fuzz run --release "$1" "corpus/$1" -- -max_total_time="$seconds" -max_len=4194304 \
+  # btrfs's seed holds its metadata 5 MiB in (after its system chunk).
+  local max_len=4194304; [ "$1" = btrfs ] && max_len=8388608
+  cargo fuzz run --release "$1" "corpus/$1" -- -max_total_time="$seconds" -max_len="$max_len" \
     -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 > "logs/$1.log" 2>&1 \
     && echo "$1: no crash in ${seconds}s ($(grep -ao 'stat::number_of_executed_units: *[0-9]*' "logs/$1.log" | grep -o '[0-9]*$') runs)" \
     || { echo "$1: FAILED, see fuzz/logs/$1.log"; return 1; }
@@ -87,7 +112,7 @@ run() {
 mkdir -p logs
 status=0
 # Two at a time: one per core.
-read -ra targets <<< "${FUZZ_TARGETS:-ext4 partition packages os vfat xfs}"
+read -ra targets <<< "${FUZZ_TARGETS:-ext4 partition packages os vfat xfs btrfs}"
 for ((i = 0; i < ${#targets[@]}; i += 2)); do
   pids=()
   for t in "${targets[@]:i:2}"; do run "$t" & pids+=($!); done
