@@ -214,11 +214,21 @@ pub fn unmount(dir: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| Error::User(format!("{}: a path with a NUL byte", dir.display())))?;
-    // SAFETY: a valid NUL-terminated path.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
+    // Busy for a moment after its last reader closed (a loaded machine answers late): a few
+    // tries, then the error.
+    let mut tries = 0;
+    let error = loop {
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        tries += 1;
+        if error.raw_os_error() != Some(libc::EBUSY) || tries == 20 {
+            break error;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     // Not root: fuse3's helper unmounts what the user mounted.
     if error.raw_os_error() == Some(libc::EPERM)
         && let Ok(status) = std::process::Command::new("fusermount3").arg("-u").arg(dir).status()

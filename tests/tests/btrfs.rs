@@ -214,3 +214,92 @@ fn a_btrfs_root_with_subvolumes_snapshots_and_compression_reads_as_the_kernel_mo
     lib.checkout("fedora-lvm", &path("out.img"));
     run(Command::new("cmp").arg(path("lvm.img")).arg(path("out.img")));
 }
+
+/// openSUSE's layout: the root is the default subvolume (a snapshot under `@`), with no
+/// `/etc/fstab` line naming it. Its facts are the image's, and the rows (of `cat` and
+/// `export` too) are still the top level's.
+#[test]
+fn the_default_subvolume_is_the_operating_systems_root() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (image, mnt) = (work.path().join("btrfs.img"), work.path().join("mnt"));
+    std::fs::create_dir(&mnt).expect("mkdir");
+    run(Command::new("truncate").arg("-s128M").arg(&image));
+    run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
+    run(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt));
+    let m = mnt.display();
+    let made = std::panic::catch_unwind(|| {
+        sh(&format!(
+            "set -e; cd '{m}'
+             btrfs subvolume create @ > /dev/null && mkdir -p @/.snapshots/1
+             btrfs subvolume create @/.snapshots/1/snapshot > /dev/null
+             mkdir -p @/.snapshots/1/snapshot/etc
+             printf 'NAME=\"openSUSE Tumbleweed\"\\nID=opensuse-tumbleweed\\n' > @/.snapshots/1/snapshot/etc/os-release
+             echo tumbleweed > @/.snapshots/1/snapshot/etc/hostname
+             btrfs subvolume set-default @/.snapshots/1/snapshot"
+        ))
+    });
+    run(Command::new("umount").arg(&mnt));
+    made.expect("making the filesystem");
+    let lib = Library::new();
+    lib.checkin(&image, "suse");
+    let facts = lib.sql("SELECT os_name, hostname FROM images");
+    assert_eq!(facts[0]["os_name"].as_str(), Some("opensuse-tumbleweed"), "{facts:?}");
+    assert_eq!(facts[0]["hostname"].as_str(), Some("tumbleweed"), "{facts:?}");
+    let hostname = run(lib.command().args(["cat", "suse", "/@/.snapshots/1/snapshot/etc/hostname"]));
+    assert_eq!(hostname, "tumbleweed\n");
+    run(lib.command().args(["export", "suse"]).arg(work.path().join("export")));
+    let exported = std::fs::read_to_string(work.path().join("export/@/.snapshots/1/snapshot/etc/os-release"));
+    assert!(exported.expect("exported").contains("Tumbleweed"));
+}
+
+/// One Debian tree on ext4 (`mke2fs -d`), XFS (filled through a loop mount) and btrfs
+/// (`mkfs.btrfs --rootdir`, which also stores each symbolic link's NUL), checked in one after
+/// the other: the second and third add no file content, only their own metadata. The btrfs
+/// one reads as the kernel mounts it.
+#[test]
+fn one_tree_on_ext4_xfs_and_btrfs_is_stored_once() {
+    let debian = debian_tree();
+    let tree = debian.parent().expect("cache").join("bookworm-minbase");
+    let work = tempfile::tempdir().expect("tempdir");
+    let path = |n: &str| work.path().join(n);
+    let used: u64 = sh(&format!("du -sm '{}' | cut -f1", tree.display())).trim().parse().expect("size");
+    let size = format!("{}M", (used + used / 2 + 128).max(320));
+    mkfs_ext(&tree, &path("ext4.img"), "ext4", &size, &[]);
+    run(Command::new("truncate").arg(format!("-s{size}")).arg(path("xfs.img")));
+    run(Command::new("mkfs.xfs").args(["-q", "-f"]).arg(path("xfs.img")));
+    std::fs::create_dir(path("mnt")).expect("mkdir");
+    run(Command::new("mount").arg("-o").arg("loop").arg(path("xfs.img")).arg(path("mnt")));
+    let copied = std::panic::catch_unwind(|| {
+        run(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(path("mnt")));
+    });
+    run(Command::new("umount").arg(path("mnt")));
+    copied.expect("filling the XFS filesystem");
+    run(Command::new("truncate").arg(format!("-s{size}")).arg(path("btrfs.img")));
+    run(Command::new("mkfs.btrfs").args(["-q", "-f", "--rootdir"]).arg(&tree).arg(path("btrfs.img")));
+
+    let lib = Library::new();
+    let mut said = Vec::new();
+    for fs in ["ext4", "xfs", "btrfs"] {
+        let summary = lib.checkin(&path(&format!("{fs}.img")), fs);
+        eprintln!("{fs}: {summary}");
+        said.push((summary["bytes_new_content"].as_u64(), summary["bytes_new"].as_u64().expect("bytes_new")));
+    }
+    assert!(said[0].0.expect("content") > 100 << 20, "the first tree's contents are new: {said:?}");
+    for (fs, (content, new)) in ["xfs", "btrfs"].iter().zip(&said[1..]) {
+        assert_eq!(*content, Some(0), "{fs} adds no file content: {said:?}");
+        assert!(*new < 64 << 20, "{fs} adds its metadata alone: {said:?}");
+    }
+
+    let (fuse, kernel) = (path("fuse"), path("kernel"));
+    std::fs::create_dir(&fuse).expect("mkdir");
+    std::fs::create_dir(&kernel).expect("mkdir");
+    run(Command::new("mount").args(["-o", "loop,ro"]).arg(path("btrfs.img")).arg(&kernel));
+    let theirs = kernel_listing(&kernel);
+    run(Command::new("umount").arg(&kernel));
+    let mounted = Mounted::new(&lib, "btrfs", &fuse, &[]);
+    let ours = kernel_listing(&fuse);
+    run(lib.command().arg("unmount").arg(&mounted.dir));
+    assert_eq!(ours.0, theirs.0, "find -printf of every entry");
+    assert_eq!(ours.1, theirs.1, "sha256 of every regular file");
+    assert_eq!(ours.2, theirs.2, "getfattr of every entry");
+}

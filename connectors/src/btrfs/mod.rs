@@ -302,15 +302,12 @@ impl Volume<'_> {
                 let (extents, target) = self.extents(&items, objectid, &what)?;
                 let target = target.filter(|t| extents.is_empty() && !t.is_empty());
                 let target = target.ok_or_else(|| corrupt(format!("{}: a symbolic link with no target", what())))?;
-                if inode.size > MAX_LINK || target.len() as u64 != inode.size {
-                    return Err(corrupt(format!(
-                        "{}: a target of {} bytes, size {}",
-                        what(),
-                        target.len(),
-                        inode.size
-                    )));
-                }
-                file.link_target = Some(target);
+                // The target is the first `size` bytes (`mkfs.btrfs --rootdir` stores its NUL too).
+                let cut = target.get(..inode.size as usize).filter(|_| inode.size > 0 && inode.size <= MAX_LINK);
+                let cut = cut.ok_or_else(|| {
+                    corrupt(format!("{}: a target of {} bytes, size {}", what(), target.len(), inode.size))
+                })?;
+                file.link_target = Some(cut.to_vec());
             }
             FileKind::Char | FileKind::Block => {
                 // The kernel's device number: 12 bits of major above 20 of minor.
@@ -387,8 +384,11 @@ impl Volume<'_> {
                         corrupt(format!("{}: files map more than the filesystem holds, many times over", at()))
                     })?;
                     self.claims_left.set(left);
-                    if skip.checked_add(len).is_none_or(|n| n > decoded_len.max(stored_len)) {
-                        return Err(corrupt(format!("{}: {len} bytes at {skip} of an extent of {decoded_len}", at())));
+                    // The file's part lies within the extent: its decoded bytes, or (kept as
+                    // they are) its bytes on disk.
+                    let whole = if compression == 0 { stored_len } else { decoded_len };
+                    if skip.checked_add(len).is_none_or(|n| n > whole) {
+                        return Err(corrupt(format!("{}: {len} bytes at {skip} of an extent of {whole}", at())));
                     }
                     let extent = match compression {
                         0 => Extent {
