@@ -189,6 +189,29 @@ pub enum Compression {
 }
 
 impl File {
+    /// A file of `kind` at `path`, numbered `inode`, of which nothing else is known yet: no
+    /// permissions, owners, size, time, attributes or extents, one link. Readers fill in the
+    /// rest.
+    pub fn bare(path: String, kind: FileKind, inode: u64) -> File {
+        File {
+            path,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            inode,
+            nlink: 1,
+            link_target: None,
+            rdev: None,
+            xattrs: Vec::new(),
+            extents: Vec::new(),
+            inline_data: None,
+        }
+    }
+
     /// Reads `buf.len()` bytes of content at `offset` (`offset + len <= size`): holes and
     /// unwritten extents read as zeros; inline data comes from `inline_data`.
     pub fn read_content(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> io::Result<()> {

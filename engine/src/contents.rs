@@ -150,12 +150,7 @@ pub(crate) fn write_contents(
                     .and_then(|s| chunk.get(s..s.checked_add(usize::try_from(len).ok()?)?))
                     .ok_or_else(|| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk")))?;
                 for to in files {
-                    let written = File::options()
-                        .write(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(to)
-                        .and_then(|f| f.write_all_at(piece, at));
-                    if let Err(err) = written {
+                    if let Err(err) = write_piece(to, piece, at) {
                         let problem = problem(dir, to, format!("writing its content: {err}"));
                         failed.lock().map_err(|_| Error::Catalog("a writer thread failed".into()))?.push(problem);
                     }
@@ -200,12 +195,7 @@ pub(crate) fn write_unmapped(
                     break;
                 }
                 for to in files {
-                    let written = File::options()
-                        .write(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(to)
-                        .and_then(|f| f.write_all_at(piece, at));
-                    if let Err(e) = written {
+                    if let Err(e) = write_piece(to, piece, at) {
                         problems.push(problem(dir, to, format!("writing its content: {e}")));
                     }
                 }
@@ -216,6 +206,11 @@ pub(crate) fn write_unmapped(
         .collect();
     let bytes = outcomes.iter().map(|o| o.0).sum();
     (bytes, outcomes.into_iter().flat_map(|o| o.1).collect())
+}
+
+/// Writes `bytes` at `at` into the file `to`, which the export made (never through a link).
+fn write_piece(to: &Path, bytes: &[u8], at: u64) -> std::io::Result<()> {
+    File::options().write(true).custom_flags(libc::O_NOFOLLOW).open(to).and_then(|f| f.write_all_at(bytes, at))
 }
 
 /// A problem with the file `to` written under `dir`, named by its path in the image.

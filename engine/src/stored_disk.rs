@@ -202,23 +202,8 @@ impl UnmappedContents {
 
 /// A regular file that is its inline data, for reading that content.
 fn inline_file(inode: u64, data: Vec<u8>, size: u64) -> fs::File {
-    fs::File {
-        path: format!("<inode {inode}>"),
-        kind: fs::FileKind::File,
-        mode: 0,
-        uid: 0,
-        gid: 0,
-        size,
-        mtime: 0,
-        mtime_nsec: 0,
-        inode,
-        nlink: 1,
-        link_target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-        extents: Vec::new(),
-        inline_data: Some(data),
-    }
+    let file = fs::File::bare(format!("<inode {inode}>"), fs::FileKind::File, inode);
+    fs::File { size, inline_data: Some(data), ..file }
 }
 
 fn is_ext(fs_type: &str) -> bool {

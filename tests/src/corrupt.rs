@@ -63,3 +63,38 @@ pub fn corrupt_rounds(
         (panics, ok, err)
     })
 }
+
+/// Positions to flip in a round.
+pub type Pick = Box<dyn Fn(&mut Xorshift) -> Vec<usize> + Send>;
+
+/// Runs `rounds` of damage drawn by `pick` over `pristine` (see [`corrupt_rounds`]) and asserts
+/// what a careful reader of checksummed metadata must do: never panic; either read exactly
+/// what `read` gives of the pristine image (`expected`), or refuse with an error whose message
+/// starts with `prefix` (the reader's name); and refuse some. `name` titles the output.
+pub fn assert_read_as_pristine_or_refused(
+    name: &str,
+    pristine: &[u8],
+    (rounds, pick): (usize, Pick),
+    read: fn(&Vec<u8>) -> Result<String, String>,
+    expected: &str,
+    prefix: &str,
+) {
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    let expected = expected.to_string();
+    let (panics, ok, refused) = corrupt_rounds(pristine.to_vec(), rounds, pick, move |image| {
+        let outcome = read(image);
+        let read = outcome.is_ok();
+        seen.lock().expect("outcomes").push(outcome.map(|l| l == expected));
+        read
+    });
+    println!("{name}: {ok} read, {refused} refused, {panics} panics");
+    assert_eq!(panics, 0, "{name}");
+    let outcomes = outcomes.lock().expect("outcomes");
+    let changed = outcomes.iter().filter(|o| matches!(o, Ok(false))).count();
+    assert_eq!(changed, 0, "{name}: rounds read with a listing other than the pristine one");
+    let unnamed: Vec<&String> =
+        outcomes.iter().filter_map(|o| o.as_ref().err()).filter(|m| !m.starts_with(prefix)).collect();
+    assert!(unnamed.is_empty(), "{name}: errors that do not start {prefix:?}: {:?}", &unnamed[..unnamed.len().min(5)]);
+    assert!(refused > 0, "{name}: some damage is refused");
+}

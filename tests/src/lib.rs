@@ -579,6 +579,20 @@ pub fn fill_root(mnt: &Path, tree: &Path, seed: &str) {
     std::fs::write(mnt.join("unique"), unique_bytes(seed, 3 << 20)).expect("write");
 }
 
+/// The packages imagelake indexed of the newest version of `image`: (name, version,
+/// architecture), as `dpkg_query` gives them.
+pub fn packages_of(lib: &Library, image: &str) -> std::collections::BTreeSet<(String, String, String)> {
+    let rows = lib.sql(&format!(
+        "SELECT p.name, p.version, p.arch FROM packages p JOIN images i USING (image_id) WHERE i.name = '{image}'"
+    ));
+    (rows.iter())
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().expect("text").to_string();
+            (text("name"), text("version"), text("arch"))
+        })
+        .collect()
+}
+
 /// What `find`, `sha256sum` and `getfattr` see of a mounted tree: every entry's path, kind,
 /// permissions, owners, size, nanosecond mtime, link count, link target and inode number (so
 /// hard-link groups too); a sha256 of every regular file; every extended attribute.

@@ -85,3 +85,36 @@ pub fn lvm_disk(
     placed.sort();
     placed
 }
+
+/// Checks the filesystem image `root` (of type `fs_type`, already checked in as `gpt_image`
+/// inside a GPT partition) in again as `lvm_image`, the one logical volume of a new disk next
+/// to it: its `files` rows are the same, and that disk checks out byte for byte. Returns how
+/// many rows there are.
+pub fn assert_reads_the_same_in_lvm(
+    lib: &crate::Library,
+    root: &Path,
+    fs_type: &str,
+    gpt_image: &str,
+    lvm_image: &str,
+) -> usize {
+    let dir = root.parent().expect("a folder");
+    let (disk, out) = (dir.join("lvm.img"), dir.join("lvm-out.img"));
+    let root_mb = std::fs::metadata(root).expect("root").len().div_ceil(1 << 20);
+    let vg = format!("il{fs_type}{}", std::process::id());
+    let placed = lvm_disk(&disk, root_mb + 16, &[None], &vg, &[("root", root_mb, 0)]);
+    crate::write_at(&disk, root, placed[0].1);
+    lib.checkin(&disk, lvm_image);
+    let rows = |image: &str, scheme: &str| {
+        lib.sql(&format!(
+            "SELECT f.path, f.kind, f.mode, f.uid, f.gid, f.size, f.mtime, f.inode, f.nlink, f.link_target, \
+             f.dev_major, f.dev_minor, f.content_hash, f.xattrs FROM files f JOIN images i USING (image_id) \
+             JOIN partitions p ON p.image_id = f.image_id AND p.partition = f.partition \
+             WHERE i.name = '{image}' AND p.scheme = '{scheme}' AND p.fs_type = '{fs_type}' ORDER BY f.path"
+        ))
+    };
+    let (in_lvm, in_gpt) = (rows(lvm_image, "lvm"), rows(gpt_image, "gpt"));
+    assert!(in_lvm == in_gpt, "{fs_type} reads the same in a logical volume as in a partition");
+    lib.checkout(lvm_image, &out);
+    run(Command::new("cmp").arg(&disk).arg(&out));
+    in_lvm.len()
+}

@@ -6,12 +6,11 @@
 //! row; `btrfs inspect-internal dump-tree` that the compressions, inline extents and shared
 //! extents are there; `dpkg-query` for the packages; `cmp` for the checkout.
 
-use imagelake_tests::lvm::lvm_disk;
+use imagelake_tests::lvm::assert_reads_the_same_in_lvm;
 use imagelake_tests::{
-    Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh,
-    unique_bytes, write_at,
+    Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, packages_of,
+    run, sh, unique_bytes,
 };
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -160,16 +159,7 @@ fn a_btrfs_root_with_subvolumes_snapshots_and_compression_reads_as_the_kernel_mo
     assert_eq!((map(1), map(4)), (map(3), map(3)), "the reflink and the snapshot share bash's extents");
 
     // The packages of the subvolume /etc/fstab mounts at /, as dpkg reads its own database.
-    let rows = lib
-        .sql("SELECT p.name, p.version, p.arch FROM packages p JOIN images i USING (image_id) WHERE i.name = 'fedora'");
-    let ours: BTreeSet<(String, String, String)> = rows
-        .iter()
-        .map(|r| {
-            let text = |k: &str| r[k].as_str().expect("text").to_string();
-            (text("name"), text("version"), text("arch"))
-        })
-        .collect();
-    assert_eq!(ours, packages, "packages against dpkg-query");
+    assert_eq!(packages_of(&lib, "fedora"), packages, "packages against dpkg-query");
     let os = lib.sql("SELECT os_name FROM images WHERE name = 'fedora'");
     assert_eq!(os[0]["os_name"].as_str(), Some("debian"), "the facts of the root subvolume: {os:?}");
 
@@ -195,24 +185,8 @@ fn a_btrfs_root_with_subvolumes_snapshots_and_compression_reads_as_the_kernel_mo
     std::fs::remove_file(path("out.img")).expect("rm");
 
     // The same filesystem as a logical volume: the same rows, and the disk back byte for byte.
-    let root_mb = std::fs::metadata(path("root.img")).expect("root").len().div_ceil(1 << 20);
-    let vg = format!("ilbtrfs{}", std::process::id());
-    let placed = lvm_disk(&path("lvm.img"), root_mb + 16, &[None], &vg, &[("root", root_mb, 0)]);
-    write_at(&path("lvm.img"), &path("root.img"), placed[0].1);
-    lib.checkin(&path("lvm.img"), "fedora-lvm");
-    let rows = |image: &str, scheme: &str| {
-        lib.sql(&format!(
-            "SELECT f.path, f.kind, f.mode, f.uid, f.gid, f.size, f.mtime, f.inode, f.nlink, f.link_target, \
-             f.dev_major, f.dev_minor, f.content_hash, f.xattrs FROM files f JOIN images i USING (image_id) \
-             JOIN partitions p ON p.image_id = f.image_id AND p.partition = f.partition \
-             WHERE i.name = '{image}' AND p.scheme = '{scheme}' AND p.fs_type = 'btrfs' ORDER BY f.path"
-        ))
-    };
-    let (in_lvm, in_gpt) = (rows("fedora-lvm", "lvm"), rows("fedora", "gpt"));
-    assert_eq!(in_lvm.len(), entries, "the logical volume's rows");
-    assert!(in_lvm == in_gpt, "the btrfs root reads the same in a logical volume as in a partition");
-    lib.checkout("fedora-lvm", &path("out.img"));
-    run(Command::new("cmp").arg(path("lvm.img")).arg(path("out.img")));
+    let in_lvm = assert_reads_the_same_in_lvm(&lib, &path("root.img"), "btrfs", "fedora", "fedora-lvm");
+    assert_eq!(in_lvm, entries, "the logical volume's rows");
 }
 
 /// openSUSE's layout: the root is the default subvolume (a snapshot under `@`), with no

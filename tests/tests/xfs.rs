@@ -5,10 +5,10 @@
 //! every directory form, long symbolic links, device nodes). The kernel's read-only mount is
 //! the oracle for every row; `dpkg-query` for the packages; `cmp` for the checkout.
 
-use imagelake_tests::lvm::lvm_disk;
+use imagelake_tests::lvm::assert_reads_the_same_in_lvm;
 use imagelake_tests::{
-    Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, run, sh,
-    tree_nodes, unique_bytes, write_at,
+    Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, packages_of,
+    run, sh, tree_nodes, unique_bytes,
 };
 use std::path::Path;
 use std::process::Command;
@@ -111,16 +111,7 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
     }
 
     // The packages, as dpkg reads its own database on the kernel's mount.
-    let rows = lib
-        .sql("SELECT p.name, p.version, p.arch FROM packages p JOIN images i USING (image_id) WHERE i.name = 'rocky'");
-    let ours: std::collections::BTreeSet<(String, String, String)> = rows
-        .iter()
-        .map(|r| {
-            let text = |k: &str| r[k].as_str().expect("text").to_string();
-            (text("name"), text("version"), text("arch"))
-        })
-        .collect();
-    assert_eq!(ours, packages, "packages against dpkg-query");
+    assert_eq!(packages_of(&lib, "rocky"), packages, "packages against dpkg-query");
 
     // Contents as contents: a file is stored once, whichever filesystem holds it.
     let content = lib.sql(
@@ -137,24 +128,8 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
     std::fs::remove_file(path("out.img")).expect("rm");
 
     // The same root as a logical volume: the same rows, and the disk back byte for byte.
-    let root_mb = std::fs::metadata(path("root.img")).expect("root").len().div_ceil(1 << 20);
-    let vg = format!("ilxfs{}", std::process::id());
-    let placed = lvm_disk(&path("lvm.img"), root_mb + 16, &[None], &vg, &[("root", root_mb, 0)]);
-    write_at(&path("lvm.img"), &path("root.img"), placed[0].1);
-    lib.checkin(&path("lvm.img"), "rocky-lvm");
-    let rows = |image: &str, scheme: &str| {
-        lib.sql(&format!(
-            "SELECT f.path, f.kind, f.mode, f.uid, f.gid, f.size, f.mtime, f.inode, f.nlink, f.link_target, \
-             f.dev_major, f.dev_minor, f.content_hash, f.xattrs FROM files f JOIN images i USING (image_id) \
-             JOIN partitions p ON p.image_id = f.image_id AND p.partition = f.partition \
-             WHERE i.name = '{image}' AND p.scheme = '{scheme}' AND p.fs_type = 'xfs' ORDER BY f.path"
-        ))
-    };
-    let (in_lvm, in_gpt) = (rows("rocky-lvm", "lvm"), rows("rocky", "gpt"));
-    assert_eq!(in_lvm.len(), entries, "the logical volume's rows");
-    assert!(in_lvm == in_gpt, "the XFS root reads the same in a logical volume as in a partition");
-    lib.checkout("rocky-lvm", &path("out.img"));
-    run(Command::new("cmp").arg(path("lvm.img")).arg(path("out.img")));
+    let in_lvm = assert_reads_the_same_in_lvm(&lib, &path("root.img"), "xfs", "rocky", "rocky-lvm");
+    assert_eq!(in_lvm, entries, "the logical volume's rows");
 }
 
 /// A `mkfs.xfs -p` protofile of the tree under `root`: folders, regular files, symbolic

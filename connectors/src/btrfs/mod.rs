@@ -245,23 +245,8 @@ impl Volume<'_> {
             0 => (FS_TREE, ino),
             id => (id, ino & ((1 << SUBVOLUME_SHIFT) - 1)),
         };
-        let mut file = File {
-            path: path.to_string(),
-            kind: FileKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 0,
-            mtime_nsec: 0,
-            inode: ino,
-            nlink: 1,
-            link_target: None,
-            rdev: None,
-            xattrs: Vec::new(),
-            extents: Vec::new(),
-            inline_data: None,
-        };
+        // An empty folder until its inode says otherwise.
+        let mut file = File { mode: 0o755, ..File::bare(path.to_string(), FileKind::Dir, ino) };
         if objectid == EMPTY_SUBVOL_DIR {
             // A snapshot's stand-in for a subvolume its source held: an empty folder.
             return Ok((file, Some(Vec::new())));

@@ -315,23 +315,7 @@ impl Walk<'_> {
 }
 
 fn new_file(path: String, kind: FileKind, mode: u32) -> File {
-    File {
-        path,
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime: 0,
-        mtime_nsec: 0,
-        inode: 0,
-        nlink: 1,
-        link_target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-        extents: Vec::new(),
-        inline_data: None,
-    }
+    File { mode, ..File::bare(path, kind, 0) }
 }
 
 /// A FAT date and time (local time, taken as UTC) in seconds since the epoch. Fields out of
