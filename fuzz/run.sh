@@ -106,7 +106,7 @@ run() {
   local max_len=4194304; [ "$1" = btrfs ] && max_len=8388608
   cargo fuzz run --release "$1" "corpus/$1" -- -max_total_time="$seconds" -max_len="$max_len" \
     -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 > "logs/$1.log" 2>&1 \
-    && echo "$1: no crash in ${seconds}s ($(grep -ao 'stat::number_of_executed_units: *[0-9]*' "logs/$1.log" | grep -o '[0-9]*$') runs)" \
+    && echo "$1: no crash in ${seconds}s ($(grep -ao 'stat::number_of_executed_units: *[0-9]*' "logs/$1.log" | tail -1 | grep -o '[0-9]*$') runs)" \
     || { echo "$1: FAILED, see fuzz/logs/$1.log"; return 1; }
 }
 mkdir -p logs

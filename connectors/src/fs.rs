@@ -147,8 +147,9 @@ pub struct File {
     pub xattrs: Vec<(String, Vec<u8>)>,
     /// Regular files only: the data blocks, sorted by logical offset, adjacent runs merged.
     pub extents: Vec<Extent>,
-    /// Regular files with inline data: the content, from `i_block` then the "system.data"
-    /// value, cut to the size; a size past these bytes reads as zeros beyond them.
+    /// Regular files with inline data: the content (ext4: from `i_block` then the
+    /// "system.data" value; btrfs: its inline extent, decompressed), cut to the size; a size
+    /// past these bytes reads as zeros beyond them.
     pub inline_data: Option<Vec<u8>>,
 }
 
