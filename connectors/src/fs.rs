@@ -213,6 +213,12 @@ impl File {
         }
     }
 
+    /// Whether the disk holds this file's content as it is, in its extents: not inside its
+    /// inode, and no part of it compressed. Any other content is read through its filesystem.
+    pub fn held_as_is(&self) -> bool {
+        self.inline_data.is_none() && self.extents.iter().all(|e| e.encoded.is_none())
+    }
+
     /// Reads `buf.len()` bytes of content at `offset` (`offset + len <= size`): holes and
     /// unwritten extents read as zeros; inline data comes from `inline_data`.
     pub fn read_content(&self, src: &dyn ReadAt, offset: u64, buf: &mut [u8]) -> io::Result<()> {

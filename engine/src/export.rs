@@ -22,6 +22,7 @@ pub use crate::contents::Problem;
 use crate::contents::{check_contents, write_contents, write_unmapped};
 use crate::store::ChunkHash;
 use crate::{Error, IoContext, Library, Progress, Result};
+use imagelake_connectors::btrfs;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
@@ -206,9 +207,10 @@ pub fn one_filesystem(what: &str, files: impl Iterator<Item = (i64, bool)>, want
 
 /// Whether a file is the `/etc` folder, which marks a root filesystem: at the top, or (btrfs)
 /// at the top of a subvolume, such as `/root/etc` (a subvolume's inode numbers carry its id
-/// above bit 40).
+/// above `btrfs::SUBVOLUME_SHIFT` bits).
 pub fn is_etc(path: &str, kind: FileKind, inode: i64) -> bool {
-    let in_subvolume = || inode >> 40 != 0 && path.strip_suffix("/etc").is_some_and(|p| p.rfind('/') == Some(0));
+    let in_subvolume =
+        || inode >> btrfs::SUBVOLUME_SHIFT != 0 && path.strip_suffix("/etc").is_some_and(|p| p.rfind('/') == Some(0));
     kind == FileKind::Dir && (path == "/etc" || in_subvolume())
 }
 

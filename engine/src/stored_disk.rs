@@ -139,8 +139,7 @@ impl Library {
                 let what = |e: btrfs::Error| crate::Error::Catalog(format!("partition {partition}: {e}"));
                 let mut by_inode: HashMap<u64, String> = wanted.into_iter().collect();
                 for file in btrfs::read(&source).map_err(what)?.files {
-                    let unmapped = file.inline_data.is_some() || file.extents.iter().any(|e| e.encoded.is_some());
-                    if let Some(hash) = by_inode.remove(&file.inode).filter(|_| unmapped) {
+                    if let Some(hash) = by_inode.remove(&file.inode).filter(|_| !file.held_as_is()) {
                         files.insert(hash, file);
                     }
                 }

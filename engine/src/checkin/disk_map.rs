@@ -17,7 +17,8 @@ pub(super) struct Piece {
 /// the last block is slack and stays raw), cut at chunk boundaries. None for a content the
 /// disk does not hold wholly as it is.
 pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, out: &mut Vec<Piece>) {
-    if !held_as_is(file) {
+    // Any other content is read wholly through its filesystem: no piece of it is mapped.
+    if !file.held_as_is() {
         return;
     }
     for e in file.extents.iter().filter(|e| !e.unwritten) {
@@ -45,13 +46,6 @@ pub(super) fn file_pieces(spans: &[Span], file: &fs::File, content: &Content, ou
             i += 1;
         }
     }
-}
-
-/// Whether the disk holds a file's content as it is, in its extents: not inside its inode,
-/// and no part of it compressed. Readers of any other content read it through its
-/// filesystem, wholly, so the disk map gives it no file pieces at all.
-pub(super) fn held_as_is(file: &fs::File) -> bool {
-    file.inline_data.is_none() && file.extents.iter().all(|e| e.encoded.is_none())
 }
 
 /// Builds the extents that tile the disk: file pieces where files own the bytes, and for

@@ -32,7 +32,7 @@ mod edited;
 pub(crate) mod root_fs;
 mod survey;
 
-use disk_map::{RawStream, disk_map, file_pieces, held_as_is};
+use disk_map::{RawStream, disk_map, file_pieces};
 use edited::{Edited, ParentDisk};
 use root_fs::{find_packages, read_small_file};
 use survey::{Survey, survey};
@@ -534,7 +534,7 @@ fn chunk_content(sink: &Sink, src: &dyn ReadAt, file: &fs::File) -> std::io::Res
     let mut hasher = blake3::Hasher::new();
     let mut chunker = Chunker::new();
     let mut chunks = Vec::new();
-    let stored = held_as_is(file) && file.extents.iter().any(|e| !e.unwritten);
+    let stored = file.held_as_is() && file.extents.iter().any(|e| !e.unwritten);
     let mut emit = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
         let hash = if is_zero(bytes) || !stored { None } else { Some(sink.put(bytes, true)?) };
         chunks.push((offset, bytes.len() as u64, hash));
