@@ -45,6 +45,20 @@ seed() {
 ' "$i" "$(head -c $((i * 150)) /dev/zero | tr '\0' v)"; done \
       | db5.3_load -T -t hash -c db_pagesize=512 corpus/packages/bdb
   fi
+  ndb="${IMAGELAKE_RPM_NDB:-/opt/imagelake/rpm-ndb}/bin/rpm"
+  if [ ! -e corpus/packages/ndb ] && [ -x "$ndb" ]; then
+    # rpm's NDB database of two real packages, one erased again: a free slot and a hole.
+    local t; t=$(mktemp -d)
+    for name in one two; do
+      printf 'Name: %s\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\nBuildArch: noarch\n%%description\nd\n%%files\n' \
+        "$name" > "$t/$name.spec"
+      rpmbuild --quiet --define "_topdir $t/top" -bb "$t/$name.spec" >/dev/null 2>&1
+    done
+    "$ndb" --root "$t/root" --dbpath /var/lib/rpm --define '_db_backend ndb' -i --nodeps "$t"/top/RPMS/noarch/*.rpm
+    "$ndb" --root "$t/root" --dbpath /var/lib/rpm -e --nodeps one
+    cp "$t/root/var/lib/rpm/Packages.db" corpus/packages/ndb
+    rm -rf "$t"
+  fi
   [ -n "$(ls corpus/os)" ] || cp /etc/os-release corpus/os/os-release
   if [ -z "$(ls corpus/vfat)" ]; then
     # FAT12 and FAT16 fit -max_len whole; FAT32's minimum size does not (the tests cover it).

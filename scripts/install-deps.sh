@@ -11,6 +11,8 @@ packages=(
   qemu-utils          # qemu-img: qcow2 test images, convert oracle
   rpm                 # rpmbuild and rpm: real rpm databases in tests
   db5.3-util          # db5.3_load: Berkeley DB rpm databases made by the Berkeley DB library
+  liblua5.3-dev libpopt-dev libgcrypt20-dev libmagic-dev libsqlite3-dev libzstd-dev \
+    libbz2-dev liblzma-dev zlib1g-dev pkg-config  # building rpm with NDB (scripts/rpm-ndb.sh)
   lvm2                # pvcreate, vgcreate, lvcreate: LVM metadata in tests
   xfsprogs            # mkfs.xfs, xfs_db: XFS roots in tests, and their oracle
   btrfs-progs         # mkfs.btrfs: a filesystem imagelake stores raw and lists by type, in tests
@@ -38,6 +40,8 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 # fsx and pjdfstest, the file system exercisers the writable mount's tests run.
 command -v fsx >/dev/null || cargo install fsx --locked --quiet
 command -v pjdfstest >/dev/null || cargo install pjdfstest --locked --quiet
+# rpm with its NDB backend (Debian's has none): the oracle of SUSE's Packages.db.
+bash "$(dirname "$0")/rpm-ndb.sh"
 # The Python environment (tests/python/requirements.txt in a venv outside the clone): the
 # Flight SQL clients of the tests and notebooks, and DuckDB, the SQL benchmark's peer.
 bash "$(dirname "$0")/python-env.sh"

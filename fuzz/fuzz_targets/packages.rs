@@ -1,5 +1,5 @@
 //! The package database parsers over arbitrary bytes: dpkg status, apk installed, rpm headers
-//! and rpm's Berkeley DB database.
+//! and rpm's Berkeley DB and NDB databases.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,4 +11,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = apk::parse_installed(&text);
     let _ = rpm::parse_header(data);
     let _ = rpm::read_bdb(data);
+    let _ = rpm::read_ndb(data);
 });

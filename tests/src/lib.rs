@@ -8,6 +8,7 @@ pub mod corrupt;
 pub mod debugfs;
 pub mod lvm;
 pub mod manifest;
+pub mod rpm;
 pub mod server;
 pub mod tree;
 

@@ -1,7 +1,7 @@
 //! Package databases of every family, built by their real tools or in their documented
 //! format, read into `packages` exactly as the managers themselves list them.
 
-use imagelake_tests::{Library, mkfs_ext, run};
+use imagelake_tests::{Library, mkfs_ext, rpm, run, sh};
 use std::collections::BTreeSet;
 use std::process::Command;
 
@@ -20,50 +20,15 @@ fn package_rows(lib: &Library, id: i64, manager: &str) -> Rows {
         .collect()
 }
 
-/// Real packages from rpmbuild (name, epoch line, number of files), installed by rpm into
-/// `work/tree` (its sqlite database); returns what `rpm -qa` lists.
+/// Real packages from rpmbuild (name, epoch line, number of files), installed by Debian's rpm
+/// into `work/tree` (its sqlite database at /var/lib/rpm); returns what `rpm -qa` lists.
 fn rpm_tree(work: &std::path::Path, packages: &[(&str, &str, usize)]) -> Rows {
     let p = |n: &str| work.join(n);
-    for (name, epoch, files) in packages {
-        let spec = format!(
-            "Name: {name}\nVersion: 1.2\nRelease: 4\n{epoch}Summary: t\nLicense: MIT\nBuildArch: noarch\n%description\nt\n\
-             %install\nmkdir -p %{{buildroot}}/usr/share/{name}\n\
-             for i in $(seq 1 {files}); do echo hi > %{{buildroot}}/usr/share/{name}/greeting-$i; done\n\
-             %files\n/usr/share/{name}\n"
-        );
-        std::fs::write(p(&format!("{name}.spec")), spec).unwrap();
-        run(Command::new("rpmbuild")
-            .arg("--define")
-            .arg(format!("_topdir {}", p("top").display()))
-            .arg("-bb")
-            .arg(p(&format!("{name}.spec"))));
-    }
+    let rpms = rpm::build(work, packages);
     std::fs::create_dir_all(p("tree/etc")).unwrap();
     std::fs::write(p("tree/etc/os-release"), "ID=fedora\nVERSION_ID=40\n").unwrap();
-    let rpms: Vec<_> = std::fs::read_dir(p("top/RPMS/noarch")).unwrap().map(|e| e.unwrap().path()).collect();
-    run(Command::new("rpm")
-        .arg("--root")
-        .arg(p("tree"))
-        .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"])
-        .args(&rpms));
-    rpm_qa(&p("tree/var/lib/rpm"), "sqlite")
-}
-
-/// What `rpm -qa` lists of the database in `dbpath` with `backend` (sqlite, bdb_ro).
-fn rpm_qa(dbpath: &std::path::Path, backend: &str) -> Rows {
-    let listed = run(Command::new("rpm")
-        .arg("--dbpath")
-        .arg(dbpath)
-        .arg("--define")
-        .arg(format!("_db_backend {backend}"))
-        .args(["-qa", "--qf", "%{NAME}\\t%{EVR}\\t%{ARCH}\\n"]));
-    listed
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[0].into(), f[1].into(), f[2].into())
-        })
-        .collect()
+    rpm::install(&rpm::debian_binary(), &p("tree"), "/var/lib/rpm", "sqlite", &rpms);
+    rpm::query_all(&rpm::debian_binary(), &p("tree/var/lib/rpm"), "sqlite")
 }
 
 #[test]
@@ -124,7 +89,7 @@ for hnum, blob in sqlite3.connect(sys.argv[1]).execute('SELECT hnum, blob FROM P
         rpmdb.join("Packages").display(),
         p("records").display()
     )));
-    let expected = rpm_qa(&rpmdb, "bdb_ro");
+    let expected = rpm::query_all(&rpm::debian_binary(), &rpmdb, "bdb_ro");
     assert_eq!(expected, installed, "rpm reads the Berkeley DB database as it read its own");
     // Every header lies on overflow pages, the big one on more than one.
     let stat = run(Command::new("db5.3_stat").arg("-d").arg(rpmdb.join("Packages")));
@@ -156,6 +121,72 @@ for hnum, blob in sqlite3.connect(sys.argv[1]).execute('SELECT hnum, blob FROM P
     let summary = lib.checkin(&p("cut.img"), "cut");
     assert_eq!(summary["packages"], 0);
     assert!(summary["warnings"].to_string().contains("Berkeley DB: the file holds"), "{summary}");
+}
+
+/// SUSE Linux Enterprise 15 keeps rpm's database in NDB, `/usr/lib/sysimage/rpm/Packages.db`
+/// with `/var/lib/rpm` a link to its folder, on a btrfs root in a snapshot subvolume. The
+/// database is written and erased from by rpm itself (built with NDB by scripts/rpm-ndb.sh),
+/// whose `rpm -qa` is the oracle.
+#[test]
+fn rpm_ndb_database_made_by_rpm_on_a_suse_btrfs_root() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n);
+    let ndb = rpm::ndb_binary();
+    // A header spanning many blocks, an epoch, and a package erased again: a free slot.
+    let rpms = rpm::build(work.path(), &[("hello", "Epoch: 3\n", 1), ("tiny-tool", "", 1), ("many-files", "", 600)]);
+    let tree = p("tree");
+    rpm::install(&ndb, &tree, "/usr/lib/sysimage/rpm", "ndb", &rpms);
+    rpm::erase(&ndb, &tree, "/usr/lib/sysimage/rpm", "tiny-tool");
+    std::fs::create_dir_all(tree.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink("../../usr/lib/sysimage/rpm", tree.join("var/lib/rpm")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/os-release"), "NAME=\"SLES\"\nID=\"sles\"\nVERSION_ID=\"15.6\"\n").unwrap();
+    let dbpath = tree.join("usr/lib/sysimage/rpm");
+    assert!(dbpath.join("Packages.db").exists() && !dbpath.join("rpmdb.sqlite").exists());
+    let expected = rpm::query_all(&ndb, &dbpath, "ndb");
+    let names: Vec<&str> = expected.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(names, ["hello", "many-files"]);
+
+    // SUSE's layout: the root is a snapshot below `@`, the default subvolume; written under
+    // compress=zstd, so the database is read through compressed extents.
+    let image = p("sles.img");
+    run(Command::new("truncate").arg("-s128M").arg(&image));
+    run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
+    std::fs::create_dir(p("mnt")).unwrap();
+    run(Command::new("mount").arg("-o").arg("loop,compress=zstd").arg(&image).arg(p("mnt")));
+    let (m, t) = (p("mnt").display().to_string(), tree.display().to_string());
+    let made = std::panic::catch_unwind(|| {
+        sh(&format!(
+            "set -e; cd '{m}'
+             btrfs subvolume create @ > /dev/null && mkdir -p @/.snapshots/1
+             btrfs subvolume create @/.snapshots/1/snapshot > /dev/null
+             cp -a --reflink=never '{t}/.' @/.snapshots/1/snapshot/
+             btrfs subvolume set-default @/.snapshots/1/snapshot
+             sync"
+        ))
+    });
+    run(Command::new("umount").arg(p("mnt")));
+    made.expect("making the filesystem");
+    let lib = Library::new();
+    let summary = lib.checkin(&image, "sles");
+    let id = summary["image_id"].as_i64().unwrap();
+    assert_eq!(summary["warnings"], serde_json::json!([]), "{summary}");
+    assert_eq!(package_rows(&lib, id, "rpm"), expected);
+    assert!(expected.contains(&("hello".into(), "3:1.2-4".into(), "noarch".into())));
+    let facts = lib.sql("SELECT os_name FROM images");
+    assert_eq!(facts[0]["os_name"].as_str(), Some("sles"), "{facts:?}");
+
+    // A bit flipped in a package's blob: the checkin says which package and why.
+    let db = std::fs::read(dbpath.join("Packages.db")).unwrap();
+    let mut flipped = db.clone();
+    let last = flipped.len() - 40;
+    flipped[last] ^= 1;
+    std::fs::write(dbpath.join("Packages.db"), flipped).unwrap();
+    mkfs_ext(&tree, &p("flipped.img"), "ext4", "16M", &[]);
+    let summary = lib.checkin(&p("flipped.img"), "flipped");
+    assert_eq!(summary["packages"], 0);
+    assert!(summary["warnings"].to_string().contains("NDB: slot "), "{summary}");
+    assert!(summary["warnings"].to_string().contains("Adler-32"), "{summary}");
 }
 
 #[test]

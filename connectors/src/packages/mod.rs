@@ -5,6 +5,7 @@
 pub mod apk;
 mod bdb;
 pub mod dpkg;
+mod ndb;
 pub mod rpm;
 
 /// An installed package, whichever manager installed it.

@@ -3,7 +3,8 @@
 //!
 //! Headers are parsed here (a small, bounded format: an index of tagged entries and a data
 //! store); sqlite does the rest. The older Berkeley DB `Packages` file (RHEL 7 and 8, Fedora
-//! before 33) holds the same headers in a hash database, read by [`super::bdb`].
+//! before 33) holds the same headers in a hash database, read by [`super::bdb`], and SUSE's
+//! NDB `Packages.db` (SLES 15, openSUSE Leap) in rpm's own format, read by [`super::ndb`].
 
 use super::Package;
 use std::path::Path;
@@ -13,6 +14,8 @@ use std::path::Path;
 pub const SQLITE_PATHS: [&str; 2] = ["/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
 /// The Berkeley DB database of older releases (RHEL 7 and 8, Fedora before 33).
 pub const BDB_PATHS: [&str; 2] = ["/var/lib/rpm/Packages", "/usr/lib/sysimage/rpm/Packages"];
+/// SUSE's NDB database (SLES 15, openSUSE Leap 15).
+pub const NDB_PATHS: [&str; 2] = ["/usr/lib/sysimage/rpm/Packages.db", "/var/lib/rpm/Packages.db"];
 
 /// What went wrong: messages start with `rpm database: `. sqlite failing to open or read
 /// the file is [`Io`](crate::ErrorKind::Io); anything else (not a database, no `Packages`
@@ -43,7 +46,7 @@ pub fn read_sqlite(db: &Path) -> Result<Vec<Package>, Error> {
     let mut packages = Vec::new();
     for row in rows {
         let (hnum, blob) = row.map_err(|e| sqlite_error(&e, e.to_string()))?;
-        packages.push(parse_header(&blob).map_err(|e| Error::corrupt(format!("rpm database: package {hnum}: {e}")))?);
+        packages.push(parse_package(hnum, &blob)?);
     }
     Ok(packages)
 }
@@ -54,16 +57,22 @@ pub fn read_sqlite(db: &Path) -> Result<Vec<Package>, Error> {
 pub fn read_bdb(file: &[u8]) -> Result<Vec<Package>, Error> {
     let records =
         super::bdb::read(file, MAX_BLOB).map_err(|e| Error::corrupt(format!("rpm database: Berkeley DB: {e}")))?;
-    let mut packages = Vec::new();
-    for (key, blob) in records {
-        let number = key.get(..4).map(|k| [k[0], k[1], k[2], k[3]]);
-        if number.is_none_or(|n| n == [0; 4]) {
-            continue;
-        }
-        let hnum = u32::from_ne_bytes(number.unwrap_or_default());
-        packages.push(parse_header(&blob).map_err(|e| Error::corrupt(format!("rpm database: package {hnum}: {e}")))?);
-    }
-    Ok(packages)
+    let numbered = records.into_iter().filter_map(|(key, blob)| {
+        let number = u32::from_ne_bytes(key.get(..4)?.try_into().ok()?);
+        (number != 0).then_some((number, blob))
+    });
+    numbered.map(|(hnum, blob)| parse_package(hnum, &blob)).collect()
+}
+
+/// Reads every package of an NDB `Packages.db` file.
+pub fn read_ndb(file: &[u8]) -> Result<Vec<Package>, Error> {
+    let records = super::ndb::read(file, MAX_BLOB).map_err(|e| Error::corrupt(format!("rpm database: NDB: {e}")))?;
+    records.into_iter().map(|(hnum, blob)| parse_package(hnum, &blob)).collect()
+}
+
+/// The package of header blob number `hnum`; an error names the package.
+fn parse_package(hnum: impl std::fmt::Display, blob: &[u8]) -> Result<Package, Error> {
+    parse_header(blob).map_err(|e| Error::corrupt(format!("rpm database: package {hnum}: {e}")))
 }
 
 const NAME: u32 = 1000;

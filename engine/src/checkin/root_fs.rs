@@ -4,13 +4,15 @@
 use super::*;
 
 /// The files a checkin reads by path (links at these paths are followed too).
-pub(crate) const FILES_READ: [&str; 11] = [
+pub(crate) const FILES_READ: [&str; 13] = [
     dpkg::STATUS_PATH,
     apk::INSTALLED_PATH,
     rpm::SQLITE_PATHS[0],
     rpm::SQLITE_PATHS[1],
     rpm::BDB_PATHS[0],
     rpm::BDB_PATHS[1],
+    rpm::NDB_PATHS[0],
+    rpm::NDB_PATHS[1],
     "/var/lib/rpm/rpmdb.sqlite-wal",
     "/usr/lib/sysimage/rpm/rpmdb.sqlite-wal",
     os::OS_RELEASE_PATHS[0],
@@ -41,15 +43,17 @@ pub(super) fn find_packages(
             }
         }
     }
-    // The Berkeley DB database of RHEL 7 and 8, read whole: such files hold tens of MiB.
-    const BDB_LIMIT: u64 = 1 << 30;
-    for path in rpm::BDB_PATHS {
-        if let Some(db) = resolve(by_path, path) {
-            let read =
-                read_whole(db, src, BDB_LIMIT).and_then(|bytes| rpm::read_bdb(&bytes).map_err(std::io::Error::from));
-            match read {
-                Ok(found) => return Some(("rpm", found)),
-                Err(e) => warnings.push(format!("{path}: {e}; packages not indexed")),
+    // SUSE's NDB and the Berkeley DB of RHEL 7 and 8, read whole: such files hold tens of MiB.
+    const WHOLE_LIMIT: u64 = 1 << 30;
+    let whole_file_readers: [(_, fn(&[u8]) -> Result<Vec<Package>, rpm::Error>); 2] =
+        [(rpm::NDB_PATHS, rpm::read_ndb), (rpm::BDB_PATHS, rpm::read_bdb)];
+    for (paths, read) in whole_file_readers {
+        for path in paths {
+            if let Some(db) = resolve(by_path, path) {
+                match read_whole(db, src, WHOLE_LIMIT).and_then(|bytes| read(&bytes).map_err(std::io::Error::from)) {
+                    Ok(found) => return Some(("rpm", found)),
+                    Err(e) => warnings.push(format!("{path}: {e}; packages not indexed")),
+                }
             }
         }
     }
