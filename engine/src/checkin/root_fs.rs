@@ -45,9 +45,8 @@ pub(super) fn find_packages(
     }
     // SUSE's NDB and the Berkeley DB of RHEL 7 and 8, read whole: such files hold tens of MiB.
     const WHOLE_LIMIT: u64 = 1 << 30;
-    let whole_file_readers: [(_, fn(&[u8]) -> Result<Vec<Package>, rpm::Error>); 2] =
-        [(rpm::NDB_PATHS, rpm::read_ndb), (rpm::BDB_PATHS, rpm::read_bdb)];
-    for (paths, read) in whole_file_readers {
+    type ReadWhole = fn(&[u8]) -> Result<Vec<Package>, rpm::Error>;
+    for (paths, read) in [(rpm::NDB_PATHS, rpm::read_ndb as ReadWhole), (rpm::BDB_PATHS, rpm::read_bdb)] {
         for path in paths {
             if let Some(db) = resolve(by_path, path) {
                 match read_whole(db, src, WHOLE_LIMIT).and_then(|bytes| read(&bytes).map_err(std::io::Error::from)) {
