@@ -161,15 +161,17 @@ impl Library {
         tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading unmapped contents"))?
     }
 
-    /// The size and room of one ext2/3/4 or XFS filesystem of version `image_id`, from its
-    /// superblock; None when the partition holds neither, or its superblock cannot be read.
+    /// The size and room of one ext2/3/4, XFS or btrfs filesystem of version `image_id`, from
+    /// its superblock; None when the partition holds none of them, or its superblock cannot be
+    /// read.
     pub async fn filesystem_room(&self, image_id: i64, partition: i64) -> Result<Option<fs::Room>> {
-        let has_room = |fs_type: &str| is_ext(fs_type) || fs_type == "xfs";
+        let has_room = |fs_type: &str| is_ext(fs_type) || matches!(fs_type, "xfs" | "btrfs");
         let Some((fs_type, filesystem)) = self.stored_filesystem(image_id, partition, has_room).await? else {
             return Ok(None);
         };
         let read = move || match fs_type.as_str() {
             "xfs" => xfs::room(&filesystem).ok(),
+            "btrfs" => btrfs::room(&filesystem).ok(),
             _ => ext4::room(&filesystem).ok(),
         };
         tokio::task::spawn_blocking(read).await.map_err(crate::task_failed("reading a superblock"))

@@ -608,6 +608,13 @@ pub fn kernel_listing(dir: &Path) -> (String, String, String) {
     (find, sums, xattrs)
 }
 
+/// What `stat -f` tells of a mounted filesystem: block size, blocks, free blocks, inodes and
+/// free inodes.
+pub fn statfs(dir: &Path) -> Vec<u64> {
+    let out = run(Command::new("stat").args(["-f", "-c", "%S %b %f %c %d"]).arg(dir));
+    out.split_whitespace().map(|n| n.parse().expect("a number")).collect()
+}
+
 /// What the kernel shows of a mounted tree, for comparing a writable mount with the kernel's
 /// mount of its commit: every entry's path, kind, permissions, owners, size (a folder's
 /// follows its blocks, which only the commit lays out), nanosecond mtime, link count and link

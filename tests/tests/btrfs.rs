@@ -9,7 +9,7 @@
 use imagelake_tests::lvm::assert_reads_the_same_in_lvm;
 use imagelake_tests::{
     Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, packages_of,
-    run, sh, unique_bytes,
+    run, sh, statfs, unique_bytes,
 };
 use std::path::Path;
 use std::process::Command;
@@ -117,13 +117,20 @@ fn a_btrfs_root_with_subvolumes_snapshots_and_compression_reads_as_the_kernel_mo
     let encoded = run(Command::new("filefrag").arg("-v").arg(kernel.join("root/doc.zstd/bash/copyright")));
     let theirs = kernel_listing(&kernel);
     let packages = dpkg_query(&kernel.join("root/var/lib/dpkg"));
+    let kernel_room = statfs(&kernel);
     run(Command::new("umount").arg(&kernel));
     assert_eq!(subvolumes.len(), 3, "{subvolumes:?}");
     assert!(encoded.contains("encoded"), "the copy under compress=zstd is compressed: {encoded}");
 
     let mounted = Mounted::new(&lib, "fedora", &fuse, &[]);
     let ours = kernel_listing(&fuse);
+    // statfs, from the stored superblock once the mount knows where contents lie (the listing
+    // read every file): the kernel's, but that it also counts the second copy of metadata and
+    // its reserve as used.
+    let room = statfs(&fuse);
     run(lib.command().arg("unmount").arg(&mounted.dir));
+    assert_eq!((room[0], room[1], room[3], room[4]), (kernel_room[0], kernel_room[1], 0, 0), "{room:?}");
+    assert!(room[2] >= kernel_room[2] && room[2] - kernel_room[2] < 4096, "free blocks {room:?} {kernel_room:?}");
     assert_eq!(ours.0, with_subvolume_inodes(&theirs.0, &subvolumes), "find -printf of every entry (inodes too)");
     assert_eq!(ours.1, theirs.1, "sha256 of every regular file");
     assert_eq!(ours.2, theirs.2, "getfattr of every entry");

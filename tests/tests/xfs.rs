@@ -8,7 +8,7 @@
 use imagelake_tests::lvm::assert_reads_the_same_in_lvm;
 use imagelake_tests::{
     Library, Mounted, debian_tree, dpkg_query, fill_root, gpt_disk, kernel_listing, mkfs_ext, mkfs_vfat, packages_of,
-    run, sh, tree_nodes, unique_bytes,
+    run, sh, statfs, tree_nodes, unique_bytes,
 };
 use std::path::Path;
 use std::process::Command;
@@ -81,11 +81,6 @@ fn an_xfs_root_in_a_gpt_disk_reads_as_the_kernel_mounts_it() {
         .collect();
     let theirs = kernel_listing(&kernel);
     let packages = dpkg_query(&kernel.join("var/lib/dpkg"));
-    // statfs: block size, blocks, free blocks, inodes, free inodes.
-    let statfs = |dir: &Path| -> Vec<u64> {
-        let out = run(Command::new("stat").args(["-f", "-c", "%S %b %f %c %d"]).arg(dir));
-        out.split_whitespace().map(|n| n.parse().expect("number")).collect()
-    };
     let kernel_room = statfs(&kernel);
     run(Command::new("umount").arg(&kernel));
     eprintln!("data fork formats: {forms:?}");

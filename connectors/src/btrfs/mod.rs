@@ -115,6 +115,25 @@ pub fn read(src: &dyn ReadAt) -> Result<Filesystem, Error> {
     })
 }
 
+/// The filesystem's size and room, from its superblock, as the kernel's statfs counts them:
+/// sectors in all and not allocated to extents, and no inode counts (btrfs makes inodes as it
+/// needs them and reports 0). The kernel also counts the second copy of DUP metadata and its
+/// global reserve as used, so its free count is a little lower.
+pub fn room(src: &dyn ReadAt) -> Result<crate::fs::Room, Error> {
+    let sb = superblock::Superblock::read(src)?;
+    let sector = u64::from(sb.sector_size);
+    let blocks = sb.total_bytes / sector;
+    let free_blocks = sb.total_bytes.saturating_sub(sb.bytes_used) / sector;
+    Ok(crate::fs::Room {
+        block_size: sb.sector_size,
+        blocks,
+        free_blocks,
+        reserved_blocks: 0,
+        inodes: 0,
+        free_inodes: 0,
+    })
+}
+
 /// The filesystem being read.
 struct Volume<'a> {
     src: &'a dyn ReadAt,

@@ -51,6 +51,8 @@ pub(super) struct Superblock {
     pub chunk_root: u64,
     pub chunk_root_level: u8,
     pub total_bytes: u64,
+    /// Bytes allocated to extents (metadata counted once), as of the last commit.
+    pub bytes_used: u64,
     pub sector_size: u32,
     pub node_size: u32,
     /// The one device's id, which every chunk stripe must name.
@@ -137,6 +139,7 @@ impl Superblock {
             chunk_root: le64(&raw, 0x58),
             chunk_root_level: raw.get(0xc7).copied().unwrap_or(0),
             total_bytes: le64(&raw, 0x70),
+            bytes_used: le64(&raw, 0x78),
             sector_size,
             node_size,
             devid: le64(&raw, 0xc9),

@@ -41,10 +41,10 @@ pub fn read(file: &[u8], max_blob: usize) -> Result<Vec<Record>, String> {
         return Err(format!("the file holds {} bytes, not whole blocks of {BLOCK}", file.len()));
     }
     let slot_pages = le32(12).unwrap_or_default() as usize;
-    let slots_end = slot_pages.checked_mul(SLOT_PAGE).filter(|&end| end > 0 && end <= file.len()).ok_or_else(
-        || format!("the file holds {} bytes, its header counts {slot_pages} slot pages of {SLOT_PAGE}", file.len()),
-    )?;
-    // (first block, blocks, slot) of every used slot, checked against the file first.
+    let slots_end = slot_pages.checked_mul(SLOT_PAGE).filter(|&end| end > 0 && end <= file.len()).ok_or_else(|| {
+        format!("the file holds {} bytes, its header counts {slot_pages} slot pages of {SLOT_PAGE}", file.len())
+    })?;
+    // (first block, blocks, slot, package) of every used slot, checked against the file first.
     let mut used = Vec::new();
     for (n, at) in (FILE_HEADER..slots_end).step_by(SLOT).enumerate() {
         let slot = n + 1;
