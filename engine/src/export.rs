@@ -88,7 +88,7 @@ impl Library {
         let image = self.resolve(spec).await?;
         let what = format!("{}@{}", image.name, image.version);
         let mut entries = self.export_entries(image.image_id).await?;
-        let files = entries.iter().map(|e| (e.0, is_etc(&e.1.path, e.1.kind, e.1.inode)));
+        let files = entries.iter().map(|e| (e.0, e.1.path.as_str(), e.1.kind, e.1.inode));
         let partition = one_filesystem(&what, files, options.partition)?;
         entries.retain(|e| e.0 == partition);
         let mut entries: Vec<FileToWrite> = entries.into_iter().map(|e| e.1).collect();
@@ -178,19 +178,21 @@ impl Library {
     }
 }
 
-/// The partition whose filesystem to use, of those holding `files` (each as its partition
-/// and whether it is the `/etc` folder): `wanted`, or the only one, or else the root
-/// filesystem (the one with `/etc`). Export and mount take one filesystem at a time.
-pub fn one_filesystem(what: &str, files: impl Iterator<Item = (i64, bool)>, wanted: Option<i64>) -> Result<i64> {
-    let (mut partitions, mut roots) = (Vec::new(), Vec::new());
-    for (partition, etc) in files {
-        partitions.push(partition);
-        if etc {
-            roots.push(partition);
-        }
-    }
+/// The partition whose filesystem to use, of those holding `files` (each as its partition,
+/// path, kind and inode number): `wanted`, or the only one, or else the root filesystem.
+/// Export and mount take one filesystem at a time.
+pub fn one_filesystem<'a>(
+    what: &str,
+    files: impl Iterator<Item = (i64, &'a str, FileKind, i64)>,
+    wanted: Option<i64>,
+) -> Result<i64> {
+    let files: Vec<_> = files.collect();
+    let mut partitions: Vec<i64> = files.iter().map(|f| f.0).collect();
+    let mut roots = root_filesystems(&files);
     partitions.sort_unstable();
     partitions.dedup();
+    roots.sort_unstable();
+    roots.dedup();
     match (wanted, partitions.as_slice(), roots.as_slice()) {
         (Some(p), _, _) if partitions.contains(&p) => Ok(p),
         (Some(p), _, _) => {
@@ -205,13 +207,19 @@ pub fn one_filesystem(what: &str, files: impl Iterator<Item = (i64, bool)>, want
     }
 }
 
-/// Whether a file is the `/etc` folder, which marks a root filesystem: at the top, or (btrfs)
-/// at the top of a subvolume, such as `/root/etc` (a subvolume's inode numbers carry its id
-/// above `btrfs::SUBVOLUME_SHIFT` bits).
-pub fn is_etc(path: &str, kind: FileKind, inode: i64) -> bool {
-    let in_subvolume =
-        || inode >> btrfs::SUBVOLUME_SHIFT != 0 && path.strip_suffix("/etc").is_some_and(|p| p.rfind('/') == Some(0));
-    kind == FileKind::Dir && (path == "/etc" || in_subvolume())
+/// The partitions of `files` that hold a root filesystem: an `/etc` folder at the top, or
+/// (btrfs) at the top of a subvolume, such as `/root/etc` or openSUSE's
+/// `/@/.snapshots/1/snapshot/etc`.
+fn root_filesystems(files: &[(i64, &str, FileKind, i64)]) -> Vec<i64> {
+    let subvolume_tops: HashSet<(i64, &str)> = (files.iter())
+        .filter(|f| f.2 == FileKind::Dir && u64::try_from(f.3).is_ok_and(btrfs::is_subvolume_top))
+        .map(|f| (f.0, f.1))
+        .collect();
+    let at_a_top = |partition: i64, path: &str| path.is_empty() || subvolume_tops.contains(&(partition, path));
+    (files.iter())
+        .filter(|f| f.2 == FileKind::Dir && f.1.strip_suffix("/etc").is_some_and(|parent| at_a_top(f.0, parent)))
+        .map(|f| f.0)
+        .collect()
 }
 
 fn listed(partitions: &[i64]) -> String {
@@ -519,13 +527,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_etc_of_a_root_is_at_the_top_or_at_a_subvolume_top() {
-        let subvolume = 256 << 40 | 300;
-        assert!(is_etc("/etc", FileKind::Dir, 12));
-        assert!(is_etc("/root/etc", FileKind::Dir, subvolume));
-        assert!(!is_etc("/root/etc", FileKind::Dir, 300), "a folder of the top level");
-        assert!(!is_etc("/snapshots/1/etc", FileKind::Dir, subvolume), "deeper than a subvolume's top");
-        assert!(!is_etc("/etc", FileKind::File, 12));
+    fn a_root_has_its_etc_at_the_top_or_at_a_subvolume_top() {
+        let (top, subvolume) = (256 << 40 | 256, 256 << 40 | 300);
+        let dir = FileKind::Dir;
+        let roots = |files: &[(i64, &str, FileKind, i64)]| root_filesystems(files);
+        assert_eq!(roots(&[(1, "/etc", dir, 12), (2, "/EFI", dir, 3)]), [1]);
+        assert_eq!(roots(&[(1, "/etc", FileKind::File, 12)]), [0; 0]);
+        // A subvolume at the top, or deeper (openSUSE's snapshot), but not a plain folder.
+        assert_eq!(roots(&[(1, "/root", dir, top), (1, "/root/etc", dir, subvolume)]), [1]);
+        let suse = [(2, "/@/.snapshots/1/snapshot", dir, top), (2, "/@/.snapshots/1/snapshot/etc", dir, subvolume)];
+        assert_eq!(roots(&suse), [2]);
+        assert_eq!(roots(&[(1, "/root", dir, 300), (1, "/root/etc", dir, 301)]), [0; 0], "a folder of the top level");
+        assert_eq!(roots(&[(1, "/root", dir, top), (1, "/root/x/etc", dir, subvolume)]), [0; 0], "below a top");
+        // One filesystem with several roots (a subvolume and its snapshot) is one root.
+        let snapshots = [(1, "/root", dir, top), (1, "/root/etc", dir, subvolume), (1, "/s", dir, 257 << 40 | 256)];
+        let files = snapshots.into_iter().chain([(1, "/s/etc", dir, 257 << 40 | 300), (2, "/EFI", dir, 3)]);
+        assert_eq!(one_filesystem("t", files, None).unwrap(), 1);
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, wri
     let what = format!("{}@{}", image.name, image.version);
     let rows = library.catalog().files(image.image_id, None, &TREE_COLUMNS).await?;
     imagelake_engine::trace::phase("mount: files read");
-    let files = rows.iter().map(|r| (r.partition, imagelake_engine::export::is_etc(&r.path, r.kind, r.inode)));
+    let files = rows.iter().map(|r| (r.partition, r.path.as_str(), r.kind, r.inode));
     let partition = imagelake_engine::export::one_filesystem(&what, files, partition)?;
     let scratch = match writable {
         true => {

@@ -202,7 +202,8 @@ fn a_btrfs_root_with_subvolumes_snapshots_and_compression_reads_as_the_kernel_mo
 #[test]
 fn the_default_subvolume_is_the_operating_systems_root() {
     let work = tempfile::tempdir().expect("tempdir");
-    let (image, mnt) = (work.path().join("btrfs.img"), work.path().join("mnt"));
+    let path = |n: &str| work.path().join(n);
+    let (image, mnt) = (path("btrfs.img"), path("mnt"));
     std::fs::create_dir(&mnt).expect("mkdir");
     run(Command::new("truncate").arg("-s128M").arg(&image));
     run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image));
@@ -221,16 +222,25 @@ fn the_default_subvolume_is_the_operating_systems_root() {
     });
     run(Command::new("umount").arg(&mnt));
     made.expect("making the filesystem");
+    // As installed: beside an EFI system partition, on a GPT disk.
+    mkfs_vfat(&path("esp.img"), 8192);
+    gpt_disk(&path("disk.img"), &image, &path("esp.img"));
     let lib = Library::new();
-    lib.checkin(&image, "suse");
+    lib.checkin(&path("disk.img"), "suse");
     let facts = lib.sql("SELECT os_name, hostname FROM images");
     assert_eq!(facts[0]["os_name"].as_str(), Some("opensuse-tumbleweed"), "{facts:?}");
     assert_eq!(facts[0]["hostname"].as_str(), Some("tumbleweed"), "{facts:?}");
     let hostname = run(lib.command().args(["cat", "suse", "/@/.snapshots/1/snapshot/etc/hostname"]));
     assert_eq!(hostname, "tumbleweed\n");
-    run(lib.command().args(["export", "suse"]).arg(work.path().join("export")));
-    let exported = std::fs::read_to_string(work.path().join("export/@/.snapshots/1/snapshot/etc/os-release"));
+    // Export and mount find the root filesystem by the /etc at the top of its snapshot.
+    run(lib.command().args(["export", "suse"]).arg(path("export")));
+    let exported = std::fs::read_to_string(path("export/@/.snapshots/1/snapshot/etc/os-release"));
     assert!(exported.expect("exported").contains("Tumbleweed"));
+    std::fs::create_dir(path("fuse")).expect("mkdir");
+    let mounted = Mounted::new(&lib, "suse", &path("fuse"), &[]);
+    let read = std::fs::read_to_string(path("fuse/@/.snapshots/1/snapshot/etc/hostname"));
+    run(lib.command().arg("unmount").arg(&mounted.dir));
+    assert_eq!(read.expect("read through the mount"), "tumbleweed\n");
 }
 
 /// One Debian tree on ext4 (`mke2fs -d`), XFS (filled through a loop mount) and btrfs

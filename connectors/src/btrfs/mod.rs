@@ -55,8 +55,15 @@ pub const SHARED_CLAIMS: u64 = 64;
 /// Inode numbers of subvolumes other than the top level carry the subvolume's id above these
 /// bits.
 pub const SUBVOLUME_SHIFT: u32 = 40;
+/// The inode number of every subvolume's top folder within the subvolume.
+const SUBVOLUME_TOP: u64 = 256;
 /// Subvolume ids that fit above [`SUBVOLUME_SHIFT`] in a number below 2^63.
 const MAX_SUBVOLUME: u64 = 1 << (63 - SUBVOLUME_SHIFT);
+
+/// Whether a listed inode number is the top folder of a subvolume other than the top level.
+pub fn is_subvolume_top(inode: u64) -> bool {
+    inode >> SUBVOLUME_SHIFT != 0 && inode & ((1 << SUBVOLUME_SHIFT) - 1) == SUBVOLUME_TOP
+}
 
 /// Well-known object ids: the top-level subvolume's tree, the root tree's directory (which
 /// names the default subvolume), the chunk items' owner, and the placeholder inode a snapshot
