@@ -41,8 +41,9 @@ pub enum Command {
         /// Replace OUT even if it is not an earlier checkout of this library.
         #[arg(long)]
         force: bool,
-        /// Delta deployment: OUT is a raw disk of the same size (an earlier checkout of another
-        /// version); rewrite only its 4 KiB blocks that differ, in place.
+        /// Delta deployment: OUT is a raw disk (an earlier checkout of another version, grown or
+        /// cut to this one's size) or a block device that holds it; rewrite only its 4 KiB
+        /// blocks that differ, in place.
         #[arg(long)]
         update: bool,
         #[arg(long)]

@@ -295,6 +295,9 @@ pub fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Resu
         bytes(s.bytes_zero),
         s.seconds
     )?;
+    if let Some(from) = s.resized_from {
+        writeln!(out, "  resized from {} to the version's {}", bytes(from), bytes(s.virtual_size))?;
+    }
     match (&s.previous, s.unexpected_blocks) {
         (Some(previous), Some(0)) => writeln!(out, "  updated in place from {previous}, which it held exactly"),
         (Some(previous), Some(n)) => writeln!(

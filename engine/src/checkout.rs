@@ -44,8 +44,10 @@ pub struct CheckoutOptions {
     pub format: Option<String>,
     /// Replace an existing output that is not this library's own earlier checkout.
     pub force: bool,
-    /// Delta deployment: `out` is a raw disk of the same size (an earlier checkout of another
-    /// version, say), and only its 4 KiB blocks that differ are rewritten, in place.
+    /// Delta deployment: `out` is a raw disk (an earlier checkout of another version, say) or
+    /// a block device, and only its 4 KiB blocks that differ are rewritten, in place. A file
+    /// of another size is first grown or cut to the version's; a device must hold the disk,
+    /// and its bytes past the disk's end are left as they are.
     pub update: bool,
     /// One phase, the disk's bytes written or left zero.
     pub progress: Option<Arc<dyn Progress>>,
@@ -68,6 +70,9 @@ pub struct CheckoutSummary {
     /// previous version and this one agree there, so the output had been changed since (they
     /// were rewritten too). Zero when the output held exactly the previous version.
     pub unexpected_blocks: Option<u64>,
+    /// Delta deployment onto a file of another size: its size before it was grown or cut to
+    /// this version's.
+    pub resized_from: Option<u64>,
     pub seconds: f64,
 }
 
@@ -95,26 +100,12 @@ impl Library {
             return Err(Error::User(format!("{spec} is synthetic (benchmark data made of manifests): it has no disk")));
         }
         let size = image.virtual_size as u64;
-        let update = if options.update {
-            if format != "raw" {
-                return Err(Error::User("--update rewrites raw disks only".into()));
-            }
-            let file =
-                File::options().read(true).write(true).open(out).io_context(|| format!("opening {}", out.display()))?;
-            let len = file.metadata().io_context(|| format!("reading {}", out.display()))?.len();
-            if len != size {
-                return Err(Error::User(format!(
-                    "{} holds {len} bytes and {}@{} has {size}: it is no checkout of a version of this disk; \
-                     check out without --update",
-                    out.display(),
-                    image.name,
-                    image.version
-                )));
-            }
-            Some(file)
-        } else {
-            None
+        let update = match options.update {
+            true if format != "raw" => return Err(Error::User("--update rewrites raw disks only".into())),
+            true => Some(update_target(out, size, &format!("{}@{}", image.name, image.version))?),
+            false => None,
         };
+        let resized_from = update.as_ref().and_then(|u| u.resize_from);
         let extents = self.catalog().disk_map(image.image_id, false).await?;
         // What the output should hold, from its marks; checked against what it does hold as
         // the comparison goes, never trusted.
@@ -141,7 +132,13 @@ impl Library {
         }
         let (written, zero, unexpected) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Option<u64>)> {
             let output = match update {
-                Some(file) => Output::Update(file, Mutex::new(Vec::new())),
+                Some(UpdateTarget { file, resize_from }) => {
+                    // Cut or grown only now, when nothing is left that could refuse the update.
+                    if resize_from.is_some() {
+                        file.set_len(size).io_context(|| format!("resizing the disk to {size} bytes"))?;
+                    }
+                    Output::Update(file, Mutex::new(Vec::new()))
+                }
                 None if qcow2 => {
                     Output::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
                 }
@@ -202,9 +199,42 @@ impl Library {
             bytes_zero: zero,
             previous: previous.map(|p| format!("{}@{}", p.name, p.version)),
             unexpected_blocks: unexpected,
+            resized_from,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The disk a delta deployment rewrites in place.
+struct UpdateTarget {
+    file: File,
+    /// A file of another size than the version's: its size, before it is cut or grown.
+    resize_from: Option<u64>,
+}
+
+/// Opens `out` for a delta deployment of a disk of `size` bytes (of version `what`): a
+/// regular file of any size, or a block device that holds the disk.
+fn update_target(out: &Path, size: u64, what: &str) -> Result<UpdateTarget> {
+    use std::io::Seek;
+    use std::os::unix::fs::FileTypeExt;
+    let mut file =
+        File::options().read(true).write(true).open(out).io_context(|| format!("opening {}", out.display()))?;
+    let kind = file.metadata().io_context(|| format!("reading {}", out.display()))?.file_type();
+    if kind.is_block_device() {
+        let len = file.seek(io::SeekFrom::End(0)).io_context(|| format!("sizing {}", out.display()))?;
+        if len < size {
+            return Err(Error::User(format!(
+                "{} holds {len} bytes, too few for the {size} bytes of {what}'s disk",
+                out.display()
+            )));
+        }
+        return Ok(UpdateTarget { file, resize_from: None });
+    }
+    if !kind.is_file() {
+        return Err(Error::User(format!("{} is neither a disk file nor a block device", out.display())));
+    }
+    let len = file.metadata().io_context(|| format!("reading {}", out.display()))?.len();
+    Ok(UpdateTarget { file, resize_from: (len != size).then_some(len) })
 }
 
 /// Where a checkout's bytes go.

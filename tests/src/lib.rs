@@ -608,6 +608,30 @@ pub fn kernel_listing(dir: &Path) -> (String, String, String) {
     (find, sums, xattrs)
 }
 
+/// A loop device over a file (or a part of one), detached when dropped.
+pub struct LoopDevice {
+    pub path: PathBuf,
+}
+
+impl LoopDevice {
+    /// A loop device over `length` bytes of `file` from `offset` (all of it when None).
+    pub fn over(file: &Path, offset: u64, length: Option<u64>) -> LoopDevice {
+        let mut losetup = Command::new("losetup");
+        losetup.arg("--offset").arg(offset.to_string());
+        if let Some(length) = length {
+            losetup.arg("--sizelimit").arg(length.to_string());
+        }
+        let dev = run(losetup.args(["-f", "--show"]).arg(file));
+        LoopDevice { path: PathBuf::from(dev.trim()) }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
 /// What `stat -f` tells of a mounted filesystem: block size, blocks, free blocks, inodes and
 /// free inodes.
 pub fn statfs(dir: &Path) -> Vec<u64> {

@@ -3,7 +3,7 @@
 //! group, and linear logical volumes on them. Filesystems are then written where `pvs` and
 //! `lvs` say each volume's extents are.
 
-use crate::run;
+use crate::{LoopDevice, run};
 use std::path::Path;
 use std::process::Command;
 
@@ -43,20 +43,14 @@ pub fn lvm_disk(
     let mut loops = Vec::new();
     for n in 2..2 + pv_mb.len() {
         let (first, last) = (sectors("First sector", n), sectors("Last sector", n));
-        let dev = run(Command::new("losetup")
-            .arg("--offset")
-            .arg((first * 512).to_string())
-            .arg("--sizelimit")
-            .arg(((last - first + 1) * 512).to_string())
-            .args(["-f", "--show"])
-            .arg(out));
-        loops.push((dev.trim().to_string(), first * 512));
+        let dev = LoopDevice::over(out, first * 512, Some((last - first + 1) * 512));
+        loops.push((dev.path.display().to_string(), first * 512, dev));
     }
     let result = std::panic::catch_unwind(|| {
-        for (dev, _) in &loops {
+        for (dev, _, _) in &loops {
             lvm(&["pvcreate", "-y", dev]);
         }
-        let devs: Vec<&str> = loops.iter().map(|(d, _)| d.as_str()).collect();
+        let devs: Vec<&str> = loops.iter().map(|(d, _, _)| d.as_str()).collect();
         lvm(&[&["vgcreate", vg][..], &devs].concat());
         for (name, mb, pv) in lvs {
             let size = format!("{mb}M");
@@ -71,16 +65,14 @@ pub fn lvm_disk(
             let (name, range) = (f.next().unwrap(), f.next().unwrap());
             let (dev, pes) = range.rsplit_once(':').unwrap();
             let first_pe: u64 = pes.split('-').next().unwrap().parse().unwrap();
-            let (_, part_offset) = loops.iter().find(|(d, _)| d == dev).unwrap();
+            let (_, part_offset, _) = loops.iter().find(|(d, _, _)| d == dev).unwrap();
             let pe_start = lvm(&["pvs", "--driverloaded", "n", "--noheadings", "--units", "b", "-o", "pe_start", dev]);
             let pe_start: u64 = pe_start.trim().trim_end_matches('B').parse().unwrap();
             placed.push((name.to_string(), part_offset + pe_start + first_pe * extent));
         }
         placed
     });
-    for (dev, _) in &loops {
-        let _ = Command::new("losetup").arg("-d").arg(dev).status();
-    }
+    drop(loops);
     let mut placed = result.expect("LVM tools");
     placed.sort();
     placed

@@ -1,7 +1,9 @@
 //! The library as users meet it: its directory and format version, backing files, output
 //! formats, and errors that say what is wrong.
 
-use imagelake_tests::{Library, assert_same_bytes, mkfs_ext, qemu_img_to_raw, run, tree};
+use imagelake_tests::{
+    Library, LoopDevice, assert_same_bytes, gpt_disk, mkfs_ext, mkfs_vfat, qemu_img_to_raw, run, tree, unique_bytes,
+};
 use std::process::Command;
 
 fn small_image(dir: &std::path::Path) -> std::path::PathBuf {
@@ -232,11 +234,13 @@ fn checkout_replaces_only_what_it_wrote() {
     other.checkin(&img, "small");
     assert!(!other.command().args(["checkout", "small"]).arg(p("out")).output().unwrap().status.success());
 
-    // --update rewrites only a raw disk of the image's size.
+    // --update rewrites only a raw disk.
     std::fs::write(p("short"), "too short\n").unwrap();
-    let update = lib.command().args(["checkout", "small", "--update", "--force"]).arg(p("short")).output().unwrap();
+    let mut update = lib.command();
+    let update = update.args(["checkout", "small", "--update", "--force", "--format", "qcow2"]).arg(p("short"));
+    let update = update.output().unwrap();
     let err = String::from_utf8_lossy(&update.stderr);
-    assert!(!update.status.success() && err.contains("without --update") && err.lines().count() == 1, "{err}");
+    assert!(!update.status.success() && err.contains("raw disks only") && err.lines().count() == 1, "{err}");
     assert_eq!(std::fs::read_to_string(p("short")).unwrap(), "too short\n");
 
     let bad = lib.command().args(["checkout", "small"]).arg(p("new")).args(["--format", "vmdk;rm"]).output().unwrap();
@@ -248,4 +252,72 @@ fn checkout_replaces_only_what_it_wrote() {
         .filter(|n| n.contains("partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Delta deployment between versions whose disks differ in size, as a cloud disk grows: a GPT
+/// disk grown by 32 MiB (its backup table moved to the new end with `sgdisk -e`, its root
+/// partition made anew to reach it, as growpart does), deployed over a checkout of the smaller
+/// one and back again, and onto block devices (loop devices), where a disk must fit.
+#[test]
+fn delta_deployment_across_disk_sizes_and_onto_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    std::fs::create_dir_all(p("tree/etc")).unwrap();
+    std::fs::write(p("tree/etc/motd"), "hi\n").unwrap();
+    std::fs::write(p("tree/data"), unique_bytes("deploy", 6 << 20)).unwrap();
+    mkfs_ext(&p("tree"), &p("root.img"), "ext4", "24M", &[]);
+    mkfs_vfat(&p("esp.img"), 8192);
+    gpt_disk(&p("small.img"), &p("root.img"), &p("esp.img"));
+    std::fs::copy(p("small.img"), p("big.img")).unwrap();
+    run(Command::new("truncate").arg("-s+32M").arg(p("big.img")));
+    run(Command::new("sgdisk").arg("-e").arg(p("big.img")));
+    let root_start = (2048 + 2048 + 8 * 2048).to_string();
+    run(Command::new("sgdisk").args(["-d3", &format!("-n3:{root_start}:0"), "-t3:8300", "-c3:root"]).arg(p("big.img")));
+    let size = |name: &str| std::fs::metadata(p(name)).unwrap().len();
+    let (small, big) = (size("small.img"), size("big.img"));
+
+    let lib = Library::new();
+    lib.checkin(&p("small.img"), "vm");
+    lib.checkin(&p("big.img"), "vm");
+    let full = lib.checkout("vm@2", &p("full"))["bytes_written"].as_u64().unwrap();
+    lib.checkout("vm@1", &p("out"));
+    let deploy = |spec: &str, out: &std::path::Path| -> serde_json::Value {
+        let done = run(lib.command().args(["checkout", spec, "--update", "--force", "--json"]).arg(out));
+        serde_json::from_str(&done).unwrap()
+    };
+    // Grown: the disk comes out as vm@2's, and only the partition tables and the old backup
+    // table's blocks are written.
+    let grown = deploy("vm@2", &p("out"));
+    assert_same_bytes(&p("big.img"), &p("out"));
+    let written = grown["bytes_written"].as_u64().unwrap();
+    eprintln!("grown from {small} to {big} bytes: {written} written, a full checkout {full}");
+    assert_eq!((grown["resized_from"].as_u64(), grown["previous"].as_str()), (Some(small), Some("vm@1")), "{grown}");
+    assert_eq!(grown["unexpected_blocks"].as_u64(), Some(0), "{grown}");
+    assert!(written > 0 && written <= 64 << 10 && written * 50 < full, "{grown}");
+    // And cut back.
+    let cut = deploy("vm@1", &p("out"));
+    assert_same_bytes(&p("small.img"), &p("out"));
+    assert_eq!(cut["resized_from"].as_u64(), Some(big), "{cut}");
+    assert!(cut["bytes_written"].as_u64().unwrap() <= 64 << 10, "{cut}");
+
+    // A block device too small for the disk is refused with both sizes, and left as it was.
+    run(Command::new("truncate").arg(format!("-s{small}")).arg(p("small-device")));
+    let device = LoopDevice::over(&p("small-device"), 0, None);
+    let refused = lib.command().args(["checkout", "vm@2", "--update", "--force"]).arg(&device.path).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.lines().count() == 1, "{err}");
+    assert!(err.contains(&format!("holds {small} bytes, too few for the {big} bytes of vm@2")), "{err}");
+    assert!(std::fs::read(p("small-device")).unwrap().iter().all(|&b| b == 0));
+    // One big enough takes the disk at its start and keeps what lies past the disk's end.
+    let mut before = unique_bytes("device", big as usize);
+    before[..small as usize].fill(0);
+    std::fs::write(p("big-device"), &before).unwrap();
+    let device = LoopDevice::over(&p("big-device"), 0, None);
+    let onto = deploy("vm@1", &device.path);
+    drop(device);
+    assert_eq!(onto["resized_from"], serde_json::Value::Null, "{onto}");
+    let after = std::fs::read(p("big-device")).unwrap();
+    assert_eq!(after.len() as u64, big);
+    assert!(after[..small as usize] == std::fs::read(p("small.img")).unwrap()[..], "the disk at the device's start");
+    assert!(after[small as usize..] == before[small as usize..], "the rest of the device as it was");
 }
