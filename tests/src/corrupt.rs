@@ -4,6 +4,20 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// `rounds` copies of `pristine`, each with `flips` bytes flipped at places a fixed seed picks
+/// (so a failing copy can be made again).
+pub fn flipped_copies(pristine: &[u8], rounds: usize, flips: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    (0..rounds).map(move |_| {
+        let mut copy = pristine.to_vec();
+        for _ in 0..flips {
+            let at = (rng.next() % copy.len() as u64) as usize;
+            copy[at] ^= (rng.next() % 255 + 1) as u8;
+        }
+        copy
+    })
+}
+
 /// xorshift64: deterministic, so a failing round can be replayed.
 pub struct Xorshift(pub u64);
 

@@ -195,16 +195,7 @@ mod tests {
         let records: Vec<(Vec<u8>, Vec<u8>)> =
             (0u32..20).map(|i| (i.to_le_bytes().to_vec(), vec![i as u8; (i as usize) * 150])).collect();
         let pristine = made_by_db_load(&records, 1234, 512);
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..3000 {
-            let mut file = pristine.clone();
-            for _ in 0..4 {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let at = (rng % file.len() as u64) as usize;
-                file[at] ^= (rng >> 32) as u8 | 1;
-            }
+        for file in imagelake_tests::corrupt::flipped_copies(&pristine, 3000, 4) {
             let _ = read(&file, 1 << 20);
         }
         assert!(read(b"not a database", 1 << 20).is_err());

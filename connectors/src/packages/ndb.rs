@@ -156,16 +156,7 @@ mod tests {
         file[last_blob] ^= 0x40;
         let err = read(&file, 1 << 20).unwrap_err();
         assert!(err.starts_with("slot "), "{err}");
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        for _ in 0..3000 {
-            let mut file = pristine.clone();
-            for _ in 0..4 {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let at = (rng % file.len() as u64) as usize;
-                file[at] ^= (rng >> 32) as u8 | 1;
-            }
+        for file in imagelake_tests::corrupt::flipped_copies(&pristine, 3000, 4) {
             let _ = read(&file, 1 << 20);
         }
         assert!(read(b"not a database", 1 << 20).is_err());
