@@ -79,7 +79,8 @@ pub fn read(file: &[u8], max_blob: usize) -> Result<Vec<Record>, String> {
     used.sort_unstable_by_key(|u| u.2);
     used.into_iter()
         .map(|(first, blocks, slot, number)| {
-            let blob = &file[first * BLOCK..(first + blocks) * BLOCK];
+            // In the file: checked with the slot above.
+            let blob = file.get(first * BLOCK..(first + blocks) * BLOCK).unwrap_or_default();
             read_blob(blob, number, max_blob).map(|b| (number, b.to_vec())).map_err(|e| format!("slot {slot}: {e}"))
         })
         .collect()
@@ -98,16 +99,17 @@ fn read_blob(blocks: &[u8], number: u32, max_blob: usize) -> Result<&[u8], Strin
     if (HEAD + len + TAIL).div_ceil(BLOCK) * BLOCK != blocks.len() {
         return Err(format!("package {number}: a blob of {len} bytes in {} blocks", blocks.len() / BLOCK));
     }
-    let tail = blocks.len() - TAIL;
+    // The length check above leaves room for the head, the blob and the tail.
+    let tail = blocks.len().saturating_sub(TAIL);
     if le32(tail + 8) != TAIL_MAGIC || le32(tail + 4) as usize != len {
         return Err(format!("package {number}: the blob's tail does not close it"));
     }
     let mut sum = adler2::Adler32::new();
-    sum.write_slice(&blocks[..tail]);
+    sum.write_slice(blocks.get(..tail).unwrap_or_default());
     if sum.checksum() != le32(tail) {
         return Err(format!("package {number}: the blob fails its Adler-32 checksum"));
     }
-    Ok(&blocks[HEAD..HEAD + len])
+    blocks.get(HEAD..HEAD + len).ok_or_else(|| format!("package {number}: the blob lies past its blocks"))
 }
 
 #[cfg(test)]
