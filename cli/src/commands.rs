@@ -87,11 +87,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { image, json } => {
             let verified = library.verify(image.as_deref()).await?;
             report(&mut stdout, json, &verified, print::print_verify)?;
-            if !verified.damaged.is_empty() || !verified.damaged_packs.is_empty() {
+            if !verified.intact() {
                 return Err(exit::Error::problem(format!(
-                    "the store is damaged: {} chunks, {} pack indexes",
+                    "the library is damaged: {} chunks, {} pack indexes, {} catalog files",
                     verified.damaged.len(),
-                    verified.damaged_packs.len()
+                    verified.damaged_packs.len(),
+                    verified.catalog.damaged.len()
                 )));
             }
         }

@@ -135,8 +135,27 @@ pub fn print_verify(out: &mut dyn Write, r: &VerifyReport) -> std::io::Result<()
         r.chunks,
         r.packs,
         bytes(r.bytes_read),
-        if r.damaged.is_empty() && r.damaged_packs.is_empty() { "intact" } else { "DAMAGED" }
+        match (&r.store_unread, r.damaged.is_empty() && r.damaged_packs.is_empty()) {
+            (Some(_), _) => "NOT READ",
+            (None, true) => "intact",
+            (None, false) => "DAMAGED",
+        }
     )?;
+    let catalog = &r.catalog;
+    writeln!(
+        out,
+        "{} catalog files hashed again ({}): {}",
+        catalog.files,
+        bytes(catalog.bytes),
+        if catalog.damaged.is_empty() { "intact" } else { "DAMAGED" }
+    )?;
+    for d in &catalog.damaged {
+        let table = d.table.as_deref().map(|t| format!("table {t}, ")).unwrap_or_default();
+        writeln!(out, "  damaged catalog file {} ({table}{}): {}", d.file, d.held, d.reason)?;
+    }
+    if let Some(why) = &r.store_unread {
+        writeln!(out, "the store was not read back, the catalog being damaged: {why}")?;
+    }
     for pack in &r.damaged_packs {
         writeln!(out, "  damaged index {pack}")?;
     }
@@ -295,6 +314,9 @@ pub fn print_checkout(out: &mut dyn Write, s: &CheckoutSummary) -> std::io::Resu
         bytes(s.bytes_zero),
         s.seconds
     )?;
+    if s.bytes_punched > 0 {
+        writeln!(out, "  {} that the version has as zeros made holes, not written", bytes(s.bytes_punched))?;
+    }
     if let Some(from) = s.resized_from {
         writeln!(out, "  resized from {} to the version's {}", bytes(from), bytes(s.virtual_size))?;
     }

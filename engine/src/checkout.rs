@@ -73,6 +73,9 @@ pub struct CheckoutSummary {
     /// Delta deployment onto a file of another size: its size before it was grown or cut to
     /// this version's.
     pub resized_from: Option<u64>,
+    /// Delta deployment onto a disk file: bytes of its blocks that held something where this
+    /// version has zeros, made holes (`fallocate` punch) rather than written with zeros.
+    pub bytes_punched: u64,
     pub seconds: f64,
 }
 
@@ -130,14 +133,16 @@ impl Library {
         if let Some(p) = &progress {
             p.phase(&format!("writing {}@{}", image.name, image.version), size);
         }
-        let (written, zero, unexpected) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Option<u64>)> {
+        let done = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Option<u64>, u64)> {
             let output = match update {
-                Some(UpdateTarget { file, resize_from }) => {
+                Some(UpdateTarget { file, resize_from, device }) => {
                     // Cut or grown only now, when nothing is left that could refuse the update.
                     if resize_from.is_some() {
                         file.set_len(size).io_context(|| format!("resizing the disk to {size} bytes"))?;
                     }
-                    Output::Update(file, Mutex::new(Vec::new()))
+                    // A device's blocks are written with zeros: a discard need not read back as them.
+                    let punched = (!device).then(|| AtomicU64::new(0));
+                    Output::Update { file, blocks: Mutex::new(Vec::new()), punched }
                 }
                 None if qcow2 => {
                     Output::Qcow2(create_qcow2(&target, size).io_context(|| format!("creating {}", target.display()))?)
@@ -146,7 +151,7 @@ impl Library {
             };
             let (written, zero) = write_disk(&root, &output, &extents, &locations, progress.as_deref())?;
             let unexpected = match (&output, &expected) {
-                (Output::Update(_, blocks), Some(expected)) => {
+                (Output::Update { blocks, .. }, Some(expected)) => {
                     // A block that two extents share can be written in two parts: counted once.
                     let mut blocks = blocks.lock().map(|b| b.clone()).unwrap_or_default();
                     blocks.sort_unstable();
@@ -155,11 +160,15 @@ impl Library {
                 }
                 _ => None,
             };
+            let punched = match &output {
+                Output::Update { punched: Some(punched), .. } => punched.load(Ordering::Relaxed),
+                _ => 0,
+            };
             output.finish()?;
-            Ok((written, zero, unexpected))
+            Ok((written, zero, unexpected, punched))
         })
-        .await
-        .map_err(crate::task_failed("checking out"))??;
+        .await;
+        let (written, zero, unexpected, punched) = done.map_err(crate::task_failed("checking out"))??;
         if !options.update && format != "raw" && format != "qcow2" {
             let converted = tokio::process::Command::new("qemu-img")
                 .args(["convert", "-f", "raw", "-O", &format])
@@ -200,6 +209,7 @@ impl Library {
             previous: previous.map(|p| format!("{}@{}", p.name, p.version)),
             unexpected_blocks: unexpected,
             resized_from,
+            bytes_punched: punched,
             seconds: started.elapsed().as_secs_f64(),
         })
     }
@@ -210,6 +220,7 @@ struct UpdateTarget {
     file: File,
     /// A file of another size than the version's: its size, before it is cut or grown.
     resize_from: Option<u64>,
+    device: bool,
 }
 
 /// Opens `out` for a delta deployment of a disk of `size` bytes (of version `what`): a
@@ -228,13 +239,13 @@ fn update_target(out: &Path, size: u64, what: &str) -> Result<UpdateTarget> {
                 out.display()
             )));
         }
-        return Ok(UpdateTarget { file, resize_from: None });
+        return Ok(UpdateTarget { file, resize_from: None, device: true });
     }
     if !kind.is_file() {
         return Err(Error::User(format!("{} is neither a disk file nor a block device", out.display())));
     }
     let len = file.metadata().io_context(|| format!("reading {}", out.display()))?.len();
-    Ok(UpdateTarget { file, resize_from: (len != size).then_some(len) })
+    Ok(UpdateTarget { file, resize_from: (len != size).then_some(len), device: false })
 }
 
 /// Where a checkout's bytes go.
@@ -242,8 +253,13 @@ pub(crate) enum Output {
     Raw(File),
     Qcow2(SyncFormatAccess<ImagoFile>),
     /// A raw disk already there (delta deployment): only blocks that differ are written, and
-    /// their numbers kept.
-    Update(File, Mutex<Vec<u64>>),
+    /// their numbers kept. On a disk file (`punched` counts), blocks to be zeroed are made
+    /// holes instead.
+    Update {
+        file: File,
+        blocks: Mutex<Vec<u64>>,
+        punched: Option<AtomicU64>,
+    },
 }
 
 /// The unit of a delta deployment's comparison and writes.
@@ -255,7 +271,7 @@ impl Output {
         match self {
             Output::Raw(file) => file.write_all_at(data, offset).map(|()| data.len() as u64),
             Output::Qcow2(image) => image.write(data, offset).map(|()| data.len() as u64),
-            Output::Update(file, blocks) => {
+            Output::Update { file, blocks, .. } => {
                 let mut old = vec![0u8; data.len()];
                 file.read_exact_at(&mut old, offset)?;
                 let mut written = 0;
@@ -280,15 +296,38 @@ impl Output {
     }
 
     /// Makes `length` bytes at `offset` zeros: nothing to do on a fresh output, whose unwritten
-    /// bytes read as zeros; on an updated disk, its nonzero blocks there are overwritten.
+    /// bytes read as zeros; on an updated disk, its nonzero blocks there are overwritten, or
+    /// on a disk file made holes (the blocks wholly inside the range).
     fn zero(&self, offset: u64, length: u64) -> io::Result<u64> {
-        let Output::Update(..) = self else { return Ok(0) };
+        let Output::Update { file, blocks, punched } = self else { return Ok(0) };
+        let end = offset + length;
+        let (first, last) = (offset.div_ceil(BLOCK) * BLOCK, end / BLOCK * BLOCK);
+        let mut written = 0;
+        let mut body = (offset, offset);
+        if let Some(punched) = punched
+            && first < last
+        {
+            match punch_nonzero(file, first, last) {
+                Ok((holes, bytes)) => {
+                    punched.fetch_add(bytes, Ordering::Relaxed);
+                    if let Ok(mut blocks) = blocks.lock() {
+                        blocks.extend(holes);
+                    }
+                    body = (first, last);
+                }
+                // A filesystem that cannot punch holes gets zeros written.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let zeros = vec![0u8; 1 << 20];
-        let (mut written, mut at) = (0, offset);
-        while at < offset + length {
-            let n = (offset + length - at).min(zeros.len() as u64);
-            written += self.write_at(&zeros[..n as usize], at)?;
-            at += n;
+        for (from, to) in [(offset, body.0), (body.1, end)] {
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(zeros.len() as u64);
+                written += self.write_at(&zeros[..n as usize], at)?;
+                at += n;
+            }
         }
         Ok(written)
     }
@@ -299,9 +338,55 @@ impl Output {
             Output::Qcow2(image) => {
                 image.flush().and_then(|()| image.sync()).io_context(|| "syncing the qcow2 checkout".into())
             }
-            Output::Update(file, _) => file.sync_all().io_context(|| "syncing the updated disk".into()),
+            Output::Update { file, .. } => file.sync_all().io_context(|| "syncing the updated disk".into()),
         }
     }
+}
+
+/// Makes holes of the blocks of `file` in `[start, end)` (block-aligned) that hold anything
+/// but zeros, run by run. Returns their numbers and their bytes.
+fn punch_nonzero(file: &File, start: u64, end: u64) -> io::Result<(Vec<u64>, u64)> {
+    use std::os::fd::AsRawFd;
+    let punch = |from: u64, to: u64| -> io::Result<()> {
+        let (Ok(at), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else {
+            return Err(io::Error::other("a hole past what the kernel addresses"));
+        };
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate reads no memory of ours; the descriptor is open for writing.
+        match unsafe { libc::fallocate(file.as_raw_fd(), mode, at, len) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    let mut old = vec![0u8; 1 << 20];
+    let (mut holes, mut run): (Vec<u64>, Option<u64>) = (Vec::new(), None);
+    let mut at = start;
+    while at < end {
+        let n = (end - at).min(old.len() as u64) as usize;
+        let piece = old.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(piece, at)?;
+        for (i, block) in piece.chunks(BLOCK as usize).enumerate() {
+            let number = (at + i as u64 * BLOCK) / BLOCK;
+            let used = block.iter().any(|b| *b != 0);
+            match (used, run) {
+                (true, None) => run = Some(number),
+                (false, Some(from)) => {
+                    punch(from * BLOCK, number * BLOCK)?;
+                    run = None;
+                }
+                _ => {}
+            }
+            if used {
+                holes.push(number);
+            }
+        }
+        at += n as u64;
+    }
+    if let Some(from) = run {
+        punch(from * BLOCK, end)?;
+    }
+    let bytes = holes.len() as u64 * BLOCK;
+    Ok((holes, bytes))
 }
 
 /// A sparse raw file of `size` bytes.

@@ -108,6 +108,23 @@ pub(crate) fn task_failed(doing: impl std::fmt::Display) -> impl FnOnce(tokio::t
     move |e| Error::Internal(format!("{doing}: {e}"))
 }
 
+/// Runs `work`, turning a panic in it into an `Internal` error that says what it was doing:
+/// for reads of a catalog that may be damaged, where Lance can panic on what it decodes.
+pub(crate) async fn unless_panicked<T>(doing: &str, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(done) => done,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(Error::Internal(format!("{doing}: {why}")))
+        }
+    }
+}
+
 /// Nanoseconds since the Unix epoch, now.
 pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()

@@ -9,6 +9,7 @@
 //!   packs/ab/*.pack   published packs (store/FORMAT.md)
 //!   tmp/              packs being written, scratch folders; leftovers of a crash are safe to delete
 //!   catalog/*.lance   one Lance dataset per table
+//!   catalog/checksums the blake3 of every file of the tables' committed versions
 //!   access.json       users, grants and token hashes (access/store.rs), when there are users
 //! ```
 
@@ -20,7 +21,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
+/// The oldest format this build upgrades (on open, once): 2 lacks the catalog's checksums.
+const UPGRADES_FROM: u64 = 2;
 const MARKER: &str = "imagelake.json";
 
 /// Cheap to clone: clones share the catalog (its open datasets and caches).
@@ -74,6 +77,34 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// The library's format version, from its marker.
+fn format_version(root: &Path) -> Result<u64> {
+    let lib_err = |message: String| Error::Library { path: root.display().to_string(), message };
+    let marker = root.join(MARKER);
+    let text = fs::read_to_string(&marker).io_context(|| format!("reading {}", marker.display()))?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Marker {
+        format: String,
+        format_version: u64,
+    }
+    let marker: Marker = serde_json::from_str(&text)
+        .map_err(|e| lib_err(format!("{MARKER} is not the marker imagelake writes: {e}")))?;
+    if marker.format != "imagelake-library" {
+        return Err(lib_err(format!("{MARKER} says format {:?}, not \"imagelake-library\"", marker.format)));
+    }
+    Ok(marker.format_version)
+}
+
+/// Writes the marker of this build's format, via a rename.
+fn write_marker(root: &Path) -> Result<()> {
+    let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
+    let tmp = root.join(format!("{MARKER}.tmp"));
+    fs::write(&tmp, format!("{meta:#}\n"))
+        .and_then(|_| fs::rename(&tmp, root.join(MARKER)))
+        .io_context(|| format!("writing {}", root.join(MARKER).display()))
+}
+
 impl Library {
     /// Opens the library at `root`, creating it if the directory is absent or empty.
     pub async fn open(root: &Path) -> Result<Library> {
@@ -96,24 +127,23 @@ impl Library {
                 }
                 Catalog::open(&root.join("catalog")).await?;
                 // The marker goes last, via a rename: a library is either whole or unmarked.
-                let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
-                let tmp = root.join(format!("{MARKER}.tmp"));
-                fs::write(&tmp, format!("{meta:#}\n"))
-                    .and_then(|_| fs::rename(&tmp, &marker))
-                    .io_context(|| format!("creating library {}", root.display()))?;
+                write_marker(root)?;
             }
         }
-        let text = fs::read_to_string(&marker).io_context(|| format!("reading {}", marker.display()))?;
-        let meta: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| lib_err(format!("{MARKER} is not valid JSON: {e}")))?;
-        match meta.get("format_version").and_then(|v| v.as_u64()) {
-            Some(FORMAT_VERSION) => {}
-            Some(v) => {
-                return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}")));
+        let catalog = match format_version(root)? {
+            FORMAT_VERSION => Catalog::open(&root.join("catalog")).await?,
+            UPGRADES_FROM => {
+                // Once, under the lock: every table's newest files are recorded as they are now.
+                let _lock = locks::library(root)?;
+                let catalog = Catalog::open(&root.join("catalog")).await?;
+                if format_version(root)? == UPGRADES_FROM {
+                    catalog.record_all().await?;
+                    write_marker(root)?;
+                }
+                catalog
             }
-            None => return Err(lib_err(format!("{MARKER} has no format_version"))),
-        }
-        let catalog = Catalog::open(&root.join("catalog")).await?;
+            v => return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}"))),
+        };
         Ok(Library { root: root.to_path_buf(), catalog: std::sync::Arc::new(catalog) })
     }
 
@@ -157,6 +187,7 @@ impl Library {
             at: image.created_at,
         };
         self.catalog.append(&[provenance]).await?;
+        crate::trace::phase("commit: provenance appended");
         self.catalog.append(std::slice::from_ref(image)).await?;
         drop(lock);
         Ok(())

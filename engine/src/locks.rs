@@ -9,6 +9,8 @@
 //! writers                   shared by every operation that uses chunks it did not store
 //!                           (checkin, edit, clone) until it commits; exclusive for gc
 //! access.lock               exclusive, briefly: change access.json (users, grants, tokens)
+//! catalog/checksums.lock    shared, briefly: append to the catalog's checksums; exclusive:
+//!                           rewrite them
 //! tmp/repack.lock           one repack or gc at a time
 //! tmp/checkin-<id>.lock     a checkin (or clone) in flight holds its image id
 //! tmp/<what>-<pid>-<ns>/    a scratch folder (edits, patches), held while it exists
@@ -46,6 +48,15 @@ pub(crate) fn access(root: &Path) -> Result<File> {
     let path = root.join("access.lock");
     let lock = open(&path)?;
     lock.lock().io_context(|| format!("locking {}", path.display()))?;
+    Ok(lock)
+}
+
+/// Takes the `checksums.lock` flock of the catalog in `dir`: shared to append lines to its
+/// checksums, exclusive to rewrite them, so that no line appended meanwhile is lost.
+pub(crate) fn checksums(dir: &Path, exclusive: bool) -> Result<File> {
+    let path = dir.join("checksums.lock");
+    let lock = open(&path)?;
+    if exclusive { lock.lock() } else { lock.lock_shared() }.io_context(|| format!("locking {}", path.display()))?;
     Ok(lock)
 }
 

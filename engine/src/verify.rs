@@ -1,11 +1,13 @@
-//! Verification: the store proves its bytes. `check` trusts that a chunk is what the catalog
+//! Verification: the store and the catalog prove their bytes. `check` trusts that a chunk is what the catalog
 //! says once its pack is long enough; `verify` reads every chunk back (of the whole library,
 //! or of the chunks one image uses), decompresses it and checks its blake3 hash, and holds
 //! each pack's own index (its trailer, from which the catalog can be rebuilt) against the
 //! catalog's rows. A damaged chunk is reported with the
-//! images and files that use it, so that the user knows what to re-check-in.
+//! images and files that use it, so that the user knows what to re-check-in. The catalog's
+//! files are hashed again against the checksums recorded when they were written
+//! (`catalog/integrity.rs`).
 
-use crate::catalog::ExtentKind;
+use crate::catalog::{CatalogProof, ExtentKind};
 use crate::store::{ChunkHash, ChunkLocation, PackReader, hex, parse_hex};
 use crate::{Error, Library, Result};
 use rayon::prelude::*;
@@ -20,8 +22,21 @@ pub struct VerifyReport {
     /// Compressed bytes read from the packs.
     pub bytes_read: u64,
     pub damaged: Vec<DamagedChunk>,
-    /// Packs whose own index (the trailer that lets the catalog be rebuilt) is unreadable.
+    /// Packs damaged as a whole: their own index (the trailer that lets the catalog be
+    /// rebuilt) unreadable, or, when the whole library is verified, their bytes not the ones
+    /// their trailer's blake3 was made of (packs of format 3).
     pub damaged_packs: Vec<String>,
+    /// The catalog's files, hashed again (all of them, whichever images were asked for: each
+    /// holds rows of many).
+    pub catalog: CatalogProof,
+    /// Why the store was not read back, when the catalog's damage kept it from being read.
+    pub store_unread: Option<String>,
+}
+
+impl VerifyReport {
+    pub fn intact(&self) -> bool {
+        self.damaged.is_empty() && self.damaged_packs.is_empty() && self.catalog.damaged.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,9 +63,20 @@ impl Library {
     /// Reads back every chunk of the library, or of image version `spec` only.
     pub async fn verify(&self, spec: Option<&str>) -> Result<VerifyReport> {
         let _reading = self.reading()?;
+        // First, since every answer below comes from the catalog; a damaged catalog may leave
+        // the store unreadable, which is then said rather than raised.
+        let catalog = self.catalog().prove().await?;
+        let mut report = VerifyReport { catalog, ..VerifyReport::default() };
+        match crate::unless_panicked("reading the catalog", self.verify_store(spec, &mut report)).await {
+            Err(e) if !report.catalog.damaged.is_empty() => report.store_unread = Some(e.to_string()),
+            done => done?,
+        }
+        Ok(report)
+    }
+
+    async fn verify_store(&self, spec: Option<&str>, report: &mut VerifyReport) -> Result<()> {
         let mut images = self.images().await?;
         images.sort_by_key(|i| i.image_id);
-        let mut report = VerifyReport::default();
         let mut damaged: BTreeMap<ChunkHash, (Option<ChunkLocation>, String)> = BTreeMap::new();
         let chunks = match spec {
             None => self.catalog().chunk_rows().await?.into_iter().collect::<HashMap<_, _>>(),
@@ -80,10 +106,21 @@ impl Library {
         for (hash, at) in &chunks {
             by_pack.entry(at.pack.clone()).or_default().push((*hash, at.clone()));
         }
+        if spec.is_none() {
+            // Packs no row points into are proved whole too (`check --rebuild-chunks` reads
+            // them), but retired ones, which wait to be deleted.
+            let retired: BTreeSet<String> = crate::prune::retired(self.root())?.into_iter().collect();
+            for id in self.pack_ids()?.into_iter().filter(|id| !retired.contains(id)) {
+                by_pack.entry(id).or_default();
+            }
+        }
         report.packs = by_pack.len();
         let root = self.root().to_path_buf();
+        // The whole of every pack when the whole library is verified (an image's verify reads
+        // only the frames it uses).
+        let whole = spec.is_none();
         let results: Vec<PackResult> = tokio::task::spawn_blocking(move || {
-            by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&root, &pack, &mut wanted)).collect()
+            by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&root, &pack, &mut wanted, whole)).collect()
         })
         .await
         .map_err(crate::task_failed("verifying"))?;
@@ -106,7 +143,7 @@ impl Library {
                 used_by: uses.remove(&hash).unwrap_or_default(),
             })
             .collect();
-        Ok(report)
+        Ok(())
     }
 
     /// Which of `images` use the given chunks, and for what.
@@ -156,11 +193,17 @@ impl Library {
 struct PackResult {
     bytes: u64,
     damaged: Vec<(ChunkHash, String)>,
-    index_damage: Option<String>,
+    index_damage: Vec<String>,
 }
 
-/// Reads every wanted chunk of one pack in file order, each frame once.
-fn verify_pack(root: &std::path::Path, pack: &str, wanted: &mut [(ChunkHash, ChunkLocation)]) -> PackResult {
+/// Reads every wanted chunk of one pack in file order, each frame once, and with `whole` the
+/// whole pack against its trailer's blake3.
+fn verify_pack(
+    root: &std::path::Path,
+    pack: &str,
+    wanted: &mut [(ChunkHash, ChunkLocation)],
+    whole: bool,
+) -> PackResult {
     let all = |reason: String| PackResult {
         damaged: wanted.iter().map(|(h, _)| (*h, reason.clone())).collect(),
         ..PackResult::default()
@@ -176,10 +219,17 @@ fn verify_pack(root: &std::path::Path, pack: &str, wanted: &mut [(ChunkHash, Chu
     let index: Option<HashMap<ChunkHash, ChunkLocation>> = match reader.index() {
         Ok(entries) => Some(entries.into_iter().collect()),
         Err(e) => {
-            result.index_damage = Some(e.to_string());
+            result.index_damage.push(e.to_string());
             None
         }
     };
+    if whole && index.is_some() {
+        match reader.prove_whole() {
+            Ok(None) => {}
+            Ok(Some(why)) => result.index_damage.push(why),
+            Err(e) => result.index_damage.push(format!("pack {pack} cannot be read whole: {e}")),
+        }
+    }
     let length = reader.file_len().unwrap_or(0);
     wanted.sort_by_key(|(_, at)| (at.offset, at.frame_offset));
     let bad = &mut result.damaged;

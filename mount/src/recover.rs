@@ -35,18 +35,20 @@ async fn commit_area(library: &Library, area: &Path) -> Result<Recovered> {
     let changes = journal::read(area).map_err(unsaved)?;
     let session = area.file_name().map(|s| s.to_string_lossy().into_owned());
     let base = changes.base.clone();
-    // The mount may have committed this journal and ended before it started the next.
+    // The mount may have committed this journal and ended before it started the next. Its
+    // provenance row says so only if the version's `images` row, the commit point, followed:
+    // a mount killed between the two left a row of a version never made.
     let provenance = library.catalog().provenance().await?;
-    let committed = provenance.iter().find(|p| {
+    let images = library.images().await?;
+    let committed = provenance.iter().find_map(|p| {
         let arguments: serde_json::Value = serde_json::from_str(&p.arguments).unwrap_or_default();
-        p.operation == "mount"
+        let ours = p.operation == "mount"
             && arguments["session"].as_str() == session.as_deref()
-            && arguments["generation"].as_u64() == Some(base.generation)
+            && arguments["generation"].as_u64() == Some(base.generation);
+        images.iter().find(|i| ours && i.image_id == p.image_id)
     });
-    if let Some(row) = committed {
-        let images = library.images().await?;
-        let image = images.iter().find(|i| i.image_id == row.image_id);
-        return Ok(Recovered::Already(image.map_or(row.image_id.to_string(), |i| format!("{}@{}", i.name, i.version))));
+    if let Some(image) = committed {
+        return Ok(Recovered::Already(format!("{}@{}", image.name, image.version)));
     }
     if changes.is_empty() {
         return Ok(Recovered::Nothing);

@@ -40,13 +40,13 @@ fn a_library_is_a_versioned_directory() {
     lib.checkin(&img, "a");
     let marker = lib.path().join("imagelake.json");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
-    assert_eq!(meta["format_version"], 2);
+    assert_eq!(meta["format_version"], 3);
     // A library of another format version is refused, not misread.
     std::fs::write(&marker, r#"{"format": "imagelake-library", "format_version": 99}"#).unwrap();
     let out = lib.command().args(["sql", "-c", "SELECT 1"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("format version 99") && err.contains("reads version 2"), "{err}");
+    assert!(err.contains("format version 99") && err.contains("reads version 3"), "{err}");
     // A directory that holds something else is not taken over.
     let other = dir.path().join("tree");
     let out = Command::new(imagelake_tests::imagelake_bin())
@@ -320,4 +320,48 @@ fn delta_deployment_across_disk_sizes_and_onto_devices() {
     assert_eq!(after.len() as u64, big);
     assert!(after[..small as usize] == std::fs::read(p("small.img")).unwrap()[..], "the disk at the device's start");
     assert!(after[small as usize..] == before[small as usize..], "the rest of the device as it was");
+}
+
+/// Where the deployed version has zeros and the disk file held data, the blocks are made
+/// holes rather than written with zeros: nothing is written for them and they take no room;
+/// a block device gets zeros written, since a discard need not read back as zeros.
+#[test]
+fn delta_deployment_makes_holes_where_the_version_has_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    // Two bare disks (stored raw): b is a with its second MiB zeroed and one byte changed in
+    // its fourth (a 100-byte zero run there stays inside one block, so it is written).
+    let a = unique_bytes("holes", 4 << 20);
+    let mut b = a.clone();
+    b[1 << 20..2 << 20].fill(0);
+    b[(3 << 20) + 10..(3 << 20) + 110].fill(0);
+    std::fs::write(p("a.img"), &a).unwrap();
+    std::fs::write(p("b.img"), &b).unwrap();
+    let lib = Library::new();
+    for (image, name) in [("a.img", "a"), ("b.img", "b")] {
+        run(lib.command().args(["checkin", "--raw-on-error", "--name", name]).arg(p(image)));
+    }
+    lib.checkout("a", &p("out"));
+    let allocated =
+        |path: &std::path::Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(path).unwrap()) * 512;
+    let before = allocated(&p("out"));
+    let done = run(lib.command().args(["checkout", "b", "--update", "--force", "--json"]).arg(p("out")));
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_same_bytes(&p("b.img"), &p("out"));
+    assert_eq!(done["bytes_punched"].as_u64(), Some(1 << 20), "{done}");
+    assert_eq!(done["bytes_written"].as_u64(), Some(4096), "the block with the short zero run: {done}");
+    assert!(allocated(&p("out")) <= before - (1 << 20), "a MiB freed: {} then {}", before, allocated(&p("out")));
+
+    // Onto a device, the same blocks are written with zeros.
+    std::fs::write(p("device"), &a).unwrap();
+    let device = LoopDevice::over(&p("device"), 0, None);
+    let onto = run(lib.command().args(["checkout", "b", "--update", "--force", "--json"]).arg(&device.path));
+    drop(device);
+    let onto: serde_json::Value = serde_json::from_str(&onto).unwrap();
+    assert_same_bytes(&p("b.img"), &p("device"));
+    assert_eq!(
+        (onto["bytes_punched"].as_u64(), onto["bytes_written"].as_u64()),
+        (Some(0), Some((1 << 20) + 4096)),
+        "{onto}"
+    );
 }

@@ -556,13 +556,16 @@ fn a_writable_mount_killed_while_it_commits_leaves_the_old_version_or_the_new_on
     std::fs::create_dir_all(&fuse).unwrap();
     let content = unique_bytes("committed while killed", 20 << 20);
     // The mount is killed as the commit reaches each of its phases in turn (IMAGELAKE_TRACE
-    // names them on standard error as they end), the last after the commit itself.
+    // names them on standard error as they end, and waits after each), the last after the
+    // commit itself; killed between its provenance row and its images row, the version was
+    // never made, and `commit` then makes it.
     let phases = [
         "edit: metadata in a scratch file, found clean",
         "edit: changes made by debugfs",
         "edit: result checked (e2fsck, undo keys)",
         "checkin: disk read, new chunks stored",
         "checkin: rows appended",
+        "commit: provenance appended",
         "checkin: committed",
     ];
     for (round, phase) in phases.into_iter().enumerate() {
@@ -571,7 +574,7 @@ fn a_writable_mount_killed_while_it_commits_leaves_the_old_version_or_the_new_on
             .args(["mount", "t"])
             .arg(&fuse)
             .args(["--writable", "--foreground"])
-            .env("IMAGELAKE_TRACE", "1")
+            .env("IMAGELAKE_TRACE", "pause")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -3,12 +3,13 @@
 
 use imagelake_tests::{Library, frame_of, mkfs_ext, unique_bytes};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::process::Output;
 
 fn verify(lib: &Library, image: Option<&str>) -> (Output, serde_json::Value) {
     let out = lib.command().arg("verify").args(image).arg("--json").output().expect("imagelake verify");
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("verify output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let report =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("verify output is not JSON ({e}): {out:?}"));
     (out, report)
 }
 
@@ -190,4 +191,169 @@ fn a_lost_chunks_table_is_rebuilt_from_the_packs() {
     // Nothing is missing any more: a second rebuild adds nothing.
     let (out, report) = check(&lib, &["--rebuild-chunks"]);
     assert!(out.status.success() && report["rebuilt"]["rows_added"] == 0, "{report}");
+}
+
+/// Every file of a library, relative to it, in the groups a flipped byte is tried in: packs,
+/// catalog data, index segments, manifests, and the rest of the catalog (commits, deletion
+/// files, version hints, the checksums themselves).
+fn library_files(root: &Path) -> [Vec<String>; 5] {
+    let mut groups: [Vec<String>; 5] = Default::default();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                if relative != "tmp" {
+                    folders.push(path);
+                }
+                continue;
+            }
+            if entry.metadata().unwrap().len() == 0 {
+                continue; // the lock files: no byte to flip
+            }
+            let group = if relative.starts_with("packs/") {
+                0
+            } else if !relative.starts_with("catalog/") {
+                continue; // the marker and the id counter, checked when the library opens
+            } else if relative.contains("/data/") {
+                1
+            } else if relative.contains("/_indices/") {
+                2
+            } else if relative.ends_with(".manifest") {
+                3
+            } else {
+                4
+            };
+            groups[group].push(relative);
+        }
+    }
+    for group in &mut groups {
+        group.sort();
+    }
+    groups
+}
+
+/// Whether a verify report names `file` (relative to the library) as damaged.
+fn names(report: &serde_json::Value, file: &str) -> bool {
+    let list = |key: &serde_json::Value| key.as_array().cloned().unwrap_or_default();
+    match file.strip_prefix("catalog/") {
+        Some(catalog_file) => list(&report["catalog"]["damaged"]).iter().any(|d| d["file"] == catalog_file),
+        None => {
+            let pack = Path::new(file).file_stem().unwrap().to_str().unwrap();
+            list(&report["damaged_packs"]).iter().any(|p| p.as_str().unwrap_or_default().contains(pack))
+                || list(&report["damaged"]).iter().any(|d| d["pack"] == pack)
+        }
+    }
+}
+
+/// A byte flipped at random in any file of the store or the catalog (packs, Lance data files,
+/// index segments, manifests, commits, deletion files, version hints, the checksums) is
+/// found by `verify`, with exit status 1 and the file named: 100 trials, 20 in each group.
+#[test]
+fn verify_finds_a_byte_flipped_in_any_file_of_the_packs_or_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    // Several checkins (indexes with segments), an edit, a repack (level-19 packs), and a
+    // version deleted and collected (deletion files).
+    for n in 0..5 {
+        std::fs::write(tree.join("etc/motd"), format!("host {n}\n")).unwrap();
+        std::fs::write(tree.join("etc/config"), unique_bytes(&format!("config {}", n % 2), 200_000)).unwrap();
+        let image = dir.path().join(format!("{n}.img"));
+        mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+        lib.checkin(&image, &format!("host{}", n % 3));
+    }
+    let motd = dir.path().join("motd");
+    std::fs::write(&motd, "edited\n").unwrap();
+    imagelake_tests::run(lib.command().args(["replace", "host1", "/etc/motd"]).arg(&motd));
+    imagelake_tests::run(lib.command().arg("repack"));
+    imagelake_tests::run(lib.command().args(["delete", "host0@1"]));
+    imagelake_tests::run(lib.command().arg("gc"));
+    std::fs::write(tree.join("etc/motd"), "after the repack\n").unwrap();
+    let image = dir.path().join("last.img");
+    mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+    lib.checkin(&image, "host2");
+    assert_intact(&lib, None);
+
+    let root = lib.path();
+    let groups = library_files(&root);
+    for (n, group) in groups.iter().enumerate() {
+        assert!(!group.is_empty(), "group {n} has no file: {groups:?}");
+    }
+    assert!(groups[4].iter().any(|f| f.contains("/_deletions/")), "{groups:?}");
+    assert!(groups[4].iter().any(|f| f == "catalog/checksums"), "{groups:?}");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |bound: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % bound as u64) as usize
+    };
+    for trial in 0..100 {
+        let group = &groups[trial % groups.len()];
+        let file = &group[next(group.len())];
+        let path = root.join(file);
+        let original = std::fs::read(&path).unwrap();
+        let at = next(original.len());
+        let mut flipped = original.clone();
+        flipped[at] ^= 1 << next(8);
+        std::fs::write(&path, &flipped).unwrap();
+        let (out, report) = verify(&lib, None);
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(out.status.code(), Some(1), "trial {trial}: byte {at} of {file}: {report}");
+        assert!(names(&report, file), "trial {trial}: byte {at} of {file} is not named: {report}");
+    }
+    assert_intact(&lib, None);
+}
+
+/// A library of format 2 (before the catalog's checksums) is upgraded once, when it is
+/// opened: its files are recorded as they are and verify proves them from then on. A format
+/// this build does not know is refused, naming it.
+#[test]
+fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/config"), unique_bytes("upgrade", 100_000)).unwrap();
+    let image = dir.path().join("a.img");
+    mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+    lib.checkin(&image, "a");
+    let root = lib.path();
+    let marker = root.join("imagelake.json");
+    let written = std::fs::read_to_string(&marker).unwrap();
+    assert!(written.contains("\"format_version\": 3"), "{written}");
+
+    // Format 2 had no checksums: without them, verify would have nothing to prove.
+    std::fs::remove_file(root.join("catalog/checksums")).unwrap();
+    std::fs::write(&marker, written.replace("\"format_version\": 3", "\"format_version\": 2")).unwrap();
+    let (out, report) = verify(&lib, None);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), written, "the marker says format 3 again");
+    let recorded = std::fs::read_to_string(root.join("catalog/checksums")).unwrap();
+    assert!(recorded.lines().count() >= 7 * 2, "a manifest and a commit per table at least: {recorded}");
+    assert_eq!(report["catalog"]["files"].as_u64(), Some(recorded.lines().count() as u64), "{report}");
+
+    // A live file whose line is lost is not taken on trust.
+    let kept: String =
+        recorded.lines().filter(|l| !l.contains("files.lance/data/")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(root.join("catalog/checksums"), &kept).unwrap();
+    let (out, report) = verify(&lib, None);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let damaged = report["catalog"]["damaged"].as_array().unwrap();
+    assert!(
+        !damaged.is_empty()
+            && damaged.iter().all(|d| d["file"].as_str().unwrap().starts_with("files.lance/data/")
+                && d["table"] == "files"
+                && d["reason"].as_str().unwrap().contains("no checksum is recorded")),
+        "{report}"
+    );
+    std::fs::write(root.join("catalog/checksums"), &recorded).unwrap();
+
+    std::fs::write(&marker, written.replace("\"format_version\": 3", "\"format_version\": 9")).unwrap();
+    let refused = lib.command().arg("verify").output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("format version 9"), "{stderr}");
 }

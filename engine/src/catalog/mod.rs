@@ -5,10 +5,13 @@
 //! committed images (the SQL layer filters on `images`), and the rows of a crashed checkin are
 //! orphans that recovery may delete.
 
+mod checksums;
 mod columns;
+mod integrity;
 mod queries;
 mod schema;
 
+pub use integrity::{CatalogProof, DamagedCatalogFile};
 pub use schema::*;
 
 use crate::{Error, Result};
@@ -143,7 +146,7 @@ impl Catalog {
         let empty = RecordBatchIterator::new(Vec::<std::result::Result<RecordBatch, _>>::new(), T::schema());
         let params = WriteParams { mode: WriteMode::Create, ..Default::default() };
         match Dataset::write(empty, uri.as_str(), Some(params)).await {
-            Ok(_) => Ok(()),
+            Ok(dataset) => self.record(T::NAME, &dataset).await,
             // Another process created it first.
             Err(_) if Path::new(&uri).join("_versions").exists() => Ok(()),
             Err(e) => Err(Error::Catalog(format!("creating table {}: {e}", T::NAME))),
@@ -163,7 +166,9 @@ impl Catalog {
         let reader = RecordBatchIterator::new(batches, T::schema());
         let mut dataset = self.dataset(T::NAME).await?;
         let params = WriteParams { mode: WriteMode::Append, ..Default::default() };
-        dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))
+        let appended = dataset.append(reader, Some(params)).await;
+        appended.map_err(|e| Error::Catalog(format!("appending to {}: {e}", T::NAME)))?;
+        self.record(T::NAME, &dataset).await
     }
 
     /// Appends record batches of a table's schema (one Lance commit), for writers that build
@@ -173,7 +178,9 @@ impl Catalog {
         let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
         let mut dataset = self.dataset(table).await?;
         let params = WriteParams { mode: WriteMode::Append, ..Default::default() };
-        dataset.append(reader, Some(params)).await.map_err(|e| Error::Catalog(format!("appending to {table}: {e}")))
+        let appended = dataset.append(reader, Some(params)).await;
+        appended.map_err(|e| Error::Catalog(format!("appending to {table}: {e}")))?;
+        self.record(table, &dataset).await
     }
 
     /// Compacts tables with at least `small_fragments` fragments of fewer than `COMPACT_ROWS`
@@ -196,6 +203,7 @@ impl Catalog {
             if small >= small_fragments.max(2) {
                 let options = CompactionOptions { target_rows_per_fragment: COMPACT_ROWS, ..Default::default() };
                 compact_files(&mut dataset, options, None).await.map_err(err)?;
+                self.record(table, &dataset).await?;
             }
             if !INDEXES.iter().any(|(t, _)| *t == table) || dataset.count_rows(None).await.map_err(err)? == 0 {
                 continue;
@@ -209,6 +217,7 @@ impl Catalog {
                 if parts.is_empty() {
                     let params = ScalarIndexParams::default();
                     dataset.create_index(&[column], IndexType::BTree, Some(name), &params, true).await.map_err(err)?;
+                    self.record(table, &dataset).await?;
                     continue;
                 }
                 let covered =
@@ -223,14 +232,18 @@ impl Catalog {
                 dataset.optimize_indices(&OptimizeOptions::merge(segments)).await.map_err(err)?;
             } else if lagging >= lagging_fragments {
                 dataset.optimize_indices(&OptimizeOptions::append()).await.map_err(err)?;
+            } else {
+                continue;
             }
+            self.record(table, &dataset).await?;
         }
         Ok(())
     }
 
     /// Deletes the files of every table version but the newest (data, indexes, manifests
-    /// that later versions replaced): Lance keeps them for readers of older versions, so the
-    /// caller must know that no reader is in flight. Returns the bytes freed.
+    /// that later versions replaced), and their checksums: Lance keeps them for readers of
+    /// older versions, so the caller must know that no reader is in flight. Returns the bytes
+    /// freed.
     pub async fn cleanup(&self) -> Result<u64> {
         let mut freed = 0;
         for table in TABLES {
@@ -241,6 +254,10 @@ impl Catalog {
                 .map_err(|e| Error::Catalog(format!("removing superseded files of {table}: {e}")))?;
             freed += stats.bytes_removed;
         }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || checksums::prune(&dir))
+            .await
+            .map_err(crate::task_failed("pruning the catalog's checksums"))??;
         Ok(freed)
     }
 

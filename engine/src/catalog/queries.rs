@@ -247,7 +247,7 @@ impl Catalog {
         let deleted = dataset.delete(&format!("image_id IN ({list})")).await;
         deleted
             .map_err(|e| crate::Error::Catalog(format!("deleting the rows of versions {list} from {table}: {e}")))?;
-        Ok(())
+        self.record(table, &dataset).await
     }
 
     /// Deletes the `chunks` rows of the given packs.
@@ -255,14 +255,14 @@ impl Catalog {
         let mut chunks = self.dataset(ChunkRow::NAME).await?;
         let deleted = chunks.delete(&format!("pack IN ({})", quoted_list(packs))).await;
         deleted.map_err(|e| crate::Error::Catalog(format!("deleting the rows of retired packs: {e}")))?;
-        Ok(())
+        self.record(ChunkRow::NAME, &chunks).await
     }
 
     /// Sets a version's `images.state` (delete, undelete, gc's purge).
     pub async fn set_state(&self, image_id: i64, state: super::ImageState, label: &str) -> Result<()> {
         let dataset = std::sync::Arc::new(self.dataset(ImageRow::NAME).await?);
         let err = |e: lance::Error| crate::Error::Catalog(format!("marking {label} {state}: {e}"));
-        lance::dataset::UpdateBuilder::new(dataset)
+        let updated = lance::dataset::UpdateBuilder::new(dataset)
             .update_where(&format!("image_id = {image_id}"))
             .map_err(err)?
             .set("state", &quote(state.as_str()))
@@ -272,7 +272,7 @@ impl Catalog {
             .execute()
             .await
             .map_err(err)?;
-        Ok(())
+        self.record(ImageRow::NAME, &updated.new_dataset).await
     }
 }
 

@@ -10,10 +10,22 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"IMGLPACK";
 const END_MAGIC: &[u8; 8] = b"IMGLPEND";
-const FORMAT_VERSION: u32 = 2;
+/// The pack format written; version 2 (no blake3 of the pack in its trailer) is still read.
+const FORMAT_VERSION: u32 = 3;
 const HEADER_LEN: u64 = 16;
 const INDEX_ENTRY_LEN: usize = 52;
-const TRAILER_LEN: usize = 24;
+/// The trailer: entries, index offset, (from version 3) the blake3 of every byte before it,
+/// end magic.
+const TRAILER_LEN: [usize; 2] = [24, 56];
+
+/// The trailer's length in a pack of `version`, if this build reads that version.
+fn trailer_len(version: u32) -> Option<usize> {
+    match version {
+        2 => Some(TRAILER_LEN[0]),
+        3 => Some(TRAILER_LEN[1]),
+        _ => None,
+    }
+}
 /// A pack is closed once it holds this many bytes; the next frame opens a new one.
 const PACK_TARGET: u64 = 128 * 1024 * 1024;
 /// No reader decompresses a frame larger than this: the bound on what a damaged or hostile
@@ -55,6 +67,15 @@ pub struct ChunkLocation {
     pub frame_size: u32,
     pub frame_offset: u32,
     pub size: u32,
+}
+
+/// Where a pack's trailer says its index is, and the blake3 it holds (version 3).
+struct Trailer {
+    index_offset: u64,
+    index_len: u64,
+    /// The bytes the blake3 covers: all before it.
+    hashed_len: u64,
+    blake3: Option<[u8; 32]>,
 }
 
 /// A chunk written by a [`PackWriter`]: one row of the catalog's `chunks` table.
@@ -135,9 +156,18 @@ struct OpenPack {
     id: String,
     tmp: PathBuf,
     file: io::BufWriter<File>,
+    /// Of every byte written so far, for the trailer.
+    hasher: blake3::Hasher,
     offset: u64,
     index: Vec<u8>,
     entries: u64,
+}
+
+impl OpenPack {
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.file.write_all(bytes)
+    }
 }
 
 impl PackWriter {
@@ -173,7 +203,7 @@ impl PackWriter {
         }
         let Some(pack) = self.open.as_mut() else { return Err(io::Error::other("no open pack")) };
         let frame_size = u32::try_from(frame.bytes.len()).map_err(|_| io::Error::other("frame too large"))?;
-        pack.file.write_all(&frame.bytes)?;
+        pack.put(&frame.bytes)?;
         for (hash, frame_offset, size) in frame.chunks {
             pack.index.extend_from_slice(&hash);
             pack.index.extend_from_slice(&pack.offset.to_le_bytes());
@@ -210,19 +240,24 @@ impl PackWriter {
         let file = File::create_new(&tmp)?;
         // Held while the pack is written: a tmp/ file nobody holds is a crash's leftover.
         file.try_lock().map_err(io::Error::other)?;
-        let mut file = io::BufWriter::with_capacity(1 << 20, file);
-        file.write_all(MAGIC)?;
-        file.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        file.write_all(&(self.compression.level as u32).to_le_bytes())?;
-        Ok(OpenPack { id, tmp, file, offset: HEADER_LEN, index: Vec::new(), entries: 0 })
+        let file = io::BufWriter::with_capacity(1 << 20, file);
+        let hasher = blake3::Hasher::new();
+        let mut pack = OpenPack { id, tmp, file, hasher, offset: HEADER_LEN, index: Vec::new(), entries: 0 };
+        pack.put(MAGIC)?;
+        pack.put(&FORMAT_VERSION.to_le_bytes())?;
+        pack.put(&(self.compression.level as u32).to_le_bytes())?;
+        Ok(pack)
     }
 
     /// Writes the index and trailer, makes the pack durable, then renames it into place.
     fn publish(&mut self) -> io::Result<()> {
         let Some(mut pack) = self.open.take() else { return Ok(()) };
-        pack.file.write_all(&pack.index)?;
-        pack.file.write_all(&pack.entries.to_le_bytes())?;
-        pack.file.write_all(&pack.offset.to_le_bytes())?;
+        let index = std::mem::take(&mut pack.index);
+        pack.put(&index)?;
+        pack.put(&pack.entries.to_le_bytes())?;
+        pack.put(&pack.offset.to_le_bytes())?;
+        let whole = *pack.hasher.finalize().as_bytes();
+        pack.file.write_all(&whole)?;
         pack.file.write_all(END_MAGIC)?;
         let file = pack.file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -314,34 +349,52 @@ impl PackReader {
         Ok(self.file.metadata()?.len())
     }
 
-    /// The zstd level the pack's frames were written at (from its header).
-    pub fn level(&self) -> io::Result<i32> {
+    /// The pack's header: its format version, and the zstd level its frames were written at.
+    fn header(&self) -> io::Result<(u32, i32)> {
         let mut header = [0u8; HEADER_LEN as usize];
         self.file.read_exact_at(&mut header, 0)?;
-        if &header[..8] != MAGIC || header[8..12] != FORMAT_VERSION.to_le_bytes() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: not a version 2 pack", self.id)));
+        let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        if &header[..8] != MAGIC || trailer_len(version).is_none() {
+            let message = format!("pack {}: its header is not a version 2 or 3 pack's", self.id);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
         }
-        Ok(u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as i32)
+        Ok((version, u32::from_le_bytes([header[12], header[13], header[14], header[15]]) as i32))
     }
 
-    /// The pack's own index: every chunk it holds. Lets the catalog be rebuilt from packs.
-    pub fn index(&self) -> io::Result<Vec<(ChunkHash, ChunkLocation)>> {
+    /// The zstd level the pack's frames were written at (from its header).
+    pub fn level(&self) -> io::Result<i32> {
+        Ok(self.header()?.1)
+    }
+
+    /// The pack's trailer: where its index is, how many entries it has, and (version 3) the
+    /// blake3 of every byte before the hash.
+    fn trailer(&self) -> io::Result<Trailer> {
         let len = self.file.metadata()?.len();
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: {what}", self.id));
-        if len < HEADER_LEN + TRAILER_LEN as u64 {
+        let (version, _) = self.header()?;
+        let trailer_len = trailer_len(version).unwrap_or(TRAILER_LEN[0]);
+        if len < HEADER_LEN + trailer_len as u64 {
             return Err(bad("shorter than its header and trailer"));
         }
-        let mut trailer = [0u8; TRAILER_LEN];
-        self.file.read_exact_at(&mut trailer, len - TRAILER_LEN as u64)?;
+        let mut trailer = vec![0u8; trailer_len];
+        let at = len - trailer_len as u64;
+        self.file.read_exact_at(&mut trailer, at)?;
         let word = |i: usize| u64::from_le_bytes(trailer[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        if &trailer[16..] != END_MAGIC {
+        if trailer.get(trailer_len - 8..) != Some(END_MAGIC.as_slice()) {
             return Err(bad("trailer magic missing (truncated?)"));
         }
         let (entries, index_offset) = (word(0), word(1));
         let index_len = entries
             .checked_mul(INDEX_ENTRY_LEN as u64)
-            .filter(|n| index_offset.checked_add(n + TRAILER_LEN as u64) == Some(len));
+            .filter(|n| index_offset.checked_add(n + trailer_len as u64) == Some(len));
         let Some(index_len) = index_len else { return Err(bad("index does not fit the file")) };
+        let blake3 = trailer.get(16..48).and_then(|h| <[u8; 32]>::try_from(h).ok());
+        Ok(Trailer { index_offset, index_len, hashed_len: at + 16, blake3 })
+    }
+
+    /// The pack's own index: every chunk it holds. Lets the catalog be rebuilt from packs.
+    pub fn index(&self) -> io::Result<Vec<(ChunkHash, ChunkLocation)>> {
+        let Trailer { index_offset, index_len, .. } = self.trailer()?;
         let mut index = vec![0u8; index_len as usize];
         self.file.read_exact_at(&mut index, index_offset)?;
         Ok(index
@@ -361,6 +414,24 @@ impl PackReader {
                 (hash, location)
             })
             .collect())
+    }
+
+    /// Hashes the whole pack against the blake3 its trailer holds: every byte is proved,
+    /// those of chunks no catalog row uses and of the header included. `Ok(None)` for a
+    /// version 2 pack, which has no such hash; `Ok(Some(why))` for one whose bytes differ.
+    pub fn prove_whole(&self) -> io::Result<Option<String>> {
+        let Trailer { hashed_len, blake3: Some(want), .. } = self.trailer()? else { return Ok(None) };
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < hashed_len {
+            let n = buffer.len().min((hashed_len - at) as usize);
+            self.file.read_exact_at(&mut buffer[..n], at)?;
+            hasher.update(&buffer[..n]);
+            at += n as u64;
+        }
+        Ok((hasher.finalize().as_bytes() != &want)
+            .then(|| format!("pack {}: its bytes do not match the blake3 in its trailer", self.id)))
     }
 
     /// The chunk at `at`, cut from its decompressed frame and checked against its hash.

@@ -1,0 +1,335 @@
+//! The catalog proves its files: which files a table version is made of, recording their
+//! checksums after each commit (`checksums.rs` keeps them), and hashing them again for
+//! `verify`.
+//!
+//! A file is recorded once a commit that uses it has returned, so every file a committed
+//! version uses is complete when hashed, and files being written by another process (not yet
+//! committed) are never recorded half-written. The short gap between a commit and its record
+//! is why [`Catalog::prove`] waits a little for the sums of a live file before calling it
+//! unrecorded.
+
+use super::checksums::{self, Sum};
+use super::{Catalog, TABLES};
+use crate::{Error, Result};
+use lance::Dataset;
+use lance::index::DatasetIndexExt;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long `prove` waits for a writer that has committed to record its files.
+const RECORD_GRACE: Duration = Duration::from_secs(10);
+
+/// What hashing the catalog's files again found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CatalogProof {
+    /// Catalog files hashed, and their bytes.
+    pub files: usize,
+    pub bytes: u64,
+    pub damaged: Vec<DamagedCatalogFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct DamagedCatalogFile {
+    /// The file, under the library's `catalog/` folder.
+    pub file: String,
+    /// The table it belongs to (none for the checksums themselves).
+    pub table: Option<String>,
+    /// What the file holds for its table.
+    pub held: String,
+    pub reason: String,
+}
+
+/// The files a table version uses, under the catalog folder, each with what it holds.
+async fn version_files(dir: &Path, table: &str, dataset: &Dataset) -> Result<BTreeMap<String, String>> {
+    let version = dataset.version().version;
+    let base = format!("{table}.lance");
+    let mut files = BTreeMap::new();
+    let manifest = dataset.manifest_location().path.filename().unwrap_or_default().to_string();
+    files.insert(format!("{base}/_versions/{manifest}"), format!("the manifest of table version {version}"));
+    if let Some(transaction) = &dataset.manifest().transaction_file {
+        files.insert(format!("{base}/_transactions/{transaction}"), format!("the commit of table version {version}"));
+    }
+    for fragment in dataset.manifest().fragments.iter() {
+        let id = fragment.id;
+        let rows = fragment.physical_rows.map(|n| format!(", {n} rows")).unwrap_or_default();
+        let data = fragment.files.iter().chain(fragment.overlays.iter().map(|o| &o.data_file));
+        for file in data {
+            files.insert(format!("{base}/data/{}", file.path), format!("rows of fragment {id}{rows}"));
+        }
+        if let Some(deleted) = &fragment.deletion_file {
+            let name = format!("{id}-{}-{}.{}", deleted.read_version, deleted.id, deleted.file_type.suffix());
+            files.insert(format!("{base}/_deletions/{name}"), format!("the deleted rows of fragment {id}"));
+        }
+    }
+    let err = |e: lance::Error| Error::Catalog(format!("reading the indexes of {table}: {e}"));
+    for index in dataset.load_indices().await.map_err(err)?.iter() {
+        let folder = format!("{base}/_indices/{}", index.uuid);
+        let held = format!("a segment of index {}", index.name);
+        match &index.files {
+            Some(list) => {
+                for file in list {
+                    files.insert(format!("{folder}/{}", file.path), held.clone());
+                }
+            }
+            // Lance lists an index's files from some version on; before it, the folder is.
+            None => {
+                for entry in std::fs::read_dir(dir.join(&folder)).into_iter().flatten().flatten() {
+                    files.insert(format!("{folder}/{}", entry.file_name().to_string_lossy()), held.clone());
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+impl Catalog {
+    /// Records the checksums of the files of `dataset`'s version not recorded yet. Called
+    /// after every commit, with the dataset the commit returned.
+    pub(super) async fn record(&self, table: &str, dataset: &Dataset) -> Result<()> {
+        let files = version_files(&self.dir, table, dataset).await?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let recorded = checksums::load(&dir)?;
+            let new: Vec<String> = files.into_keys().filter(|f| !recorded.sums.contains_key(f)).collect();
+            checksums::record(&dir, &new)
+        })
+        .await
+        .map_err(crate::task_failed("recording catalog checksums"))?
+    }
+
+    /// Records the files of every table's newest version (a library from before checksums,
+    /// upgraded: what it holds now is taken as true).
+    pub(crate) async fn record_all(&self) -> Result<()> {
+        for table in TABLES {
+            let dataset = self.dataset(table).await?;
+            self.record(table, &dataset).await?;
+        }
+        Ok(())
+    }
+
+    /// Hashes every catalog file that has a recorded checksum (the newest version of every
+    /// table and whatever superseded files are not deleted yet) and checks that every file a
+    /// newest version uses has one and is there. The caller holds the readers lock, so that
+    /// nothing is deleted meanwhile.
+    pub async fn prove(&self) -> Result<CatalogProof> {
+        // The newest version of every table, and the files it uses.
+        let mut live: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut unopened = Vec::new();
+        let mut versions = BTreeMap::new();
+        for table in TABLES {
+            // Lance may panic on a damaged manifest rather than refuse it.
+            let opened = crate::unless_panicked("opening the table", async {
+                let dataset = Dataset::open(&self.table_uri(table)).await.map_err(|e| Error::Catalog(e.to_string()))?;
+                let files = version_files(&self.dir, table, &dataset).await?;
+                Ok((dataset.version().version, files))
+            })
+            .await;
+            match opened {
+                Ok((version, files)) => {
+                    versions.insert(table, version);
+                    live.extend(files.into_iter().map(|(f, held)| (f, (table.to_string(), held))));
+                }
+                Err(e) => {
+                    versions.insert(table, 0);
+                    unopened.push((table, e.to_string()));
+                }
+            }
+        }
+
+        let dir = self.dir.clone();
+        let (tables_live, opened) = (live.clone(), versions.iter().filter(|(_, v)| **v > 0).map(|(t, _)| *t).collect());
+        let hashed = tokio::task::spawn_blocking(move || hash_recorded(&dir, &tables_live, &opened))
+            .await
+            .map_err(crate::task_failed("hashing the catalog's files"))??;
+        let mut proof = CatalogProof { files: hashed.files, bytes: hashed.bytes, ..CatalogProof::default() };
+        let mut damaged = hashed.damaged;
+
+        // A file a newest version uses must be there and recorded, and each version hint must
+        // name that version or a later one. A writer that has just committed records its files
+        // and rewrites its hint a moment later, so what is wrong is looked at again for a
+        // while before it is reported.
+        let mut waiting: Vec<String> = hashed.unrecorded_live;
+        let hints = |versions: &BTreeMap<&str, u64>| -> Vec<DamagedCatalogFile> {
+            versions.iter().filter_map(|(table, version)| hint_problem(&self.dir, table, *version)).collect()
+        };
+        let mut wrong_hints = hints(&versions);
+        let deadline = std::time::Instant::now() + RECORD_GRACE;
+        while !(waiting.is_empty() && wrong_hints.is_empty()) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let recorded = checksums::load(&self.dir)?;
+            waiting.retain(|f| !recorded.sums.contains_key(f) || !self.dir.join(f).exists());
+            wrong_hints = hints(&versions);
+        }
+        damaged.extend(wrong_hints);
+        let lines_damaged = damaged.iter().any(|d| d.file == checksums::LOG);
+        for file in waiting {
+            let (table, held) = live.get(&file).cloned().unwrap_or_default();
+            let reason = if !self.dir.join(&file).exists() {
+                "is missing"
+            } else if lines_damaged {
+                "no checksum is recorded for it (its line in checksums may be the damaged one)"
+            } else {
+                "no checksum is recorded for it (its writer died between its commit and recording it)"
+            };
+            damaged.push(DamagedCatalogFile { file, table: Some(table), held, reason: reason.into() });
+        }
+        // A table that would not open is named by its damaged file when one was found.
+        for (table, why) in unopened {
+            if !damaged.iter().any(|d| d.table.as_deref() == Some(table)) {
+                damaged.push(DamagedCatalogFile {
+                    file: format!("{table}.lance"),
+                    table: Some(table.to_string()),
+                    held: "the table".into(),
+                    reason: format!("cannot be opened: {why}"),
+                });
+            }
+        }
+        damaged.sort();
+        proof.damaged = damaged;
+        Ok(proof)
+    }
+}
+
+struct Hashed {
+    files: usize,
+    bytes: u64,
+    damaged: Vec<DamagedCatalogFile>,
+    /// Files the newest versions use that no line records.
+    unrecorded_live: Vec<String>,
+}
+
+/// Hashes every recorded file under the catalog folder `dir`, many at once.
+fn hash_recorded(dir: &Path, live: &BTreeMap<String, (String, String)>, opened: &HashSet<&str>) -> Result<Hashed> {
+    let recorded = checksums::load(dir)?;
+    let mut damaged: Vec<DamagedCatalogFile> = recorded
+        .damaged_lines
+        .iter()
+        .map(|(n, why)| DamagedCatalogFile {
+            file: checksums::LOG.into(),
+            table: None,
+            held: "the checksums of the catalog's files".into(),
+            reason: format!("line {n} is damaged: {why}"),
+        })
+        .collect();
+    let present: Vec<String> = walk(dir)?;
+    let present_set: HashSet<&String> = present.iter().collect();
+    let checked: Vec<(&String, Sum, std::io::Result<Sum>)> = present
+        .par_iter()
+        .filter_map(|file| recorded.sums.get(file).map(|sum| (file, *sum, Sum::of(&dir.join(file)))))
+        .collect();
+    let (mut files, mut bytes) = (0, 0);
+    for (file, want, found) in checked {
+        let reason = match found {
+            Ok(found) if found == want => {
+                files += 1;
+                bytes += found.size;
+                continue;
+            }
+            Ok(found) if found.size != want.size => {
+                format!("holds {} bytes, {} when it was written", found.size, want.size)
+            }
+            Ok(found) => {
+                format!("its blake3 is {}, {} when it was written", &hex_of(&found)[..16], &hex_of(&want)[..16])
+            }
+            Err(e) => format!("cannot be read: {e}"),
+        };
+        let (table, held) = match live.get(file) {
+            Some((table, held)) => (table.clone(), held.clone()),
+            None if opened.contains(table_of(file)) => {
+                (table_of(file).to_string(), format!("{} of a superseded table version", kind_of(file)))
+            }
+            None => (table_of(file).to_string(), kind_of(file).to_string()),
+        };
+        damaged.push(DamagedCatalogFile { file: file.clone(), table: Some(table), held, reason });
+    }
+    let unrecorded_live = live
+        .keys()
+        .filter(|f| !recorded.sums.contains_key(*f) || !present_set.contains(f))
+        .filter(|f| !damaged.iter().any(|d| &d.file == *f))
+        .cloned()
+        .collect();
+    Ok(Hashed { files, bytes, damaged, unrecorded_live })
+}
+
+fn hex_of(sum: &Sum) -> String {
+    crate::store::hex(&sum.hash)
+}
+
+/// The table a path under the catalog folder belongs to.
+fn table_of(file: &str) -> &str {
+    file.split('/').next().and_then(|t| t.strip_suffix(".lance")).unwrap_or(file)
+}
+
+/// What a file holds, by its folder.
+fn kind_of(file: &str) -> &'static str {
+    match file.split('/').nth(1) {
+        Some("_versions") => "the manifest",
+        Some("_transactions") => "the commit",
+        Some("data") => "rows",
+        Some("_deletions") => "deleted rows",
+        Some("_indices") => "an index segment",
+        _ => "a file",
+    }
+}
+
+/// Every regular file under the catalog folder, as a path under it, but the checksums' own
+/// files and the version hints (checked by [`hint_problem`]).
+fn walk(dir: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder)
+            .map_err(|e| Error::Io { context: format!("reading {}", folder.display()), error: e })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                folders.push(path);
+            } else if kind.is_file()
+                && let Ok(relative) = path.strip_prefix(dir)
+            {
+                let relative = relative.to_string_lossy().into_owned();
+                let own = [checksums::LOG, "checksums.lock", "checksums.tmp"].contains(&relative.as_str());
+                if !own && !relative.ends_with("/_versions/latest_version_hint.json") {
+                    files.push(relative);
+                }
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Lance rewrites `_versions/latest_version_hint.json` at every commit, after the manifest:
+/// it must name the newest version seen (0 for a table that would not open) or a later one
+/// whose manifest exists.
+fn hint_problem(dir: &Path, table: &str, version: u64) -> Option<DamagedCatalogFile> {
+    let file = format!("{table}.lance/_versions/latest_version_hint.json");
+    let damaged = |reason: String| DamagedCatalogFile {
+        file: file.clone(),
+        table: Some(table.to_string()),
+        held: "the hint to the newest table version".into(),
+        reason,
+    };
+    let versions = dir.join(format!("{table}.lance/_versions"));
+    let text = match std::fs::read(dir.join(&file)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(damaged(format!("cannot be read: {e}"))),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Hint {
+        version: u64,
+    }
+    let hinted = match serde_json::from_slice::<Hint>(&text) {
+        Ok(hint) => hint.version,
+        Err(e) => return Some(damaged(format!("is not the JSON Lance writes: {e}"))),
+    };
+    let has_manifest = |v: u64| {
+        versions.join(format!("{}.manifest", u64::MAX - v)).exists() || versions.join(format!("{v}.manifest")).exists()
+    };
+    (hinted < version || !has_manifest(hinted))
+        .then(|| damaged(format!("names table version {hinted}; the newest is {version}")))
+}
