@@ -2,7 +2,9 @@
 //!
 //! `check` reads the catalog and the pack folder and reports every broken invariant: a
 //! committed version whose extents do not tile its disk, an extent whose chunk is in no pack,
-//! a chunk whose pack is missing or too short, two versions with one name and number. It also
+//! a chunk whose pack is missing or too short, two versions with one name and number, a
+//! catalog file a table's newest version uses that is missing, unrecorded or of another size
+//! than it was written with (`verify` reads the files and the packs through). It also
 //! lists leftovers, which are harmless (readers never see them) but take space: rows of image
 //! ids that never committed, and files in `tmp/` that no running process holds.
 //! `reclaim` deletes the leftovers; it holds the library lock, and skips every checkin still in
@@ -37,9 +39,25 @@ impl Library {
     /// Checks the library's invariants and lists its leftovers.
     pub async fn check(&self) -> Result<CheckReport> {
         let _reading = self.reading()?;
+        // The catalog's own files first: if one is damaged, the questions below may fail, and
+        // that is then said rather than raised.
+        let catalog = self.catalog().check_files().await?;
+        let mut report = CheckReport::default();
+        let checked = crate::unless_panicked("reading the catalog", self.check_rows(&mut report)).await;
+        let damaged = !catalog.is_empty();
+        report.problems.extend(catalog);
+        match checked {
+            Err(e) if damaged => report.problems.push(format!("the rest was not checked: {e}")),
+            done => done?,
+        }
+        Ok(report)
+    }
+
+    /// `check` of the rows: versions, chunks and packs, extents, leftovers.
+    async fn check_rows(&self, report: &mut CheckReport) -> Result<()> {
         let images = self.images().await?;
         let committed: HashSet<i64> = images.iter().map(|i| i.image_id).collect();
-        let mut report = CheckReport { images: images.len(), ..CheckReport::default() };
+        report.images = images.len();
 
         let mut seen = HashSet::new();
         for i in &images {
@@ -114,7 +132,7 @@ impl Library {
 
         report.orphan_image_ids = self.orphan_image_ids(&committed).await?.into_iter().collect();
         report.stale_files = self.stale_files()?;
-        Ok(report)
+        Ok(())
     }
 
     /// Deletes the leftovers of crashed operations; returns what it found and deleted.

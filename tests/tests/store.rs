@@ -309,8 +309,9 @@ fn verify_finds_a_byte_flipped_in_any_file_of_the_packs_or_the_catalog() {
 }
 
 /// A library of format 2 (before the catalog's checksums) is upgraded once, when it is
-/// opened: its files are recorded as they are and verify proves them from then on. A format
-/// this build does not know is refused, naming it.
+/// opened: its files are recorded as they are and verify proves them from then on; a file
+/// without its line, or cut short, is reported. A format this build does not know is
+/// refused, naming it.
 #[test]
 fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -351,6 +352,28 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
         "{report}"
     );
     std::fs::write(root.join("catalog/checksums"), &recorded).unwrap();
+
+    // `check` finds a catalog file cut short by its size alone, and says so rather than fail
+    // on what Lance then cannot read.
+    let data = std::fs::read_dir(root.join("catalog/files.lance/data")).unwrap().next().unwrap().unwrap().path();
+    let original = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &original[..original.len() - 10]).unwrap();
+    let check = lib.command().args(["check", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    let name = data.file_name().unwrap().to_str().unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains(name) && p.as_str().unwrap().contains("when it was written")),
+        "{report}"
+    );
+    std::fs::write(&data, &original).unwrap();
+    assert_eq!(
+        imagelake_tests::run(lib.command().arg("check")).lines().next().map(|l| l.ends_with("consistent")),
+        Some(true)
+    );
 
     std::fs::write(&marker, written.replace("\"format_version\": 3", "\"format_version\": 9")).unwrap();
     let refused = lib.command().arg("verify").output().unwrap();

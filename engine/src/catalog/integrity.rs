@@ -109,15 +109,10 @@ impl Catalog {
         Ok(())
     }
 
-    /// Hashes every catalog file that has a recorded checksum (the newest version of every
-    /// table and whatever superseded files are not deleted yet) and checks that every file a
-    /// newest version uses has one and is there. The caller holds the readers lock, so that
-    /// nothing is deleted meanwhile.
-    pub async fn prove(&self) -> Result<CatalogProof> {
-        // The newest version of every table, and the files it uses.
-        let mut live: BTreeMap<String, (String, String)> = BTreeMap::new();
-        let mut unopened = Vec::new();
-        let mut versions = BTreeMap::new();
+    /// Every table's newest version and the files it uses, read afresh (never from the
+    /// catalog's cache, so that what is checked is what is on disk now).
+    async fn live(&self) -> Live {
+        let mut live = Live::default();
         for table in TABLES {
             // Lance may panic on a damaged manifest rather than refuse it.
             let opened = crate::unless_panicked("opening the table", async {
@@ -128,15 +123,69 @@ impl Catalog {
             .await;
             match opened {
                 Ok((version, files)) => {
-                    versions.insert(table, version);
-                    live.extend(files.into_iter().map(|(f, held)| (f, (table.to_string(), held))));
+                    live.versions.insert(table, version);
+                    live.files.extend(files.into_iter().map(|(f, held)| (f, (table.to_string(), held))));
                 }
                 Err(e) => {
-                    versions.insert(table, 0);
-                    unopened.push((table, e.to_string()));
+                    live.versions.insert(table, 0);
+                    live.unopened.push((table, e.to_string()));
                 }
             }
         }
+        live
+    }
+
+    /// Those of `files` that are still missing or have no recorded checksum.
+    fn still_unrecorded(&self, mut files: Vec<String>) -> Result<Vec<String>> {
+        let recorded = checksums::load(&self.dir)?;
+        files.retain(|f| !recorded.sums.contains_key(f) || !self.dir.join(f).exists());
+        Ok(files)
+    }
+
+    /// `check`'s look at the catalog's files, without reading them: every file a newest table
+    /// version uses is there, with a recorded checksum and the size it was written with
+    /// (`prove` reads them). Returns what is wrong, one line each.
+    pub async fn check_files(&self) -> Result<Vec<String>> {
+        let Live { files, unopened, .. } = self.live().await;
+        let mut problems: Vec<String> =
+            unopened.into_iter().map(|(table, why)| format!("catalog table {table} cannot be opened: {why}")).collect();
+        let recorded = checksums::load(&self.dir)?;
+        problems.extend(
+            recorded.damaged_lines.iter().map(|(n, why)| format!("catalog/checksums line {n} is damaged: {why}")),
+        );
+        let mut waiting = Vec::new();
+        for (file, (table, held)) in &files {
+            let (Some(sum), Ok(meta)) = (recorded.sums.get(file), std::fs::metadata(self.dir.join(file))) else {
+                waiting.push(file.clone());
+                continue;
+            };
+            if meta.len() != sum.size {
+                problems.push(format!(
+                    "catalog file {file} (table {table}, {held}) holds {} bytes, {} when it was written",
+                    meta.len(),
+                    sum.size
+                ));
+            }
+        }
+        let deadline = std::time::Instant::now() + RECORD_GRACE;
+        while !waiting.is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            waiting = self.still_unrecorded(waiting)?;
+        }
+        for file in waiting {
+            let (table, held) = files.get(&file).cloned().unwrap_or_default();
+            let what = if self.dir.join(&file).exists() { "has no recorded checksum" } else { "is missing" };
+            problems.push(format!("catalog file {file} (table {table}, {held}) {what}"));
+        }
+        Ok(problems)
+    }
+
+    /// Hashes every catalog file that has a recorded checksum (the newest version of every
+    /// table and whatever superseded files are not deleted yet) and checks that every file a
+    /// newest version uses has one and is there. The caller holds the readers lock, so that
+    /// nothing is deleted meanwhile.
+    pub async fn prove(&self) -> Result<CatalogProof> {
+        let Live { files: live, versions, unopened } = self.live().await;
 
         let dir = self.dir.clone();
         let (tables_live, opened) = (live.clone(), versions.iter().filter(|(_, v)| **v > 0).map(|(t, _)| *t).collect());
@@ -158,8 +207,7 @@ impl Catalog {
         let deadline = std::time::Instant::now() + RECORD_GRACE;
         while !(waiting.is_empty() && wrong_hints.is_empty()) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let recorded = checksums::load(&self.dir)?;
-            waiting.retain(|f| !recorded.sums.contains_key(f) || !self.dir.join(f).exists());
+            waiting = self.still_unrecorded(waiting)?;
             wrong_hints = hints(&versions);
         }
         damaged.extend(wrong_hints);
@@ -190,6 +238,15 @@ impl Catalog {
         proof.damaged = damaged;
         Ok(proof)
     }
+}
+
+/// The newest version of every table: the files they use (file -> (table, what it holds)),
+/// each table's version (0 for one that would not open), and why those would not.
+#[derive(Default)]
+struct Live {
+    files: BTreeMap<String, (String, String)>,
+    versions: BTreeMap<&'static str, u64>,
+    unopened: Vec<(&'static str, String)>,
 }
 
 struct Hashed {
