@@ -215,6 +215,34 @@ mod tests {
         assert_eq!(pack.level().unwrap(), 3);
         let index = pack.index().unwrap();
         assert_eq!(index, written.iter().map(|c| (c.hash, c.location.clone())).collect::<Vec<_>>());
+        assert_eq!(pack.prove_whole().unwrap(), None, "the whole pack matches its trailer's blake3");
+
+        // The same pack as format 2 wrote it (no blake3 in the trailer) reads the same, and has
+        // nothing to be proved whole against.
+        let path = pack_path(root.path(), &written[0].location.pack);
+        let v3 = fs::read(&path).unwrap();
+        let mut v2 = v3.clone();
+        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+        v2.drain(v3.len() - 40..v3.len() - 8);
+        fs::write(&path, &v2).unwrap();
+        let pack = ChunkReader::new(root.path()).pack(&written[0].location.pack).unwrap();
+        assert_eq!(pack.index().unwrap(), index);
+        assert_eq!(pack.prove_whole().unwrap(), None);
+        // Format 3: any byte changed, even one no chunk reads (the header's level), is found.
+        for at in [13, v3.len() / 2, v3.len() - 9] {
+            let mut changed = v3.clone();
+            changed[at] ^= 0x04;
+            fs::write(&path, &changed).unwrap();
+            let pack = ChunkReader::new(root.path()).pack(&written[0].location.pack).unwrap();
+            assert!(pack.prove_whole().unwrap().is_some(), "byte {at}");
+        }
+        // An unknown format version is refused by name.
+        let mut v9 = v3.clone();
+        v9[8..12].copy_from_slice(&9u32.to_le_bytes());
+        fs::write(&path, &v9).unwrap();
+        let pack = ChunkReader::new(root.path()).pack(&written[0].location.pack).unwrap();
+        assert!(pack.index().unwrap_err().to_string().contains("not a version 2 or 3 pack"));
+        fs::write(&path, &v3).unwrap();
         // A flipped byte is found, not returned, for every chunk of its frame.
         let path = pack_path(root.path(), &written[0].location.pack);
         let mut bytes = fs::read(&path).unwrap();
