@@ -1,11 +1,10 @@
-//! Verification: the store and the catalog prove their bytes. `check` trusts that a chunk is what the catalog
-//! says once its pack is long enough; `verify` reads every chunk back (of the whole library,
-//! or of the chunks one image uses), decompresses it and checks its blake3 hash, and holds
-//! each pack's own index (its trailer, from which the catalog can be rebuilt) against the
-//! catalog's rows. A damaged chunk is reported with the
-//! images and files that use it, so that the user knows what to re-check-in. The catalog's
-//! files are hashed again against the checksums recorded when they were written
-//! (`catalog/integrity.rs`).
+//! Verification: the store and the catalog prove their bytes. `check` trusts that a chunk is
+//! what the catalog says once its pack is long enough; `verify` reads every chunk back (of the
+//! whole library, or of the chunks one image uses), decompresses it and checks its blake3
+//! hash, and holds each pack's own index (its trailer, from which the catalog can be rebuilt)
+//! against the catalog's rows. A damaged chunk is reported with the images and files that use
+//! it, so that the user knows what to re-check-in. The catalog's files are hashed again
+//! against the checksums recorded when they were written (`catalog/integrity.rs`).
 
 use crate::catalog::{CatalogProof, ExtentKind};
 use crate::store::{ChunkHash, ChunkLocation, PackReader, hex, parse_hex};
