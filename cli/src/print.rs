@@ -78,12 +78,26 @@ pub fn print_check(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> 
             r.stale_files.len()
         )?;
     }
+    if !r.unrecorded_catalog_files.is_empty() {
+        writeln!(
+            out,
+            "  leftovers {} catalog files without a checksum, their writer gone before it recorded them \
+             (check --reclaim records them)",
+            r.unrecorded_catalog_files.len()
+        )?;
+    }
     Ok(())
 }
 
-/// What `check --reclaim` deleted, after the check's own lines.
+/// What `check --reclaim` deleted or recorded, after the check's own lines.
 pub fn print_reclaimed(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> {
-    writeln!(out, "reclaimed {} uncommitted image ids and {} tmp/ files", r.orphan_image_ids.len(), r.stale_files.len())
+    writeln!(
+        out,
+        "reclaimed {} uncommitted image ids and {} tmp/ files; recorded {} catalog files",
+        r.orphan_image_ids.len(),
+        r.stale_files.len(),
+        r.unrecorded_catalog_files.len()
+    )
 }
 
 pub fn print_rebuilt(out: &mut dyn Write, r: &imagelake_engine::RebuildSummary) -> std::io::Result<()> {

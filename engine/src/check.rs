@@ -30,6 +30,10 @@ pub struct CheckReport {
     pub orphan_image_ids: Vec<i64>,
     /// Files in `tmp/` that no running process holds.
     pub stale_files: Vec<String>,
+    /// Catalog files a table's newest version uses that have no checksum: their writer died
+    /// between its commit and its record (`reclaim` records them, as the table's next commit
+    /// would).
+    pub unrecorded_catalog_files: Vec<String>,
     /// What `reclaim`'s prune deleted: packs a repack retired, superseded catalog files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pruned: Option<crate::PruneSummary>,
@@ -41,8 +45,8 @@ impl Library {
         let _reading = self.reading()?;
         // The catalog's own files first: if one is damaged, the questions below may fail, and
         // that is then said rather than raised.
-        let catalog = self.catalog().check_files().await?;
-        let mut report = CheckReport::default();
+        let (catalog, unrecorded_catalog_files) = self.catalog().check_files().await?;
+        let mut report = CheckReport { unrecorded_catalog_files, ..CheckReport::default() };
         let checked = crate::unless_panicked("reading the catalog", self.check_rows(&mut report)).await;
         let damaged = !catalog.is_empty();
         report.problems.extend(catalog);
@@ -157,7 +161,10 @@ impl Library {
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             removed.io_context(|| format!("removing {}", path.display()))?;
         }
+        let (_, unrecorded_catalog_files) = self.catalog().check_files().await?;
+        self.catalog().record_all().await?;
         Ok(CheckReport {
+            unrecorded_catalog_files,
             orphan_image_ids: orphans.into_iter().collect(),
             stale_files: stale,
             ..CheckReport::default()

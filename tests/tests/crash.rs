@@ -79,6 +79,7 @@ fn checkin_killed_at_twenty_random_moments() {
         let after = check(&lib, &[]);
         assert_eq!(after["orphan_image_ids"], serde_json::json!([]), "round {round}: {after}");
         assert_eq!(after["stale_files"], serde_json::json!([]), "round {round}: {after}");
+        assert_eq!(after["unrecorded_catalog_files"], serde_json::json!([]), "round {round}: {after}");
         assert_eq!(std::fs::read_dir(lib.path().join("tmp")).unwrap().count(), 0, "round {round}: tmp/ not empty");
 
         // The next checkin of the same image succeeds and is exact.

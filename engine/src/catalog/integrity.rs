@@ -99,8 +99,9 @@ impl Catalog {
         .map_err(crate::task_failed("recording catalog checksums"))?
     }
 
-    /// Records the files of every table's newest version (a library from before checksums,
-    /// upgraded: what it holds now is taken as true).
+    /// Records the files of every table's newest version that have no checksum (a library from
+    /// before checksums, upgraded; files whose writer died between its commit and its record):
+    /// what they hold now is taken as true.
     pub(crate) async fn record_all(&self) -> Result<()> {
         for table in TABLES {
             let dataset = self.dataset(table).await?;
@@ -144,8 +145,10 @@ impl Catalog {
 
     /// `check`'s look at the catalog's files, without reading them: every file a newest table
     /// version uses is there, with a recorded checksum and the size it was written with
-    /// (`prove` reads them). Returns what is wrong, one line each.
-    pub async fn check_files(&self) -> Result<Vec<String>> {
+    /// (`prove` reads them). Returns what is wrong, one line each, and the files that have no
+    /// checksum: a writer died between its commit and its record (the next commit to their
+    /// table, or `record_all`, records them).
+    pub async fn check_files(&self) -> Result<(Vec<String>, Vec<String>)> {
         let Live { files, unopened, .. } = self.live().await;
         let mut problems: Vec<String> =
             unopened.into_iter().map(|(table, why)| format!("catalog table {table} cannot be opened: {why}")).collect();
@@ -172,12 +175,13 @@ impl Catalog {
             tokio::time::sleep(Duration::from_millis(200)).await;
             waiting = self.still_unrecorded(waiting)?;
         }
-        for file in waiting {
+        let (unrecorded, missing): (Vec<String>, Vec<String>) =
+            waiting.into_iter().partition(|file| self.dir.join(file).exists());
+        for file in missing {
             let (table, held) = files.get(&file).cloned().unwrap_or_default();
-            let what = if self.dir.join(&file).exists() { "has no recorded checksum" } else { "is missing" };
-            problems.push(format!("catalog file {file} (table {table}, {held}) {what}"));
+            problems.push(format!("catalog file {file} (table {table}, {held}) is missing"));
         }
-        Ok(problems)
+        Ok((problems, unrecorded))
     }
 
     /// Hashes every catalog file that has a recorded checksum (the newest version of every
@@ -219,7 +223,8 @@ impl Catalog {
             } else if lines_damaged {
                 "no checksum is recorded for it (its line in checksums may be the damaged one)"
             } else {
-                "no checksum is recorded for it (its writer died between its commit and recording it)"
+                "no checksum is recorded for it: its writer died between its commit and recording it \
+                 (`imagelake check --reclaim` records it)"
             };
             damaged.push(DamagedCatalogFile { file, table: Some(table), held, reason: reason.into() });
         }
