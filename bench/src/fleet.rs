@@ -14,14 +14,14 @@
 //! - per-host files: `/etc/hostname` and `/etc/machine-id` of its own, and a new
 //!   `/etc/imagelake-host`.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use imagelake_engine::Library;
 use imagelake_engine::catalog::{FileRow, ImageRow, PackageRow, PartitionRow, Table};
 use std::sync::Arc;
 
 /// Hosts written per Lance commit: few, large fragments.
-const GROUP: usize = 500;
+const GROUP: usize = 100;
 
 /// A deterministic stream of numbers (splitmix64).
 struct Dice(u64);
@@ -47,7 +47,7 @@ fn hash_of(text: &str) -> String {
 /// One of the five real images: its rows, and which of them a variation touches.
 struct Base {
     image: ImageRow,
-    files: RecordBatch,
+    files: Vec<FileRow>,
     packages: RecordBatch,
     partitions: RecordBatch,
     /// Rows of `files` that updates change.
@@ -78,11 +78,12 @@ fn with_column(batch: &RecordBatch, column: &str, values: ArrayRef) -> RecordBat
 
 impl Base {
     async fn load(library: &Library, image: ImageRow) -> Base {
-        let files = scan::<FileRow>(library, image.image_id).await;
+        let columns: Vec<String> = FileRow::schema().fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let files = library.catalog().files(image.image_id, None, &columns).await.expect("files");
         let packages = scan::<PackageRow>(library, image.image_id).await;
         let partitions = scan::<PartitionRow>(library, image.image_id).await;
-        let (paths, hashes) = (strings(&files, "path"), strings(&files, "content_hash"));
-        let first_file = (0..files.num_rows()).find(|&r| hashes.is_valid(r)).expect("a regular file");
+        let first_file = files.iter().position(|f| f.content_hash.is_some()).expect("a regular file");
         let mut base = Base {
             image,
             files: files.clone(),
@@ -93,11 +94,11 @@ impl Base {
             per_host: Vec::new(),
             hostname: first_file,
         };
-        for r in 0..files.num_rows() {
-            if hashes.is_null(r) {
+        for (r, file) in files.iter().enumerate() {
+            if file.content_hash.is_none() {
                 continue;
             }
-            let path = paths.value(r);
+            let path = file.path.as_str();
             let bucket = blake3::hash(path.as_bytes()).as_bytes()[0] as usize;
             if bucket.is_multiple_of(50) || path.contains("libssl.so") || path.contains("libcrypto.so") {
                 base.updated.push(r);
@@ -142,25 +143,19 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
         let host_name = format!("host-{host:05}");
 
         // Files: the base's rows, some contents replaced, a few rows added.
-        let hashes = strings(&base.files, "content_hash");
-        let mut new_hashes: Vec<Option<String>> = Vec::new();
-        let mut replaced = std::collections::HashMap::new();
+        let mut host_files = base.files.clone();
+        let hash = |r: usize| base.files[r].content_hash.clone().unwrap_or_default();
         if level > 0 {
             for &r in &base.updated {
-                replaced.insert(r, hash_of(&format!("{}/update {level}", hashes.value(r))));
+                host_files[r].content_hash = Some(hash_of(&format!("{}/update {level}", hash(r))));
             }
         }
         for &r in &base.configs {
-            replaced.insert(r, hash_of(&format!("{}/variant {}", hashes.value(r), dice.next() % 4)));
+            host_files[r].content_hash = Some(hash_of(&format!("{}/variant {}", hash(r), dice.next() % 4)));
         }
         for &r in &base.per_host {
-            replaced.insert(r, hash_of(&format!("{}/{host_name}", hashes.value(r))));
+            host_files[r].content_hash = Some(hash_of(&format!("{}/{host_name}", hash(r))));
         }
-        new_hashes
-            .extend((0..base.files.num_rows()).map(|r| {
-                replaced.get(&r).cloned().or_else(|| hashes.is_valid(r).then(|| hashes.value(r).to_string()))
-            }));
-        let mut host_files = with_column(&base.files, "content_hash", Arc::new(StringArray::from(new_hashes)));
         let mut added: Vec<(String, String)> = vec![("/etc/imagelake-host".into(), hash_of(&host_name))];
         let agent = (dice.percent() < 10).then(|| dice.next() % 4);
         if let Some(release) = agent {
@@ -168,14 +163,12 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
                 added.push((file.into(), hash_of(&format!("agent 1.{release} {file}"))));
             }
         }
-        let template =
-            take_record_batch(&base.files, &UInt32Array::from(vec![base.hostname as u32; added.len()])).expect("take");
-        let template =
-            with_column(&template, "path", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.0))));
-        let template =
-            with_column(&template, "content_hash", Arc::new(StringArray::from_iter_values(added.iter().map(|a| &a.1))));
-        host_files = concat_batches(&host_files.schema(), [&host_files, &template]).expect("concat");
-        files.push(with_column(&host_files, "image_id", Arc::new(Int64Array::from_value(id, host_files.num_rows()))));
+        for (path, content) in added {
+            let template = &base.files[base.hostname];
+            host_files.push(FileRow { path, content_hash: Some(content), ..template.clone() });
+        }
+        host_files.iter_mut().for_each(|f| f.image_id = id);
+        files.push((id, host_files));
 
         // Packages: versions of updated ones, a few removed, the agent added.
         let names = strings(&base.packages, "name");
@@ -231,9 +224,8 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
         if images.len() == GROUP || host + 1 == hosts {
             eprintln!("fleet: {} of {hosts} hosts", host + 1);
             let catalog = library.catalog();
-            for (table, batches) in
-                [("files", &mut files), ("packages", &mut packages), ("partitions", &mut partitions)]
-            {
+            catalog.append_manifests(std::mem::take(&mut files)).await.expect("append files");
+            for (table, batches) in [("packages", &mut packages), ("partitions", &mut partitions)] {
                 catalog.append_batches(table, std::mem::take(batches)).await.expect("append");
             }
             catalog.append(&std::mem::take(&mut images)).await.expect("append images");

@@ -70,11 +70,13 @@ pub fn print_check(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> 
     for p in &r.problems {
         writeln!(out, "  problem   {p}")?;
     }
-    if !r.orphan_image_ids.is_empty() || !r.stale_files.is_empty() {
+    if !r.orphan_image_ids.is_empty() || !r.stale_files.is_empty() || r.unused_segments > 0 {
         writeln!(
             out,
-            "  leftovers {} uncommitted image ids, {} stale tmp/ files (check --reclaim deletes them)",
+            "  leftovers {} uncommitted image ids, {} segments no version lists, {} stale tmp/ files \
+             (check --reclaim deletes them)",
             r.orphan_image_ids.len(),
+            r.unused_segments,
             r.stale_files.len()
         )?;
     }
@@ -93,8 +95,9 @@ pub fn print_check(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> 
 pub fn print_reclaimed(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> {
     writeln!(
         out,
-        "reclaimed {} uncommitted image ids and {} tmp/ files; recorded {} catalog files",
+        "reclaimed {} uncommitted image ids, {} unused segments and {} tmp/ files; recorded {} catalog files",
         r.orphan_image_ids.len(),
+        r.unused_segments,
         r.stale_files.len(),
         r.unrecorded_catalog_files.len()
     )
@@ -358,9 +361,10 @@ pub fn bytes(n: u64) -> String {
 pub fn print_gc(out: &mut dyn Write, s: &GcSummary) -> std::io::Result<()> {
     writeln!(
         out,
-        "gc: {} versions purged{}, {} chunks freed, {} packs retired ({} rewritten), {} freed, {:.2} s",
+        "gc: {} versions purged{}, {} segments and {} chunks freed, {} packs retired ({} rewritten), {} freed, {:.2} s",
         s.purged.len(),
         if s.purged.is_empty() { String::new() } else { format!(" ({})", s.purged.join(", ")) },
+        s.segments_dropped,
         s.chunks_freed,
         s.packs_retired,
         s.packs_rewritten,

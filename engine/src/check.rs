@@ -6,7 +6,8 @@
 //! catalog file a table's newest version uses that is missing, unrecorded or of another size
 //! than it was written with (`verify` reads the files and the packs through). It also
 //! lists leftovers, which are harmless (readers never see them) but take space: rows of image
-//! ids that never committed, and files in `tmp/` that no running process holds.
+//! ids that never committed, segments no version lists, and files in `tmp/` that no running
+//! process holds.
 //! `reclaim` deletes the leftovers; it holds the library lock, and skips every checkin still in
 //! flight, so it is safe while other checkins run.
 
@@ -30,6 +31,9 @@ pub struct CheckReport {
     pub orphan_image_ids: Vec<i64>,
     /// Files in `tmp/` that no running process holds.
     pub stale_files: Vec<String>,
+    /// Stored segments of `files` and `extents` that no version lists (left by a crashed
+    /// checkin or a gc that stopped half way).
+    pub unused_segments: usize,
     /// Catalog files a table's newest version uses that have no checksum: their writer died
     /// between its commit and its record (`reclaim` records them, as the table's next commit
     /// would).
@@ -134,6 +138,24 @@ impl Library {
             }
         }
 
+        // Every segment a version lists, stored whole.
+        let listed: HashSet<i64> =
+            images.iter().filter(|i| i.state != ImageState::Purged).map(|i| i.image_id).collect();
+        let (broken, unused) = self.catalog().check_segments(&listed).await?;
+        let names: HashMap<i64, String> =
+            images.iter().map(|i| (i.image_id, format!("{}@{}", i.name, i.version))).collect();
+        for b in broken {
+            report.problems.push(format!(
+                "{}: segment {} of its {} holds {} of its {} rows",
+                names.get(&b.image_id).cloned().unwrap_or_else(|| format!("image {}", b.image_id)),
+                b.segment,
+                b.manifest,
+                b.found,
+                b.expected
+            ));
+        }
+        report.unused_segments = unused;
+
         report.orphan_image_ids = self.orphan_image_ids(&committed).await?.into_iter().collect();
         report.stale_files = self.stale_files()?;
         Ok(())
@@ -155,6 +177,7 @@ impl Library {
         for table in IMAGE_TABLES {
             self.catalog().delete_versions(table, &ids).await?;
         }
+        let unused_segments = self.catalog().drop_unused_segments().await?;
         let stale = self.stale_files()?;
         for name in &stale {
             let path = self.root().join("tmp").join(name);
@@ -167,6 +190,7 @@ impl Library {
             unrecorded_catalog_files,
             orphan_image_ids: orphans.into_iter().collect(),
             stale_files: stale,
+            unused_segments,
             ..CheckReport::default()
         })
     }

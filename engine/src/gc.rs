@@ -6,7 +6,7 @@
 //!    reading which chunks exist and committing rows that use them (they hold it shared, and
 //!    gc waits for them; new ones wait for gc): leftovers of crashed operations are reclaimed,
 //!    deleted versions become `purged` (their `images` row stays, for history) and their rows
-//!    go;
+//!    go, and with them the segments of `files` and `extents` no remaining version lists;
 //! 2. every chunk that no remaining `extents` row uses is dead. A pack holding only dead
 //!    chunks, or no chunk any row names (left by a killed repack or a refused edit), is
 //!    retired; a pack that is at least `REWRITE_DEAD` dead has its live chunks copied into new
@@ -32,6 +32,8 @@ const VERSION_TABLES: [&str; 4] = ["partitions", "files", "packages", "extents"]
 pub struct GcSummary {
     /// Deleted versions whose rows were removed, as `name@version`.
     pub purged: Vec<String>,
+    /// Segments of `files` and `extents` that no version lists any more, deleted.
+    pub segments_dropped: usize,
     /// Chunks no version uses any more.
     pub chunks_freed: u64,
     pub packs_retired: usize,
@@ -99,6 +101,8 @@ impl Library {
         for table in VERSION_TABLES {
             self.catalog().delete_versions(table, &purged).await?;
         }
+        // A segment lives while any version lists it.
+        summary.segments_dropped = self.catalog().drop_unused_segments().await?;
 
         // Live: what the extents of the remaining versions use.
         let live = self.catalog().used_chunks().await?;

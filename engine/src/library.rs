@@ -13,7 +13,7 @@
 //!   access.json       users, grants and token hashes (access/store.rs), when there are users
 //! ```
 
-use crate::catalog::{Catalog, ImageRow, ImageState, ProvenanceRow};
+use crate::catalog::{self, Catalog, ImageRow, ImageState, ProvenanceRow};
 use crate::locks::{self, ReadGuard};
 use crate::{Error, IoContext, Result};
 use std::fs::{self, File};
@@ -21,9 +21,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 3;
-/// The oldest format this build upgrades (on open, once): 2 lacks the catalog's checksums.
-const UPGRADES_FROM: u64 = 2;
+pub const FORMAT_VERSION: u64 = 4;
+/// The formats this build upgrades (on open, once): 2 lacks the catalog's checksums, and both
+/// store every version's `files` and `extents` rows whole rather than in shared segments.
+const UPGRADES_FROM: std::ops::RangeInclusive<u64> = 2..=3;
 const MARKER: &str = "imagelake.json";
 
 /// Cheap to clone: clones share the catalog (its open datasets and caches).
@@ -131,16 +132,23 @@ impl Library {
             }
         }
         let catalog = match format_version(root)? {
-            FORMAT_VERSION => Catalog::open(&root.join("catalog")).await?,
-            UPGRADES_FROM => {
-                // Once, under the lock: every table's newest files are recorded as they are now.
+            FORMAT_VERSION => {
+                // An upgrade that stopped after its marker left the old catalog behind.
+                catalog::upgrade::remove_old(root)?;
+                Catalog::open(&root.join("catalog")).await?
+            }
+            v if UPGRADES_FROM.contains(&v) => {
+                // Once, under the lock and with no writer between its reads and its commit.
                 let _lock = locks::library(root)?;
-                let catalog = Catalog::open(&root.join("catalog")).await?;
-                if format_version(root)? == UPGRADES_FROM {
-                    catalog.record_all().await?;
+                let _writers = locks::writers(root, true).await?;
+                if UPGRADES_FROM.contains(&format_version(root)?) {
+                    if !catalog::upgrade::finish(root)? {
+                        catalog::upgrade::rewrite(root).await?;
+                    }
                     write_marker(root)?;
                 }
-                catalog
+                catalog::upgrade::remove_old(root)?;
+                Catalog::open(&root.join("catalog")).await?
             }
             v => return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}"))),
         };

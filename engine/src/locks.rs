@@ -11,6 +11,8 @@
 //! access.lock               exclusive, briefly: change access.json (users, grants, tokens)
 //! catalog/checksums.lock    shared, briefly: append to the catalog's checksums; exclusive:
 //!                           rewrite them
+//! catalog/segments.lock     exclusive, briefly: look up which manifest segments are stored
+//!                           and store the rest; drop the unused ones
 //! tmp/repack.lock           one repack or gc at a time
 //! tmp/checkin-<id>.lock     a checkin (or clone) in flight holds its image id
 //! tmp/<what>-<pid>-<ns>/    a scratch folder (edits, patches), held while it exists
@@ -58,6 +60,20 @@ pub(crate) fn checksums(dir: &Path, exclusive: bool) -> Result<File> {
     let lock = open(&path)?;
     if exclusive { lock.lock() } else { lock.lock_shared() }.io_context(|| format!("locking {}", path.display()))?;
     Ok(lock)
+}
+
+/// Takes the `segments.lock` flock of the catalog in `dir`, exclusively (see
+/// `catalog/segments.rs`). Waits off the async threads: a checkin's two manifests may wait
+/// for it in one task.
+pub(crate) async fn segments(dir: &Path) -> Result<File> {
+    let path = dir.join("segments.lock");
+    tokio::task::spawn_blocking(move || {
+        let lock = open(&path)?;
+        lock.lock().io_context(|| format!("locking {}", path.display()))?;
+        Ok(lock)
+    })
+    .await
+    .map_err(crate::task_failed("waiting for the segments lock"))?
 }
 
 /// Held by a reader until dropped (see [`reading`]).

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Tables whose rows describe one version's disk, copied by `clone`.
-const DISK_TABLES: [&str; 4] = ["partitions", "files", "packages", "extents"];
+/// Tables whose rows describe one version's disk, copied by `clone` (which lists the
+/// segments of `files` and `extents` again).
+const DISK_TABLES: [&str; 2] = ["partitions", "packages"];
 
 /// What `clone` made.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -65,6 +66,8 @@ impl Library {
             let copies = batches.iter().map(|b| with_image_id(b, image_id)).collect::<Result<Vec<_>>>()?;
             self.catalog().append_batches(table, copies).await?;
         }
+        // The disk map and the files are shared, segment by segment.
+        self.catalog().copy_manifests(source.image_id, image_id).await?;
         let source_id = source.image_id;
         let mut image = ImageRow {
             image_id,

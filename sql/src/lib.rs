@@ -18,6 +18,7 @@ pub mod access;
 pub mod functions;
 mod placeholders;
 mod plans;
+mod segmented;
 pub mod tables;
 mod visible;
 

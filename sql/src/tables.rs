@@ -19,10 +19,11 @@
 //! metadata that counts hidden rows.
 
 use crate::access::Access;
-use crate::visible;
+use crate::{segmented, visible};
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, DataFusionError, Result};
@@ -51,6 +52,9 @@ struct Images {
     /// For a session that may not read every image: the ids of those it may read (committed
     /// and not deleted), the only rows it sees in any table.
     visible: Option<Arc<HashSet<i64>>>,
+    /// The ids of the versions the session sees (committed, not deleted, readable): those
+    /// whose rows `files` and `extents` expand their stored rows into.
+    shown: Arc<HashSet<i64>>,
 }
 
 /// The catalog's tables as one session reads them, each at its newest table version, and the
@@ -118,7 +122,8 @@ impl Tables {
             }
             shown_batches.push(filter_record_batch(b, &shown)?);
         }
-        let visible = restricted.then(|| Arc::new(readable));
+        let shown = Arc::new(readable);
+        let visible = restricted.then(|| shown.clone());
         let batches = match &visible {
             Some(visible) => shown_batches.iter().map(|b| hide_parents(b, visible)).collect::<Result<_>>()?,
             None => shown_batches,
@@ -137,7 +142,7 @@ impl Tables {
         if !gaps.is_empty() {
             committed = committed.and(col("image_id").in_list(gaps, true));
         }
-        let images = Arc::new(Images { version, batches, committed, visible });
+        let images = Arc::new(Images { version, batches, committed, visible, shown });
         if let Ok(mut guard) = self.images.lock() {
             *guard = Some(images.clone());
         }
@@ -156,8 +161,54 @@ pub struct CatalogTable {
 impl CatalogTable {
     pub async fn new(tables: Arc<Tables>, table: &'static str) -> Result<CatalogTable> {
         let dataset = tables.open(table).await?;
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
+        let stored = datafusion::arrow::datatypes::Schema::from(dataset.schema());
+        // Stored in segments: the `segment` of each stored row is the image_id of each
+        // version's row.
+        let fields = stored.fields().iter().map(|f| match f.name().as_str() {
+            "segment" if segmented(table) => Arc::new(Field::new("image_id", DataType::Int64, false)),
+            _ => f.clone(),
+        });
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields.collect::<Vec<_>>()));
         Ok(CatalogTable { tables, table, schema })
+    }
+
+    /// The plan of a table stored in segments: the Lance scan of its stored rows (`filters`
+    /// that do not read `image_id` inside it) and [`Expand`] above, into the rows of the
+    /// versions of `shown`.
+    async fn scan_segmented(
+        &self,
+        state: &dyn Session,
+        table: &'static str,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        shown: Arc<HashSet<i64>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let dataset = Arc::new(self.tables.open(table).await?);
+        let stored = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
+        let logical = match table == self.table {
+            true => self.schema.clone(),
+            false => CatalogTable::new(self.tables.clone(), table).await?.schema,
+        };
+        let wanted = projection.cloned().unwrap_or_else(|| (0..logical.fields().len()).collect());
+        let output = Arc::new(logical.project(&wanted)?);
+        // The stored columns: those wanted but image_id, and the segment.
+        let mut names: Vec<&str> =
+            output.fields().iter().map(|f| f.name().as_str()).filter(|n| *n != "image_id").collect();
+        names.push("segment");
+        let columns = names.iter().map(|n| stored.index_of(n)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let ids = segmented::image_ids_in(filters);
+        let users = segmented::Users::new(self.tables.library.clone(), table, shown, ids.as_ref()).await?;
+        let mut pushed: Vec<Expr> = filters.iter().filter(|f| !segmented::reads_image_id(f)).cloned().collect();
+        if let Some(segments) = users.segments() {
+            if segments.is_empty() {
+                // No version asked for lists a segment (or none the session may see).
+                return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(output)));
+            }
+            pushed.push(col("segment").in_list(segments.into_iter().map(lit).collect(), false));
+        }
+        let provider = LanceTableProvider::new(dataset, false, false);
+        let scan = provider.scan(state, Some(&columns), &pushed, None).await?;
+        Ok(segmented::Expand::over(scan, users, output))
     }
 
     /// Tables whose rows belong to an image version (all but `chunks`, which the store owns).
@@ -174,6 +225,9 @@ impl CatalogTable {
         filters: &[Expr],
         readable: &Arc<HashSet<i64>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if segmented(self.table) {
+            return self.scan_segmented(state, self.table, projection, filters, readable.clone()).await;
+        }
         let wanted = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let key = if self.per_image() { "image_id" } else { "chunk_hash" };
         let key_index = self.schema.index_of(key)?;
@@ -187,14 +241,16 @@ impl CatalogTable {
             return visible::Visible::over(scan, readable.clone(), (0..wanted.len()).collect());
         }
         // chunks: those the readable images' extents use (a semi join on chunk_hash).
-        let extents = Arc::new(self.tables.open("extents").await?);
-        let extents_schema = Arc::new(datafusion::arrow::datatypes::Schema::from(extents.schema()));
-        let used = vec![extents_schema.index_of("chunk_hash")?, extents_schema.index_of("image_id")?];
-        let provider = LanceTableProvider::new(extents, false, false);
-        let used =
-            visible::Visible::over(provider.scan(state, Some(&used), &[], None).await?, readable.clone(), vec![0])?;
+        let extents = CatalogTable::new(self.tables.clone(), "extents").await?.schema;
+        let used = vec![extents.index_of("chunk_hash")?];
+        let used = self.scan_segmented(state, "extents", Some(&used), &[], readable.clone()).await?;
         visible::semi_join(used, scan, (0..wanted.len()).collect())
     }
+}
+
+/// Whether `table` is stored in segments (`files`, `extents`).
+fn segmented(table: &str) -> bool {
+    imagelake_engine::catalog::MANIFESTS.contains(&table)
 }
 
 /// `batch` (rows of `images`) with each parent the session may not read shown as NULL, as if
@@ -222,6 +278,8 @@ impl TableProvider for CatalogTable {
             .iter()
             .map(|f| match self.table {
                 "images" => TableProviderFilterPushDown::Unsupported,
+                // Narrows the versions (see `segmented.rs`), and is checked again above.
+                table if segmented(table) && segmented::reads_image_id(f) => TableProviderFilterPushDown::Inexact,
                 _ if restricted && !visible::cannot_fail(f) => TableProviderFilterPushDown::Unsupported,
                 _ => TableProviderFilterPushDown::Exact,
             })
@@ -249,6 +307,9 @@ impl TableProvider for CatalogTable {
         if !self.per_image() {
             let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
             return provider.scan(state, projection, filters, limit).await;
+        }
+        if segmented(self.table) {
+            return self.scan_segmented(state, self.table, projection, filters, images.shown.clone()).await;
         }
         let committed = images.committed.clone();
         let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);

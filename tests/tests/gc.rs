@@ -1,6 +1,7 @@
 //! `delete`, `undelete` and `gc` on GPT disks made by sgdisk, mke2fs -d and mkfs.vfat:
-//! gc frees a deleted version's unique bytes and nothing else, and racing checkins lose
-//! nothing. Oracles: `cmp` of checkouts against their sources, `verify`, `check`, `du`.
+//! gc frees a deleted version's unique bytes and nothing else, racing checkins lose
+//! nothing, and versions share the segments of their manifests until none lists them.
+//! Oracles: `cmp` of checkouts against their sources, `verify`, `check`, `du`, Lance.
 
 use imagelake_tests::*;
 use std::path::{Path, PathBuf};
@@ -152,4 +153,97 @@ fn gc_racing_checkins_loses_nothing() {
     }
     assert_checks_out(&lib, "keep@1", &keep, dir.path());
     assert_intact(&lib);
+}
+
+/// The stored rows of a catalog dataset (`files`, `extents`: once per segment, whatever
+/// the versions that list it), read with Lance itself.
+fn stored_rows(lib: &Library, table: &str) -> usize {
+    let uri = lib.path().join(format!("catalog/{table}.lance"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let dataset = lance::Dataset::open(uri.to_str().unwrap()).await.expect("open");
+        dataset.count_rows(None).await.expect("count")
+    })
+}
+
+fn count(lib: &Library, table: &str, spec: (&str, i64)) -> usize {
+    let q = format!(
+        "SELECT count(*) AS n FROM {table} t JOIN images i USING (image_id) WHERE i.name = '{}' AND i.version = {}",
+        spec.0, spec.1
+    );
+    lib.sql(&q)[0]["n"].as_u64().expect("count") as usize
+}
+
+/// Versions share the segments of `files` and `extents` they have in common: an edit of one
+/// file stores a few segments, a clone none; gc drops a segment only when no version lists
+/// it any more, and `check` finds a version whose segment is missing.
+#[test]
+fn gc_drops_only_the_segments_no_version_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = Library::new();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
+    for i in 0..3000 {
+        std::fs::write(tree.join(format!("etc/f{i:04}")), format!("file {i}\n")).expect("write");
+    }
+    let image = dir.path().join("a.img");
+    mkfs_ext(&tree, &image, "ext4", "64M", &[]);
+    lib.checkin(&image, "a");
+    let (files_1, extents_1) = (stored_rows(&lib, "files"), stored_rows(&lib, "extents"));
+    assert_eq!(files_1, count(&lib, "files", ("a", 1)));
+    assert_eq!(extents_1, count(&lib, "extents", ("a", 1)));
+
+    // One file edited: a few segments stored, not the version's 3,000 rows again.
+    let motd = dir.path().join("motd");
+    std::fs::write(&motd, "edited\n").expect("write");
+    run(lib.command().args(["replace", "a", "/etc/f1234"]).arg(&motd));
+    let edited_files = stored_rows(&lib, "files") - files_1;
+    assert!(edited_files > 0 && edited_files < 3000 / 4, "the edit stored {edited_files} rows of files");
+    assert_eq!(count(&lib, "files", ("a", 2)), count(&lib, "files", ("a", 1)));
+    let a2 = dir.path().join("a2.raw");
+    lib.checkout("a@2", &a2);
+
+    // A clone lists a@1's segments again and stores no row.
+    let stored = (stored_rows(&lib, "files"), stored_rows(&lib, "extents"));
+    run(lib.command().args(["clone", "a@1", "c"]));
+    assert_eq!((stored_rows(&lib, "files"), stored_rows(&lib, "extents")), stored);
+    assert_eq!(count(&lib, "files", ("c", 1)), count(&lib, "files", ("a", 1)));
+
+    // a@1 deleted: c@1 still lists every segment of it, so nothing goes.
+    run(lib.command().args(["delete", "a@1"]));
+    let gc = json(&lib, &["gc"]);
+    assert_eq!((gc["segments_dropped"].as_u64(), gc["chunks_freed"].as_u64()), (Some(0), Some(0)), "{gc}");
+    assert_eq!((stored_rows(&lib, "files"), stored_rows(&lib, "extents")), stored);
+    // c@1 deleted too: what only they listed goes, and a@2 is all that is stored.
+    run(lib.command().args(["delete", "c@1"]));
+    let gc = json(&lib, &["gc"]);
+    assert!(gc["segments_dropped"].as_u64() > Some(0), "{gc}");
+    assert_eq!(stored_rows(&lib, "files"), count(&lib, "files", ("a", 2)));
+    assert_eq!(stored_rows(&lib, "extents"), count(&lib, "extents", ("a", 2)));
+    assert_checks_out(&lib, "a@2", &a2, dir.path());
+    assert_intact(&lib);
+
+    // A segment a@2 lists, its rows gone: check names the version and the segment.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let segment = runtime.block_on(async {
+        use futures::TryStreamExt;
+        let uri = lib.path().join("catalog/files.lance");
+        let mut dataset = lance::Dataset::open(uri.to_str().unwrap()).await.expect("open");
+        let mut scanner = dataset.scan();
+        scanner.project(&["segment"]).expect("project");
+        let batches: Vec<arrow::array::RecordBatch> =
+            scanner.try_into_stream().await.expect("scan").try_collect().await.expect("read");
+        let column = batches[0].column_by_name("segment").expect("segment");
+        let segment = arrow::array::AsArray::as_string::<i32>(column).value(0).to_string();
+        dataset.delete(&format!("segment = '{segment}'")).await.expect("delete");
+        segment
+    });
+    let check = attempt(lib.command().args(["check", "--json"]));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).expect("json");
+    assert_eq!(check.status.code(), Some(1), "{report}");
+    let problems: Vec<&str> = report["problems"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+    assert!(
+        problems.iter().any(|p| p.starts_with("a@2: segment") && p.contains(&segment) && p.contains("holds 0 of")),
+        "{report}"
+    );
 }

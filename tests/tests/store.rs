@@ -308,9 +308,41 @@ fn verify_finds_a_byte_flipped_in_any_file_of_the_packs_or_the_catalog() {
     assert_intact(&lib, None);
 }
 
-/// A library of format 2 (before the catalog's checksums) is upgraded once, when it is
-/// opened: its files are recorded as they are and verify proves them from then on; a file
-/// without its line, or cut short, is reported. A format this build does not know is
+/// Rewrites the library at `root` as format 2 wrote it: no checksums, and every version's
+/// `files` and `extents` rows stored whole under its image id (no `segments`).
+fn downgrade_to_format_2(root: &Path) {
+    use arrow::array::RecordBatchIterator;
+    use imagelake_engine::catalog::{ExtentRow, FileRow, Table};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let library = imagelake_engine::Library::open(root).await.unwrap();
+        let columns: Vec<String> = FileRow::schema().fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let (mut files, mut extents) = (Vec::new(), Vec::new());
+        for image in library.images().await.unwrap() {
+            files.extend(library.catalog().files(image.image_id, None, &columns).await.unwrap());
+            extents.extend(library.catalog().disk_map(image.image_id, true).await.unwrap());
+        }
+        drop(library);
+        let catalog = root.join("catalog");
+        for (table, batch) in
+            [("files", FileRow::batch(&files).unwrap()), ("extents", ExtentRow::batch(&extents).unwrap())]
+        {
+            let uri = catalog.join(format!("{table}.lance"));
+            std::fs::remove_dir_all(&uri).unwrap();
+            let schema = batch.schema();
+            let rows = RecordBatchIterator::new([Ok(batch)], schema);
+            lance::Dataset::write(rows, uri.to_str().unwrap(), None).await.unwrap();
+        }
+        std::fs::remove_dir_all(catalog.join("segments.lance")).unwrap();
+        std::fs::remove_file(catalog.join("checksums")).unwrap();
+    });
+}
+
+/// A library of format 2 (before the catalog's checksums and shared segments) is upgraded
+/// once, when it is opened: its `files` and `extents` rows are stored in segments, SQL and
+/// checkout answer as before, its files are recorded and verify proves them from then on; a
+/// file without its line, or cut short, is reported. A format this build does not know is
 /// refused, naming it.
 #[test]
 fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
@@ -322,19 +354,36 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
     let image = dir.path().join("a.img");
     mkfs_ext(&tree, &image, "ext4", "8M", &[]);
     lib.checkin(&image, "a");
+    let config = dir.path().join("config");
+    std::fs::write(&config, b"edited\n").unwrap();
+    imagelake_tests::run(lib.command().args(["replace", "a", "/etc/config"]).arg(&config));
     let root = lib.path();
     let marker = root.join("imagelake.json");
     let written = std::fs::read_to_string(&marker).unwrap();
-    assert!(written.contains("\"format_version\": 3"), "{written}");
+    assert!(written.contains("\"format_version\": 4"), "{written}");
+    let questions = [
+        "SELECT image_id, partition, path, kind, mode, size, mtime, inode, content_hash FROM files ORDER BY image_id, path",
+        "SELECT image_id, disk_offset, length, kind, chunk_hash, content_hash FROM extents ORDER BY image_id, disk_offset",
+    ];
+    let answers: Vec<_> = questions.iter().map(|q| lib.sql(q)).collect();
+    assert!(answers[0].len() == 8 && answers[1].len() > 20, "{answers:?}");
+    let before = dir.path().join("before.img");
+    lib.checkout("a@2", &before);
 
-    // Format 2 had no checksums: without them, verify would have nothing to prove.
-    std::fs::remove_file(root.join("catalog/checksums")).unwrap();
-    std::fs::write(&marker, written.replace("\"format_version\": 3", "\"format_version\": 2")).unwrap();
+    downgrade_to_format_2(&root);
+    std::fs::write(&marker, written.replace("\"format_version\": 4", "\"format_version\": 2")).unwrap();
     let (out, report) = verify(&lib, None);
     assert!(out.status.success(), "{report}");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), written, "the marker says format 3 again");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), written, "the marker says format 4 again");
+    assert!(!root.join("catalog.old").exists() && !root.join("catalog.next").exists());
+    for (question, answer) in questions.iter().zip(&answers) {
+        assert_eq!(&lib.sql(question), answer, "{question}");
+    }
+    let after = dir.path().join("after.img");
+    lib.checkout("a@2", &after);
+    imagelake_tests::assert_same_bytes(&before, &after);
     let recorded = std::fs::read_to_string(root.join("catalog/checksums")).unwrap();
-    assert!(recorded.lines().count() >= 7 * 2, "a manifest and a commit per table at least: {recorded}");
+    assert!(recorded.lines().count() >= 8 * 2, "a manifest and a commit per table at least: {recorded}");
     assert_eq!(report["catalog"]["files"].as_u64(), Some(recorded.lines().count() as u64), "{report}");
 
     // A live file whose line is lost (as when a writer dies between its commit and its record)
@@ -359,9 +408,12 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
     assert_eq!(check["unrecorded_catalog_files"].as_array().unwrap().iter().collect::<Vec<_>>(), unproved, "{check}");
     imagelake_tests::run(lib.command().args(["check", "--reclaim"]));
     assert_intact(&lib, None);
+    // (The reclaim's prune also dropped the files the upgrade's own commits superseded.)
+    let (_, report) = verify(&lib, None);
     assert_eq!(
-        std::fs::read_to_string(root.join("catalog/checksums")).unwrap().lines().count(),
-        recorded.lines().count()
+        report["catalog"]["files"].as_u64(),
+        Some(std::fs::read_to_string(root.join("catalog/checksums")).unwrap().lines().count() as u64),
+        "{report}"
     );
 
     // `check` finds a catalog file cut short by its size alone, and says so rather than fail
@@ -386,7 +438,7 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
         Some(true)
     );
 
-    std::fs::write(&marker, written.replace("\"format_version\": 3", "\"format_version\": 9")).unwrap();
+    std::fs::write(&marker, written.replace("\"format_version\": 4", "\"format_version\": 9")).unwrap();
     let refused = lib.command().arg("verify").output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("format version 9"), "{stderr}");

@@ -9,7 +9,7 @@
 //! unrecorded.
 
 use super::checksums::{self, Sum};
-use super::{Catalog, TABLES};
+use super::{Catalog, DATASETS};
 use crate::{Error, Result};
 use lance::Dataset;
 use lance::index::DatasetIndexExt;
@@ -103,7 +103,7 @@ impl Catalog {
     /// before checksums, upgraded; files whose writer died between its commit and its record):
     /// what they hold now is taken as true.
     pub(crate) async fn record_all(&self) -> Result<()> {
-        for table in TABLES {
+        for table in DATASETS {
             let dataset = self.dataset(table).await?;
             self.record(table, &dataset).await?;
         }
@@ -114,7 +114,7 @@ impl Catalog {
     /// catalog's cache, so that what is checked is what is on disk now).
     async fn live(&self) -> Live {
         let mut live = Live::default();
-        for table in TABLES {
+        for table in DATASETS {
             // Lance may panic on a damaged manifest rather than refuse it.
             let opened = crate::unless_panicked("opening the table", async {
                 let dataset = Dataset::open(&self.table_uri(table)).await.map_err(|e| Error::Catalog(e.to_string()))?;

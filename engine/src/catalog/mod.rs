@@ -10,9 +10,12 @@ mod columns;
 mod integrity;
 mod queries;
 mod schema;
+mod segments;
+pub(crate) mod upgrade;
 
 pub use integrity::{CatalogProof, DamagedCatalogFile};
 pub use schema::*;
+pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, Segmented};
 
 use crate::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
@@ -30,18 +33,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-/// The B-tree indexes the access paths need: per-image reads (`image_id`), point questions
-/// ("which images contain content H", "which ship package P", "where is /etc/x"), and the
-/// store's lookups (`chunk_hash`). Lance answers a filter on an indexed column from the index
-/// and scans only fragments appended since the index was last brought up to date.
-pub const INDEXES: [(&str, &str); 8] = [
-    ("files", "image_id"),
+/// The B-tree indexes the access paths need: per-image reads (`image_id`, then the segments
+/// a version lists), point questions ("which images contain content H", "which ship package
+/// P", "where is /etc/x", then which versions use the segments found), and the store's
+/// lookups (`chunk_hash`). Lance answers a filter on an indexed column from the index and
+/// scans only fragments appended since the index was last brought up to date.
+pub const INDEXES: [(&str, &str); 10] = [
+    ("files", "segment"),
     ("files", "content_hash"),
     ("files", "path"),
     ("packages", "name"),
     ("packages", "image_id"),
-    ("extents", "image_id"),
+    ("extents", "segment"),
     ("extents", "content_hash"),
+    ("segments", "image_id"),
+    ("segments", "segment"),
     ("chunks", "chunk_hash"),
 ];
 
@@ -129,6 +135,7 @@ impl Catalog {
         catalog.create::<PackageRow>().await?;
         catalog.create::<ExtentRow>().await?;
         catalog.create::<ChunkRow>().await?;
+        catalog.create::<SegmentRow>().await?;
         catalog.create::<ProvenanceRow>().await?;
         Ok(catalog)
     }
@@ -143,7 +150,7 @@ impl Catalog {
         if Path::new(&uri).join("_versions").exists() {
             return Ok(());
         }
-        let empty = RecordBatchIterator::new(Vec::<std::result::Result<RecordBatch, _>>::new(), T::schema());
+        let empty = RecordBatchIterator::new(Vec::<std::result::Result<RecordBatch, _>>::new(), T::stored_schema());
         let params = WriteParams { mode: WriteMode::Create, ..Default::default() };
         match Dataset::write(empty, uri.as_str(), Some(params)).await {
             Ok(dataset) => self.record(T::NAME, &dataset).await,
@@ -154,9 +161,13 @@ impl Catalog {
     }
 
     /// Appends rows to their table (one Lance commit; concurrent appends are rebased by Lance).
+    /// The rows of `files` and `extents` go through [`Catalog::append_manifest`] instead.
     pub async fn append<T: Table>(&self, rows: &[T]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
+        }
+        if MANIFESTS.contains(&T::NAME) {
+            return Err(Error::Catalog(format!("rows of {} are stored in segments, not appended", T::NAME)));
         }
         let mut batches = Vec::new();
         // Bounded batches keep peak memory flat for images with many files.
@@ -193,7 +204,7 @@ impl Catalog {
     pub async fn maintain(&self, policy: Maintenance) -> Result<()> {
         let Maintenance { small_fragments, lagging_fragments, max_segments } = policy;
         let (lagging_fragments, max_segments) = (lagging_fragments.max(1), max_segments.max(1));
-        for table in TABLES {
+        for table in DATASETS {
             let mut dataset = self.dataset(table).await?;
             let err = |e: lance::Error| Error::Catalog(format!("maintaining {table}: {e}"));
             // Each checkin appends one fragment per table, and a question pays for every
@@ -246,7 +257,7 @@ impl Catalog {
     /// freed.
     pub async fn cleanup(&self) -> Result<u64> {
         let mut freed = 0;
-        for table in TABLES {
+        for table in DATASETS {
             let dataset = self.dataset(table).await?;
             let stats = dataset
                 .cleanup_old_versions(chrono::TimeDelta::zero(), Some(false), Some(false))

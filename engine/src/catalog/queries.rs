@@ -6,7 +6,7 @@
 //! these methods; no other module builds a filter or reads a column.
 
 use super::columns::Columns;
-use super::{Catalog, ChunkRow, Decode, ExtentRow, FileRow, ImageRow, PartitionRow, ProvenanceRow, Table};
+use super::{Catalog, ChunkRow, Decode, ExtentRow, FileRow, ImageRow, PartitionRow, ProvenanceRow, SegmentRow, Table};
 use crate::Result;
 use crate::store::{ChunkHash, ChunkLocation, hex, parse_hex};
 use arrow::array::RecordBatch;
@@ -19,7 +19,7 @@ pub(crate) fn quote(text: &str) -> String {
 }
 
 /// `'a', 'b', ...` for an `IN (...)` of a Lance filter.
-fn quoted_list<S: AsRef<str>>(texts: &[S]) -> String {
+pub(crate) fn quoted_list<S: AsRef<str>>(texts: &[S]) -> String {
     texts.iter().map(|t| quote(t.as_ref())).collect::<Vec<_>>().join(", ")
 }
 
@@ -62,11 +62,8 @@ impl Catalog {
 
     /// The `columns` of every file of a version (of one partition, if given).
     pub async fn files(&self, image_id: i64, partition: Option<i64>, columns: &[&str]) -> Result<Vec<FileRow>> {
-        let mut filter = format!("image_id = {image_id}");
-        if let Some(p) = partition {
-            filter += &format!(" AND partition = {p}");
-        }
-        self.rows(columns, Some(&filter)).await
+        let filter = partition.map(|p| format!("partition = {p}"));
+        self.version_rows(image_id, columns, filter.as_deref()).await
     }
 
     /// The `columns` of the files of a version at `paths` (on one partition, if given).
@@ -80,17 +77,17 @@ impl Catalog {
         if paths.is_empty() {
             return Ok(Vec::new());
         }
-        let mut filter = format!("image_id = {image_id} AND path IN ({})", quoted_list(paths));
+        let mut filter = format!("path IN ({})", quoted_list(paths));
         if let Some(p) = partition {
             filter += &format!(" AND partition = {p}");
         }
-        self.rows(columns, Some(&filter)).await
+        self.version_rows(image_id, columns, Some(&filter)).await
     }
 
     /// The regular files of a version that have a content: partition, inode, size, content.
     pub async fn regular_files(&self, image_id: i64) -> Result<Vec<FileRow>> {
-        let filter = format!("image_id = {image_id} AND kind = 'file' AND content_hash IS NOT NULL");
-        self.rows(&["partition", "inode", "size", "content_hash"], Some(&filter)).await
+        let filter = "kind = 'file' AND content_hash IS NOT NULL";
+        self.version_rows(image_id, &["partition", "inode", "size", "content_hash"], Some(filter)).await
     }
 
     /// The files, in any version, whose content is one of `contents`: version, path, content.
@@ -98,7 +95,7 @@ impl Catalog {
         let mut rows = Vec::new();
         for group in contents.chunks(LOOKUP_GROUP) {
             let filter = format!("content_hash IN ({})", quoted_list(group));
-            rows.extend(self.rows(&["image_id", "path", "content_hash"], Some(&filter)).await?);
+            rows.extend(self.rows_in_versions(&["path", "content_hash"], Some(&filter)).await?);
         }
         Ok(rows)
     }
@@ -106,12 +103,11 @@ impl Catalog {
     /// The disk map of a version, in disk order; `with_contents` also reads which file content
     /// each extent holds (for an edit, which carries unchanged files over).
     pub async fn disk_map(&self, image_id: i64, with_contents: bool) -> Result<Vec<ExtentRow>> {
-        let mut columns = vec!["image_id", "disk_offset", "length", "kind", "chunk_hash", "chunk_offset"];
+        let mut columns = vec!["disk_offset", "length", "kind", "chunk_hash", "chunk_offset"];
         if with_contents {
             columns.extend(["content_hash", "content_offset"]);
         }
-        let filter = format!("image_id = {image_id}");
-        let mut extents: Vec<ExtentRow> = self.rows(&columns, Some(&filter)).await?;
+        let mut extents: Vec<ExtentRow> = self.version_rows(image_id, &columns, None).await?;
         extents.sort_by_key(|e| e.disk_offset);
         Ok(extents)
     }
@@ -123,10 +119,10 @@ impl Catalog {
         // A few contents through the content_hash index; many by one scan.
         let filter = match contents {
             Some([]) => return Ok(Vec::new()),
-            Some(list) => format!("image_id = {image_id} AND content_hash IN ({})", quoted_list(list)),
-            None => format!("image_id = {image_id} AND content_hash IS NOT NULL"),
+            Some(list) => format!("content_hash IN ({})", quoted_list(list)),
+            None => "content_hash IS NOT NULL".to_string(),
         };
-        self.rows(&columns, Some(&filter)).await
+        self.version_rows(image_id, &columns, Some(&filter)).await
     }
 
     /// The extents, in any version, stored in one of the given chunks.
@@ -135,15 +131,15 @@ impl Catalog {
         for group in hashes.chunks(LOOKUP_GROUP) {
             let list: Vec<String> = group.iter().map(hex).collect();
             let filter = format!("chunk_hash IN ({})", quoted_list(&list));
-            let columns = ["image_id", "disk_offset", "kind", "chunk_hash", "content_hash"];
-            rows.extend(self.rows(&columns, Some(&filter)).await?);
+            let columns = ["disk_offset", "kind", "chunk_hash", "content_hash"];
+            rows.extend(self.rows_in_versions(&columns, Some(&filter)).await?);
         }
         Ok(rows)
     }
 
     /// Every extent of every version (without contents), for `check`.
     pub async fn all_extents(&self) -> Result<Vec<ExtentRow>> {
-        self.rows(&["image_id", "disk_offset", "length", "kind", "chunk_hash"], None).await
+        self.rows_in_versions(&["disk_offset", "length", "kind", "chunk_hash"], None).await
     }
 
     /// The chunk hashes of a table's rows, straight into a set (they can be millions: no row is
@@ -215,8 +211,12 @@ impl Catalog {
         Ok(rows.into_iter().map(|c| c.pack).collect())
     }
 
-    /// The image ids with rows in `table`.
+    /// The image ids with rows in `table` (for `files` and `extents`: with segments listed).
     pub async fn image_ids(&self, table: &str) -> Result<HashSet<i64>> {
+        if super::MANIFESTS.contains(&table) {
+            let uses = self.segment_rows(&format!("manifest = {}", quote(table))).await?;
+            return Ok(uses.into_iter().map(|u| u.image_id).collect());
+        }
         let mut ids = HashSet::new();
         self.scan_each(table, &["image_id"], None, |batch| {
             let column = Columns::new(table, &batch).i64("image_id")?;
@@ -227,8 +227,8 @@ impl Catalog {
         Ok(ids)
     }
 
-    /// A version's rows of `table`, every column, as they are stored (for a clone, which
-    /// copies them under a new image id).
+    /// A version's rows of `table` (not one stored in segments), every column, as they are
+    /// stored (for a clone, which copies them under a new image id).
     pub async fn rows_of(&self, table: &str, image_id: i64) -> Result<Vec<RecordBatch>> {
         let dataset = self.dataset(table).await?;
         let columns: Vec<String> = dataset.schema().fields.iter().map(|f| f.name.clone()).collect();
@@ -237,17 +237,22 @@ impl Catalog {
     }
 
     /// Deletes the rows of `table` whose image id is one of `ids` (purged versions, leftovers
-    /// of crashed checkins).
+    /// of crashed checkins); for `files` and `extents`, the versions' lists of segments (the
+    /// segments themselves go once no version uses them: `drop_unused_segments`).
     pub async fn delete_versions(&self, table: &str, ids: &[i64]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-        let mut dataset = self.dataset(table).await?;
-        let deleted = dataset.delete(&format!("image_id IN ({list})")).await;
+        let (dataset_name, filter) = match super::MANIFESTS.contains(&table) {
+            true => (SegmentRow::NAME, format!("manifest = {} AND image_id IN ({list})", quote(table))),
+            false => (table, format!("image_id IN ({list})")),
+        };
+        let mut dataset = self.dataset(dataset_name).await?;
+        let deleted = dataset.delete(&filter).await;
         deleted
             .map_err(|e| crate::Error::Catalog(format!("deleting the rows of versions {list} from {table}: {e}")))?;
-        self.record(table, &dataset).await
+        self.record(dataset_name, &dataset).await
     }
 
     /// Deletes the `chunks` rows of the given packs.

@@ -16,6 +16,10 @@ use super::columns::{Columns, int, opt_int, opt_text, text, time};
 pub trait Table: Sized {
     const NAME: &'static str;
     fn schema() -> SchemaRef;
+    /// The schema of the table's dataset: its schema, but for the tables stored in segments.
+    fn stored_schema() -> SchemaRef {
+        Self::schema()
+    }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
 }
 
@@ -26,8 +30,14 @@ pub trait Decode: Table {
     fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>>;
 }
 
-/// Every table, in the order a checkin writes them (the `images` row last: the commit point).
+/// Every table SQL sees, in the order a checkin writes them (the `images` row last: the
+/// commit point).
 pub const TABLES: [&str; 7] = ["chunks", "partitions", "files", "packages", "extents", "provenance", "images"];
+
+/// Every Lance dataset of the catalog: the tables, `files` and `extents` stored in segments
+/// (see `segments.rs`), and `segments`, the lists of the segments of each version.
+pub const DATASETS: [&str; 8] =
+    ["chunks", "partitions", "files", "packages", "extents", "segments", "provenance", "images"];
 
 fn i64_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(v))
@@ -361,6 +371,9 @@ fn list_col(fields: Fields, counts: impl Iterator<Item = usize>, items: Vec<Arra
 
 impl Table for FileRow {
     const NAME: &'static str = "files";
+    fn stored_schema() -> SchemaRef {
+        super::segments::stored_schema(Self::schema())
+    }
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             field("image_id", DataType::Int64, false),
@@ -560,6 +573,9 @@ pub struct ExtentRow {
 
 impl Table for ExtentRow {
     const NAME: &'static str = "extents";
+    fn stored_schema() -> SchemaRef {
+        super::segments::stored_schema(Self::schema())
+    }
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             field("image_id", DataType::Int64, false),

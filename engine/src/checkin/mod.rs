@@ -171,12 +171,15 @@ impl Library {
                 .and_then(|r| r)
                 .io_context(|| "removing the edit's scratch file".into())
         };
+        let manifests = async {
+            catalog.append_manifest(image_id, &ingest.files).await?;
+            catalog.append_manifest(image_id, &ingest.extents).await
+        };
         tokio::try_join!(
             catalog.append(&chunk_rows),
             catalog.append(&ingest.partitions),
-            catalog.append(&ingest.files),
             catalog.append(&ingest.packages),
-            catalog.append(&ingest.extents),
+            manifests,
             remove,
         )?;
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Catalog bytes a version costs: the five corpus images checked in, then eight one-file edits
+# of the mariadb image (`imagelake replace db /etc/motd F`), each followed by the library's
+# normal maintenance (what the edit's own commit does: compaction once fragments wait, index
+# segments, superseded files pruned). Prints the catalog's size (du of catalog/) after each
+# step and what each edit added; then the sizes of its datasets.
+# Usage: bench/catalog.sh [IMAGELAKE_BINARY]   (default: target/release/imagelake)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-${CARGO_TARGET_DIR:-target}/release/imagelake}
+corpus=$(bash bench/corpus.sh)/corpus
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+lib=$work/lib
+size() { du -sb "$lib/catalog" | cut -f1; }
+
+declare -A names=([base]=base [nginx]=web [curl]=curl [mariadb]=db [postgresql]=pg)
+for image in base nginx curl mariadb postgresql; do
+  "$bin" -L "$lib" checkin "$corpus/$image.raw" --name "${names[$image]}" >/dev/null
+done
+echo "five checkins: catalog $(size) bytes"
+before=$(size)
+for i in 1 2 3 4 5 6 7 8; do
+  printf 'edit %d\n' "$i" > "$work/motd"
+  "$bin" -L "$lib" replace db /etc/motd "$work/motd" >/dev/null
+  after=$(size)
+  echo "edit $i: catalog $after bytes, +$((after - before))"
+  before=$after
+done
+echo "datasets:"
+du -sb "$lib"/catalog/*.lance | sed "s|$lib/catalog/||"
