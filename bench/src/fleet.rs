@@ -80,7 +80,9 @@ impl Base {
     async fn load(library: &Library, image: ImageRow) -> Base {
         let columns: Vec<String> = FileRow::schema().fields().iter().map(|f| f.name().clone()).collect();
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        let files = library.catalog().files(image.image_id, None, &columns).await.expect("files");
+        let mut files = library.catalog().files(image.image_id, None, &columns).await.expect("files");
+        // In the order a version's rows are cut in, so that each host's sort finds them sorted.
+        files.sort_by(|a, b| (a.partition, &a.path).cmp(&(b.partition, &b.path)));
         let packages = scan::<PackageRow>(library, image.image_id).await;
         let partitions = scan::<PartitionRow>(library, image.image_id).await;
         let first_file = files.iter().position(|f| f.content_hash.is_some()).expect("a regular file");
