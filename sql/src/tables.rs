@@ -9,6 +9,10 @@
 //! against `images` that would read every row first. Deleted versions are hidden the same way,
 //! from `images` and every other table, until `undelete`.
 //!
+//! `files` and `extents` are stored in segments that versions share: their scan is the stored
+//! rows' and [`segmented::Expand`] above it, which makes the rows of the versions the session
+//! sees (committed, not deleted, readable) and of no others (see `segmented.rs`).
+//!
 //! A session that may not read every image (see `access.rs`) sees the rows of the images it
 //! may read and no others: `images` holds only those, and every other table's scan is wrapped
 //! in [`Visible`], which drops the rest before anything the statement computes sees a row.
