@@ -2,6 +2,9 @@
 //! reads the columns it needs and answers with typed rows (`Decode`), so that a row filter
 //! (grants) has one door to guard and a schema change one place to look.
 //!
+//! `files` and `extents` are read through their segments (`segments.rs`: a version's rows,
+//! or rows in any version, and the versions that list them).
+//!
 //! **Architecture Invariant:** outside `catalog/`, the engine reads the catalog only through
 //! these methods; no other module builds a filter or reads a column.
 

@@ -3,7 +3,7 @@
 //!
 //! A version's rows are sorted (files by partition and path, extents by disk offset) and cut
 //! after each row whose key hashes to a multiple of [`AVERAGE_ROWS`] (and after
-//! [`MAX_ROWS`] rows at most): the cuts depend on the keys around them only, so an edit of
+//! [`MAX_ROWS`] rows at most): the cuts depend on the rows' keys alone, so an edit of
 //! one file changes the one segment that holds its row, and a checkin of a tree that shares
 //! most paths with another cuts most of it where the other was cut. A segment is named by the
 //! blake3 of its rows (every column but `image_id`), and is stored once: its rows in the
