@@ -165,14 +165,7 @@ pub struct CatalogTable {
 impl CatalogTable {
     pub async fn new(tables: Arc<Tables>, table: &'static str) -> Result<CatalogTable> {
         let dataset = tables.open(table).await?;
-        let stored = datafusion::arrow::datatypes::Schema::from(dataset.schema());
-        // Stored in segments: the `segment` of each stored row is the image_id of each
-        // version's row.
-        let fields = stored.fields().iter().map(|f| match f.name().as_str() {
-            "segment" if segmented(table) => Arc::new(Field::new("image_id", DataType::Int64, false)),
-            _ => f.clone(),
-        });
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields.collect::<Vec<_>>()));
+        let schema = sql_schema(table, &datafusion::arrow::datatypes::Schema::from(dataset.schema()));
         Ok(CatalogTable { tables, table, schema })
     }
 
@@ -189,10 +182,7 @@ impl CatalogTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let dataset = Arc::new(self.tables.open(table).await?);
         let stored = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
-        let logical = match table == self.table {
-            true => self.schema.clone(),
-            false => CatalogTable::new(self.tables.clone(), table).await?.schema,
-        };
+        let logical = sql_schema(table, &stored);
         let wanted = projection.cloned().unwrap_or_else(|| (0..logical.fields().len()).collect());
         let output = Arc::new(logical.project(&wanted)?);
         // The stored columns: those wanted but image_id, and the segment.
@@ -245,11 +235,21 @@ impl CatalogTable {
             return visible::Visible::over(scan, readable.clone(), (0..wanted.len()).collect());
         }
         // chunks: those the readable images' extents use (a semi join on chunk_hash).
-        let extents = CatalogTable::new(self.tables.clone(), "extents").await?.schema;
-        let used = vec![extents.index_of("chunk_hash")?];
+        let extents = datafusion::arrow::datatypes::Schema::from(self.tables.open("extents").await?.schema());
+        let used = vec![sql_schema("extents", &extents).index_of("chunk_hash")?];
         let used = self.scan_segmented(state, "extents", Some(&used), &[], readable.clone()).await?;
         visible::semi_join(used, scan, (0..wanted.len()).collect())
     }
+}
+
+/// The schema SQL sees of `table`, from its dataset's: for a table stored in segments, the
+/// `segment` of each stored row is the `image_id` of each version's row.
+fn sql_schema(table: &str, stored: &datafusion::arrow::datatypes::Schema) -> SchemaRef {
+    let fields = stored.fields().iter().map(|f| match f.name().as_str() {
+        "segment" if segmented(table) => Arc::new(Field::new("image_id", DataType::Int64, false)),
+        _ => f.clone(),
+    });
+    Arc::new(datafusion::arrow::datatypes::Schema::new(fields.collect::<Vec<_>>()))
 }
 
 /// Whether `table` is stored in segments (`files`, `extents`).

@@ -321,30 +321,25 @@ impl Catalog {
 
     /// The versions that use each of `segments` of `manifest`.
     pub async fn segment_users(&self, manifest: &str, segments: &[String]) -> Result<HashMap<String, Vec<i64>>> {
-        let mut users: HashMap<String, Vec<i64>> = HashMap::new();
-        for group in segments.chunks(LOOKUP_GROUP) {
-            let list = super::queries::quoted_list(group);
-            let filter = format!("manifest = '{manifest}' AND segment IN ({list})");
-            for row in self.segment_rows(&filter).await? {
-                users.entry(row.segment).or_default().push(row.image_id);
-            }
-        }
-        Ok(users)
+        let filters = segments
+            .chunks(LOOKUP_GROUP)
+            .map(|group| format!("manifest = '{manifest}' AND segment IN ({})", super::queries::quoted_list(group)));
+        self.users_where(filters.collect()).await
     }
 
     /// The segments of `manifest` that the versions `ids` list (every version's with None),
     /// each with the versions that list it.
     pub async fn version_segments(&self, manifest: &str, ids: Option<&[i64]>) -> Result<HashMap<String, Vec<i64>>> {
-        let mut filters = vec![format!("manifest = '{manifest}'")];
-        if let Some(ids) = ids {
-            filters = ids
-                .chunks(4 * LOOKUP_GROUP)
-                .map(|group| {
-                    let list = group.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
-                    format!("manifest = '{manifest}' AND image_id IN ({list})")
-                })
-                .collect();
-        }
+        let Some(ids) = ids else { return self.users_where(vec![format!("manifest = '{manifest}'")]).await };
+        let filters = ids.chunks(4 * LOOKUP_GROUP).map(|group| {
+            let list = group.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+            format!("manifest = '{manifest}' AND image_id IN ({list})")
+        });
+        self.users_where(filters.collect()).await
+    }
+
+    /// The `segments` rows matching any of `filters`, as the versions that list each segment.
+    async fn users_where(&self, filters: Vec<String>) -> Result<HashMap<String, Vec<i64>>> {
         let mut users: HashMap<String, Vec<i64>> = HashMap::new();
         for filter in filters {
             for row in self.segment_rows(&filter).await? {
