@@ -7,9 +7,11 @@
 //! rows of the versions that list its segment, among those the statement may see. A filter on
 //! `image_id` (`= n`, `IN (...)`) first finds the versions' segments (the `segments` index on
 //! `image_id`) and narrows the scan to them (the `segment` index); other filters on
-//! `image_id` are checked again above, as DataFusion does for inexact ones. The versions of a
-//! stored row are found as the rows come: the segments of a batch are looked up through the
-//! `segments` index on `segment`, or, once a scan turns out to meet many, all at once.
+//! `image_id` are checked again above, as DataFusion does for inexact ones. Otherwise the
+//! versions of every segment are known up front in a small library (kept in memory by the
+//! catalog per `segments` table version); in a large one, the versions of a stored row are
+//! found as the rows come: the segments of a batch are looked up through the `segments` index
+//! on `segment`, or, once a scan turns out to meet many, all at once.
 
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -23,7 +25,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
 use imagelake_engine::Library;
-use std::collections::{HashMap, HashSet};
+use imagelake_engine::catalog::SegmentUsers;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 /// Segments looked up one batch at a time until a scan has met this many; then every
@@ -80,7 +83,7 @@ pub struct Users {
 
 #[derive(Default)]
 struct Known {
-    users: HashMap<String, Vec<i64>>,
+    users: Arc<SegmentUsers>,
     /// Every segment's versions are in `users`.
     all: bool,
     looked_up: usize,
@@ -88,17 +91,22 @@ struct Known {
 
 impl Users {
     /// The versions of the segments of `ids` (from the `segments` index on image_id), or,
-    /// with None, versions found as the rows come.
+    /// with None, of every segment when the library is small enough to keep them in memory,
+    /// else versions found as the rows come.
     pub async fn new(
         library: Arc<Library>,
         manifest: &'static str,
         shown: Arc<HashSet<i64>>,
         ids: Option<&HashSet<i64>>,
     ) -> Result<Arc<Users>> {
+        let catalog = library.catalog();
         let mut known = Known::default();
         if let Some(ids) = ids {
             let ids: Vec<i64> = ids.iter().copied().filter(|id| shown.contains(id)).collect();
-            known.users = library.catalog().version_segments(manifest, Some(&ids)).await.map_err(external)?;
+            known.users = Arc::new(catalog.version_segments(manifest, &ids).await.map_err(external)?);
+            known.all = true;
+        } else if let Some(every) = catalog.small_segment_users(manifest).await.map_err(external)? {
+            known.users = every;
             known.all = true;
         }
         Ok(Arc::new(Users { library, manifest, shown, known: Mutex::new(known) }))
@@ -130,18 +138,20 @@ impl Users {
             return Ok(());
         }
         let catalog = self.library.catalog();
-        let found = match everything {
-            true => catalog.version_segments(self.manifest, None).await,
-            false => catalog.segment_users(self.manifest, &missing).await,
-        };
-        let found = found.map_err(external)?;
+        if everything {
+            let every = catalog.every_segment_users(self.manifest).await.map_err(external)?;
+            let mut known = self.known.lock().map_err(|_| Users::poisoned())?;
+            (known.users, known.all) = (every, true);
+            return Ok(());
+        }
+        let found = catalog.segment_users(self.manifest, &missing).await.map_err(external)?;
         let mut known = self.known.lock().map_err(|_| Users::poisoned())?;
         known.looked_up += missing.len();
-        known.all |= everything;
+        let users = Arc::make_mut(&mut known.users);
         for segment in missing {
-            known.users.entry(segment).or_default();
+            users.entry(segment).or_default();
         }
-        known.users.extend(found);
+        users.extend(found);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ pub(crate) mod upgrade;
 
 pub use integrity::{CatalogProof, DamagedCatalogFile};
 pub use schema::*;
-pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, Segmented};
+pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, SegmentUsers, Segmented};
 
 use crate::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
@@ -30,6 +30,7 @@ use lance_index::{IndexType, scalar::ScalarIndexParams};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -92,6 +93,11 @@ pub struct Catalog {
     session: Arc<lance::session::Session>,
     /// The datasets opened so far, each with the stamp its `_versions` folder had then.
     opened: Mutex<HashMap<String, (Stamp, Dataset)>>,
+    /// Per manifest, the versions of every segment at one version of a small `segments`
+    /// table (see [`Catalog::small_segment_users`]).
+    kept_users: Mutex<HashMap<String, (u64, Arc<SegmentUsers>)>>,
+    /// The most `segments` rows whose versions are kept so.
+    kept_users_rows: AtomicUsize,
 }
 
 /// What changes in a folder's metadata whenever an entry is added, renamed or removed.
@@ -128,7 +134,13 @@ impl Catalog {
     /// Opens the catalog in `dir`, creating any table that does not exist yet.
     pub async fn open(dir: &Path) -> Result<Catalog> {
         let session = lance::session::Session::new(INDEX_CACHE_BYTES, METADATA_CACHE_BYTES, Default::default());
-        let catalog = Catalog { dir: dir.to_path_buf(), session: Arc::new(session), opened: Mutex::default() };
+        let catalog = Catalog {
+            dir: dir.to_path_buf(),
+            session: Arc::new(session),
+            opened: Mutex::default(),
+            kept_users: Mutex::default(),
+            kept_users_rows: AtomicUsize::new(segments::KEPT_USERS_ROWS),
+        };
         catalog.create::<ImageRow>().await?;
         catalog.create::<PartitionRow>().await?;
         catalog.create::<FileRow>().await?;
@@ -311,20 +323,10 @@ impl Catalog {
         table: &str,
         columns: &[&str],
         filter: Option<&str>,
-        mut each: impl FnMut(RecordBatch) -> Result<()>,
+        each: impl FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let dataset = self.dataset(table).await?;
-        let mut scanner = dataset.scan();
-        let err = |e: lance::Error| Error::Catalog(format!("scanning {table}: {e}"));
-        scanner.project(columns).map_err(err)?;
-        if let Some(filter) = filter {
-            scanner.filter(filter).map_err(err)?;
-        }
-        let mut stream = scanner.try_into_stream().await.map_err(err)?;
-        while let Some(batch) = stream.try_next().await.map_err(err)? {
-            each(batch)?;
-        }
-        Ok(())
+        scan_each(&dataset, table, columns, filter, each).await
     }
 
     /// Every batch [`Catalog::scan_each`] reads.
@@ -337,4 +339,25 @@ impl Catalog {
         .await?;
         Ok(batches)
     }
+}
+
+/// [`Catalog::scan_each`] of one version of `table`'s dataset.
+async fn scan_each(
+    dataset: &Dataset,
+    table: &str,
+    columns: &[&str],
+    filter: Option<&str>,
+    mut each: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let mut scanner = dataset.scan();
+    let err = |e: lance::Error| Error::Catalog(format!("scanning {table}: {e}"));
+    scanner.project(columns).map_err(err)?;
+    if let Some(filter) = filter {
+        scanner.filter(filter).map_err(err)?;
+    }
+    let mut stream = scanner.try_into_stream().await.map_err(err)?;
+    while let Some(batch) = stream.try_next().await.map_err(err)? {
+        each(batch)?;
+    }
+    Ok(())
 }

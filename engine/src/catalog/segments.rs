@@ -25,6 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The tables whose rows are stored in segments.
 pub const MANIFESTS: [&str; 2] = [FileRow::NAME, ExtentRow::NAME];
@@ -37,6 +38,13 @@ const AVERAGE_ROWS: u64 = 64;
 const MAX_ROWS: usize = 1024;
 /// Segments per lookup of an `IN (...)` list.
 const LOOKUP_GROUP: usize = 512;
+/// The versions of every segment are kept in memory while `segments` holds at most this many
+/// rows (about 100 bytes each kept, a few milliseconds to read again after a commit: some
+/// fifty versions of a 10,000-file image).
+pub(super) const KEPT_USERS_ROWS: usize = 1 << 15;
+
+/// Which versions list each segment (of one manifest), by segment name.
+pub type SegmentUsers = HashMap<String, Vec<i64>>;
 
 /// A table whose rows are stored in segments.
 pub trait Segmented: Table + Decode + Clone {
@@ -320,17 +328,27 @@ impl Catalog {
     }
 
     /// The versions that use each of `segments` of `manifest`.
-    pub async fn segment_users(&self, manifest: &str, segments: &[String]) -> Result<HashMap<String, Vec<i64>>> {
+    pub async fn segment_users(&self, manifest: &str, segments: &[String]) -> Result<SegmentUsers> {
+        if let Some(every) = self.small_segment_users(manifest).await? {
+            return Ok(segments.iter().filter_map(|s| Some((s.clone(), every.get(s)?.clone()))).collect());
+        }
         let filters = segments
             .chunks(LOOKUP_GROUP)
             .map(|group| format!("manifest = '{manifest}' AND segment IN ({})", super::queries::quoted_list(group)));
         self.users_where(filters.collect()).await
     }
 
-    /// The segments of `manifest` that the versions `ids` list (every version's with None),
-    /// each with the versions that list it.
-    pub async fn version_segments(&self, manifest: &str, ids: Option<&[i64]>) -> Result<HashMap<String, Vec<i64>>> {
-        let Some(ids) = ids else { return self.users_where(vec![format!("manifest = '{manifest}'")]).await };
+    /// The segments of `manifest` that the versions `ids` list, each with those of `ids` that
+    /// list it.
+    pub async fn version_segments(&self, manifest: &str, ids: &[i64]) -> Result<SegmentUsers> {
+        if let Some(every) = self.small_segment_users(manifest).await? {
+            let ids: HashSet<i64> = ids.iter().copied().collect();
+            let among = every.iter().filter_map(|(segment, users)| {
+                let users: Vec<i64> = users.iter().copied().filter(|id| ids.contains(id)).collect();
+                (!users.is_empty()).then(|| (segment.clone(), users))
+            });
+            return Ok(among.collect());
+        }
         let filters = ids.chunks(4 * LOOKUP_GROUP).map(|group| {
             let list = group.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
             format!("manifest = '{manifest}' AND image_id IN ({list})")
@@ -338,9 +356,60 @@ impl Catalog {
         self.users_where(filters.collect()).await
     }
 
+    /// Every segment of `manifest` with the versions that list it.
+    pub async fn every_segment_users(&self, manifest: &str) -> Result<Arc<SegmentUsers>> {
+        if let Some(every) = self.small_segment_users(manifest).await? {
+            return Ok(every);
+        }
+        Ok(Arc::new(self.users_where(vec![format!("manifest = '{manifest}'")]).await?))
+    }
+
+    /// [`Catalog::every_segment_users`] while the `segments` table is small: then it is read
+    /// once per table version and kept, so that a question that meets a few segments finds
+    /// their versions in memory rather than through the index (as `images` is kept by the SQL
+    /// layer). None for a larger table.
+    pub async fn small_segment_users(&self, manifest: &str) -> Result<Option<Arc<SegmentUsers>>> {
+        let dataset = self.dataset(SegmentRow::NAME).await?;
+        let version = dataset.version_id();
+        let rows =
+            dataset.fragments().iter().map(|f| f.num_rows().unwrap_or(usize::MAX)).fold(0, usize::saturating_add);
+        if rows > self.kept_users_rows.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let kept = |kept: &HashMap<String, (u64, Arc<SegmentUsers>)>| match kept.get(manifest) {
+            Some((at, users)) if *at == version => Some(users.clone()),
+            _ => None,
+        };
+        if let Some(users) = self.kept_users.lock().ok().and_then(|k| kept(&k)) {
+            return Ok(Some(users));
+        }
+        // Read at the version just seen, which is the one it is kept for.
+        let mut users = SegmentUsers::new();
+        let filter = format!("manifest = '{manifest}'");
+        super::scan_each(&dataset, SegmentRow::NAME, &["image_id", "segment"], Some(&filter), |batch| {
+            for row in SegmentRow::decode(&batch)? {
+                users.entry(row.segment).or_default().push(row.image_id);
+            }
+            Ok(())
+        })
+        .await?;
+        let users = Arc::new(users);
+        if let Ok(mut kept) = self.kept_users.lock() {
+            kept.insert(manifest.to_string(), (version, users.clone()));
+        }
+        Ok(Some(users))
+    }
+
+    /// Keeps the versions of every segment in memory only while `segments` holds at most
+    /// `rows` rows (0: never; a server short of memory, and tests of the lookups a large
+    /// library makes).
+    pub fn keep_segment_users_up_to(&self, rows: usize) {
+        self.kept_users_rows.store(rows, Ordering::Relaxed);
+    }
+
     /// The `segments` rows matching any of `filters`, as the versions that list each segment.
-    async fn users_where(&self, filters: Vec<String>) -> Result<HashMap<String, Vec<i64>>> {
-        let mut users: HashMap<String, Vec<i64>> = HashMap::new();
+    async fn users_where(&self, filters: Vec<String>) -> Result<SegmentUsers> {
+        let mut users = SegmentUsers::new();
         for filter in filters {
             for row in self.segment_rows(&filter).await? {
                 users.entry(row.segment).or_default().push(row.image_id);
@@ -402,8 +471,8 @@ impl Catalog {
         let found = self.stored_rows::<T>(columns, filter).await?;
         let segments: Vec<String> = found.iter().map(|(s, _)| s.clone()).collect::<HashSet<_>>().into_iter().collect();
         let users = match filter {
-            Some(_) => self.segment_users(T::NAME, &segments).await?,
-            None => self.version_segments(T::NAME, None).await?,
+            Some(_) => Arc::new(self.segment_users(T::NAME, &segments).await?),
+            None => self.every_segment_users(T::NAME).await?,
         };
         let mut rows = Vec::new();
         for (segment, row) in found {
