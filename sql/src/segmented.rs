@@ -86,6 +86,8 @@ struct Known {
     users: Arc<SegmentUsers>,
     /// Every segment's versions are in `users`.
     all: bool,
+    /// `users` holds the segments of the versions asked for, and only those.
+    narrowed: bool,
     looked_up: usize,
 }
 
@@ -104,7 +106,7 @@ impl Users {
         if let Some(ids) = ids {
             let ids: Vec<i64> = ids.iter().copied().filter(|id| shown.contains(id)).collect();
             known.users = Arc::new(catalog.version_segments(manifest, &ids).await.map_err(external)?);
-            known.all = true;
+            (known.all, known.narrowed) = (true, true);
         } else if let Some(every) = catalog.small_segment_users(manifest).await.map_err(external)? {
             known.users = every;
             known.all = true;
@@ -112,10 +114,11 @@ impl Users {
         Ok(Arc::new(Users { library, manifest, shown, known: Mutex::new(known) }))
     }
 
-    /// The segments known up front (with image ids), to narrow the scan to; None otherwise.
+    /// The segments of the versions asked for (with image ids), to narrow the scan to; None
+    /// otherwise.
     pub fn segments(&self) -> Option<Vec<String>> {
         let known = self.known.lock().ok()?;
-        known.all.then(|| known.users.keys().cloned().collect())
+        known.narrowed.then(|| known.users.keys().cloned().collect())
     }
 
     fn poisoned() -> DataFusionError {
