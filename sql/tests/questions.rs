@@ -361,6 +361,13 @@ async fn every_readme_question_matches_an_independent_oracle() {
         assert!(rows(&format!("{all} WHERE image_id = 99")).await.is_empty(), "{table}: no version 99");
         assert!(rows(&format!("{all} WHERE image_id = 1 AND image_id = 2")).await.is_empty());
     }
+    // Only a filter on image_id narrows the scan of the stored rows to segments: the kept
+    // map of every segment's versions (a small library) must not become a filter naming them all.
+    library.catalog().keep_segment_users_up_to(usize::MAX);
+    let plan = async |sql: &str| format!("{:?}", rows(&format!("EXPLAIN {sql}")).await);
+    let by_hash = "SELECT path FROM files WHERE content_hash = 'x'";
+    assert!(!plan(by_hash).await.contains("segment IN"), "{}", plan(by_hash).await);
+    assert!(plan(&format!("{by_hash} AND image_id = 1")).await.contains("segment IN"));
     // Two scans of one table in one statement, each narrowed to its own version.
     let same = rows(
         "SELECT count(*) FROM files a JOIN files b ON a.path = b.path AND a.content_hash = b.content_hash \
