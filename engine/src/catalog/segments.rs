@@ -46,6 +46,13 @@ pub(super) const KEPT_USERS_ROWS: usize = 1 << 15;
 /// Which versions list each segment (of one manifest), by segment name.
 pub type SegmentUsers = HashMap<String, Vec<i64>>;
 
+/// Adds the version of each `segments` row to the users of its segment.
+fn add_users(users: &mut SegmentUsers, rows: Vec<SegmentRow>) {
+    for row in rows {
+        users.entry(row.segment).or_default().push(row.image_id);
+    }
+}
+
 /// A table whose rows are stored in segments.
 pub trait Segmented: Table + Decode + Clone {
     /// The order of a version's rows, in which segments are cut.
@@ -374,6 +381,10 @@ impl Catalog {
         let rows =
             dataset.fragments().iter().map(|f| f.num_rows().unwrap_or(usize::MAX)).fold(0, usize::saturating_add);
         if rows > self.kept_users_rows.load(Ordering::Relaxed) {
+            // Grown past the bound (or the bound lowered): what was kept is of no more use.
+            if let Ok(mut kept) = self.kept_users.lock() {
+                kept.remove(manifest);
+            }
             return Ok(None);
         }
         let kept = |kept: &HashMap<String, (u64, Arc<SegmentUsers>)>| match kept.get(manifest) {
@@ -387,9 +398,7 @@ impl Catalog {
         let mut users = SegmentUsers::new();
         let filter = format!("manifest = '{manifest}'");
         super::scan_each(&dataset, SegmentRow::NAME, &["image_id", "segment"], Some(&filter), |batch| {
-            for row in SegmentRow::decode(&batch)? {
-                users.entry(row.segment).or_default().push(row.image_id);
-            }
+            add_users(&mut users, SegmentRow::decode(&batch)?);
             Ok(())
         })
         .await?;
@@ -411,9 +420,7 @@ impl Catalog {
     async fn users_where(&self, filters: Vec<String>) -> Result<SegmentUsers> {
         let mut users = SegmentUsers::new();
         for filter in filters {
-            for row in self.segment_rows(&filter).await? {
-                users.entry(row.segment).or_default().push(row.image_id);
-            }
+            add_users(&mut users, self.segment_rows(&filter).await?);
         }
         Ok(users)
     }
