@@ -179,6 +179,11 @@ impl Session {
     }
 }
 
+/// An error of the engine (or Lance) as DataFusion carries it.
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
 /// The commands planning registered in `state`.
 fn commands_of(state: &SessionState) -> Vec<Arc<Command>> {
     state.config().get_extension::<Commands>().map(|c| c.take()).unwrap_or_default()

@@ -13,6 +13,7 @@
 //! found as the rows come: the segments of a batch are looked up through the `segments` index
 //! on `segment`, or, once a scan turns out to meet many, all at once.
 
+use crate::external;
 use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -32,10 +33,6 @@ use std::sync::{Arc, Mutex};
 /// Segments looked up one batch at a time until a scan has met this many; then every
 /// segment's versions are read at once.
 const LOOKUPS_BEFORE_ALL: usize = 4096;
-
-fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 /// Whether `filter` reads `image_id`.
 pub fn reads_image_id(filter: &Expr) -> bool {

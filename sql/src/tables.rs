@@ -1,7 +1,9 @@
 //! The catalog tables as SQL sees them: each a Lance dataset read at its newest version, with
 //! filters and projections pushed into the Lance scan (which answers them from the indexes of
 //! `engine::catalog::INDEXES`) and only the rows of committed images. `images` itself, one
-//! small row per version and joined by nearly every question, is held in memory per version.
+//! small row per version and joined by nearly every question, is held in memory per version;
+//! so is any other table while it is small (the engine's `catalog/kept.rs`), its scan then the
+//! rows in memory under one filter of every predicate Lance would have taken.
 //!
 //! An image's `images` row is its commit point, written last. Image ids are handed out in
 //! order, so "committed" is `image_id <= newest AND image_id NOT IN (ids never committed)`:
@@ -23,7 +25,7 @@
 //! metadata that counts hidden rows.
 
 use crate::access::Access;
-use crate::{segmented, visible};
+use crate::{external, segmented, visible};
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
@@ -31,7 +33,10 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
@@ -41,10 +46,6 @@ use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-
-fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 /// The `images` table at one version: its rows (one per committed version, few enough to keep
 /// in memory, and read by nearly every question) and the committed-rows filter they give.
@@ -169,8 +170,8 @@ impl CatalogTable {
         Ok(CatalogTable { tables, table, schema })
     }
 
-    /// The plan of a table stored in segments: the Lance scan of its stored rows (`filters`
-    /// that do not read `image_id` inside it) and [`Expand`] above, into the rows of the
+    /// The plan of a table stored in segments: the scan of its stored rows (`filters` that do
+    /// not read `image_id` inside it) and [`Expand`] above, into the rows of the
     /// versions of `shown`.
     async fn scan_segmented(
         &self,
@@ -180,7 +181,7 @@ impl CatalogTable {
         filters: &[Expr],
         shown: Arc<HashSet<i64>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let dataset = Arc::new(self.tables.open(table).await?);
+        let dataset = self.tables.open(table).await?;
         let stored = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
         let logical = sql_schema(table, &stored);
         let wanted = projection.cloned().unwrap_or_else(|| (0..logical.fields().len()).collect());
@@ -200,14 +201,42 @@ impl CatalogTable {
             }
             pushed.push(col("segment").in_list(segments.into_iter().map(lit).collect(), false));
         }
-        let provider = LanceTableProvider::new(dataset, false, false);
-        let scan = provider.scan(state, Some(&columns), &pushed, None).await?;
+        let scan = self.read(state, table, Some(&columns), &pushed, None).await?;
         Ok(segmented::Expand::over(scan, users, output))
     }
 
     /// Tables whose rows belong to an image version (all but `chunks`, which the store owns).
     fn per_image(&self) -> bool {
         self.table != "chunks" && self.table != "images"
+    }
+
+    /// The stored rows of `table` as Lance's scan gives them (`columns` of the rows matching
+    /// every filter, at most `limit`): from memory while the table is small (see the engine's
+    /// `catalog/kept.rs`), else through Lance and its indexes.
+    async fn read(
+        &self,
+        state: &dyn Session,
+        table: &'static str,
+        columns: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let dataset = self.tables.open(table).await?;
+        let catalog = self.tables.library.catalog();
+        let Some(rows) = catalog.small_table_rows(table, &dataset).await.map_err(external)? else {
+            return LanceTableProvider::new(Arc::new(dataset), false, false).scan(state, columns, filters, limit).await;
+        };
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
+        let partitions = [rows.as_ref().clone()];
+        let Some(predicate) = conjunction(filters.iter().cloned()) else {
+            let source = MemorySourceConfig::try_new(&partitions, schema, columns.cloned())?.with_limit(limit);
+            return Ok(DataSourceExec::from_data_source(source));
+        };
+        // Pushed filters name their table; the rows in memory are the table's alone.
+        let predicate = state.create_physical_expr(unnormalize_col(predicate), &DFSchema::try_from(schema.clone())?)?;
+        let source = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
+        let filter = FilterExecBuilder::new(predicate, source).apply_projection(columns.cloned())?.with_fetch(limit);
+        Ok(Arc::new(filter.build()?))
     }
 
     /// The scan of a session that may not read every image: the rows of `readable` images;
@@ -229,8 +258,7 @@ impl CatalogTable {
         if !columns.contains(&key_index) {
             columns.push(key_index);
         }
-        let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
-        let scan = provider.scan(state, Some(&columns), filters, None).await?;
+        let scan = self.read(state, self.table, Some(&columns), filters, None).await?;
         if self.per_image() {
             return visible::Visible::over(scan, readable.clone(), (0..wanted.len()).collect());
         }
@@ -309,14 +337,12 @@ impl TableProvider for CatalogTable {
             return self.scan_visible(state, projection, filters, readable).await;
         }
         if !self.per_image() {
-            let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
-            return provider.scan(state, projection, filters, limit).await;
+            return self.read(state, self.table, projection, filters, limit).await;
         }
         if segmented(self.table) {
             return self.scan_segmented(state, self.table, projection, filters, images.shown.clone()).await;
         }
         let committed = images.committed.clone();
-        let provider = LanceTableProvider::new(Arc::new(self.tables.open(self.table).await?), false, false);
         // The committed filter runs above the Lance scan, not inside it: inside, Lance would
         // answer `image_id <= newest` from the image_id index, a walk over every row id.
         let image_id = self.schema.index_of("image_id")?;
@@ -325,7 +351,7 @@ impl TableProvider for CatalogTable {
         if !columns.contains(&image_id) {
             columns.push(image_id);
         }
-        let scan = provider.scan(state, Some(&columns), filters, None).await?;
+        let scan = self.read(state, self.table, Some(&columns), filters, None).await?;
         let predicate = state.create_physical_expr(committed, &DFSchema::try_from(scan.schema())?)?;
         let filter = FilterExecBuilder::new(predicate, scan)
             .apply_projection(Some((0..wanted).collect()))?

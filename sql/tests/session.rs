@@ -34,6 +34,8 @@ async fn a_session_sees_every_checkin_made_by_another_process() {
     let session = Session::open(Arc::new(Library::open(&library).await.unwrap())).await.unwrap();
     let versions = "SELECT count(*) FROM images WHERE name = 'web'";
     let motds = "SELECT count(DISTINCT image_id) FROM files WHERE path = '/etc/motd'";
+    // A small table, read from memory: kept per table version, read again after a commit.
+    let filesystems = "SELECT count(*) FROM partitions WHERE fs_type = 'ext4'";
     assert_eq!(count(&session, versions).await, 0);
 
     // Right after a commit, and again once the tables have been still long enough for the
@@ -41,14 +43,17 @@ async fn a_session_sees_every_checkin_made_by_another_process() {
     checkin_elsewhere(&library, &image, "web");
     assert_eq!(count(&session, versions).await, 1);
     assert_eq!(count(&session, motds).await, 1);
+    assert_eq!(count(&session, filesystems).await, 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for _ in 0..3 {
         assert_eq!(count(&session, versions).await, 1);
         assert_eq!(count(&session, motds).await, 1);
+        assert_eq!(count(&session, filesystems).await, 1);
     }
     checkin_elsewhere(&library, &image, "web");
     assert_eq!(count(&session, versions).await, 2);
     assert_eq!(count(&session, motds).await, 2);
+    assert_eq!(count(&session, filesystems).await, 2);
     assert_eq!(
         session.run("SELECT read_text('web@2', '/etc/motd')").await.unwrap().batches[0]
             .column(0)

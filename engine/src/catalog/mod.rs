@@ -8,6 +8,7 @@
 mod checksums;
 mod columns;
 mod integrity;
+mod kept;
 mod queries;
 mod schema;
 mod segments;
@@ -20,6 +21,7 @@ pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, SegmentU
 use crate::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
 use futures::TryStreamExt;
+use kept::Kept;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::optimize::{CompactionOptions, compact_files};
@@ -30,7 +32,6 @@ use lance_index::{IndexType, scalar::ScalarIndexParams};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -93,11 +94,11 @@ pub struct Catalog {
     session: Arc<lance::session::Session>,
     /// The datasets opened so far, each with the stamp its `_versions` folder had then.
     opened: Mutex<HashMap<String, (Stamp, Dataset)>>,
+    /// Per table, every row of one version of a small table (see `kept.rs`).
+    kept_rows: Kept<Vec<RecordBatch>>,
     /// Per manifest, the versions of every segment at one version of a small `segments`
     /// table (see [`Catalog::small_segment_users`]).
-    kept_users: Mutex<HashMap<String, (u64, Arc<SegmentUsers>)>>,
-    /// The most `segments` rows whose versions are kept so.
-    kept_users_rows: AtomicUsize,
+    kept_users: Kept<SegmentUsers>,
 }
 
 /// What changes in a folder's metadata whenever an entry is added, renamed or removed.
@@ -138,8 +139,8 @@ impl Catalog {
             dir: dir.to_path_buf(),
             session: Arc::new(session),
             opened: Mutex::default(),
-            kept_users: Mutex::default(),
-            kept_users_rows: AtomicUsize::new(segments::KEPT_USERS_ROWS),
+            kept_rows: Kept::new(),
+            kept_users: Kept::new(),
         };
         catalog.create::<ImageRow>().await?;
         catalog.create::<PartitionRow>().await?;

@@ -25,7 +25,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// The tables whose rows are stored in segments.
 pub const MANIFESTS: [&str; 2] = [FileRow::NAME, ExtentRow::NAME];
@@ -38,11 +37,6 @@ const AVERAGE_ROWS: u64 = 64;
 const MAX_ROWS: usize = 1024;
 /// Segments per lookup of an `IN (...)` list.
 const LOOKUP_GROUP: usize = 512;
-/// The versions of every segment are kept in memory while `segments` holds at most this many
-/// rows (about 100 bytes each kept, a few milliseconds to read again after a commit: some
-/// fifty versions of a 10,000-file image).
-pub(super) const KEPT_USERS_ROWS: usize = 1 << 15;
-
 /// Which versions list each segment (of one manifest), by segment name.
 pub type SegmentUsers = HashMap<String, Vec<i64>>;
 
@@ -372,48 +366,24 @@ impl Catalog {
     }
 
     /// [`Catalog::every_segment_users`] while the `segments` table is small: then it is read
-    /// once per table version and kept, so that a question that meets a few segments finds
-    /// their versions in memory rather than through the index (as `images` is kept by the SQL
-    /// layer). None for a larger table.
+    /// once per table version and kept (see `kept.rs`), so that a question that meets a few
+    /// segments finds their versions in memory rather than through the index. None for a
+    /// larger table.
     pub async fn small_segment_users(&self, manifest: &str) -> Result<Option<Arc<SegmentUsers>>> {
         let dataset = self.dataset(SegmentRow::NAME).await?;
-        let version = dataset.version_id();
-        let rows =
-            dataset.fragments().iter().map(|f| f.num_rows().unwrap_or(usize::MAX)).fold(0, usize::saturating_add);
-        if rows > self.kept_users_rows.load(Ordering::Relaxed) {
-            // Grown past the bound (or the bound lowered): what was kept is of no more use.
-            if let Ok(mut kept) = self.kept_users.lock() {
-                kept.remove(manifest);
-            }
-            return Ok(None);
-        }
-        let kept = |kept: &HashMap<String, (u64, Arc<SegmentUsers>)>| match kept.get(manifest) {
-            Some((at, users)) if *at == version => Some(users.clone()),
-            _ => None,
-        };
-        if let Some(users) = self.kept_users.lock().ok().and_then(|k| kept(&k)) {
-            return Ok(Some(users));
-        }
-        // Read at the version just seen, which is the one it is kept for.
-        let mut users = SegmentUsers::new();
-        let filter = format!("manifest = '{manifest}'");
-        super::scan_each(&dataset, SegmentRow::NAME, &["image_id", "segment"], Some(&filter), |batch| {
-            add_users(&mut users, SegmentRow::decode(&batch)?);
-            Ok(())
-        })
-        .await?;
-        let users = Arc::new(users);
-        if let Ok(mut kept) = self.kept_users.lock() {
-            kept.insert(manifest.to_string(), (version, users.clone()));
-        }
-        Ok(Some(users))
-    }
-
-    /// Keeps the versions of every segment in memory only while `segments` holds at most
-    /// `rows` rows (0: never; a server short of memory, and tests of the lookups a large
-    /// library makes).
-    pub fn keep_segment_users_up_to(&self, rows: usize) {
-        self.kept_users_rows.store(rows, Ordering::Relaxed);
+        self.kept_users
+            .get(manifest, &dataset, || async {
+                // Read at the version just seen, which is the one it is kept for.
+                let mut users = SegmentUsers::new();
+                let filter = format!("manifest = '{manifest}'");
+                super::scan_each(&dataset, SegmentRow::NAME, &["image_id", "segment"], Some(&filter), |batch| {
+                    add_users(&mut users, SegmentRow::decode(&batch)?);
+                    Ok(())
+                })
+                .await?;
+                Ok(users)
+            })
+            .await
     }
 
     /// The `segments` rows matching any of `filters`, as the versions that list each segment.
