@@ -9,6 +9,7 @@ pub mod debugfs;
 pub mod lvm;
 pub mod manifest;
 pub mod rpm;
+pub mod s3;
 pub mod server;
 pub mod tree;
 
