@@ -13,7 +13,6 @@
 
 use crate::catalog::{ExtentKind, ImageState};
 use crate::locks::{InFlight, held};
-use crate::store::pack_path;
 use crate::{IoContext, Library, Result};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -78,9 +77,7 @@ impl Library {
         report.chunks = chunks.len();
         let mut pack_sizes: HashMap<String, Option<u64>> = HashMap::new();
         for (hash, at) in &chunks {
-            let size = *pack_sizes
-                .entry(at.pack.clone())
-                .or_insert_with(|| std::fs::metadata(pack_path(self.root(), &at.pack)).ok().map(|m| m.len()));
+            let size = *pack_sizes.entry(at.pack.clone()).or_insert_with(|| self.packs().size(&at.pack).ok());
             match size {
                 None => report.problems.push(format!(
                     "chunk {} is in pack {}, which is missing",

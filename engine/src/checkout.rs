@@ -13,7 +13,7 @@
 
 use crate::catalog::{ExtentKind, ExtentRow, ImageState};
 use crate::ranges::overlaps;
-use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Packs, parse_hex};
 use crate::{Error, IoContext, Library, Progress, Result};
 use imago::file::File as ImagoFile;
 use imago::qcow2::Qcow2;
@@ -128,7 +128,7 @@ impl Library {
         // Other formats are converted from a raw disk written beside the output.
         let raw = PathBuf::from(format!("{}.raw", partial.display()));
         let target = if format == "raw" || format == "qcow2" { partial.clone() } else { raw.clone() };
-        let (root, qcow2) = (self.root().to_path_buf(), format == "qcow2");
+        let (packs, qcow2) = (self.packs().clone(), format == "qcow2");
         let progress = options.progress.clone();
         if let Some(p) = &progress {
             p.phase(&format!("writing {}@{}", image.name, image.version), size);
@@ -149,7 +149,7 @@ impl Library {
                 }
                 None => Output::Raw(raw_file(&target, size)?),
             };
-            let (written, zero) = write_disk(&root, &output, &extents, &locations, progress.as_deref())?;
+            let (written, zero) = write_disk(&packs, &output, &extents, &locations, progress.as_deref())?;
             let unexpected = match (&output, &expected) {
                 (Output::Update { blocks, .. }, Some(expected)) => {
                     // A block that two extents share can be written in two parts: counted once.
@@ -475,7 +475,7 @@ fn differing_ranges(a: &[ExtentRow], b: &[ExtentRow]) -> Vec<(u64, u64)> {
 }
 
 pub(crate) fn write_disk(
-    root: &Path,
+    packs: &Packs,
     output: &Output,
     extents: &[ExtentRow],
     locations: &HashMap<ChunkHash, ChunkLocation>,
@@ -507,7 +507,7 @@ pub(crate) fn write_disk(
     // every extent its chunks fill, wherever it lies on the disk.
     let chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
     let filled = AtomicU64::new(0);
-    ChunkReader::new(root).for_each_chunk(
+    ChunkReader::new(packs).for_each_chunk(
         &chunks,
         |hash, chunk| {
             let (mut bytes, mut done) = (0u64, 0u64);

@@ -3,7 +3,7 @@
 //! Export fills a tree with them; a patch fetches the contents it carries over.
 
 use crate::catalog::ExtentRow;
-use crate::store::{ChunkHash, ChunkLocation, ChunkReader, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Packs, parse_hex};
 use crate::{Error, IoContext, Library, Progress, Result, UnmappedContents};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -57,7 +57,7 @@ impl Library {
             locations.len(),
             frames.len()
         ));
-        let (root, dir, wanted) = (self.root().to_path_buf(), dir.to_path_buf(), wanted.to_vec());
+        let (packs, dir, wanted) = (self.packs().clone(), dir.to_path_buf(), wanted.to_vec());
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut targets: HashMap<&str, Vec<PathBuf>> = HashMap::new();
             for (hash, size) in &wanted {
@@ -66,7 +66,7 @@ impl Library {
                 file.set_len(*size).io_context(|| format!("sizing {}", path.display()))?;
                 targets.insert(hash, vec![path]);
             }
-            let (_, mut failed) = write_contents(&root, &dir, &targets, &pieces, &locations, None)?;
+            let (_, mut failed) = write_contents(&packs, &dir, &targets, &pieces, &locations, None)?;
             failed.extend(check_contents(&dir, &targets));
             match failed.first() {
                 None => Ok(()),
@@ -121,7 +121,7 @@ fn add_piece(
 /// Fills every file from its pieces, reading each chunk once, frames in parallel: the thread
 /// that decompresses a frame writes every piece its chunks hold.
 pub(crate) fn write_contents(
-    root: &Path,
+    packs: &Packs,
     dir: &Path,
     targets: &HashMap<&str, Vec<PathBuf>>,
     pieces: &HashMap<String, Vec<Piece>>,
@@ -140,7 +140,7 @@ pub(crate) fn write_contents(
     }
     let chunks: Vec<(ChunkHash, &ChunkLocation)> = by_chunk.iter().map(|(h, (at, _))| (*h, *at)).collect();
     let (bytes, failed) = (AtomicU64::new(0), Mutex::new(Vec::new()));
-    ChunkReader::new(root).for_each_chunk(
+    ChunkReader::new(packs).for_each_chunk(
         &chunks,
         |h, chunk| {
             let mut done = 0;

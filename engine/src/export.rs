@@ -143,7 +143,7 @@ impl Library {
             failed: Vec::new(),
             seconds: 0.0,
         };
-        let (root, dir) = (self.root().to_path_buf(), dir.to_path_buf());
+        let (packs, dir) = (self.packs().clone(), dir.to_path_buf());
         let progress = options.progress.clone();
         let summary = tokio::task::spawn_blocking(move || -> Result<ExportSummary> {
             let mut tree = Tree::new(&dir, &mut summary);
@@ -152,7 +152,7 @@ impl Library {
             if let Some(p) = &progress {
                 p.phase("writing file contents", total);
             }
-            let (bytes, failed) = write_contents(&root, &dir, &targets, &pieces, &locations, progress.as_deref())?;
+            let (bytes, failed) = write_contents(&packs, &dir, &targets, &pieces, &locations, progress.as_deref())?;
             tree.summary.bytes += bytes;
             tree.summary.failed.extend(failed);
             let (bytes, failed) = write_unmapped(&dir, &targets, &unmapped, &sizes);

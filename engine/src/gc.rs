@@ -110,10 +110,10 @@ impl Library {
         let Choice { mut retire, rewrite, moving, chunks_freed } = choose(&rows, &live, &self.pack_ids()?);
         summary.chunks_freed = chunks_freed;
         if !moving.is_empty() {
-            let root = self.root().to_path_buf();
+            let library = self.clone();
             let reading = self.reading()?;
             let written =
-                tokio::task::spawn_blocking(move || crate::repack::copy(&root, &moving, Compression::CHECKIN, None))
+                tokio::task::spawn_blocking(move || crate::repack::copy(&library, &moving, Compression::CHECKIN, None))
                     .await
                     .map_err(crate::task_failed("gc, copying live chunks"))??;
             drop(reading);

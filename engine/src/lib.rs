@@ -24,6 +24,7 @@ mod ranges;
 pub mod read;
 pub mod rebuild;
 pub mod repack;
+pub mod storage;
 pub mod store;
 mod stored_disk;
 pub mod trace;

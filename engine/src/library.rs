@@ -15,6 +15,7 @@
 
 use crate::catalog::{self, Catalog, ImageRow, ImageState, ProvenanceRow};
 use crate::locks::{self, ReadGuard};
+use crate::store::Packs;
 use crate::{Error, IoContext, Result};
 use std::fs::{self, File};
 use std::io::Write;
@@ -31,6 +32,7 @@ const MARKER: &str = "imagelake.json";
 #[derive(Clone)]
 pub struct Library {
     root: PathBuf,
+    packs: Packs,
     catalog: std::sync::Arc<Catalog>,
 }
 
@@ -152,11 +154,25 @@ impl Library {
             }
             v => return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}"))),
         };
-        Ok(Library { root: root.to_path_buf(), catalog: std::sync::Arc::new(catalog) })
+        Ok(Library {
+            root: root.to_path_buf(),
+            packs: Packs::Folder(root.to_path_buf()),
+            catalog: std::sync::Arc::new(catalog),
+        })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the library's packs are.
+    pub fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    /// The folder packs being written and scratch files are made in (see `locks::Scratch`).
+    pub(crate) fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
     pub fn catalog(&self) -> &Catalog {

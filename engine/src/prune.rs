@@ -7,7 +7,6 @@
 //! and `check --reclaim` prune.
 
 use crate::locks;
-use crate::store::pack_path;
 use crate::{Error, IoContext, Library, Result};
 use std::fs::{self, File};
 use std::io::Write;
@@ -28,20 +27,14 @@ pub struct PruneSummary {
 }
 
 impl Library {
-    /// Every pack file's id.
+    /// Every pack's id.
     pub(crate) fn pack_ids(&self) -> Result<Vec<String>> {
-        let packs = self.root().join("packs");
-        crate::store::pack_ids(self.root()).io_context(|| format!("reading {}", packs.display()))
+        self.packs().ids().io_context(|| format!("listing the packs of {}", self.root().display()))
     }
 
-    /// The bytes of every pack file.
+    /// The bytes of every pack.
     pub(crate) fn pack_bytes(&self) -> Result<u64> {
-        Ok(self
-            .pack_ids()?
-            .iter()
-            .filter_map(|id| std::fs::metadata(pack_path(self.root(), id)).ok())
-            .map(|m| m.len())
-            .sum())
+        Ok(self.pack_ids()?.iter().filter_map(|id| self.packs().size(id).ok()).sum())
     }
 
     /// Deletes, if no reader holds the `readers` lock, the retired packs no `chunks` row
@@ -60,15 +53,15 @@ impl Library {
             if !listed.is_empty() {
                 let referenced = self.catalog().packs_in_use(&listed).await?;
                 for id in listed.iter().filter(|id| !referenced.contains(*id)) {
-                    let file = pack_path(self.root(), id);
-                    match fs::metadata(&file) {
-                        Ok(meta) => {
-                            fs::remove_file(&file).io_context(|| format!("removing {}", file.display()))?;
+                    let name = || self.packs().name(id);
+                    match self.packs().size(id) {
+                        Ok(size) => {
+                            self.packs().remove(id).io_context(|| format!("removing {}", name()))?;
                             summary.packs_deleted += 1;
-                            summary.pack_bytes_freed += meta.len();
+                            summary.pack_bytes_freed += size;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::Io { context: format!("reading {}", file.display()), error: e }),
+                        Err(e) => return Err(Error::Io { context: format!("reading {}", name()), error: e }),
                     }
                 }
                 let left: Vec<&String> = listed.iter().filter(|id| referenced.contains(*id)).collect();

@@ -149,7 +149,7 @@ impl Library {
             .collect();
         let hashes: Vec<ChunkHash> = pieces.iter().map(|p| p.2).collect();
         let locations = self.catalog().chunk_locations(&hashes).await?;
-        let store = ChunkReader::new(self.root());
+        let store = ChunkReader::new(self.packs());
         let mut chunks: HashMap<ChunkHash, Vec<u8>> = HashMap::new();
         let outside = |at: i64| Error::Catalog(format!("content {hash}: a piece at {at} lies outside its chunk"));
         for (at, len, h, chunk_at) in pieces {

@@ -34,13 +34,13 @@ impl Library {
         let known = self.catalog().chunk_hashes().await?;
         let retired: HashSet<String> = crate::prune::retired(self.root())?.into_iter().collect();
         let ids = self.pack_ids()?;
-        let root = self.root().to_path_buf();
+        let packs = self.packs().clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut summary = RebuildSummary::default();
             let mut missing: Vec<StoredChunk> = Vec::new();
             let mut added: HashSet<ChunkHash> = HashSet::new();
             for id in ids.iter().filter(|id| !retired.contains(*id)) {
-                let index = match PackReader::open(&root, id).and_then(|p| p.index()) {
+                let index = match PackReader::open(&packs, id).and_then(|p| p.index()) {
                     Ok(index) => index,
                     Err(e) => {
                         summary.unreadable.push(e.to_string());

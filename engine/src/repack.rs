@@ -56,7 +56,7 @@ impl Library {
             if packs.contains_key(&at.pack) {
                 continue;
             }
-            let reader = PackReader::open(self.root(), &at.pack).io_context(|| "opening a pack".into())?;
+            let reader = PackReader::open(self.packs(), &at.pack).io_context(|| "opening a pack".into())?;
             let level = reader.level().io_context(|| format!("reading pack {}", at.pack))?;
             let meta = fs::metadata(pack_path(self.root(), &at.pack)).io_context(|| format!("pack {}", at.pack))?;
             packs.insert(at.pack.clone(), (level, meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len()));
@@ -92,16 +92,15 @@ impl Library {
         }
 
         if !settled.is_empty() {
-            let root = self.root().to_path_buf();
+            let library = self.clone();
             let progress = options.progress.clone();
             let written =
-                tokio::task::spawn_blocking(move || copy(&root, &moving, Compression::REPACK, progress.as_deref()))
+                tokio::task::spawn_blocking(move || copy(&library, &moving, Compression::REPACK, progress.as_deref()))
                     .await
                     .map_err(crate::task_failed("repacking"))??;
             let new_packs: BTreeSet<&str> = written.iter().map(|c| c.location.pack.as_str()).collect();
             summary.packs_written = new_packs.len();
-            summary.bytes_after =
-                new_packs.iter().map(|id| fs::metadata(pack_path(self.root(), id)).map_or(0, |m| m.len())).sum();
+            summary.bytes_after = new_packs.iter().map(|id| self.packs().size(id).unwrap_or(0)).sum();
             // New rows first: a chunk always has a row that leads to it.
             let rows: Vec<ChunkRow> = written.iter().map(ChunkRow::from).collect();
             self.catalog().append(&rows).await?;
@@ -125,14 +124,14 @@ impl Library {
 /// others compress full frames as they come. At most one frame waits between them, so memory
 /// stays at a few frames however large the store.
 pub(crate) fn copy(
-    root: &std::path::Path,
+    library: &Library,
     moving: &[(ChunkHash, ChunkLocation)],
     compression: Compression,
     progress: Option<&dyn Progress>,
 ) -> Result<Vec<crate::store::StoredChunk>> {
-    let reader = ChunkReader::new(root);
+    let reader = ChunkReader::new(library.packs());
     let seed = format!("repack/{}/{}", std::process::id(), now_ns());
-    let writer = Mutex::new(PackWriter::new(root, seed, compression));
+    let writer = Mutex::new(PackWriter::new(library.packs(), &library.tmp(), seed, compression));
     let (frames, waiting) = mpsc::sync_channel::<Frame>(1);
     let waiting = Mutex::new(waiting);
     let poisoned = || Error::User("a repack worker failed".into());
@@ -149,7 +148,7 @@ pub(crate) fn copy(
                             failed = frame
                                 .compress()
                                 .and_then(|c| writer.lock().map_err(|_| std::io::Error::other("writer"))?.write(c))
-                                .io_context(|| format!("writing packs in {}", root.display()));
+                                .io_context(|| format!("writing packs in {}", library.root().display()));
                         }
                     }
                     failed
@@ -178,5 +177,5 @@ pub(crate) fn copy(
     read?;
     compressed?;
     let writer = writer.into_inner().map_err(|_| poisoned())?;
-    writer.finish().io_context(|| format!("writing packs in {}", root.display()))
+    writer.finish().io_context(|| format!("writing packs in {}", library.root().display()))
 }

@@ -4,12 +4,11 @@
 //! by btrfs) read them through a [`StoredDisk`].
 
 use crate::catalog::{ExtentKind, ExtentRow};
-use crate::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Packs, hex, parse_hex};
 use crate::{Library, Result};
 use imagelake_connectors::{ReadAt, Window, btrfs, ext4, fs, xfs};
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Where a chunk lies in the store.
@@ -26,8 +25,8 @@ pub(crate) struct StoredChunks {
 }
 
 impl StoredChunks {
-    pub(crate) fn new(root: &Path, locate: Locate) -> StoredChunks {
-        StoredChunks { store: ChunkReader::new(root), locate, recent: Mutex::new(VecDeque::new()) }
+    pub(crate) fn new(packs: &Packs, locate: Locate) -> StoredChunks {
+        StoredChunks { store: ChunkReader::new(packs), locate, recent: Mutex::new(VecDeque::new()) }
     }
 
     fn chunk(&self, hash: &ChunkHash) -> io::Result<Arc<Vec<u8>>> {
@@ -113,7 +112,7 @@ impl Library {
             (locations.get(hash).cloned()).ok_or_else(|| io::Error::other(format!("chunk {} is in no pack", hex(hash))))
         });
         let disk_size = extents.last().map_or(0, |e| (e.disk_offset + e.length) as u64);
-        let disk = StoredDisk { extents, chunks: StoredChunks::new(self.root(), locate), size: disk_size };
+        let disk = StoredDisk { extents, chunks: StoredChunks::new(self.packs(), locate), size: disk_size };
         Ok(Window::new(disk, start, size).ok().map(|w| (fs_type, w)))
     }
 

@@ -7,7 +7,7 @@
 //! against the checksums recorded when they were written (`catalog/integrity.rs`).
 
 use crate::catalog::{CatalogProof, ExtentKind};
-use crate::store::{ChunkHash, ChunkLocation, PackReader, hex, parse_hex};
+use crate::store::{ChunkHash, ChunkLocation, PackReader, Packs, hex, parse_hex};
 use crate::{Error, Library, Result};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -114,12 +114,12 @@ impl Library {
             }
         }
         report.packs = by_pack.len();
-        let root = self.root().to_path_buf();
+        let packs = self.packs().clone();
         // The whole of every pack when the whole library is verified (an image's verify reads
         // only the frames it uses).
         let whole = spec.is_none();
         let results: Vec<PackResult> = tokio::task::spawn_blocking(move || {
-            by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&root, &pack, &mut wanted, whole)).collect()
+            by_pack.into_par_iter().map(|(pack, mut wanted)| verify_pack(&packs, &pack, &mut wanted, whole)).collect()
         })
         .await
         .map_err(crate::task_failed("verifying"))?;
@@ -197,17 +197,12 @@ struct PackResult {
 
 /// Reads every wanted chunk of one pack in file order, each frame once, and with `whole` the
 /// whole pack against its trailer's blake3.
-fn verify_pack(
-    root: &std::path::Path,
-    pack: &str,
-    wanted: &mut [(ChunkHash, ChunkLocation)],
-    whole: bool,
-) -> PackResult {
+fn verify_pack(packs: &Packs, pack: &str, wanted: &mut [(ChunkHash, ChunkLocation)], whole: bool) -> PackResult {
     let all = |reason: String| PackResult {
         damaged: wanted.iter().map(|(h, _)| (*h, reason.clone())).collect(),
         ..PackResult::default()
     };
-    let reader = match PackReader::open(root, pack) {
+    let reader = match PackReader::open(packs, pack) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return all(format!("pack {pack} is missing")),
         Err(e) => return all(format!("pack {pack} cannot be opened: {e}")),

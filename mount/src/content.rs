@@ -4,9 +4,8 @@
 use imagelake_connectors::fs::Room;
 use imagelake_engine::UnmappedContents;
 use imagelake_engine::catalog::ExtentRow;
-use imagelake_engine::store::{ChunkHash, ChunkLocation, ChunkReader, hex, parse_hex};
+use imagelake_engine::store::{ChunkHash, ChunkLocation, ChunkReader, Packs, hex, parse_hex};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Mutex;
 
 /// Decompressed frames the mount keeps: enough for readers going through the tree in order
@@ -44,7 +43,7 @@ pub type Failure = String;
 impl Contents {
     /// The pieces of every content in `extents` (a disk map with contents).
     pub fn new(
-        root: &Path,
+        packs: &Packs,
         extents: &[ExtentRow],
         locations: HashMap<ChunkHash, ChunkLocation>,
     ) -> Result<Contents, Failure> {
@@ -66,7 +65,7 @@ impl Contents {
             pieces,
             mapped,
             locations,
-            store: ChunkReader::with_cache(root, CACHE_BYTES),
+            store: ChunkReader::with_cache(packs, CACHE_BYTES),
             room: None,
             unmapped: UnmappedContents::default(),
             all_zeros: Mutex::default(),

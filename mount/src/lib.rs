@@ -125,7 +125,7 @@ impl Pending {
         let found = async {
             let extents = catalog.content_extents(self.image_id, None).await.map_err(|e| e.to_string())?;
             let locations = catalog.chunk_locations(&Contents::chunks(&extents)).await.map_err(|e| e.to_string())?;
-            let mut contents = Contents::new(self.library.root(), &extents, locations)?;
+            let mut contents = Contents::new(self.library.packs(), &extents, locations)?;
             drop(extents);
             let unmapped: Vec<(u64, String)> =
                 std::mem::take(&mut self.files).into_iter().filter(|(_, hash)| !contents.is_mapped(hash)).collect();

@@ -1,9 +1,14 @@
 //! A library on object storage: the S3-compatible server the tests run (SeaweedFS, started
 //! and stopped by each test) and the property commits on it rest on.
 
+use imagelake_engine::catalog::lance_stores;
+use imagelake_engine::storage::{Bucket, ObjectInfo, S3Settings};
+use imagelake_engine::store::{ChunkReader, Compression, PackReader, PackWriter, Packs, pack_key};
 use imagelake_tests::s3::{self, S3Server};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
 
 /// Conditional puts decide every race of a library on object storage (Lance's commits,
 /// version numbers, leases): on the server the tests use, each of five more rounds of 32
@@ -72,4 +77,202 @@ fn careless_s3(stream: std::net::TcpStream, held: &std::sync::Mutex<Vec<u8>>) {
             return;
         }
     }
+}
+
+/// The engine's settings for the tests' server, as a user's `AWS_*` variables give them.
+fn settings(server: &S3Server) -> S3Settings {
+    server
+        .env()
+        .into_iter()
+        .fold(S3Settings::default(), |settings, (key, value)| settings.with(&key.to_ascii_lowercase(), &value))
+}
+
+/// Chunks of mixed sizes that zstd cannot shrink much, so that they fill several frames.
+fn chunks(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let len = 4096 + (i * 7919) % 20_000;
+            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64);
+            (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Packs on a bucket: each is one object, published at once (nothing under `packs/` while it
+/// is written, nothing left in the writer's temporary folder after), read back by ranged
+/// reads with every chunk checked; a prefix never sees another's packs; a flipped byte in
+/// the object is found; a removed pack is an error that names it.
+#[test]
+fn packs_on_a_bucket() {
+    let server = S3Server::start();
+    let settings = settings(&server);
+    let bucket = Bucket::open(&settings, s3::BUCKET, "factory/lib").unwrap();
+    let packs = Packs::Bucket(bucket.clone());
+    assert_eq!(packs.ids().unwrap(), Vec::<String>::new(), "a fresh prefix has no packs");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = Compression { level: 3, frame: 64 << 10, window_log: 0 };
+    let mut writer = PackWriter::new(&packs, tmp.path(), "test".into(), frames);
+    let data = chunks(120, 1);
+    for (i, chunk) in data.iter().enumerate() {
+        if let Some(full) = writer.add(*blake3::hash(chunk).as_bytes(), chunk) {
+            writer.write(full.compress().unwrap()).unwrap();
+        }
+        if i == 60 {
+            assert!(bucket.list("packs").unwrap().is_empty(), "a pack being written is not published");
+        }
+    }
+    let written = writer.finish().unwrap();
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "the temporary pack file is gone");
+
+    let ids: BTreeSet<String> = written.iter().map(|c| c.location.pack.clone()).collect();
+    assert_eq!(ids.len(), 1, "120 chunks of under 24 KiB fit one pack");
+    let id = ids.first().unwrap();
+    let objects = bucket.list("").unwrap();
+    assert_eq!(objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), vec![pack_key(id)], "one object per pack");
+    assert_eq!(packs.ids().unwrap(), vec![id.clone()]);
+    assert_eq!(packs.size(id).unwrap(), objects[0].size);
+
+    let reader = ChunkReader::new(&packs);
+    for (chunk, stored) in data.iter().zip(&written) {
+        assert_eq!(&reader.read(&stored.hash, &stored.location).unwrap(), chunk);
+    }
+    let pack = PackReader::open(&packs, id).unwrap();
+    assert_eq!(pack.index().unwrap(), written.iter().map(|c| (c.hash, c.location.clone())).collect::<Vec<_>>());
+    assert_eq!(pack.prove_whole().unwrap(), None, "the pack's bytes match its trailer's blake3");
+    let frames: BTreeSet<u64> = written.iter().map(|c| c.location.offset).collect();
+    assert!(frames.len() > 10, "several frames, each read by its own range ({} frames)", frames.len());
+
+    // Prefixes are folders: "factory" and "factory/li" hold none of "factory/lib"'s packs.
+    for other in ["factory/li", "factory/lib2", "other"] {
+        let elsewhere = Packs::Bucket(Bucket::open(&settings, s3::BUCKET, other).unwrap());
+        assert_eq!(elsewhere.ids().unwrap(), Vec::<String>::new(), "prefix {other}");
+    }
+
+    // A byte flipped in the object: the chunk of that frame is refused, the others still read.
+    let key = pack_key(id);
+    let mut bytes = bucket.get(&key).unwrap().unwrap();
+    let hit = &written[50].location;
+    // The chunks do not compress, so zstd stores them as they are, after a few header bytes.
+    bytes[(hit.offset + u64::from(hit.frame_offset + hit.size / 2)) as usize] ^= 0x40;
+    bucket.put(&key, bytes).unwrap();
+    let reader = ChunkReader::new(&packs);
+    let Err(error) = reader.read(&written[50].hash, hit) else { panic!("a damaged chunk was returned") };
+    let error = error.to_string();
+    assert!(error.contains(&format!("pack {id} is damaged")), "{error}");
+    assert_eq!(reader.read(&written[0].hash, &written[0].location).unwrap(), data[0]);
+    assert!(PackReader::open(&packs, id).unwrap().prove_whole().unwrap().is_some());
+
+    packs.remove(id).unwrap();
+    packs.remove(id).unwrap();
+    assert_eq!(packs.ids().unwrap(), Vec::<String>::new());
+    let Err(error) = ChunkReader::new(&packs).read(&written[0].hash, &written[0].location) else {
+        panic!("a removed pack was read")
+    };
+    assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    assert!(error.to_string().contains(id.as_str()), "{error}");
+}
+
+/// The bucket client: a range is answered exactly or is an error; a conditional put has one
+/// winner among racing threads; what is absent reads as absent.
+#[test]
+fn bucket_reads_writes_and_races() {
+    let server = S3Server::start();
+    let bucket = Bucket::open(&settings(&server), s3::BUCKET, "lib").unwrap();
+    assert_eq!(bucket.get("nothing").unwrap(), None);
+    assert_eq!(bucket.size("nothing").unwrap(), None);
+    bucket.put("a/b", (0..=255u8).collect()).unwrap();
+    assert_eq!(bucket.get_range("a/b", 10..14).unwrap(), vec![10, 11, 12, 13]);
+    assert_eq!(bucket.size("a/b").unwrap(), Some(256));
+    let error = bucket.get_range("a/b", 250..260).unwrap_err().to_string();
+    assert!(error.contains("s3://imagelake/lib/a/b"), "{error}");
+    let winners: Vec<bool> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8u8)
+            .map(|i| {
+                scope.spawn({
+                    let bucket = &bucket;
+                    move || bucket.put_new("claim", vec![i]).unwrap()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+    let winner = winners.iter().position(|w| *w).unwrap() as u8;
+    assert_eq!(bucket.get("claim").unwrap(), Some(vec![winner]));
+    assert_eq!(bucket.list("").unwrap().iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a/b", "claim"]);
+    bucket.delete("claim").unwrap();
+    bucket.delete("claim").unwrap();
+    assert_eq!(bucket.list("a").unwrap(), vec![ObjectInfo { key: "a/b".into(), size: 256 }]);
+}
+
+/// Lance datasets on the bucket, through the engine's `s3` provider: 8 writers, each with a
+/// session and a runtime of its own, append 25 rows one commit at a time. Every row is there
+/// once, and the versions run from 1 to 201 without a gap: Lance's conditional put of each
+/// manifest decided every race, and every loser retried.
+#[test]
+fn lance_commits_race_on_the_bucket() {
+    use arrow::array::{Int64Array, RecordBatch, RecordBatchIterator};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use lance::dataset::{Dataset, WriteMode, WriteParams};
+    const WRITERS: i64 = 8;
+    const APPENDS: i64 = 25;
+    let server = S3Server::start();
+    let settings = settings(&server);
+    let uri = format!("{}/race.lance", server.url("catalog-test"));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("writer", DataType::Int64, false),
+        Field::new("n", DataType::Int64, false),
+    ]));
+    let batch = |writer: i64, n: i64| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![writer])), Arc::new(Int64Array::from(vec![n]))],
+        )
+        .unwrap()
+    };
+    let write = |writer: i64, n: i64, mode: WriteMode| {
+        let session = lance::session::Session::new(0, 0, lance_stores(&settings));
+        let params = WriteParams { mode, session: Some(Arc::new(session)), ..Default::default() };
+        let rows = RecordBatchIterator::new([Ok(batch(writer, n))], schema.clone());
+        (rows, params)
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (rows, params) = write(-1, 0, WriteMode::Create);
+    runtime.block_on(Dataset::write(rows, uri.as_str(), Some(params))).unwrap();
+    std::thread::scope(|scope| {
+        for writer in 0..WRITERS {
+            let (write, uri) = (&write, &uri);
+            scope.spawn(move || {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                for n in 0..APPENDS {
+                    let (rows, params) = write(writer, n, WriteMode::Append);
+                    runtime.block_on(Dataset::write(rows, uri.as_str(), Some(params))).unwrap();
+                }
+            });
+        }
+    });
+    let session = Arc::new(lance::session::Session::new(0, 0, lance_stores(&settings)));
+    let dataset =
+        runtime.block_on(lance::dataset::builder::DatasetBuilder::from_uri(&uri).with_session(session).load()).unwrap();
+    let versions: Vec<u64> = runtime.block_on(dataset.versions()).unwrap().iter().map(|v| v.version).collect();
+    assert_eq!(versions, (1..=(1 + WRITERS * APPENDS) as u64).collect::<Vec<_>>(), "one version per commit, no gap");
+    let batches: Vec<RecordBatch> = runtime.block_on(async {
+        use futures::TryStreamExt;
+        dataset.scan().try_into_stream().await.unwrap().try_collect().await.unwrap()
+    });
+    let mut rows: Vec<(i64, i64)> = Vec::new();
+    for b in &batches {
+        let column = |i: usize| b.column(i).as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        rows.extend(column(0).values().iter().zip(column(1).values()).map(|(w, n)| (*w, *n)));
+    }
+    rows.sort();
+    let mut expected = vec![(-1, 0)];
+    expected.extend((0..WRITERS).flat_map(|w| (0..APPENDS).map(move |n| (w, n))));
+    assert_eq!(rows, expected, "every append's row, once");
 }

@@ -12,11 +12,13 @@ mod kept;
 mod queries;
 mod schema;
 mod segments;
+mod stores;
 pub(crate) mod upgrade;
 
 pub use integrity::{CatalogProof, DamagedCatalogFile};
 pub use schema::*;
 pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, SegmentUsers, Segmented};
+pub use stores::lance_stores;
 
 use crate::{Error, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
@@ -134,7 +136,8 @@ impl Stamp {
 impl Catalog {
     /// Opens the catalog in `dir`, creating any table that does not exist yet.
     pub async fn open(dir: &Path) -> Result<Catalog> {
-        let session = lance::session::Session::new(INDEX_CACHE_BYTES, METADATA_CACHE_BYTES, Default::default());
+        let stores = lance_stores(&crate::storage::S3Settings::from_env());
+        let session = lance::session::Session::new(INDEX_CACHE_BYTES, METADATA_CACHE_BYTES, stores);
         let catalog = Catalog {
             dir: dir.to_path_buf(),
             session: Arc::new(session),
@@ -164,7 +167,8 @@ impl Catalog {
             return Ok(());
         }
         let empty = RecordBatchIterator::new(Vec::<std::result::Result<RecordBatch, _>>::new(), T::stored_schema());
-        let params = WriteParams { mode: WriteMode::Create, ..Default::default() };
+        // The session carries the object stores (`s3` among them) the table's URI may need.
+        let params = WriteParams { mode: WriteMode::Create, session: Some(self.session.clone()), ..Default::default() };
         match Dataset::write(empty, uri.as_str(), Some(params)).await {
             Ok(dataset) => self.record(T::NAME, &dataset).await,
             // Another process created it first.

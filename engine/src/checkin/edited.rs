@@ -294,7 +294,7 @@ impl Library {
             found.get(hash).cloned().ok_or_else(|| std::io::Error::other(format!("chunk {} is in no pack", hex(hash))))
         });
         let size = parent.virtual_size as u64;
-        let overlay = Overlay::new(parent_disk.clone(), file, start, size, StoredChunks::new(self.root(), locate))
+        let overlay = Overlay::new(parent_disk.clone(), file, start, size, StoredChunks::new(self.packs(), locate))
             .io_context(|| format!("reading {}", scratch.display()))?;
         let label = format!("{}@{}, edited", parent.name, parent.version);
         let open = move || Ok(Disk::from_source("raw", Box::new(overlay)));

@@ -15,7 +15,7 @@
 use crate::catalog::*;
 use crate::library::{Origin, actor};
 use crate::locks::InFlight;
-use crate::store::{ChunkHash, Chunker, Compression, PackWriter, StoredChunk, hex};
+use crate::store::{ChunkHash, Chunker, Compression, PackWriter, Packs, StoredChunk, hex};
 use crate::{Error, IoContext, Library, Progress, Result, now_ns};
 use imagelake_connectors::disk::Disk;
 use imagelake_connectors::packages::{Package, apk, dpkg, rpm};
@@ -134,10 +134,10 @@ impl Library {
             }
             None => (None, self.catalog().chunk_hashes().await?, None, None),
         };
-        let (root, label) = (self.root().to_path_buf(), image.to_string());
+        let (library, label) = (self.clone(), image.to_string());
         let ingest = tokio::task::spawn_blocking(move || {
-            ingest(&root, &label, open, &options, known, parent_disk.as_deref(), || {
-                crate::library::allocate_image_id(&root)
+            ingest(&library, &label, open, &options, known, parent_disk.as_deref(), || {
+                crate::library::allocate_image_id(library.root())
             })
         });
         let failed = |e: tokio::task::JoinError| crate::task_failed(format!("checking in {image}"))(e);
@@ -150,13 +150,13 @@ impl Library {
         let (ingest, checked) = tokio::join!(ingest, checked);
         let ingest = match (ingest.map_err(failed).and_then(|i| i), checked) {
             (Ok(ingest), Ok(())) => ingest,
-            (Ok(ingest), Err(e)) => return Err(discard(self.root(), &ingest, e)),
+            (Ok(ingest), Err(e)) => return Err(discard(self.packs(), &ingest, e)),
             (Err(e), _) => return Err(e),
         };
         let image_id = ingest.image_id;
         crate::trace::phase("checkin: disk read, new chunks stored");
         if let Err(e) = accept(&ingest.files) {
-            return Err(discard(self.root(), &ingest, e));
+            return Err(discard(self.packs(), &ingest, e));
         }
 
         let catalog = self.catalog();
@@ -260,10 +260,10 @@ struct Stats {
 /// A checkin refused after its disk was read (`why`): the packs it wrote hold only chunks of
 /// the version that is not made (every checkin writes packs of its own), so they go now,
 /// rather than wait for `check --reclaim`. Returns `why`.
-fn discard(root: &Path, ingest: &Ingest, why: Error) -> Error {
-    let packs: HashSet<&str> = ingest.chunks.iter().map(|c| c.location.pack.as_str()).collect();
-    for pack in packs {
-        let _ = std::fs::remove_file(crate::store::pack_path(root, pack));
+fn discard(packs: &Packs, ingest: &Ingest, why: Error) -> Error {
+    let written: HashSet<&str> = ingest.chunks.iter().map(|c| c.location.pack.as_str()).collect();
+    for pack in written {
+        let _ = packs.remove(pack);
     }
     why
 }
@@ -363,7 +363,7 @@ impl IndexedFs {
 const READ_BUF: usize = 1 << 20;
 
 fn ingest(
-    root: &Path,
+    library: &Library,
     image: &str,
     open: impl FnOnce() -> std::result::Result<Disk, imagelake_connectors::Error>,
     options: &CheckinOptions,
@@ -382,7 +382,7 @@ fn ingest(
     let Survey { mut partitions, indexed, mut warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
     // The image reads through: from here on the library is written to.
     let image_id = allocate_image_id()?;
-    let in_flight = InFlight::new(root, image_id)?;
+    let in_flight = InFlight::new(library.root(), image_id)?;
     for p in &mut partitions {
         p.image_id = image_id;
     }
@@ -390,7 +390,8 @@ fn ingest(
         known: Mutex::new(known),
         threads: Mutex::new(HashSet::new()),
         packs: Mutex::new(PackWriter::new(
-            root,
+            library.packs(),
+            &library.tmp(),
             format!("{image_id}/{}/{}", std::process::id(), now_ns()),
             Compression::CHECKIN,
         )),
@@ -459,7 +460,7 @@ fn ingest(
         let by_path = os_paths(&ifs.fs);
         let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
-            && let Some((manager, found)) = find_packages(&by_path, &window, &root.join("tmp"), &mut warnings)
+            && let Some((manager, found)) = find_packages(&by_path, &window, &library.tmp(), &mut warnings)
         {
             packages = found
                 .into_iter()
@@ -495,7 +496,7 @@ fn ingest(
         // Poisoned only by a worker that panicked while writing: a bug, not the image's fault.
         .map_err(|_| Error::Internal(format!("checking in {image}: a worker panicked while writing packs")))?
         .finish()
-        .io_context(|| format!("writing packs in {}", root.display()))?;
+        .io_context(|| format!("writing packs of {image}"))?;
     let frames: HashSet<(&str, u64, u32)> =
         chunks.iter().map(|c| (c.location.pack.as_str(), c.location.offset, c.location.frame_size)).collect();
     stats.stored.store(frames.iter().map(|f| u64::from(f.2)).sum(), Relaxed);

@@ -366,10 +366,10 @@ impl Library {
         let hashes: Vec<_> =
             raw.iter().filter_map(|e| e.chunk_hash.as_deref().and_then(crate::store::parse_hex)).collect();
         let locations = self.catalog().chunk_locations(&hashes).await?;
-        let (root, path) = (self.root().to_path_buf(), path.to_path_buf());
+        let (packs, path) = (self.packs().clone(), path.to_path_buf());
         tokio::task::spawn_blocking(move || -> Result<Vec<(u64, u64)>> {
             let output = crate::checkout::Output::Raw(crate::checkout::raw_file(&path, size)?);
-            crate::checkout::write_disk(&root, &output, &raw, &locations, None)?;
+            crate::checkout::write_disk(&packs, &output, &raw, &locations, None)?;
             Ok(crate::ranges::merged(
                 raw.iter().map(|e| (e.disk_offset as u64, (e.disk_offset + e.length) as u64)).collect(),
             ))

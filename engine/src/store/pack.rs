@@ -1,11 +1,11 @@
 //! Pack files: immutable files of zstd frames, each frame holding several whole chunks, with
 //! a trailing index.
 
+use super::packs::{PackBytes, Packs};
 use super::{ChunkHash, hex};
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"IMGLPACK";
@@ -87,12 +87,6 @@ pub struct StoredChunk {
     pub stored_size: u32,
 }
 
-/// The path of pack `id` in library `root`: `packs/ab/abcdef….pack`.
-pub fn pack_path(root: &Path, id: &str) -> PathBuf {
-    let fan = id.get(..2).unwrap_or("00");
-    root.join("packs").join(fan).join(format!("{id}.pack"))
-}
-
 /// Chunks gathered for one frame, not yet compressed.
 pub struct Frame {
     compression: Compression,
@@ -138,11 +132,13 @@ impl Frame {
     }
 }
 
-/// Gathers chunks into frames and appends the frames to packs in `tmp/`, publishing each
-/// pack into `packs/` when it is full or when [`PackWriter::finish`] is called. Unpublished
-/// packs are leftovers of a crash: nothing refers to them and they may be deleted.
+/// Gathers chunks into frames and appends the frames to pack files in a temporary folder,
+/// publishing each pack (see [`Packs::publish`]) when it is full or when
+/// [`PackWriter::finish`] is called. Unpublished packs are leftovers of a crash: nothing
+/// refers to them and they may be deleted.
 pub struct PackWriter {
-    root: PathBuf,
+    packs: Packs,
+    tmp: PathBuf,
     /// Seeds pack ids so that concurrent writers never collide.
     seed: String,
     compression: Compression,
@@ -171,9 +167,11 @@ impl OpenPack {
 }
 
 impl PackWriter {
-    pub fn new(root: &Path, seed: String, compression: Compression) -> Self {
+    /// A writer of packs published to `packs`, written first in folder `tmp`.
+    pub fn new(packs: &Packs, tmp: &Path, seed: String, compression: Compression) -> Self {
         PackWriter {
-            root: root.to_path_buf(),
+            packs: packs.clone(),
+            tmp: tmp.to_path_buf(),
             seed,
             compression,
             filling: Frame::new(compression),
@@ -236,7 +234,7 @@ impl PackWriter {
         let id = blake3::hash(format!("{}/{}/{}", self.seed, self.packs_published, std::process::id()).as_bytes())
             .to_hex()[..32]
             .to_string();
-        let tmp = self.root.join("tmp").join(format!("{id}.pack"));
+        let tmp = self.tmp.join(format!("{id}.pack"));
         let file = File::create_new(&tmp)?;
         // Held while the pack is written: a tmp/ file nobody holds is a crash's leftover.
         file.try_lock().map_err(io::Error::other)?;
@@ -249,7 +247,7 @@ impl PackWriter {
         Ok(pack)
     }
 
-    /// Writes the index and trailer, makes the pack durable, then renames it into place.
+    /// Writes the index and trailer, makes the pack durable, then publishes it.
     fn publish(&mut self) -> io::Result<()> {
         let Some(mut pack) = self.open.take() else { return Ok(()) };
         let index = std::mem::take(&mut pack.index);
@@ -261,11 +259,7 @@ impl PackWriter {
         pack.file.write_all(END_MAGIC)?;
         let file = pack.file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        let dest = pack_path(&self.root, &pack.id);
-        let dir = dest.parent().ok_or_else(|| io::Error::other("pack path has no folder"))?;
-        fs::create_dir_all(dir)?;
-        fs::rename(&pack.tmp, &dest)?;
-        File::open(dir)?.sync_all()?;
+        self.packs.publish(&pack.tmp, &pack.id)?;
         self.packs_published += 1;
         Ok(())
     }
@@ -287,17 +281,15 @@ pub fn frame_share(frame_size: u32, size: u32, raw_len: u64) -> u32 {
     (u64::from(frame_size) * u64::from(size) / raw_len.max(1)) as u32
 }
 
-/// One pack file, opened: its header, its frames and its own index.
+/// One pack, opened: its header, its frames and its own index.
 pub struct PackReader {
-    file: File,
+    file: PackBytes,
     id: String,
 }
 
 impl PackReader {
-    pub fn open(root: &Path, id: &str) -> io::Result<Self> {
-        let path = pack_path(root, id);
-        let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("pack {id}: {e}")))?;
-        Ok(PackReader { file, id: id.to_string() })
+    pub fn open(packs: &Packs, id: &str) -> io::Result<Self> {
+        Ok(PackReader { file: packs.open(id)?, id: id.to_string() })
     }
 
     pub fn id(&self) -> &str {
@@ -344,9 +336,9 @@ impl PackReader {
         })
     }
 
-    /// The pack file's length in bytes.
+    /// The pack's length in bytes.
     pub fn file_len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.file.len()
     }
 
     /// The pack's header: its format version, and the zstd level its frames were written at.
@@ -369,7 +361,7 @@ impl PackReader {
     /// The pack's trailer: where its index is, how many entries it has, and (version 3) the
     /// blake3 of every byte before the hash.
     fn trailer(&self) -> io::Result<Trailer> {
-        let len = self.file.metadata()?.len();
+        let len = self.file.len()?;
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("pack {}: {what}", self.id));
         let (version, _) = self.header()?;
         let trailer_len = trailer_len(version).unwrap_or(TRAILER_LEN[0]);

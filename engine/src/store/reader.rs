@@ -2,9 +2,10 @@
 
 use super::ChunkHash;
 use super::pack::{ChunkLocation, PackReader};
+use super::packs::Packs;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Decompressed frames kept for reuse. A frame holds many chunks and readers ask for them
@@ -50,8 +51,8 @@ enum FrameError {
 
 /// Reads chunks from any pack of a library; shareable across threads.
 pub struct ChunkReader {
-    root: PathBuf,
-    packs: Mutex<HashMap<String, Arc<PackReader>>>,
+    packs: Packs,
+    opened: Mutex<HashMap<String, Arc<PackReader>>>,
     frames: Mutex<FrameCache>,
 }
 
@@ -65,15 +66,15 @@ struct FrameCache {
 }
 
 impl ChunkReader {
-    pub fn new(root: &Path) -> ChunkReader {
-        ChunkReader::with_cache(root, CACHE_BYTES)
+    pub fn new(packs: &Packs) -> ChunkReader {
+        ChunkReader::with_cache(packs, CACHE_BYTES)
     }
 
     /// A reader keeping at most about `bytes` of decompressed frames (a long-lived reader, such
     /// as a mount, keeps less than a checkout).
-    pub fn with_cache(root: &Path, bytes: usize) -> ChunkReader {
+    pub fn with_cache(packs: &Packs, bytes: usize) -> ChunkReader {
         let frames = FrameCache { limit: bytes, slots: HashMap::new(), order: VecDeque::new(), bytes: 0 };
-        ChunkReader { root: root.to_path_buf(), packs: Mutex::default(), frames: Mutex::new(frames) }
+        ChunkReader { packs: packs.clone(), opened: Mutex::default(), frames: Mutex::new(frames) }
     }
 
     /// Reads, decompresses and checks one chunk.
@@ -155,12 +156,12 @@ impl ChunkReader {
 
     /// The pack, opened on first use.
     pub fn pack(&self, id: &str) -> io::Result<Arc<PackReader>> {
-        let mut packs = self.packs.lock().map_err(|_| poisoned())?;
-        if let Some(p) = packs.get(id) {
+        let mut opened = self.opened.lock().map_err(|_| poisoned())?;
+        if let Some(p) = opened.get(id) {
             return Ok(p.clone());
         }
-        let p = Arc::new(PackReader::open(&self.root, id)?);
-        packs.insert(id.to_string(), p.clone());
+        let p = Arc::new(PackReader::open(&self.packs, id)?);
+        opened.insert(id.to_string(), p.clone());
         Ok(p)
     }
 }
@@ -185,7 +186,8 @@ fn poisoned() -> io::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pack::{Compression, PackWriter, pack_path};
+    use super::super::pack::{Compression, PackWriter};
+    use super::super::packs::pack_path;
     use super::*;
     use std::fs;
 
@@ -195,7 +197,8 @@ mod tests {
         fs::create_dir_all(root.path().join("tmp")).unwrap();
         // Frames of 3 KiB: chunks of 1..5 KB fill several frames.
         let small = Compression { level: 3, frame: 3000, window_log: 0 };
-        let mut w = PackWriter::new(root.path(), "t".into(), small);
+        let packs = Packs::Folder(root.path().to_path_buf());
+        let mut w = PackWriter::new(&packs, &root.path().join("tmp"), "t".into(), small);
         let data: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
         for d in &data {
             if let Some(full) = w.add(*blake3::hash(d).as_bytes(), d) {
@@ -207,7 +210,7 @@ mod tests {
         let frames: std::collections::BTreeSet<u64> = written.iter().map(|c| c.location.offset).collect();
         assert_eq!(frames.len(), 4, "a frame closes once it holds 3000 bytes: [1000, 2000], [3000], [4000], [5000]");
         assert!(fs::read_dir(root.path().join("tmp")).unwrap().next().is_none(), "tmp/ must be empty after publish");
-        let r = ChunkReader::new(root.path());
+        let r = ChunkReader::new(&packs);
         for (d, c) in data.iter().zip(&written) {
             assert_eq!(&r.read(&c.hash, &c.location).unwrap(), d);
         }
@@ -225,7 +228,7 @@ mod tests {
         v2[8..12].copy_from_slice(&2u32.to_le_bytes());
         v2.drain(v3.len() - 40..v3.len() - 8);
         fs::write(&path, &v2).unwrap();
-        let pack = ChunkReader::new(root.path()).pack(&written[0].location.pack).unwrap();
+        let pack = ChunkReader::new(&packs).pack(&written[0].location.pack).unwrap();
         assert_eq!(pack.index().unwrap(), index);
         assert_eq!(pack.prove_whole().unwrap(), None);
         // Format 3: any byte changed, even one no chunk reads (the header's level), is found.
@@ -233,14 +236,14 @@ mod tests {
             let mut changed = v3.clone();
             changed[at] ^= 0x04;
             fs::write(&path, &changed).unwrap();
-            let pack = ChunkReader::new(root.path()).pack(&written[0].location.pack).unwrap();
+            let pack = ChunkReader::new(&packs).pack(&written[0].location.pack).unwrap();
             assert!(pack.prove_whole().unwrap().is_some(), "byte {at}");
         }
         // An unknown format version is refused by name.
         let mut v9 = v3.clone();
         v9[8..12].copy_from_slice(&9u32.to_le_bytes());
         fs::write(&path, &v9).unwrap();
-        let pack = ChunkReader::new(root.path()).pack(&written[0].location.pack).unwrap();
+        let pack = ChunkReader::new(&packs).pack(&written[0].location.pack).unwrap();
         assert!(pack.index().unwrap_err().to_string().contains("not a version 2 or 3 pack"));
         fs::write(&path, &v3).unwrap();
         // A flipped byte is found, not returned, for every chunk of its frame.
@@ -249,7 +252,7 @@ mod tests {
         let at = &written[2].location;
         bytes[(at.offset + u64::from(at.frame_size) - 1) as usize] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        let r = ChunkReader::new(root.path());
+        let r = ChunkReader::new(&packs);
         assert!(r.read(&written[2].hash, &written[2].location).is_err());
         assert_eq!(r.read(&written[0].hash, &written[0].location).unwrap(), data[0], "other frames are intact");
     }

@@ -1,0 +1,209 @@
+//! A blocking client of one bucket prefix: the engine's store reads and writes packs from
+//! plain threads (rayon, `spawn_blocking`), so each call here runs on a small runtime of the
+//! client's own and the calling thread waits for its answer. That works from any thread,
+//! inside another runtime too, where a nested `block_on` would panic.
+
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use std::io;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+/// One bucket prefix on S3-compatible storage, with keys relative to the prefix.
+#[derive(Clone)]
+pub struct Bucket {
+    store: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+}
+
+/// An object found by [`Bucket::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Relative to the bucket's prefix.
+    pub key: String,
+    pub size: u64,
+}
+
+/// The runtime every bucket's requests run on (two threads: requests wait on the network).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("imagelake-s3")
+            .enable_all()
+            .build()
+            .expect("a runtime for object storage requests")
+    })
+}
+
+/// rustls needs one process-wide provider of its cryptography; ring is the one the build has
+/// (tonic's TLS uses it too). Installing it twice is harmless.
+pub(crate) fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How to reach S3-compatible storage: object_store's S3 configuration keys and values
+/// (`aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+/// `aws_session_token`, `aws_allow_http`, ...).
+#[derive(Clone, Default)]
+pub struct S3Settings(Vec<(String, String)>);
+
+impl S3Settings {
+    /// The user's `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`, ...).
+    pub fn from_env() -> S3Settings {
+        let known = |key: &str| key.parse::<AmazonS3ConfigKey>().is_ok();
+        S3Settings(
+            std::env::vars()
+                .filter(|(key, _)| key.starts_with("AWS_"))
+                .map(|(key, value)| (key.to_ascii_lowercase(), value))
+                .filter(|(key, _)| known(key))
+                .collect(),
+        )
+    }
+
+    /// These settings and `key` set to `value` (a later setting wins).
+    pub fn with(mut self, key: &str, value: &str) -> S3Settings {
+        self.0.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The S3 store of `bucket`.
+    pub(crate) fn store(&self, bucket: &str) -> io::Result<AmazonS3> {
+        install_tls_provider();
+        let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("s3://{bucket}: {e}"));
+        let mut builder = AmazonS3Builder::new();
+        for (key, value) in &self.0 {
+            let key: AmazonS3ConfigKey = key.parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
+            builder = builder.with_config(key, value);
+        }
+        builder.with_bucket_name(bucket).build().map_err(|e| bad(e.to_string()))
+    }
+}
+
+impl Bucket {
+    pub fn open(settings: &S3Settings, bucket: &str, prefix: &str) -> io::Result<Bucket> {
+        Ok(Bucket { store: Arc::new(settings.store(bucket)?), bucket: bucket.into(), prefix: prefix.into() })
+    }
+
+    /// `s3://bucket/prefix/key`, as errors name objects.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(key))
+    }
+
+    fn key(&self, key: &str) -> Key {
+        if self.prefix.is_empty() { Key::from(key) } else { Key::from(format!("{}/{key}", self.prefix)) }
+    }
+
+    /// Runs one request on the client's runtime and waits for it.
+    fn run<T: Send + 'static>(
+        &self,
+        request: impl std::future::Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> object_store::Result<T> {
+        match futures::executor::block_on(runtime().spawn(request)) {
+            Ok(answer) => answer,
+            Err(e) => Err(object_store::Error::Generic { store: "S3", source: Box::new(e) }),
+        }
+    }
+
+    fn error(&self, doing: &str, key: &str, e: object_store::Error) -> io::Error {
+        let kind = match e {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                io::ErrorKind::AlreadyExists
+            }
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, format!("{doing} {}: {e}", self.url(key)))
+    }
+
+    /// The whole object, or `None` if there is none.
+    pub fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        match self.run(async move { store.get(&path).await?.bytes().await }) {
+            Ok(bytes) => Ok(Some(bytes.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("reading", key, e)),
+        }
+    }
+
+    /// The bytes of `range`, exactly: a short answer (the object is shorter) is an error.
+    pub fn get_range(&self, key: &str, range: Range<u64>) -> io::Result<Vec<u8>> {
+        let (store, path, want) = (self.store.clone(), self.key(key), range.clone());
+        let bytes =
+            self.run(async move { store.get_range(&path, want).await }).map_err(|e| self.error("reading", key, e))?;
+        if bytes.len() as u64 != range.end - range.start {
+            let message = format!(
+                "reading {}: {} bytes at {}, {} answered",
+                self.url(key),
+                range.end - range.start,
+                range.start,
+                bytes.len()
+            );
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, message));
+        }
+        Ok(bytes.into())
+    }
+
+    /// The object's size, or `None` if there is none.
+    pub fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        match self.run(async move { store.head(&path).await }) {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("looking up", key, e)),
+        }
+    }
+
+    /// Writes `bytes` as `key`, replacing what it held.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        self.run(async move { store.put(&path, PutPayload::from(bytes)).await })
+            .map(|_| ())
+            .map_err(|e| self.error("writing", key, e))
+    }
+
+    /// Writes `bytes` as `key` only if no object has that key (`If-None-Match: *`): `false`
+    /// if one has. Of writers racing for one key, exactly one gets `true`.
+    pub fn put_new(&self, key: &str, bytes: Vec<u8>) -> io::Result<bool> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        match self.run(async move { store.put_opts(&path, PutPayload::from(bytes), PutMode::Create.into()).await }) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.error("writing", key, e)),
+        }
+    }
+
+    /// Every object whose key starts with `under/` (or every object, for ""), in key order.
+    pub fn list(&self, under: &str) -> io::Result<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        let (store, path) =
+            (self.store.clone(), (!under.is_empty() || !self.prefix.is_empty()).then(|| self.key(under)));
+        let path = path.map(|p| Key::from(p.as_ref().trim_end_matches('/')));
+        let found = self
+            .run(async move { store.list(path.as_ref()).try_collect::<Vec<_>>().await })
+            .map_err(|e| self.error("listing", under, e))?;
+        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let mut objects: Vec<ObjectInfo> = found
+            .into_iter()
+            .filter_map(|meta| {
+                let key = meta.location.as_ref().strip_prefix(&strip)?.to_string();
+                Some(ObjectInfo { key, size: meta.size })
+            })
+            .collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// Deletes `key`; deleting what is not there is not an error (another deleter won).
+    pub fn delete(&self, key: &str) -> io::Result<()> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        match self.run(async move { store.delete(&path).await }) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("deleting", key, e)),
+        }
+    }
+}
