@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// Runs the command `cli` names, printing on standard output.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let library = Arc::new(Library::open(&cli.library).await?);
+    let library = Arc::new(Library::open_at(&cli.library.to_string_lossy()).await?);
     let mut stdout = Stdout::lock();
     match cli.command {
         Command::Checkin { file, name, raw_on_error, json } => {

@@ -15,6 +15,7 @@
 
 use crate::catalog::{self, Catalog, ImageRow, ImageState, ProvenanceRow};
 use crate::locks::{self, ReadGuard};
+use crate::storage::Storage;
 use crate::store::Packs;
 use crate::{Error, IoContext, Result};
 use std::fs::{self, File};
@@ -109,6 +110,19 @@ fn write_marker(root: &Path) -> Result<()> {
 }
 
 impl Library {
+    /// Opens the library the user named (`-L`): a folder, or a bucket prefix.
+    pub async fn open_at(location: &str) -> Result<Library> {
+        match crate::storage::Location::parse(location)? {
+            crate::storage::Location::Folder(root) => Library::open(&root).await,
+            // Its packs and catalog can live there (storage/, store/packs.rs, catalog/stores.rs),
+            // but not yet its leases and claims: refused, rather than half-served.
+            bucket @ crate::storage::Location::Bucket { .. } => Err(Error::User(format!(
+                "library {bucket}: this build cannot open a library on object storage yet (its packs and \
+                 catalog can be kept there, its leases and claims cannot)"
+            ))),
+        }
+    }
+
     /// Opens the library at `root`, creating it if the directory is absent or empty.
     pub async fn open(root: &Path) -> Result<Library> {
         let lib_err = |message: String| Error::Library { path: root.display().to_string(), message };
@@ -128,7 +142,7 @@ impl Library {
                 for dir in ["packs", "tmp", "catalog"] {
                     fs::create_dir_all(root.join(dir)).map_err(|e| lib_err(e.to_string()))?;
                 }
-                Catalog::open(&root.join("catalog")).await?;
+                Catalog::open(Storage::Folder(root.join("catalog"))).await?;
                 // The marker goes last, via a rename: a library is either whole or unmarked.
                 write_marker(root)?;
             }
@@ -137,7 +151,7 @@ impl Library {
             FORMAT_VERSION => {
                 // An upgrade that stopped after its marker left the old catalog behind.
                 catalog::upgrade::remove_old(root)?;
-                Catalog::open(&root.join("catalog")).await?
+                Catalog::open(Storage::Folder(root.join("catalog"))).await?
             }
             v if UPGRADES_FROM.contains(&v) => {
                 // Once, under the lock and with no writer between its reads and its commit.
@@ -150,13 +164,13 @@ impl Library {
                     write_marker(root)?;
                 }
                 catalog::upgrade::remove_old(root)?;
-                Catalog::open(&root.join("catalog")).await?
+                Catalog::open(Storage::Folder(root.join("catalog"))).await?
             }
             v => return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}"))),
         };
         Ok(Library {
             root: root.to_path_buf(),
-            packs: Packs::Folder(root.to_path_buf()),
+            packs: Packs(Storage::Folder(root.to_path_buf())),
             catalog: std::sync::Arc::new(catalog),
         })
     }

@@ -28,6 +28,19 @@ fn usage_and_user_errors_exit_2() {
     assert!(stderr(&out).contains("give --mode, --uid or --gid"), "{out:?}");
     let out = attempt(lib.command().args(["sql", "/nonexistent/script.sql"]));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // A library URL this build cannot serve is refused by name, not made a folder of that
+    // name ("s3:" or "gs:") in the working directory.
+    for url in ["s3://images/factory", "gs://images/factory", "s3://Bad_Bucket/x"] {
+        let out = attempt(
+            Command::new(imagelake_tests::imagelake_bin())
+                .current_dir(dir.path())
+                .args(["-L", url, "sql", "-c", "SELECT 1"]),
+        );
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(stderr(&out).contains(url), "{out:?}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
 }
 
 /// 1 MiB of bytes with neither a partition table nor a filesystem (a fixed xorshift stream,

@@ -1,8 +1,8 @@
 //! A library on object storage: the S3-compatible server the tests run (SeaweedFS, started
 //! and stopped by each test) and the property commits on it rest on.
 
-use imagelake_engine::catalog::lance_stores;
-use imagelake_engine::storage::{Bucket, ObjectInfo, S3Settings};
+use imagelake_engine::catalog::{Catalog, lance_stores};
+use imagelake_engine::storage::{Bucket, ObjectInfo, S3Settings, Storage};
 use imagelake_engine::store::{ChunkReader, Compression, PackReader, PackWriter, Packs, pack_key};
 use imagelake_tests::s3::{self, S3Server};
 use std::collections::BTreeSet;
@@ -112,7 +112,7 @@ fn packs_on_a_bucket() {
     let server = S3Server::start();
     let settings = settings(&server);
     let bucket = Bucket::open(&settings, s3::BUCKET, "factory/lib").unwrap();
-    let packs = Packs::Bucket(bucket.clone());
+    let packs = Packs(Storage::Bucket(bucket.clone()));
     assert_eq!(packs.ids().unwrap(), Vec::<String>::new(), "a fresh prefix has no packs");
 
     let tmp = tempfile::tempdir().unwrap();
@@ -150,7 +150,7 @@ fn packs_on_a_bucket() {
 
     // Prefixes are folders: "factory" and "factory/li" hold none of "factory/lib"'s packs.
     for other in ["factory/li", "factory/lib2", "other"] {
-        let elsewhere = Packs::Bucket(Bucket::open(&settings, s3::BUCKET, other).unwrap());
+        let elsewhere = Packs(Storage::Bucket(Bucket::open(&settings, s3::BUCKET, other).unwrap()));
         assert_eq!(elsewhere.ids().unwrap(), Vec::<String>::new(), "prefix {other}");
     }
 
@@ -261,7 +261,7 @@ fn lance_commits_race_on_the_bucket() {
     let dataset =
         runtime.block_on(lance::dataset::builder::DatasetBuilder::from_uri(&uri).with_session(session).load()).unwrap();
     let versions: Vec<u64> = runtime.block_on(dataset.versions()).unwrap().iter().map(|v| v.version).collect();
-    assert_eq!(versions, (1..=(1 + WRITERS * APPENDS) as u64).collect::<Vec<_>>(), "one version per commit, no gap");
+    assert_one_version_per_commit(&versions, 1 + WRITERS * APPENDS);
     let batches: Vec<RecordBatch> = runtime.block_on(async {
         use futures::TryStreamExt;
         dataset.scan().try_into_stream().await.unwrap().try_collect().await.unwrap()
@@ -275,4 +275,73 @@ fn lance_commits_race_on_the_bucket() {
     let mut expected = vec![(-1, 0)];
     expected.extend((0..WRITERS).flat_map(|w| (0..APPENDS).map(move |n| (w, n))));
     assert_eq!(rows, expected, "every append's row, once");
+}
+
+/// The catalog on a bucket, raced by 8 writer processes appending 25 rows each, one commit
+/// per row: every row is there once, the table's versions run from its creation to the 200th
+/// append without a gap, every file of the newest versions has its checksum recorded (one
+/// object per table version), and hashing them all again finds nothing wrong.
+#[test]
+fn the_catalog_on_a_bucket_under_racing_writer_processes() {
+    const WRITERS: i64 = 8;
+    const APPENDS: i64 = 25;
+    let server = S3Server::start();
+    let url = server.url("racing/catalog");
+    let writers: Vec<std::process::Child> = (0..WRITERS)
+        .map(|writer| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_append-rows"))
+                .args([&url, &writer.to_string(), &APPENDS.to_string()])
+                .envs(server.env())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut writer in writers {
+        assert!(writer.wait().unwrap().success(), "a writer failed (its error is above)");
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let files = Storage::Bucket(Bucket::open(&settings(&server), s3::BUCKET, "racing/catalog").unwrap());
+    let catalog = runtime.block_on(Catalog::open(files.clone())).unwrap();
+    let mut rows: Vec<(i64, i64)> =
+        runtime.block_on(catalog.provenance()).unwrap().iter().map(|r| (r.image_id / 1_000_000, r.at)).collect();
+    rows.sort();
+    let expected: Vec<(i64, i64)> = (0..WRITERS).flat_map(|w| (0..APPENDS).map(move |n| (w, n))).collect();
+    assert_eq!(rows, expected, "every append's row, once");
+    let dataset = runtime.block_on(catalog.dataset("provenance")).unwrap();
+    let versions: Vec<u64> = runtime.block_on(dataset.versions()).unwrap().iter().map(|v| v.version).collect();
+    assert_one_version_per_commit(&versions, 1 + WRITERS * APPENDS);
+
+    let logs = files.list("checksums/provenance").unwrap();
+    assert!(
+        logs.len() > (WRITERS * APPENDS) as usize / 2,
+        "one checksum object per version that added files: {}",
+        logs.len()
+    );
+    let (problems, unrecorded) = runtime.block_on(catalog.check_files()).unwrap();
+    assert_eq!((problems, unrecorded), (Vec::new(), Vec::new()));
+    let proof = runtime.block_on(catalog.prove()).unwrap();
+    assert!(proof.damaged.is_empty(), "{:?}", proof.damaged);
+    assert!(proof.files > (WRITERS * APPENDS) as usize, "every file hashed again: {}", proof.files);
+
+    // A byte changed in one of the files is found, by name.
+    let data = files.list("provenance.lance/data").unwrap();
+    let victim = &data[data.len() / 2].key;
+    let mut bytes = files.read(victim).unwrap().unwrap();
+    bytes[10] ^= 0x01;
+    files.put(victim, bytes).unwrap();
+    let proof = runtime.block_on(catalog.prove()).unwrap();
+    assert_eq!(proof.damaged.iter().map(|d| d.file.as_str()).collect::<Vec<_>>(), [victim.as_str()]);
+}
+
+/// A table's versions are 1 to `commits`, without a gap; a failure names the odd ones.
+fn assert_one_version_per_commit(versions: &[u64], commits: i64) {
+    let expected: Vec<u64> = (1..=commits as u64).collect();
+    let missing: Vec<&u64> = expected.iter().filter(|v| !versions.contains(v)).collect();
+    let extra: Vec<&u64> = versions.iter().filter(|v| !expected.contains(v)).collect();
+    assert!(
+        versions == expected,
+        "one version per commit, no gap: {} versions, {missing:?} missing, {extra:?} more",
+        versions.len()
+    );
 }

@@ -10,12 +10,13 @@
 
 use super::checksums::{self, Sum};
 use super::{Catalog, DATASETS};
-use crate::{Error, Result};
+use crate::storage::Storage;
+use crate::{Error, IoContext, Result};
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
 use lance::index::DatasetIndexExt;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 /// How long `prove` waits for a writer that has committed to record its files.
@@ -42,9 +43,10 @@ pub struct DamagedCatalogFile {
 }
 
 /// The files a table version uses, under the catalog folder, each with what it holds.
-async fn version_files(dir: &Path, table: &str, dataset: &Dataset) -> Result<BTreeMap<String, String>> {
+async fn version_files(files: &Storage, table: &str, dataset: &Dataset) -> Result<BTreeMap<String, String>> {
     let version = dataset.version().version;
     let base = format!("{table}.lance");
+    let storage = files;
     let mut files = BTreeMap::new();
     let manifest = dataset.manifest_location().path.filename().unwrap_or_default().to_string();
     files.insert(format!("{base}/_versions/{manifest}"), format!("the manifest of table version {version}"));
@@ -75,8 +77,9 @@ async fn version_files(dir: &Path, table: &str, dataset: &Dataset) -> Result<BTr
             }
             // Lance lists an index's files from some version on; before it, the folder is.
             None => {
-                for entry in std::fs::read_dir(dir.join(&folder)).into_iter().flatten().flatten() {
-                    files.insert(format!("{folder}/{}", entry.file_name().to_string_lossy()), held.clone());
+                let listed = storage.list(&folder).io_context(|| format!("listing {}", storage.name(&folder)))?;
+                for object in listed {
+                    files.insert(object.key, held.clone());
                 }
             }
         }
@@ -88,12 +91,27 @@ impl Catalog {
     /// Records the checksums of the files of `dataset`'s version not recorded yet. Called
     /// after every commit, with the dataset the commit returned.
     pub(super) async fn record(&self, table: &str, dataset: &Dataset) -> Result<()> {
-        let files = version_files(&self.dir, table, dataset).await?;
-        let dir = self.dir.clone();
+        let mut files = version_files(&self.files, table, dataset).await?;
+        let (storage, table, version) = (self.files.clone(), table.to_string(), dataset.version().version);
+        // On a bucket, reading every version's checksums at each commit would cost a request
+        // per version: the files new in this version are those its predecessor lacks (Lance
+        // never writes a name twice). Without the predecessor, every recorded sum is read.
+        let mut known = None;
+        if self.files.folder().is_none()
+            && let Some(previous) = version.checked_sub(1).filter(|v| *v > 0)
+            && let Ok(previous) = dataset.checkout_version(previous).await
+        {
+            known = Some(version_files(&self.files, &table, &previous).await?);
+        }
         tokio::task::spawn_blocking(move || {
-            let recorded = checksums::load(&dir)?;
-            let new: Vec<String> = files.into_keys().filter(|f| !recorded.sums.contains_key(f)).collect();
-            checksums::record(&dir, &new)
+            match known {
+                Some(known) => files.retain(|f, _| !known.contains_key(f)),
+                None => {
+                    let recorded = checksums::load(&storage)?;
+                    files.retain(|f, _| !recorded.sums.contains_key(f));
+                }
+            }
+            checksums::record(&storage, &table, version, &files.into_keys().collect::<Vec<_>>())
         })
         .await
         .map_err(crate::task_failed("recording catalog checksums"))?
@@ -117,8 +135,14 @@ impl Catalog {
         for table in DATASETS {
             // Lance may panic on a damaged manifest rather than refuse it.
             let opened = crate::unless_panicked("opening the table", async {
-                let dataset = Dataset::open(&self.table_uri(table)).await.map_err(|e| Error::Catalog(e.to_string()))?;
-                let files = version_files(&self.dir, table, &dataset).await?;
+                // A session of its own (the object stores but none of the caches).
+                let session = lance::session::Session::new(0, 0, self.session.store_registry());
+                let dataset = DatasetBuilder::from_uri(&self.table_uri(table))
+                    .with_session(std::sync::Arc::new(session))
+                    .load()
+                    .await
+                    .map_err(|e| Error::Catalog(e.to_string()))?;
+                let files = version_files(&self.files, table, &dataset).await?;
                 Ok((dataset.version().version, files))
             })
             .await;
@@ -138,9 +162,14 @@ impl Catalog {
 
     /// Those of `files` that are still missing or have no recorded checksum.
     fn still_unrecorded(&self, mut files: Vec<String>) -> Result<Vec<String>> {
-        let recorded = checksums::load(&self.dir)?;
-        files.retain(|f| !recorded.sums.contains_key(f) || !self.dir.join(f).exists());
+        let recorded = checksums::load(&self.files)?;
+        files.retain(|f| !recorded.sums.contains_key(f) || !self.file_exists(f));
         Ok(files)
+    }
+
+    /// Whether `file` (under the catalog) is there; one that cannot be looked up is not.
+    fn file_exists(&self, file: &str) -> bool {
+        matches!(self.files.size(file), Ok(Some(_)))
     }
 
     /// `check`'s look at the catalog's files, without reading them: every file a newest table
@@ -152,20 +181,19 @@ impl Catalog {
         let Live { files, unopened, .. } = self.live().await;
         let mut problems: Vec<String> =
             unopened.into_iter().map(|(table, why)| format!("catalog table {table} cannot be opened: {why}")).collect();
-        let recorded = checksums::load(&self.dir)?;
+        let recorded = checksums::load(&self.files)?;
         problems.extend(
-            recorded.damaged_lines.iter().map(|(n, why)| format!("catalog/checksums line {n} is damaged: {why}")),
+            recorded.damaged_lines.iter().map(|(log, n, why)| format!("catalog/{log} line {n} is damaged: {why}")),
         );
         let mut waiting = Vec::new();
         for (file, (table, held)) in &files {
-            let (Some(sum), Ok(meta)) = (recorded.sums.get(file), std::fs::metadata(self.dir.join(file))) else {
+            let (Some(sum), Ok(Some(size))) = (recorded.sums.get(file), self.files.size(file)) else {
                 waiting.push(file.clone());
                 continue;
             };
-            if meta.len() != sum.size {
+            if size != sum.size {
                 problems.push(format!(
-                    "catalog file {file} (table {table}, {held}) holds {} bytes, {} when it was written",
-                    meta.len(),
+                    "catalog file {file} (table {table}, {held}) holds {size} bytes, {} when it was written",
                     sum.size
                 ));
             }
@@ -176,7 +204,7 @@ impl Catalog {
             waiting = self.still_unrecorded(waiting)?;
         }
         let (unrecorded, missing): (Vec<String>, Vec<String>) =
-            waiting.into_iter().partition(|file| self.dir.join(file).exists());
+            waiting.into_iter().partition(|file| self.file_exists(file));
         for file in missing {
             let (table, held) = files.get(&file).cloned().unwrap_or_default();
             problems.push(format!("catalog file {file} (table {table}, {held}) is missing"));
@@ -191,9 +219,9 @@ impl Catalog {
     pub async fn prove(&self) -> Result<CatalogProof> {
         let Live { files: live, versions, unopened } = self.live().await;
 
-        let dir = self.dir.clone();
+        let storage = self.files.clone();
         let (tables_live, opened) = (live.clone(), versions.iter().filter(|(_, v)| **v > 0).map(|(t, _)| *t).collect());
-        let hashed = tokio::task::spawn_blocking(move || hash_recorded(&dir, &tables_live, &opened))
+        let hashed = tokio::task::spawn_blocking(move || hash_recorded(&storage, &tables_live, &opened))
             .await
             .map_err(crate::task_failed("hashing the catalog's files"))??;
         let mut proof = CatalogProof { files: hashed.files, bytes: hashed.bytes, ..CatalogProof::default() };
@@ -205,7 +233,7 @@ impl Catalog {
         // while before it is reported.
         let mut waiting: Vec<String> = hashed.unrecorded_live;
         let hints = |versions: &BTreeMap<&str, u64>| -> Vec<DamagedCatalogFile> {
-            versions.iter().filter_map(|(table, version)| hint_problem(&self.dir, table, *version)).collect()
+            versions.iter().filter_map(|(table, version)| hint_problem(&self.files, table, *version)).collect()
         };
         let mut wrong_hints = hints(&versions);
         let deadline = std::time::Instant::now() + RECORD_GRACE;
@@ -215,10 +243,10 @@ impl Catalog {
             wrong_hints = hints(&versions);
         }
         damaged.extend(wrong_hints);
-        let lines_damaged = damaged.iter().any(|d| d.file == checksums::LOG);
+        let lines_damaged = damaged.iter().any(|d| checksums::is_log(&d.file));
         for file in waiting {
             let (table, held) = live.get(&file).cloned().unwrap_or_default();
-            let reason = if !self.dir.join(&file).exists() {
+            let reason = if !self.file_exists(&file) {
                 "is missing"
             } else if lines_damaged {
                 "no checksum is recorded for it (its line in checksums may be the damaged one)"
@@ -262,24 +290,24 @@ struct Hashed {
     unrecorded_live: Vec<String>,
 }
 
-/// Hashes every recorded file under the catalog folder `dir`, many at once.
-fn hash_recorded(dir: &Path, live: &BTreeMap<String, (String, String)>, opened: &HashSet<&str>) -> Result<Hashed> {
-    let recorded = checksums::load(dir)?;
+/// Hashes every recorded file of the catalog, many at once.
+fn hash_recorded(files: &Storage, live: &BTreeMap<String, (String, String)>, opened: &HashSet<&str>) -> Result<Hashed> {
+    let recorded = checksums::load(files)?;
     let mut damaged: Vec<DamagedCatalogFile> = recorded
         .damaged_lines
         .iter()
-        .map(|(n, why)| DamagedCatalogFile {
-            file: checksums::LOG.into(),
+        .map(|(log, n, why)| DamagedCatalogFile {
+            file: log.clone(),
             table: None,
             held: "the checksums of the catalog's files".into(),
             reason: format!("line {n} is damaged: {why}"),
         })
         .collect();
-    let present: Vec<String> = walk(dir)?;
+    let present: Vec<String> = walk(files)?;
     let present_set: HashSet<&String> = present.iter().collect();
     let checked: Vec<(&String, Sum, std::io::Result<Sum>)> = present
         .par_iter()
-        .filter_map(|file| recorded.sums.get(file).map(|sum| (file, *sum, Sum::of(&dir.join(file)))))
+        .filter_map(|file| recorded.sums.get(file).map(|sum| (file, *sum, Sum::of(files, file))))
         .collect();
     let (mut files, mut bytes) = (0, 0);
     for (file, want, found) in checked {
@@ -336,37 +364,21 @@ fn kind_of(file: &str) -> &'static str {
     }
 }
 
-/// Every regular file under the catalog folder, as a path under it, but the checksums' own
-/// files and the version hints (checked by [`hint_problem`]).
-fn walk(dir: &Path) -> Result<Vec<String>> {
-    let mut files = Vec::new();
-    let mut folders = vec![dir.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        let entries = std::fs::read_dir(&folder)
-            .map_err(|e| Error::Io { context: format!("reading {}", folder.display()), error: e })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else { continue };
-            if kind.is_dir() {
-                folders.push(path);
-            } else if kind.is_file()
-                && let Ok(relative) = path.strip_prefix(dir)
-            {
-                let relative = relative.to_string_lossy().into_owned();
-                let own = [checksums::LOG, "checksums.lock", "checksums.tmp"].contains(&relative.as_str());
-                if !own && !relative.ends_with("/_versions/latest_version_hint.json") {
-                    files.push(relative);
-                }
-            }
-        }
-    }
-    Ok(files)
+/// Every file of the catalog, by its key under it, but the checksums' own files and the
+/// version hints (checked by [`hint_problem`]).
+fn walk(files: &Storage) -> Result<Vec<String>> {
+    let listed = files.list("").io_context(|| format!("listing {}", files.name("")))?;
+    Ok(listed
+        .into_iter()
+        .map(|object| object.key)
+        .filter(|key| !checksums::is_log(key) && !key.ends_with("/_versions/latest_version_hint.json"))
+        .collect())
 }
 
 /// Lance rewrites `_versions/latest_version_hint.json` at every commit, after the manifest:
 /// it must name the newest version seen (0 for a table that would not open) or a later one
 /// whose manifest exists.
-fn hint_problem(dir: &Path, table: &str, version: u64) -> Option<DamagedCatalogFile> {
+fn hint_problem(files: &Storage, table: &str, version: u64) -> Option<DamagedCatalogFile> {
     let file = format!("{table}.lance/_versions/latest_version_hint.json");
     let damaged = |reason: String| DamagedCatalogFile {
         file: file.clone(),
@@ -374,10 +386,10 @@ fn hint_problem(dir: &Path, table: &str, version: u64) -> Option<DamagedCatalogF
         held: "the hint to the newest table version".into(),
         reason,
     };
-    let versions = dir.join(format!("{table}.lance/_versions"));
-    let text = match std::fs::read(dir.join(&file)) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    let versions = format!("{table}.lance/_versions");
+    let text = match files.read(&file) {
+        Ok(Some(text)) => text,
+        Ok(None) => return None,
         Err(e) => return Some(damaged(format!("cannot be read: {e}"))),
     };
     #[derive(serde::Deserialize)]
@@ -389,9 +401,9 @@ fn hint_problem(dir: &Path, table: &str, version: u64) -> Option<DamagedCatalogF
         Ok(hint) => hint.version,
         Err(e) => return Some(damaged(format!("is not the JSON Lance writes: {e}"))),
     };
-    let has_manifest = |v: u64| {
-        versions.join(format!("{}.manifest", u64::MAX - v)).exists() || versions.join(format!("{v}.manifest")).exists()
-    };
+    let exists = |key: String| matches!(files.size(&key), Ok(Some(_)));
+    let has_manifest =
+        |v: u64| exists(format!("{versions}/{}.manifest", u64::MAX - v)) || exists(format!("{versions}/{v}.manifest"));
     (hinted < version || !has_manifest(hinted))
         .then(|| damaged(format!("names table version {hinted}; the newest is {version}")))
 }

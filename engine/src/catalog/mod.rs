@@ -20,7 +20,8 @@ pub use schema::*;
 pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, SegmentUsers, Segmented};
 pub use stores::lance_stores;
 
-use crate::{Error, Result};
+use crate::storage::Storage;
+use crate::{Error, IoContext, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
 use futures::TryStreamExt;
 use kept::Kept;
@@ -33,7 +34,7 @@ use lance_index::optimize::OptimizeOptions;
 use lance_index::{IndexType, scalar::ScalarIndexParams};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -90,7 +91,8 @@ const METADATA_CACHE_BYTES: usize = 64 << 20;
 const SETTLED: Duration = Duration::from_secs(1);
 
 pub struct Catalog {
-    dir: PathBuf,
+    /// Where the catalog's files are: the library's `catalog/` folder or prefix.
+    files: Storage,
     /// Shared by every dataset this catalog opens, so that index pages and manifests are read
     /// once per process rather than once per query.
     session: Arc<lance::session::Session>,
@@ -113,6 +115,9 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// What a dataset on a bucket is kept with (see [`Catalog::dataset_on_bucket`]).
+    const NONE: Stamp = Stamp { modified: (0, 0), changed: (0, 0), inode: 0, size: 0 };
+
     fn of(dir: &Path) -> Option<Stamp> {
         let m = std::fs::metadata(dir).ok()?;
         Some(Stamp {
@@ -134,12 +139,16 @@ impl Stamp {
 }
 
 impl Catalog {
-    /// Opens the catalog in `dir`, creating any table that does not exist yet.
-    pub async fn open(dir: &Path) -> Result<Catalog> {
-        let stores = lance_stores(&crate::storage::S3Settings::from_env());
+    /// Opens the catalog in `files`, creating any table that does not exist yet.
+    pub async fn open(files: Storage) -> Result<Catalog> {
+        let settings = match &files {
+            Storage::Bucket(bucket) => bucket.settings().clone(),
+            Storage::Folder(_) => crate::storage::S3Settings::default(),
+        };
+        let stores = lance_stores(&settings);
         let session = lance::session::Session::new(INDEX_CACHE_BYTES, METADATA_CACHE_BYTES, stores);
         let catalog = Catalog {
-            dir: dir.to_path_buf(),
+            files,
             session: Arc::new(session),
             opened: Mutex::default(),
             kept_rows: Kept::new(),
@@ -158,12 +167,25 @@ impl Catalog {
 
     /// The URI of a table's dataset, for readers such as the SQL layer.
     pub fn table_uri(&self, table: &str) -> String {
-        self.dir.join(format!("{table}.lance")).to_string_lossy().into_owned()
+        self.files.name(&format!("{table}.lance"))
+    }
+
+    /// Whether the table has a committed version.
+    fn exists(&self, table: &str) -> Result<bool> {
+        let versions = format!("{table}.lance/_versions");
+        match self.files.folder() {
+            Some(dir) => Ok(dir.join(versions).exists()),
+            None => Ok(!self
+                .files
+                .list(&versions)
+                .io_context(|| format!("listing {}", self.files.name(&versions)))?
+                .is_empty()),
+        }
     }
 
     async fn create<T: Table>(&self) -> Result<()> {
         let uri = self.table_uri(T::NAME);
-        if Path::new(&uri).join("_versions").exists() {
+        if self.exists(T::NAME)? {
             return Ok(());
         }
         let empty = RecordBatchIterator::new(Vec::<std::result::Result<RecordBatch, _>>::new(), T::stored_schema());
@@ -172,7 +194,7 @@ impl Catalog {
         match Dataset::write(empty, uri.as_str(), Some(params)).await {
             Ok(dataset) => self.record(T::NAME, &dataset).await,
             // Another process created it first.
-            Err(_) if Path::new(&uri).join("_versions").exists() => Ok(()),
+            Err(_) if self.exists(T::NAME)? => Ok(()),
             Err(e) => Err(Error::Catalog(format!("creating table {}: {e}", T::NAME))),
         }
     }
@@ -282,8 +304,8 @@ impl Catalog {
                 .map_err(|e| Error::Catalog(format!("removing superseded files of {table}: {e}")))?;
             freed += stats.bytes_removed;
         }
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || checksums::prune(&dir))
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || checksums::prune(&files))
             .await
             .map_err(crate::task_failed("pruning the catalog's checksums"))??;
         Ok(freed)
@@ -297,7 +319,8 @@ impl Catalog {
     /// then. Any commit, by this process or another, adds an entry and changes the stamp.
     pub async fn dataset(&self, table: &str) -> Result<Dataset> {
         let uri = self.table_uri(table);
-        let stamp = Stamp::of(&Path::new(&uri).join("_versions"));
+        let Some(dir) = self.files.folder() else { return self.dataset_on_bucket(table, &uri).await };
+        let stamp = Stamp::of(&dir.join(format!("{table}.lance/_versions")));
         if let Some(stamp) = stamp
             && let Ok(opened) = self.opened.lock()
             && let Some((seen, dataset)) = opened.get(table)
@@ -316,6 +339,23 @@ impl Catalog {
             && let Ok(mut opened) = self.opened.lock()
         {
             opened.insert(table.to_string(), (stamp, dataset.clone()));
+        }
+        Ok(dataset)
+    }
+
+    /// [`Catalog::dataset`] on a bucket, where folders have no stamps: the dataset opened
+    /// before is reused while Lance finds no newer version (one listing of `_versions`).
+    async fn dataset_on_bucket(&self, table: &str, uri: &str) -> Result<Dataset> {
+        let err = |e: lance::Error| Error::Catalog(format!("opening table {table}: {e}"));
+        let known = self.opened.lock().ok().and_then(|opened| opened.get(table).map(|(_, d)| d.clone()));
+        if let Some(dataset) = known {
+            if dataset.latest_version_id().await.map_err(err)? == dataset.version().version {
+                return Ok(dataset);
+            }
+        }
+        let dataset = DatasetBuilder::from_uri(uri).with_session(self.session.clone()).load().await.map_err(err)?;
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.insert(table.to_string(), (Stamp::NONE, dataset.clone()));
         }
         Ok(dataset)
     }

@@ -308,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn chunk_locations_answer_the_same_by_index_and_by_scan() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path()).await.unwrap();
+        let catalog = Catalog::open(crate::storage::Storage::Folder(dir.path().to_path_buf())).await.unwrap();
         let rows: Vec<ChunkRow> = (1..=200).map(row).collect();
         catalog.append(&rows).await.unwrap();
         catalog.maintain(crate::catalog::Maintenance::FULL).await.unwrap();

@@ -247,6 +247,18 @@ pub struct BrokenSegment {
 }
 
 impl Catalog {
+    /// Takes `segments.lock` (see the module's doc). A bucket has no flocks; its lease is
+    /// not built yet, so segments are not stored there.
+    async fn segments_lock(&self) -> Result<std::fs::File> {
+        match self.files.folder() {
+            Some(dir) => crate::locks::segments(dir).await,
+            None => Err(Error::User(format!(
+                "{}: storing manifest segments on a bucket needs the segments lease, which this build lacks",
+                self.files.name("")
+            ))),
+        }
+    }
+
     /// Stores the rows of versions' manifests (`files` or `extents`): the segments no version
     /// has yet, and each version's list of segments. Two commits, whatever the versions.
     pub async fn append_manifests<T: Segmented>(&self, versions: Vec<(i64, Vec<T>)>) -> Result<ManifestWrite> {
@@ -256,7 +268,7 @@ impl Catalog {
             let segments = cut(&rows);
             cut_versions.push((image_id, rows, segments));
         }
-        let _lock = crate::locks::segments(&self.dir).await?;
+        let _lock = self.segments_lock().await?;
         let mut names: Vec<String> =
             cut_versions.iter().flat_map(|(_, _, segments)| segments.iter().map(|(name, _)| name.clone())).collect();
         names.sort_unstable();
@@ -474,7 +486,7 @@ impl Catalog {
     /// Deletes the stored rows of segments no `segments` row uses (after versions were
     /// deleted); returns how many segments went.
     pub(crate) async fn drop_unused_segments(&self) -> Result<usize> {
-        let _lock = crate::locks::segments(&self.dir).await?;
+        let _lock = self.segments_lock().await?;
         let mut dropped = 0;
         for manifest in MANIFESTS {
             let unused: Vec<String> = self.unused_segments(manifest).await?;

@@ -44,7 +44,7 @@ pub(crate) async fn rewrite(root: &Path) -> Result<()> {
         }
         link_tree(&entry.path(), &next.join(&*name))?;
     }
-    let catalog = Catalog::open(&next).await?;
+    let catalog = Catalog::open(crate::storage::Storage::Folder(next.clone())).await?;
     segment::<FileRow>(&catalog, &current).await?;
     segment::<ExtentRow>(&catalog, &current).await?;
     catalog.maintain(Maintenance::FULL).await?;

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone)]
 pub struct Bucket {
     store: Arc<AmazonS3>,
+    settings: S3Settings,
     bucket: String,
     prefix: String,
 }
@@ -27,16 +28,18 @@ pub struct ObjectInfo {
 }
 
 /// The runtime every bucket's requests run on (two threads: requests wait on the network).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
+/// A process that cannot start its threads gets the reason on every request.
+fn runtime() -> io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let built = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("imagelake-s3")
             .enable_all()
             .build()
-            .expect("a runtime for object storage requests")
-    })
+            .map_err(|e| e.to_string())
+    });
+    built.as_ref().map_err(|why| io::Error::other(format!("starting the object storage client: {why}")))
 }
 
 /// rustls needs one process-wide provider of its cryptography; ring is the one the build has
@@ -86,7 +89,19 @@ impl S3Settings {
 
 impl Bucket {
     pub fn open(settings: &S3Settings, bucket: &str, prefix: &str) -> io::Result<Bucket> {
-        Ok(Bucket { store: Arc::new(settings.store(bucket)?), bucket: bucket.into(), prefix: prefix.into() })
+        let store = Arc::new(settings.store(bucket)?);
+        Ok(Bucket { store, settings: settings.clone(), bucket: bucket.into(), prefix: prefix.into() })
+    }
+
+    /// The settings the bucket was opened with (Lance's store of it is made from them too).
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    /// The prefix `part` inside this one, through the same client.
+    pub fn sub(&self, part: &str) -> Bucket {
+        let prefix = if self.prefix.is_empty() { part.to_string() } else { format!("{}/{part}", self.prefix) };
+        Bucket { store: self.store.clone(), settings: self.settings.clone(), bucket: self.bucket.clone(), prefix }
     }
 
     /// `s3://bucket/prefix/key`, as errors name objects.
@@ -103,10 +118,14 @@ impl Bucket {
         &self,
         request: impl std::future::Future<Output = object_store::Result<T>> + Send + 'static,
     ) -> object_store::Result<T> {
-        match futures::executor::block_on(runtime().spawn(request)) {
-            Ok(answer) => answer,
-            Err(e) => Err(object_store::Error::Generic { store: "S3", source: Box::new(e) }),
-        }
+        let failed = |why: String| object_store::Error::Generic { store: "S3", source: why.into() };
+        // The answer comes back on a plain channel: awaiting the task's handle here would tie
+        // its wake-up to the caller's runtime, if it has one, which is blocked in this call.
+        let (answer, receive) = std::sync::mpsc::sync_channel(1);
+        runtime().map_err(|e| failed(e.to_string()))?.spawn(async move {
+            let _ = answer.send(request.await);
+        });
+        receive.recv().unwrap_or_else(|_| Err(failed("the request's task ended without an answer".into())))
     }
 
     fn error(&self, doing: &str, key: &str, e: object_store::Error) -> io::Error {

@@ -7,12 +7,16 @@
 //! the catalog's Lance datasets reach the same bucket through `catalog/stores.rs`.
 
 mod bucket;
+mod folder;
 
 pub use bucket::{Bucket, ObjectInfo, S3Settings};
 
 use crate::{Error, Result};
 use std::fmt;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 /// A library's location, as the user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,132 @@ impl fmt::Display for Location {
             Location::Folder(path) => write!(f, "{}", path.display()),
             Location::Bucket { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             Location::Bucket { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// A library's storage, with keys relative to the library, parts separated by '/'.
+#[derive(Clone)]
+pub enum Storage {
+    Folder(PathBuf),
+    Bucket(Bucket),
+}
+
+/// One file or object, opened for reads at any offset.
+pub enum Opened {
+    File(File),
+    Object { bucket: Bucket, key: String, len: u64 },
+}
+
+impl Opened {
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match self {
+            Opened::File(file) => file.read_exact_at(buf, offset),
+            Opened::Object { bucket, key, .. } => {
+                let bytes = bucket.get_range(key, offset..offset + buf.len() as u64)?;
+                buf.copy_from_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn len(&self) -> io::Result<u64> {
+        match self {
+            Opened::File(file) => Ok(file.metadata()?.len()),
+            Opened::Object { len, .. } => Ok(*len),
+        }
+    }
+}
+
+impl Storage {
+    /// The storage of `part`, a folder or prefix inside this one.
+    pub fn sub(&self, part: &str) -> Storage {
+        match self {
+            Storage::Folder(root) => Storage::Folder(root.join(part)),
+            Storage::Bucket(bucket) => Storage::Bucket(bucket.sub(part)),
+        }
+    }
+
+    /// The folder, if the storage is one.
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            Storage::Folder(root) => Some(root),
+            Storage::Bucket(_) => None,
+        }
+    }
+
+    /// The file or object as messages name it, and as Lance opens it: its path or its URL.
+    pub fn name(&self, key: &str) -> String {
+        match self {
+            Storage::Folder(root) => root.join(key).display().to_string(),
+            Storage::Bucket(bucket) => bucket.url(key),
+        }
+    }
+
+    /// The whole of `key`, or `None` if there is none.
+    pub fn read(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            Storage::Folder(root) => folder::absent_is_none(std::fs::read(root.join(key))),
+            Storage::Bucket(bucket) => bucket.get(key),
+        }
+    }
+
+    /// The size of `key`, or `None` if there is none.
+    pub fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        match self {
+            Storage::Folder(root) => Ok(folder::absent_is_none(std::fs::metadata(root.join(key)))?.map(|m| m.len())),
+            Storage::Bucket(bucket) => bucket.size(key),
+        }
+    }
+
+    /// Opens `key` for reads (on a bucket: one request, for its size); `NotFound` if absent.
+    pub fn open(&self, key: &str) -> io::Result<Opened> {
+        match self {
+            Storage::Folder(root) => File::open(root.join(key)).map(Opened::File),
+            Storage::Bucket(bucket) => match bucket.size(key)? {
+                Some(len) => Ok(Opened::Object { bucket: bucket.clone(), key: key.to_string(), len }),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "no such object")),
+            },
+        }
+    }
+
+    /// Every file or object under `under` (all of them for ""), by key, in key order.
+    pub fn list(&self, under: &str) -> io::Result<Vec<ObjectInfo>> {
+        match self {
+            Storage::Folder(root) => folder::walk(root, under),
+            Storage::Bucket(bucket) => bucket.list(under),
+        }
+    }
+
+    /// Makes the complete, durable file `tmp` the content of `key`, at once and only if `key`
+    /// does not exist: `false` if it does (`tmp` is then left alone). A folder links the file
+    /// into place; a bucket takes it in one PUT with `If-None-Match: *`, so that no crash
+    /// leaves a multipart upload behind and no listing shows part of it.
+    pub fn publish(&self, tmp: &Path, key: &str) -> io::Result<bool> {
+        let published = match self {
+            Storage::Folder(root) => folder::link_new(tmp, &root.join(key))?,
+            Storage::Bucket(bucket) => bucket.put_new(key, std::fs::read(tmp)?)?,
+        };
+        if published {
+            std::fs::remove_file(tmp)?;
+        }
+        Ok(published)
+    }
+
+    /// Makes `bytes` the content of `key`, replacing what it held, at once (a folder writes
+    /// a sibling file and renames it over `key`).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> io::Result<()> {
+        match self {
+            Storage::Folder(root) => folder::replace(&root.join(key), &bytes),
+            Storage::Bucket(bucket) => bucket.put(key, bytes),
+        }
+    }
+
+    /// Deletes `key`; one that is gone already is not an error (another deleter won).
+    pub fn remove(&self, key: &str) -> io::Result<()> {
+        match self {
+            Storage::Folder(root) => folder::absent_is_none(std::fs::remove_file(root.join(key))).map(|_| ()),
+            Storage::Bucket(bucket) => bucket.delete(key),
         }
     }
 }

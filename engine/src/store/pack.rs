@@ -1,8 +1,9 @@
 //! Pack files: immutable files of zstd frames, each frame holding several whole chunks, with
 //! a trailing index.
 
-use super::packs::{PackBytes, Packs};
+use super::packs::Packs;
 use super::{ChunkHash, hex};
+use crate::storage::Opened;
 use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -283,7 +284,7 @@ pub fn frame_share(frame_size: u32, size: u32, raw_len: u64) -> u32 {
 
 /// One pack, opened: its header, its frames and its own index.
 pub struct PackReader {
-    file: PackBytes,
+    file: Opened,
     id: String,
 }
 

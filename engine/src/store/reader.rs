@@ -197,7 +197,7 @@ mod tests {
         fs::create_dir_all(root.path().join("tmp")).unwrap();
         // Frames of 3 KiB: chunks of 1..5 KB fill several frames.
         let small = Compression { level: 3, frame: 3000, window_log: 0 };
-        let packs = Packs::Folder(root.path().to_path_buf());
+        let packs = Packs(crate::storage::Storage::Folder(root.path().to_path_buf()));
         let mut w = PackWriter::new(&packs, &root.path().join("tmp"), "t".into(), small);
         let data: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 1000 * (i as usize + 1)]).collect();
         for d in &data {
