@@ -6,7 +6,8 @@
 # A module is a top-level file or folder of engine/src; a name re-exported by lib.rs
 # (crate::Library) counts as its module. lib.rs itself (Error, Result) belongs to no module.
 # A method of `Library` counts as the module that defines it: `self.prune()` in gc is a
-# dependency of gc on the module whose `impl Library` holds `fn prune`.
+# dependency of gc on the module whose `impl Library` holds `fn prune` (`self` counts only in
+# files that have an `impl Library`).
 #   bash scripts/modules.sh          the dependencies, one per line, then the layers
 set -euo pipefail
 cd "$(dirname "$0")/../engine/src"
@@ -48,8 +49,10 @@ edges=$(perl -e '
       1 while $group =~ s/\{[^{}]*\}//g;
       $to{(split /::/)[0] =~ s/\s//gr} = 1 for split /,/, $group;
     }
-    # Library methods: self.prune(), library.prune(), lib.prune().
-    while ($text =~ /\b(?:self|library|lib)\s*\.\s*(\w+)\s*\(/g) {
+    # Library methods: self.prune() (in a file with an `impl Library`; elsewhere `self` is
+    # something else), library.prune(), lib.prune().
+    my $receivers = $text =~ /^impl Library \{/m ? "self|library|lib" : "library|lib";
+    while ($text =~ /\b(?:$receivers)\s*\.\s*(\w+)\s*\(/g) {
       $to{"method $1"} = 1 if $method{$1};
     }
     for my $name (keys %to) {

@@ -2,13 +2,14 @@
 //! and stopped by each test) and the property commits on it rest on.
 
 use imagelake_engine::catalog::{Catalog, lance_stores};
-use imagelake_engine::storage::{Bucket, ObjectInfo, S3Settings, Storage};
+use imagelake_engine::storage::{Bucket, Lease, LeaseState, ObjectInfo, S3Settings, Storage};
 use imagelake_engine::store::{ChunkReader, Compression, PackReader, PackWriter, Packs, pack_key};
 use imagelake_tests::s3::{self, S3Server};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Conditional puts decide every race of a library on object storage (Lance's commits,
 /// version numbers, leases): on the server the tests use, each of five more rounds of 32
@@ -206,8 +207,8 @@ fn bucket_reads_writes_and_races() {
     let winner = winners.iter().position(|w| *w).unwrap() as u8;
     assert_eq!(bucket.get("claim").unwrap(), Some(vec![winner]));
     assert_eq!(bucket.list("").unwrap().iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a/b", "claim"]);
-    bucket.delete("claim").unwrap();
-    bucket.delete("claim").unwrap();
+    bucket.remove("claim").unwrap();
+    bucket.remove("claim").unwrap();
     assert_eq!(bucket.list("a").unwrap(), vec![ObjectInfo { key: "a/b".into(), size: 256 }]);
 }
 
@@ -332,6 +333,57 @@ fn the_catalog_on_a_bucket_under_racing_writer_processes() {
     files.put(victim, bytes).unwrap();
     let proof = runtime.block_on(catalog.prove()).unwrap();
     assert_eq!(proof.damaged.iter().map(|d| d.file.as_str()).collect::<Vec<_>>(), [victim.as_str()]);
+}
+
+/// Leases on the bucket: one holder at a time, even among racers; renewed by its holder only;
+/// dead once its term passes on the server's clock, then taken over, and the old holder's
+/// renewal refused; a damaged lease object held for the taker's term, then taken over.
+#[test]
+fn leases_are_taken_renewed_and_taken_over() {
+    let server = S3Server::start();
+    let bucket = Bucket::open(&settings(&server), s3::BUCKET, "leases").unwrap();
+    let term = Duration::from_secs(2);
+    let take = |key: &str| Lease::take(&bucket, key, "maintenance", None, term).unwrap();
+
+    let first = take("maintenance.json").unwrap();
+    let Err(LeaseState::Live { body: Some(holder), .. }) = take("maintenance.json") else {
+        panic!("a live lease was taken twice")
+    };
+    assert_eq!(holder, *first.body(), "the live holder is named");
+    assert!(first.renew().unwrap(), "the holder renews its lease");
+
+    // Sixteen takers at once: one lease.
+    let won: usize = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| Lease::take(&bucket, "raced.json", "writer", Some(7), Duration::from_secs(60))))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap().unwrap()).filter(Result::is_ok).count()
+    });
+    assert_eq!(won, 1, "of 16 racers for one free lease, exactly one holds it");
+
+    // Renewed within its term, the lease lives on; left alone past it, it is taken over and
+    // its old holder learns so at its next renewal.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(first.renew().unwrap());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(matches!(take("maintenance.json"), Err(LeaseState::Live { .. })), "renewed 1.5 s ago: alive");
+    std::thread::sleep(Duration::from_secs(3));
+    let second = take("maintenance.json").expect("a lease past its term is taken over");
+    assert!(!first.renew().unwrap(), "the old holder's renewal is refused");
+    first.release().unwrap();
+    let Err(LeaseState::Live { body: Some(holder), .. }) = take("maintenance.json") else {
+        panic!("the old holder's release removed the new holder's lease")
+    };
+    assert_eq!(holder.holder, second.body().holder);
+    second.release().unwrap();
+    assert_eq!(Lease::state(&bucket, "maintenance.json", term).unwrap(), LeaseState::Free);
+
+    // An object that is not a lease is held for the taker's term, then taken over.
+    bucket.put("damaged.json", b"\x00 not json".to_vec()).unwrap();
+    assert!(matches!(take("damaged.json"), Err(LeaseState::Live { body: None, .. })));
+    std::thread::sleep(Duration::from_secs(4));
+    let taken = take("damaged.json").expect("a damaged lease past the term is taken over");
+    taken.release().unwrap();
 }
 
 /// A table's versions are 1 to `commits`, without a gap; a failure names the odd ones.

@@ -5,7 +5,7 @@
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use std::io;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -17,6 +17,15 @@ pub struct Bucket {
     settings: S3Settings,
     bucket: String,
     prefix: String,
+}
+
+/// An object as a conditional write sees it: its bytes, the ETag to replace it with
+/// (`If-Match`), and when the server last wrote it (its clock, not ours).
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    pub bytes: Vec<u8>,
+    pub etag: String,
+    pub modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// An object found by [`Bucket::list`].
@@ -196,6 +205,64 @@ impl Bucket {
         }
     }
 
+    /// The whole object with its ETag and server time, or `None` if there is none.
+    pub fn get_tagged(&self, key: &str) -> io::Result<Option<Tagged>> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        let read = self.run(async move {
+            let answer = store.get(&path).await?;
+            let meta = answer.meta.clone();
+            Ok((meta, answer.bytes().await?))
+        });
+        match read {
+            Ok((meta, bytes)) => {
+                let etag = meta.e_tag.ok_or_else(|| self.no_etag(key))?;
+                Ok(Some(Tagged { bytes: bytes.into(), etag, modified: meta.last_modified }))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("reading", key, e)),
+        }
+    }
+
+    /// [`Bucket::put_new`] that returns the new object's ETag, or `None` if an object has the key.
+    pub fn put_new_tagged(&self, key: &str, bytes: Vec<u8>) -> io::Result<Option<String>> {
+        self.put_mode(key, bytes, PutMode::Create)
+    }
+
+    /// Replaces `key` only if it still has ETag `etag` (`If-Match`): its new ETag, or `None`
+    /// if it has another or is gone. Of writers racing from one ETag, exactly one wins.
+    pub fn put_if_match(&self, key: &str, bytes: Vec<u8>, etag: &str) -> io::Result<Option<String>> {
+        self.put_mode(key, bytes, PutMode::Update(UpdateVersion { e_tag: Some(etag.to_string()), version: None }))
+    }
+
+    fn put_mode(&self, key: &str, bytes: Vec<u8>, mode: PutMode) -> io::Result<Option<String>> {
+        let (store, path) = (self.store.clone(), self.key(key));
+        match self.run(async move { store.put_opts(&path, PutPayload::from(bytes), mode.into()).await }) {
+            Ok(written) => Ok(Some(written.e_tag.ok_or_else(|| self.no_etag(key))?)),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(None),
+            Err(e) => Err(self.error("writing", key, e)),
+        }
+    }
+
+    fn no_etag(&self, key: &str) -> io::Error {
+        io::Error::other(format!("{}: the server gave no ETag; conditional writes need one", self.url(key)))
+    }
+
+    /// The server's clock now: the time it stamps on an object written for the purpose
+    /// (under `clock/`, removed at once). Expiry is judged by this clock alone, so that
+    /// hosts whose clocks disagree still agree on which leases are dead.
+    pub fn server_now(&self) -> io::Result<chrono::DateTime<chrono::Utc>> {
+        let key = format!("clock/{}", super::random_name()?);
+        self.put(&key, Vec::new())?;
+        let (store, path) = (self.store.clone(), self.key(&key));
+        let meta = self.run(async move { store.head(&path).await }).map_err(|e| self.error("looking up", &key, e));
+        self.remove(&key)?;
+        Ok(meta?.last_modified)
+    }
+
     /// Every object whose key starts with `under/` (or every object, for ""), in key order.
     pub fn list(&self, under: &str) -> io::Result<Vec<ObjectInfo>> {
         use futures::TryStreamExt;
@@ -217,8 +284,8 @@ impl Bucket {
         Ok(objects)
     }
 
-    /// Deletes `key`; deleting what is not there is not an error (another deleter won).
-    pub fn delete(&self, key: &str) -> io::Result<()> {
+    /// Removes `key`; removing what is not there is not an error (another deleter won).
+    pub fn remove(&self, key: &str) -> io::Result<()> {
         let (store, path) = (self.store.clone(), self.key(key));
         match self.run(async move { store.delete(&path).await }) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

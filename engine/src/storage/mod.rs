@@ -8,8 +8,10 @@
 
 mod bucket;
 mod folder;
+mod lease;
 
-pub use bucket::{Bucket, ObjectInfo, S3Settings};
+pub use bucket::{Bucket, ObjectInfo, S3Settings, Tagged};
+pub use lease::{Lease, LeaseBody, LeaseState};
 
 use crate::{Error, Result};
 use std::fmt;
@@ -17,6 +19,13 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+/// 32 random hex digits: a name no other writer picks (a lease holder, a scratch object).
+pub(crate) fn random_name() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no randomness for a name: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// A library's location, as the user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +199,7 @@ impl Storage {
     pub fn remove(&self, key: &str) -> io::Result<()> {
         match self {
             Storage::Folder(root) => folder::absent_is_none(std::fs::remove_file(root.join(key))).map(|_| ()),
-            Storage::Bucket(bucket) => bucket.delete(key),
+            Storage::Bucket(bucket) => bucket.remove(key),
         }
     }
 }
