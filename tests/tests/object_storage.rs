@@ -2,7 +2,7 @@
 //! and stopped by each test) and the property commits on it rest on.
 
 use imagelake_engine::catalog::{Catalog, lance_stores};
-use imagelake_engine::storage::{Bucket, Lease, LeaseState, ObjectInfo, S3Settings, Storage};
+use imagelake_engine::storage::{Bucket, Lease, LeaseState, ObjectInfo, S3Settings, Storage, claims};
 use imagelake_engine::store::{ChunkReader, Compression, PackReader, PackWriter, Packs, pack_key};
 use imagelake_tests::s3::{self, S3Server};
 use std::collections::BTreeSet;
@@ -313,6 +313,10 @@ fn the_catalog_on_a_bucket_under_racing_writer_processes() {
     let versions: Vec<u64> = runtime.block_on(dataset.versions()).unwrap().iter().map(|v| v.version).collect();
     assert_one_version_per_commit(&versions, 1 + WRITERS * APPENDS);
 
+    let leftovers: Vec<String> =
+        files.list("").unwrap().into_iter().map(|o| o.key).filter(|k| k.ends_with(".creating")).collect();
+    assert!(leftovers.is_empty(), "every table's creation lease is released: {leftovers:?}");
+
     let logs = files.list("checksums/provenance").unwrap();
     assert!(
         logs.len() > (WRITERS * APPENDS) as usize / 2,
@@ -384,6 +388,39 @@ fn leases_are_taken_renewed_and_taken_over() {
     std::thread::sleep(Duration::from_secs(4));
     let taken = take("damaged.json").expect("a damaged lease past the term is taken over");
     taken.release().unwrap();
+}
+
+/// Numbers claimed on the bucket by racing writers are each taken once and leave no gap;
+/// claims are per folder, and a key that is no claim's does not throw the count off.
+#[test]
+fn racing_claims_take_each_number_once() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 6;
+    let server = S3Server::start();
+    let bucket = Bucket::open(&settings(&server), s3::BUCKET, "claims").unwrap();
+    bucket.put("claims/image-ids/README", b"not a claim".to_vec()).unwrap();
+    let mut claimed: Vec<(u64, String)> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let bucket = &bucket;
+                scope.spawn(move || {
+                    let holder = format!("writer-{w}");
+                    (0..EACH)
+                        .map(|_| (claims::claim_next(bucket, "claims/image-ids", &holder).unwrap(), holder.clone()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        writers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    claimed.sort();
+    let numbers: Vec<u64> = claimed.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (1..=(WRITERS * EACH) as u64).collect::<Vec<_>>(), "each number once, no gap");
+    for (number, holder) in &claimed {
+        assert_eq!(claims::claimant(&bucket, "claims/image-ids", *number).unwrap().as_ref(), Some(holder));
+    }
+    assert_eq!(claims::claim_next(&bucket, "claims/versions/web", "me").unwrap(), 1, "another folder counts apart");
+    assert_eq!(claims::highest_claimed(&bucket, "claims/image-ids").unwrap(), (WRITERS * EACH) as u64);
 }
 
 /// A table's versions are 1 to `commits`, without a gap; a failure names the odd ones.

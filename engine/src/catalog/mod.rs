@@ -20,7 +20,7 @@ pub use schema::*;
 pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, SegmentUsers, Segmented};
 pub use stores::lance_stores;
 
-use crate::storage::Storage;
+use crate::storage::{Lease, Storage};
 use crate::{Error, IoContext, Result};
 use arrow::array::{RecordBatch, RecordBatchIterator};
 use futures::TryStreamExt;
@@ -188,10 +188,48 @@ impl Catalog {
         if self.exists(T::NAME)? {
             return Ok(());
         }
+        // Lance's Create is not atomic (lance#4451): of two creators both may commit, the later
+        // as an overwrite of what the earlier and its appenders wrote. A folder's catalog is
+        // created under the library lock; on a bucket one creator holds a lease meanwhile.
+        let creating = match &self.files {
+            Storage::Folder(_) => None,
+            Storage::Bucket(bucket) => match self.creation_lease(bucket, T::NAME).await? {
+                Some(lease) => Some(lease),
+                None => return Ok(()),
+            },
+        };
+        let created = self.create_empty::<T>(&uri).await;
+        if let Some(lease) = creating {
+            lease.release().io_context(|| format!("releasing the lease on creating table {}", T::NAME))?;
+        }
+        created
+    }
+
+    /// The lease under which `table` is created on a bucket, or `None` once another writer
+    /// has created it. A creator that died is waited for until its lease is dead.
+    async fn creation_lease(&self, bucket: &crate::storage::Bucket, table: &str) -> Result<Option<Lease>> {
+        let key = format!("{table}.lance.creating");
+        loop {
+            let taken = Lease::take(bucket, &key, "writer", None, Lease::term())
+                .io_context(|| format!("taking the lease on creating table {table}"))?;
+            match taken {
+                // The table may have been created between the look and the lease.
+                Ok(lease) if self.exists(table)? => {
+                    lease.release().io_context(|| format!("releasing {}", bucket.url(&key)))?;
+                    return Ok(None);
+                }
+                Ok(lease) => return Ok(Some(lease)),
+                Err(_) if self.exists(table)? => return Ok(None),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    async fn create_empty<T: Table>(&self, uri: &str) -> Result<()> {
         let empty = RecordBatchIterator::new(Vec::<std::result::Result<RecordBatch, _>>::new(), T::stored_schema());
         // The session carries the object stores (`s3` among them) the table's URI may need.
         let params = WriteParams { mode: WriteMode::Create, session: Some(self.session.clone()), ..Default::default() };
-        match Dataset::write(empty, uri.as_str(), Some(params)).await {
+        match Dataset::write(empty, uri, Some(params)).await {
             Ok(dataset) => self.record(T::NAME, &dataset).await,
             // Another process created it first.
             Err(_) if self.exists(T::NAME)? => Ok(()),

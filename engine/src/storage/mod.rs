@@ -7,6 +7,7 @@
 //! the catalog's Lance datasets reach the same bucket through `catalog/stores.rs`.
 
 mod bucket;
+pub mod claims;
 mod folder;
 mod lease;
 
