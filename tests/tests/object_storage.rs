@@ -382,6 +382,16 @@ fn leases_are_taken_renewed_and_taken_over() {
     second.release().unwrap();
     assert_eq!(Lease::state(&bucket, "maintenance.json", term).unwrap(), LeaseState::Free);
 
+    // Sixteen takers of one dead lease at once: one takes it over (the If-Match race).
+    let stale = take("stale.json").unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let won: usize = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..16).map(|_| scope.spawn(|| take("stale.json"))).collect();
+        racers.into_iter().map(|r| r.join().unwrap()).filter(Result::is_ok).count()
+    });
+    assert_eq!(won, 1, "of 16 racers for one dead lease, exactly one takes it over");
+    assert!(!stale.renew().unwrap(), "the dead lease's holder learns it lost it");
+
     // An object that is not a lease is held for the taker's term, then taken over.
     bucket.put("damaged.json", b"\x00 not json".to_vec()).unwrap();
     assert!(matches!(take("damaged.json"), Err(LeaseState::Live { body: None, .. })));
