@@ -354,7 +354,7 @@ async fn main() {
     let work = tempfile::tempdir().expect("tempdir");
 
     // The user the clients log in as: an administrator who may read every image.
-    let root = library.root().to_path_buf();
+    let root = library.folder().expect("a folder library").to_path_buf();
     let _ = imagelake(&root).args(["user", "remove", USER]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     check(imagelake(&root).args(["user", "add", USER, "--admin"]), Some(&format!("{PASSWORD}\n")));
     check(imagelake(&root).args(["grant", USER, "read", "ON", "*"]), None);

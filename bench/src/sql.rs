@@ -203,7 +203,7 @@ async fn questions_side_by_side(
     let mut peaks = Vec::new();
     for (_, sql) in questions {
         let mut cmd = Command::new("/usr/bin/time");
-        cmd.args(["-f", "%M %e"]).arg(imagelake_bin()).arg("-L").arg(library.root());
+        cmd.args(["-f", "%M %e"]).arg(imagelake_bin()).arg("-L").arg(library.folder().expect("a folder library"));
         cmd.args(["sql", "--format", "csv", "-c", sql]);
         let out = cmd.stdout(Stdio::null()).output().expect("/usr/bin/time");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -213,7 +213,7 @@ async fn questions_side_by_side(
         let seconds: f64 = fields.next().and_then(|f| f.parse().ok()).expect("seconds");
         peaks.push((seconds, kib * 1024));
     }
-    let catalog = run(Command::new("du").arg("-sb").arg(library.root().join("catalog")));
+    let catalog = run(Command::new("du").arg("-sb").arg(library.folder().expect("a folder library").join("catalog")));
     let catalog: u64 = catalog.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
     let images: usize = count(session, "images").await.parse().unwrap_or(1);
     println!(

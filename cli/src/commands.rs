@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 match &reclaimed {
                     Some(r) => print::print_reclaimed(&mut stdout, r)?,
                     None => {
-                        for area in imagelake_mount::areas(library.root(), None, false) {
+                        for area in imagelake_mount::areas(library.tmp(), None, false) {
                             writeln!(
                                 stdout,
                                 "  unsaved   the writable mount on {0} ended without committing: `imagelake commit {0}` keeps its changes",
@@ -172,7 +172,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 false => writeln!(stdout, "{}", mount::background(&cli.library, &image, &dir, how)?)?,
             }
         }
-        Command::Commit { dir } => match imagelake_mount::ask(library.root(), &dir, imagelake_mount::Ask::Commit)? {
+        Command::Commit { dir } => match imagelake_mount::ask(library.tmp(), &dir, imagelake_mount::Ask::Commit)? {
             Some(answer) => writeln!(stdout, "{answer}")?,
             None => {
                 if mount::unsaved(&library, &dir, false, &mut stdout).await? == 0 {
@@ -185,7 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Unmount { dir, discard } => {
             let ask = if discard { imagelake_mount::Ask::Discard } else { imagelake_mount::Ask::Commit };
-            let unmounted = match imagelake_mount::ask(library.root(), &dir, ask)? {
+            let unmounted = match imagelake_mount::ask(library.tmp(), &dir, ask)? {
                 Some(answer) => {
                     writeln!(stdout, "{answer}")?;
                     imagelake_mount::unmount(&dir)

@@ -41,6 +41,7 @@ async fn main() {
         Ok(result) => exit::status(result),
         Err(panic) => exit::panicked(panic),
     };
+    imagelake_engine::trace::finish();
     if status != 0 {
         std::process::exit(status);
     }

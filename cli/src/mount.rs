@@ -132,7 +132,7 @@ pub fn background(library: &Path, image: &str, dir: &Path, how: How) -> anyhow::
 /// `discard`, drops) what writable mounts on DIR that ended without committing left, oldest
 /// first. Returns how many there were.
 pub async fn unsaved(library: &Library, dir: &Path, discard: bool, stdout: &mut Stdout) -> anyhow::Result<usize> {
-    let unsaved = imagelake_mount::areas(library.root(), Some(dir), false);
+    let unsaved = imagelake_mount::areas(library.tmp(), Some(dir), false);
     for area in &unsaved {
         let said = match discard {
             true => {

@@ -80,6 +80,13 @@ pub fn print_check(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> 
             r.stale_files.len()
         )?;
     }
+    if !r.dead_leases.is_empty() {
+        writeln!(
+            out,
+            "  leftovers {} leases whose holders died or stopped past their term (check --reclaim removes them)",
+            r.dead_leases.len()
+        )?;
+    }
     if !r.unrecorded_catalog_files.is_empty() {
         writeln!(
             out,
@@ -95,10 +102,12 @@ pub fn print_check(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> 
 pub fn print_reclaimed(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> {
     writeln!(
         out,
-        "reclaimed {} uncommitted image ids, {} unused segments and {} tmp/ files; recorded {} catalog files",
+        "reclaimed {} uncommitted image ids, {} unused segments, {} tmp/ files and {} dead leases; recorded {} \
+         catalog files",
         r.orphan_image_ids.len(),
         r.unused_segments,
         r.stale_files.len(),
+        r.dead_leases.len(),
         r.unrecorded_catalog_files.len()
     )
 }

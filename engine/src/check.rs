@@ -6,8 +6,8 @@
 //! catalog file a table's newest version uses that is missing, unrecorded or of another size
 //! than it was written with (`verify` reads the files and the packs through). It also
 //! lists leftovers, which are harmless (readers never see them) but take space: rows of image
-//! ids that never committed, segments no version lists, and files in `tmp/` that no running
-//! process holds.
+//! ids that never committed, segments no version lists, files in `tmp/` that no running
+//! process holds, and on a bucket the leases whose holders died.
 //! `reclaim` deletes the leftovers; it holds the library lock, and skips every checkin still in
 //! flight, so it is safe while other checkins run.
 
@@ -30,6 +30,8 @@ pub struct CheckReport {
     pub orphan_image_ids: Vec<i64>,
     /// Files in `tmp/` that no running process holds.
     pub stale_files: Vec<String>,
+    /// On a bucket: the leases (keys under `leases/`) whose term ran out unrenewed.
+    pub dead_leases: Vec<String>,
     /// Stored segments of `files` and `extents` that no version lists (left by a crashed
     /// checkin or a gc that stopped half way).
     pub unused_segments: usize,
@@ -155,6 +157,7 @@ impl Library {
 
         report.orphan_image_ids = self.orphan_image_ids(&committed).await?.into_iter().collect();
         report.stale_files = self.stale_files()?;
+        report.dead_leases = crate::locks::dead_leases(self.home())?;
         Ok(())
     }
 
@@ -177,14 +180,16 @@ impl Library {
         let unused_segments = self.catalog().drop_unused_segments().await?;
         let stale = self.stale_files()?;
         for name in &stale {
-            let path = self.root().join("tmp").join(name);
+            let path = self.tmp().join(name);
             let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             removed.io_context(|| format!("removing {}", path.display()))?;
         }
         let (_, unrecorded_catalog_files) = self.catalog().check_files().await?;
         self.catalog().record_all().await?;
+        let dead_leases = crate::locks::end_all_dead_leases(self.home())?;
         Ok(CheckReport {
             unrecorded_catalog_files,
+            dead_leases,
             orphan_image_ids: orphans.into_iter().collect(),
             stale_files: stale,
             unused_segments,
@@ -198,16 +203,18 @@ impl Library {
         for table in IMAGE_TABLES {
             ids.extend(self.catalog().image_ids(table).await?.into_iter().filter(|id| !committed.contains(id)));
         }
-        ids.retain(|&id| !held(&InFlight::path(self.root(), id)));
+        let candidates: Vec<i64> = ids.iter().copied().collect();
+        let in_flight = InFlight::held(self.home(), self.tmp(), &candidates)?;
+        ids.retain(|id| !in_flight.contains(id));
         Ok(ids)
     }
 
     /// Files in `tmp/` that no process holds: unpublished packs, scratch conversions and
     /// in-flight markers of crashed checkins.
     fn stale_files(&self) -> Result<Vec<String>> {
-        let tmp = self.root().join("tmp");
+        let tmp = self.tmp();
         let mut stale = Vec::new();
-        for entry in std::fs::read_dir(&tmp).io_context(|| format!("reading {}", tmp.display()))? {
+        for entry in std::fs::read_dir(tmp).io_context(|| format!("reading {}", tmp.display()))? {
             let entry = entry.io_context(|| format!("reading {}", tmp.display()))?;
             if !held(&entry.path()) {
                 stale.push(entry.file_name().to_string_lossy().into_owned());

@@ -88,7 +88,11 @@ impl Library {
         if !format.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(Error::User(format!("--format {format:?}: use raw, qcow2, vmdk, vdi, vhdx or vpc")));
         }
-        let mark = self.root().canonicalize().io_context(|| format!("resolving {}", self.root().display()))?;
+        // Which library a checkout came from: its folder, resolved, or its URL.
+        let mark: std::ffi::OsString = match self.folder() {
+            Some(root) => root.canonicalize().io_context(|| format!("resolving {}", root.display()))?.into_os_string(),
+            None => self.location().into(),
+        };
         if out.symlink_metadata().is_ok()
             && !options.force
             && read_mark(out, MARK).as_deref() != Some(mark.as_os_str().as_bytes())
@@ -124,6 +128,7 @@ impl Library {
             None => None,
         };
         let locations = self.catalog().chunk_rows().await?.into_iter().collect::<HashMap<_, _>>();
+        crate::trace::phase("checkout: extents read");
         let partial = PathBuf::from(format!("{}.partial", out.display()));
         // Other formats are converted from a raw disk written beside the output.
         let raw = PathBuf::from(format!("{}.raw", partial.display()));

@@ -15,7 +15,6 @@
 //! 3. `prune` deletes the retired packs once no reader holds the `readers` flock.
 
 use crate::catalog::{ChunkRow, ImageRow, ImageState, ProvenanceRow};
-use crate::locks::{self, OnlyRepack};
 use crate::store::{ChunkHash, ChunkLocation, Compression};
 use crate::{Error, Library, PruneSummary, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -85,8 +84,7 @@ impl Library {
     /// docs). Safe while checkins, edits and readers run.
     pub async fn gc(&self) -> Result<GcSummary> {
         let started = Instant::now();
-        let _only = OnlyRepack::take(self.root())?;
-        let writers = locks::writers(self.root(), true).await?;
+        let (_only, writers) = self.maintaining().await?;
         let mut summary = GcSummary { pack_bytes_before: self.pack_bytes()?, ..GcSummary::default() };
         self.reclaim_leftovers().await?;
 

@@ -1,4 +1,5 @@
-//! A library is a directory: its format marker, the locks, the packs and the catalog.
+//! A library is a directory (or a bucket prefix, store/FORMAT.md "A library on a bucket"):
+//! its format marker, the locks, the packs and the catalog.
 //!
 //! ```text
 //! LIBRARY/
@@ -14,8 +15,8 @@
 //! ```
 
 use crate::catalog::{self, Catalog, ImageRow, ImageState, ProvenanceRow};
-use crate::locks::{self, ReadGuard};
-use crate::storage::Storage;
+use crate::locks::{self, Held, ReadGuard};
+use crate::storage::{Bucket, Location, Storage, claims};
 use crate::store::Packs;
 use crate::{Error, IoContext, Result};
 use std::fs::{self, File};
@@ -32,7 +33,11 @@ const MARKER: &str = "imagelake.json";
 /// Cheap to clone: clones share the catalog (its open datasets and caches).
 #[derive(Clone)]
 pub struct Library {
-    root: PathBuf,
+    /// The library's folder or bucket prefix.
+    home: Storage,
+    /// Where packs being written and scratch files are made: the folder's `tmp/`, or for a
+    /// bucket a folder on this machine (see [`Library::open_bucket`]).
+    tmp: PathBuf,
     packs: Packs,
     catalog: std::sync::Arc<Catalog>,
 }
@@ -83,16 +88,21 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 
 /// The library's format version, from its marker.
 fn format_version(root: &Path) -> Result<u64> {
-    let lib_err = |message: String| Error::Library { path: root.display().to_string(), message };
     let marker = root.join(MARKER);
-    let text = fs::read_to_string(&marker).io_context(|| format!("reading {}", marker.display()))?;
+    let text = fs::read(&marker).io_context(|| format!("reading {}", marker.display()))?;
+    parse_marker(&text, &root.display().to_string())
+}
+
+/// The format version the marker `text` of the library at `location` says.
+fn parse_marker(text: &[u8], location: &str) -> Result<u64> {
+    let lib_err = |message: String| Error::Library { path: location.to_string(), message };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Marker {
         format: String,
         format_version: u64,
     }
-    let marker: Marker = serde_json::from_str(&text)
+    let marker: Marker = serde_json::from_slice(text)
         .map_err(|e| lib_err(format!("{MARKER} is not the marker imagelake writes: {e}")))?;
     if marker.format != "imagelake-library" {
         return Err(lib_err(format!("{MARKER} says format {:?}, not \"imagelake-library\"", marker.format)));
@@ -100,11 +110,16 @@ fn format_version(root: &Path) -> Result<u64> {
     Ok(marker.format_version)
 }
 
+/// The marker of this build's format.
+fn marker() -> String {
+    let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
+    format!("{meta:#}\n")
+}
+
 /// Writes the marker of this build's format, via a rename.
 fn write_marker(root: &Path) -> Result<()> {
-    let meta = serde_json::json!({ "format": "imagelake-library", "format_version": FORMAT_VERSION });
     let tmp = root.join(format!("{MARKER}.tmp"));
-    fs::write(&tmp, format!("{meta:#}\n"))
+    fs::write(&tmp, marker())
         .and_then(|_| fs::rename(&tmp, root.join(MARKER)))
         .io_context(|| format!("writing {}", root.join(MARKER).display()))
 }
@@ -112,15 +127,63 @@ fn write_marker(root: &Path) -> Result<()> {
 impl Library {
     /// Opens the library the user named (`-L`): a folder, or a bucket prefix.
     pub async fn open_at(location: &str) -> Result<Library> {
-        match crate::storage::Location::parse(location)? {
-            crate::storage::Location::Folder(root) => Library::open(&root).await,
-            // Its packs and catalog can live there (storage/, store/packs.rs, catalog/stores.rs),
-            // but not yet its leases and claims: refused, rather than half-served.
-            bucket @ crate::storage::Location::Bucket { .. } => Err(Error::User(format!(
-                "library {bucket}: this build cannot open a library on object storage yet (its packs and \
-                 catalog can be kept there, its leases and claims cannot)"
-            ))),
+        match Location::parse(location)? {
+            Location::Folder(root) => Library::open(&root).await,
+            Location::Bucket { bucket, prefix } => {
+                let settings = crate::storage::S3Settings::from_env();
+                let opened = Bucket::open(&settings, &bucket, &prefix).io_context(|| format!("opening {location}"))?;
+                Library::open_bucket(opened).await
+            }
         }
+    }
+
+    /// Opens the library under a bucket prefix, creating it if the prefix holds no object.
+    /// Its scratch folder is on this machine: `IMAGELAKE_SCRATCH` if set, else one under the
+    /// system's temporary folder named after the bucket and prefix.
+    pub async fn open_bucket(bucket: Bucket) -> Result<Library> {
+        let location = bucket.url("");
+        let lib_err = |message: String| Error::Library { path: location.clone(), message };
+        let home = Storage::Bucket(bucket.clone());
+        // The bucket's errors name the object.
+        let read_marker = || bucket.get(MARKER).io_context(|| "opening the library".into());
+        let text = match read_marker()? {
+            Some(text) => text,
+            None => {
+                // Only a library's own skeleton may be there (a creation cut short, or one
+                // racing this one).
+                let listed = bucket.list("").io_context(|| format!("listing {location}"))?;
+                let own = ["catalog/", "leases/", "clock/", "claims/"];
+                if let Some(foreign) = listed.iter().find(|o| !own.iter().any(|p| o.key.starts_with(p))) {
+                    return Err(lib_err(format!(
+                        "holds {} and is not an imagelake library (no {MARKER})",
+                        foreign.key
+                    )));
+                }
+                Catalog::open(home.sub("catalog")).await?;
+                // The marker goes last, and once: of two creators one writes it.
+                bucket
+                    .put_new(MARKER, marker().into_bytes())
+                    .io_context(|| format!("writing {}", bucket.url(MARKER)))?;
+                read_marker()?.ok_or_else(|| lib_err(format!("{MARKER} vanished as it was written")))?
+            }
+        };
+        match parse_marker(&text, &location)? {
+            FORMAT_VERSION => {}
+            v => {
+                return Err(lib_err(format!(
+                    "format version {v}; this imagelake reads version {FORMAT_VERSION} on a bucket"
+                )));
+            }
+        }
+        let tmp = match std::env::var_os("IMAGELAKE_SCRATCH") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                std::env::temp_dir().join(format!("imagelake-{}", &blake3::hash(location.as_bytes()).to_hex()[..16]))
+            }
+        };
+        fs::create_dir_all(&tmp).io_context(|| format!("creating the scratch folder {}", tmp.display()))?;
+        let catalog = Catalog::open(home.sub("catalog")).await?;
+        Ok(Library { packs: Packs(home.clone()), home, tmp, catalog: std::sync::Arc::new(catalog) })
     }
 
     /// Opens the library at `root`, creating it if the directory is absent or empty.
@@ -130,7 +193,7 @@ impl Library {
         if !marker.exists() {
             fs::create_dir_all(root).map_err(|e| lib_err(e.to_string()))?;
             // Two processes may create one library at once: the lock serialises them.
-            let _lock = locks::library(root)?;
+            let _lock = locks::library(&Storage::Folder(root.to_path_buf()))?;
             if !marker.exists() {
                 // Only a library's own skeleton may be there (a creation cut short).
                 let mut entries = fs::read_dir(root).map_err(|e| lib_err(e.to_string()))?;
@@ -155,8 +218,9 @@ impl Library {
             }
             v if UPGRADES_FROM.contains(&v) => {
                 // Once, under the lock and with no writer between its reads and its commit.
-                let _lock = locks::library(root)?;
-                let _writers = locks::writers(root, true).await?;
+                let home = Storage::Folder(root.to_path_buf());
+                let _lock = locks::library(&home)?;
+                let _writers = locks::writers(&home, true).await?;
                 if UPGRADES_FROM.contains(&format_version(root)?) {
                     if !catalog::upgrade::finish(root)? {
                         catalog::upgrade::rewrite(root).await?;
@@ -169,14 +233,29 @@ impl Library {
             v => return Err(lib_err(format!("format version {v}; this imagelake reads version {FORMAT_VERSION}"))),
         };
         Ok(Library {
-            root: root.to_path_buf(),
+            home: Storage::Folder(root.to_path_buf()),
+            tmp: root.join("tmp"),
             packs: Packs(Storage::Folder(root.to_path_buf())),
             catalog: std::sync::Arc::new(catalog),
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The library's folder or bucket prefix.
+    pub fn home(&self) -> &Storage {
+        &self.home
+    }
+
+    /// The library's folder, if it is one (not a bucket prefix).
+    pub fn folder(&self) -> Option<&Path> {
+        self.home.folder()
+    }
+
+    /// The library as messages name it: its folder's path or its `s3://` URL.
+    pub fn location(&self) -> String {
+        match &self.home {
+            Storage::Folder(root) => root.display().to_string(),
+            Storage::Bucket(bucket) => bucket.url(""),
+        }
     }
 
     /// Where the library's packs are.
@@ -184,9 +263,10 @@ impl Library {
         &self.packs
     }
 
-    /// The folder packs being written and scratch files are made in (see `locks::Scratch`).
-    pub(crate) fn tmp(&self) -> PathBuf {
-        self.root.join("tmp")
+    /// The folder packs being written and scratch files are made in (see `locks::Scratch`):
+    /// the library's `tmp/`, or for a library on a bucket a folder on this machine.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -194,27 +274,58 @@ impl Library {
     }
 
     /// Takes the library lock (see [`locks::library`]).
-    pub(crate) fn lock(&self) -> Result<File> {
-        locks::library(&self.root)
+    pub(crate) fn lock(&self) -> Result<Held> {
+        locks::library(&self.home)
     }
 
     /// Marks this process as a reader until the guard is dropped (see [`locks::reading`]):
     /// checkout, export, cat, verify and every SQL statement hold one.
     pub fn reading(&self) -> Result<ReadGuard> {
-        locks::reading(&self.root)
+        locks::reading(&self.home)
     }
 
-    /// The `writers` flock, shared, until the returned file is dropped (see [`locks::writers`]).
-    pub(crate) async fn writing(&self) -> Result<File> {
-        locks::writers(&self.root, false).await
+    /// The `writers` flock, shared, until the returned guard is dropped (see [`locks::writers`]).
+    pub(crate) async fn writing(&self) -> Result<Held> {
+        locks::writers(&self.home, false).await
+    }
+
+    /// The maintenance locks of gc and rebuild: one of them (or a repack) at a time, and no
+    /// writer between them (see [`locks::writers`]); the second guard may be dropped first.
+    pub(crate) async fn maintaining(&self) -> Result<(locks::OnlyRepack, Held)> {
+        let only = self.only_repack()?;
+        Ok((only, locks::writers(&self.home, true).await?))
+    }
+
+    /// One repack or gc at a time (see [`locks::OnlyRepack`]).
+    pub(crate) fn only_repack(&self) -> Result<locks::OnlyRepack> {
+        locks::OnlyRepack::take(&self.home, &self.tmp)
+    }
+
+    /// Marks the checkin of `image_id` in flight (see [`locks::InFlight`]).
+    pub(crate) fn in_flight(&self, image_id: i64) -> Result<locks::InFlight> {
+        locks::InFlight::new(&self.home, &self.tmp, image_id)
+    }
+
+    /// Hands out a fresh image id, for the writer holding `writing`. Ids of checkins that
+    /// never commit are simply not used. On a bucket the id is claimed (storage/claims.rs).
+    pub(crate) fn allocate_image_id(&self, writing: &str) -> Result<i64> {
+        match &self.home {
+            Storage::Folder(root) => allocate_image_id(root),
+            Storage::Bucket(bucket) => claim(bucket, IMAGE_ID_CLAIMS, writing),
+        }
     }
 
     /// Writes provenance and then the images row, holding the library lock so that the
-    /// version number cannot be taken by a concurrent commit.
-    pub(crate) async fn commit(&self, image: &mut ImageRow, origin: Origin) -> Result<()> {
+    /// version number cannot be taken by a concurrent commit (on a bucket it is claimed as
+    /// well, for a lock whose holder was too slow). `writing` is renewed right before the
+    /// images row: a writer that lost it must not commit.
+    pub(crate) async fn commit(&self, image: &mut ImageRow, origin: Origin, writing: &Held) -> Result<()> {
         let lock = self.lock()?;
         let newest = self.images().await?.into_iter().filter(|i| i.name == image.name).max_by_key(|i| i.version);
-        image.version = newest.as_ref().map_or(1, |i| i.version + 1);
+        image.version = match &self.home {
+            Storage::Folder(_) => newest.as_ref().map_or(1, |i| i.version + 1),
+            Storage::Bucket(bucket) => claim(bucket, &format!("{VERSION_CLAIMS}/{}", image.name), &writing.holder())?,
+        };
         image.parent_id = origin.parent.or(newest.map(|i| i.image_id));
         let provenance = ProvenanceRow {
             image_id: image.image_id,
@@ -226,6 +337,7 @@ impl Library {
         };
         self.catalog.append(&[provenance]).await?;
         crate::trace::phase("commit: provenance appended");
+        writing.confirm(&format!("committing {}@{}", image.name, image.version))?;
         self.catalog.append(std::slice::from_ref(image)).await?;
         drop(lock);
         Ok(())
@@ -267,9 +379,21 @@ impl Library {
     }
 }
 
-/// Hands out a fresh image id. Ids of checkins that never commit are simply not used.
-pub(crate) fn allocate_image_id(root: &Path) -> Result<i64> {
-    let _lock = locks::library(root)?;
+/// Where a bucket's image ids, and each name's version numbers, are claimed.
+const IMAGE_ID_CLAIMS: &str = "claims/image-ids";
+const VERSION_CLAIMS: &str = "claims/versions";
+
+/// Claims the next number under `folder` of the bucket, for `holder`.
+fn claim(bucket: &Bucket, folder: &str, holder: &str) -> Result<i64> {
+    let number =
+        claims::claim_next(bucket, folder, holder).io_context(|| format!("claiming under {}", bucket.url(folder)))?;
+    i64::try_from(number)
+        .map_err(|_| Error::Library { path: bucket.url(folder), message: format!("{number} is out of range") })
+}
+
+/// Hands out a fresh image id of the library folder `root`.
+fn allocate_image_id(root: &Path) -> Result<i64> {
+    let _lock = locks::library(&Storage::Folder(root.to_path_buf()))?;
     let path = root.join("next-image-id");
     let next = match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<i64>().map_err(|_| Error::Library {

@@ -1,17 +1,19 @@
 //! Retiring packs and pruning what no reader needs any more.
 //!
-//! A pack a repack or gc has emptied is first *retired*: listed in `retired` (durably), then
+//! A pack a repack or gc has emptied is first *retired*: listed in `retired` (durably; on a
+//! bucket, one object `retired/<id>` per pack), then
 //! its `chunks` rows are deleted, once whatever it held that is still needed has rows in other
 //! packs. `prune` deletes, when no reader holds the `readers` flock, the retired packs no row
 //! points into and the catalog files of superseded Lance table versions. Checkin, repack, gc
 //! and `check --reclaim` prune.
 
 use crate::locks;
+use crate::storage::Storage;
 use crate::{Error, IoContext, Library, Result};
 use std::fs::{self, File};
 use std::io::Write;
 
-/// The list of retired packs, in the library's folder.
+/// The list of retired packs, in the library's folder; on a bucket, the prefix of their objects.
 const RETIRED: &str = "retired";
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -29,7 +31,7 @@ pub struct PruneSummary {
 impl Library {
     /// Every pack's id.
     pub(crate) fn pack_ids(&self) -> Result<Vec<String>> {
-        self.packs().ids().io_context(|| format!("listing the packs of {}", self.root().display()))
+        self.packs().ids().io_context(|| format!("listing the packs of {}", self.location()))
     }
 
     /// The bytes of every pack.
@@ -40,7 +42,7 @@ impl Library {
     /// Deletes, if no reader holds the `readers` lock, the retired packs no `chunks` row
     /// points into, and the catalog files of superseded table versions.
     pub async fn prune(&self) -> Result<PruneSummary> {
-        let Some(_no_readers) = locks::no_readers(self.root())? else {
+        let Some(_no_readers) = locks::no_readers(self.home())? else {
             return Ok(PruneSummary { readers_in_flight: true, ..PruneSummary::default() });
         };
         let mut summary = PruneSummary::default();
@@ -48,8 +50,7 @@ impl Library {
             // The list is read and rewritten under the library lock, so that a repack's
             // additions are never lost.
             let _lock = self.lock()?;
-            let path = self.root().join(RETIRED);
-            let listed = retired(self.root())?;
+            let listed = self.retired()?;
             if !listed.is_empty() {
                 let referenced = self.catalog().packs_in_use(&listed).await?;
                 for id in listed.iter().filter(|id| !referenced.contains(*id)) {
@@ -65,7 +66,15 @@ impl Library {
                     }
                 }
                 let left: Vec<&String> = listed.iter().filter(|id| referenced.contains(*id)).collect();
-                write_list(&path, &left)?;
+                match self.home() {
+                    Storage::Folder(root) => write_list(&root.join(RETIRED), &left)?,
+                    Storage::Bucket(bucket) => {
+                        for id in listed.iter().filter(|id| !referenced.contains(*id)) {
+                            let key = format!("{RETIRED}/{id}");
+                            bucket.remove(&key).io_context(|| format!("removing {}", bucket.url(&key)))?;
+                        }
+                    }
+                }
             }
         }
         summary.catalog_bytes_freed = self.catalog().cleanup().await?;
@@ -81,8 +90,18 @@ impl Library {
 
     /// Adds packs to the `retired` list (durably, before their rows go).
     fn retire(&self, ids: &[&str]) -> Result<()> {
+        let root = match self.home() {
+            Storage::Folder(root) => root,
+            Storage::Bucket(bucket) => {
+                for id in ids {
+                    let key = format!("{RETIRED}/{id}");
+                    bucket.put(&key, Vec::new()).io_context(|| format!("writing {}", bucket.url(&key)))?;
+                }
+                return Ok(());
+            }
+        };
         let _lock = self.lock()?;
-        let path = self.root().join(RETIRED);
+        let path = root.join(RETIRED);
         let mut file = File::options()
             .create(true)
             .append(true)
@@ -93,15 +112,23 @@ impl Library {
             .and_then(|_| file.sync_all())
             .io_context(|| format!("writing {}", path.display()))
     }
-}
 
-/// The packs listed as retired.
-pub(crate) fn retired(root: &std::path::Path) -> Result<Vec<String>> {
-    let path = root.join(RETIRED);
-    match fs::read_to_string(&path) {
-        Ok(text) => Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::Io { context: format!("reading {}", path.display()), error: e }),
+    /// The packs listed as retired.
+    pub(crate) fn retired(&self) -> Result<Vec<String>> {
+        let root = match self.home() {
+            Storage::Folder(root) => root,
+            Storage::Bucket(bucket) => {
+                let listed = bucket.list(RETIRED).io_context(|| format!("listing {}", bucket.url(RETIRED)))?;
+                let prefix = format!("{RETIRED}/");
+                return Ok(listed.into_iter().filter_map(|o| Some(o.key.strip_prefix(&prefix)?.to_string())).collect());
+            }
+        };
+        let path = root.join(RETIRED);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::Io { context: format!("reading {}", path.display()), error: e }),
+        }
     }
 }
 

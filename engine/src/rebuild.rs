@@ -5,7 +5,6 @@
 //! knows keeps its row.
 
 use crate::catalog::ChunkRow;
-use crate::locks::{self, OnlyRepack};
 use crate::store::{ChunkHash, ChunkLocation, PackReader, StoredChunk, frame_share};
 use crate::{Library, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -29,10 +28,9 @@ impl Library {
     pub async fn rebuild_chunks(&self) -> Result<RebuildSummary> {
         let started = Instant::now();
         // No repack or gc moves chunks, and no checkin adds rows, meanwhile.
-        let _only = OnlyRepack::take(self.root())?;
-        let _writers = locks::writers(self.root(), true).await?;
+        let _maintaining = self.maintaining().await?;
         let known = self.catalog().chunk_hashes().await?;
-        let retired: HashSet<String> = crate::prune::retired(self.root())?.into_iter().collect();
+        let retired: HashSet<String> = self.retired()?.into_iter().collect();
         let ids = self.pack_ids()?;
         let packs = self.packs().clone();
         let read = tokio::task::spawn_blocking(move || {

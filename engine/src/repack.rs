@@ -16,11 +16,9 @@
 //! or a `retired` list that the next prune works through.
 
 use crate::catalog::ChunkRow;
-use crate::locks::OnlyRepack;
-use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Compression, Frame, PackReader, PackWriter, pack_path};
+use crate::store::{ChunkHash, ChunkLocation, ChunkReader, Compression, Frame, PackReader, PackWriter};
 use crate::{Error, IoContext, Library, Progress, PruneSummary, Result, now_ns};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
@@ -48,7 +46,7 @@ impl Library {
     /// Rewrites every pack written below [`Compression::REPACK`]'s level, then prunes.
     pub async fn repack(&self, options: RepackOptions) -> Result<RepackSummary> {
         let started = Instant::now();
-        let _only = OnlyRepack::take(self.root())?;
+        let _only = self.only_repack()?;
         let reading = self.reading()?;
         let rows = self.catalog().chunk_rows().await?;
         let mut packs: BTreeMap<String, (i32, std::time::SystemTime, u64)> = BTreeMap::new();
@@ -58,8 +56,8 @@ impl Library {
             }
             let reader = PackReader::open(self.packs(), &at.pack).io_context(|| "opening a pack".into())?;
             let level = reader.level().io_context(|| format!("reading pack {}", at.pack))?;
-            let meta = fs::metadata(pack_path(self.root(), &at.pack)).io_context(|| format!("pack {}", at.pack))?;
-            packs.insert(at.pack.clone(), (level, meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len()));
+            let (size, written) = self.packs().stat(&at.pack).io_context(|| format!("pack {}", at.pack))?;
+            packs.insert(at.pack.clone(), (level, written, size));
         }
         let settled: BTreeSet<&String> =
             packs.iter().filter(|(_, p)| p.0 < Compression::REPACK.level).map(|(id, _)| id).collect();
@@ -131,7 +129,7 @@ pub(crate) fn copy(
 ) -> Result<Vec<crate::store::StoredChunk>> {
     let reader = ChunkReader::new(library.packs());
     let seed = format!("repack/{}/{}", std::process::id(), now_ns());
-    let writer = Mutex::new(PackWriter::new(library.packs(), &library.tmp(), seed, compression));
+    let writer = Mutex::new(PackWriter::new(library.packs(), library.tmp(), seed, compression));
     let (frames, waiting) = mpsc::sync_channel::<Frame>(1);
     let waiting = Mutex::new(waiting);
     let poisoned = || Error::User("a repack worker failed".into());
@@ -148,7 +146,7 @@ pub(crate) fn copy(
                             failed = frame
                                 .compress()
                                 .and_then(|c| writer.lock().map_err(|_| std::io::Error::other("writer"))?.write(c))
-                                .io_context(|| format!("writing packs in {}", library.root().display()));
+                                .io_context(|| format!("writing packs of {}", library.location()));
                         }
                     }
                     failed
@@ -177,5 +175,5 @@ pub(crate) fn copy(
     read?;
     compressed?;
     let writer = writer.into_inner().map_err(|_| poisoned())?;
-    writer.finish().io_context(|| format!("writing packs in {}", library.root().display()))
+    writer.finish().io_context(|| format!("writing packs of {}", library.location()))
 }

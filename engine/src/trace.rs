@@ -1,8 +1,10 @@
 //! `IMAGELAKE_TRACE=1`: the phases of a command on standard error, each with the seconds
 //! since the command started, to see where a slow one spends its time (BENCHMARKS.md's
 //! breakdowns come from it). `IMAGELAKE_TRACE=pause` also waits a little after each phase,
-//! so that a crash test's kill lands between that phase and the next.
+//! so that a crash test's kill lands between that phase and the next. The last line says
+//! how many requests the command sent to object storage, if any.
 
+use crate::storage::Requests;
 use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -21,5 +23,17 @@ pub fn phase(what: &str) {
         if *pause {
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+}
+
+/// Notes, when `IMAGELAKE_TRACE` is set, the requests the command sent to object storage.
+pub fn finish() {
+    let sent = crate::storage::requests();
+    if std::env::var_os("IMAGELAKE_TRACE").is_some() && sent.total() > 0 {
+        let Requests { get, head, put, list, delete, other } = sent;
+        phase(&format!(
+            "requests {}: {get} GET, {head} HEAD, {put} PUT, {list} LIST, {delete} DELETE, {other} other",
+            sent.total()
+        ));
     }
 }

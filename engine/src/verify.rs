@@ -108,7 +108,7 @@ impl Library {
         if spec.is_none() {
             // Packs no row points into are proved whole too (`check --rebuild-chunks` reads
             // them), but retired ones, which wait to be deleted.
-            let retired: BTreeSet<String> = crate::prune::retired(self.root())?.into_iter().collect();
+            let retired: BTreeSet<String> = self.retired()?.into_iter().collect();
             for id in self.pack_ids()?.into_iter().filter(|id| !retired.contains(id)) {
                 by_pack.entry(id).or_default();
             }

@@ -3,7 +3,6 @@
 
 use crate::catalog::{ImageRow, ImageState, ProvenanceRow};
 use crate::library::Origin;
-use crate::locks::InFlight;
 use crate::{Error, Library, Result};
 use arrow::array::{Int64Array, RecordBatch};
 use std::collections::HashMap;
@@ -58,9 +57,9 @@ impl Library {
         // resolved again once gc cannot run, since one may have purged it while this waited.
         let writing = self.writing().await?;
         let source = self.resolve(spec).await?;
-        let image_id = crate::library::allocate_image_id(self.root())?;
+        let image_id = self.allocate_image_id(&writing.holder())?;
         // Rows of an id in flight are not leftovers to `check --reclaim`.
-        let in_flight = InFlight::new(self.root(), image_id)?;
+        let in_flight = self.in_flight(image_id)?;
         for table in DISK_TABLES {
             let batches = self.catalog().rows_of(table, source.image_id).await?;
             let copies = batches.iter().map(|b| with_image_id(b, image_id)).collect::<Result<Vec<_>>>()?;
@@ -85,7 +84,7 @@ impl Library {
             arguments: serde_json::json!({ "image": parent, "new_name": new_name }),
             parent: Some(source_id),
         };
-        self.commit(&mut image, origin).await?;
+        self.commit(&mut image, origin, &writing).await?;
         drop((in_flight, writing));
         Ok(CloneSummary {
             image_id,

@@ -84,11 +84,11 @@ pub fn about(area: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(area.join("mount.json")).ok()?).ok()
 }
 
-/// The scratch areas of writable mounts of the library at `root` on `dir` (any, if None),
-/// oldest first: live ones if `live`, else those no process holds.
-pub fn areas(root: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
+/// The scratch areas of writable mounts of the library whose scratch folder is `tmp`, on
+/// `dir` (any, if None), oldest first: live ones if `live`, else those no process holds.
+pub fn areas(tmp: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
     let dir = dir.and_then(|d| std::path::absolute(d).ok()).map(|d| d.display().to_string());
-    let Ok(tmp) = std::fs::read_dir(root.join("tmp")) else { return Vec::new() };
+    let Ok(tmp) = std::fs::read_dir(tmp) else { return Vec::new() };
     let mut found: Vec<(u128, Area)> = (tmp.flatten())
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -105,13 +105,13 @@ pub fn areas(root: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
     found.into_iter().map(|(_, area)| area).collect()
 }
 
-/// Asks the writable mount on `dir` (of the library at `root`); returns its answer, or None
-/// when `dir` holds no writable mount of this library that is still served. If the mount
+/// Asks the writable mount on `dir` (of the library whose scratch folder is `tmp`); returns
+/// its answer, or None when `dir` holds no writable mount of this library that is still served. If the mount
 /// ends as it is asked (killed just then): for a discard, None once its process is gone, so
 /// that its changes are dropped as any ended mount's are; for a commit, which it may or may
 /// not have made, an error, and `commit` then finishes it from the journal.
-pub fn ask(root: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
-    let live = areas(root, Some(dir), true);
+pub fn ask(tmp: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
+    let live = areas(tmp, Some(dir), true);
     let Some((area, mut stream)) =
         live.iter().find_map(|a| Some((a, UnixStream::connect(a.area.join("control")).ok()?)))
     else {

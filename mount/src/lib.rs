@@ -60,7 +60,7 @@ pub async fn load(library: Arc<Library>, spec: &str, partition: Option<i64>, wri
     let scratch = match writable {
         true => {
             library.check_editable(&what, partition).await?;
-            Some(Scratch::new(library.root(), "mount")?)
+            Some(Scratch::new(library.tmp(), "mount")?)
         }
         false => None,
     };

@@ -72,7 +72,7 @@ pub struct Tables {
 
 impl std::fmt::Debug for Tables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tables({})", self.library.root().display())
+        write!(f, "Tables({})", self.library.location())
     }
 }
 

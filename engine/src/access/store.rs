@@ -11,8 +11,13 @@
 //! size, mtime, ctime). A write always renames a new file in, and the cache keeps the file it
 //! parsed open, so that file's inode number cannot be handed to the next one: a new file is
 //! always a new identity, however fast the writes come.
+//!
+//! On a bucket the object `access.json` is read whole at every ask, and changed by a put with
+//! `If-Match` of the ETag read (`If-None-Match: *` when there was none), read, change and put
+//! again when another writer got there first: no lock, and no change lost.
 
 use super::{Grant, Pattern, Right, check_user_name};
+use crate::storage::{Bucket, Storage};
 use crate::{Error, IoContext, Result, locks};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -229,8 +234,8 @@ struct Cached {
 /// The parsed access file of every library this process has asked, by the file's path.
 static CACHE: LazyLock<Mutex<HashMap<PathBuf, Cached>>> = LazyLock::new(Default::default);
 
-fn corrupt(root: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Library { path: root.display().to_string(), message: format!("{FILE} is unusable: {why}") }
+fn corrupt(location: &str, why: impl std::fmt::Display) -> Error {
+    Error::Library { path: location.to_string(), message: format!("{FILE} is unusable: {why}") }
 }
 
 /// Reads the file as it is now; None when there is none.
@@ -245,13 +250,19 @@ fn load(root: &Path) -> Result<Option<(Access, Stamp, File)>> {
     let meta = file.metadata().io_context(|| format!("reading {}", path.display()))?;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut bytes).io_context(|| format!("reading {}", path.display()))?;
-    let access = parse(&bytes).map_err(|why| corrupt(root, why))?;
+    let access = parse(&bytes).map_err(|why| corrupt(&root.display().to_string(), why))?;
     Ok(Some((access, Stamp::of(&meta), file)))
 }
 
-/// The access file of the library at `root` (empty when there is none): from the cache while
-/// the file is unchanged, which costs one stat().
-pub(super) fn read(root: &Path) -> Result<Arc<Access>> {
+/// The access file of the library at `home` (empty when there is none): in a folder from the
+/// cache while the file is unchanged, which costs one stat().
+pub(super) fn read(home: &Storage) -> Result<Arc<Access>> {
+    let root = match home {
+        Storage::Folder(root) => root,
+        Storage::Bucket(bucket) => {
+            return Ok(Arc::new(load_object(bucket)?.map(|(access, _)| access).unwrap_or_default()));
+        }
+    };
     let path = root.join(FILE);
     let stamp = match fs::metadata(&path) {
         Ok(meta) => Stamp::of(&meta),
@@ -276,7 +287,11 @@ pub(super) fn read(root: &Path) -> Result<Arc<Access>> {
 /// Changes the access file under the `access.lock` flock: reads it afresh, applies `change`,
 /// prunes the tokens expired by `now`, and writes the result if it differs. Nothing is written
 /// when `change` fails.
-pub(super) fn modify<T>(root: &Path, now: i64, change: impl FnOnce(&mut Access) -> Result<T>) -> Result<T> {
+pub(super) fn modify<T>(home: &Storage, now: i64, mut change: impl FnMut(&mut Access) -> Result<T>) -> Result<T> {
+    let root = match home {
+        Storage::Folder(root) => root,
+        Storage::Bucket(bucket) => return modify_object(bucket, now, change),
+    };
     let _lock = locks::access(root)?;
     let before = load(root)?.map(|(access, ..)| access).unwrap_or_default();
     let mut access = before.clone();
@@ -286,6 +301,40 @@ pub(super) fn modify<T>(root: &Path, now: i64, change: impl FnOnce(&mut Access) 
         write(root, &render(&access)?)?;
     }
     Ok(result)
+}
+
+/// The access object of a bucket and its ETag; None when there is none.
+fn load_object(bucket: &Bucket) -> Result<Option<(Access, String)>> {
+    let Some(found) = bucket.get_tagged(FILE).io_context(|| format!("reading {}", bucket.url(FILE)))? else {
+        return Ok(None);
+    };
+    let access = parse(&found.bytes).map_err(|why| corrupt(&bucket.url(""), why))?;
+    Ok(Some((access, found.etag)))
+}
+
+/// [`modify`] on a bucket: the change is put only over the object it was made to (`If-Match`),
+/// and made again to the newer one when another writer's put came first (so `change` may
+/// run more than once).
+fn modify_object<T>(bucket: &Bucket, now: i64, mut change: impl FnMut(&mut Access) -> Result<T>) -> Result<T> {
+    // Each lost race is another writer's change landing: a few dozen means something is wrong.
+    for _ in 0..64 {
+        let (before, etag) = load_object(bucket)?.map_or((Access::default(), None), |(a, e)| (a, Some(e)));
+        let mut access = before.clone();
+        let result = change(&mut access)?;
+        access.prune(now);
+        if access == before {
+            return Ok(result);
+        }
+        let bytes = render(&access)?.into_bytes();
+        let put = match &etag {
+            Some(etag) => bucket.put_if_match(FILE, bytes, etag).map(|e| e.is_some()),
+            None => bucket.put_new(FILE, bytes),
+        };
+        if put.io_context(|| format!("writing {}", bucket.url(FILE)))? {
+            return Ok(result);
+        }
+    }
+    Err(Error::Library { path: bucket.url(FILE), message: "64 other writers changed the access file meanwhile".into() })
 }
 
 /// Replaces the file with `text`, all or nothing.

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 impl Library {
     /// Every user, by name.
     pub fn users(&self) -> Result<Vec<UserInfo>> {
-        let access = store::read(self.root())?;
+        let access = store::read(self.home())?;
         let mut users: Vec<UserInfo> = access
             .users
             .iter()
@@ -30,7 +30,7 @@ impl Library {
 
     /// Every grant, in the order they were given.
     pub fn grants(&self) -> Result<Vec<Grant>> {
-        Ok(store::read(self.root())?.grants.clone())
+        Ok(store::read(self.home())?.grants.clone())
     }
 
     /// Adds a user (an error if the name is taken).
@@ -38,18 +38,23 @@ impl Library {
         check_user_name(name)?;
         let password = hash_password(password)?;
         let now = now_s();
-        store::modify(self.root(), now, |access| {
+        store::modify(self.home(), now, |access| {
             if access.user(name).is_some() {
                 return Err(Error::User(format!("user {name} already exists")));
             }
-            access.users.push(StoredUser { name: name.to_string(), admin, password, created_at: now });
+            access.users.push(StoredUser {
+                name: name.to_string(),
+                admin,
+                password: password.clone(),
+                created_at: now,
+            });
             Ok(())
         })
     }
 
     /// Removes a user with their grants and tokens.
     pub fn remove_user(&self, name: &str) -> Result<()> {
-        store::modify(self.root(), now_s(), |access| {
+        store::modify(self.home(), now_s(), |access| {
             known(access, name)?;
             access.users.retain(|u| u.name != name);
             access.grants.retain(|g| g.user != name);
@@ -62,10 +67,10 @@ impl Library {
     pub fn set_password(&self, name: &str, password: &str) -> Result<()> {
         check_user_name(name)?;
         let password = hash_password(password)?;
-        store::modify(self.root(), now_s(), |access| {
+        store::modify(self.home(), now_s(), |access| {
             known(access, name)?;
             if let Some(user) = access.user_mut(name) {
-                user.password = password;
+                user.password.clone_from(&password);
             }
             access.tokens.retain(|t| t.user != name);
             Ok(())
@@ -75,7 +80,7 @@ impl Library {
     /// Gives `user` `right` on the images `pattern` matches (nothing changes if they have
     /// that very grant already).
     pub fn grant(&self, user: &str, right: Right, pattern: &Pattern) -> Result<()> {
-        store::modify(self.root(), now_s(), |access| {
+        store::modify(self.home(), now_s(), |access| {
             known(access, user)?;
             let grant = Grant { user: user.to_string(), right, pattern: pattern.clone() };
             if !access.grants.contains(&grant) {
@@ -88,7 +93,7 @@ impl Library {
     /// Takes back the grant of `right` on `pattern` from `user`, exactly as given: false when
     /// they had no such grant. An unknown user is an error.
     pub fn revoke(&self, user: &str, right: Right, pattern: &Pattern) -> Result<bool> {
-        store::modify(self.root(), now_s(), |access| {
+        store::modify(self.home(), now_s(), |access| {
             known(access, user)?;
             let before = access.grants.len();
             access.grants.retain(|g| !(g.user == user && g.right == right && &g.pattern == pattern));
@@ -99,7 +104,7 @@ impl Library {
     /// Revokes every token of `user`; returns how many had not yet expired.
     pub fn revoke_tokens(&self, user: &str) -> Result<usize> {
         let now = now_s();
-        store::modify(self.root(), now, |access| {
+        store::modify(self.home(), now, |access| {
             known(access, user)?;
             let live = access.tokens.iter().filter(|t| t.user == user && t.expires_at > now).count();
             access.tokens.retain(|t| t.user != user);
@@ -123,7 +128,7 @@ impl Library {
         now: i64,
     ) -> Result<Option<Token>> {
         let dummy = dummy_hash()?;
-        let access = store::read(self.root())?;
+        let access = store::read(self.home())?;
         let stored = access.user(name).map(|u| u.password.clone());
         let usable = check_password(password).is_ok();
         let hash = match (&stored, usable) {
@@ -144,12 +149,12 @@ impl Library {
             expires_at: now.saturating_add(ttl),
         };
         let expires_at = token.expires_at;
-        let issued = store::modify(self.root(), now, |access| {
+        let issued = store::modify(self.home(), now, |access| {
             // The password checked must still be the user's: not removed, not changed since.
             if access.user(name).is_none_or(|u| u.password != stored) {
                 return Ok(false);
             }
-            access.tokens.push(token);
+            access.tokens.push(token.clone());
             Ok(true)
         })?;
         Ok(issued.then(|| Token { secret, user: name.to_string(), expires_at }))
@@ -168,7 +173,7 @@ impl Library {
             return Ok(None);
         }
         let wanted = sha256(secret);
-        let access = store::read(self.root())?;
+        let access = store::read(self.home())?;
         let mut found = None;
         for token in &access.tokens {
             if bool::from(token.sha256.ct_eq(&wanted)) {
@@ -180,7 +185,7 @@ impl Library {
 
     /// The principal `name` stands for, with their grants; None for an unknown user.
     pub fn principal_for(&self, name: &str) -> Result<Option<Principal>> {
-        Ok(principal_of(&*store::read(self.root())?, name))
+        Ok(principal_of(&*store::read(self.home())?, name))
     }
 }
 
@@ -265,7 +270,7 @@ mod tests {
     async fn users_grants_and_tokens_round_trip() {
         let (_dir, lib) = library().await;
         assert!(lib.users().unwrap().is_empty() && lib.grants().unwrap().is_empty());
-        assert!(!lib.root().join("access.json").exists());
+        assert!(!lib.folder().unwrap().join("access.json").exists());
 
         lib.add_user("bob", "hunter2", false).unwrap();
         lib.add_user("ana", "correct horse", true).unwrap();
@@ -299,7 +304,7 @@ mod tests {
         assert!(!lib.principal(&token.secret).unwrap().unwrap().may(Right::Read, "web1"));
 
         // What is on disk: mode 0600, hashes only.
-        let path = lib.root().join("access.json");
+        let path = lib.folder().unwrap().join("access.json");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -308,7 +313,7 @@ mod tests {
         }
         assert!(text.contains("$argon2id$") && text.contains(&store::hex(&sha256(&token.secret))));
         // Nothing is left in tmp/.
-        assert_eq!(std::fs::read_dir(lib.root().join("tmp")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(lib.folder().unwrap().join("tmp")).unwrap().count(), 0);
     }
 
     #[tokio::test]
@@ -325,7 +330,7 @@ mod tests {
         assert!(lib.principal(&"x".repeat(10_000)).unwrap().is_none());
         assert!(lib.principal_for("nobody").unwrap().is_none());
         // Failed logins write nothing.
-        assert!(store::read(lib.root()).unwrap().tokens.is_empty());
+        assert!(store::read(lib.home()).unwrap().tokens.is_empty());
     }
 
     #[tokio::test]
@@ -339,7 +344,7 @@ mod tests {
         assert!(lib.principal_at(&short.secret, now + 10).unwrap().is_none());
         // A later write drops it from the file.
         let long = lib.login_at("ana", "secret", HOUR, now + 20).unwrap().unwrap();
-        let tokens = store::read(lib.root()).unwrap().tokens.clone();
+        let tokens = store::read(lib.home()).unwrap().tokens.clone();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].sha256, sha256(&long.secret));
         assert!(lib.principal_at(&long.secret, now + 20).unwrap().is_some());
@@ -381,7 +386,7 @@ mod tests {
         assert!(lib.principal(&token.secret).unwrap().is_none());
         assert_eq!(lib.users().unwrap().iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["bob"]);
         assert_eq!(lib.grants().unwrap().iter().map(|g| g.user.as_str()).collect::<Vec<_>>(), ["bob"]);
-        assert!(store::read(lib.root()).unwrap().tokens.is_empty());
+        assert!(store::read(lib.home()).unwrap().tokens.is_empty());
         assert!(matches!(lib.remove_user("ana"), Err(Error::User(m)) if m.contains("ana")));
         // Added again, the name starts with nothing.
         lib.add_user("ana", "new", false).unwrap();
@@ -405,7 +410,7 @@ mod tests {
     async fn a_corrupt_file_is_an_error_naming_it() {
         let (_dir, lib) = library().await;
         lib.add_user("ana", "one", false).unwrap();
-        let path = lib.root().join("access.json");
+        let path = lib.folder().unwrap().join("access.json");
         for text in [
             "{ not json",
             "{}",
@@ -452,7 +457,7 @@ mod tests {
         // tells them apart, and the cache must never answer with an older one.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let root = dir.path();
+        let root = &crate::storage::Storage::Folder(dir.path().to_path_buf());
         for i in 0..50 {
             let name = format!("user{:02}", i);
             store::modify(root, 0, |access| {

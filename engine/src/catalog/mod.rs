@@ -208,21 +208,21 @@ impl Catalog {
     /// The lease under which `table` is created on a bucket, or `None` once another writer
     /// has created it. A creator that died is waited for until its lease is dead.
     async fn creation_lease(&self, bucket: &crate::storage::Bucket, table: &str) -> Result<Option<Lease>> {
-        let key = format!("{table}.lance.creating");
-        loop {
-            let taken = Lease::take(bucket, &key, "writer", None, Lease::term())
-                .io_context(|| format!("taking the lease on creating table {table}"))?;
-            match taken {
-                // The table may have been created between the look and the lease.
-                Ok(lease) if self.exists(table)? => {
-                    lease.release().io_context(|| format!("releasing {}", bucket.url(&key)))?;
-                    return Ok(None);
-                }
-                Ok(lease) => return Ok(Some(lease)),
-                Err(_) if self.exists(table)? => return Ok(None),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        let (bucket, key) = (bucket.clone(), format!("{table}.lance.creating"));
+        let versions = format!("{table}.lance/_versions");
+        let what = format!("taking the lease on creating table {table}");
+        tokio::task::spawn_blocking(move || {
+            let created = || Ok(!bucket.list(&versions)?.is_empty());
+            let lease = Lease::wait(&bucket, &key, "writer", Lease::term(), created)?;
+            // The table may have been created between the last look and the lease.
+            match lease {
+                Some(lease) if created()? => lease.release().map(|_| None),
+                lease => Ok(lease),
             }
-        }
+        })
+        .await
+        .map_err(crate::task_failed(what.clone()))?
+        .io_context(|| what)
     }
 
     async fn create_empty<T: Table>(&self, uri: &str) -> Result<()> {

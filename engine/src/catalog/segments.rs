@@ -247,16 +247,9 @@ pub struct BrokenSegment {
 }
 
 impl Catalog {
-    /// Takes `segments.lock` (see the module's doc). A bucket has no flocks; its lease is
-    /// not built yet, so segments are not stored there.
-    async fn segments_lock(&self) -> Result<std::fs::File> {
-        match self.files.folder() {
-            Some(dir) => crate::locks::segments(dir).await,
-            None => Err(Error::User(format!(
-                "{}: storing manifest segments on a bucket needs the segments lease, which this build lacks",
-                self.files.name("")
-            ))),
-        }
+    /// Takes `segments.lock` (see the module's doc), or on a bucket its lease.
+    async fn segments_lock(&self) -> Result<crate::locks::Held> {
+        crate::locks::segments(&self.files).await
     }
 
     /// Stores the rows of versions' manifests (`files` or `extents`): the segments no version

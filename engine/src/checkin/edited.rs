@@ -139,6 +139,8 @@ impl ParentDisk {
 
 /// What a checkin of an edited version is given besides its disk.
 pub(crate) struct Edited {
+    /// The writers lock the editor took before it read which chunks exist.
+    pub(super) writing: crate::locks::Held,
     pub(super) parent_disk: Arc<ParentDisk>,
     /// The store's chunks, read under the writers lock the editor holds.
     pub(super) known: HashSet<ChunkHash>,
@@ -277,6 +279,7 @@ impl Library {
         written: Vec<(u64, u64)>,
         known: HashSet<ChunkHash>,
         checks: tokio::task::JoinHandle<Result<()>>,
+        writing: crate::locks::Held,
         origin: Origin,
         accept: impl FnOnce(&[FileRow]) -> Result<()>,
     ) -> Result<CheckinSummary> {
@@ -298,9 +301,11 @@ impl Library {
             .io_context(|| format!("reading {}", scratch.display()))?;
         let label = format!("{}@{}, edited", parent.name, parent.version);
         let open = move || Ok(Disk::from_source("raw", Box::new(overlay)));
-        let edited = Edited { parent_disk, known, scratch: scratch.to_path_buf(), checks };
+        let edited = Edited { writing, parent_disk, known, scratch: scratch.to_path_buf(), checks };
         let options = CheckinOptions::default();
-        self.checkin_disk(&label, open, Some(edited), &parent.name, options, origin, accept).await
+        // On the heap: an edit made from SQL runs this deep inside a statement's future, and
+        // a debug build's frames of it overflowed a runtime thread's stack.
+        Box::pin(self.checkin_disk(&label, open, Some(edited), &parent.name, options, origin, accept)).await
     }
 
     /// The regular files of a version by partition and inode: size and content hash.

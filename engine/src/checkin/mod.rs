@@ -104,7 +104,7 @@ impl Library {
         origin: Origin,
         accept: impl FnOnce(&[FileRow]) -> Result<()>,
     ) -> Result<CheckinSummary> {
-        let (source, scratch) = (path.to_path_buf(), self.root().join("tmp"));
+        let (source, scratch) = (path.to_path_buf(), self.tmp().to_path_buf());
         let open = move || Disk::open(&source, &scratch);
         self.checkin_disk(&path.display().to_string(), open, None, name, options, origin, accept).await
     }
@@ -125,19 +125,19 @@ impl Library {
     ) -> Result<CheckinSummary> {
         crate::library::check_name(name)?;
         let started = Instant::now();
-        // From the moment it learns which chunks exist until its commit: gc waits meanwhile.
-        let writing = self.writing().await?;
         let reading = self.reading()?;
-        let (parent_disk, known, scratch, checks) = match edited {
-            Some(Edited { parent_disk, known, scratch, checks }) => {
-                (Some(parent_disk), known, Some(scratch), Some(checks))
+        // From the moment it learns which chunks exist until its commit: gc waits meanwhile
+        // (an edit has held the writers lock since before it read them).
+        let (writing, parent_disk, known, scratch, checks) = match edited {
+            Some(Edited { writing, parent_disk, known, scratch, checks }) => {
+                (writing, Some(parent_disk), known, Some(scratch), Some(checks))
             }
-            None => (None, self.catalog().chunk_hashes().await?, None, None),
+            None => (self.writing().await?, None, self.catalog().chunk_hashes().await?, None, None),
         };
-        let (library, label) = (self.clone(), image.to_string());
+        let (library, label, holder) = (self.clone(), image.to_string(), writing.holder());
         let ingest = tokio::task::spawn_blocking(move || {
             ingest(&library, &label, open, &options, known, parent_disk.as_deref(), || {
-                crate::library::allocate_image_id(library.root())
+                library.allocate_image_id(&holder)
             })
         });
         let failed = |e: tokio::task::JoinError| crate::task_failed(format!("checking in {image}"))(e);
@@ -202,7 +202,7 @@ impl Library {
             description: ingest.os.pretty_name.clone(),
         };
         // The version number is handed out at commit time, under the library lock.
-        self.commit(&mut image, origin).await?;
+        self.commit(&mut image, origin, &writing).await?;
         crate::trace::phase("checkin: committed");
         drop((ingest.in_flight, writing));
         let mut warnings = ingest.warnings;
@@ -382,7 +382,7 @@ fn ingest(
     let Survey { mut partitions, indexed, mut warnings } = survey(&disk, options.raw_on_error).map_err(image_err)?;
     // The image reads through: from here on the library is written to.
     let image_id = allocate_image_id()?;
-    let in_flight = InFlight::new(library.root(), image_id)?;
+    let in_flight = library.in_flight(image_id)?;
     for p in &mut partitions {
         p.image_id = image_id;
     }
@@ -391,7 +391,7 @@ fn ingest(
         threads: Mutex::new(HashSet::new()),
         packs: Mutex::new(PackWriter::new(
             library.packs(),
-            &library.tmp(),
+            library.tmp(),
             format!("{image_id}/{}/{}", std::process::id(), now_ns()),
             Compression::CHECKIN,
         )),
@@ -460,7 +460,7 @@ fn ingest(
         let by_path = os_paths(&ifs.fs);
         let read = |path: &str| read_small_file(&by_path, &window, path);
         if packages.is_empty()
-            && let Some((manager, found)) = find_packages(&by_path, &window, &library.tmp(), &mut warnings)
+            && let Some((manager, found)) = find_packages(&by_path, &window, library.tmp(), &mut warnings)
         {
             packages = found
                 .into_iter()

@@ -88,7 +88,7 @@ pub(crate) struct Prepared {
     inode_size: u32,
     /// The new version reuses the parent's chunks: gc waits until it is committed; and no
     /// pack is deleted while they are read (the checkin takes its own guard).
-    writing: File,
+    writing: crate::locks::Held,
     reading: crate::locks::ReadGuard,
 }
 
@@ -125,7 +125,7 @@ impl Library {
         let started = Instant::now();
         let where_ = where_as(&format!("{}@{}", target.image.name, target.image.version), target.partition);
         let (writing, reading) = (self.writing().await?, self.reading()?);
-        let scratch = Scratch::new(self.root(), "edit")?;
+        let scratch = Scratch::new(self.tmp(), "edit")?;
         let metadata = self.write_metadata(&target.extents, target.start, target.size, &scratch.path).await?;
         let device = scratch.path.clone();
         let (file, before, free, inode_size) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -173,7 +173,7 @@ impl Library {
         let label = format!("{}@{}", parent.name, parent.version);
         let Plan { script, tree: mut expected, sources, need, entries_changed } = plan;
         let where_ = where_as(&label, partition);
-        let Prepared { started, scratch, file, before: fingerprint, free, writing: _writing, reading, .. } = prepared;
+        let Prepared { started, scratch, file, before: fingerprint, free, writing, reading, .. } = prepared;
         check_room(&where_, free, need)?;
         // ldconfig's inputs come from the store while debugfs makes the changes.
         let ld_cache = async {
@@ -250,7 +250,19 @@ impl Library {
         };
         drop(reading);
         let s = self
-            .checkin_edited(&parent, extents, facts, &scratch.path, start, written, known, checks, origin, accept)
+            .checkin_edited(
+                &parent,
+                extents,
+                facts,
+                &scratch.path,
+                start,
+                written,
+                known,
+                checks,
+                writing,
+                origin,
+                accept,
+            )
             .await?;
         Ok(EditSummary {
             image_id: s.image_id,

@@ -109,7 +109,7 @@ impl Library {
         }
 
         // Contents: every file the patch brings, and all three sides of every merge.
-        let scratch = Scratch::new(self.root(), "patch")?;
+        let scratch = Scratch::new(self.tmp(), "patch")?;
         let mut wanted: [Vec<(String, u64)>; 3] = Default::default();
         for (decision, b, th, ou) in decided.values() {
             let sides = match decision {

@@ -4,10 +4,14 @@
 //! inside another runtime too, where a nested `block_on` would panic.
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// One bucket prefix on S3-compatible storage, with keys relative to the prefix.
@@ -92,7 +96,72 @@ impl S3Settings {
             let key: AmazonS3ConfigKey = key.parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
             builder = builder.with_config(key, value);
         }
-        builder.with_bucket_name(bucket).build().map_err(|e| bad(e.to_string()))
+        builder.with_bucket_name(bucket).with_http_connector(Counting).build().map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// The requests this process has sent to object storage, every retry counted (the packs',
+/// the catalog's and the leases' alike: Lance's store is made by [`S3Settings::store`] too).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Requests {
+    pub get: u64,
+    pub head: u64,
+    pub put: u64,
+    pub list: u64,
+    pub delete: u64,
+    /// POST and anything else (multipart uploads, batch deletes).
+    pub other: u64,
+}
+
+impl Requests {
+    pub fn total(&self) -> u64 {
+        self.get + self.head + self.put + self.list + self.delete + self.other
+    }
+}
+
+/// Get, head, put, list, delete, other.
+static SENT: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+/// The requests sent so far by this process.
+pub fn requests() -> Requests {
+    let [get, head, put, list, delete, other] = std::array::from_fn(|i| SENT[i].load(Ordering::Relaxed));
+    Requests { get, head, put, list, delete, other }
+}
+
+/// object_store's own HTTP client, each request counted on its way out.
+#[derive(Debug)]
+struct Counting;
+
+impl HttpConnector for Counting {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(Counted(ReqwestConnector::default().connect(options)?)))
+    }
+}
+
+#[derive(Debug)]
+struct Counted(HttpClient);
+
+impl HttpService for Counted {
+    // `async_trait`'s form, written out (the crate is not a dependency of ours).
+    fn call<'a, 'b>(
+        &'a self,
+        request: HttpRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let listing = request.uri().query().is_some_and(|q| q.contains("list-type="));
+        let kind = match request.method().as_str() {
+            "GET" if listing => 3,
+            "GET" => 0,
+            "HEAD" => 1,
+            "PUT" => 2,
+            "DELETE" => 4,
+            _ => 5,
+        };
+        SENT[kind].fetch_add(1, Ordering::Relaxed);
+        Box::pin(self.0.execute(request))
     }
 }
 
@@ -178,9 +247,14 @@ impl Bucket {
 
     /// The object's size, or `None` if there is none.
     pub fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        Ok(self.stat(key)?.map(|(size, _)| size))
+    }
+
+    /// The size of `key` and when the server last wrote it, or `None` if there is none.
+    pub fn stat(&self, key: &str) -> io::Result<Option<(u64, std::time::SystemTime)>> {
         let (store, path) = (self.store.clone(), self.key(key));
         match self.run(async move { store.head(&path).await }) {
-            Ok(meta) => Ok(Some(meta.size)),
+            Ok(meta) => Ok(Some((meta.size, meta.last_modified.into()))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error("looking up", key, e)),
         }
@@ -197,12 +271,7 @@ impl Bucket {
     /// Writes `bytes` as `key` only if no object has that key (`If-None-Match: *`): `false`
     /// if one has. Of writers racing for one key, exactly one gets `true`.
     pub fn put_new(&self, key: &str, bytes: Vec<u8>) -> io::Result<bool> {
-        let (store, path) = (self.store.clone(), self.key(key));
-        match self.run(async move { store.put_opts(&path, PutPayload::from(bytes), PutMode::Create.into()).await }) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.error("writing", key, e)),
-        }
+        Ok(self.put_new_tagged(key, bytes)?.is_some())
     }
 
     /// The whole object with its ETag and server time, or `None` if there is none.

@@ -11,8 +11,8 @@ pub mod claims;
 mod folder;
 mod lease;
 
-pub use bucket::{Bucket, ObjectInfo, S3Settings, Tagged};
-pub use lease::{Lease, LeaseBody, LeaseState};
+pub use bucket::{Bucket, ObjectInfo, Requests, S3Settings, Tagged, requests};
+pub use lease::{Kept, Lease, LeaseBody, LeaseState};
 
 use crate::{Error, Result};
 use std::fmt;
@@ -147,9 +147,16 @@ impl Storage {
 
     /// The size of `key`, or `None` if there is none.
     pub fn size(&self, key: &str) -> io::Result<Option<u64>> {
+        Ok(self.stat(key)?.map(|(size, _)| size))
+    }
+
+    /// The size of `key` and when it was last written, or `None` if there is none.
+    pub fn stat(&self, key: &str) -> io::Result<Option<(u64, std::time::SystemTime)>> {
         match self {
-            Storage::Folder(root) => Ok(folder::absent_is_none(std::fs::metadata(root.join(key)))?.map(|m| m.len())),
-            Storage::Bucket(bucket) => bucket.size(key),
+            Storage::Folder(root) => folder::absent_is_none(std::fs::metadata(root.join(key)))?
+                .map(|m| Ok((m.len(), m.modified()?)))
+                .transpose(),
+            Storage::Bucket(bucket) => bucket.stat(key),
         }
     }
 

@@ -45,8 +45,13 @@ impl Packs {
 
     /// The pack's size in bytes; a pack that is not there is a `NotFound` error.
     pub fn size(&self, id: &str) -> io::Result<u64> {
+        Ok(self.stat(id)?.0)
+    }
+
+    /// The pack's size in bytes and when it was written; `NotFound` if it is not there.
+    pub fn stat(&self, id: &str) -> io::Result<(u64, std::time::SystemTime)> {
         self.0
-            .size(&pack_key(id))?
+            .stat(&pack_key(id))?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", self.name(id))))
     }
 

@@ -53,7 +53,7 @@ pub struct Lib {
 
 impl std::fmt::Debug for Lib {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Library({})", self.library.root().display())
+        write!(f, "Library({})", self.library.location())
     }
 }
 impl PartialEq for Lib {
