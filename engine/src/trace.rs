@@ -18,7 +18,12 @@ pub fn phase(what: &str) {
         {
             // The time is taken under the lock: lines from several threads stay in order.
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "trace {:7.3} s  {what}", origin.elapsed().as_secs_f64());
+            let at = origin.elapsed().as_secs_f64();
+            // On a bucket, how many requests it took to get here.
+            let _ = match crate::storage::requests().total() {
+                0 => writeln!(err, "trace {at:7.3} s  {what}"),
+                sent => writeln!(err, "trace {at:7.3} s  {what}  [{sent} requests]"),
+            };
         }
         if *pause {
             std::thread::sleep(Duration::from_millis(500));

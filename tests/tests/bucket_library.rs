@@ -361,13 +361,17 @@ fn assert_intact(verified: &serde_json::Value) {
 
 /// Runs `cmd` with `IMAGELAKE_TRACE=1`, reads its trace until a line holds `phase`, and
 /// returns the running child with the rest of its trace (it ending first fails the test).
+// The child is handed to the caller, who waits for it; clippy sees only this function.
+#[allow(clippy::zombie_processes)]
 fn start_until(cmd: &mut Command, phase: &str) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let mut child = cmd.env("IMAGELAKE_TRACE", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut trace = BufReader::new(child.stderr.take().unwrap());
     let mut said = String::new();
     loop {
         let mut line = String::new();
-        assert!(trace.read_line(&mut line).unwrap() > 0, "it ended before {phase:?}: {said}");
+        if trace.read_line(&mut line).unwrap() == 0 {
+            panic!("it ended ({:?}) before {phase:?}: {said}", child.wait());
+        }
         said.push_str(&line);
         if line.contains(phase) {
             return (child, trace);
