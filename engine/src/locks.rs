@@ -125,16 +125,18 @@ fn open(path: &Path) -> Result<File> {
         .io_context(|| format!("opening {}", path.display()))
 }
 
+/// Opens `path` and flock()s it, exclusively or shared, waiting for it.
+fn flocked(path: &Path, exclusive: bool) -> Result<File> {
+    let file = open(path)?;
+    if exclusive { file.lock() } else { file.lock_shared() }.io_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
 /// Takes the library lock: an exclusive flock of `lock` (on a bucket, the lease
 /// `leases/library.json`), released when the returned guard is dropped (or the process dies).
 pub(crate) fn library(home: &Storage) -> Result<Held> {
     match home {
-        Storage::Folder(root) => {
-            let path = root.join("lock");
-            let lock = open(&path)?;
-            lock.lock().io_context(|| format!("locking {}", path.display()))?;
-            Ok(Held::File(lock))
-        }
+        Storage::Folder(root) => Ok(Held::File(flocked(&root.join("lock"), true)?)),
         Storage::Bucket(bucket) => waited_lease(bucket, LIBRARY_LEASE, "library"),
     }
 }
@@ -142,19 +144,13 @@ pub(crate) fn library(home: &Storage) -> Result<Held> {
 /// Takes the `access.lock` flock, exclusively: one writer of `access.json` at a time, from
 /// its read to its rename. Readers of `access.json` take no lock.
 pub(crate) fn access(root: &Path) -> Result<File> {
-    let path = root.join("access.lock");
-    let lock = open(&path)?;
-    lock.lock().io_context(|| format!("locking {}", path.display()))?;
-    Ok(lock)
+    flocked(&root.join("access.lock"), true)
 }
 
 /// Takes the `checksums.lock` flock of the catalog in `dir`: shared to append lines to its
 /// checksums, exclusive to rewrite them, so that no line appended meanwhile is lost.
 pub(crate) fn checksums(dir: &Path, exclusive: bool) -> Result<File> {
-    let path = dir.join("checksums.lock");
-    let lock = open(&path)?;
-    if exclusive { lock.lock() } else { lock.lock_shared() }.io_context(|| format!("locking {}", path.display()))?;
-    Ok(lock)
+    flocked(&dir.join("checksums.lock"), exclusive)
 }
 
 /// Takes the `segments.lock` flock of the catalog in `files` (on a bucket, the lease
@@ -163,12 +159,7 @@ pub(crate) fn checksums(dir: &Path, exclusive: bool) -> Result<File> {
 pub(crate) async fn segments(files: &Storage) -> Result<Held> {
     let files = files.clone();
     tokio::task::spawn_blocking(move || match &files {
-        Storage::Folder(dir) => {
-            let path = dir.join("segments.lock");
-            let lock = open(&path)?;
-            lock.lock().io_context(|| format!("locking {}", path.display()))?;
-            Ok(Held::File(lock))
-        }
+        Storage::Folder(dir) => Ok(Held::File(flocked(&dir.join("segments.lock"), true)?)),
         Storage::Bucket(bucket) => waited_lease(bucket, "segments.lease", "writer"),
     })
     .await
@@ -184,12 +175,7 @@ pub struct ReadGuard {
 /// (packs a repack emptied, superseded catalog files) are deleted only while no guard is held.
 pub(crate) fn reading(home: &Storage) -> Result<ReadGuard> {
     match home {
-        Storage::Folder(root) => {
-            let path = root.join("readers");
-            let file = open(&path)?;
-            file.lock_shared().io_context(|| format!("locking {}", path.display()))?;
-            Ok(ReadGuard { _held: Held::File(file) })
-        }
+        Storage::Folder(root) => Ok(ReadGuard { _held: Held::File(flocked(&root.join("readers"), false)?) }),
         Storage::Bucket(bucket) => Ok(ReadGuard { _held: own_lease(bucket, "reader", None)? }),
     }
 }
@@ -219,13 +205,7 @@ pub(crate) fn no_readers(home: &Storage) -> Result<Option<Held>> {
 pub(crate) async fn writers(home: &Storage, exclusive: bool) -> Result<Held> {
     let home = home.clone();
     tokio::task::spawn_blocking(move || match &home {
-        Storage::Folder(root) => {
-            let path = root.join("writers");
-            let file = open(&path)?;
-            if exclusive { file.lock() } else { file.lock_shared() }
-                .io_context(|| format!("locking {}", path.display()))?;
-            Ok(Held::File(file))
-        }
+        Storage::Folder(root) => Ok(Held::File(flocked(&root.join("writers"), exclusive)?)),
         Storage::Bucket(bucket) if exclusive => {
             while !live_leases(bucket, "writer")?.is_empty() {
                 std::thread::sleep(WAIT_TURN);
