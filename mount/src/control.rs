@@ -105,11 +105,11 @@ pub fn areas(tmp: &Path, dir: Option<&Path>, live: bool) -> Vec<Area> {
     found.into_iter().map(|(_, area)| area).collect()
 }
 
-/// Asks the writable mount on `dir` (of the library whose scratch folder is `tmp`); returns
-/// its answer, or None when `dir` holds no writable mount of this library that is still served. If the mount
-/// ends as it is asked (killed just then): for a discard, None once its process is gone, so
-/// that its changes are dropped as any ended mount's are; for a commit, which it may or may
-/// not have made, an error, and `commit` then finishes it from the journal.
+/// Asks the writable mount on `dir` (of the library whose scratch folder is `tmp`); returns its
+/// answer, or None when `dir` holds no writable mount of this library that is still served. If the
+/// mount ends as it is asked (killed just then): for a discard, None once its process is gone, so
+/// that its changes are dropped as any ended mount's are; for a commit, which it may or may not
+/// have made, an error, and `commit` then finishes it from the journal.
 pub fn ask(tmp: &Path, dir: &Path, what: Ask) -> Result<Option<String>> {
     let live = areas(tmp, Some(dir), true);
     let Some((area, mut stream)) =
