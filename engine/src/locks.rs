@@ -50,8 +50,8 @@ const WAIT_TURN: Duration = Duration::from_millis(250);
 pub(crate) enum Held {
     File(#[allow(dead_code)] File),
     Lease(Kept),
-    /// On a bucket, the wait of gc for the writers to finish: the maintenance lease keeps new
-    /// ones out (see [`writers`]).
+    /// On a bucket, a condition found true rather than an object held: no writer lease
+    /// lives (gc's maintenance lease keeps new ones out, see [`writers`]), or no reader's.
     Waited,
 }
 
