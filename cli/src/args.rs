@@ -246,6 +246,16 @@ pub enum Command {
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Ask the questions of a Ballista cluster serving this library, whose scheduler is
+        /// at HOST:PORT (`imagelake cluster scheduler`); commands still run here.
+        #[arg(long, value_name = "HOST:PORT")]
+        cluster: Option<String>,
+    },
+    /// Run a process of a Ballista cluster that answers library-wide SQL (`sql --cluster`):
+    /// one scheduler and any number of executors, each opening this library.
+    Cluster {
+        #[command(subcommand)]
+        role: ClusterCommand,
     },
     /// Serve the library over Arrow Flight SQL (ADBC, JDBC, arrow-flight clients) until
     /// SIGINT or SIGTERM. Users log in with a user name and password (Basic auth in the
@@ -305,6 +315,41 @@ mod tests {
             assert!(super::duration(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `imagelake cluster ...`: the processes of a cluster. Each runs until SIGINT or SIGTERM and
+/// prints `listening on HOST:PORT` once it accepts connections.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// The scheduler: plans each question against the library and hands its stages to the
+    /// executors.
+    Scheduler {
+        /// HOST:PORT to listen on.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        listen: std::net::SocketAddr,
+        /// Take an executor for dead, and run its tasks elsewhere, after this long without a
+        /// heartbeat: 30s, 2m.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+        executor_timeout: std::time::Duration,
+    },
+    /// An executor: runs the tasks the scheduler hands it, reading the library itself.
+    Executor {
+        /// The scheduler's HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        scheduler: String,
+        /// HOST:PORT of its Arrow Flight service (results and shuffles).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: std::net::SocketAddr,
+        /// Port of its gRPC service (tasks), on the same host.
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks it runs at once (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        tasks: usize,
+        /// How often it tells the scheduler it lives: 5s.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+        heartbeat: std::time::Duration,
+    },
 }
 
 /// `imagelake user ...`: the users of the library's server, kept in its `access.json`.

@@ -2,7 +2,7 @@
 //! and turn what the command found wrong (damage, conflicts, refused entries) into a
 //! [`exit::Error::problem`] (exit status 1).
 
-use crate::args::{Cli, Command, UserCommand};
+use crate::args::{Cli, ClusterCommand, Command, UserCommand};
 use crate::exit::{self, Stdout};
 use crate::mount;
 use crate::password;
@@ -224,8 +224,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             writeln!(stdout, "revoked {user} {right} on '{pattern}'")?;
         }
-        Command::Sql { command, file, format } => {
-            let session = Arc::new(imagelake_sql::Session::open(library.clone()).await?);
+        Command::Sql { command, file, format, cluster } => {
+            let session = match cluster {
+                Some(scheduler) => imagelake_cluster::session(library.clone(), &scheduler).await?,
+                None => imagelake_sql::Session::open(library.clone()).await?,
+            };
+            let session = Arc::new(session);
             let input = match (command, file) {
                 (Some(command), _) => repl::Input::Command(command),
                 (None, Some(file)) => repl::Input::File(file),
@@ -234,6 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             repl::run(session, input, format, &cli.library, &mut stdout).await?;
         }
+        Command::Cluster { role } => cluster(library.clone(), role, &mut stdout).await?,
         Command::Serve { listen, data_roots, tls_cert, tls_key, tls_client_ca, token_ttl } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(imagelake_server::Tls { cert, key, client_ca: tls_client_ca }),
@@ -250,6 +255,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Buffered output reaches the pipe now, so that a closed one is seen as such.
     stdout.flush()?;
     Ok(())
+}
+
+/// `imagelake cluster ...`: runs until stopped.
+async fn cluster(library: Arc<Library>, role: ClusterCommand, stdout: &mut Stdout) -> anyhow::Result<()> {
+    let liveness = imagelake_cluster::Liveness::default();
+    match role {
+        ClusterCommand::Scheduler { listen, executor_timeout } => {
+            let liveness = imagelake_cluster::Liveness { timeout: executor_timeout, ..liveness };
+            let run = imagelake_cluster::scheduler(library, listen, liveness);
+            announce(run, listen, stdout).await
+        }
+        ClusterCommand::Executor { scheduler, listen, grpc_port, tasks, heartbeat } => {
+            let liveness = imagelake_cluster::Liveness { heartbeat, ..liveness };
+            let ports = imagelake_cluster::ExecutorPorts { flight: listen, grpc_port };
+            let run = imagelake_cluster::executor(library, &scheduler, ports, tasks, liveness);
+            announce(run, listen, stdout).await
+        }
+    }
+}
+
+/// Runs a cluster process, printing `listening on ADDRESS` once `address` accepts connections
+/// (Ballista binds inside `run` and says nothing a supervisor could wait for).
+async fn announce(
+    run: impl std::future::Future<Output = datafusion::common::Result<()>>,
+    address: std::net::SocketAddr,
+    stdout: &mut Stdout,
+) -> anyhow::Result<()> {
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            ran = &mut run => return Ok(ran?),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
+                if tokio::net::TcpStream::connect(address).await.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+    writeln!(stdout, "listening on {address}")?;
+    stdout.flush()?;
+    Ok(run.await?)
 }
 
 /// `imagelake user ...`.

@@ -27,8 +27,23 @@ mod print;
 mod progress;
 mod repl;
 
-#[tokio::main]
-async fn main() {
+/// The stack of each runtime thread: plans travel to a cluster as protobuf, encoded and decoded
+/// by recursion over the plan's depth, and tokio's 2 MiB overflowed on the README's question 8
+/// in a debug build.
+const THREAD_STACK: usize = 16 << 20;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(THREAD_STACK).build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("imagelake: cannot start its runtime: {e}");
+            std::process::exit(exit::Kind::Environment.status());
+        }
+    }
+}
+
+async fn run() {
     imagelake_engine::trace::phase("started");
     // No transparent huge pages in this process (nor in the tools it runs): mimalloc asks
     // for them on its arenas, and a command that touches its memory once then pays the

@@ -5,9 +5,10 @@
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, ParamValues, Result};
-use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::TableReference;
 use futures::{StreamExt, TryStreamExt};
@@ -15,6 +16,7 @@ use imagelake_engine::Library;
 use std::sync::Arc;
 
 pub mod access;
+pub mod distributed;
 pub mod functions;
 mod placeholders;
 mod plans;
@@ -66,10 +68,22 @@ impl Session {
     }
 
     pub async fn open_as(library: Arc<Library>, access: Access) -> Result<Session> {
+        let state = |config| Ok(SessionStateBuilder::new().with_config(config).with_default_features().build());
+        Session::open_in(library, access, state).await
+    }
+
+    /// A session whose DataFusion state `state` makes from the session's configuration: a
+    /// cluster's client plans its questions there and sends them to the cluster (see
+    /// `distributed/`).
+    pub async fn open_in(
+        library: Arc<Library>,
+        access: Access,
+        state: impl FnOnce(SessionConfig) -> Result<SessionState>,
+    ) -> Result<Session> {
         let access = Arc::new(access);
         let config =
             SessionConfig::new().with_information_schema(true).with_extension(Arc::new(Commands::discarding()));
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_state(state(config)?);
         let shared = tables::Tables::new(library.clone(), access.clone());
         for table in imagelake_engine::catalog::TABLES {
             let provider = tables::CatalogTable::new(shared.clone(), table).await?;
@@ -214,7 +228,12 @@ impl Planned {
         let reading = self.library.reading().map_err(|e| DataFusionError::External(Box::new(e)))?;
         let schema = self.schema();
         let rows = if self.query {
-            let plan = self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?;
+            // Commands run here, whatever runs the session's questions (a cluster's client
+            // sends only those without commands).
+            let plan = match self.commands.is_empty() {
+                true => self.state.query_planner().create_physical_plan(&self.plan, &self.state).await?,
+                false => DefaultPhysicalPlanner::default().create_physical_plan(&self.plan, &self.state).await?,
+            };
             datafusion::physical_plan::execute_stream(plan, Arc::new(TaskContext::from(&self.state)))?
         } else {
             self.ctx.execute_logical_plan(self.plan).await?.execute_stream().await?

@@ -111,6 +111,11 @@ impl Users {
         Ok(Arc::new(Users { library, manifest, shown, known: Mutex::new(known) }))
     }
 
+    /// The versions of segments found as the rows come (a plan decoded in another process).
+    pub fn later(library: Arc<Library>, manifest: &'static str, shown: Arc<HashSet<i64>>) -> Arc<Users> {
+        Arc::new(Users { library, manifest, shown, known: Mutex::new(Known::default()) })
+    }
+
     /// The segments of the versions asked for (with image ids), to narrow the scan to; None
     /// otherwise.
     pub fn segments(&self) -> Option<Vec<String>> {
@@ -228,6 +233,13 @@ impl Expand {
             Boundedness::Bounded,
         ));
         Arc::new(Expand { input, users, schema, properties })
+    }
+}
+
+impl Expand {
+    /// The table it expands and the versions it may show.
+    pub fn users(&self) -> (&'static str, &HashSet<i64>) {
+        (self.users.manifest, &self.users.shown)
     }
 }
 

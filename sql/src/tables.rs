@@ -25,6 +25,7 @@
 //! metadata that counts hidden rows.
 
 use crate::access::Access;
+use crate::distributed::Fragments;
 use crate::{external, segmented, visible};
 use async_trait::async_trait;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -68,6 +69,9 @@ pub struct Tables {
     library: Arc<Library>,
     access: Arc<Access>,
     images: Mutex<Option<Arc<Images>>>,
+    /// Planned for a cluster: Lance's scans become [`Fragments`] nodes, which a codec carries
+    /// to executors.
+    distributed: bool,
 }
 
 impl std::fmt::Debug for Tables {
@@ -78,7 +82,12 @@ impl std::fmt::Debug for Tables {
 
 impl Tables {
     pub fn new(library: Arc<Library>, access: Arc<Access>) -> Arc<Tables> {
-        Arc::new(Tables { library, access, images: Mutex::new(None) })
+        Arc::new(Tables { library, access, images: Mutex::new(None), distributed: false })
+    }
+
+    /// The tables as a cluster's scheduler plans them (see `distributed/`).
+    pub fn distributed(library: Arc<Library>, access: Arc<Access>) -> Arc<Tables> {
+        Arc::new(Tables { library, access, images: Mutex::new(None), distributed: true })
     }
 
     async fn open(&self, table: &str) -> Result<Dataset> {
@@ -164,6 +173,11 @@ pub struct CatalogTable {
 }
 
 impl CatalogTable {
+    /// The table's name in the catalog.
+    pub fn name(&self) -> &'static str {
+        self.table
+    }
+
     pub async fn new(tables: Arc<Tables>, table: &'static str) -> Result<CatalogTable> {
         let dataset = tables.open(table).await?;
         let schema = sql_schema(table, &datafusion::arrow::datatypes::Schema::from(dataset.schema()));
@@ -224,6 +238,11 @@ impl CatalogTable {
         let dataset = self.tables.open(table).await?;
         let catalog = self.tables.library.catalog();
         let Some(rows) = catalog.small_table_rows(table, &dataset).await.map_err(external)? else {
+            if self.tables.distributed {
+                let partitions = state.config().target_partitions();
+                let library = self.tables.library.clone();
+                return Fragments::plan(library, table, &dataset, columns, filters, limit, partitions);
+            }
             return LanceTableProvider::new(Arc::new(dataset), false, false).scan(state, columns, filters, limit).await;
         };
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));

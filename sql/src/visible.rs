@@ -75,6 +75,11 @@ impl Visible {
         Ok(Arc::new(Visible { input, readable, projection, image_id, schema, properties }))
     }
 
+    /// The readable images, and the columns kept.
+    pub fn parts(&self) -> (&HashSet<i64>, &[usize]) {
+        (&self.readable, &self.projection)
+    }
+
     fn keep(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let ids = batch.column(self.image_id).as_primitive::<Int64Type>();
         let shown: BooleanArray = ids.iter().map(|id| Some(id.is_some_and(|id| self.readable.contains(&id)))).collect();

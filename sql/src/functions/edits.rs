@@ -40,8 +40,12 @@ pub fn register(ctx: &SessionContext, lib: &Lib) {
         lib: lib.clone(),
         signature: Signature::one_of(arities, Volatility::Volatile),
     }));
-    ctx.register_udtf("gc", Arc::new(Gc { lib: lib.clone() }));
-    ctx.register_udtf("history", Arc::new(History(lib)));
+    ctx.register_udtf("gc", Arc::new(Gc { lib }));
+}
+
+/// `history`, the read table function among the edits.
+pub fn history(lib: &Lib) -> Arc<dyn datafusion::catalog::TableFunctionImpl> {
+    Arc::new(History(lib.clone()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

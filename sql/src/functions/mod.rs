@@ -25,7 +25,7 @@ use crate::access::{self, Access};
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::Session;
+use datafusion::catalog::{Session, TableFunctionImpl};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
@@ -106,8 +106,30 @@ impl Lib {
     }
 }
 
+/// The table functions that only read, by name: each is registered so that its calls remember
+/// their arguments ([`crate::distributed::Remembered`]), which a cluster's codec carries.
+pub fn read_table_functions(lib: &Lib) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    let mut functions = read::table_functions(lib);
+    functions.extend(users::table_functions(lib));
+    functions.push(("history", edits::history(lib)));
+    functions
+}
+
+/// The scalar function of `name` that reads (`read_text`, `read_bytes`, `version_cmp`).
+pub fn read_scalar_function(lib: &Lib, name: &str) -> Option<datafusion::logical_expr::ScalarUDF> {
+    match name {
+        "read_text" => Some(read::read_file(lib, false)),
+        "read_bytes" => Some(read::read_file(lib, true)),
+        "version_cmp" => Some(version::version_cmp()),
+        _ => None,
+    }
+}
+
 /// Registers every function on `ctx`.
 pub fn register(ctx: &SessionContext, lib: &Lib) {
+    for (name, function) in read_table_functions(lib) {
+        ctx.register_udtf(name, Arc::new(crate::distributed::Remembered::new(name, function)));
+    }
     read::register(ctx, lib);
     commands::register(ctx, lib);
     edits::register(ctx, lib);

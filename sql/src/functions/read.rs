@@ -13,16 +13,25 @@ use imagelake_engine::Error as EngineError;
 use imagelake_engine::access::Right;
 use std::sync::Arc;
 
+/// The read table functions, by name.
+pub fn table_functions(lib: &Lib) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    vec![
+        ("compare", Arc::new(Compare(lib.clone()))),
+        ("ls", Arc::new(Ls(lib.clone()))),
+        ("file_lines", Arc::new(FileLines(lib.clone()))),
+        ("image_stats", Arc::new(ImageStats(lib.clone()))),
+    ]
+}
+
 pub fn register(ctx: &SessionContext, lib: &Lib) {
-    let lib = lib.clone();
-    ctx.register_udtf("compare", Arc::new(Compare(lib.clone())));
-    ctx.register_udtf("ls", Arc::new(Ls(lib.clone())));
-    ctx.register_udtf("file_lines", Arc::new(FileLines(lib.clone())));
-    ctx.register_udtf("image_stats", Arc::new(ImageStats(lib.clone())));
     for binary in [false, true] {
-        let signature = Signature::any(2, Volatility::Stable);
-        ctx.register_udf(ScalarUDF::from(ReadFile { lib: lib.clone(), binary, signature }));
+        ctx.register_udf(read_file(lib, binary));
     }
+}
+
+/// `read_text` (or, `binary`, `read_bytes`).
+pub fn read_file(lib: &Lib, binary: bool) -> ScalarUDF {
+    ScalarUDF::from(ReadFile { lib: lib.clone(), binary, signature: Signature::any(2, Volatility::Stable) })
 }
 
 fn time() -> DataType {

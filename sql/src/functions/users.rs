@@ -21,9 +21,12 @@ use imagelake_engine::Library;
 use imagelake_engine::access::{Pattern, Right};
 use std::sync::Arc;
 
+/// `users` and `grants`, the read table functions among the users' commands.
+pub fn table_functions(lib: &Lib) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+    vec![("users", Arc::new(Users(lib.clone()))), ("grants", Arc::new(Grants(lib.clone())))]
+}
+
 pub fn register(ctx: &SessionContext, lib: &Lib) {
-    ctx.register_udtf("users", Arc::new(Users(lib.clone())));
-    ctx.register_udtf("grants", Arc::new(Grants(lib.clone())));
     for op in Op::ALL {
         ctx.register_udtf(op.name(), Arc::new(UserCommand { op, lib: lib.clone() }));
     }

@@ -1,0 +1,142 @@
+//! Library-wide SQL on Apache DataFusion Ballista: `imagelake cluster scheduler`, `imagelake
+//! cluster executor` and the client side of `imagelake sql --cluster`.
+//!
+//! Every process of a cluster opens the same library (a bucket, or a folder they all reach).
+//! The client plans a question as one process would (the catalog's tables, imagelake's
+//! functions) and sends its logical plan to the scheduler; the scheduler plans it physically
+//! against the library (catalog scans become fragment reads pinned to the table versions it
+//! planned against) and hands its stages to the executors, which read the catalog themselves.
+//! `imagelake_sql::distributed::Codec` carries what is imagelake's in those plans; Ballista's
+//! own codecs the rest. Commands (`checkin(...)`, edits, gc) run in the client's process.
+
+use ballista::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use imagelake_engine::Library;
+use imagelake_sql::distributed::Codec;
+use imagelake_sql::{Access, Session};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the processes of a cluster notice one another's death.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    /// How often an executor tells the scheduler it lives.
+    pub heartbeat: Duration,
+    /// How long the scheduler waits for a heartbeat before it takes an executor for dead and
+    /// runs its tasks elsewhere.
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness { heartbeat: Duration::from_secs(5), timeout: Duration::from_secs(30) }
+    }
+}
+
+fn ballista_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Execution(format!("{what}: {e}"))
+}
+
+async fn codec(library: Arc<Library>) -> Result<Arc<Codec>> {
+    let logical = Arc::new(BallistaLogicalExtensionCodec::default());
+    let physical = Arc::new(BallistaPhysicalExtensionCodec::default());
+    Ok(Arc::new(Codec::new(library, logical, physical).await?))
+}
+
+/// Runs a scheduler on `address` for `library` until the process is stopped.
+pub async fn scheduler(library: Arc<Library>, address: SocketAddr, liveness: Liveness) -> Result<()> {
+    let codec = codec(library).await?;
+    let sessions = codec.clone();
+    let config = SchedulerConfig {
+        bind_host: address.ip().to_string(),
+        bind_port: address.port(),
+        external_host: address.ip().to_string(),
+        override_session_builder: Some(Arc::new(move |config| sessions.session_state(config))),
+        override_logical_codec: Some(codec.clone()),
+        override_physical_codec: Some(codec),
+        executor_timeout_seconds: liveness.timeout.as_secs().max(1),
+        expire_dead_executor_interval_seconds: (liveness.timeout.as_secs() / 3).max(1),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| ballista_error("the scheduler", e))?;
+    ballista_scheduler::scheduler_process::start_server(cluster, address, Arc::new(config))
+        .await
+        .map_err(|e| ballista_error(&format!("the scheduler on {address}"), e))
+}
+
+/// Where an executor listens: its Arrow Flight service (results and shuffles) and its gRPC
+/// service (tasks).
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutorPorts {
+    pub flight: SocketAddr,
+    pub grpc_port: u16,
+}
+
+/// Runs an executor of the scheduler at `scheduler` (`host:port`) for `library` until the
+/// process is stopped; shuffle files go to a folder of its own under `work`.
+pub async fn executor(
+    library: Arc<Library>,
+    scheduler: &str,
+    ports: ExecutorPorts,
+    tasks: usize,
+    liveness: Liveness,
+) -> Result<()> {
+    let (scheduler_host, scheduler_port) = scheduler_address(scheduler)?;
+    let work = tempfile::Builder::new()
+        .prefix("imagelake-executor-")
+        .tempdir_in(library.tmp())
+        .map_err(|e| ballista_error("the executor's work folder", e))?;
+    let codec = codec(library).await?;
+    let config = ExecutorProcessConfig {
+        bind_host: ports.flight.ip().to_string(),
+        external_host: Some(ports.flight.ip().to_string()),
+        port: ports.flight.port(),
+        grpc_port: ports.grpc_port,
+        scheduler_host,
+        scheduler_port,
+        scheduler_connect_timeout_seconds: 10,
+        concurrent_tasks: tasks,
+        work_dir: Some(work.path().display().to_string()),
+        executor_heartbeat_interval_seconds: liveness.heartbeat.as_secs().max(1),
+        override_logical_codec: Some(codec.clone()),
+        override_physical_codec: Some(codec),
+        ..Default::default()
+    };
+    let ran = start_executor_process(Arc::new(config)).await;
+    drop(work);
+    ran.map_err(|e| ballista_error(&format!("the executor on {}", ports.flight), e))
+}
+
+/// `host:port` (or `df://host:port`, `http://host:port`) as a host and a port.
+fn scheduler_address(url: &str) -> Result<(String, u16)> {
+    let bare = url.split("://").last().unwrap_or(url).trim_end_matches('/');
+    let (host, port) = bare.rsplit_once(':').ok_or_else(|| {
+        DataFusionError::Configuration(format!("the scheduler {url} has no port (host:port, e.g. 127.0.0.1:50050)"))
+    })?;
+    let port =
+        port.parse().map_err(|_| DataFusionError::Configuration(format!("the scheduler {url} has no port number")))?;
+    Ok((host.to_string(), port))
+}
+
+/// A SQL session of the library's owner whose questions run on the cluster whose scheduler is
+/// at `scheduler` (`host:port`); its commands run in this process.
+pub async fn session(library: Arc<Library>, scheduler: &str) -> Result<Session> {
+    let (host, port) = scheduler_address(scheduler)?;
+    let url = format!("http://{host}:{port}");
+    let codec = codec(library.clone()).await?;
+    let state = move |config: datafusion::prelude::SessionConfig| -> Result<SessionState> {
+        let config = config
+            .upgrade_for_ballista()
+            .with_ballista_logical_extension_codec(codec.clone())
+            .with_ballista_physical_extension_codec(codec);
+        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        state.upgrade_for_ballista(url)
+    };
+    Session::open_in(library, Access::owner(), state).await
+}
