@@ -16,17 +16,15 @@
 //! Run: `cargo run --release -p imagelake-bench --bin bench-sql [IMAGES] [ROUNDS]`, or
 //! `... --bin bench-sql fleet [N] [ROUNDS]`.
 
-mod fleet;
 mod library;
 
 use imagelake_engine::Library;
 use imagelake_sql::Session;
-use imagelake_tests::{cache_dir, imagelake_bin, repo_root, run, venv_python};
+use imagelake_tests::{fleet, imagelake_bin, repo_root, run, venv_python};
 use library::{SHIP_MARIADB, readme_question, real_library, rows};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 
 // As datafusion-cli does: planning a question allocates many small objects, and mimalloc
@@ -112,7 +110,7 @@ async fn main() {
     let rounds = args.next().unwrap_or(5).max(1);
     let work = tempfile::tempdir().expect("tempdir");
     let (library, hash_of) = if is_fleet {
-        (fleet_library(work.path(), hosts).await, "/usr/lib/x86_64-linux-gnu/libcrypto.so.3")
+        (fleet::corpus_library(work.path(), hosts).await, "/usr/lib/x86_64-linux-gnu/libcrypto.so.3")
     } else {
         (real_library(work.path(), hosts).await, "/usr/bin/less")
     };
@@ -140,30 +138,6 @@ async fn main() {
         ),
     ];
     questions_side_by_side(&session, &parquet, &library, &questions, hosts, rounds).await;
-}
-
-/// The five real corpus images, then `hosts` synthetic versions made from their manifests.
-async fn fleet_library(work: &Path, hosts: usize) -> Arc<Library> {
-    let corpus = std::path::PathBuf::from(
-        run(Command::new("bash").arg(repo_root().join("bench/corpus.sh")).arg(cache_dir())).trim(),
-    );
-    let library = Arc::new(Library::open(&work.join("lib")).await.expect("library"));
-    for name in ["base", "nginx", "curl", "mariadb", "postgresql"] {
-        eprintln!("checking in {name}");
-        let image = corpus.join(format!("{name}.qcow2"));
-        library.checkin(&image, name, Default::default()).await.expect("checkin");
-    }
-    let mut real = library.images().await.expect("images");
-    real.sort_by_key(|i| i.image_id);
-    let started = Instant::now();
-    let first = real.iter().map(|i| i.image_id).max().unwrap_or(0) + 1;
-    fleet::generate(&library, &real, hosts, first).await;
-    eprintln!("fleet written in {:.1} s; indexing", started.elapsed().as_secs_f64());
-    let started = Instant::now();
-    library.catalog().maintain(imagelake_engine::catalog::Maintenance::FULL).await.expect("indexes");
-    library.prune().await.expect("prune");
-    eprintln!("indexed in {:.1} s", started.elapsed().as_secs_f64());
-    library
 }
 
 async fn questions_side_by_side(

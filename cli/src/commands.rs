@@ -260,6 +260,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `imagelake cluster ...`: runs until stopped.
 async fn cluster(library: Arc<Library>, role: ClusterCommand, stdout: &mut Stdout) -> anyhow::Result<()> {
     let liveness = imagelake_cluster::Liveness::default();
+    let level = std::env::var("IMAGELAKE_CLUSTER_LOG").ok().and_then(|l| l.parse().ok());
+    imagelake_cluster::log_to_stderr(level.unwrap_or(log::LevelFilter::Warn));
     match role {
         ClusterCommand::Scheduler { listen, executor_timeout } => {
             let liveness = imagelake_cluster::Liveness { timeout: executor_timeout, ..liveness };

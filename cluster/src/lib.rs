@@ -10,12 +10,17 @@
 //! own codecs the rest. Commands (`checkin(...)`, edits, gc) run in the client's process.
 
 use ballista::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::serde::protobuf::UpdateTaskStatusParams;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpc;
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service};
+use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use imagelake_engine::Library;
 use imagelake_sql::distributed::Codec;
 use imagelake_sql::{Access, Session};
@@ -36,6 +41,28 @@ pub struct Liveness {
 impl Default for Liveness {
     fn default() -> Liveness {
         Liveness { heartbeat: Duration::from_secs(5), timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Ballista's log records at `level` or above, to standard error: a cluster process tells its
+/// operator what the scheduler and executors decided (an executor taken for dead, a task
+/// retried).
+pub fn log_to_stderr(level: log::LevelFilter) {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.level() <= log::max_level()
+        }
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGER: Stderr = Stderr;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
     }
 }
 
@@ -65,9 +92,35 @@ pub async fn scheduler(library: Arc<Library>, address: SocketAddr, liveness: Liv
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| ballista_error("the scheduler", e))?;
-    ballista_scheduler::scheduler_process::start_server(cluster, address, Arc::new(config))
+    let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
         .await
-        .map_err(|e| ballista_error(&format!("the scheduler on {address}"), e))
+        .map_err(|e| ballista_error("the scheduler", e))?;
+    tokio::spawn(reoffer(server.clone()));
+    start_grpc_service(address, server).await.map_err(|e| ballista_error(&format!("the scheduler on {address}"), e))
+}
+
+/// Ballista 54.1 offers an executor's free task slots again only when a task reports to the
+/// scheduler (push scheduling). When an executor dies while the others have no task left to
+/// report, the tasks its death resets are never offered and the question waits for ever (seen
+/// in this project's tests; Ballista's issue #2226 is one such path). Once a second while a
+/// question runs, a live executor's empty report makes the scheduler offer its slots again.
+async fn reoffer(server: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if server.running_job_number() == 0 {
+            continue;
+        }
+        let Ok(executors) = server.state.executor_manager.get_executors_state().await else { continue };
+        let now = Duration::from_secs(ballista_scheduler::scheduler_server::timestamp_secs());
+        // The executor heard from last: a dead one's report would make nothing run.
+        let live = executors.iter().filter_map(|(metadata, seen, _)| Some((seen.as_ref()?, &metadata.id)));
+        if let Some((seen, id)) = live.max()
+            && now.saturating_sub(*seen) < Duration::from_secs(5)
+        {
+            let report = UpdateTaskStatusParams { executor_id: id.clone(), task_status: Vec::new() };
+            let _ = SchedulerGrpc::update_task_status(&server, tonic::Request::new(report)).await;
+        }
+    }
 }
 
 /// Where an executor listens: its Arrow Flight service (results and shuffles) and its gRPC

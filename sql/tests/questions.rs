@@ -8,27 +8,12 @@
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use imagelake_engine::Library;
 use imagelake_sql::Session;
-use imagelake_tests::{debian_tree, dpkg_query, mkfs_ext, run, sh, tree};
+use imagelake_tests::questions::{self, readme_questions};
+use imagelake_tests::{dpkg_query, sh, tree};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-
-/// The SQL of each numbered question in README.md's "Questions" section.
-fn readme_questions() -> BTreeMap<u32, String> {
-    let readme = std::fs::read_to_string(imagelake_tests::repo_root().join("README.md")).unwrap();
-    let section = readme.split("\n## Questions\n").nth(1).expect("README has a Questions section");
-    let section = section.split("\n## ").next().unwrap();
-    let mut questions = BTreeMap::new();
-    for part in section.split("\n### ").skip(1) {
-        let number: u32 = part.split('.').next().unwrap().trim().parse().expect("numbered question");
-        let sql = part.split("```sql\n").nth(1).and_then(|s| s.split("```").next()).expect("an sql block");
-        questions.insert(number, sql.trim().to_string());
-    }
-    questions
-}
 
 fn cells(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
@@ -55,62 +40,10 @@ fn find(root: &Path, args: &str) -> BTreeSet<String> {
     out.lines().map(|l| l.to_string()).collect()
 }
 
-struct Trees {
-    web1: PathBuf,
-    web2: PathBuf,
-    plain: PathBuf,
-}
-
-fn make_trees(dir: &Path) -> Trees {
-    let web1 = debian_tree();
-    let web2 = dir.join("web2");
-    run(Command::new("cp").arg("-a").arg(&web1).arg(&web2));
-    let deb = sh(&format!("ls {}/debs/less_*.deb", imagelake_tests::cache_dir().display())).trim().to_string();
-    let install = Command::new("dpkg")
-        .arg(format!("--root={}", web2.display()))
-        .arg("-i")
-        .arg(&deb)
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .unwrap();
-    assert!(install.status.success(), "dpkg -i: {}", String::from_utf8_lossy(&install.stderr));
-    sh(&format!(
-        r#"cd '{w}'
-        mkdir -p etc/nginx/sites-enabled
-        printf 'server {{\n    listen 80 default_server;\n    root /var/www;\n}}\n' > etc/nginx/sites-enabled/default
-        printf '#!/bin/sh\nid\n' > usr/local/bin/helper && chmod 4755 usr/local/bin/helper
-        mkdir -p srv && printf 'shared\n' > srv/drop.txt && chmod 0666 srv/drop.txt
-        echo 'toor:x:0:0:second root:/root:/bin/sh' >> etc/passwd
-        echo '# edited by hand' >> usr/share/base-files/dot.bashrc
-        rm etc/motd"#,
-        w = web2.display()
-    ));
-    let plain = dir.join("plain");
-    let libssl = web1.join("usr/lib/x86_64-linux-gnu/libssl.so.3");
-    sh(&format!(
-        r#"mkdir -p '{p}/etc/nginx/sites-enabled' '{p}/opt/app' '{p}/tmp'
-        cd '{p}'
-        printf 'ID=alpine\nVERSION_ID=3.20.3\nPRETTY_NAME="Alpine Linux v3.20"\n' > etc/os-release
-        printf 'server {{\n    listen 8080;\n}}\n' > etc/nginx/sites-enabled/default
-        cp '{ssl}' opt/app/libssl.so.3
-        printf 'scratch\n' > tmp/scratch && chmod 0666 tmp/scratch"#,
-        p = plain.display(),
-        ssl = libssl.display()
-    ));
-    Trees { web1, web2, plain }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_readme_question_matches_an_independent_oracle() {
     let dir = tempfile::tempdir().unwrap();
-    let t = make_trees(dir.path());
-    let library = Arc::new(Library::open(&dir.path().join("lib")).await.unwrap());
-    for (tree_dir, name, size) in [(&t.web1, "web", "1G"), (&t.web2, "web", "1G"), (&t.plain, "plain", "16M")] {
-        let img = dir.path().join(format!("{name}.img"));
-        mkfs_ext(tree_dir, &img, "ext4", size, &[]);
-        library.checkin(&img, name, Default::default()).await.unwrap();
-        std::fs::remove_file(&img).unwrap();
-    }
+    let (library, t) = questions::library(dir.path()).await;
     let session = Session::open(library.clone()).await.unwrap();
     let questions = readme_questions();
     assert!(questions.len() >= 12, "{} questions", questions.len());

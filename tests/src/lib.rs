@@ -4,10 +4,13 @@
 //!
 //! Every helper panics with the failing command and its output: these run only in tests.
 
+pub mod cluster;
 pub mod corrupt;
 pub mod debugfs;
+pub mod fleet;
 pub mod lvm;
 pub mod manifest;
+pub mod questions;
 pub mod rpm;
 pub mod s3;
 pub mod server;

@@ -1,6 +1,7 @@
-//! A synthetic fleet for bench-sql: N image versions made from the manifests of the five real
-//! corpus images (`bench/corpus.sh`), varied the way fleets vary, written straight into the
-//! catalog and marked `state = 'synthetic'` (they have no disk: checkout refuses them).
+//! A synthetic fleet for bench-sql and the cluster's tests: N image versions made from the
+//! manifests of real images (bench-sql: the five of the corpus, `bench/corpus.sh`), varied the
+//! way fleets vary, written straight into the catalog and marked `state = 'synthetic'` (they
+//! have no disk: checkout refuses them).
 //!
 //! Each host takes one of the five systems as its base (base 35%, nginx 25%, curl 15%,
 //! mariadb 15%, postgresql 10%) and then:
@@ -14,11 +15,15 @@
 //! - per-host files: `/etc/hostname` and `/etc/machine-id` of its own, and a new
 //!   `/etc/imagelake-host`.
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use crate::{cache_dir, repo_root, run};
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use imagelake_engine::Library;
 use imagelake_engine::catalog::{FileRow, ImageRow, PackageRow, PartitionRow, Table};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Hosts written per Lance commit: few, large fragments.
 const GROUP: usize = 100;
@@ -191,7 +196,7 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
         if dice.percent() < 10 {
             let drop: Vec<usize> =
                 (0..1 + dice.next() % 3).map(|_| (dice.next() as usize) % host_packages.num_rows()).collect();
-            let keep: datafusion::arrow::array::BooleanArray =
+            let keep: arrow::array::BooleanArray =
                 (0..host_packages.num_rows()).map(|r| Some(!drop.contains(&r))).collect();
             host_packages = filter_record_batch(&host_packages, &keep).expect("filter");
         }
@@ -233,4 +238,28 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
             catalog.append(&std::mem::take(&mut images)).await.expect("append images");
         }
     }
+}
+
+/// The five real corpus images, then `hosts` synthetic versions made from their manifests.
+pub async fn corpus_library(work: &Path, hosts: usize) -> Arc<Library> {
+    let corpus = std::path::PathBuf::from(
+        run(Command::new("bash").arg(repo_root().join("bench/corpus.sh")).arg(cache_dir())).trim(),
+    );
+    let library = Arc::new(Library::open(&work.join("lib")).await.expect("library"));
+    for name in ["base", "nginx", "curl", "mariadb", "postgresql"] {
+        eprintln!("checking in {name}");
+        let image = corpus.join(format!("{name}.qcow2"));
+        library.checkin(&image, name, Default::default()).await.expect("checkin");
+    }
+    let mut real = library.images().await.expect("images");
+    real.sort_by_key(|i| i.image_id);
+    let started = Instant::now();
+    let first = real.iter().map(|i| i.image_id).max().unwrap_or(0) + 1;
+    generate(&library, &real, hosts, first).await;
+    eprintln!("fleet written in {:.1} s; indexing", started.elapsed().as_secs_f64());
+    let started = Instant::now();
+    library.catalog().maintain(imagelake_engine::catalog::Maintenance::FULL).await.expect("indexes");
+    library.prune().await.expect("prune");
+    eprintln!("indexed in {:.1} s", started.elapsed().as_secs_f64());
+    library
 }
