@@ -132,7 +132,8 @@ pub struct ExecutorPorts {
 }
 
 /// Runs an executor of the scheduler at `scheduler` (`host:port`) for `library` until the
-/// process is stopped; shuffle files go to a folder of its own under `work`.
+/// process is stopped; shuffle files go to a folder of its own in the system's temporary
+/// folder, removed when it stops.
 pub async fn executor(
     library: Arc<Library>,
     scheduler: &str,
@@ -141,9 +142,11 @@ pub async fn executor(
     liveness: Liveness,
 ) -> Result<()> {
     let (scheduler_host, scheduler_port) = scheduler_address(scheduler)?;
+    // Shuffle files are the executor's, not the library's: `check` would take a folder in the
+    // library's tmp/ for a crashed writer's leftovers.
     let work = tempfile::Builder::new()
         .prefix("imagelake-executor-")
-        .tempdir_in(library.tmp())
+        .tempdir()
         .map_err(|e| ballista_error("the executor's work folder", e))?;
     let codec = codec(library).await?;
     let config = ExecutorProcessConfig {

@@ -15,6 +15,9 @@
 //! rows' and [`segmented::Expand`] above it, which makes the rows of the versions the session
 //! sees (committed, not deleted, readable) and of no others (see `segmented.rs`).
 //!
+//! A cluster's scheduler plans the same scans (`Tables::distributed`) with one difference:
+//! Lance's scan, which no codec carries to an executor, becomes `distributed::Fragments`.
+//!
 //! A session that may not read every image (see `access.rs`) sees the rows of the images it
 //! may read and no others: `images` holds only those, and every other table's scan is wrapped
 //! in [`Visible`], which drops the rest before anything the statement computes sees a row.
