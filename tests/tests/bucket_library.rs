@@ -1,11 +1,11 @@
 //! A whole library on a bucket (`-L s3://BUCKET/PREFIX`), driven through the CLI against the
 //! S3-compatible server the tests run: writer processes racing on one name, a writer stopped
 //! past its lease while gc runs, checkins killed at each phase, a checkout through a repack,
-//! gc racing checkins, and every command once.
+//! gc racing checkins, every command once, and `serve` to the ADBC Flight SQL driver.
 
 use imagelake_engine::storage::{Bucket, S3Settings};
 use imagelake_tests::s3::{self, S3Server};
-use imagelake_tests::{assert_same_bytes, imagelake_bin, mkfs_ext, run, unique_bytes};
+use imagelake_tests::{assert_same_bytes, imagelake_bin, mkfs_ext, run, unique_bytes, venv_python};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -306,6 +306,9 @@ fn every_command_works_on_a_bucket_library() {
     assert!(!gone.status.success(), "base@3 has no /srv/data.bin");
     let cloned = setup.json(&["clone", "base@1", "copy"]);
     assert_eq!(cloned["version"], 1, "{cloned}");
+    // Patch: diff(base@1, base@2) carried onto the clone.
+    run(cli().args(["patch", "copy", "base@1", "base@2"]));
+    assert_eq!(run(cli().args(["cat", "copy@2", "/etc/motd"])), "edited on a bucket\n");
     let log = run(cli().args(["log", "base"]));
     assert!(log.contains("replace_content") && log.contains("remove"), "{log}");
 
@@ -327,7 +330,7 @@ fn every_command_works_on_a_bucket_library() {
     assert_eq!(gc["purged"], serde_json::json!(["base@3"]), "{gc}");
     run(cli().args(["repack"]));
     setup.assert_checkout("base@2", &before);
-    setup.assert_checkout("copy", &image);
+    setup.assert_checkout("copy@1", &image);
 
     // Users and grants: in the bucket's access.json.
     let mut add = cli().args(["user", "add", "ana"]).stdin(Stdio::piped()).spawn().unwrap();
@@ -350,6 +353,55 @@ fn every_command_works_on_a_bucket_library() {
     assert_eq!(checked["problems"], serde_json::json!([]), "{checked}");
     run(cli().args(["check", "--reclaim"]));
     assert_intact(&setup.json(&["verify"]));
+}
+
+/// `serve` on a bucket library: the ADBC Flight SQL driver logs in as a user whose grant (in
+/// the bucket's access.json) covers one of two images, and sees that image alone: its row,
+/// its file's content, and the other image answering as a missing one.
+#[test]
+fn serve_on_a_bucket_answers_adbc_within_the_grants() {
+    let setup = Setup::new("served");
+    let cli = || setup.cli();
+    for name in ["web", "db"] {
+        let tree = setup.path(&format!("{name}-tree"));
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/hostname"), format!("{name}\n")).unwrap();
+        let image = setup.path(&format!("{name}.img"));
+        mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+        run(cli().arg("checkin").arg(&image).args(["--name", name]));
+    }
+    let mut add = cli().args(["user", "add", "ana"]).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(add.stdin.as_mut().unwrap(), b"a long enough password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    run(cli().args(["grant", "ana", "read", "on", "web"]));
+
+    let mut serve = cli().args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let uri = line.trim().strip_prefix("listening on ").map(str::to_string);
+    let script = r#"
+import sys
+import adbc_driver_flightsql.dbapi as flightsql
+login = {"username": "ana", "password": "a long enough password"}
+with flightsql.connect(sys.argv[1], db_kwargs=login, autocommit=True) as conn:
+    cur = conn.cursor()
+    cur.execute("SELECT name, version FROM images ORDER BY name")
+    print(cur.fetchall())
+    cur.execute("SELECT read_text('web', '/etc/hostname')")
+    print(cur.fetchall())
+    try:
+        cur.execute("SELECT * FROM ls('db', '/')")
+        print("db is visible", cur.fetchall())
+    except Exception as e:
+        print("db:", "no image" in str(e) or "not found" in str(e).lower())
+"#;
+    let out = uri.as_ref().map(|uri| Command::new(venv_python()).arg("-c").arg(script).arg(uri).output().unwrap());
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let out = out.unwrap_or_else(|| panic!("serve printed {line:?}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["[('web', 1)]", "[('web\\n',)]", "db: True"], "{text}");
 }
 
 /// A verify report (the command succeeds only then) that found nothing damaged.
