@@ -9,6 +9,7 @@ use crate::password;
 use crate::print::{self, report};
 use crate::progress;
 use crate::repl;
+use anyhow::Context;
 use imagelake_engine::access::{Pattern, Right};
 use imagelake_engine::{CheckinOptions, CheckoutOptions, ExportOptions, Library, RepackOptions};
 use std::io::{IsTerminal, Write};
@@ -284,6 +285,8 @@ async fn announce(
     address: std::net::SocketAddr,
     stdout: &mut Stdout,
 ) -> anyhow::Result<()> {
+    // Another process on the address would answer the probe below: refuse it first.
+    drop(std::net::TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?);
     tokio::pin!(run);
     loop {
         tokio::select! {
