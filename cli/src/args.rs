@@ -281,6 +281,12 @@ pub enum Command {
         /// How long a login's token stays valid: 30s, 15m, 12h, 7d.
         #[arg(long, value_name = "DURATION", default_value = "12h", value_parser = duration)]
         token_ttl: std::time::Duration,
+        /// Send users' questions to the Ballista cluster whose scheduler is at HOST:PORT
+        /// (`imagelake cluster scheduler`), which answers within each user's grants; commands
+        /// still run here. The cluster's ports do not authenticate: keep them where only this
+        /// server and the cluster's operators reach them.
+        #[arg(long, value_name = "HOST:PORT")]
+        cluster: Option<String>,
     },
 }
 

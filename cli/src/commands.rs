@@ -227,7 +227,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sql { command, file, format, cluster } => {
             let session = match cluster {
-                Some(scheduler) => imagelake_cluster::session(library.clone(), &scheduler).await?,
+                Some(scheduler) => {
+                    imagelake_cluster::session(library.clone(), imagelake_sql::Access::owner(), &scheduler).await?
+                }
                 None => imagelake_sql::Session::open(library.clone()).await?,
             };
             let session = Arc::new(session);
@@ -240,12 +242,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             repl::run(session, input, format, &cli.library, &mut stdout).await?;
         }
         Command::Cluster { role } => cluster(library.clone(), role, &mut stdout).await?,
-        Command::Serve { listen, data_roots, tls_cert, tls_key, tls_client_ca, token_ttl } => {
+        Command::Serve { listen, data_roots, tls_cert, tls_key, tls_client_ca, token_ttl, cluster } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(imagelake_server::Tls { cert, key, client_ca: tls_client_ca }),
                 _ => None,
             };
-            let options = imagelake_server::Options { listen, data_roots, tls, token_ttl };
+            let options = imagelake_server::Options { listen, data_roots, tls, token_ttl, cluster };
             let server = imagelake_server::bind(library.clone(), options).await?;
             // The one line a supervisor or a test waits for, out before the first request.
             writeln!(stdout, "listening on {}", server.url())?;

@@ -6,8 +6,9 @@
 //! functions) and sends its logical plan to the scheduler; the scheduler plans it physically
 //! against the library (catalog scans become fragment reads pinned to the table versions it
 //! planned against) and hands its stages to the executors, which read the catalog themselves.
-//! `imagelake_sql::distributed::Codec` carries what is imagelake's in those plans; Ballista's
-//! own codecs the rest. Commands (`checkin(...)`, edits, gc) run in the client's process.
+//! `imagelake_sql::distributed::Codec` carries what is imagelake's in those plans, and who
+//! asks (the owner, or a user of `serve --cluster`); Ballista's own codecs the rest. Commands
+//! (`checkin(...)`, edits, gc) run in the client's process.
 
 use ballista::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::UpdateTaskStatusParams;
@@ -70,21 +71,19 @@ fn ballista_error(what: &str, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("{what}: {e}"))
 }
 
-async fn codec(library: Arc<Library>) -> Result<Arc<Codec>> {
+fn codec(library: Arc<Library>) -> Arc<Codec> {
     let logical = Arc::new(BallistaLogicalExtensionCodec::default());
     let physical = Arc::new(BallistaPhysicalExtensionCodec::default());
-    Ok(Arc::new(Codec::new(library, logical, physical).await?))
+    Arc::new(Codec::new(library, logical, physical))
 }
 
 /// Runs a scheduler on `address` for `library` until the process is stopped.
 pub async fn scheduler(library: Arc<Library>, address: SocketAddr, liveness: Liveness) -> Result<()> {
-    let codec = codec(library).await?;
-    let sessions = codec.clone();
+    let codec = codec(library);
     let config = SchedulerConfig {
         bind_host: address.ip().to_string(),
         bind_port: address.port(),
         external_host: address.ip().to_string(),
-        override_session_builder: Some(Arc::new(move |config| sessions.session_state(config))),
         override_logical_codec: Some(codec.clone()),
         override_physical_codec: Some(codec),
         executor_timeout_seconds: liveness.timeout.as_secs().max(1),
@@ -148,7 +147,7 @@ pub async fn executor(
         .prefix("imagelake-executor-")
         .tempdir()
         .map_err(|e| ballista_error("the executor's work folder", e))?;
-    let codec = codec(library).await?;
+    let codec = codec(library);
     let config = ExecutorProcessConfig {
         bind_host: ports.flight.ip().to_string(),
         external_host: Some(ports.flight.ip().to_string()),
@@ -180,12 +179,13 @@ fn scheduler_address(url: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
-/// A SQL session of the library's owner whose questions run on the cluster whose scheduler is
-/// at `scheduler` (`host:port`); its commands run in this process.
-pub async fn session(library: Arc<Library>, scheduler: &str) -> Result<Session> {
+/// A SQL session of `access` (the library's owner, or a server's user) whose questions run on
+/// the cluster whose scheduler is at `scheduler` (`host:port`), within the same grants; its
+/// commands run in this process.
+pub async fn session(library: Arc<Library>, access: Access, scheduler: &str) -> Result<Session> {
     let (host, port) = scheduler_address(scheduler)?;
     let url = format!("http://{host}:{port}");
-    let codec = codec(library.clone()).await?;
+    let codec = codec(library.clone());
     let state = move |config: datafusion::prelude::SessionConfig| -> Result<SessionState> {
         let config = config
             .upgrade_for_ballista()
@@ -194,5 +194,5 @@ pub async fn session(library: Arc<Library>, scheduler: &str) -> Result<Session> 
         let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
         state.upgrade_for_ballista(url)
     };
-    Session::open_in(library, Access::owner(), state).await
+    Session::open_in(library, access, state).await
 }

@@ -36,6 +36,9 @@ pub struct Options {
     pub tls: Option<Tls>,
     /// How long a token from the handshake stays valid.
     pub token_ttl: Duration,
+    /// The scheduler (`HOST:PORT`) of the Ballista cluster that answers users' questions
+    /// within their grants; None answers them in this process.
+    pub cluster: Option<String>,
 }
 
 /// PEM files: the server's certificate chain and key, and, to require client certificates,
@@ -68,7 +71,7 @@ pub async fn bind(library: Arc<Library>, options: Options) -> Result<Bound> {
     let addr = listener
         .local_addr()
         .map_err(|error| Error::Io { context: format!("listening on {}", options.listen), error })?;
-    let service = service::Service::new(library, options.data_roots, options.token_ttl)?;
+    let service = service::Service::new(library, options.data_roots, options.token_ttl, options.cluster)?;
     Ok(Bound { listener, addr, tls, service })
 }
 

@@ -60,6 +60,8 @@ pub struct Service {
     /// The parameters last bound to each prepared statement, for clients that keep using the
     /// handle they had before the DoPut (the handle DoPut returns carries them itself).
     bound: Kept<Arc<Vec<u8>>>,
+    /// The scheduler of the cluster that answers questions, if any.
+    cluster: Option<String>,
 }
 
 impl Service {
@@ -67,6 +69,7 @@ impl Service {
         library: Arc<Library>,
         data_roots: Vec<PathBuf>,
         token_ttl: Duration,
+        cluster: Option<String>,
     ) -> imagelake_engine::Result<Service> {
         let signer = Signer::new().map_err(|e| imagelake_engine::Error::Internal(format!("no random numbers: {e}")))?;
         Ok(Service {
@@ -78,6 +81,7 @@ impl Service {
             running: Arc::default(),
             memo: Memo::default(),
             bound: Kept::default(),
+            cluster,
         })
     }
 
@@ -95,7 +99,11 @@ impl Service {
             return Ok(session);
         }
         let access = Access { principal: caller.principal.clone(), data_roots: Some(self.data_roots.clone()) };
-        let session = Arc::new(Session::open_as(self.library.clone(), access).await.map_err(|e| status(&e))?);
+        let session = match &self.cluster {
+            Some(scheduler) => imagelake_cluster::session(self.library.clone(), access, scheduler).await,
+            None => Session::open_as(self.library.clone(), access).await,
+        };
+        let session = Arc::new(session.map_err(|e| status(&e))?);
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.insert(caller.name.clone(), (caller.principal.clone(), session.clone()));
         }

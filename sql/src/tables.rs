@@ -181,10 +181,21 @@ impl CatalogTable {
         self.table
     }
 
+    /// Who the table is read as.
+    pub fn access(&self) -> &Access {
+        &self.tables.access
+    }
+
     pub async fn new(tables: Arc<Tables>, table: &'static str) -> Result<CatalogTable> {
         let dataset = tables.open(table).await?;
         let schema = sql_schema(table, &datafusion::arrow::datatypes::Schema::from(dataset.schema()));
-        Ok(CatalogTable { tables, table, schema })
+        Ok(CatalogTable::with_schema(tables, table, schema))
+    }
+
+    /// The table whose SQL schema `schema` is already known: a scheduler's, as the plan it
+    /// was sent says.
+    pub fn with_schema(tables: Arc<Tables>, table: &'static str, schema: SchemaRef) -> CatalogTable {
+        CatalogTable { tables, table, schema }
     }
 
     /// The plan of a table stored in segments: the scan of its stored rows (`filters` that do

@@ -38,6 +38,7 @@ for variant in minbase postgresql; do
 done
 if ! ls "$cache"/debs/less_*.deb >/dev/null 2>&1; then
   mkdir -p "$cache/debs"
-  (cd "$cache/debs" && { apt-get download less 2>/dev/null || { apt-get update -qq && apt-get download less; }; })
+  # apt's progress goes to standard error: standard output is the tree's path alone.
+  (cd "$cache/debs" && { apt-get download less 2>/dev/null || { apt-get update -qq && apt-get download less; }; }) >&2
 fi
 echo "$tree"

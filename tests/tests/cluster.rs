@@ -2,7 +2,9 @@
 //! `imagelake cluster` process on loopback over the same library, answer every README
 //! question and the fleet's questions exactly as one `imagelake sql` process does; an executor
 //! killed in the middle of a question gives a clean error or the right answer, never a wrong
-//! one, and the cluster answers again with the executor left.
+//! one, and the cluster answers again with the executor left. A server's user asks through
+//! `serve --cluster` and gets what a server answering in its own process gives them, within
+//! their grants.
 //!
 //! The cluster's processes run with `IMAGELAKE_KEEP_ROWS=0`: every catalog table is read
 //! through Lance (fragments read at the planned table version in the executors, versions of
@@ -13,6 +15,7 @@ use imagelake_engine::catalog::Maintenance;
 use imagelake_tests::cluster::{Cluster, ask};
 use imagelake_tests::fleet;
 use imagelake_tests::questions::{self, readme_questions};
+use imagelake_tests::server::{Server, add_users};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -122,4 +125,104 @@ async fn a_cluster_answers_as_one_process_and_survives_a_killed_executor() {
     // The executor left answers alone once the scheduler has taken the other for dead.
     std::thread::sleep(Duration::from_secs(5));
     assert_same_answer(&cluster, "files by image, on the executor left", FILES_BY_IMAGE);
+}
+
+/// What a server's user asks, through `serve --cluster` and through a plain `serve`.
+const AS_A_USER: &[&str] = &[
+    "SELECT name, version FROM images ORDER BY name, version",
+    "SELECT i.name, i.version, count(*) AS files, sum(f.size) AS bytes FROM files f JOIN images i USING (image_id) \
+     GROUP BY i.name, i.version ORDER BY i.name, i.version",
+    "SELECT count(*) FROM packages",
+    "SELECT name, version FROM images WHERE name = 'plain'",
+    "SELECT i.name, i.version, read_text(i.name || '@' || i.version, '/etc/nginx/sites-enabled/default') \
+     FROM images i ORDER BY 1, 2",
+    "SELECT read_text('plain@1', '/etc/os-release')",
+    "SELECT read_text('nosuch@1', '/etc/os-release')",
+    "SELECT name, version, logical_bytes, data_bytes, unique_bytes, shared_bytes, unique_stored_bytes, files, \
+     packages, freed_if_deleted FROM image_stats('web@1', 'web@2')",
+    "SELECT entry, change, path FROM compare('web@1', 'web@2') ORDER BY entry, path",
+    "SELECT name, kind FROM ls('web@2', '/etc/nginx') ORDER BY name",
+    "SELECT * FROM ls('plain', '/')",
+    "SELECT * FROM ls('nosuch', '/')",
+    "SELECT count(*) FROM chunks",
+    "SELECT * FROM users()",
+];
+
+/// Asks each of `questions` as `user` of the server at `uri` with the ADBC Flight SQL driver;
+/// one line of JSON each: the rows, or what kind of error it was.
+fn ask_as(uri: &str, user: &str, password: &str, questions: &[&str]) -> Vec<String> {
+    let script = r#"
+import json, sys
+import adbc_driver_flightsql.dbapi as flightsql
+uri, user, password = sys.argv[1:4]
+login = {"username": user, "password": password}
+with flightsql.connect(uri, db_kwargs=login, autocommit=True) as conn:
+    for sql in json.load(sys.stdin):
+        cur = conn.cursor()
+        try:
+            cur.execute(sql)
+            print(json.dumps({"rows": cur.fetchall()}, default=str))
+        except Exception as e:
+            text = str(e)
+            kind = "missing" if "no image" in text else "denied" if "permission denied" in text else text
+            print(json.dumps({"error": kind}))
+        cur.close()
+"#;
+    let mut python = std::process::Command::new(imagelake_tests::venv_python())
+        .arg("-c")
+        .arg(script)
+        .args([uri, user, password])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let questions = serde_json::to_vec(questions).unwrap();
+    std::io::Write::write_all(&mut python.stdin.take().unwrap(), &questions).unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// `serve --cluster`: a user's questions go to the cluster and come back within their grants,
+/// exactly as a server answering in its own process answers them: the images they may not
+/// read are absent from every table, answer as missing in every function, and count in no
+/// figure (`image_stats` counts only the versions they see as sharing a chunk).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_on_a_cluster_answers_each_user_within_their_grants() {
+    let lib = imagelake_tests::Library::new();
+    questions::library(lib.dir.path()).await;
+    add_users(&lib, &[("ana", "a long enough password", false, &[("read", "web")])]);
+    let cluster = Cluster::start(&lib.path(), 2, &[("IMAGELAKE_KEEP_ROWS", "0")]);
+    let log = |name: &str| lib.dir.path().join(name);
+    let served = Server::with_args(&lib, &["--cluster".into(), cluster.scheduler.clone().into()], log("cluster.log"));
+    let alone = Server::with_args(&lib, &[], log("alone.log"));
+
+    // The server's questions do go to the cluster.
+    let explain = ask_as(&served.uri, "ana", "a long enough password", &["EXPLAIN SELECT count(*) FROM files"]);
+    assert!(explain[0].contains("distributed_plan") && explain[0].contains("Fragments: files"), "{explain:?}");
+
+    let on_cluster = ask_as(&served.uri, "ana", "a long enough password", AS_A_USER);
+    let in_process = ask_as(&alone.uri, "ana", "a long enough password", AS_A_USER);
+    assert_eq!(on_cluster.len(), AS_A_USER.len(), "{on_cluster:?}");
+    for ((sql, cluster), alone) in AS_A_USER.iter().zip(&on_cluster).zip(&in_process) {
+        assert_eq!(cluster, alone, "{sql}: the cluster and one process answer ana differently");
+    }
+    let answer = |sql: &str| &on_cluster[AS_A_USER.iter().position(|q| *q == sql).unwrap()];
+    assert_eq!(answer(AS_A_USER[0]), r#"{"rows": [["web", 1], ["web", 2]]}"#);
+    assert_eq!(answer(AS_A_USER[3]), r#"{"rows": []}"#);
+    assert_eq!(answer(AS_A_USER[5]), answer(AS_A_USER[6]), "a hidden image reads as a missing one");
+    assert_eq!(answer(AS_A_USER[10]), r#"{"error": "missing"}"#);
+    assert_eq!(answer(AS_A_USER[11]), r#"{"error": "missing"}"#);
+    assert_eq!(answer(AS_A_USER[13]), r#"{"error": "denied"}"#);
+    assert!(answer(AS_A_USER[8]).len() > 20 && answer(AS_A_USER[9]).contains("sites-enabled"));
+    // The library's owner sees plain's files, which ana's counts leave out.
+    let owner = one_process(
+        &lib.path(),
+        "SELECT count(*) FROM files WHERE image_id IN (SELECT image_id FROM images WHERE name = 'plain')",
+    );
+    assert_ne!(owner.lines().nth(1), Some("0"), "{owner}");
+    assert!(!answer(AS_A_USER[1]).contains("plain"));
+    served.stop();
+    alone.stop();
 }

@@ -1,8 +1,8 @@
 //! The codec of a cluster's plans (see the module docs): imagelake's tables, functions and plan
 //! nodes as protobuf messages, everything else left to the codec it wraps (Ballista's).
 
-use super::Called;
 use super::fragments::{Fragments, Read};
+use super::{Called, Scoped};
 use crate::access::Access;
 use crate::functions::{self, Lib};
 use crate::segmented::{Expand, Users};
@@ -12,19 +12,19 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
 use datafusion::common::{DataFusionError, Result, TableReference};
 use datafusion::datasource::TableProvider;
-use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
+use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::{Extension, LogicalPlan, ScalarUDF};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::logical_plan::from_proto::parse_exprs;
 use datafusion_proto::logical_plan::to_proto::serialize_exprs;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use datafusion_proto::protobuf::{LogicalExprNode, Schema as SchemaNode};
 use imagelake_engine::Library;
+use imagelake_engine::access::{Pattern, Principal, Right, User};
 use prost::Message;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What every message of ours starts with; anything else is the wrapped codec's.
 const MARK: &[u8] = b"imagelake\0";
@@ -40,6 +40,9 @@ struct TableNode {
     function: bool,
     #[prost(message, repeated, tag = "4")]
     args: Vec<LogicalExprNode>,
+    /// Who asks; absent for the library's owner.
+    #[prost(message, optional, tag = "5")]
+    user: Option<UserNode>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -102,20 +105,80 @@ struct VisibleNode {
     projection: Vec<u64>,
 }
 
-/// The codec of one process of a cluster serving one library. The library's owner asks the
-/// cluster's questions: a session of a server user is not sent to a cluster.
-pub struct Codec {
+/// Who asks a question: a server user, or (absent) the library's owner.
+#[derive(Clone, PartialEq, Message)]
+struct UserNode {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bool, tag = "2")]
+    admin: bool,
+    #[prost(message, repeated, tag = "3")]
+    grants: Vec<GrantNode>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GrantNode {
+    #[prost(string, tag = "1")]
+    right: String,
+    #[prost(string, tag = "2")]
+    pattern: String,
+}
+
+/// A scalar function that reads for someone (`read_text`, `read_bytes`).
+#[derive(Clone, PartialEq, Message)]
+struct ReaderNode {
+    #[prost(string, tag = "1")]
+    library: String,
+    #[prost(message, optional, tag = "2")]
+    user: Option<UserNode>,
+}
+
+fn user_node(access: &Access) -> Option<UserNode> {
+    match &access.principal {
+        Principal::Owner => None,
+        Principal::User(user) => Some(UserNode {
+            name: user.name.clone(),
+            admin: user.admin,
+            grants: user
+                .grants
+                .iter()
+                .map(|(right, pattern)| GrantNode { right: right.to_string(), pattern: pattern.to_string() })
+                .collect(),
+        }),
+    }
+}
+
+fn principal(user: Option<UserNode>) -> Result<Principal> {
+    let Some(user) = user else { return Ok(Principal::Owner) };
+    let grants = user
+        .grants
+        .into_iter()
+        .map(|g| Ok((Right::parse(&g.right)?, Pattern::parse(&g.pattern)?)))
+        .collect::<imagelake_engine::Result<_>>()
+        .map_err(|e| malformed("user", e))?;
+    Ok(Principal::User(User { name: user.name, admin: user.admin, grants }))
+}
+
+/// What a scheduler or executor answers one principal with: their tables and functions.
+struct Scope {
     lib: Lib,
-    /// The catalog tables as a scheduler plans them.
-    tables: HashMap<&'static str, Arc<dyn TableProvider>>,
+    tables: Arc<Tables>,
     functions: HashMap<&'static str, Arc<dyn TableFunctionImpl>>,
+}
+
+/// The codec of one process of a cluster serving one library (see the module docs).
+pub struct Codec {
+    library: Arc<Library>,
+    /// Each principal's scope, by user name (None for the owner), made again when their
+    /// grants change.
+    scopes: Mutex<HashMap<Option<String>, Arc<Scope>>>,
     logical: Arc<dyn LogicalExtensionCodec>,
     physical: Arc<dyn PhysicalExtensionCodec>,
 }
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Codec({})", self.lib.library.location())
+        write!(f, "Codec({})", self.library.location())
     }
 }
 
@@ -125,36 +188,41 @@ fn malformed(what: &str, e: impl std::fmt::Display) -> DataFusionError {
 
 impl Codec {
     /// The codec of a process serving `library`, wrapping `logical` and `physical` (Ballista's).
-    pub async fn new(
+    pub fn new(
         library: Arc<Library>,
         logical: Arc<dyn LogicalExtensionCodec>,
         physical: Arc<dyn PhysicalExtensionCodec>,
-    ) -> Result<Codec> {
-        let access = Arc::new(Access::owner());
-        let shared = Tables::distributed(library.clone(), access.clone());
-        let mut tables: HashMap<&'static str, Arc<dyn TableProvider>> = HashMap::new();
-        for table in imagelake_engine::catalog::TABLES {
-            tables.insert(table, Arc::new(CatalogTable::new(shared.clone(), table).await?));
-        }
-        let lib = Lib { library, access };
-        let functions = functions::read_table_functions(&lib).into_iter().collect();
-        Ok(Codec { lib, tables, functions, logical, physical })
+    ) -> Codec {
+        Codec { library, scopes: Mutex::default(), logical, physical }
     }
 
-    /// A scheduler's session: its catalog tables and functions, for the read table functions
-    /// that run SQL of their own while the scheduler plans.
-    pub fn session_state(&self, config: SessionConfig) -> Result<SessionState> {
-        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
-        let ctx = SessionContext::new_with_state(state);
-        for (table, provider) in &self.tables {
-            ctx.register_table(TableReference::bare(*table), provider.clone())?;
+    /// The scope of the principal a message names.
+    fn scope(&self, user: Option<UserNode>) -> Result<Arc<Scope>> {
+        let principal = principal(user)?;
+        let key = match &principal {
+            Principal::Owner => None,
+            Principal::User(user) => Some(user.name.clone()),
+        };
+        let mut scopes =
+            self.scopes.lock().map_err(|_| DataFusionError::Internal("a codec's lock is poisoned".into()))?;
+        if let Some(scope) = scopes.get(&key).filter(|s| s.lib.access.principal == principal) {
+            return Ok(scope.clone());
         }
-        functions::register(&ctx, &self.lib);
-        Ok(ctx.state())
+        let access = Arc::new(match principal {
+            Principal::Owner => Access::owner(),
+            // A cluster reads no host files for a server's user.
+            user => Access { principal: user, data_roots: Some(Vec::new()) },
+        });
+        let lib = Lib { library: self.library.clone(), access };
+        let tables = Tables::distributed(lib.library.clone(), lib.access.clone());
+        let functions = functions::read_table_functions(&lib).into_iter().collect();
+        let scope = Arc::new(Scope { lib, tables, functions });
+        scopes.insert(key, scope.clone());
+        Ok(scope)
     }
 
     fn location(&self) -> String {
-        self.lib.library.location()
+        self.library.location()
     }
 
     /// Refuses a plan made against another library than this process serves.
@@ -175,6 +243,32 @@ impl Codec {
     fn write(message: &impl Message, buf: &mut Vec<u8>) -> Result<()> {
         buf.extend_from_slice(MARK);
         message.encode(buf).map_err(|e| DataFusionError::Internal(format!("encoding a plan: {e}")))
+    }
+
+    /// `read_text` and `read_bytes` with whom they read for; None for a function not ours.
+    fn encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Option<Result<()>> {
+        let access = functions::reads_for(node)?;
+        Some(Codec::write(&ReaderNode { library: self.location(), user: user_node(access) }, buf))
+    }
+
+    /// One of imagelake's scalar functions: `read_text` and `read_bytes` reading for the
+    /// principal their message names (never without one), `version_cmp` by its name alone;
+    /// None for a function not ours.
+    fn decode_udf(&self, name: &str, buf: &[u8]) -> Option<Result<Arc<ScalarUDF>>> {
+        let lib = match Codec::ours(buf) {
+            Some(ours) => {
+                let scope = ReaderNode::decode(ours).map_err(|e| malformed("function", e)).and_then(|node| {
+                    self.check_library(&node.library)?;
+                    self.scope(node.user)
+                });
+                match scope {
+                    Ok(scope) => scope.lib.clone(),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            None => return functions::pure_scalar_function(name).map(|udf| Ok(Arc::new(udf))),
+        };
+        functions::read_scalar_function(&lib, name).map(|udf| Ok(Arc::new(udf)))
     }
 
     fn decode_plan(
@@ -200,14 +294,14 @@ impl Codec {
                     groups: f.groups.into_iter().map(|g| g.fragments).collect(),
                     schema: schema(f.schema)?,
                 };
-                Ok(Arc::new(Fragments::new(self.lib.library.clone(), read)))
+                Ok(Arc::new(Fragments::new(self.library.clone(), read)))
             }
             Node::Expand(e) => {
                 let manifest = imagelake_engine::catalog::MANIFESTS
                     .iter()
                     .find(|m| **m == e.manifest)
                     .ok_or_else(|| malformed("plan", format!("no table {} is stored in segments", e.manifest)))?;
-                let users = Users::later(self.lib.library.clone(), manifest, Arc::new(e.shown.into_iter().collect()));
+                let users = Users::later(self.library.clone(), manifest, Arc::new(e.shown.into_iter().collect()));
                 Ok(Expand::over(input()?, users, schema(e.schema)?))
             }
             Node::Visible(v) => {
@@ -239,16 +333,22 @@ impl LogicalExtensionCodec for Codec {
         };
         let node = TableNode::decode(ours).map_err(|e| malformed("table", e))?;
         self.check_library(&node.library)?;
+        let scope = self.scope(node.user)?;
         if !node.function {
-            return self.tables.get(node.name.as_str()).cloned().ok_or_else(|| malformed("table", node.name));
+            let table = imagelake_engine::catalog::TABLES
+                .iter()
+                .find(|t| **t == node.name)
+                .ok_or_else(|| malformed("table", &node.name))?;
+            return Ok(Arc::new(CatalogTable::with_schema(scope.tables.clone(), table, schema)));
         }
-        let function = self.functions.get(node.name.as_str()).ok_or_else(|| malformed("function", &node.name))?;
+        let function = scope.functions.get(node.name.as_str()).ok_or_else(|| malformed("function", &node.name))?;
         let args = parse_exprs(&node.args, ctx, self).map_err(|e| malformed("function's arguments", e))?;
         let state = SessionStateBuilder::new()
             .with_config(ctx.session_config().clone())
             .with_runtime_env(ctx.runtime_env())
             .build();
-        function.call_with_args(TableFunctionArgs::new(&args, &state))
+        let table = function.call_with_args(TableFunctionArgs::new(&args, &state))?;
+        Ok(Arc::new(Scoped { table, lib: scope.lib.clone() }))
     }
 
     fn try_encode_table_provider(
@@ -259,10 +359,11 @@ impl LogicalExtensionCodec for Codec {
     ) -> Result<()> {
         let library = self.location();
         let message = if let Some(table) = node.downcast_ref::<CatalogTable>() {
-            TableNode { library, name: table.name().to_string(), function: false, args: Vec::new() }
+            let (name, user) = (table.name().to_string(), user_node(table.access()));
+            TableNode { library, name, function: false, args: Vec::new(), user }
         } else if let Some(called) = node.downcast_ref::<Called>() {
             let args = serialize_exprs(&called.args, self)?;
-            TableNode { library, name: called.function.clone(), function: true, args }
+            TableNode { library, name: called.function.clone(), function: true, args, user: user_node(&called.access) }
         } else {
             return self.logical.try_encode_table_provider(table_ref, node, buf);
         };
@@ -270,10 +371,11 @@ impl LogicalExtensionCodec for Codec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match functions::read_scalar_function(&self.lib, name) {
-            Some(udf) => Ok(Arc::new(udf)),
-            None => self.logical.try_decode_udf(name, buf),
-        }
+        self.decode_udf(name, buf).unwrap_or_else(|| self.logical.try_decode_udf(name, buf))
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.encode_udf(node, buf).unwrap_or_else(|| self.logical.try_encode_udf(node, buf))
     }
 }
 
@@ -323,9 +425,10 @@ impl PhysicalExtensionCodec for Codec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match functions::read_scalar_function(&self.lib, name) {
-            Some(udf) => Ok(Arc::new(udf)),
-            None => self.physical.try_decode_udf(name, buf),
-        }
+        self.decode_udf(name, buf).unwrap_or_else(|| self.physical.try_decode_udf(name, buf))
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.encode_udf(node, buf).unwrap_or_else(|| self.physical.try_encode_udf(node, buf))
     }
 }

@@ -120,15 +120,25 @@ pub fn read_scalar_function(lib: &Lib, name: &str) -> Option<datafusion::logical
     match name {
         "read_text" => Some(read::read_file(lib, false)),
         "read_bytes" => Some(read::read_file(lib, true)),
-        "version_cmp" => Some(version::version_cmp()),
-        _ => None,
+        _ => pure_scalar_function(name),
     }
+}
+
+/// The scalar function of `name` whose answer depends on its arguments alone (`version_cmp`).
+pub fn pure_scalar_function(name: &str) -> Option<datafusion::logical_expr::ScalarUDF> {
+    (name == "version_cmp").then(version::version_cmp)
+}
+
+/// Whom a scalar function of [`read_scalar_function`] reads for, when what it returns depends
+/// on it (`read_text` and `read_bytes`; not `version_cmp`).
+pub fn reads_for(udf: &datafusion::logical_expr::ScalarUDF) -> Option<&Arc<Access>> {
+    udf.inner().downcast_ref::<read::ReadFile>().map(|f| &f.lib.access)
 }
 
 /// Registers every function on `ctx`.
 pub fn register(ctx: &SessionContext, lib: &Lib) {
     for (name, function) in read_table_functions(lib) {
-        ctx.register_udtf(name, Arc::new(crate::distributed::Remembered::new(name, function)));
+        ctx.register_udtf(name, Arc::new(crate::distributed::Remembered::new(name, function, lib.access.clone())));
     }
     read::register(ctx, lib);
     commands::register(ctx, lib);

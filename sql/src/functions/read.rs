@@ -307,8 +307,8 @@ impl TableFunctionImpl for ImageStats {
 /// `read_text(image, path)` and `read_bytes(image, path)`: a file's content, per row. A path
 /// the image does not have reads as NULL, so one query can ask every image.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct ReadFile {
-    lib: Lib,
+pub(super) struct ReadFile {
+    pub(super) lib: Lib,
     binary: bool,
     signature: Signature,
 }
