@@ -10,6 +10,7 @@ packages=(
   dosfstools mtools   # mkfs.vfat, mcopy: EFI system partitions in tests
   qemu-utils          # qemu-img: qcow2 test images, convert oracle
   rpm                 # rpmbuild and rpm: real rpm databases in tests
+  python3-rpm         # rpm.labelCompare: the oracle of rpm's version order
   db5.3-util          # db5.3_load: Berkeley DB rpm databases made by the Berkeley DB library
   liblua5.3-dev libpopt-dev libgcrypt20-dev libmagic-dev libsqlite3-dev libzstd-dev \
     libbz2-dev liblzma-dev zlib1g-dev pkg-config  # building rpm with NDB (scripts/rpm-ndb.sh)

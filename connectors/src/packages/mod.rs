@@ -1,12 +1,13 @@
 //! Package databases: dpkg (Debian, Ubuntu), rpm (Fedora, RHEL, openSUSE) and apk (Alpine).
 //! Each reader turns a database's bytes into [`Package`]s; where the database lives in a root
-//! filesystem is each module's `*_PATH`.
+//! filesystem is each module's `*_PATH`; `versions` holds each manager's version order.
 
 pub mod apk;
 mod bdb;
 pub mod dpkg;
 mod ndb;
 pub mod rpm;
+pub mod versions;
 
 /// An installed package, whichever manager installed it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,6 @@ use imagelake_engine::catalog::ImageRow;
 use std::sync::Arc;
 
 pub use commands::Commands;
-pub use version::compare_versions;
 
 /// The library and who the session runs as, shared by every function of a session.
 /// Functions must be `Eq` and `Hash` for DataFusion; two handles are equal when they are the

@@ -124,8 +124,8 @@ fn compare_sql(a: i64, b: i64) -> String {
         UNION ALL
         SELECT 'package',
           CASE WHEN pa.name IS NULL THEN 'added' WHEN pb.name IS NULL THEN 'removed'
-               WHEN version_cmp(pa.version, pb.version) < 0 THEN 'upgraded'
-               WHEN version_cmp(pa.version, pb.version) > 0 THEN 'downgraded' ELSE 'modified' END,
+               WHEN version_cmp(pa.version, pb.version, pa.manager) < 0 THEN 'upgraded'
+               WHEN version_cmp(pa.version, pb.version, pa.manager) > 0 THEN 'downgraded' ELSE 'modified' END,
           NULL, NULL, coalesce(pb.name, pa.name), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
           NULL, NULL, NULL, NULL, pa.version AS old_version, pb.version AS new_version
         FROM pa FULL OUTER JOIN pb ON pa.manager = pb.manager AND pa.name = pb.name AND pa.arch = pb.arch
