@@ -3,8 +3,8 @@
 //!
 //! - [`dpkg`]: `[epoch:]upstream[-revision]` (Debian policy 5.6.12, `dpkg --compare-versions`).
 //! - [`rpm`]: `[epoch:]version[-release]` (rpm's `rpmvercmp` on each part, as `labelCompare`).
-//! - [`apk`]: `digits{.digits}[letter]{_suffix[digits]}[-rN]` (apk-tools' order, Gentoo's
-//!   scheme); a version apk would refuse compares as text.
+//! - [`apk`]: `digits{.digits}[letter]{_suffix[digits]}[~hash][-rN]` (apk-tools 3's order);
+//!   a version apk refuses is compared as apk does, up to where it goes wrong.
 //!
 //! Every function is total: any two strings compare, none panics or allocates without bound.
 
@@ -283,19 +283,19 @@ pub fn apk(a: &str, b: &str) -> Ordering {
     }
 }
 
-/// True when apk accepts `version`.
-pub fn apk_valid(version: &str) -> bool {
-    let mut rest = version.as_bytes();
-    let mut token = apk_token(None, &mut rest);
-    while token.kind < Kind::End {
-        token = apk_token(Some(token.kind), &mut rest);
-    }
-    token.kind == Kind::End
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// True when apk accepts `version`.
+    fn apk_valid(version: &str) -> bool {
+        let mut rest = version.as_bytes();
+        let mut token = apk_token(None, &mut rest);
+        while token.kind < Kind::End {
+            token = apk_token(Some(token.kind), &mut rest);
+        }
+        token.kind == Kind::End
+    }
 
     fn assert_order(order: fn(&str, &str) -> Ordering, older: &str, newer: &str) {
         assert_eq!(order(older, newer), Ordering::Less, "{older} < {newer}");
