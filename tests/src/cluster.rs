@@ -25,36 +25,54 @@ impl Cluster {
     /// Starts a scheduler and `executors` executors (two tasks each) over `library`, with
     /// `env` set in each.
     pub fn start(library: &Path, executors: usize, env: &[(&str, &str)]) -> Cluster {
-        let scheduler = format!("127.0.0.1:{}", free_port());
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cluster =
-            Cluster { library: library.to_path_buf(), scheduler: scheduler.clone(), processes: Vec::new(), env };
-        cluster.spawn(&["scheduler", "--listen", &scheduler, "--executor-timeout", "4s"]);
+            Cluster { library: library.to_path_buf(), scheduler: String::new(), processes: Vec::new(), env };
+        cluster.scheduler = cluster.spawn(|| {
+            let scheduler = format!("127.0.0.1:{}", free_port());
+            let args = vec!["scheduler".into(), "--listen".into(), scheduler.clone()];
+            (args.into_iter().chain(["--executor-timeout".into(), "4s".into()]).collect(), scheduler)
+        });
         for _ in 0..executors {
-            let (flight, grpc) = (format!("127.0.0.1:{}", free_port()), free_port().to_string());
-            let args = ["executor", "--scheduler", &scheduler, "--listen", &flight, "--grpc-port", &grpc];
-            cluster.spawn(&[&args[..], &["--tasks", "2", "--heartbeat", "1s"]].concat());
+            let scheduler = cluster.scheduler.clone();
+            cluster.spawn(|| {
+                let (flight, grpc) = (format!("127.0.0.1:{}", free_port()), free_port().to_string());
+                let args = ["executor", "--scheduler", &scheduler, "--listen", &flight, "--grpc-port", &grpc];
+                let args = args.into_iter().chain(["--tasks", "2", "--heartbeat", "1s"]);
+                (args.map(String::from).collect(), flight)
+            });
         }
         // Executors register with the scheduler once they listen.
         std::thread::sleep(Duration::from_secs(2));
         cluster
     }
 
-    /// Starts `imagelake cluster ARGS` and waits for its `listening on` line.
-    fn spawn(&mut self, args: &[&str]) {
-        let mut child = Command::new(imagelake_bin())
-            .arg("-L")
-            .arg(&self.library)
-            .arg("cluster")
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.starts_with("listening on "), "cluster {args:?} printed {line:?}");
-        self.processes.push(child);
+    /// Starts `imagelake cluster ARGS` and waits for its `listening on` line; returns the
+    /// address `args` gave. A port free when picked can be taken before the process binds it
+    /// (by any outgoing connection: they draw from the same range), so a process that cannot
+    /// listen (exit 4) is started again on ports picked anew.
+    fn spawn(&mut self, args: impl Fn() -> (Vec<String>, String)) -> String {
+        for _ in 0..5 {
+            let (args, address) = args();
+            let mut child = Command::new(imagelake_bin())
+                .arg("-L")
+                .arg(&self.library)
+                .arg("cluster")
+                .args(&args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+            if line.starts_with("listening on ") {
+                self.processes.push(child);
+                return address;
+            }
+            let status = child.wait().unwrap();
+            assert_eq!(status.code(), Some(4), "cluster {args:?} printed {line:?} and ended with {status}");
+        }
+        panic!("no free port could be listened on in 5 tries")
     }
 
     pub fn ask(&self, sql: &str) -> Output {
