@@ -165,6 +165,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the software bill of materials of an image version from its stored inventory
+    /// (no image is read): CycloneDX JSON (1.6, or 1.5 with --spec-version) or SPDX 2.3 JSON,
+    /// the same bytes each time for the same version.
+    Sbom {
+        image: String,
+        /// cyclonedx or spdx.
+        #[arg(long, default_value = "cyclonedx")]
+        format: String,
+        /// 1.5 or 1.6 for CycloneDX, 2.3 for SPDX.
+        #[arg(long)]
+        spec_version: Option<String>,
+        /// Write to FILE instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// The packages added, removed, upgraded and downgraded (by each manager's version order)
+    /// between two image versions, with their purls.
+    SbomDiff {
+        old: String,
+        new: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Draw the tree of versions NAME belongs to: what made each version, who and when.
     Log {
         name: String,

@@ -154,6 +154,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = library.clone_image(&image, &new_name).await?;
             report(&mut stdout, json, &s, print::print_clone)?;
         }
+        Command::Sbom { image, format, spec_version, output } => {
+            let session = imagelake_sql::Session::open(library.clone()).await?;
+            let q = imagelake_sql::quote;
+            let spec = spec_version.map(|v| format!(", {}", q(&v))).unwrap_or_default();
+            let sql = format!("SELECT document FROM sbom({}, {}{spec})", q(&image), q(&format));
+            let answer = session.run(&sql).await.map_err(exit::sql)?;
+            let document = answer.batches.first().filter(|b| b.num_rows() == 1).map(|b| b.column(0));
+            let document = document.and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::StringArray>());
+            let document = document.context("sbom() returned no document")?.value(0);
+            match output {
+                Some(path) => write_replacing(&path, document.as_bytes())?,
+                None => stdout.write_all(document.as_bytes())?,
+            }
+        }
+        Command::SbomDiff { old, new, json } => {
+            let session = imagelake_sql::Session::open(library.clone()).await?;
+            let q = imagelake_sql::quote;
+            let sql = format!("SELECT * FROM sbom_diff({}, {})", q(&old), q(&new));
+            let answer = session.run(&sql).await.map_err(exit::sql)?;
+            let diff = imagelake_sql::sbom::diff_json(&answer.batches)?;
+            match json {
+                true => writeln!(stdout, "{}", serde_json::to_string_pretty(&diff)?)?,
+                false => print::print_sbom_diff(&mut stdout, &diff)?,
+            }
+        }
         Command::Log { name, json } => {
             let family = library.family(&name).await?;
             if json {
@@ -368,6 +393,18 @@ fn user(library: &Library, action: UserCommand, stdout: &mut Stdout) -> anyhow::
 }
 
 /// RIGHT ON PATTERN of `grant` and `revoke`.
+/// Writes `bytes` to `path` whole or not at all: into a file beside it, then renamed over it.
+fn write_replacing(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.imagelake-tmp", name.to_string_lossy()));
+    let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    let renamed = written.and_then(|_| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed.with_context(|| format!("writing {}", path.display()))
+}
+
 fn grant_words(right: &str, on: &str, pattern: &str) -> anyhow::Result<(Right, Pattern)> {
     if !on.eq_ignore_ascii_case("on") {
         return Err(exit::Error::usage(format!(

@@ -101,6 +101,17 @@ pub fn datafusion_kind(error: &DataFusionError) -> Option<Kind> {
     }
 }
 
+/// A statement a command ran for its work (not the shell's) failed: its root cause's words,
+/// and a missing or hidden image or a bad request as the user's (status 2).
+pub fn sql(error: DataFusionError) -> anyhow::Error {
+    use imagelake_sql::ErrorKind as Sql;
+    let kind = datafusion_kind(&error).unwrap_or(match imagelake_sql::error_kind(&error) {
+        Sql::NotFound | Sql::Denied | Sql::Invalid | Sql::Unsupported => Kind::Usage,
+        _ => Kind::Problem,
+    });
+    Error::of(kind, error.find_root().message().into_owned())
+}
+
 fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<Kind> {
     use imagelake_engine::Error as Engine;
     if let Some(e) = cause.downcast_ref::<Error>() {

@@ -412,3 +412,25 @@ pub fn print_users(
     }
     Ok(())
 }
+
+/// `sbom-diff`'s groups (see `imagelake_sql::sbom::diff_json`), one line per package.
+pub fn print_sbom_diff(out: &mut dyn Write, diff: &serde_json::Value) -> std::io::Result<()> {
+    let text = |entry: &serde_json::Value, key: &str| entry[key].as_str().unwrap_or("").to_string();
+    let mut any = false;
+    for change in ["added", "removed", "upgraded", "downgraded", "modified"] {
+        for entry in diff[change].as_array().into_iter().flatten() {
+            any = true;
+            let versions = match change {
+                "added" => text(entry, "new_version"),
+                "removed" => text(entry, "old_version"),
+                _ => format!("{} -> {}", text(entry, "old_version"), text(entry, "new_version")),
+            };
+            let name = format!("{}:{}", text(entry, "name"), text(entry, "arch"));
+            writeln!(out, "{change:<10} {:<5} {name:<40} {versions}", text(entry, "manager"))?;
+        }
+    }
+    if !any {
+        writeln!(out, "no package differs")?;
+    }
+    Ok(())
+}

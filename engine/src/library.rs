@@ -24,10 +24,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 4;
-/// The formats this build upgrades (on open, once): 2 lacks the catalog's checksums, and both
-/// store every version's `files` and `extents` rows whole rather than in shared segments.
-const UPGRADES_FROM: std::ops::RangeInclusive<u64> = 2..=3;
+pub const FORMAT_VERSION: u64 = 5;
+/// The formats this build upgrades (on open, once): 2 lacks the catalog's checksums, 2 and 3
+/// store every version's `files` and `extents` rows whole rather than in shared segments, and
+/// 2 to 4 lack the columns format 5 added to `packages`.
+const UPGRADES_FROM: std::ops::RangeInclusive<u64> = 2..=4;
+/// The first format whose `files` and `extents` are stored in segments.
+const SEGMENTED_FROM: u64 = 4;
 const MARKER: &str = "imagelake.json";
 
 /// Cheap to clone: clones share the catalog (its open datasets and caches).
@@ -167,13 +170,11 @@ impl Library {
                 read_marker()?.ok_or_else(|| lib_err(format!("{MARKER} vanished as it was written")))?
             }
         };
-        match parse_marker(&text, &location)? {
-            FORMAT_VERSION => {}
-            v => {
-                return Err(lib_err(format!(
-                    "format version {v}; this imagelake reads version {FORMAT_VERSION} on a bucket"
-                )));
-            }
+        let version = parse_marker(&text, &location)?;
+        if version != FORMAT_VERSION && version != 4 {
+            return Err(lib_err(format!(
+                "format version {version}; this imagelake reads version {FORMAT_VERSION} on a bucket"
+            )));
         }
         let tmp = match std::env::var_os("IMAGELAKE_SCRATCH") {
             Some(dir) => PathBuf::from(dir),
@@ -183,7 +184,17 @@ impl Library {
         };
         fs::create_dir_all(&tmp).io_context(|| format!("creating the scratch folder {}", tmp.display()))?;
         let catalog = Catalog::open(home.sub("catalog")).await?;
-        Ok(Library { packs: Packs(home.clone()), home, tmp, catalog: std::sync::Arc::new(catalog) })
+        let library = Library { packs: Packs(home.clone()), home, tmp, catalog: std::sync::Arc::new(catalog) };
+        if version == 4 {
+            // Once, with no writer, gc or repack between its read of the tables and its commit.
+            let _maintaining = library.maintaining().await?;
+            let text = read_marker()?.ok_or_else(|| lib_err(format!("{MARKER} vanished")))?;
+            if parse_marker(&text, &location)? == 4 {
+                catalog::upgrade::add_columns(library.catalog()).await?;
+                bucket.put(MARKER, marker().into_bytes()).io_context(|| format!("writing {}", bucket.url(MARKER)))?;
+            }
+        }
+        Ok(library)
     }
 
     /// Opens the library at `root`, creating it if the directory is absent or empty.
@@ -221,10 +232,13 @@ impl Library {
                 let home = Storage::Folder(root.to_path_buf());
                 let _lock = locks::library(&home)?;
                 let _writers = locks::writers(&home, true).await?;
-                if UPGRADES_FROM.contains(&format_version(root)?) {
-                    if !catalog::upgrade::finish(root)? {
+                let v = format_version(root)?;
+                if UPGRADES_FROM.contains(&v) {
+                    if v < SEGMENTED_FROM && !catalog::upgrade::finish(root)? {
                         catalog::upgrade::rewrite(root).await?;
                     }
+                    let catalog = Catalog::open(Storage::Folder(root.join("catalog"))).await?;
+                    catalog::upgrade::add_columns(&catalog).await?;
                     write_marker(root)?;
                 }
                 catalog::upgrade::remove_old(root)?;

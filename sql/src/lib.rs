@@ -20,6 +20,7 @@ pub mod distributed;
 pub mod functions;
 mod placeholders;
 mod plans;
+pub mod sbom;
 mod segmented;
 pub mod tables;
 mod visible;
@@ -27,6 +28,7 @@ mod visible;
 pub use access::{Access, Denied, ErrorKind, Missing, error_kind};
 use functions::Commands;
 use functions::commands::Command;
+pub use functions::quote;
 
 /// What a statement returned: its columns (none for statements such as `CREATE VIEW` or
 /// `SET`, which return nothing) and its rows.

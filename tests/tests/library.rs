@@ -40,13 +40,13 @@ fn a_library_is_a_versioned_directory() {
     lib.checkin(&img, "a");
     let marker = lib.path().join("imagelake.json");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
-    assert_eq!(meta["format_version"], 4);
+    assert_eq!(meta["format_version"], 5);
     // A library of another format version is refused, not misread.
     std::fs::write(&marker, r#"{"format": "imagelake-library", "format_version": 99}"#).unwrap();
     let out = lib.command().args(["sql", "-c", "SELECT 1"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("format version 99") && err.contains("reads version 4"), "{err}");
+    assert!(err.contains("format version 99") && err.contains("reads version 5"), "{err}");
     // A directory that holds something else is not taken over.
     let other = dir.path().join("tree");
     let out = Command::new(imagelake_tests::imagelake_bin())

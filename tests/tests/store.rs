@@ -337,6 +337,85 @@ fn downgrade_to_format_2(root: &Path) {
         std::fs::remove_dir_all(catalog.join("segments.lance")).unwrap();
         std::fs::remove_file(catalog.join("checksums")).unwrap();
     });
+    drop_package_columns(root);
+}
+
+/// The columns format 5 added to `packages`.
+const PACKAGE_COLUMNS: [&str; 5] = ["source_version", "epoch", "release", "source_rpm", "licenses"];
+
+/// Takes from the library at `root` the columns format 5 added to `packages`, as a library of
+/// format 4 lacks them.
+fn drop_package_columns(root: &Path) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let uri = root.join("catalog/packages.lance");
+        let mut dataset = lance::Dataset::open(uri.to_str().unwrap()).await.unwrap();
+        dataset.drop_columns(&PACKAGE_COLUMNS).await.unwrap();
+    });
+}
+
+/// A library of format 4 gains the columns format 5 added to `packages` when it is opened:
+/// the rows it had hold NULL there (their images are not read again), a new checkin fills
+/// them, and verify finds the catalog whole.
+#[test]
+fn a_format_4_library_gains_the_package_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let dpkg = tree.join("var/lib/dpkg");
+    std::fs::create_dir_all(&dpkg).unwrap();
+    std::fs::write(
+        dpkg.join("status"),
+        "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc (2.36-9)\n\
+         Version: 2.36-9+b1\n\nPackage: libc-bin\nStatus: install ok installed\nArchitecture: amd64\n\
+         Source: glibc\nVersion: 2.36-9\n",
+    )
+    .unwrap();
+    // libc-bin's documentation folder is a link to libc6's, as Debian makes such folders.
+    let doc = tree.join("usr/share/doc");
+    std::fs::create_dir_all(doc.join("libc6")).unwrap();
+    std::fs::write(
+        doc.join("libc6/copyright"),
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
+         Files: *\nLicense: LGPL-2.1+\n see /usr/share/common-licenses/LGPL-2.1\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("libc6", doc.join("libc-bin")).unwrap();
+    let image = dir.path().join("a.img");
+    mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+    let lib = Library::new();
+    lib.checkin(&image, "a");
+    // (JSON rows leave NULLs out: no epoch here.)
+    let question =
+        "SELECT name, version, source, source_version, epoch, licenses FROM packages ORDER BY image_id, name";
+    let filled = serde_json::json!([
+        {"name": "libc-bin", "version": "2.36-9", "source": "glibc", "source_version": "2.36-9",
+         "licenses": ["LGPL-2.1+", "LGPL-2.1"]},
+        {"name": "libc6", "version": "2.36-9+b1", "source": "glibc", "source_version": "2.36-9",
+         "licenses": ["LGPL-2.1+", "LGPL-2.1"]},
+    ]);
+    let rows = |lib: &Library| {
+        serde_json::Value::from(lib.sql(question).into_iter().map(serde_json::Value::from).collect::<Vec<_>>())
+    };
+    assert_eq!(rows(&lib), filled);
+
+    let root = lib.path();
+    let marker = root.join("imagelake.json");
+    let written = std::fs::read_to_string(&marker).unwrap();
+    drop_package_columns(&root);
+    std::fs::write(&marker, written.replace("\"format_version\": 5", "\"format_version\": 4")).unwrap();
+    let (out, report) = verify(&lib, None);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), written, "the marker says format 5 again");
+    let upgraded = rows(&lib);
+    for row in upgraded.as_array().unwrap() {
+        assert!(
+            row["version"].is_string() && row.get("source_version").is_none() && row.get("licenses").is_none(),
+            "{row}"
+        );
+    }
+    lib.checkin(&image, "a");
+    let both = rows(&lib);
+    assert_eq!(both.as_array().unwrap()[2..], filled.as_array().unwrap()[..], "{both}");
+    assert_intact(&lib, None);
 }
 
 /// A library of format 2 (before the catalog's checksums and shared segments) is upgraded
@@ -360,7 +439,7 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
     let root = lib.path();
     let marker = root.join("imagelake.json");
     let written = std::fs::read_to_string(&marker).unwrap();
-    assert!(written.contains("\"format_version\": 4"), "{written}");
+    assert!(written.contains("\"format_version\": 5"), "{written}");
     let questions = [
         "SELECT image_id, partition, path, kind, mode, size, mtime, inode, content_hash FROM files ORDER BY image_id, path",
         "SELECT image_id, disk_offset, length, kind, chunk_hash, content_hash FROM extents ORDER BY image_id, disk_offset",
@@ -371,10 +450,10 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
     lib.checkout("a@2", &before);
 
     downgrade_to_format_2(&root);
-    std::fs::write(&marker, written.replace("\"format_version\": 4", "\"format_version\": 2")).unwrap();
+    std::fs::write(&marker, written.replace("\"format_version\": 5", "\"format_version\": 2")).unwrap();
     let (out, report) = verify(&lib, None);
     assert!(out.status.success(), "{report}");
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), written, "the marker says format 4 again");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), written, "the marker says format 5 again");
     assert!(!root.join("catalog.old").exists() && !root.join("catalog.next").exists());
     for (question, answer) in questions.iter().zip(&answers) {
         assert_eq!(&lib.sql(question), answer, "{question}");
@@ -438,7 +517,7 @@ fn a_format_2_library_is_upgraded_once_and_an_unknown_format_refused() {
         Some(true)
     );
 
-    std::fs::write(&marker, written.replace("\"format_version\": 4", "\"format_version\": 9")).unwrap();
+    std::fs::write(&marker, written.replace("\"format_version\": 5", "\"format_version\": 9")).unwrap();
     let refused = lib.command().arg("verify").output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("format version 9"), "{stderr}");

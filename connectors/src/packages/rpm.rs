@@ -80,6 +80,7 @@ const VERSION: u32 = 1001;
 const RELEASE: u32 = 1002;
 const EPOCH: u32 = 1003;
 const SIZE: u32 = 1009;
+const LICENSE: u32 = 1014;
 const ARCH: u32 = 1022;
 const SOURCERPM: u32 = 1044;
 const LONGSIZE: u32 = 5009;
@@ -134,21 +135,41 @@ pub fn parse_header(blob: &[u8]) -> Result<Package, String> {
     let arch = string(find(ARCH))?.unwrap_or_default();
     let source_rpm = string(find(SOURCERPM))?;
     let size = int(find(LONGSIZE)).or_else(|| int(find(SIZE)));
+    let license = string(find(LICENSE))?.filter(|l| !l.is_empty());
     // rpm's %{EVR}: "epoch:version-release", the epoch only when the package has one.
-    let mut evr = match epoch {
-        Some(e) => format!("{e}:{version}"),
-        None => version,
+    let with_epoch = |version_release: String| match epoch {
+        Some(e) => format!("{e}:{version_release}"),
+        None => version_release,
     };
-    if let Some(r) = release {
-        evr = format!("{evr}-{r}");
-    }
-    // "hello-1.0-1.src.rpm" -> "hello": the source rpm's name is all but version and release.
-    let source = source_rpm
-        .as_deref()
-        .and_then(|s| s.strip_suffix(".src.rpm").or(s.strip_suffix(".nosrc.rpm")))
-        .and_then(|s| s.rsplitn(3, '-').nth(2))
-        .map_or_else(|| name.clone(), str::to_string);
-    Ok(Package { name, version: evr, arch, source, installed_size: size, status: "installed".into() })
+    let evr = with_epoch(match &release {
+        Some(r) => format!("{version}-{r}"),
+        None => version,
+    });
+    // "hello-1.0-1.src.rpm" -> "hello" and "1.0-1": the source rpm's name is all but its
+    // version and release, and it shares the package's epoch.
+    let source_parts =
+        source_rpm.as_deref().and_then(|s| s.strip_suffix(".src.rpm").or(s.strip_suffix(".nosrc.rpm"))).and_then(|s| {
+            let mut parts = s.rsplitn(3, '-');
+            let (release, version, name) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((name.to_string(), format!("{version}-{release}")))
+        });
+    let (source, source_version) = match source_parts {
+        Some((source, version_release)) => (source, with_epoch(version_release)),
+        None => (name.clone(), evr.clone()),
+    };
+    Ok(Package {
+        name,
+        version: evr,
+        arch,
+        source,
+        source_version,
+        epoch,
+        release,
+        source_rpm,
+        licenses: license.into_iter().collect(),
+        installed_size: size,
+        status: "installed".into(),
+    })
 }
 
 #[cfg(test)]
@@ -182,10 +203,19 @@ mod tests {
             (RELEASE, TYPE_STRING, b"3.fc40\0"),
             (EPOCH, TYPE_INT32, &2u32.to_be_bytes()),
             (ARCH, TYPE_STRING, b"x86_64\0"),
-            (SOURCERPM, TYPE_STRING, b"bash-5.2.26-3.fc40.src.rpm\0"),
+            (SOURCERPM, TYPE_STRING, b"bash-5.2.26-2.fc40.src.rpm\0"),
+            (LICENSE, TYPE_STRING, b"GPL-3.0-or-later\0"),
             (LONGSIZE, TYPE_INT64, &8_123_456u64.to_be_bytes()),
         ]);
         let p = parse_header(&blob).unwrap();
+        assert_eq!(
+            (p.source_version.as_str(), p.epoch, p.release.as_deref()),
+            ("2:5.2.26-2.fc40", Some(2), Some("3.fc40"))
+        );
+        assert_eq!(
+            (p.source_rpm.as_deref(), p.licenses.as_slice()),
+            (Some("bash-5.2.26-2.fc40.src.rpm"), &["GPL-3.0-or-later".to_string()][..])
+        );
         assert_eq!((p.name.as_str(), p.version.as_str(), p.arch.as_str()), ("bash", "2:5.2.26-3.fc40", "x86_64"));
         assert_eq!((p.source.as_str(), p.installed_size), ("bash", Some(8_123_456)));
     }

@@ -51,6 +51,23 @@ fn str_col<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
 fn opt_str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(StringArray::from_iter(v))
 }
+/// The type of a list of strings.
+fn str_list_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false)))
+}
+/// A nullable list of strings.
+fn opt_str_list_col<'a>(v: impl IntoIterator<Item = Option<&'a [String]>>) -> ArrayRef {
+    let (mut offsets, mut values, mut valid) = (vec![0i32], Vec::new(), Vec::new());
+    for list in v {
+        valid.push(list.is_some());
+        values.extend(list.unwrap_or_default().iter().map(String::as_str));
+        offsets.push(values.len() as i32);
+    }
+    let values: ArrayRef = Arc::new(StringArray::from(values));
+    let nulls = Some(arrow::buffer::NullBuffer::from(valid));
+    let item = Arc::new(Field::new_list_field(DataType::Utf8, false));
+    Arc::new(ListArray::new(item, OffsetBuffer::new(offsets.into()), values, nulls))
+}
 fn time_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampNanosecondArray::from_iter_values(v).with_timezone("UTC"))
 }
@@ -499,7 +516,8 @@ impl Decode for FileRow {
     }
 }
 
-/// One installed package.
+/// One installed package. The columns after `status` came with library format 5: rows of
+/// images checked in before hold NULL there.
 #[derive(Debug, Clone)]
 pub struct PackageRow {
     pub image_id: i64,
@@ -510,6 +528,11 @@ pub struct PackageRow {
     pub source: String,
     pub installed_size: Option<i64>,
     pub status: String,
+    pub source_version: Option<String>,
+    pub epoch: Option<i64>,
+    pub release: Option<String>,
+    pub source_rpm: Option<String>,
+    pub licenses: Option<Vec<String>>,
 }
 
 impl Table for PackageRow {
@@ -524,6 +547,11 @@ impl Table for PackageRow {
             field("source", DataType::Utf8, false),
             field("installed_size", DataType::Int64, true),
             field("status", DataType::Utf8, false),
+            field("source_version", DataType::Utf8, true),
+            field("epoch", DataType::Int64, true),
+            field("release", DataType::Utf8, true),
+            field("source_rpm", DataType::Utf8, true),
+            field("licenses", str_list_type(), true),
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
@@ -538,6 +566,11 @@ impl Table for PackageRow {
                 str_col(rows.iter().map(|r| r.source.as_str())),
                 opt_i64_col(rows.iter().map(|r| r.installed_size)),
                 str_col(rows.iter().map(|r| r.status.as_str())),
+                opt_str_col(rows.iter().map(|r| r.source_version.as_deref())),
+                opt_i64_col(rows.iter().map(|r| r.epoch)),
+                opt_str_col(rows.iter().map(|r| r.release.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.source_rpm.as_deref())),
+                opt_str_list_col(rows.iter().map(|r| r.licenses.as_deref())),
             ],
         )
     }

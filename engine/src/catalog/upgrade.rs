@@ -1,6 +1,8 @@
-//! The one-time rewrite of a catalog of library format 2 or 3, whose `files` and `extents`
-//! hold every version's rows under its `image_id`, into format 4, where they are stored in
-//! segments (see `segments.rs`).
+//! The one-time upgrades of a catalog: [`add_columns`] gives a table the columns a newer
+//! format added (format 5: the inventories' source versions, rpm's epoch, release and source
+//! rpm, and licenses, on `packages`), and the rewrite of a catalog of library format 2 or 3,
+//! whose `files` and `extents` hold every version's rows under its `image_id`, into format 4,
+//! where they are stored in segments (see `segments.rs`).
 //!
 //! The new catalog is built beside the old one, in `catalog.next/`: the other tables' files
 //! are hard-linked (Lance never changes a file it wrote), the checksums copied, and the rows of
@@ -9,13 +11,38 @@
 //! `catalog.old/` goes. [`finish`] completes a rewrite a crash cut short at any of those
 //! steps; before the first rename, the rewrite starts again.
 
-use super::{Catalog, ExtentRow, FileRow, Maintenance, Segmented};
+use super::{Catalog, ExtentRow, FileRow, Maintenance, PackageRow, Segmented, Table};
 use crate::{Error, IoContext, Result};
 use futures::TryStreamExt;
 use lance::Dataset;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// Adds to each table the columns its schema has and its dataset lacks (all nullable: the
+/// rows written before hold NULL there), in one metadata-only Lance commit per table, with
+/// no writer meanwhile. Rows are not read again: their images are not.
+pub(crate) async fn add_columns(catalog: &Catalog) -> Result<()> {
+    add_missing::<PackageRow>(catalog).await
+}
+
+async fn add_missing<T: Table>(catalog: &Catalog) -> Result<()> {
+    let mut dataset = catalog.dataset(T::NAME).await?;
+    let have = arrow::datatypes::Schema::from(dataset.schema());
+    let missing: Vec<_> =
+        T::stored_schema().fields().iter().filter(|f| have.field_with_name(f.name()).is_err()).cloned().collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if let Some(f) = missing.iter().find(|f| !f.is_nullable()) {
+        return Err(Error::Internal(format!("upgrading {}: a new column {} must be nullable", T::NAME, f.name())));
+    }
+    let columns = std::sync::Arc::new(arrow::datatypes::Schema::new(missing));
+    let transform = lance::dataset::NewColumnTransform::AllNulls(columns);
+    let added = dataset.add_columns(transform, None, None).await;
+    added.map_err(|e| Error::Catalog(format!("upgrading {}: adding columns: {e}", T::NAME)))?;
+    catalog.record(T::NAME, &dataset).await
+}
 
 /// Versions read from the old tables at a time.
 const VERSIONS_AT_ONCE: usize = 64;

@@ -473,6 +473,11 @@ fn ingest(
                     source: p.source,
                     installed_size: p.installed_size.map(|s| s as i64),
                     status: p.status,
+                    source_version: Some(p.source_version),
+                    epoch: p.epoch.map(|e| e as i64),
+                    release: p.release,
+                    source_rpm: p.source_rpm,
+                    licenses: Some(p.licenses),
                 })
                 .collect();
         }

@@ -20,7 +20,12 @@ pub(crate) const FILES_READ: [&str; 13] = [
     os::HOSTNAME_PATH,
 ];
 
-/// The packages of a root filesystem, from whichever database it holds: dpkg, apk or rpm.
+/// The most of a copyright file read for its licenses (the largest of a Debian system are a
+/// few hundred KiB).
+const COPYRIGHT_LIMIT: u64 = 4 << 20;
+
+/// The packages of a root filesystem, from whichever database it holds: dpkg (with the
+/// licenses of each package's copyright file), apk or rpm.
 pub(super) fn find_packages(
     by_path: &HashMap<&str, &fs::File>,
     src: &dyn ReadAt,
@@ -29,7 +34,16 @@ pub(super) fn find_packages(
 ) -> Option<(&'static str, Vec<Package>)> {
     let text = |path| read_small_file(by_path, src, path).map(|t| String::from_utf8_lossy(&t).into_owned());
     if let Some(status) = text(dpkg::STATUS_PATH) {
-        return Some(("dpkg", dpkg::parse_status(&status)));
+        let mut packages = dpkg::parse_status(&status);
+        for p in &mut packages {
+            let path = dpkg::COPYRIGHT_PATH.replace("{}", &p.name);
+            if let Some(f) = resolve(by_path, &path)
+                && let Ok(text) = read_whole(f, src, COPYRIGHT_LIMIT)
+            {
+                p.licenses = dpkg::copyright_licenses(&String::from_utf8_lossy(&text));
+            }
+        }
+        return Some(("dpkg", packages));
     }
     if let Some(installed) = text(apk::INSTALLED_PATH) {
         return Some(("apk", apk::parse_installed(&installed)));
@@ -112,22 +126,36 @@ fn read_whole(f: &fs::File, src: &dyn ReadAt, limit: u64) -> std::io::Result<Vec
     Ok(buf)
 }
 
-/// The regular file a path names, following symlinks (at most 8) within the filesystem.
+/// The regular file a path names, following symlinks (at most 8, of the file or of any
+/// folder on the way: Debian links some packages' `/usr/share/doc/NAME` to another's) within
+/// the filesystem.
 fn resolve<'a>(by_path: &HashMap<&str, &'a fs::File>, path: &str) -> Option<&'a fs::File> {
-    let mut path = PathBuf::from(path);
-    for _ in 0..8 {
-        let f = *by_path.get(path.to_str()?)?;
-        match f.kind {
-            fs::FileKind::File => return Some(f),
-            fs::FileKind::Symlink => {
-                let target = PathBuf::from(String::from_utf8_lossy(f.link_target.as_ref()?).into_owned());
-                let joined = if target.is_absolute() { target } else { path.parent()?.join(target) };
-                path = normalize(&joined);
+    let mut path = normalize(Path::new(path));
+    let mut hops = 0;
+    'path: loop {
+        let mut prefix = PathBuf::from("/");
+        for component in path.components().skip(1) {
+            prefix.push(component);
+            let f = *by_path.get(prefix.to_str()?)?;
+            match f.kind {
+                fs::FileKind::Symlink => {
+                    hops += 1;
+                    if hops > 8 {
+                        return None;
+                    }
+                    let target = PathBuf::from(String::from_utf8_lossy(f.link_target.as_ref()?).into_owned());
+                    let rest = path.strip_prefix(&prefix).ok()?;
+                    let joined = if target.is_absolute() { target } else { prefix.parent()?.join(target) };
+                    path = normalize(&joined.join(rest));
+                    continue 'path;
+                }
+                fs::FileKind::File if prefix == path => return Some(f),
+                fs::FileKind::Dir => {}
+                _ => return None,
             }
-            _ => return None,
         }
+        return None;
     }
-    None
 }
 
 /// Resolves `.` and `..` lexically (a symlink target inside the image, never the host).

@@ -1,6 +1,7 @@
 //! imagelake's SQL functions.
 //!
-//! - Read functions ([`read`]): `compare`, `ls`, `file_lines`, `image_stats` (table functions)
+//! - Read functions ([`read`]): `compare`, `ls`, `file_lines`, `image_stats` (table functions;
+//!   `sbom` and `sbom_diff` too, in `crate::sbom`)
 //!   and `read_text`, `read_bytes`, `version_cmp` (scalars); `history` (a table function, in
 //!   `edits` beside the commands that make versions). Pure: running them twice is harmless.
 //! - Command functions, which change the library: `checkin`, `checkout` (table functions) and
@@ -111,6 +112,7 @@ pub fn read_table_functions(lib: &Lib) -> Vec<(&'static str, Arc<dyn TableFuncti
     let mut functions = read::table_functions(lib);
     functions.extend(users::table_functions(lib));
     functions.push(("history", edits::history(lib)));
+    functions.extend(crate::sbom::table_functions(lib));
     functions
 }
 
@@ -302,6 +304,6 @@ pub(crate) fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<V
 }
 
 /// Quotes text for SQL.
-pub(crate) fn quote(text: &str) -> String {
+pub fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
