@@ -180,6 +180,12 @@ pub enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// Security advisories (OSV records), matched against the stored inventories by the
+    /// `vulnerabilities` view: `imagelake advisories load debian-all.zip`.
+    Advisories {
+        #[command(subcommand)]
+        action: AdvisoryCommand,
+    },
     /// The packages added, removed, upgraded and downgraded (by each manager's version order)
     /// between two image versions, with their purls.
     SbomDiff {
@@ -404,6 +410,20 @@ pub enum UserCommand {
     Passwd { name: String },
     /// Revoke every token of a user: their sessions end and they must log in again.
     RevokeTokens { name: String },
+}
+
+/// `imagelake advisories ...`.
+#[derive(Subcommand)]
+pub enum AdvisoryCommand {
+    /// Load OSV records from a JSON file (a record or an array of them), a zip of them
+    /// (osv.dev's per-ecosystem all.zip) or a folder of either: Debian, Ubuntu, Alpine, Rocky
+    /// Linux, AlmaLinux and Red Hat records are kept; a record already stored is replaced when
+    /// its `modified` time is newer. No image is read.
+    Load {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--mode`: permissions in octal, as chmod takes them.

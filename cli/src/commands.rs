@@ -2,7 +2,7 @@
 //! and turn what the command found wrong (damage, conflicts, refused entries) into a
 //! [`exit::Error::problem`] (exit status 1).
 
-use crate::args::{Cli, ClusterCommand, Command, UserCommand};
+use crate::args::{AdvisoryCommand, Cli, ClusterCommand, Command, UserCommand};
 use crate::exit::{self, Stdout};
 use crate::mount;
 use crate::password;
@@ -167,6 +167,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => write_replacing(&path, document.as_bytes())?,
                 None => stdout.write_all(document.as_bytes())?,
             }
+        }
+        Command::Advisories { action: AdvisoryCommand::Load { path, json } } => {
+            let summary = library.load_advisories(&path).await?;
+            report(&mut stdout, json, &summary, print::print_advisories_loaded)?;
         }
         Command::SbomDiff { old, new, json } => {
             let session = imagelake_sql::Session::open(library.clone()).await?;

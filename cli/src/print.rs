@@ -434,3 +434,14 @@ pub fn print_sbom_diff(out: &mut dyn Write, diff: &serde_json::Value) -> std::io
     }
     Ok(())
 }
+
+pub fn print_advisories_loaded(
+    out: &mut dyn Write,
+    s: &imagelake_engine::advisories::LoadSummary,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "loaded {} records from {} documents in {:.1}s: {} added, {} replaced (newer), {} unchanged, {} of other ecosystems ignored; {} withdrawn; {} rows",
+        s.records, s.documents, s.seconds, s.added, s.replaced, s.unchanged, s.ignored, s.withdrawn, s.rows
+    )
+}

@@ -1,5 +1,5 @@
-//! Bytes to structure, and back: disk formats, partition tables, filesystems and package
-//! databases. Everything here reads untrusted input and answers with structure or an error
+//! Bytes to structure, and back: disk formats, partition tables, filesystems, package
+//! databases, and the security advisories matched against them. Everything here reads untrusted input and answers with structure or an error
 //! that names the structure that is wrong; nothing here knows about the store, the catalog or
 //! SQL (**Architecture Invariant**).
 //!
@@ -13,6 +13,7 @@
 //! (`Corrupt`), valid but not read here (`Unsupported`), or the source could not be read
 //! (`Io`); its message names the structure.
 
+pub mod advisories;
 pub mod btrfs;
 mod compressed;
 pub mod disk;

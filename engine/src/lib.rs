@@ -6,6 +6,7 @@
 //! catalog only through `catalog/`'s questions, and is driven by `sql/` and `cli/`.
 
 pub mod access;
+pub mod advisories;
 pub mod catalog;
 pub mod check;
 pub mod checkin;

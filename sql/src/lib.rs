@@ -16,6 +16,7 @@ use imagelake_engine::Library;
 use std::sync::Arc;
 
 pub mod access;
+pub mod advisories;
 pub mod distributed;
 pub mod functions;
 mod placeholders;
@@ -93,6 +94,7 @@ impl Session {
         }
         let lib = functions::Lib { library: library.clone(), access: access.clone() };
         functions::register(&ctx, &lib);
+        advisories::register(&ctx).await?;
         Ok(Session { library, access, ctx, plans: plans::Plans::default() })
     }
 

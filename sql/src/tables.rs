@@ -235,7 +235,7 @@ impl CatalogTable {
 
     /// Tables whose rows belong to an image version (all but `chunks`, which the store owns).
     fn per_image(&self) -> bool {
-        self.table != "chunks" && self.table != "images"
+        !matches!(self.table, "chunks" | "images" | "advisories")
     }
 
     /// The stored rows of `table` as Lance's scan gives them (`columns` of the rows matching
@@ -366,6 +366,10 @@ impl TableProvider for CatalogTable {
         // Which images are committed is read before the table: every row of those images was
         // appended before their commit, so the table read next holds them all.
         let images = self.tables.images().await?;
+        // Advisories are about no image: every reader sees them all.
+        if self.table == "advisories" {
+            return self.read(state, self.table, projection, filters, limit).await;
+        }
         if let Some(readable) = &images.visible {
             return self.scan_visible(state, projection, filters, readable).await;
         }

@@ -16,6 +16,7 @@ mod stores;
 pub(crate) mod upgrade;
 
 pub use integrity::{CatalogProof, DamagedCatalogFile};
+pub use queries::StoredAdvisory;
 pub use schema::*;
 pub use segments::{BrokenSegment, MANIFESTS, ManifestWrite, SegmentRow, SegmentUsers, Segmented};
 pub use stores::lance_stores;
@@ -162,6 +163,7 @@ impl Catalog {
         catalog.create::<ChunkRow>().await?;
         catalog.create::<SegmentRow>().await?;
         catalog.create::<ProvenanceRow>().await?;
+        catalog.create::<AdvisoryRow>().await?;
         Ok(catalog)
     }
 

@@ -16,6 +16,15 @@ use arrow::array::RecordBatch;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
 
+/// What `advisories` holds of one record (see [`Catalog::stored_advisories`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredAdvisory {
+    pub modified: i64,
+    pub load: i64,
+    /// Rows of another load remain beside the newest.
+    pub stale: bool,
+}
+
 /// Quotes a text for a Lance filter.
 pub(crate) fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -256,6 +265,47 @@ impl Catalog {
         deleted
             .map_err(|e| crate::Error::Catalog(format!("deleting the rows of versions {list} from {table}: {e}")))?;
         self.record(dataset_name, &dataset).await
+    }
+
+    /// Each stored advisory's `modified` time and the load that wrote it (of its newest rows,
+    /// should a load that crashed have left two sets), and whether other rows of it remain.
+    pub async fn stored_advisories(&self) -> Result<HashMap<String, StoredAdvisory>> {
+        let mut stored: HashMap<String, StoredAdvisory> = HashMap::new();
+        self.scan_each(super::AdvisoryRow::NAME, &["id", "modified", "load"], None, |batch| {
+            let c = Columns::new(super::AdvisoryRow::NAME, &batch);
+            let (id, modified, load) = (c.str("id")?, c.time("modified")?, c.i64("load")?);
+            for row in 0..c.rows() {
+                let (modified, load) = (super::columns::time(modified, row), super::columns::int(load, row));
+                let fresh = StoredAdvisory { modified, load, stale: false };
+                let had = stored.entry(super::columns::text(id, row)).or_insert(fresh);
+                if had.load != load {
+                    let stale = true;
+                    *had = if (modified, load) > (had.modified, had.load) {
+                        StoredAdvisory { modified, load, stale }
+                    } else {
+                        StoredAdvisory { stale, ..*had }
+                    };
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    /// Deletes the rows of the advisories `ids` that a load other than `load` wrote (the rows
+    /// newer records replace, or a crashed load's leftovers).
+    pub async fn delete_replaced_advisories(&self, ids: &[String], load: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut dataset = self.dataset(super::AdvisoryRow::NAME).await?;
+        for group in ids.chunks(LOOKUP_GROUP * 8) {
+            let filter = format!("id IN ({}) AND load <> {load}", quoted_list(group));
+            let deleted = dataset.delete(&filter).await;
+            deleted.map_err(|e| crate::Error::Catalog(format!("deleting replaced advisories: {e}")))?;
+        }
+        self.record(super::AdvisoryRow::NAME, &dataset).await
     }
 
     /// Deletes the `chunks` rows of the given packs.

@@ -32,12 +32,13 @@ pub trait Decode: Table {
 
 /// Every table SQL sees, in the order a checkin writes them (the `images` row last: the
 /// commit point).
-pub const TABLES: [&str; 7] = ["chunks", "partitions", "files", "packages", "extents", "provenance", "images"];
+pub const TABLES: [&str; 8] =
+    ["chunks", "partitions", "files", "packages", "extents", "provenance", "advisories", "images"];
 
 /// Every Lance dataset of the catalog: the tables, `files` and `extents` stored in segments
 /// (see `segments.rs`), and `segments`, the lists of the segments of each version.
-pub const DATASETS: [&str; 8] =
-    ["chunks", "partitions", "files", "packages", "extents", "segments", "provenance", "images"];
+pub const DATASETS: [&str; 9] =
+    ["chunks", "partitions", "files", "packages", "extents", "segments", "provenance", "advisories", "images"];
 
 fn i64_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(v))
@@ -55,8 +56,15 @@ fn opt_str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
 fn str_list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false)))
 }
+/// A list of strings.
+fn str_list_col<'a>(v: impl IntoIterator<Item = &'a [String]>) -> ArrayRef {
+    str_lists(v.into_iter().map(Some), false)
+}
 /// A nullable list of strings.
 fn opt_str_list_col<'a>(v: impl IntoIterator<Item = Option<&'a [String]>>) -> ArrayRef {
+    str_lists(v, true)
+}
+fn str_lists<'a>(v: impl IntoIterator<Item = Option<&'a [String]>>, nullable: bool) -> ArrayRef {
     let (mut offsets, mut values, mut valid) = (vec![0i32], Vec::new(), Vec::new());
     for list in v {
         valid.push(list.is_some());
@@ -64,7 +72,7 @@ fn opt_str_list_col<'a>(v: impl IntoIterator<Item = Option<&'a [String]>>) -> Ar
         offsets.push(values.len() as i32);
     }
     let values: ArrayRef = Arc::new(StringArray::from(values));
-    let nulls = Some(arrow::buffer::NullBuffer::from(valid));
+    let nulls = nullable.then(|| arrow::buffer::NullBuffer::from(valid));
     let item = Arc::new(Field::new_list_field(DataType::Utf8, false));
     Arc::new(ListArray::new(item, OffsetBuffer::new(offsets.into()), values, nulls))
 }
@@ -571,6 +579,92 @@ impl Table for PackageRow {
                 opt_str_col(rows.iter().map(|r| r.release.as_deref())),
                 opt_str_col(rows.iter().map(|r| r.source_rpm.as_deref())),
                 opt_str_list_col(rows.iter().map(|r| r.licenses.as_deref())),
+            ],
+        )
+    }
+}
+
+/// One security advisory (an OSV record) and one package it affects, of a distribution
+/// imagelake matches (`advisories.rs`): library-wide, not any image's.
+#[derive(Debug, Clone)]
+pub struct AdvisoryRow {
+    pub id: String,
+    pub modified: i64,
+    pub published: Option<i64>,
+    pub withdrawn: Option<i64>,
+    pub aliases: Vec<String>,
+    pub summary: Option<String>,
+    /// `CRITICAL`, `HIGH`, `MEDIUM`, `LOW`, `NONE` (from the CVSS vector), or the record's word.
+    pub severity: Option<String>,
+    pub cvss_score: Option<f64>,
+    pub cvss_vector: Option<String>,
+    /// As the record says (`Debian:12`), and what imagelake reads in it: the os-release `ID`
+    /// and release of the systems it is about, the manager whose order its versions are in,
+    /// and whether it names source packages.
+    pub ecosystem: String,
+    pub os: String,
+    pub release: String,
+    pub manager: String,
+    pub by_source: bool,
+    pub package: String,
+    pub purl: Option<String>,
+    /// The ECOSYSTEM and SEMVER ranges, as JSON: `[[{"introduced": "0"}, {"fixed": "1.2-3"}]]`.
+    pub ranges: String,
+    pub versions: Vec<String>,
+    /// The load that wrote the row: when it ran, in nanoseconds since the epoch.
+    pub load: i64,
+}
+
+impl Table for AdvisoryRow {
+    const NAME: &'static str = "advisories";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("id", DataType::Utf8, false),
+            field("modified", time_type(), false),
+            field("published", time_type(), true),
+            field("withdrawn", time_type(), true),
+            field("aliases", str_list_type(), false),
+            field("summary", DataType::Utf8, true),
+            field("severity", DataType::Utf8, true),
+            field("cvss_score", DataType::Float64, true),
+            field("cvss_vector", DataType::Utf8, true),
+            field("ecosystem", DataType::Utf8, false),
+            field("os", DataType::Utf8, false),
+            field("release", DataType::Utf8, false),
+            field("manager", DataType::Utf8, false),
+            field("by_source", DataType::Boolean, false),
+            field("package", DataType::Utf8, false),
+            field("purl", DataType::Utf8, true),
+            field("ranges", DataType::Utf8, false),
+            field("versions", str_list_type(), false),
+            field("load", DataType::Int64, false),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        let opt_time =
+            |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC")) };
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                str_col(rows.iter().map(|r| r.id.as_str())),
+                time_col(rows.iter().map(|r| r.modified)),
+                opt_time(rows.iter().map(|r| r.published).collect()),
+                opt_time(rows.iter().map(|r| r.withdrawn).collect()),
+                str_list_col(rows.iter().map(|r| r.aliases.as_slice())),
+                opt_str_col(rows.iter().map(|r| r.summary.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.severity.as_deref())),
+                Arc::new(arrow::array::Float64Array::from_iter(rows.iter().map(|r| r.cvss_score))),
+                opt_str_col(rows.iter().map(|r| r.cvss_vector.as_deref())),
+                str_col(rows.iter().map(|r| r.ecosystem.as_str())),
+                str_col(rows.iter().map(|r| r.os.as_str())),
+                str_col(rows.iter().map(|r| r.release.as_str())),
+                str_col(rows.iter().map(|r| r.manager.as_str())),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.by_source)))),
+                str_col(rows.iter().map(|r| r.package.as_str())),
+                opt_str_col(rows.iter().map(|r| r.purl.as_deref())),
+                str_col(rows.iter().map(|r| r.ranges.as_str())),
+                str_list_col(rows.iter().map(|r| r.versions.as_slice())),
+                i64_col(rows.iter().map(|r| r.load)),
             ],
         )
     }

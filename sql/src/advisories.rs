@@ -1,0 +1,160 @@
+//! Vulnerabilities, answered from what the catalog holds: the `vulnerabilities` view matches
+//! every visible version's `packages` against the `advisories` rows (see the engine's
+//! `advisories.rs`) of its system and release, by source package (and its version) where the
+//! distribution's advisories name source packages (Debian, Ubuntu, Alpine), else by package,
+//! with the package manager's own version order over the advisory's ranges and versions.
+//! Withdrawn advisories match nothing.
+//!
+//! The functions it uses are SQL's too: `osv_affects(ranges, versions, version, manager)`,
+//! `osv_fixed(ranges, version, manager)` and `os_release(os, version_id)`.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use imagelake_connectors::advisories::{ecosystem, ranges};
+use std::sync::Arc;
+
+/// The view's columns, one row per version, package and advisory that affects it.
+const VULNERABILITIES: &str = "
+WITH p AS (
+  SELECT p.image_id, i.name AS image, i.version AS image_version, p.manager, p.name, p.arch, p.version,
+         p.source, coalesce(p.source_version, p.version) AS source_version,
+         i.os_name, os_release(i.os_name, i.os_version) AS os_release
+  FROM packages p JOIN images i USING (image_id)
+), a AS (
+  SELECT id, aliases, severity, cvss_score, summary, os, release, manager, by_source, package, ranges, versions
+  FROM advisories WHERE withdrawn IS NULL
+), matched AS (
+  SELECT p.*, a.id, a.aliases, a.severity, a.cvss_score, a.summary, a.ranges, a.versions,
+         p.source_version AS matched_version
+  FROM p JOIN a ON a.by_source AND a.os = p.os_name AND a.release = p.os_release
+    AND a.manager = p.manager AND a.package = p.source
+  UNION ALL
+  SELECT p.*, a.id, a.aliases, a.severity, a.cvss_score, a.summary, a.ranges, a.versions,
+         p.version AS matched_version
+  FROM p JOIN a ON NOT a.by_source AND a.os = p.os_name AND a.release = p.os_release
+    AND a.manager = p.manager AND a.package = p.name
+)
+SELECT image_id, image, image_version, manager, name AS package, arch, version AS installed_version,
+       source, source_version, id AS advisory, aliases, severity, cvss_score, summary,
+       osv_fixed(ranges, matched_version, manager) AS fixed_version
+FROM matched
+WHERE osv_affects(ranges, versions, matched_version, manager)";
+
+/// Registers the functions and the `vulnerabilities` view on `ctx`.
+pub async fn register(ctx: &SessionContext) -> Result<()> {
+    for name in NAMES {
+        if let Some(udf) = scalar_function(name) {
+            ctx.register_udf(udf);
+        }
+    }
+    let plan = ctx.state().create_logical_plan(VULNERABILITIES).await?;
+    let view = datafusion::catalog::view::ViewTable::new(plan, Some(VULNERABILITIES.to_string()));
+    ctx.register_table("vulnerabilities", Arc::new(view))?;
+    Ok(())
+}
+
+const NAMES: [&str; 3] = ["osv_affects", "osv_fixed", "os_release"];
+
+/// The function of `name`, whose answer depends on its arguments alone.
+pub fn scalar_function(name: &str) -> Option<ScalarUDF> {
+    let text = |n| TypeSignature::Exact(vec![DataType::Utf8; n]);
+    let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+    let signature = match name {
+        "osv_affects" => Signature::one_of(
+            vec![TypeSignature::Exact(vec![DataType::Utf8, list, DataType::Utf8, DataType::Utf8])],
+            Volatility::Immutable,
+        ),
+        "osv_fixed" => Signature::one_of(vec![text(3)], Volatility::Immutable),
+        "os_release" => Signature::one_of(vec![text(2)], Volatility::Immutable),
+        _ => return None,
+    };
+    let name = NAMES.into_iter().find(|n| *n == name)?;
+    Some(ScalarUDF::from(Osv { name, signature }))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Osv {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Osv {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(if self.name == "osv_affects" { DataType::Boolean } else { DataType::Utf8 })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let n = args.number_rows;
+        let text = |i: usize| arrays.get(i).map(|a| a.as_string::<i32>());
+        fn value(column: Option<&datafusion::arrow::array::StringArray>, row: usize) -> Option<&str> {
+            column.filter(|c| c.is_valid(row)).map(|c| c.value(row))
+        }
+        let out: ArrayRef = match self.name {
+            "os_release" => {
+                let (os, version) = (text(0), text(1));
+                let mut out = StringBuilder::new();
+                for row in 0..n {
+                    let release = value(os, row).zip(value(version, row)).and_then(|(o, v)| ecosystem::of_image(o, v));
+                    out.append_option(release);
+                }
+                Arc::new(out.finish())
+            }
+            "osv_fixed" => {
+                let (ranges, version, manager) = (text(0), text(1), text(2));
+                let mut out = StringBuilder::new();
+                for row in 0..n {
+                    let fixed = match (value(ranges, row), value(version, row), value(manager, row)) {
+                        (Some(r), Some(v), Some(m)) => ranges::affects(m, &parse_ranges(r)?, &[], v).flatten(),
+                        _ => None,
+                    };
+                    out.append_option(fixed);
+                }
+                Arc::new(out.finish())
+            }
+            _ => {
+                let (ranges, version, manager) = (text(0), text(2), text(3));
+                let listed = arrays.get(1).map(|a| a.as_list::<i32>());
+                let mut out = BooleanBuilder::new();
+                for row in 0..n {
+                    let (Some(r), Some(v), Some(m)) = (value(ranges, row), value(version, row), value(manager, row))
+                    else {
+                        out.append_null();
+                        continue;
+                    };
+                    let versions: Vec<String> = match listed.filter(|l| l.is_valid(row)) {
+                        Some(l) => {
+                            let items = l.value(row);
+                            let items = items.as_string::<i32>();
+                            (0..items.len())
+                                .filter(|&i| items.is_valid(i))
+                                .map(|i| items.value(i).to_string())
+                                .collect()
+                        }
+                        None => Vec::new(),
+                    };
+                    out.append_value(ranges::affects(m, &parse_ranges(r)?, &versions, v).is_some());
+                }
+                Arc::new(out.finish())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+fn parse_ranges(text: &str) -> Result<Vec<ranges::Range>> {
+    match ranges::Range::from_json(text) {
+        Ok(ranges) => Ok(ranges),
+        Err(e) => exec_err!("advisory ranges: {e}"),
+    }
+}

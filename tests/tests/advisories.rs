@@ -1,0 +1,196 @@
+//! Advisories (OSV records, hand-written in tests/data/osv/) loaded into the library and
+//! matched against stored inventories by `vulnerabilities`: by source package and its version
+//! (Debian, Alpine) or by package (rpm), per release, with each manager's version order,
+//! `last_affected` inclusive, version lists, withdrawn records, aliases, reloads that replace
+//! only what changed, and bad records refused by name with nothing written.
+
+use imagelake_tests::{Library, mkfs_ext, repo_root, rpm, run};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+/// An ext4 image of a Debian-like system: its os-release and a dpkg status of `packages`
+/// (name, version, `Source:` field or "").
+fn debian_image(dir: &Path, name: &str, version_id: &str, packages: &[(&str, &str, &str)]) -> std::path::PathBuf {
+    let tree = dir.join(format!("{name}-tree"));
+    std::fs::create_dir_all(tree.join("var/lib/dpkg")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/os-release"), format!("ID=debian\nVERSION_ID=\"{version_id}\"\n")).unwrap();
+    let status: String = packages
+        .iter()
+        .map(|(package, version, source)| {
+            let source = if source.is_empty() { String::new() } else { format!("Source: {source}\n") };
+            format!(
+                "Package: {package}\nStatus: install ok installed\nArchitecture: amd64\n{source}Version: {version}\n\n"
+            )
+        })
+        .collect();
+    std::fs::write(tree.join("var/lib/dpkg/status"), status).unwrap();
+    let image = dir.join(format!("{name}.img"));
+    mkfs_ext(&tree, &image, "ext4", "8M", &[]);
+    image
+}
+
+type Row = (String, String, String, Option<String>);
+
+/// (image name, package, advisory, fixed version) of every `vulnerabilities` row.
+fn vulnerabilities(lib: &Library) -> BTreeSet<Row> {
+    lib.sql("SELECT image, package, advisory, fixed_version FROM vulnerabilities")
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_string();
+            (
+                text("image"),
+                text("package"),
+                text("advisory"),
+                r.get("fixed_version").and_then(|v| v.as_str()).map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn row(image: &str, package: &str, advisory: &str, fixed: Option<&str>) -> Row {
+    (image.into(), package.into(), advisory.into(), fixed.map(str::to_string))
+}
+
+fn load(lib: &Library, path: &Path) -> serde_json::Value {
+    let out = run(lib.command().args(["advisories", "load"]).arg(path).arg("--json"));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn advisories_match_the_stored_inventories() {
+    let work = tempfile::tempdir().unwrap();
+    let p = |n: &str| work.path().join(n);
+    let lib = Library::new();
+    let deb12 = debian_image(
+        work.path(),
+        "deb12",
+        "12",
+        &[
+            ("libc6", "2.36-9+deb12u4", "glibc"),
+            ("libc-bin", "2.36-9+deb12u4", "glibc"),
+            // A binNMU: the binary's version is past the advisory's last affected one, its
+            // source's is not.
+            ("libfoo1", "1.2-2+b1", "foo (1.2-2)"),
+            ("foo-utils", "1.2-3", "foo"),
+            ("libssl3", "3.0.11-1~deb12u2", "openssl"),
+            ("bash", "5.2.15-2+b2", ""),
+        ],
+    );
+    lib.checkin(&deb12, "deb12");
+    let deb11 = debian_image(
+        work.path(),
+        "deb11",
+        "11",
+        &[("libc6", "2.31-13+deb11u5", "glibc"), ("libssl1.1", "1.1.1w-0+deb11u1", "openssl")],
+    );
+    lib.checkin(&deb11, "deb11");
+    // Rocky Linux: a real rpm database, hello 3:1.2-4.
+    let rpms = rpm::build(work.path(), &[("hello", "Epoch: 3\n", 1)]);
+    std::fs::create_dir_all(p("rocky/etc")).unwrap();
+    std::fs::write(p("rocky/etc/os-release"), "ID=\"rocky\"\nVERSION_ID=\"9.4\"\n").unwrap();
+    rpm::install(&rpm::debian_binary(), &p("rocky"), "/var/lib/rpm", "sqlite", &rpms);
+    mkfs_ext(&p("rocky"), &p("rocky.img"), "ext4", "16M", &[]);
+    lib.checkin(&p("rocky.img"), "rocky");
+    // Alpine: busybox-binsh, built from busybox.
+    std::fs::create_dir_all(p("alpine/lib/apk/db")).unwrap();
+    std::fs::create_dir_all(p("alpine/etc")).unwrap();
+    std::fs::write(p("alpine/etc/os-release"), "ID=alpine\nVERSION_ID=3.20.3\n").unwrap();
+    std::fs::write(p("alpine/lib/apk/db/installed"), "P:busybox-binsh\nV:1.36.1-r29\nA:x86_64\no:busybox\n\n").unwrap();
+    mkfs_ext(&p("alpine"), &p("alpine.img"), "ext4", "8M", &[]);
+    lib.checkin(&p("alpine.img"), "alpine");
+
+    let data = repo_root().join("tests/data/osv");
+    let loaded = load(&lib, &data);
+    assert_eq!(
+        (&loaded["documents"], &loaded["records"], &loaded["ignored"], &loaded["added"], &loaded["withdrawn"]),
+        (&4.into(), &8.into(), &1.into(), &7.into(), &1.into()),
+        "{loaded}"
+    );
+    let expected: BTreeSet<Row> = [
+        row("deb12", "libc6", "DSA-9001-1", Some("2.36-9+deb12u7")),
+        row("deb12", "libc-bin", "DSA-9001-1", Some("2.36-9+deb12u7")),
+        row("deb12", "libfoo1", "DEBIAN-CVE-2024-9002", None),
+        row("deb12", "libssl3", "DEBIAN-CVE-2024-9003", None),
+        row("deb11", "libc6", "DSA-9001-1", Some("2.31-13+deb11u9")),
+        row("deb11", "libssl1.1", "DEBIAN-CVE-2024-9005", None),
+        row("rocky", "hello", "RLSA-2024:9006", Some("3:1.2-5")),
+        row("alpine", "busybox-binsh", "ALPINE-CVE-2024-9007", Some("1.36.1-r30")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(vulnerabilities(&lib), expected);
+
+    // By alias (a DSA's CVE), with the severity each record says.
+    let hits = lib.sql(
+        "SELECT DISTINCT image, severity, cvss_score FROM vulnerabilities \
+         WHERE array_has(aliases, 'CVE-2024-9001') ORDER BY image",
+    );
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!((hits[0]["image"].as_str(), hits[1]["image"].as_str()), (Some("deb11"), Some("deb12")));
+    assert_eq!((hits[0]["severity"].as_str(), hits[0]["cvss_score"].as_f64()), (Some("CRITICAL"), Some(9.8)));
+    let words =
+        lib.sql("SELECT advisory, severity FROM vulnerabilities WHERE image IN ('deb12', 'rocky') ORDER BY advisory");
+    let words: Vec<(String, Option<String>)> = words
+        .iter()
+        .map(|r| (r["advisory"].as_str().unwrap().into(), r.get("severity").and_then(|s| s.as_str()).map(Into::into)))
+        .collect();
+    assert!(words.contains(&("DEBIAN-CVE-2024-9002".into(), Some("LOW".into()))), "{words:?}");
+    assert!(words.contains(&("RLSA-2024:9006".into(), Some("IMPORTANT".into()))), "{words:?}");
+    // The withdrawn record is kept, and matches nothing.
+    let withdrawn =
+        lib.sql("SELECT count(*) AS n FROM advisories WHERE id = 'DEBIAN-CVE-2024-9004' AND withdrawn IS NOT NULL");
+    assert_eq!(withdrawn[0]["n"], 1);
+
+    // Loading again changes nothing; a newer record replaces the stored one, an older does not.
+    let again = load(&lib, &data);
+    assert_eq!(
+        (&again["added"], &again["replaced"], &again["unchanged"]),
+        (&0.into(), &0.into(), &7.into()),
+        "{again}"
+    );
+    let rows_before = lib.sql("SELECT count(*) AS n FROM advisories")[0]["n"].clone();
+    let record = std::fs::read_to_string(data.join("debian/DSA-9001-1.json")).unwrap();
+    let newer =
+        record.replace("2024-05-01T10:00:00Z", "2024-05-02T00:00:00Z").replace("2.36-9+deb12u7", "2.36-9+deb12u3");
+    std::fs::write(p("newer.json"), &newer).unwrap();
+    let older = record.replace("2024-05-01T10:00:00Z", "2024-04-01T00:00:00Z").replace("2.36-9+deb12u7", "9.9");
+    std::fs::write(p("older.json"), &older).unwrap();
+    let replaced = load(&lib, &p("newer.json"));
+    assert_eq!((&replaced["replaced"], &replaced["rows"]), (&1.into(), &2.into()), "{replaced}");
+    assert_eq!(load(&lib, &p("older.json"))["unchanged"], 1);
+    assert_eq!(lib.sql("SELECT count(*) AS n FROM advisories")[0]["n"], rows_before, "the old rows were replaced");
+    let now: BTreeSet<Row> = expected.iter().filter(|r| !(r.0 == "deb12" && r.2 == "DSA-9001-1")).cloned().collect();
+    assert_eq!(vulnerabilities(&lib), now, "deb12's libc is past the newer record's fix");
+
+    // A zip of records (as osv.dev publishes them) loads as the folder does.
+    let zip = p("debian-all.zip");
+    let script = "import sys, zipfile, pathlib\nwith zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n    \
+                  for f in sorted(pathlib.Path(sys.argv[2]).glob('*.json')): z.write(f, f.name)\n";
+    run(Command::new("python3").args(["-c", script]).arg(&zip).arg(data.join("debian")));
+    let other = Library::new();
+    other.checkin(&deb12, "deb12");
+    let zipped = load(&other, &zip);
+    assert_eq!((&zipped["documents"], &zipped["added"]), (&3.into(), &5.into()), "{zipped}");
+    let deb12_only: BTreeSet<Row> = expected.iter().filter(|r| r.0 == "deb12").cloned().collect();
+    assert_eq!(vulnerabilities(&other), deb12_only);
+
+    // A record that cannot be used fails the load by name, and nothing of it is written.
+    std::fs::create_dir_all(p("bad")).unwrap();
+    std::fs::write(p("bad/a.json"), newer.replace("2024-05-02T00:00:00Z", "2024-09-01T00:00:00Z")).unwrap();
+    std::fs::write(
+        p("bad/b.json"),
+        r#"{"id": "DSA-1-1", "modified": "2024-01-01T00:00:00Z", "affected": [{"package": {"name": "x"}}]}"#,
+    )
+    .unwrap();
+    let out = lib.command().args(["advisories", "load"]).arg(p("bad")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("b.json") && stderr.contains("record DSA-1-1: affected[0]: no package ecosystem"),
+        "{stderr}"
+    );
+    assert_eq!(lib.sql("SELECT count(*) AS n FROM advisories")[0]["n"], rows_before);
+    assert_eq!(vulnerabilities(&lib), now);
+}
