@@ -1,7 +1,7 @@
 //! Bytes to structure, and back: disk formats, partition tables, filesystems, package
-//! databases, and the security advisories matched against them. Everything here reads untrusted input and answers with structure or an error
-//! that names the structure that is wrong; nothing here knows about the store, the catalog or
-//! SQL (**Architecture Invariant**).
+//! databases, and the security advisories matched against them. Everything here reads
+//! untrusted input and answers with structure or an error that names the structure that is
+//! wrong; nothing here knows about the store, the catalog or SQL (**Architecture Invariant**).
 //!
 //! The seam is [`ReadAt`]: a positioned, thread-safe byte source that fails reads past its
 //! end. A disk image is one ([`disk`]); a volume (a partition, a logical volume) is a list of
