@@ -17,7 +17,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::SessionContext;
 use imagelake_connectors::packages::versions;
@@ -136,15 +136,21 @@ async fn inventory(lib: &Lib, ctx: &SessionContext, spec: &str) -> Result<Invent
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut packages = Vec::new();
     for batch in &batches {
-        // Text columns as Utf8 (a scan may give views), by position; 6 is the epoch.
-        let texts = (0..9).map(|i| cast(batch.column(i), &DataType::Utf8)).collect::<Result<Vec<_>, _>>()?;
+        // Decoded by name, each as the type read here (a scan may give views).
+        let column = |name: &str, to: &DataType| -> Result<datafusion::arrow::array::ArrayRef> {
+            let found = batch.column_by_name(name);
+            let found = found.ok_or_else(|| DataFusionError::Internal(format!("sbom: packages has no {name}")))?;
+            Ok(cast(found, to)?)
+        };
+        let names = ["manager", "name", "version", "arch", "source", "source_version", "release", "source_rpm"];
+        let texts = names.iter().map(|n| column(n, &DataType::Utf8)).collect::<Result<Vec<_>>>()?;
         let text = |i: usize, row: usize| {
             let column = texts[i].as_string::<i32>();
             column.is_valid(row).then(|| column.value(row).to_string())
         };
-        let epoch = cast(batch.column(6), &DataType::Int64)?;
+        let epoch = column("epoch", &DataType::Int64)?;
         let epoch = epoch.as_primitive::<Int64Type>();
-        let licenses = cast(batch.column(9), &DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))))?;
+        let licenses = column("licenses", &DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))))?;
         let licenses = licenses.as_list::<i32>();
         for row in 0..batch.num_rows() {
             let list = licenses.is_valid(row).then(|| {
@@ -160,8 +166,8 @@ async fn inventory(lib: &Lib, ctx: &SessionContext, spec: &str) -> Result<Invent
                 source: text(4, row).unwrap_or_default(),
                 source_version: text(5, row),
                 epoch: epoch.is_valid(row).then(|| epoch.value(row)),
-                release: text(7, row),
-                source_rpm: text(8, row),
+                release: text(6, row),
+                source_rpm: text(7, row),
                 licenses: list,
             });
         }
