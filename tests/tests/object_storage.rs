@@ -384,12 +384,16 @@ fn leases_are_taken_renewed_and_taken_over() {
     second.release().unwrap();
     assert_eq!(Lease::state(&bucket, "maintenance.json", term).unwrap(), LeaseState::Free);
 
-    // Sixteen takers of one dead lease at once: one takes it over (the If-Match race).
+    // Sixteen takers of one dead lease at once: one takes it over (the If-Match race). The
+    // takers ask for a minute: a taker's few requests can take longer than three seconds on
+    // a loaded machine, and it would then rightly find the winner's lease dead in its turn.
     let stale = take("stale.json").unwrap();
     std::thread::sleep(Duration::from_secs(5));
     let won: usize = std::thread::scope(|scope| {
-        let racers: Vec<_> = (0..16).map(|_| scope.spawn(|| take("stale.json"))).collect();
-        racers.into_iter().map(|r| r.join().unwrap()).filter(Result::is_ok).count()
+        let racers: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| Lease::take(&bucket, "stale.json", "maintenance", None, Duration::from_secs(60))))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap().unwrap()).filter(Result::is_ok).count()
     });
     assert_eq!(won, 1, "of 16 racers for one dead lease, exactly one takes it over");
     assert!(!stale.renew().unwrap(), "the dead lease's holder learns it lost it");
