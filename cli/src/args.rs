@@ -186,6 +186,13 @@ pub enum Command {
         #[command(subcommand)]
         action: AdvisoryCommand,
     },
+    /// VEX statements: an advisory does not affect some images (or one package of them), with
+    /// a justification; `vulnerabilities` leaves out what a standing statement covers, and the
+    /// CycloneDX SBOM carries the statement's analysis.
+    Vex {
+        #[command(subcommand)]
+        action: VexCommand,
+    },
     /// The packages added, removed, upgraded and downgraded (by each manager's version order)
     /// between two image versions, with their purls.
     SbomDiff {
@@ -421,6 +428,50 @@ pub enum AdvisoryCommand {
     /// its `modified` time is newer. No image is read.
     Load {
         path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `imagelake vex ...`.
+#[derive(Subcommand)]
+pub enum VexCommand {
+    /// State that ADVISORY (its id or any alias, e.g. CVE-2024-1234) does not affect the
+    /// images --image names; kept with who said it and when.
+    Add {
+        advisory: String,
+        /// An image name or glob ('web*', '*'), optionally @VERSION for one version.
+        #[arg(long)]
+        image: String,
+        /// Only this package (its binary or source name).
+        #[arg(long)]
+        package: Option<String>,
+        /// not_affected or false_positive.
+        #[arg(long, default_value = "not_affected")]
+        state: String,
+        /// CycloneDX's justification, required for not_affected: code_not_present,
+        /// code_not_reachable, requires_configuration, requires_dependency,
+        /// requires_environment, protected_by_compiler, protected_at_runtime,
+        /// protected_at_perimeter, protected_by_mitigating_control.
+        #[arg(long)]
+        justification: Option<String>,
+        /// Free text: why.
+        #[arg(long)]
+        detail: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the standing statements (with --all, the revoked ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a statement: what it covered is listed as vulnerable again. The statement stays
+    /// on record, with who revoked it and when.
+    Revoke {
+        id: String,
         #[arg(long)]
         json: bool,
     },

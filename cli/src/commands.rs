@@ -2,7 +2,7 @@
 //! and turn what the command found wrong (damage, conflicts, refused entries) into a
 //! [`exit::Error::problem`] (exit status 1).
 
-use crate::args::{AdvisoryCommand, Cli, ClusterCommand, Command, UserCommand};
+use crate::args::{AdvisoryCommand, Cli, ClusterCommand, Command, UserCommand, VexCommand};
 use crate::exit::{self, Stdout};
 use crate::mount;
 use crate::password;
@@ -171,6 +171,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Advisories { action: AdvisoryCommand::Load { path, json } } => {
             let summary = library.load_advisories(&path).await?;
             report(&mut stdout, json, &summary, print::print_advisories_loaded)?;
+        }
+        Command::Vex { action: VexCommand::Add { advisory, image, package, state, justification, detail, json } } => {
+            let statement = imagelake_engine::vex::Statement { advisory, image, package, state, justification, detail };
+            let row = library.add_vex(&statement).await?;
+            report(&mut stdout, json, &row, |out, row| print::print_vex(out, std::slice::from_ref(row)))?;
+        }
+        Command::Vex { action: VexCommand::List { all, json } } => {
+            let rows: Vec<_> = library.vex().await?.into_iter().filter(|r| all || r.revoked_at.is_none()).collect();
+            report(&mut stdout, json, &rows, |out, rows| print::print_vex(out, rows))?;
+        }
+        Command::Vex { action: VexCommand::Revoke { id, json } } => {
+            let row = library.revoke_vex(&id).await?;
+            report(&mut stdout, json, &row, |out, row| print::print_vex(out, std::slice::from_ref(row)))?;
         }
         Command::SbomDiff { old, new, json } => {
             let session = imagelake_sql::Session::open(library.clone()).await?;

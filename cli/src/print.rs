@@ -445,3 +445,31 @@ pub fn print_advisories_loaded(
         s.records, s.documents, s.seconds, s.added, s.replaced, s.unchanged, s.ignored, s.withdrawn, s.rows
     )
 }
+
+/// VEX statements, one line each: id, advisory, images (and package), state and
+/// justification, who said it and when (and who revoked it).
+pub fn print_vex(out: &mut dyn Write, rows: &[imagelake_engine::catalog::VexRow]) -> std::io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "no VEX statements (imagelake vex add ADVISORY --image PATTERN adds one)");
+    }
+    let time = |ns: i64| chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S").to_string();
+    for r in rows {
+        let mut images = r.image.clone();
+        if let Some(v) = r.version {
+            images.push_str(&format!("@{v}"));
+        }
+        if let Some(p) = &r.package {
+            images.push_str(&format!(" package {p}"));
+        }
+        let why = r.justification.as_deref().map(|j| format!(" ({j})")).unwrap_or_default();
+        write!(out, "{}  {} {}{why} on {images}, by {} at {}", r.id, r.advisory, r.state, r.actor, time(r.at))?;
+        if let (Some(by), Some(at)) = (&r.revoked_by, r.revoked_at) {
+            write!(out, "; revoked by {by} at {}", time(at))?;
+        }
+        writeln!(out)?;
+        if let Some(detail) = &r.detail {
+            writeln!(out, "    {}", detail.replace('\n', "\n    "))?;
+        }
+    }
+    Ok(())
+}

@@ -32,6 +32,7 @@ pub mod trace;
 mod tree;
 pub mod verify;
 pub mod versions;
+pub mod vex;
 mod written;
 
 pub use check::CheckReport;

@@ -3,10 +3,13 @@
 //! `advisories.rs`) of its system and release, by source package (and its version) where the
 //! distribution's advisories name source packages (Debian, Ubuntu, Alpine), else by package,
 //! with the package manager's own version order over the advisory's ranges and versions.
-//! Withdrawn advisories match nothing.
+//! Withdrawn advisories match nothing. A standing VEX statement (the `vex` table, the engine's
+//! `vex.rs`) takes the rows it covers out of `vulnerabilities` and into
+//! `suppressed_vulnerabilities`, beside the statement, as Trivy's `--show-suppressed` lists them.
 //!
 //! The functions it uses are SQL's too: `osv_affects(ranges, versions, version, manager)`,
-//! `osv_fixed(ranges, version, manager)` and `os_release(os, version_id)`.
+//! `osv_fixed(ranges, version, manager)`, `os_release(os, version_id)` and
+//! `image_matches(pattern, name)`.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field};
@@ -18,8 +21,8 @@ use datafusion::prelude::SessionContext;
 use imagelake_connectors::advisories::{ecosystem, ranges};
 use std::sync::Arc;
 
-/// The view's columns, one row per version, package and advisory that affects it.
-const VULNERABILITIES: &str = "
+/// Every version, package and advisory that affects it, as `m` (VEX statements aside).
+const MATCHES: &str = "
 WITH p AS (
   SELECT p.image_id, i.name AS image, i.version AS image_version, p.manager, p.name, p.arch, p.version,
          p.source, coalesce(p.source_version, p.version) AS source_version,
@@ -39,11 +42,34 @@ WITH p AS (
   FROM p JOIN a ON NOT a.by_source AND a.os = p.os_name AND a.release = p.os_release
     AND a.manager = p.manager AND a.package = p.name
 )
-SELECT image_id, image, image_version, manager, name AS package, arch, version AS installed_version,
-       source, source_version, id AS advisory, aliases, severity, cvss_score, summary,
-       osv_fixed(ranges, matched_version, manager) AS fixed_version
-FROM matched
-WHERE osv_affects(ranges, versions, matched_version, manager)";
+, m AS (
+  SELECT image_id, image, image_version, manager, name AS package, arch, version AS installed_version,
+         source, source_version, id AS advisory, aliases, severity, cvss_score, summary,
+         osv_fixed(ranges, matched_version, manager) AS fixed_version
+  FROM matched
+  WHERE osv_affects(ranges, versions, matched_version, manager)
+)";
+
+/// When the VEX statement `v` covers the row `m`: it stands, names the advisory or one of its
+/// aliases, the image (and version), and the package by either name if it names one.
+const COVERS: &str = "v.revoked_at IS NULL
+  AND (v.advisory = m.advisory OR array_has(m.aliases, v.advisory))
+  AND image_matches(v.image, m.image)
+  AND (v.version IS NULL OR v.version = m.image_version)
+  AND (v.package IS NULL OR v.package = m.package OR v.package = m.source)";
+
+/// The rows of `m` no statement covers.
+fn vulnerabilities() -> String {
+    format!("{MATCHES}\nSELECT m.* FROM m WHERE NOT EXISTS (SELECT 1 FROM vex v WHERE {COVERS})")
+}
+
+/// The rows of `m` a statement covers, once per statement, with the statement.
+fn suppressed() -> String {
+    format!(
+        "{MATCHES}\nSELECT m.*, v.id AS vex, v.state AS vex_state, v.justification AS vex_justification, \
+         v.detail AS vex_detail, v.actor AS vex_actor, v.at AS vex_at FROM m JOIN vex v ON {COVERS}"
+    )
+}
 
 /// Registers the functions and the `vulnerabilities` view on `ctx`.
 pub async fn register(ctx: &SessionContext) -> Result<()> {
@@ -52,13 +78,15 @@ pub async fn register(ctx: &SessionContext) -> Result<()> {
             ctx.register_udf(udf);
         }
     }
-    let plan = ctx.state().create_logical_plan(VULNERABILITIES).await?;
-    let view = datafusion::catalog::view::ViewTable::new(plan, Some(VULNERABILITIES.to_string()));
-    ctx.register_table("vulnerabilities", Arc::new(view))?;
+    for (name, sql) in [("vulnerabilities", vulnerabilities()), ("suppressed_vulnerabilities", suppressed())] {
+        let plan = ctx.state().create_logical_plan(&sql).await?;
+        let view = datafusion::catalog::view::ViewTable::new(plan, Some(sql));
+        ctx.register_table(name, Arc::new(view))?;
+    }
     Ok(())
 }
 
-const NAMES: [&str; 3] = ["osv_affects", "osv_fixed", "os_release"];
+const NAMES: [&str; 4] = ["osv_affects", "osv_fixed", "os_release", "image_matches"];
 
 /// The function of `name`, whose answer depends on its arguments alone.
 pub fn scalar_function(name: &str) -> Option<ScalarUDF> {
@@ -70,7 +98,7 @@ pub fn scalar_function(name: &str) -> Option<ScalarUDF> {
             Volatility::Immutable,
         ),
         "osv_fixed" => Signature::one_of(vec![text(3)], Volatility::Immutable),
-        "os_release" => Signature::one_of(vec![text(2)], Volatility::Immutable),
+        "os_release" | "image_matches" => Signature::one_of(vec![text(2)], Volatility::Immutable),
         _ => return None,
     };
     let name = NAMES.into_iter().find(|n| *n == name)?;
@@ -91,7 +119,7 @@ impl ScalarUDFImpl for Osv {
         &self.signature
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(if self.name == "osv_affects" { DataType::Boolean } else { DataType::Utf8 })
+        Ok(if matches!(self.name, "osv_affects" | "image_matches") { DataType::Boolean } else { DataType::Utf8 })
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
@@ -107,6 +135,15 @@ impl ScalarUDFImpl for Osv {
                 for row in 0..n {
                     let release = value(os, row).zip(value(version, row)).and_then(|(o, v)| ecosystem::of_image(o, v));
                     out.append_option(release);
+                }
+                Arc::new(out.finish())
+            }
+            "image_matches" => {
+                let (pattern, name) = (text(0), text(1));
+                let mut out = BooleanBuilder::new();
+                for row in 0..n {
+                    let matched = value(pattern, row).zip(value(name, row));
+                    out.append_option(matched.map(|(p, n)| imagelake_engine::access::glob_matches(p, n)));
                 }
                 Arc::new(out.finish())
             }

@@ -235,7 +235,7 @@ impl CatalogTable {
 
     /// Tables whose rows belong to an image version (all but `chunks`, which the store owns).
     fn per_image(&self) -> bool {
-        !matches!(self.table, "chunks" | "images" | "advisories")
+        !matches!(self.table, "chunks" | "images" | "advisories" | "vex")
     }
 
     /// The stored rows of `table` as Lance's scan gives them (`columns` of the rows matching
@@ -318,6 +318,22 @@ fn segmented(table: &str) -> bool {
     imagelake_engine::catalog::MANIFESTS.contains(&table)
 }
 
+/// The names of the images a session that may not read every image reads; `None` for one
+/// that reads them all.
+fn visible_names(images: &Images) -> Result<Option<HashSet<String>>> {
+    if images.visible.is_none() {
+        return Ok(None);
+    }
+    let mut names = HashSet::new();
+    for batch in &images.batches {
+        let name = batch
+            .column_by_name("name")
+            .ok_or_else(|| DataFusionError::Internal("the images table has no name column".into()))?;
+        names.extend(name.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(Some(names))
+}
+
 /// `batch` (rows of `images`) with each parent the session may not read shown as NULL, as if
 /// the version had none.
 fn hide_parents(batch: &RecordBatch, readable: &HashSet<i64>) -> Result<RecordBatch> {
@@ -369,6 +385,20 @@ impl TableProvider for CatalogTable {
         // Advisories are about no image: every reader sees them all.
         if self.table == "advisories" {
             return self.read(state, self.table, projection, filters, limit).await;
+        }
+        // A VEX statement is seen by a session that may read an image it names: then every
+        // statement that hides a row of an image it reads is among those it sees.
+        if self.table == "vex"
+            && let Some(names) = visible_names(&images)?
+        {
+            let statements = self.tables.library.catalog().vex_statements().await.map_err(external)?;
+            let seen: Vec<_> = statements
+                .into_iter()
+                .filter(|s| names.iter().any(|n| imagelake_engine::access::glob_matches(&s.image, n)))
+                .collect();
+            let batch = <imagelake_engine::catalog::VexRow as imagelake_engine::catalog::Table>::batch(&seen)?;
+            let table = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
+            return table.scan(state, projection, filters, limit).await;
         }
         if let Some(readable) = &images.visible {
             return self.scan_visible(state, projection, filters, readable).await;

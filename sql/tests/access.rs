@@ -326,3 +326,37 @@ async fn administrators_manage_users_and_grants_from_sql() {
     }
     assert_eq!(f.library.users().unwrap().len(), 2);
 }
+
+/// A VEX statement is seen by a session that reads an image it names (so every statement that
+/// hides a row the session sees is among those it sees), and by no other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_sees_the_vex_statements_of_the_images_it_reads() {
+    let f = fixture().await;
+    for image in ["web*", "db", "*", "webapp@1", "nothing-yet"] {
+        let statement = imagelake_engine::vex::Statement {
+            advisory: "CVE-2024-0001".into(),
+            image: image.into(),
+            state: "false_positive".into(),
+            ..Default::default()
+        };
+        f.library.add_vex(&statement).await.unwrap();
+    }
+    let all = vex_images(&f.owner, "SELECT image FROM vex").await;
+    assert_eq!(all, ["*", "db", "nothing-yet", "web*", "webapp"]);
+    let reader = f.session(user("ana", false, &[(Right::Read, "web*")])).await;
+    assert_eq!(vex_images(&reader, "SELECT image FROM vex").await, ["*", "web*", "webapp"]);
+    let db_reader = f.session(user("bo", false, &[(Right::Read, "db")])).await;
+    assert_eq!(vex_images(&db_reader, "SELECT image FROM vex WHERE state = 'false_positive'").await, ["*", "db"]);
+}
+
+/// The first column of `sql`'s answer, sorted.
+async fn vex_images(session: &Session, sql: &str) -> Vec<String> {
+    let answer = session.run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut seen: Vec<String> = answer
+        .batches
+        .iter()
+        .flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    seen.sort();
+    seen
+}

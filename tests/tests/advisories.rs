@@ -194,3 +194,167 @@ fn advisories_match_the_stored_inventories() {
     assert_eq!(lib.sql("SELECT count(*) AS n FROM advisories")[0]["n"], rows_before);
     assert_eq!(vulnerabilities(&lib), now);
 }
+
+/// (image, version, package, advisory) of every row of `view`.
+fn listed(lib: &Library, view: &str) -> BTreeSet<(String, i64, String, String)> {
+    let rows = lib.sql(&format!("SELECT image, image_version, package, advisory FROM {view}"));
+    let text = |r: &serde_json::Map<String, serde_json::Value>, k: &str| r[k].as_str().unwrap().to_string();
+    rows.iter()
+        .map(|r| (text(r, "image"), r["image_version"].as_i64().unwrap(), text(r, "package"), text(r, "advisory")))
+        .collect()
+}
+
+fn vex(lib: &Library, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&run(lib.command().arg("vex").args(args).arg("--json"))).unwrap()
+}
+
+/// VEX statements: one by a CVE alias on a glob of images and a source package, one on one
+/// version; what they cover leaves `vulnerabilities` for `suppressed_vulnerabilities`, the
+/// CycloneDX SBOM carries their analyses (valid under the strict validator) on the packages
+/// they cover, a bad statement is refused by its part with nothing kept, and a revoked one
+/// stays on record while what it covered is listed again.
+#[test]
+fn vex_statements_hide_what_they_cover() {
+    let work = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let bookworm = [
+        ("libc6", "2.36-9+deb12u4", "glibc"),
+        ("libc-bin", "2.36-9+deb12u4", "glibc"),
+        ("libssl3", "3.0.11-1~deb12u2", "openssl"),
+    ];
+    let deb12 = debian_image(work.path(), "deb12", "12", &bookworm);
+    let deb11 = debian_image(work.path(), "deb11", "11", &[("libc6", "2.31-13+deb11u5", "glibc")]);
+    for (image, name) in [(&deb12, "web-a"), (&deb12, "web-a"), (&deb11, "web-b"), (&deb12, "db")] {
+        lib.checkin(image, name);
+    }
+    load(&lib, &repo_root().join("tests/data/osv/debian"));
+    let before = listed(&lib, "vulnerabilities");
+    let glibc = |image: &str, version: i64, package: &str| {
+        (image.to_string(), version, package.to_string(), "DSA-9001-1".to_string())
+    };
+    let ssl = |image: &str, version: i64| {
+        (image.to_string(), version, "libssl3".to_string(), "DEBIAN-CVE-2024-9003".to_string())
+    };
+    let expected: BTreeSet<_> = [
+        glibc("web-a", 1, "libc6"),
+        glibc("web-a", 1, "libc-bin"),
+        glibc("web-a", 2, "libc6"),
+        glibc("web-a", 2, "libc-bin"),
+        glibc("web-b", 1, "libc6"),
+        glibc("db", 1, "libc6"),
+        glibc("db", 1, "libc-bin"),
+        ssl("web-a", 1),
+        ssl("web-a", 2),
+        ssl("db", 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(before, expected);
+
+    // By the DSA's CVE, on the web images, for the source package glibc.
+    let by_alias = vex(
+        &lib,
+        &[
+            "add",
+            "CVE-2024-9001",
+            "--image",
+            "web-*",
+            "--package",
+            "glibc",
+            "--justification",
+            "code_not_reachable",
+            "--detail",
+            "iconv is never called with untrusted input",
+        ],
+    );
+    let alias_id = by_alias["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (&by_alias["state"], &by_alias["actor"]),
+        (&"not_affected".into(), &std::env::var("USER").unwrap_or("root".into()).into())
+    );
+    // One version only, as a false positive.
+    let pinned = vex(&lib, &["add", "DEBIAN-CVE-2024-9003", "--image", "web-a@1", "--state", "false_positive"]);
+    let hidden: BTreeSet<_> = expected
+        .iter()
+        .filter(|r| r.0.starts_with("web-") && r.3 == "DSA-9001-1")
+        .cloned()
+        .chain([ssl("web-a", 1)])
+        .collect();
+    assert_eq!(listed(&lib, "vulnerabilities"), expected.difference(&hidden).cloned().collect());
+    assert_eq!(listed(&lib, "suppressed_vulnerabilities"), hidden);
+    let why = lib.sql("SELECT DISTINCT vex, vex_state, vex_justification, vex_detail FROM suppressed_vulnerabilities WHERE image = 'web-b'");
+    assert_eq!(why.len(), 1);
+    assert_eq!(
+        (why[0]["vex"].as_str(), why[0]["vex_justification"].as_str()),
+        (Some(alias_id.as_str()), Some("code_not_reachable"))
+    );
+
+    // The SBOM of web-a@1 carries both analyses, on the packages they cover; db's none.
+    let mut files = Vec::new();
+    for spec in ["1.5", "1.6"] {
+        let file = work.path().join(format!("web-a-{spec}.json"));
+        run(lib.command().args(["sbom", "web-a@1", "--spec-version", spec, "-o"]).arg(&file));
+        files.push(file);
+    }
+    let script = repo_root().join("tests/python/sbom_check.py");
+    let verdicts = run(Command::new(imagelake_tests::venv_python()).arg(script).args(&files));
+    for verdict in verdicts.lines() {
+        let verdict: serde_json::Value = serde_json::from_str(verdict).unwrap();
+        assert_eq!(verdict["errors"], serde_json::json!([]), "{verdict}");
+    }
+    let document: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[1]).unwrap()).unwrap();
+    let analyses = document["vulnerabilities"].as_array().unwrap();
+    assert_eq!(analyses.len(), 2, "{analyses:?}");
+    let (first, second) = (&analyses[0], &analyses[1]);
+    assert_eq!(
+        (first["id"].as_str(), first["analysis"]["state"].as_str()),
+        (Some("CVE-2024-9001"), Some("not_affected"))
+    );
+    assert_eq!(first["analysis"]["justification"], "code_not_reachable");
+    let refs: BTreeSet<&str> =
+        first["affects"].as_array().unwrap().iter().map(|a| a["ref"].as_str().unwrap()).collect();
+    let purls: BTreeSet<&str> = document["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "libc6" || c["name"] == "libc-bin")
+        .map(|c| c["bom-ref"].as_str().unwrap())
+        .collect();
+    assert_eq!((refs.len(), &refs), (2, &purls));
+    assert_eq!(
+        (second["id"].as_str(), second["analysis"]["state"].as_str()),
+        (Some("DEBIAN-CVE-2024-9003"), Some("false_positive"))
+    );
+    assert!(second["affects"][0]["ref"].as_str().unwrap().starts_with("pkg:deb/debian/libssl3@"), "{second}");
+    let db: serde_json::Value = serde_json::from_str(&run(lib.command().args(["sbom", "db"]))).unwrap();
+    assert!(db.get("vulnerabilities").is_none(), "no statement covers db");
+
+    // Bad statements are refused by their part; nothing is kept.
+    for (args, says) in [
+        (vec!["add", "CVE-2024-9001", "--image", "web-*"], "needs a justification"),
+        (vec!["add", "CVE-2024-9001", "--image", "web/x", "--state", "false_positive"], "not an image pattern"),
+        (vec!["add", "CVE 9001", "--image", "db", "--state", "false_positive"], "not an advisory id"),
+        (vec!["add", "CVE-2024-9001", "--image", "db", "--justification", "because"], "unknown justification"),
+        (vec!["revoke", "0000000000000000"], "no VEX statement 0000000000000000"),
+    ] {
+        let out = lib.command().arg("vex").args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(vex(&lib, &["list"]).as_array().unwrap().len(), 2);
+
+    // Revoked: listed again; the statement stays on record, with who revoked it.
+    let revoked = vex(&lib, &["revoke", &alias_id]);
+    assert!(revoked["revoked_at"].as_i64().is_some() && revoked["revoked_by"].is_string(), "{revoked}");
+    assert_eq!(listed(&lib, "suppressed_vulnerabilities"), [ssl("web-a", 1)].into_iter().collect());
+    assert_eq!(listed(&lib, "vulnerabilities"), expected.iter().filter(|r| **r != ssl("web-a", 1)).cloned().collect());
+    let standing = vex(&lib, &["list"]);
+    assert_eq!(
+        standing.as_array().unwrap().iter().map(|s| s["id"].clone()).collect::<Vec<_>>(),
+        [pinned["id"].clone()]
+    );
+    assert_eq!(vex(&lib, &["list", "--all"]).as_array().unwrap().len(), 2);
+    let again = lib.command().args(["vex", "revoke", &alias_id]).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("revoked already"));
+}

@@ -69,7 +69,7 @@ impl Pattern {
 
     /// True when the glob matches the whole of `name`.
     pub fn matches(&self, name: &str) -> bool {
-        glob(self.0.as_bytes(), name.as_bytes())
+        glob_matches(&self.0, name)
     }
 }
 
@@ -77,6 +77,12 @@ impl std::fmt::Display for Pattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// True when the glob `pattern` (`*` any run of characters, `?` one) matches the whole of
+/// `name`, as a grant's pattern does (and a VEX statement's, and SQL's `image_matches`).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    glob(pattern.as_bytes(), name.as_bytes())
 }
 
 /// Glob matching with one backtrack point for the last `*` seen: linear in practice, and

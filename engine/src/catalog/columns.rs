@@ -96,3 +96,8 @@ pub(crate) fn opt_int(column: Option<&Int64Array>, row: usize) -> Option<i64> {
 pub(crate) fn opt_text(column: Option<&StringArray>, row: usize) -> Option<String> {
     column.and_then(|c| c.is_valid(row).then(|| c.value(row).to_string()))
 }
+
+/// A time, or None where it is null or the column absent.
+pub(crate) fn opt_time(column: Option<&TimestampNanosecondArray>, row: usize) -> Option<i64> {
+    column.and_then(|c| c.is_valid(row).then(|| c.value(row)))
+}

@@ -164,6 +164,7 @@ impl Catalog {
         catalog.create::<SegmentRow>().await?;
         catalog.create::<ProvenanceRow>().await?;
         catalog.create::<AdvisoryRow>().await?;
+        catalog.create::<VexRow>().await?;
         Ok(catalog)
     }
 

@@ -308,6 +308,35 @@ impl Catalog {
         self.record(super::AdvisoryRow::NAME, &dataset).await
     }
 
+    /// Every VEX statement, revoked ones included, oldest first.
+    pub async fn vex_statements(&self) -> Result<Vec<super::VexRow>> {
+        let columns: Vec<String> = super::VexRow::schema().fields().iter().map(|f| f.name().clone()).collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let mut rows: Vec<super::VexRow> = self.rows(&columns, None).await?;
+        rows.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        Ok(rows)
+    }
+
+    /// Marks the VEX statement `id` revoked by `actor` at `at` (nanoseconds).
+    pub async fn revoke_vex(&self, id: &str, actor: &str, at: i64) -> Result<()> {
+        let dataset = std::sync::Arc::new(self.dataset(super::VexRow::NAME).await?);
+        let err = |e: lance::Error| crate::Error::Catalog(format!("revoking VEX statement {id}: {e}"));
+        let revoked_at = format!("arrow_cast({at}, 'Timestamp(Nanosecond, Some(\"UTC\"))')");
+        let updated = lance::dataset::UpdateBuilder::new(dataset)
+            .update_where(&format!("id = {} AND revoked_at IS NULL", quote(id)))
+            .map_err(err)?
+            .set("revoked_by", &quote(actor))
+            .map_err(err)?
+            .set("revoked_at", &revoked_at)
+            .map_err(err)?
+            .build()
+            .map_err(err)?
+            .execute()
+            .await
+            .map_err(err)?;
+        self.record(super::VexRow::NAME, &updated.new_dataset).await
+    }
+
     /// Deletes the `chunks` rows of the given packs.
     pub async fn delete_pack_rows(&self, packs: &[&str]) -> Result<()> {
         let mut chunks = self.dataset(ChunkRow::NAME).await?;

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use std::sync::Arc;
 
-use super::columns::{Columns, int, opt_int, opt_text, text, time};
+use super::columns::{Columns, int, opt_int, opt_text, opt_time, text, time};
 
 /// A catalog table: a name, a schema, and rows that turn into a record batch.
 pub trait Table: Sized {
@@ -32,13 +32,13 @@ pub trait Decode: Table {
 
 /// Every table SQL sees, in the order a checkin writes them (the `images` row last: the
 /// commit point).
-pub const TABLES: [&str; 8] =
-    ["chunks", "partitions", "files", "packages", "extents", "provenance", "advisories", "images"];
+pub const TABLES: [&str; 9] =
+    ["chunks", "partitions", "files", "packages", "extents", "provenance", "advisories", "vex", "images"];
 
 /// Every Lance dataset of the catalog: the tables, `files` and `extents` stored in segments
 /// (see `segments.rs`), and `segments`, the lists of the segments of each version.
-pub const DATASETS: [&str; 9] =
-    ["chunks", "partitions", "files", "packages", "extents", "segments", "provenance", "advisories", "images"];
+pub const DATASETS: [&str; 10] =
+    ["chunks", "partitions", "files", "packages", "extents", "segments", "provenance", "advisories", "vex", "images"];
 
 fn i64_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(v))
@@ -78,6 +78,9 @@ fn str_lists<'a>(v: impl IntoIterator<Item = Option<&'a [String]>>, nullable: bo
 }
 fn time_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
     Arc::new(TimestampNanosecondArray::from_iter_values(v).with_timezone("UTC"))
+}
+fn opt_time_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from_iter(v).with_timezone("UTC"))
 }
 fn time_type() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
@@ -641,15 +644,13 @@ impl Table for AdvisoryRow {
         ]))
     }
     fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        let opt_time =
-            |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampNanosecondArray::from(v).with_timezone("UTC")) };
         RecordBatch::try_new(
             Self::schema(),
             vec![
                 str_col(rows.iter().map(|r| r.id.as_str())),
                 time_col(rows.iter().map(|r| r.modified)),
-                opt_time(rows.iter().map(|r| r.published).collect()),
-                opt_time(rows.iter().map(|r| r.withdrawn).collect()),
+                opt_time_col(rows.iter().map(|r| r.published)),
+                opt_time_col(rows.iter().map(|r| r.withdrawn)),
                 str_list_col(rows.iter().map(|r| r.aliases.as_slice())),
                 opt_str_col(rows.iter().map(|r| r.summary.as_deref())),
                 opt_str_col(rows.iter().map(|r| r.severity.as_deref())),
@@ -844,6 +845,95 @@ impl ChunkRow {
             size: self.size as u32,
         };
         Some((hash, location))
+    }
+}
+
+/// A VEX statement: the advisory `advisory` (its id or any alias) does not affect the images
+/// `image` names (a name or glob; one version of them if `version` says), or only their
+/// package `package` (binary or source name), as `actor` said at `at`. A statement is never
+/// deleted: revoking it records who did and when, and `vulnerabilities` honours the statements
+/// not revoked (the engine's `vex.rs`). Library-wide, as advisories are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VexRow {
+    /// 16 random hex digits.
+    pub id: String,
+    pub advisory: String,
+    pub image: String,
+    pub version: Option<i64>,
+    pub package: Option<String>,
+    /// CycloneDX's analysis state: `not_affected` or `false_positive`.
+    pub state: String,
+    /// CycloneDX's justification (`code_not_reachable`, ...); required for `not_affected`.
+    pub justification: Option<String>,
+    pub detail: Option<String>,
+    pub actor: String,
+    pub at: i64,
+    pub revoked_by: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+impl Table for VexRow {
+    const NAME: &'static str = "vex";
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("id", DataType::Utf8, false),
+            field("advisory", DataType::Utf8, false),
+            field("image", DataType::Utf8, false),
+            field("version", DataType::Int64, true),
+            field("package", DataType::Utf8, true),
+            field("state", DataType::Utf8, false),
+            field("justification", DataType::Utf8, true),
+            field("detail", DataType::Utf8, true),
+            field("actor", DataType::Utf8, false),
+            field("at", time_type(), false),
+            field("revoked_by", DataType::Utf8, true),
+            field("revoked_at", time_type(), true),
+        ]))
+    }
+    fn batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                str_col(rows.iter().map(|r| r.id.as_str())),
+                str_col(rows.iter().map(|r| r.advisory.as_str())),
+                str_col(rows.iter().map(|r| r.image.as_str())),
+                opt_i64_col(rows.iter().map(|r| r.version)),
+                opt_str_col(rows.iter().map(|r| r.package.as_deref())),
+                str_col(rows.iter().map(|r| r.state.as_str())),
+                opt_str_col(rows.iter().map(|r| r.justification.as_deref())),
+                opt_str_col(rows.iter().map(|r| r.detail.as_deref())),
+                str_col(rows.iter().map(|r| r.actor.as_str())),
+                time_col(rows.iter().map(|r| r.at)),
+                opt_str_col(rows.iter().map(|r| r.revoked_by.as_deref())),
+                opt_time_col(rows.iter().map(|r| r.revoked_at)),
+            ],
+        )
+    }
+}
+
+impl Decode for VexRow {
+    fn decode(batch: &RecordBatch) -> crate::Result<Vec<Self>> {
+        let c = Columns::new(Self::NAME, batch);
+        let (id, advisory, image, version) = (c.str("id")?, c.str("advisory")?, c.str("image")?, c.i64("version")?);
+        let (package, state, justification) = (c.str("package")?, c.str("state")?, c.str("justification")?);
+        let (detail, actor, at) = (c.str("detail")?, c.str("actor")?, c.time("at")?);
+        let (revoked_by, revoked_at) = (c.str("revoked_by")?, c.time("revoked_at")?);
+        Ok((0..c.rows())
+            .map(|r| VexRow {
+                id: text(id, r),
+                advisory: text(advisory, r),
+                image: text(image, r),
+                version: opt_int(version, r),
+                package: opt_text(package, r),
+                state: text(state, r),
+                justification: opt_text(justification, r),
+                detail: opt_text(detail, r),
+                actor: text(actor, r),
+                at: time(at, r),
+                revoked_by: opt_text(revoked_by, r),
+                revoked_at: opt_time(revoked_at, r),
+            })
+            .collect())
     }
 }
 

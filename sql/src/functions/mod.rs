@@ -126,7 +126,7 @@ pub fn read_scalar_function(lib: &Lib, name: &str) -> Option<datafusion::logical
 }
 
 /// The scalar function of `name` whose answer depends on its arguments alone (`version_cmp`,
-/// and `crate::advisories`' `osv_affects`, `osv_fixed`, `os_release`).
+/// and `crate::advisories`' `osv_affects`, `osv_fixed`, `os_release`, `image_matches`).
 pub fn pure_scalar_function(name: &str) -> Option<datafusion::logical_expr::ScalarUDF> {
     (name == "version_cmp").then(version::version_cmp).or_else(|| crate::advisories::scalar_function(name))
 }

@@ -5,9 +5,11 @@
 //! `sourceRpm`, `originPackage`, which grype reads) and Trivy's (`aquasecurity:trivy:SrcName`,
 //! `SrcVersion`, `SrcRelease`, `SrcEpoch`: Trivy matches Debian and Alpine advisories by source
 //! package, and takes them from nowhere else). `dependencies` say the subject holds the system
-//! and the system its packages.
+//! and the system its packages. `vulnerabilities` holds the VEX statements that cover the
+//! version: each its advisory, its analysis (state, justification, detail, when it was
+//! issued), who made it, and the components it is about.
 
-use super::{Inventory, Package, purl::purl, split_version};
+use super::{Analysis, Inventory, Package, purl::purl, rfc3339, split_version};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
@@ -69,7 +71,7 @@ pub fn document(inventory: &Inventory, spec_version: &str) -> Value {
         }
         None => dependencies.push(json!({ "ref": subject, "dependsOn": references })),
     }
-    json!({
+    let mut document = json!({
         "bomFormat": "CycloneDX",
         "specVersion": spec_version,
         "serialNumber": format!("urn:uuid:{}", inventory.uuid()),
@@ -92,6 +94,35 @@ pub fn document(inventory: &Inventory, spec_version: &str) -> Value {
         },
         "components": components,
         "dependencies": dependencies,
+    });
+    if !inventory.analyses.is_empty() {
+        let analyses = inventory.analyses.iter().map(|a| vulnerability(a, &references, &subject));
+        document["vulnerabilities"] = json!(analyses.collect::<Vec<_>>());
+    }
+    document
+}
+
+/// A VEX statement as a CycloneDX vulnerability: its advisory (as the statement names it), its
+/// analysis, and the packages it covers, or the image where its advisory matches none of them.
+fn vulnerability(analysis: &Analysis, references: &[String], subject: &str) -> Value {
+    let statement = &analysis.statement;
+    let mut affects: Vec<Value> = analysis.packages.iter().map(|&i| json!({ "ref": references[i] })).collect();
+    if affects.is_empty() {
+        affects.push(json!({ "ref": subject }));
+    }
+    let mut said = json!({ "state": statement.state, "firstIssued": rfc3339(statement.at) });
+    if let Some(justification) = &statement.justification {
+        said["justification"] = json!(justification);
+    }
+    if let Some(detail) = &statement.detail {
+        said["detail"] = json!(detail);
+    }
+    json!({
+        "bom-ref": format!("imagelake:vex:{}", statement.id),
+        "id": statement.advisory,
+        "analysis": said,
+        "affects": affects,
+        "properties": [property("imagelake:vex:id", &statement.id), property("imagelake:vex:actor", &statement.actor)],
     })
 }
 

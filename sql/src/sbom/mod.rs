@@ -4,9 +4,11 @@
 //! the packages added, removed, upgraded and downgraded between two versions. Both are read
 //! table functions: a session sees the images its principal may read, and no other.
 //!
-//! A document is a function of the version alone: its time is the version's `created_at` and
-//! its serial number and namespace derive from the version's name, number and id, so the same
-//! version exported twice is byte-identical.
+//! A document is a function of the version and the VEX statements that cover it: its time is
+//! the version's `created_at` and its serial number and namespace derive from the version's
+//! name, number and id, so the same version exported twice is byte-identical. A CycloneDX
+//! document carries each standing statement that covers the version as a vulnerability with
+//! its analysis, affecting the packages its advisory matches (or the image, where none).
 
 mod cyclonedx;
 pub mod purl;
@@ -22,7 +24,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::prelude::SessionContext;
 use imagelake_connectors::packages::versions;
 use imagelake_engine::access::Right;
-use imagelake_engine::catalog::ImageRow;
+use imagelake_engine::catalog::{ImageRow, VexRow};
 use std::sync::Arc;
 
 /// The SBOM table functions, by name.
@@ -99,6 +101,15 @@ pub struct Inventory {
     pub os: Os,
     /// Ordered by manager, name, architecture and version.
     pub packages: Vec<Package>,
+    /// The standing VEX statements that cover the version, oldest first.
+    pub analyses: Vec<Analysis>,
+}
+
+/// A VEX statement that covers a version, and the packages of the version its advisory
+/// matches (indexes into [`Inventory::packages`]).
+pub struct Analysis {
+    pub statement: VexRow,
+    pub packages: Vec<usize>,
 }
 
 impl Inventory {
@@ -120,9 +131,13 @@ impl Inventory {
 
     /// The version's creation time, RFC 3339 in UTC to the second.
     pub fn created(&self) -> String {
-        let at = chrono::DateTime::from_timestamp_nanos(self.image.created_at);
-        at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        rfc3339(self.image.created_at)
     }
+}
+
+/// A time (nanoseconds since the epoch) in RFC 3339, UTC, to the second.
+pub fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The inventory of the version `spec` names, as the session `ctx` sees it.
@@ -173,7 +188,46 @@ async fn inventory(lib: &Lib, ctx: &SessionContext, spec: &str) -> Result<Invent
         }
     }
     let os = Os { id: image.os_name.clone(), version_id: image.os_version.clone() };
-    Ok(Inventory { image, os, packages })
+    let analyses = analyses(lib, ctx, &image, &packages).await?;
+    Ok(Inventory { image, os, packages, analyses })
+}
+
+/// The standing VEX statements that cover `image`, each with the packages of `packages` whose
+/// rows it takes out of `vulnerabilities`.
+async fn analyses(lib: &Lib, ctx: &SessionContext, image: &ImageRow, packages: &[Package]) -> Result<Vec<Analysis>> {
+    let statements = lib.library.vex().await.map_err(crate::external)?;
+    let mut analyses: Vec<Analysis> = statements
+        .into_iter()
+        .filter(|s| s.covers(&image.name, image.version))
+        .map(|statement| Analysis { statement, packages: Vec::new() })
+        .collect();
+    if analyses.is_empty() {
+        return Ok(analyses);
+    }
+    let sql = format!(
+        "SELECT DISTINCT vex, manager, package, arch, installed_version FROM suppressed_vulnerabilities \
+         WHERE image_id = {}",
+        image.image_id
+    );
+    for batch in ctx.sql(&sql).await?.collect().await? {
+        let texts = (0..5).map(|i| cast(batch.column(i), &DataType::Utf8)).collect::<Result<Vec<_>, _>>()?;
+        let text = |i: usize, row: usize| texts[i].as_string::<i32>().value(row).to_string();
+        for row in 0..batch.num_rows() {
+            let key = (text(1, row), text(2, row), text(3, row), text(4, row));
+            let found = packages
+                .iter()
+                .position(|p| (&p.manager, &p.name, &p.arch, &p.version) == (&key.0, &key.1, &key.2, &key.3));
+            let analysis = analyses.iter_mut().find(|a| a.statement.id == text(0, row));
+            if let (Some(index), Some(analysis)) = (found, analysis) {
+                analysis.packages.push(index);
+            }
+        }
+    }
+    for analysis in &mut analyses {
+        analysis.packages.sort_unstable();
+        analysis.packages.dedup();
+    }
+    Ok(analyses)
 }
 
 /// `[epoch:]version[-release]` apart: dpkg's epoch, upstream version and revision, or rpm's
