@@ -15,6 +15,7 @@
 //! - per-host files: `/etc/hostname` and `/etc/machine-id` of its own, and a new
 //!   `/etc/imagelake-host`.
 
+use crate::dice::Dice;
 use crate::{cache_dir, repo_root, run};
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
@@ -27,23 +28,6 @@ use std::time::Instant;
 
 /// Hosts written per Lance commit: few, large fragments.
 const GROUP: usize = 100;
-
-/// A deterministic stream of numbers (splitmix64).
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// A number in 0..100.
-    fn percent(&mut self) -> u64 {
-        self.next() % 100
-    }
-}
 
 fn hash_of(text: &str) -> String {
     blake3::hash(text.as_bytes()).to_hex().to_string()

@@ -7,6 +7,8 @@
 pub mod cluster;
 pub mod corrupt;
 pub mod debugfs;
+pub mod dice;
+pub mod exposure;
 pub mod fleet;
 pub mod lvm;
 pub mod manifest;

@@ -358,3 +358,80 @@ fn vex_statements_hide_what_they_cover() {
     let again = lib.command().args(["vex", "revoke", &alias_id]).output().unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("revoked already"));
 }
+
+/// A fleet of 10,000 versions (the bookworm tree's 139 packages, each host's sources on rungs
+/// of their version ladders, one host in ten Debian 11) and 500 generated advisories, 80 about
+/// the fleet's sources: `vulnerabilities` equals what a brute-force check finds, deciding each
+/// package and advisory on rung numbers (no version order), VEX statements included.
+#[test]
+fn a_fleet_of_10000_versions_matches_a_brute_force_check() {
+    use imagelake_tests::exposure::{Fleet, advisories, write_osv};
+    let work = tempfile::tempdir().unwrap();
+    let lib = Library::new();
+    let fleet = Fleet::generate(10_000, 0x5eed_f1ee7);
+    let records = advisories(&fleet, 500, 80, 0xadd5);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let library = imagelake_engine::Library::open(&lib.path()).await.unwrap();
+        fleet.write(&library, 1).await;
+    });
+    write_osv(&fleet, &records, &work.path().join("osv"));
+    let loaded = load(&lib, &work.path().join("osv"));
+    assert_eq!((&loaded["records"], &loaded["added"]), (&500.into(), &500.into()), "{loaded}");
+    // One statement by alias on a hundred hosts, one on one host's one package.
+    let about = |n: usize| records.iter().filter(|a| a.source.is_some() && !a.withdrawn).nth(n).unwrap().clone();
+    let (glob, pinned) = (about(0), about(1));
+    let pinned_host = &fleet.hosts[4242];
+    let pinned_package = fleet.installed(pinned_host).find(|p| Some(p.package.source) == pinned.source);
+    vex(&lib, &["add", &glob.alias, "--image", "host-00*", "--state", "false_positive"]);
+    if let Some(p) = &pinned_package {
+        vex(
+            &lib,
+            &[
+                "add",
+                &pinned.id,
+                "--image",
+                &format!("{}@1", pinned_host.name),
+                "--package",
+                &p.package.name,
+                "--justification",
+                "requires_configuration",
+            ],
+        );
+    }
+
+    let mut expected = BTreeSet::new();
+    for host in &fleet.hosts {
+        for installed in fleet.installed(host) {
+            for advisory in records.iter().filter(|a| a.source == Some(installed.package.source)) {
+                let Some(fixed) = advisory.affects(host.release, installed.rung) else { continue };
+                let hidden_by_glob = advisory.id == glob.id && host.name.starts_with("host-00");
+                let hidden_by_pin = advisory.id == pinned.id
+                    && host.name == pinned_host.name
+                    && pinned_package.as_ref().is_some_and(|p| p.package.name == installed.package.name);
+                if hidden_by_glob || hidden_by_pin {
+                    continue;
+                }
+                let version = &fleet.sources[installed.package.source].1;
+                let fixed = fixed.map(|f| imagelake_tests::exposure::rung(version, f)).unwrap_or_default();
+                expected.insert(format!("{},{},{},{fixed}", host.name, installed.package.name, advisory.id));
+            }
+        }
+    }
+    let out = run(lib.command().args([
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT image, package, advisory, fixed_version FROM vulnerabilities",
+    ]));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("image,package,advisory,fixed_version"));
+    let found: Vec<&str> = lines.collect();
+    let answered: BTreeSet<String> = found.iter().map(|l| l.to_string()).collect();
+    assert_eq!(answered.len(), found.len(), "a row listed twice");
+    let missing: Vec<_> = expected.difference(&answered).take(5).collect();
+    let extra: Vec<_> = answered.difference(&expected).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, not expected {extra:?}");
+    assert!(expected.len() > 100_000, "the fleet has {} vulnerable rows", expected.len());
+    eprintln!("fleet: {} rows of vulnerabilities, as the brute-force check finds", expected.len());
+}
