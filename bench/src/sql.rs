@@ -20,7 +20,7 @@ mod library;
 
 use imagelake_engine::Library;
 use imagelake_sql::Session;
-use imagelake_tests::{fleet, imagelake_bin, repo_root, run, venv_python};
+use imagelake_tests::{fleet, fresh_answer, repo_root, run, venv_python};
 use library::{SHIP_MARIADB, readme_question, real_library, rows};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -172,21 +172,8 @@ async fn questions_side_by_side(
     }
 
     // Each question once more in a process of its own, for the memory answering it takes.
-    // Through GNU time: a child spawned straight from this large process would report this
-    // process's peak as its own (Linux carries it over exec).
-    let mut peaks = Vec::new();
-    for (_, sql) in questions {
-        let mut cmd = Command::new("/usr/bin/time");
-        cmd.args(["-f", "%M %e"]).arg(imagelake_bin()).arg("-L").arg(library.folder().expect("a folder library"));
-        cmd.args(["sql", "--format", "csv", "-c", sql]);
-        let out = cmd.stdout(Stdio::null()).output().expect("/usr/bin/time");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stderr);
-        let mut fields = text.lines().last().unwrap_or_default().split_whitespace();
-        let kib: u64 = fields.next().and_then(|f| f.parse().ok()).expect("peak KiB");
-        let seconds: f64 = fields.next().and_then(|f| f.parse().ok()).expect("seconds");
-        peaks.push((seconds, kib * 1024));
-    }
+    let folder = library.folder().expect("a folder library");
+    let peaks: Vec<(f64, u64)> = questions.iter().map(|(_, sql)| fresh_answer(&folder, sql)).collect();
     let catalog = run(Command::new("du").arg("-sb").arg(library.folder().expect("a folder library").join("catalog")));
     let catalog: u64 = catalog.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
     let images: usize = count(session, "images").await.parse().unwrap_or(1);

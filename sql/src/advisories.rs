@@ -149,10 +149,11 @@ impl ScalarUDFImpl for Osv {
             }
             "osv_fixed" => {
                 let (ranges, version, manager) = (text(0), text(1), text(2));
+                let mut parsed = Parsed::default();
                 let mut out = StringBuilder::new();
                 for row in 0..n {
                     let fixed = match (value(ranges, row), value(version, row), value(manager, row)) {
-                        (Some(r), Some(v), Some(m)) => ranges::affects(m, &parse_ranges(r)?, &[], v).flatten(),
+                        (Some(r), Some(v), Some(m)) => ranges::affects(m, parsed.get(r)?, &[], v).flatten(),
                         _ => None,
                     };
                     out.append_option(fixed);
@@ -162,6 +163,7 @@ impl ScalarUDFImpl for Osv {
             _ => {
                 let (ranges, version, manager) = (text(0), text(2), text(3));
                 let listed = arrays.get(1).map(|a| a.as_list::<i32>());
+                let mut parsed = Parsed::default();
                 let mut out = BooleanBuilder::new();
                 for row in 0..n {
                     let (Some(r), Some(v), Some(m)) = (value(ranges, row), value(version, row), value(manager, row))
@@ -180,7 +182,7 @@ impl ScalarUDFImpl for Osv {
                         }
                         None => Vec::new(),
                     };
-                    out.append_value(ranges::affects(m, &parse_ranges(r)?, &versions, v).is_some());
+                    out.append_value(ranges::affects(m, parsed.get(r)?, &versions, v).is_some());
                 }
                 Arc::new(out.finish())
             }
@@ -189,9 +191,20 @@ impl ScalarUDFImpl for Osv {
     }
 }
 
-fn parse_ranges(text: &str) -> Result<Vec<ranges::Range>> {
-    match ranges::Range::from_json(text) {
-        Ok(ranges) => Ok(ranges),
-        Err(e) => exec_err!("advisory ranges: {e}"),
+/// The ranges of one batch's rows, each distinct text parsed once: the rows of a join repeat
+/// a few advisories many times.
+#[derive(Default)]
+struct Parsed<'a>(std::collections::HashMap<&'a str, Vec<ranges::Range>>);
+
+impl<'a> Parsed<'a> {
+    fn get(&mut self, text: &'a str) -> Result<&[ranges::Range]> {
+        if !self.0.contains_key(text) {
+            let parsed = match ranges::Range::from_json(text) {
+                Ok(ranges) => ranges,
+                Err(e) => return exec_err!("advisory ranges: {e}"),
+            };
+            self.0.insert(text, parsed);
+        }
+        Ok(&self.0[text])
     }
 }

@@ -68,6 +68,22 @@ pub fn imagelake_bin() -> PathBuf {
         .expect("imagelake binary missing: run `cargo build --bin imagelake` first (scripts/test.sh does)")
 }
 
+/// `sql` answered once by a fresh `imagelake sql -c` process on the library in `folder`: its
+/// wall seconds and peak memory in bytes. Through GNU time: a child spawned straight from a
+/// large bench process would report that process's peak as its own (Linux carries it over exec).
+pub fn fresh_answer(folder: &std::path::Path, sql: &str) -> (f64, u64) {
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.args(["-f", "%M %e"]).arg(imagelake_bin()).arg("-L").arg(folder);
+    cmd.args(["sql", "--format", "csv", "-c", sql]);
+    let out = cmd.stdout(std::process::Stdio::null()).output().expect("/usr/bin/time");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut fields = text.lines().last().unwrap_or_default().split_whitespace();
+    let kib: u64 = fields.next().and_then(|f| f.parse().ok()).expect("peak KiB");
+    let seconds: f64 = fields.next().and_then(|f| f.parse().ok()).expect("seconds");
+    (seconds, kib * 1024)
+}
+
 /// A library in a temporary directory, driven through the CLI.
 pub struct Library {
     pub dir: tempfile::TempDir,
