@@ -319,22 +319,10 @@ impl Catalog {
 
     /// Marks the VEX statement `id` revoked by `actor` at `at` (nanoseconds).
     pub async fn revoke_vex(&self, id: &str, actor: &str, at: i64) -> Result<()> {
-        let dataset = std::sync::Arc::new(self.dataset(super::VexRow::NAME).await?);
-        let err = |e: lance::Error| crate::Error::Catalog(format!("revoking VEX statement {id}: {e}"));
         let revoked_at = format!("arrow_cast({at}, 'Timestamp(Nanosecond, Some(\"UTC\"))')");
-        let updated = lance::dataset::UpdateBuilder::new(dataset)
-            .update_where(&format!("id = {} AND revoked_at IS NULL", quote(id)))
-            .map_err(err)?
-            .set("revoked_by", &quote(actor))
-            .map_err(err)?
-            .set("revoked_at", &revoked_at)
-            .map_err(err)?
-            .build()
-            .map_err(err)?
-            .execute()
-            .await
-            .map_err(err)?;
-        self.record(super::VexRow::NAME, &updated.new_dataset).await
+        let filter = format!("id = {} AND revoked_at IS NULL", quote(id));
+        let sets = [("revoked_by", quote(actor)), ("revoked_at", revoked_at)];
+        self.update(super::VexRow::NAME, &filter, &sets, &format!("revoking VEX statement {id}")).await
     }
 
     /// Deletes the `chunks` rows of the given packs.
@@ -347,19 +335,21 @@ impl Catalog {
 
     /// Sets a version's `images.state` (delete, undelete, gc's purge).
     pub async fn set_state(&self, image_id: i64, state: super::ImageState, label: &str) -> Result<()> {
-        let dataset = std::sync::Arc::new(self.dataset(ImageRow::NAME).await?);
-        let err = |e: lance::Error| crate::Error::Catalog(format!("marking {label} {state}: {e}"));
-        let updated = lance::dataset::UpdateBuilder::new(dataset)
-            .update_where(&format!("image_id = {image_id}"))
-            .map_err(err)?
-            .set("state", &quote(state.as_str()))
-            .map_err(err)?
-            .build()
-            .map_err(err)?
-            .execute()
-            .await
-            .map_err(err)?;
-        self.record(ImageRow::NAME, &updated.new_dataset).await
+        let sets = [("state", quote(state.as_str()))];
+        self.update(ImageRow::NAME, &format!("image_id = {image_id}"), &sets, &format!("marking {label} {state}")).await
+    }
+
+    /// Sets columns (each to an SQL expression) of the rows of `table` that `filter` picks, in
+    /// one Lance commit; `doing` says what for, in errors.
+    async fn update(&self, table: &str, filter: &str, sets: &[(&str, String)], doing: &str) -> Result<()> {
+        let dataset = std::sync::Arc::new(self.dataset(table).await?);
+        let err = |e: lance::Error| crate::Error::Catalog(format!("{doing}: {e}"));
+        let mut builder = lance::dataset::UpdateBuilder::new(dataset).update_where(filter).map_err(err)?;
+        for (column, value) in sets {
+            builder = builder.set(column, value).map_err(err)?;
+        }
+        let updated = builder.build().map_err(err)?.execute().await.map_err(err)?;
+        self.record(table, &updated.new_dataset).await
     }
 }
 
