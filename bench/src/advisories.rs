@@ -6,22 +6,19 @@
 //!   them again unchanged, and again with a tenth of them newer;
 //! - "which images does CVE-X affect" and "which images have fixable criticals", as the README
 //!   asks them, medians of RUNS runs in a long-lived session (each answer checked against the
-//!   brute-force count the exposure module finds on rung numbers), and once each in a fresh
-//!   `imagelake sql -c` process;
-//! - one version's SBOM (CycloneDX), median of RUNS runs in the session and once by a fresh
-//!   `imagelake sbom` process.
+//!   brute-force count the exposure module finds on rung numbers);
+//! - one version's SBOM (CycloneDX), median of RUNS runs in the session.
 //!
 //! No peer runs beside it: Trivy and grype scan one image (or its SBOM) at a time and neither
 //! is installable on this machine; DuckDB has no dpkg version order to match with.
 //!
 //! Run: `cargo run --release -p imagelake-bench --bin bench-advisories [HOSTS] [ADVISORIES]`.
 
+use datafusion::arrow::array::AsArray;
 use imagelake_engine::Library;
 use imagelake_sql::Session;
 use imagelake_tests::exposure::{Advisory, Fleet, advisories, write_osv};
-use imagelake_tests::fresh_answer;
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Instant;
 
 #[global_allocator]
@@ -127,16 +124,8 @@ async fn main() {
             times[q].push(seconds);
         }
     }
-    let fresh: Vec<(f64, u64)> = [cve_x.as_str(), criticals].iter().map(|sql| fresh_answer(&folder, sql)).collect();
-    let started = Instant::now();
-    let document = Command::new(imagelake_tests::imagelake_bin())
-        .arg("-L")
-        .arg(&folder)
-        .args(["sbom", "host-00042"])
-        .output()
-        .expect("imagelake sbom");
-    let sbom_fresh = started.elapsed().as_secs_f64();
-    assert!(document.status.success(), "{}", String::from_utf8_lossy(&document.stderr));
+    let document = session.run(sbom).await.expect("sbom");
+    let bytes = document.batches[0].column(0).as_string::<i32>().value(0).len();
 
     println!("Fleet: {hosts} versions, {packages} package rows, written and indexed in {written:.1} s.");
     println!("Advisories: {total} OSV records ({ABOUT_FLEET} about the fleet's sources), {} rows.\n", first.rows);
@@ -147,14 +136,10 @@ async fn main() {
     let labels = [
         format!("which images does {} affect ({x_hosts} versions)", x.alias),
         format!("which images have fixable criticals ({critical_hosts} versions)"),
-        format!("one SBOM (CycloneDX, {} bytes)", document.stdout.len()),
+        format!("one SBOM (CycloneDX, {bytes} bytes, `sbom('host-00042')`)"),
     ];
-    println!("\n| question | median of {RUNS} in a session | fresh `imagelake` process |\n|---|---|---|");
+    println!("\n| question | median of {RUNS} in one session |\n|---|---|");
     for (q, label) in labels.iter().enumerate() {
-        let fresh = match q {
-            2 => format!("{sbom_fresh:.2} s"),
-            _ => format!("{:.2} s, peak {:.0} MiB", fresh[q].0, fresh[q].1 as f64 / 1048576.0),
-        };
-        println!("| {label} | {:.1} ms | {fresh} |", median(times[q].clone()) * 1e3);
+        println!("| {label} | {:.1} ms |", median(times[q].clone()) * 1e3);
     }
 }

@@ -23,11 +23,12 @@ use std::sync::Arc;
 
 /// Every version, package and advisory that affects it, as `m` (VEX statements aside).
 const MATCHES: &str = "
-WITH p AS (
+WITH i AS (
+  SELECT image_id, name, version, os_name, os_release(os_name, os_version) AS os_release FROM images
+), p AS (
   SELECT p.image_id, i.name AS image, i.version AS image_version, p.manager, p.name, p.arch, p.version,
-         p.source, coalesce(p.source_version, p.version) AS source_version,
-         i.os_name, os_release(i.os_name, i.os_version) AS os_release
-  FROM packages p JOIN images i USING (image_id)
+         p.source, coalesce(p.source_version, p.version) AS source_version, i.os_name, i.os_release
+  FROM packages p JOIN i USING (image_id)
 ), a AS (
   SELECT id, aliases, severity, cvss_score, summary, os, release, manager, by_source, package, ranges, versions
   FROM advisories WHERE withdrawn IS NULL
