@@ -173,7 +173,7 @@ async fn questions_side_by_side(
 
     // Each question once more in a process of its own, for the memory answering it takes.
     let folder = library.folder().expect("a folder library");
-    let peaks: Vec<(f64, u64)> = questions.iter().map(|(_, sql)| fresh_answer(&folder, sql)).collect();
+    let peaks: Vec<(f64, u64)> = questions.iter().map(|(_, sql)| fresh_answer(folder, sql)).collect();
     let catalog = run(Command::new("du").arg("-sb").arg(library.folder().expect("a folder library").join("catalog")));
     let catalog: u64 = catalog.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
     let images: usize = count(session, "images").await.parse().unwrap_or(1);
