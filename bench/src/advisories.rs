@@ -125,7 +125,8 @@ async fn main() {
         }
     }
     let document = session.run(sbom).await.expect("sbom");
-    let bytes = document.batches[0].column(0).as_string::<i32>().value(0).len();
+    let column = document.batches[0].column_by_name("document").expect("sbom() answers a document");
+    let bytes = column.as_string::<i32>().value(0).len();
 
     println!("Fleet: {hosts} versions, {packages} package rows, written and indexed in {written:.1} s.");
     println!("Advisories: {total} OSV records ({ABOUT_FLEET} about the fleet's sources), {} rows.\n", first.rows);

@@ -127,7 +127,8 @@ impl VexRow {
 impl Library {
     /// Keeps `statement`, with the acting user and the time, and returns it as kept.
     pub async fn add_vex(&self, statement: &Statement) -> Result<VexRow> {
-        let id = crate::storage::random_name().map_err(|e| Error::Internal(e.to_string()))?[..16].to_string();
+        let mut id = crate::storage::random_name().map_err(|e| Error::Internal(e.to_string()))?;
+        id.truncate(16);
         let row = statement.row(id, crate::library::actor(), crate::now_ns())?;
         let _writing = self.writing().await?;
         let _lock = self.lock()?;

@@ -210,7 +210,16 @@ async fn analyses(lib: &Lib, ctx: &SessionContext, image: &ImageRow, packages: &
         image.image_id
     );
     for batch in ctx.sql(&sql).await?.collect().await? {
-        let texts = (0..5).map(|i| cast(batch.column(i), &DataType::Utf8)).collect::<Result<Vec<_>, _>>()?;
+        let names = ["vex", "manager", "package", "arch", "installed_version"];
+        let texts = names
+            .iter()
+            .map(|name| {
+                let found = batch.column_by_name(name).ok_or_else(|| {
+                    DataFusionError::Internal(format!("sbom: suppressed_vulnerabilities has no {name}"))
+                })?;
+                Ok(cast(found, &DataType::Utf8)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let text = |i: usize, row: usize| texts[i].as_string::<i32>().value(row).to_string();
         for row in 0..batch.num_rows() {
             let key = (text(1, row), text(2, row), text(3, row), text(4, row));
