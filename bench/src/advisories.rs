@@ -124,6 +124,16 @@ async fn main() {
             times[q].push(seconds);
         }
     }
+    // Where a question's time goes, when asked for (`IMAGELAKE_BENCH_EXPLAIN=1`).
+    if std::env::var_os("IMAGELAKE_BENCH_EXPLAIN").is_some() {
+        for sql in [cve_x.as_str(), criticals] {
+            let plan = session.run(&format!("EXPLAIN ANALYZE {sql}")).await.expect("explain");
+            for batch in &plan.batches {
+                let column = batch.column_by_name("plan").expect("EXPLAIN answers a plan");
+                column.as_string::<i32>().iter().flatten().for_each(|line| eprintln!("{line}"));
+            }
+        }
+    }
     let document = session.run(sbom).await.expect("sbom");
     let column = document.batches[0].column_by_name("document").expect("sbom() answers a document");
     let bytes = column.as_string::<i32>().value(0).len();

@@ -13,7 +13,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::common::{Result, exec_err};
+use datafusion::common::{HashMap, Result, exec_err, hash_map::Entry};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
@@ -21,34 +21,34 @@ use datafusion::prelude::SessionContext;
 use imagelake_connectors::advisories::{ecosystem, ranges};
 use std::sync::Arc;
 
-/// Every version, package and advisory that affects it, as `m` (VEX statements aside).
+/// Every version, package and advisory that affects it, as `m` (VEX statements aside). The
+/// packages meet the advisories first, by package manager and name, which keeps only the rows
+/// of the few sources a question's advisories name; those meet their versions' systems and
+/// releases after.
 const MATCHES: &str = "
-WITH i AS (
-  SELECT image_id, name, version, os_name, os_release(os_name, os_version) AS os_release FROM images
-), p AS (
-  SELECT p.image_id, i.name AS image, i.version AS image_version, p.manager, p.name, p.arch, p.version,
-         p.source, coalesce(p.source_version, p.version) AS source_version, i.os_name, i.os_release
-  FROM packages p JOIN i USING (image_id)
-), a AS (
+WITH a AS (
   SELECT id, aliases, severity, cvss_score, summary, os, release, manager, by_source, package, ranges, versions
   FROM advisories WHERE withdrawn IS NULL
+), p AS (
+  SELECT image_id, manager, name, arch, version, source, coalesce(source_version, version) AS source_version
+  FROM packages
 ), matched AS (
-  SELECT p.*, a.id, a.aliases, a.severity, a.cvss_score, a.summary, a.ranges, a.versions,
+  SELECT p.*, a.id, a.aliases, a.severity, a.cvss_score, a.summary, a.os, a.release, a.ranges, a.versions,
          p.source_version AS matched_version
-  FROM p JOIN a ON a.by_source AND a.os = p.os_name AND a.release = p.os_release
-    AND a.manager = p.manager AND a.package = p.source
+  FROM a JOIN p ON a.by_source AND a.manager = p.manager AND a.package = p.source
   UNION ALL
-  SELECT p.*, a.id, a.aliases, a.severity, a.cvss_score, a.summary, a.ranges, a.versions,
+  SELECT p.*, a.id, a.aliases, a.severity, a.cvss_score, a.summary, a.os, a.release, a.ranges, a.versions,
          p.version AS matched_version
-  FROM p JOIN a ON NOT a.by_source AND a.os = p.os_name AND a.release = p.os_release
-    AND a.manager = p.manager AND a.package = p.name
-)
-, m AS (
-  SELECT image_id, image, image_version, manager, name AS package, arch, version AS installed_version,
-         source, source_version, id AS advisory, aliases, severity, cvss_score, summary,
-         osv_fixed(ranges, matched_version, manager) AS fixed_version
-  FROM matched
-  WHERE osv_affects(ranges, versions, matched_version, manager)
+  FROM a JOIN p ON NOT a.by_source AND a.manager = p.manager AND a.package = p.name
+), i AS (
+  SELECT image_id, name AS image, version AS image_version, os_name, os_release(os_name, os_version) AS os_release
+  FROM images
+), m AS (
+  SELECT x.image_id, i.image, i.image_version, x.manager, x.name AS package, x.arch, x.version AS installed_version,
+         x.source, x.source_version, x.id AS advisory, x.aliases, x.severity, x.cvss_score, x.summary,
+         osv_fixed(x.ranges, x.matched_version, x.manager) AS fixed_version
+  FROM i JOIN matched x ON i.image_id = x.image_id AND i.os_name = x.os AND i.os_release = x.release
+  WHERE osv_affects(x.ranges, x.versions, x.matched_version, x.manager)
 )";
 
 /// When the VEX statement `v` covers the row `m`: it stands, names the advisory or one of its
@@ -92,12 +92,12 @@ const NAMES: [&str; 4] = ["osv_affects", "osv_fixed", "os_release", "image_match
 /// The function of `name`, whose answer depends on its arguments alone.
 pub fn scalar_function(name: &str) -> Option<ScalarUDF> {
     let text = |n| TypeSignature::Exact(vec![DataType::Utf8; n]);
-    let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+    // The table's lists (items never null) and any other list, without a cast of either.
+    let list = |nullable| DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, nullable)));
+    let versions =
+        |nullable| TypeSignature::Exact(vec![DataType::Utf8, list(nullable), DataType::Utf8, DataType::Utf8]);
     let signature = match name {
-        "osv_affects" => Signature::one_of(
-            vec![TypeSignature::Exact(vec![DataType::Utf8, list, DataType::Utf8, DataType::Utf8])],
-            Volatility::Immutable,
-        ),
+        "osv_affects" => Signature::one_of(vec![versions(false), versions(true)], Volatility::Immutable),
         "osv_fixed" => Signature::one_of(vec![text(3)], Volatility::Immutable),
         "os_release" | "image_matches" => Signature::one_of(vec![text(2)], Volatility::Immutable),
         _ => return None,
@@ -148,64 +148,74 @@ impl ScalarUDFImpl for Osv {
                 }
                 Arc::new(out.finish())
             }
-            "osv_fixed" => {
-                let (ranges, version, manager) = (text(0), text(1), text(2));
-                let mut parsed = Parsed::default();
-                let mut out = StringBuilder::new();
-                for row in 0..n {
-                    let fixed = match (value(ranges, row), value(version, row), value(manager, row)) {
-                        (Some(r), Some(v), Some(m)) => ranges::affects(m, parsed.get(r)?, &[], v).flatten(),
-                        _ => None,
-                    };
-                    out.append_option(fixed);
-                }
-                Arc::new(out.finish())
-            }
+            // osv_fixed(ranges, version, manager), osv_affects(ranges, versions, version, manager)
             _ => {
-                let (ranges, version, manager) = (text(0), text(2), text(3));
-                let listed = arrays.get(1).map(|a| a.as_list::<i32>());
-                let mut parsed = Parsed::default();
-                let mut out = BooleanBuilder::new();
+                let fixed = self.name == "osv_fixed";
+                let (ranges, version, manager) =
+                    if fixed { (text(0), text(1), text(2)) } else { (text(0), text(2), text(3)) };
+                let listed = arrays.get(1).filter(|_| !fixed).map(|a| a.as_list::<i32>());
+                let mut answers = Answers::default();
+                let (mut affected, mut fixes) = (BooleanBuilder::new(), StringBuilder::new());
                 for row in 0..n {
                     let (Some(r), Some(v), Some(m)) = (value(ranges, row), value(version, row), value(manager, row))
                     else {
-                        out.append_null();
+                        affected.append_null();
+                        fixes.append_null();
                         continue;
                     };
-                    let versions: Vec<String> = match listed.filter(|l| l.is_valid(row)) {
+                    let versions = match listed.filter(|l| l.is_valid(row)) {
                         Some(l) => {
-                            let items = l.value(row);
-                            let items = items.as_string::<i32>();
-                            (0..items.len())
-                                .filter(|&i| items.is_valid(i))
-                                .map(|i| items.value(i).to_string())
-                                .collect()
+                            let (start, end) = (l.value_offsets()[row] as usize, l.value_offsets()[row + 1] as usize);
+                            let items = l.values().as_string::<i32>();
+                            (start..end).filter(|&i| items.is_valid(i)).map(|i| items.value(i)).collect()
                         }
                         None => Vec::new(),
                     };
-                    out.append_value(ranges::affects(m, parsed.get(r)?, &versions, v).is_some());
+                    let answer = answers.get(r, versions, v, m)?;
+                    affected.append_value(answer.is_some());
+                    fixes.append_option(answer.as_ref().and_then(|f| f.as_deref()));
                 }
-                Arc::new(out.finish())
+                if fixed { Arc::new(fixes.finish()) } else { Arc::new(affected.finish()) }
             }
         };
         Ok(ColumnarValue::Array(out))
     }
 }
 
-/// The ranges of one batch's rows, each distinct text parsed once: the rows of a join repeat
-/// a few advisories many times.
+/// One batch's answers: the rows of a join repeat a few advisories and a few installed
+/// versions many times, so each distinct range text is parsed once and each distinct question
+/// (ranges, listed versions, version, manager) answered once.
 #[derive(Default)]
-struct Parsed<'a>(std::collections::HashMap<&'a str, Vec<ranges::Range>>);
+struct Answers<'a> {
+    parsed: HashMap<&'a str, Vec<ranges::Range>>,
+    answered: HashMap<Question<'a>, Option<Option<String>>>,
+}
 
-impl<'a> Parsed<'a> {
-    fn get(&mut self, text: &'a str) -> Result<&[ranges::Range]> {
-        if !self.0.contains_key(text) {
-            let parsed = match ranges::Range::from_json(text) {
-                Ok(ranges) => ranges,
+/// A range check's arguments: ranges, listed versions, installed version, manager.
+type Question<'a> = (&'a str, Vec<&'a str>, &'a str, &'a str);
+
+impl<'a> Answers<'a> {
+    /// Whether `version` is affected, and the fixed version if one is known.
+    fn get(
+        &mut self,
+        text: &'a str,
+        listed: Vec<&'a str>,
+        version: &'a str,
+        manager: &'a str,
+    ) -> Result<&Option<Option<String>>> {
+        let parsed = match self.parsed.entry(text) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => match ranges::Range::from_json(text) {
+                Ok(ranges) => e.insert(ranges),
                 Err(e) => return exec_err!("advisory ranges: {e}"),
-            };
-            self.0.insert(text, parsed);
-        }
-        Ok(&self.0[text])
+            },
+        };
+        Ok(match self.answered.entry((text, listed, version, manager)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let answer = ranges::affects(manager, parsed, &e.key().1, version);
+                e.insert(answer)
+            }
+        })
     }
 }

@@ -137,7 +137,7 @@ impl Range {
 
 /// Whether `version` is affected by a package's `ranges` or `versions`: `Some(fixed)` (the
 /// fixed version, if the range containing it has one) or `None`.
-pub fn affects(manager: &str, ranges: &[Range], listed: &[String], version: &str) -> Option<Option<String>> {
+pub fn affects(manager: &str, ranges: &[Range], listed: &[&str], version: &str) -> Option<Option<String>> {
     let mut found: Option<Option<String>> = None;
     for range in ranges {
         if let Some(fixed) = range.affects(manager, version) {
@@ -147,7 +147,7 @@ pub fn affects(manager: &str, ranges: &[Range], listed: &[String], version: &str
             }
         }
     }
-    if found.is_none() && listed.iter().any(|v| v == version) {
+    if found.is_none() && listed.contains(&version) {
         found = Some(None);
     }
     found
@@ -190,8 +190,8 @@ mod tests {
         assert_eq!(windows.affects("rpm", "2.1"), Some(Some("2.3".into())));
         let limited = range(&[("introduced", "0"), ("limit", "3.0")]);
         assert_eq!((limited.affects("apk", "2.9-r0"), limited.affects("apk", "3.1-r0")), (Some(None), None));
-        assert_eq!(affects("dpkg", &[], &["1.2-3".into()], "1.2-3"), Some(None));
-        assert_eq!(affects("dpkg", &[], &["1.2-3".into()], "1.2-4"), None);
+        assert_eq!(affects("dpkg", &[], &["1.2-3"], "1.2-3"), Some(None));
+        assert_eq!(affects("dpkg", &[], &["1.2-3"], "1.2-4"), None);
         let json = Range::to_json(std::slice::from_ref(&windows));
         assert_eq!(Range::from_json(&json).unwrap(), vec![windows]);
     }
