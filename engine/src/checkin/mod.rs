@@ -216,12 +216,15 @@ impl Library {
         }
         crate::trace::phase("checkin: catalog maintained");
         // Files the commit and the maintenance superseded, when no reader may still need them.
+        // On a bucket, finding them lists every table's objects, which grows with the library
+        // and would outweigh the checkin itself: there gc, repack and `check --reclaim` prune.
         drop(reading);
-        if let Err(e) = self.prune().await {
-            warnings.push(format!("superseded catalog files were not removed: {e}"));
+        if matches!(self.home(), crate::storage::Storage::Folder(_)) {
+            if let Err(e) = self.prune().await {
+                warnings.push(format!("superseded catalog files were not removed: {e}"));
+            }
+            crate::trace::phase("checkin: superseded catalog files pruned");
         }
-
-        crate::trace::phase("checkin: superseded catalog files pruned");
         Ok(CheckinSummary {
             image_id,
             name: name.to_string(),
