@@ -84,8 +84,13 @@ impl Session {
         state: impl FnOnce(SessionConfig) -> Result<SessionState>,
     ) -> Result<Session> {
         let access = Arc::new(access);
-        let config =
+        let mut config =
             SessionConfig::new().with_information_schema(true).with_extension(Arc::new(Commands::discarding()));
+        // A join side of up to 16 MB is built once and shared by every partition of the other
+        // side, rather than both sides shuffled by hash: so `vulnerabilities` shares the few
+        // advisory rows a question keeps (a filtered table, whose size DataFusion can only
+        // estimate) instead of shuffling every package row (DataFusion's default is 1 MB).
+        config.options_mut().optimizer.hash_join_single_partition_threshold = 16 << 20;
         let ctx = SessionContext::new_with_state(state(config)?);
         let shared = tables::Tables::new(library.clone(), access.clone());
         for table in imagelake_engine::catalog::TABLES {
