@@ -155,12 +155,16 @@ impl ScalarUDFImpl for Osv {
                     if fixed { (text(0), text(1), text(2)) } else { (text(0), text(2), text(3)) };
                 let listed = arrays.get(1).filter(|_| !fixed).map(|a| a.as_list::<i32>());
                 let mut answers = Answers::default();
+                // Only the answer asked for is built: osv_fixed's texts, or osv_affects's flags.
                 let (mut affected, mut fixes) = (BooleanBuilder::new(), StringBuilder::new());
                 for row in 0..n {
                     let (Some(r), Some(v), Some(m)) = (value(ranges, row), value(version, row), value(manager, row))
                     else {
-                        affected.append_null();
-                        fixes.append_null();
+                        if fixed {
+                            fixes.append_null()
+                        } else {
+                            affected.append_null()
+                        }
                         continue;
                     };
                     let versions = match listed.filter(|l| l.is_valid(row)) {
@@ -172,8 +176,11 @@ impl ScalarUDFImpl for Osv {
                         None => Vec::new(),
                     };
                     let answer = answers.get(r, versions, v, m)?;
-                    affected.append_value(answer.is_some());
-                    fixes.append_option(answer.as_ref().and_then(|f| f.as_deref()));
+                    if fixed {
+                        fixes.append_option(answer.as_ref().and_then(|f| f.as_deref()));
+                    } else {
+                        affected.append_value(answer.is_some());
+                    }
                 }
                 if fixed { Arc::new(fixes.finish()) } else { Arc::new(affected.finish()) }
             }

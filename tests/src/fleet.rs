@@ -142,13 +142,13 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
             }
         }
         for &r in &base.configs {
-            host_files[r].content_hash = Some(hash_of(&format!("{}/variant {}", hash(r), dice.roll() % 4)));
+            host_files[r].content_hash = Some(hash_of(&format!("{}/variant {}", hash(r), dice.below(4))));
         }
         for &r in &base.per_host {
             host_files[r].content_hash = Some(hash_of(&format!("{}/{host_name}", hash(r))));
         }
         let mut added: Vec<(String, String)> = vec![("/etc/imagelake-host".into(), hash_of(&host_name))];
-        let agent = (dice.percent() < 10).then(|| dice.roll() % 4);
+        let agent = (dice.percent() < 10).then(|| dice.below(4));
         if let Some(release) = agent {
             for file in ["/opt/agent/bin/agent", "/opt/agent/etc/agent.conf"] {
                 added.push((file.into(), hash_of(&format!("agent 1.{release} {file}"))));
@@ -179,7 +179,7 @@ pub async fn generate(library: &Library, bases: &[ImageRow], hosts: usize, first
         let mut host_packages = with_column(&base.packages, "version", Arc::new(StringArray::from(new_versions)));
         if dice.percent() < 10 {
             let drop: Vec<usize> =
-                (0..1 + dice.roll() % 3).map(|_| (dice.roll() as usize) % host_packages.num_rows()).collect();
+                (0..1 + dice.below(3)).map(|_| dice.below(host_packages.num_rows() as u64) as usize).collect();
             let keep: arrow::array::BooleanArray =
                 (0..host_packages.num_rows()).map(|r| Some(!drop.contains(&r))).collect();
             host_packages = filter_record_batch(&host_packages, &keep).expect("filter");

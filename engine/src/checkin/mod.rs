@@ -219,7 +219,7 @@ impl Library {
         // On a bucket, finding them lists every table's objects, which grows with the library
         // and would outweigh the checkin itself: there gc, repack and `check --reclaim` prune.
         drop(reading);
-        if matches!(self.home(), crate::storage::Storage::Folder(_)) {
+        if self.home().folder().is_some() {
             if let Err(e) = self.prune().await {
                 warnings.push(format!("superseded catalog files were not removed: {e}"));
             }

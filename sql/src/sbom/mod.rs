@@ -15,7 +15,7 @@ pub mod purl;
 mod spdx;
 
 use crate::functions::{Deferred, Lib, text_arg};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl};
@@ -151,12 +151,7 @@ async fn inventory(lib: &Lib, ctx: &SessionContext, spec: &str) -> Result<Invent
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut packages = Vec::new();
     for batch in &batches {
-        // Decoded by name, each as the type read here (a scan may give views).
-        let column = |name: &str, to: &DataType| -> Result<datafusion::arrow::array::ArrayRef> {
-            let found = batch.column_by_name(name);
-            let found = found.ok_or_else(|| DataFusionError::Internal(format!("sbom: packages has no {name}")))?;
-            Ok(cast(found, to)?)
-        };
+        let column = |name: &str, to: &DataType| column_as(batch, "packages", name, to);
         let names = ["manager", "name", "version", "arch", "source", "source_version", "release", "source_rpm"];
         let texts = names.iter().map(|n| column(n, &DataType::Utf8)).collect::<Result<Vec<_>>>()?;
         let text = |i: usize, row: usize| {
@@ -192,6 +187,14 @@ async fn inventory(lib: &Lib, ctx: &SessionContext, spec: &str) -> Result<Invent
     Ok(Inventory { image, os, packages, analyses })
 }
 
+/// The column `name` of a batch of `table`'s rows, as `to`: decoded by name, not position,
+/// and cast to the type read here (a scan may give views).
+fn column_as(batch: &RecordBatch, table: &str, name: &str, to: &DataType) -> Result<ArrayRef> {
+    let found = batch.column_by_name(name);
+    let found = found.ok_or_else(|| DataFusionError::Internal(format!("sbom: {table} has no {name}")))?;
+    Ok(cast(found, to)?)
+}
+
 /// The standing VEX statements that cover `image`, each with the packages of `packages` whose
 /// rows it takes out of `vulnerabilities`.
 async fn analyses(lib: &Lib, ctx: &SessionContext, image: &ImageRow, packages: &[Package]) -> Result<Vec<Analysis>> {
@@ -213,12 +216,7 @@ async fn analyses(lib: &Lib, ctx: &SessionContext, image: &ImageRow, packages: &
         let names = ["vex", "manager", "package", "arch", "installed_version"];
         let texts = names
             .iter()
-            .map(|name| {
-                let found = batch.column_by_name(name).ok_or_else(|| {
-                    DataFusionError::Internal(format!("sbom: suppressed_vulnerabilities has no {name}"))
-                })?;
-                Ok(cast(found, &DataType::Utf8)?)
-            })
+            .map(|name| column_as(&batch, "suppressed_vulnerabilities", name, &DataType::Utf8))
             .collect::<Result<Vec<_>>>()?;
         let text = |i: usize, row: usize| texts[i].as_string::<i32>().value(row).to_string();
         for row in 0..batch.num_rows() {
