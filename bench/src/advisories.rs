@@ -149,8 +149,9 @@ async fn main() {
         format!("which images have fixable criticals ({critical_hosts} versions)"),
         format!("one SBOM (CycloneDX, {bytes} bytes, `sbom('host-00042')`)"),
     ];
-    println!("\n| question | median of {RUNS} in one session |\n|---|---|");
+    // The first run reads `packages` whole (and keeps it, see the engine's `catalog/kept.rs`).
+    println!("\n| question | first in the session | median of {RUNS} |\n|---|---|---|");
     for (q, label) in labels.iter().enumerate() {
-        println!("| {label} | {:.1} ms |", median(times[q].clone()) * 1e3);
+        println!("| {label} | {:.1} ms | {:.1} ms |", times[q][0] * 1e3, median(times[q].clone()) * 1e3);
     }
 }

@@ -45,11 +45,15 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, col, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use imagelake_engine::Library;
-use imagelake_engine::catalog::ImageState;
+use imagelake_engine::catalog::{ImageState, stored_rows};
 use lance::Dataset;
 use lance::datafusion::LanceTableProvider;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+
+/// The most rows of a kept table a cluster's plan carries (kept rows travel inline to every
+/// executor); a larger table's rows the executors read from its fragments.
+const INLINE_ROWS: usize = 1 << 15;
 
 /// The `images` table at one version: its rows (one per committed version, few enough to keep
 /// in memory, and read by nearly every question) and the committed-rows filter they give.
@@ -239,8 +243,9 @@ impl CatalogTable {
     }
 
     /// The stored rows of `table` as Lance's scan gives them (`columns` of the rows matching
-    /// every filter, at most `limit`): from memory while the table is small (see the engine's
-    /// `catalog/kept.rs`), else through Lance and its indexes.
+    /// every filter, at most `limit`): from memory while the table is small or kept, or read
+    /// whole into memory and kept when nothing narrows it (see the engine's `catalog/kept.rs`),
+    /// else through Lance and its indexes.
     async fn read(
         &self,
         state: &dyn Session,
@@ -251,7 +256,30 @@ impl CatalogTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let dataset = self.tables.open(table).await?;
         let catalog = self.tables.library.catalog();
-        let Some(rows) = catalog.small_table_rows(table, &dataset).await.map_err(external)? else {
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
+        // Pushed filters name their table; the rows in memory are the table's alone.
+        let predicate = conjunction(filters.iter().cloned()).map(unnormalize_col);
+        // The columns the rows in memory need: those asked for, then those the filters read (at
+        // least one, whose length counts the rows).
+        let mut wanted = columns.cloned().unwrap_or_else(|| (0..schema.fields().len()).collect());
+        for column in predicate.iter().flat_map(|p| p.column_refs()) {
+            let index = schema.index_of(&column.name)?;
+            if !wanted.contains(&index) {
+                wanted.push(index);
+            }
+        }
+        if wanted.is_empty() {
+            wanted.push(0);
+        }
+        let names: Vec<&str> = wanted.iter().map(|&i| schema.field(i).name().as_str()).collect();
+        let whole = filters.is_empty() && limit.is_none();
+        // A cluster's plan carries kept rows to every executor, so only a small table's.
+        let kept = if !self.tables.distributed || stored_rows(&dataset) <= INLINE_ROWS {
+            catalog.kept_columns(table, &dataset, &names, whole).await.map_err(external)?
+        } else {
+            None
+        };
+        let Some(batches) = kept else {
             if self.tables.distributed {
                 let partitions = state.config().target_partitions();
                 let library = self.tables.library.clone();
@@ -259,16 +287,17 @@ impl CatalogTable {
             }
             return LanceTableProvider::new(Arc::new(dataset), false, false).scan(state, columns, filters, limit).await;
         };
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::from(dataset.schema()));
-        let partitions = [rows.as_ref().clone()];
-        let Some(predicate) = conjunction(filters.iter().cloned()) else {
-            let source = MemorySourceConfig::try_new(&partitions, schema, columns.cloned())?.with_limit(limit);
+        let schema = Arc::new(schema.project(&wanted)?);
+        let partitions = [batches];
+        // The columns asked for lead `wanted`.
+        let projection = columns.map(|c| (0..c.len()).collect::<Vec<_>>());
+        let Some(predicate) = predicate else {
+            let source = MemorySourceConfig::try_new(&partitions, schema, projection)?.with_limit(limit);
             return Ok(DataSourceExec::from_data_source(source));
         };
-        // Pushed filters name their table; the rows in memory are the table's alone.
-        let predicate = state.create_physical_expr(unnormalize_col(predicate), &DFSchema::try_from(schema.clone())?)?;
+        let predicate = state.create_physical_expr(predicate, &DFSchema::try_from(schema.clone())?)?;
         let source = MemorySourceConfig::try_new_exec(&partitions, schema, None)?;
-        let filter = FilterExecBuilder::new(predicate, source).apply_projection(columns.cloned())?.with_fetch(limit);
+        let filter = FilterExecBuilder::new(predicate, source).apply_projection(projection)?.with_fetch(limit);
         Ok(Arc::new(filter.build()?))
     }
 

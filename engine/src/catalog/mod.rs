@@ -9,6 +9,7 @@ mod checksums;
 mod columns;
 mod integrity;
 mod kept;
+pub use kept::stored_rows;
 mod queries;
 mod schema;
 mod segments;
@@ -99,8 +100,10 @@ pub struct Catalog {
     session: Arc<lance::session::Session>,
     /// The datasets opened so far, each with the stamp its `_versions` folder had then.
     opened: Mutex<HashMap<String, (Stamp, Dataset)>>,
-    /// Per table, every row of one version of a small table (see `kept.rs`).
-    kept_rows: Kept<Vec<RecordBatch>>,
+    /// Per table and column, every row of one version of a kept table (see `kept.rs`).
+    kept_columns: Kept<Vec<arrow::array::ArrayRef>>,
+    /// Held while kept columns are read (see [`Catalog::kept_columns`]).
+    reading: tokio::sync::Mutex<()>,
     /// Per manifest, the versions of every segment at one version of a small `segments`
     /// table (see [`Catalog::small_segment_users`]).
     kept_users: Kept<SegmentUsers>,
@@ -152,7 +155,8 @@ impl Catalog {
             files,
             session: Arc::new(session),
             opened: Mutex::default(),
-            kept_rows: Kept::new(),
+            kept_columns: Kept::new(),
+            reading: tokio::sync::Mutex::new(()),
             kept_users: Kept::new(),
         };
         catalog.create::<ImageRow>().await?;
