@@ -34,11 +34,12 @@ const SMALL_ROWS: usize = 1 << 15;
 const RECUT_ROWS: usize = 8192;
 
 /// The most rows a kept table holds, unless `IMAGELAKE_KEEP_ROWS` says another number (0:
-/// nothing is kept): rows of a few hundred bytes, so a few hundred MiB at most (the fleet's
-/// 1.4 million `packages` rows take about 500 MiB).
+/// nothing is kept): columns of a few tens of bytes a row, so a few hundred MiB at most (the
+/// five columns the vulnerability questions read of a fleet's 1.4 million `packages` rows
+/// take about 140 MB).
 const KEPT_ROWS: usize = 1 << 21;
 
-/// What is kept of each of a kind of small table, by key (a table or a manifest), with the
+/// What is kept of each of a kind of table, by key (a table's column or a manifest), with the
 /// table version it was read at.
 pub(super) struct Kept<T> {
     up_to: AtomicUsize,
@@ -65,7 +66,7 @@ impl<T> Kept<T> {
         F: Future<Output = Result<T>>,
     {
         let version = dataset.version_id();
-        if !self.holds(dataset, &[key]) {
+        if !self.holds(dataset, |k| k == key, version) {
             return Ok(None);
         }
         if let Some(value) = self.at(key, version) {
@@ -79,27 +80,21 @@ impl<T> Kept<T> {
         Ok(Some(value))
     }
 
-    /// Whether `dataset` is within the bound; if not (grown past it, or the bound lowered),
-    /// what was kept under `keys` is of no more use and goes.
-    fn holds(&self, dataset: &Dataset, keys: &[&str]) -> bool {
-        if stored_rows(dataset) <= self.up_to.load(Ordering::Relaxed) {
-            return true;
-        }
+    /// Whether `dataset` is within the bound. What is kept under the keys `belongs` picks
+    /// goes if not (grown past it, or the bound lowered), and at versions older than
+    /// `version` if so (a commit has made a newer one, and the older serves no new question).
+    fn holds(&self, dataset: &Dataset, belongs: impl Fn(&str) -> bool, version: u64) -> bool {
+        let holds = stored_rows(dataset) <= self.up_to.load(Ordering::Relaxed);
         if let Ok(mut kept) = self.kept.lock() {
-            keys.iter().for_each(|key| drop(kept.remove(*key)));
+            kept.retain(|key, (at, _)| !belongs(key) || (holds && *at >= version));
         }
-        false
+        holds
     }
 
-    /// What is kept under `key` at `version`. What is kept at an older version goes: a commit
-    /// has made a newer one, and the older serves no new question.
+    /// What is kept under `key` at `version`.
     fn at(&self, key: &str, version: u64) -> Option<Arc<T>> {
-        let mut kept = self.kept.lock().ok()?;
-        match kept.get(key) {
-            Some((at, value)) if *at == version => Some(value.clone()),
-            Some((at, _)) if *at < version => kept.remove(key).and(None),
-            _ => None,
-        }
+        let kept = self.kept.lock().ok()?;
+        kept.get(key).filter(|(at, _)| *at == version).map(|(_, value)| value.clone())
     }
 
     fn keep(&self, key: &str, version: u64, value: Arc<T>) {
@@ -135,8 +130,9 @@ impl Catalog {
         whole: bool,
     ) -> Result<Option<Vec<RecordBatch>>> {
         let version = dataset.version_id();
-        let keys: Vec<String> = columns.iter().map(|c| format!("{table}.{c}")).collect();
-        if !self.kept_columns.holds(dataset, &keys.iter().map(String::as_str).collect::<Vec<_>>()) {
+        let prefix = format!("{table}.");
+        let keys: Vec<String> = columns.iter().map(|c| format!("{prefix}{c}")).collect();
+        if !self.kept_columns.holds(dataset, |k| k.starts_with(&prefix), version) {
             return Ok(None);
         }
         let kept = |keys: &[String]| keys.iter().map(|k| self.kept_columns.at(k, version)).collect::<Vec<_>>();
